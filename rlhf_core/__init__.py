@@ -1,0 +1,1 @@
+"""Core training math and orchestration for the online RLHF loop."""

@@ -1,0 +1,3 @@
+from rlhf_core.cli import main
+
+main()

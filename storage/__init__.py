@@ -1,0 +1,57 @@
+"""The only package that talks to the database. Everything else calls these functions."""
+
+from storage.db import Database, DatabaseError, normalize_url
+from storage.pairs import (
+    JudgmentError,
+    ServedPair,
+    add_pair_between,
+    next_pair_for,
+    open_pair_count,
+    prompts_needing_pairs,
+    record_generations,
+    record_judgment,
+    skip_pair,
+)
+from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
+from storage.queries import JudgmentRow, judgment_rows, status_counts
+from storage.tables import (
+    CHOICES,
+    ROLES,
+    STRENGTHS,
+    Annotator,
+    Job,
+    Judgment,
+    Lease,
+    Pair,
+    PolicyVersion,
+    Prompt,
+    RewardModelVersion,
+    Sample,
+    Skip,
+    TrainingLog,
+    utcnow,
+)
+from storage.users import (
+    UserError,
+    authenticate,
+    check_password,
+    count_annotators,
+    create_annotator,
+    get_annotator,
+    hash_password,
+    list_annotators,
+    set_active,
+)
+from storage.versions import (
+    add_policy_version,
+    add_reward_model_version,
+    current_policy,
+    current_reward_model,
+    ensure_base_policy,
+    get_policy,
+    list_policies,
+    list_reward_models,
+    update_policy_metrics,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,70 @@
+"""Prompts: chat message lists, de-duplicated by content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from sqlmodel import func, select
+
+from storage.db import Database
+from storage.tables import SPLITS, Prompt
+
+
+@dataclass
+class ImportResult:
+    added: int
+    duplicates: int
+
+
+def canonical_messages(messages: list[dict[str, str]]) -> str:
+    return json.dumps([{"role": m["role"], "content": m["content"]} for m in messages], ensure_ascii=False)
+
+
+def content_hash(messages: list[dict[str, str]]) -> str:
+    return hashlib.sha256(canonical_messages(messages).encode()).hexdigest()
+
+
+def add_prompts(
+    db: Database, conversations: list[list[dict[str, str]]], *, split: str = "train", source: str = ""
+) -> ImportResult:
+    """Insert conversations in one transaction; ones already stored (or repeated) are counted, not added."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+    hashes = [content_hash(m) for m in conversations]
+    added = 0
+    with db.session() as s:
+        existing: set[str] = set()
+        for start in range(0, len(hashes), 500):
+            chunk = hashes[start:start + 500]
+            existing.update(s.exec(select(Prompt.content_hash).where(Prompt.content_hash.in_(chunk))).all())
+        for messages, h in zip(conversations, hashes):
+            if h in existing:
+                continue
+            existing.add(h)
+            s.add(Prompt(messages_json=canonical_messages(messages), content_hash=h, split=split, source=source))
+            added += 1
+    return ImportResult(added=added, duplicates=len(conversations) - added)
+
+
+def prompt_messages(prompt: Prompt) -> list[dict[str, str]]:
+    return json.loads(prompt.messages_json)
+
+
+def list_prompts(db: Database, split: str | None = None, limit: int | None = None) -> list[Prompt]:
+    with db.session() as s:
+        q = select(Prompt).order_by(Prompt.id)
+        if split:
+            q = q.where(Prompt.split == split)
+        if limit:
+            q = q.limit(limit)
+        return list(s.exec(q))
+
+
+def count_prompts(db: Database, split: str | None = None) -> int:
+    with db.session() as s:
+        q = select(func.count()).select_from(Prompt)
+        if split:
+            q = q.where(Prompt.split == split)
+        return s.exec(q).one()

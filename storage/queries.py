@@ -1,0 +1,102 @@
+"""Read models: judgment rows for training/export and counts for status views."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import aliased
+from sqlmodel import func, select
+
+from storage.db import Database
+from storage.tables import Annotator, Job, Judgment, Pair, PolicyVersion, Prompt, RewardModelVersion, Sample
+
+
+@dataclass(frozen=True)
+class JudgmentRow:
+    """One judgment with everything needed to train on it or export it."""
+
+    judgment_id: int
+    pair_id: int
+    prompt_id: int
+    prompt_messages: list[dict[str, str]]
+    prompt_split: str
+    text_a: str
+    text_b: str
+    version_a: int
+    version_b: int
+    choice: str
+    strength: str | None
+    rationale: str | None
+    annotator: str
+    left_side: str
+    round: int
+    kind: str
+    created_at: datetime
+
+
+def judgment_rows(
+    db: Database, *, round: int | None = None, kinds: tuple[str, ...] = ("train",)
+) -> list[JudgmentRow]:
+    sa_, sb_ = aliased(Sample), aliased(Sample)
+    q = (
+        select(Judgment, Pair, Prompt, sa_, sb_, Annotator.username)
+        .join(Pair, Pair.id == Judgment.pair_id)
+        .join(Prompt, Prompt.id == Pair.prompt_id)
+        .join(sa_, sa_.id == Pair.sample_a_id)
+        .join(sb_, sb_.id == Pair.sample_b_id)
+        .join(Annotator, Annotator.id == Judgment.annotator_id)
+        .where(Pair.kind.in_(kinds))
+        .order_by(Judgment.id)
+    )
+    if round is not None:
+        q = q.where(Pair.round == round)
+    with db.session() as s:
+        rows = s.exec(q).all()
+    return [
+        JudgmentRow(
+            judgment_id=j.id, pair_id=p.id, prompt_id=pr.id, prompt_messages=json.loads(pr.messages_json),
+            prompt_split=pr.split, text_a=a.text, text_b=b.text, version_a=a.policy_version_id,
+            version_b=b.policy_version_id, choice=j.choice, strength=j.strength, rationale=j.rationale,
+            annotator=name, left_side=j.left_side, round=p.round, kind=p.kind, created_at=j.created_at,
+        )
+        for j, p, pr, a, b, name in rows
+    ]
+
+
+def status_counts(db: Database) -> dict[str, Any]:
+    """The stable machine-readable status (`rlhf status --json`)."""
+    with db.session() as s:
+        def count(model) -> int:  # noqa: ANN001
+            return s.exec(select(func.count()).select_from(model)).one()
+
+        pairs_open = s.exec(
+            select(func.count()).select_from(Pair).where(Pair.n_judgments < Pair.judgments_wanted)
+        ).one()
+        per_annotator = dict(
+            s.exec(
+                select(Annotator.username, func.count(Judgment.id))
+                .join(Judgment, Judgment.annotator_id == Annotator.id)
+                .group_by(Annotator.username)
+                .order_by(Annotator.username)
+            ).all()
+        )
+        policy = s.exec(select(func.max(PolicyVersion.id))).one()
+        reward = s.exec(select(func.max(RewardModelVersion.id))).one()
+        running = s.exec(select(Job).where(Job.status == "running").order_by(Job.id)).all()
+        queued = s.exec(select(func.count()).select_from(Job).where(Job.status == "queued")).one()
+        return {
+            "counts": {
+                "prompts": count(Prompt), "samples": count(Sample), "pairs": count(Pair),
+                "pairs_open": pairs_open, "judgments": count(Judgment),
+            },
+            "judgments_per_annotator": per_annotator,
+            "versions": {"policy": policy or 0, "reward_model": reward},
+            "jobs": {
+                "running": [{"id": j.id, "kind": j.kind, "progress": j.progress, "message": j.message}
+                            for j in running],
+                "queued": queued,
+            },
+        }

@@ -1,0 +1,149 @@
+"""SQLModel tables: the schema every other module reads through `storage`.
+
+Timestamps are timezone-aware UTC (`utcnow()`); SQLModel stores them as UTC on both
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+ROLES = ("annotator", "operator")
+CHOICES = ("a", "b", "tie", "both_bad")
+STRENGTHS = ("slight", "clear", "strong")
+SPLITS = ("train", "eval")
+PAIR_KINDS = ("train", "eval_vs_base")
+JOB_STATUSES = ("queued", "running", "done", "failed")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Annotator(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, unique=True, max_length=64)
+    password_hash: str
+    role: str = Field(default="annotator", max_length=16)
+    active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Prompt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    messages_json: str = Field(sa_column=Column(Text, nullable=False))
+    content_hash: str = Field(index=True, unique=True, max_length=64)
+    source: str = Field(default="", max_length=255)
+    split: str = Field(default="train", max_length=8, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PolicyVersion(SQLModel, table=True):
+    """Version 0 is the base model (no adapter); later versions carry a LoRA adapter."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    parent_id: int | None = Field(default=None, foreign_key="policyversion.id")
+    adapter_path: str | None = None
+    algorithm: str = Field(default="base", max_length=16)
+    round: int = 0
+    metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Sample(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    policy_version_id: int = Field(foreign_key="policyversion.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    token_count: int = 0
+    gen_params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Pair(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    sample_a_id: int = Field(foreign_key="sample.id")
+    sample_b_id: int = Field(foreign_key="sample.id")
+    round: int = Field(default=0, index=True)
+    kind: str = Field(default="train", max_length=16)
+    judgments_wanted: int = 1
+    n_judgments: int = Field(default=0, index=True)
+    priority: int = Field(default=0, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Judgment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("pair_id", "annotator_id", name="uq_judgment_pair_annotator"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pair_id: int = Field(foreign_key="pair.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    choice: str = Field(max_length=8)
+    strength: str | None = Field(default=None, max_length=8)
+    rationale: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    left_side: str = Field(default="a", max_length=1)
+    latency_ms: int | None = None
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class Lease(SQLModel, table=True):
+    """A pair served to an annotator; holds one of the pair's k slots until it expires."""
+
+    __table_args__ = (UniqueConstraint("pair_id", "annotator_id", name="uq_lease_pair_annotator"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pair_id: int = Field(foreign_key="pair.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    left_side: str = Field(default="a", max_length=1)
+    served_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+
+
+class Skip(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("pair_id", "annotator_id", name="uq_skip_pair_annotator"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pair_id: int = Field(foreign_key="pair.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class RewardModelVersion(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_path: str
+    trained_on: int = 0
+    heldout_accuracy: float | None = None
+    heldout_loss: float | None = None
+    metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Job(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=32)
+    status: str = Field(default="queued", max_length=16, index=True)
+    params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    progress: float = 0.0
+    message: str = Field(default="", sa_column=Column(Text, nullable=False))
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    worker_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime = Field(default_factory=utcnow)
+    started_at: datetime | None = None
+    heartbeat_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+class TrainingLog(SQLModel, table=True):
+    """One row per optimisation step of a job: what a practitioner plots."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int | None = Field(default=None, foreign_key="job.id", index=True)
+    phase: str = Field(max_length=16)
+    step: int
+    metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)

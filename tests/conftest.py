@@ -1,0 +1,84 @@
+"""Shared fixtures: databases (SQLite file and, when configured, a real PostgreSQL) and tiny models."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+from storage import Database, ensure_base_policy
+
+PG_URL_ENV = "RLHF_TEST_PG_URL"
+
+
+def _postgres_url() -> str | None:
+    url = os.environ.get(PG_URL_ENV)
+    if not url and os.environ.get("CI"):
+        raise RuntimeError(f"{PG_URL_ENV} must be set in CI (scripts/test_postgres.sh starts a server)")
+    return url
+
+
+def _fresh_postgres(base_url: str) -> tuple[Database, str]:
+    """A new, empty database on the test server, so tests never see each other's rows."""
+    from sqlalchemy import create_engine, text
+
+    from storage import normalize_url
+
+    name = f"rlhf_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(normalize_url(base_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    prefix, _, _ = base_url.rpartition("/")
+    return Database(f"{prefix}/{name}"), name
+
+
+def _drop_postgres(base_url: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    from storage import normalize_url
+
+    admin = create_engine(normalize_url(base_url), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path: Path):
+    """A migrated, empty database: a SQLite file, then the same test against PostgreSQL."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+        database.upgrade()
+        ensure_base_policy(database)
+        yield database
+        database.dispose()
+        return
+    base = _postgres_url()
+    if not base:
+        pytest.skip(f"set {PG_URL_ENV} to run against PostgreSQL (scripts/test_postgres.sh starts one)")
+    database, name = _fresh_postgres(base)
+    database.upgrade()
+    ensure_base_policy(database)
+    yield database
+    database.dispose()
+    _drop_postgres(base, name)
+
+
+@pytest.fixture
+def sqlite_db(tmp_path: Path):
+    database = Database(f"sqlite:///{tmp_path / 'test.db'}")
+    database.upgrade()
+    ensure_base_policy(database)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random causal LM with a locally trained tokenizer (built once per test session)."""
+    from rlhf_core.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
