@@ -76,7 +76,11 @@ class ModelStack:
         for p in base.parameters():
             p.requires_grad_(False)
         if gradient_checkpointing:
-            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            # transformers 5 renamed gradient checkpointing to activation checkpointing.
+            if hasattr(base, "activation_checkpointing_enable"):
+                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         base.config.use_cache = False
         loras = {"policy": policy_lora, "value": policy_lora, "reward": reward_lora}
         model = get_peft_model(base, loras["policy"].peft_config(), adapter_name="policy")

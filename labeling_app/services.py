@@ -1,0 +1,24 @@
+"""What the app may call beyond the database: the pool topper and the operator's sampler.
+
+Both are optional so the page runs without a model; the lead wires real ones in `rlhf serve`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class PoolTopper(Protocol):
+    def request_top_up(self) -> None:
+        """Ask for more pairs; must return at once (sampling runs in the background)."""
+
+
+@dataclass
+class AppServices:
+    """Services handlers call. `None` means "not available on this server" and the app says so."""
+
+    pool_topper: PoolTopper | None = None
+    # Operator's "sample N more pairs": returns something printable (a job id, a message) or None.
+    request_pairs: Callable[[int], Any] | None = None
