@@ -7,10 +7,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from rlhf_core.config import ConfigError
     from rlhf_core.prompt_files import PromptFileError
     from rlhf_core.workspace import WorkspaceError
-    from storage import DatabaseError, JudgmentError, UserError
+    from storage import DatabaseError, JobError, JudgmentError, UserError
 
     errors: list[type[BaseException]] = [ConfigError, PromptFileError, WorkspaceError, DatabaseError,
-                                         JudgmentError, UserError]
+                                         JudgmentError, UserError, JobError]
     try:
         from rlhf_core.modeling import ModelLoadError
 

@@ -193,7 +193,8 @@ class ModelStack:
         directory.mkdir(parents=True, exist_ok=True)
         tensors = self._adapter_state(name)
         if name in self.heads:
-            tensors.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in self.heads[name].state_dict().items()})
+            head = self.heads[name].state_dict()
+            tensors.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in head.items()})
         tmp = directory / "adapter.safetensors.tmp"
         save_file(tensors, str(tmp))
         tmp.replace(directory / "adapter.safetensors")

@@ -142,10 +142,13 @@ def train_reward_model(
             order = list(range(len(train_pairs)))
             rng.shuffle(order)
             for chunk in _batches([train_pairs[i] for i in order], cfg.batch_size):
-                r_c, r_r, margin = _pair_scores(stack, chunk, with_margin=cfg.use_strength_margin)
-                loss = bradley_terry_loss(r_c, r_r, margin)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                # Backward inside the same adapter context: gradient checkpointing re-runs the
+                # forward during backward, and it must go through the reward adapter again.
+                with stack.use("reward"):
+                    r_c, r_r, margin = _pair_scores(stack, chunk, with_margin=cfg.use_strength_margin)
+                    loss = bradley_terry_loss(r_c, r_r, margin)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
                 optimizer.step()
                 row = {

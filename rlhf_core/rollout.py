@@ -9,10 +9,11 @@ score bonus in the per-token rewards) is read at its last real token, like any o
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from rlhf_core.batching import SequenceBatch, build_sequences, left_pad, prompt_token_ids, split_generated
 from rlhf_core.losses import kl_k1, masked_mean, sequence_kl
@@ -89,6 +90,17 @@ def reward_model_scores(stack: ModelStack) -> ScoreFn:
     return score
 
 
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the enclosed passes (deterministic log-probs and values), then back to the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def minibatches(n: int, size: int, epochs: int = 1) -> Iterator[Tensor]:
     """Row indices for `epochs` shuffled passes over n rows (torch's global RNG, so seeded runs repeat)."""
     for _ in range(epochs):
@@ -120,19 +132,20 @@ def policy_logprobs(stack: ModelStack, input_ids: Tensor, attention_mask: Tensor
 def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -> RolloutLogprobs:
     """Old-policy and reference log-probs plus policy entropy, in chunks of `chunk_size` rows.
 
-    Run with the model in eval mode so the log-probs the update starts from are deterministic.
+    Computed in eval mode, so the log-probs the update's ratios start from are deterministic.
     """
     b = rollout.batch
     old, ref, ent = [], [], []
-    for index in torch.arange(rollout.size).split(max(1, chunk_size)):
-        ids, mask = b.input_ids[index], b.attention_mask[index]
-        with stack.use("policy"):
-            logp, entropy = stack.token_logprobs(ids, mask, with_entropy=True)
-        with stack.reference():
-            ref_logp, _ = stack.token_logprobs(ids, mask)
-        old.append(logp)
-        ref.append(ref_logp)
-        ent.append(entropy)
+    with eval_mode(stack.model):
+        for index in torch.arange(rollout.size).split(max(1, chunk_size)):
+            ids, mask = b.input_ids[index], b.attention_mask[index]
+            with stack.use("policy"):
+                logp, entropy = stack.token_logprobs(ids, mask, with_entropy=True)
+            with stack.reference():
+                ref_logp, _ = stack.token_logprobs(ids, mask)
+            old.append(logp)
+            ref.append(ref_logp)
+            ent.append(entropy)
     return RolloutLogprobs(torch.cat(old), torch.cat(ref), torch.cat(ent))
 
 

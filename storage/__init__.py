@@ -1,11 +1,28 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
 from storage.db import Database, DatabaseError, normalize_url
-from storage.jobs import add_training_logs, training_logs
+from storage.jobs import (
+    TRAINING_KINDS,
+    JobError,
+    add_training_logs,
+    claim_next_job,
+    enqueue_job,
+    fail_job,
+    fail_stale_jobs,
+    finish_job,
+    get_job,
+    heartbeat_job,
+    judgments_since_last_round,
+    list_jobs,
+    retry_job,
+    training_logs,
+    update_job_progress,
+)
 from storage.pairs import (
     JudgmentError,
     ServedPair,
     add_pair_between,
+    add_samples,
     next_pair_for,
     open_pair_count,
     prompts_needing_pairs,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from typing import Any
 
-from sqlmodel import select
+from sqlalchemy import text, update
+from sqlmodel import func, select
 
 from storage.db import Database
-from storage.tables import TrainingLog
+from storage.tables import Job, Judgment, TrainingLog, utcnow
 
 
 def add_training_logs(db: Database, *, phase: str, rows: list[dict[str, Any]], job_id: int | None = None) -> None:
@@ -26,3 +28,128 @@ def training_logs(db: Database, *, phase: str | None = None, job_id: int | None 
         q = q.where(TrainingLog.job_id == job_id)
     with db.session() as s:
         return [{"job_id": r.job_id, "phase": r.phase, **json.loads(r.metrics_json)} for r in s.exec(q)]
+
+
+# -- the job queue ------------------------------------------------------------------------
+TRAINING_KINDS = ("train_rm", "train_policy", "round")
+
+
+class JobError(ValueError):
+    """A job request refused for a reason a person can act on."""
+
+
+def enqueue_job(db: Database, kind: str, params: dict[str, Any] | None = None, *, unique: bool = True) -> Job:
+    """Queue a job. With `unique`, an identical kind already queued or running is returned instead."""
+    with db.session() as s:
+        if unique:
+            existing = s.exec(select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running")))
+                              .order_by(Job.id)).first()
+            if existing is not None:
+                return existing
+        job = Job(kind=kind, params_json=json.dumps(params or {}))
+        s.add(job)
+        s.flush()
+        s.refresh(job)
+        return job
+
+
+def claim_next_job(db: Database, worker_id: str, kinds: tuple[str, ...] | None = None) -> Job | None:
+    """Atomically take the oldest queued job for this worker, or None.
+
+    Training jobs run one at a time across all workers: none is claimed while another runs.
+    PostgreSQL workers serialise claims with a transaction-level advisory lock and skip rows
+    other workers hold (`FOR UPDATE SKIP LOCKED`); SQLite serialises with BEGIN IMMEDIATE.
+    """
+    now = utcnow()
+    with db.session() as s:
+        if not db.is_sqlite:
+            s.exec(text("SELECT pg_advisory_xact_lock(4242)"))
+        training_running = s.exec(
+            select(Job.id).where(Job.status == "running", Job.kind.in_(TRAINING_KINDS))
+        ).first() is not None
+        q = select(Job).where(Job.status == "queued").order_by(Job.id).limit(1)
+        if kinds:
+            q = q.where(Job.kind.in_(kinds))
+        if training_running:
+            q = q.where(Job.kind.not_in(TRAINING_KINDS))
+        if not db.is_sqlite:
+            q = q.with_for_update(skip_locked=True)
+        job = s.exec(q).first()
+        if job is None:
+            return None
+        job.status, job.worker_id, job.started_at, job.heartbeat_at = "running", worker_id, now, now
+        job.progress, job.message = 0.0, "started"
+        s.add(job)
+        s.flush()
+        s.refresh(job)
+        return job
+
+
+def update_job_progress(db: Database, job_id: int, progress: float, message: str = "") -> None:
+    """Progress in [0, 1] and a short message; also the job's heartbeat."""
+    with db.session() as s:
+        s.exec(update(Job).where(Job.id == job_id, Job.status == "running")
+               .values(progress=max(0.0, min(1.0, progress)), message=message[:500], heartbeat_at=utcnow()))
+
+
+def heartbeat_job(db: Database, job_id: int) -> None:
+    with db.session() as s:
+        s.exec(update(Job).where(Job.id == job_id, Job.status == "running").values(heartbeat_at=utcnow()))
+
+
+def finish_job(db: Database, job_id: int, metrics: dict[str, Any]) -> None:
+    with db.session() as s:
+        s.exec(update(Job).where(Job.id == job_id).values(
+            status="done", progress=1.0, message="done", metrics_json=json.dumps(metrics, default=str),
+            finished_at=utcnow()))
+
+
+def fail_job(db: Database, job_id: int, error: str) -> None:
+    with db.session() as s:
+        s.exec(update(Job).where(Job.id == job_id).values(status="failed", error=error[-4000:], finished_at=utcnow()))
+
+
+def fail_stale_jobs(db: Database, stale_after_s: float) -> list[int]:
+    """Running jobs whose worker stopped sending heartbeats (killed, crashed) are marked failed."""
+    cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    with db.session() as s:
+        stale = s.exec(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
+        for job in stale:
+            job.status, job.finished_at = "failed", utcnow()
+            last = job.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S")
+            job.error = (f"worker {job.worker_id} stopped responding (last heartbeat {last} UTC); "
+                         f"retry with `rlhf jobs retry {job.id}`")
+            s.add(job)
+        return [j.id for j in stale]
+
+
+def retry_job(db: Database, job_id: int) -> Job:
+    """Queue a copy of a failed job."""
+    with db.session() as s:
+        job = s.get(Job, job_id)
+        if job is None:
+            raise JobError(f"job {job_id} does not exist")
+        if job.status != "failed":
+            raise JobError(f"job {job_id} is {job.status}; only failed jobs can be retried")
+        params = json.loads(job.params_json)
+    return enqueue_job(db, job.kind, {**params, "retry_of": job_id})
+
+
+def get_job(db: Database, job_id: int) -> Job | None:
+    with db.session() as s:
+        return s.get(Job, job_id)
+
+
+def list_jobs(db: Database, limit: int = 50) -> list[Job]:
+    with db.session() as s:
+        return list(s.exec(select(Job).order_by(Job.id.desc()).limit(limit)))
+
+
+def judgments_since_last_round(db: Database) -> int:
+    """Judgments recorded after the newest round job was queued (all of them before the first)."""
+    with db.session() as s:
+        last = s.exec(select(func.max(Job.created_at)).where(Job.kind == "round")).one()
+        q = select(func.count()).select_from(Judgment)
+        if last is not None:
+            q = q.where(Judgment.created_at > last)
+        return s.exec(q).one()

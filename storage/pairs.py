@@ -59,6 +59,17 @@ def record_generations(
         return rows
 
 
+def add_samples(db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple[str, int]],
+                gen_params: dict[str, Any]) -> list[int]:
+    """Store responses `(text, token_count)` without pairing them; returns their ids in order."""
+    with db.session() as s:
+        samples = [Sample(prompt_id=prompt_id, policy_version_id=policy_version_id, text=text, token_count=n,
+                          gen_params_json=json.dumps(gen_params)) for text, n in responses]
+        s.add_all(samples)
+        s.flush()
+        return [sample.id for sample in samples]
+
+
 def add_pair_between(
     db: Database, *, prompt_id: int, sample_a_id: int, sample_b_id: int, round: int, judgments_wanted: int,
     priority: int = 0, kind: str = "train",

@@ -1,0 +1,95 @@
+"""Build the labeling app and serve it: `build_app` for the Blocks, `serve` to run it with login."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from labeling_app.annotation import Annotation
+from labeling_app.annotator_page import build_annotator_page
+from labeling_app.auth import ensure_first_operator, make_login_check, require_user
+from labeling_app.operator_page import build_operator_tab
+from labeling_app.render import plain_markdown
+from labeling_app.services import AppServices
+from labeling_app.shortcuts import SHORTCUTS_JS
+from rlhf_core.workspace import Workspace
+from storage import Database
+
+TITLE = "rlhf-loop · labeling"
+# System fonts only: the page must load nothing from other hosts (the default theme pulls Google Fonts).
+THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                       font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
+CSS = """
+#pair-area .response textarea { font-size: 15px; line-height: 1.45; }
+#prompt .turn textarea { font-size: 15px; line-height: 1.45; }
+#verdicts button { min-height: 48px; font-size: 16px; }
+#shortcut-legend, #progress { font-size: 13px; opacity: 0.85; }
+#notice p { margin: 0; }
+"""
+
+
+def _guidelines(ws: Workspace) -> str:
+    try:
+        return ws.guidelines_path.read_text(encoding="utf-8")
+    except OSError:
+        return f"No guidelines yet: write them in `{plain_markdown(str(ws.guidelines_path))}`."
+
+
+def build_app(ws: Workspace, db: Database, services: AppServices | None = None) -> gr.Blocks:
+    """The labeling app: annotator page plus an operator tab shown to operators. Needs `auth=`
+    at launch (see `serve`): every event re-reads the logged-in user from `db`."""
+    services = services or AppServices()
+    annotation = Annotation(ws, db, services)
+    with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
+        with gr.Row(equal_height=True):
+            gr.Markdown("## Which response is better?", elem_id="title")
+            whoami = gr.Markdown(elem_id="whoami")
+            gr.Button("Log out", link="/logout", size="sm", variant="secondary", scale=0, min_width=90)
+        with gr.Accordion("Guidelines", open=False, elem_id="guidelines"):
+            guidelines = gr.Markdown(elem_id="guidelines-text")
+        with gr.Tabs():
+            with gr.Tab("Label", id="label"):
+                page = build_annotator_page(annotation)
+            operator = build_operator_tab(ws, db, services)
+
+        def show_page(request: gr.Request) -> list[Any]:
+            user = require_user(db, request)
+            head = [f"Signed in as **{plain_markdown(user.username)}** ({user.role})", _guidelines(ws),
+                    gr.Tab(visible=user.role == "operator")]
+            return head + page.show(request)
+
+        demo.load(show_page, outputs=[whoami, guidelines, operator.tab, *page.screen_outputs],
+                  api_name="next_pair", queue=False, show_progress="hidden")
+        demo.load(None, js=SHORTCUTS_JS)
+    return demo
+
+
+@dataclass
+class ServedApp:
+    """A running app (from `serve(..., block=False)`): its URL and how to stop it."""
+
+    url: str
+    blocks: gr.Blocks
+
+    def close(self) -> None:
+        self.blocks.close()
+
+
+def serve(ws: Workspace, db: Database, services: AppServices | None = None, host: str = "127.0.0.1",
+          port: int = 7860, block: bool = True, *, quiet: bool = False) -> ServedApp:
+    """Run the app with database logins. A first serve on a database without users creates an
+    operator and prints its password once. With `block=False` returns at once (tests, benchmarks)."""
+    first = ensure_first_operator(db)
+    if first is not None:
+        print(f"Created the first operator account.\n  username: {first[0]}\n  password: {first[1]}\n"
+              "This password is shown once; keep it safe.", flush=True)
+    demo = build_app(ws, db, services)
+    _, url, _ = demo.launch(
+        server_name=host, server_port=port, auth=make_login_check(db),
+        auth_message="Log in with the account your operator gave you.", prevent_thread_lock=not block,
+        quiet=quiet, show_error=False, theme=THEME, css=CSS, ssr_mode=False, mcp_server=False,
+        footer_links=["api", "settings"],
+    )
+    return ServedApp(url=url, blocks=demo)

@@ -1,0 +1,168 @@
+"""Policy updates against a reward signal: the training loop (`train_policy`) and the service that
+trains the next policy version from the workspace's current policy and reward model
+(`run_policy_training`).
+
+The policy adapter continues from the current version; the reference stays the base model (all
+adapters disabled), so KL is always measured to the same anchor across rounds. PPO's critic (the
+`value` adapter + head) is saved in a `value/` subdirectory of the version's adapter so the next
+PPO round continues it too.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhf_core.config import PolicyConfig
+from rlhf_core.grpo import grpo_update
+from rlhf_core.model_stack import ModelStack
+from rlhf_core.ppo import make_optimizer, ppo_update
+from rlhf_core.rollout import ScoreFn, generate_rollout, reward_model_scores, rollout_logprobs
+from rlhf_core.runtime import activate_policy, activate_reward_model, adapter_dir
+from rlhf_core.workspace import Workspace
+from storage import (
+    Database,
+    PolicyVersion,
+    add_policy_version,
+    add_training_logs,
+    current_policy,
+    current_reward_model,
+    list_prompts,
+    prompt_messages,
+)
+
+ALGORITHMS = ("ppo", "grpo")
+# Per-step metrics the round summary reports (the operator page plots these keys).
+SUMMARY_KEYS = ("reward_mean", "reward_std", "kl_per_token", "kl_per_sequence", "entropy", "response_length",
+                "clip_fraction", "approx_kl", "value_loss", "explained_variance", "kl_k3", "samples_per_s")
+
+
+@dataclass
+class PolicyTrainResult:
+    history: list[dict[str, Any]]  # one row per step: "step" plus metrics (None where undefined)
+    summary: dict[str, Any]
+
+
+def _finite(value: float) -> float | None:
+    # JSON has no NaN; an undefined metric (e.g. explained variance of constant returns) is stored as null.
+    return value if math.isfinite(value) else None
+
+
+def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """Round summary: each metric averaged over the last quarter of the steps (at least one), which
+    describes the policy being shipped with less noise than the final step alone."""
+    tail = history[-max(1, math.ceil(len(history) / 4)):]
+    summary: dict[str, Any] = {}
+    for key in SUMMARY_KEYS:
+        values = [row[key] for row in tail if row.get(key) is not None]
+        if values:
+            summary[key] = sum(values) / len(values)
+    summary["reward_mean_first"] = history[0]["reward_mean"] if history else None
+    summary["steps"] = len(history)
+    summary["samples"] = sum(row["samples"] for row in history)
+    summary["seconds"] = seconds
+    return summary
+
+
+def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn, cfg: PolicyConfig, *,
+                 algo: str | None = None, on_step: Callable[[dict[str, Any]], None] | None = None,
+                 progress: bool = True, max_grad_norm: float = 1.0) -> PolicyTrainResult:
+    """`cfg.steps` iterations of: sample `cfg.prompts_per_step` prompts (seeded) -> roll out the policy
+    (`cfg.group_size` samples per prompt for GRPO, one for PPO) -> score -> PPO or GRPO update.
+
+    prompts: chat conversations; score_fn: a rollout -> [B] scores. Trains the stack's `policy`
+    adapter in place (and `value` for PPO); the adapters are frozen again on return.
+    """
+    algo = algo or cfg.algo
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown policy algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}")
+    if not prompts:
+        raise ValueError("no prompts to train the policy on")
+    torch.manual_seed(cfg.seed)
+    rng = random.Random(cfg.seed)
+    samples_per_prompt = cfg.group_size if algo == "grpo" else 1
+    optimizer = make_optimizer(stack, ("policy", "value") if algo == "ppo" else ("policy",), cfg)
+    update = ppo_update if algo == "ppo" else grpo_update
+
+    history: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc=f"{algo} policy update", unit="step", disable=not progress)
+    try:
+        for step in bar:
+            t0 = time.perf_counter()
+            chosen = rng.sample(prompts, min(cfg.prompts_per_step, len(prompts)))
+            rollout = generate_rollout(stack, chosen, samples_per_prompt=samples_per_prompt,
+                                       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+            logprobs = rollout_logprobs(stack, rollout, cfg.minibatch_size)
+            scores = score_fn(rollout).detach().float()
+            metrics = update(stack, rollout, scores, cfg, optimizer, logprobs=logprobs, max_grad_norm=max_grad_norm)
+            seconds = time.perf_counter() - t0
+            row = {"step": step, **{k: _finite(float(v)) for k, v in metrics.items()},
+                   "samples": rollout.size, "seconds": seconds, "samples_per_s": rollout.size / seconds}
+            history.append(row)
+            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl_per_token']:.4f}")
+            if on_step:
+                on_step(row)
+    finally:
+        bar.close()
+        stack.freeze_adapters()
+        stack.model.eval()
+    return PolicyTrainResult(history, summarize(history, time.perf_counter() - started))
+
+
+def _activate_value(stack: ModelStack, version: PolicyVersion) -> None:
+    value_dir = Path(version.adapter_path) / "value" if version.adapter_path else None
+    if value_dir is not None and (value_dir / "adapter.safetensors").is_file():
+        stack.load_adapter("value", value_dir)
+    else:
+        stack.reset_adapter("value")
+
+
+def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None,
+                        job_id: int | None = None, progress: bool = True,
+                        on_progress: Callable[[float, str], None] | None = None) -> PolicyVersion:
+    """Train the next policy version against the current reward model and record it.
+
+    Continues the current policy adapter on the workspace's train-split prompts, saves it under
+    `adapter_dir(ws, "policy", current.id + 1)` and only then adds the PolicyVersion row (with the
+    summary metrics) and the per-step training logs (phase "policy").
+    """
+    cfg = ws.config.policy
+    algo = algo or cfg.algo
+    if algo not in ALGORITHMS:
+        raise ValueError(f"unknown policy algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}")
+    if current_reward_model(db) is None:
+        raise ValueError("no reward model yet: train a reward model first (rlhf train-rm)")
+    prompts = [prompt_messages(p) for p in list_prompts(db, split="train")]
+    if not prompts:
+        raise ValueError("no train-split prompts: import some first (rlhf prompts import FILE --split train)")
+
+    current = current_policy(db)
+    activate_policy(stack, db, current.id)
+    activate_reward_model(stack, db)
+    _activate_value(stack, current)
+
+    def report(row: dict[str, Any]) -> None:
+        if on_progress:
+            on_progress((row["step"] + 1) / cfg.steps,
+                        f"{algo} step {row['step'] + 1}/{cfg.steps}: reward {row['reward_mean']:.3f}, "
+                        f"KL/token {row['kl_per_token']:.4f}")
+
+    result = train_policy(stack, prompts, reward_model_scores(stack), cfg, algo=algo, on_step=report,
+                          progress=progress)
+
+    out = adapter_dir(ws, "policy", current.id + 1)
+    stack.save_adapter("policy", out)
+    # Always, so a GRPO round between two PPO rounds passes the critic on instead of dropping it.
+    stack.save_adapter("value", out / "value")
+    add_training_logs(db, phase="policy", rows=result.history, job_id=job_id)
+    return add_policy_version(db, parent_id=current.id, adapter_path=str(out), algorithm=algo,
+                              round=current.round + 1, metrics=result.summary)
