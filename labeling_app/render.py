@@ -45,7 +45,8 @@ def fold_turns(turns: list[tuple[str, str]], slots: int = MAX_TURN_BOXES) -> lis
 def turn_updates(pair: PairView | None) -> list[Any]:
     boxes = fold_turns(pair.turns) if pair else []
     updates = [gr.update(value=text, label=label, visible=True) for label, text in boxes]
-    return updates + [gr.update(value="", visible=False)] * (MAX_TURN_BOXES - len(updates))
+    # One dict per box: Gradio's postprocessing edits update dicts in place.
+    return updates + [gr.update(value="", visible=False) for _ in range(MAX_TURN_BOXES - len(updates))]
 
 
 def progress_markdown(screen: Screen) -> str:

@@ -24,7 +24,6 @@ from rlhf_core.rollout import (
     cut,
     minibatch_rows,
     minibatches,
-    policy_logprobs,
     rollout_logprobs,
     rollout_metrics,
 )
@@ -54,14 +53,17 @@ def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: Policy
         for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs):
             ids, attn, m = minibatch_rows(rollout.batch, index)
             w = m.shape[1]
-            logp = policy_logprobs(stack, ids, attn)
             old = cut(lp.old_logp, index, w)
-            loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, index, w), advantages[index.to(device)], m,
-                                    cfg.clip_eps, cfg.kl_beta)
-            loss.backward()
+            # Backward inside the adapter's context: gradient checkpointing re-runs the forward
+            # pass during backward, through whichever adapter is active at that moment.
+            with stack.use("policy"):
+                logp, _ = stack.token_logprobs(ids, attn)
+                loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, index, w), advantages[index.to(device)], m,
+                                        cfg.clip_eps, cfg.kl_beta)
+                loss.backward()
             for key, value in clipped_step(optimizer, max_grad_norm).items():
                 stats[key].append(value)
-            stats["loss"].append(float(loss))
+            stats["loss"].append(loss.item())
             stats["clip_fraction"].append(float(parts["clip_fraction"]))
             stats["kl_k3"].append(float(parts["kl"]))
             # k3 with the roles swapped is (ratio − 1) − log ratio: the same approx KL PPO reports.

@@ -26,7 +26,6 @@ from rlhf_core.rollout import (
     eval_mode,
     minibatch_rows,
     minibatches,
-    policy_logprobs,
     rollout_logprobs,
     rollout_metrics,
 )
@@ -100,18 +99,22 @@ def ppo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: PolicyC
         for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs):
             ids, attn, m = minibatch_rows(rollout.batch, index)
             w = m.shape[1]
-            logp = policy_logprobs(stack, ids, attn)
-            policy_loss, clip_fraction, approx_kl = ppo_policy_loss(
-                logp, cut(lp.old_logp, index, w), cut(advantages, index, w), m, cfg.clip_eps)
-            values = stack.values(ids, attn)
-            value_loss, value_clip_fraction = ppo_value_loss(
-                values, cut(old_values, index, w), cut(returns, index, w), m, cfg.value_clip)
-            # Separate adapters and separate graphs: one backward fills both parameter groups.
-            (policy_loss + value_loss).backward()
+            # Backward inside the adapter's context: gradient checkpointing re-runs the forward
+            # pass during backward, through whichever adapter is active at that moment.
+            with stack.use("policy"):
+                logp, _ = stack.token_logprobs(ids, attn)
+                policy_loss, clip_fraction, approx_kl = ppo_policy_loss(
+                    logp, cut(lp.old_logp, index, w), cut(advantages, index, w), m, cfg.clip_eps)
+                policy_loss.backward()
+            with stack.use("value"):
+                values = stack.values(ids, attn)
+                value_loss, value_clip_fraction = ppo_value_loss(
+                    values, cut(old_values, index, w), cut(returns, index, w), m, cfg.value_clip)
+                value_loss.backward()
             for key, value in clipped_step(optimizer, max_grad_norm).items():
                 stats[key].append(value)
-            stats["policy_loss"].append(float(policy_loss))
-            stats["value_loss"].append(float(value_loss))
+            stats["policy_loss"].append(policy_loss.item())
+            stats["value_loss"].append(value_loss.item())
             stats["clip_fraction"].append(float(clip_fraction))
             stats["value_clip_fraction"].append(float(value_clip_fraction))
             stats["approx_kl"].append(float(approx_kl))

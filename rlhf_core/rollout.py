@@ -121,13 +121,6 @@ def cut(x: Tensor, index: Tensor, width: int) -> Tensor:
     return x[index.to(x.device), :width]
 
 
-def policy_logprobs(stack: ModelStack, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    """Log-probs of tokens 1..T-1 under the `policy` adapter, with grad: [b, W] -> [b, W-1] nats."""
-    with stack.use("policy"):
-        logp, _ = stack.token_logprobs(input_ids, attention_mask)
-    return logp
-
-
 @torch.no_grad()
 def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -> RolloutLogprobs:
     """Old-policy and reference log-probs plus policy entropy, in chunks of `chunk_size` rows.

@@ -1,0 +1,114 @@
+"""Gold preferences: scripted "true" rewards that stand in for human taste in simulations and benchmarks.
+
+A gold preference scores one response to one prompt, `score(prompt_messages, response_text) -> float`,
+higher = better. Two responses with equal scores are a tie. Each entry of `GOLD_PREFERENCES` is a
+factory: `GOLD_PREFERENCES[name](**options)` returns such a score function; `get_gold` adds aliases
+and error messages a person can act on.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Sequence
+
+GoldScore = Callable[[list[dict[str, str]], str], float]
+
+DEFAULT_KEYWORD = "please"
+
+
+class GoldPreferenceError(ValueError):
+    """An unknown gold preference name or option; the message lists what is available."""
+
+
+def sentiment_gold() -> GoldScore:
+    """VADER compound sentiment of the response, in [-1, 1]: the more positive, the better.
+
+    The classic "make the policy positive" task; the prompt is ignored.
+    """
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()  # loads its lexicon once; reused by every call below
+
+    def score(prompt_messages: list[dict[str, str]], response_text: str) -> float:
+        return float(analyzer.polarity_scores(response_text)["compound"])
+
+    return score
+
+
+def longer_gold() -> GoldScore:
+    """Response length in characters: longer is better (the length bias reward models are known for)."""
+
+    def score(prompt_messages: list[dict[str, str]], response_text: str) -> float:
+        return float(len(response_text))
+
+    return score
+
+
+def shorter_gold() -> GoldScore:
+    """Minus the response length in characters: shorter is better."""
+
+    def score(prompt_messages: list[dict[str, str]], response_text: str) -> float:
+        return -float(len(response_text))
+
+    return score
+
+
+def keyword_gold(keyword: str = DEFAULT_KEYWORD, case_sensitive: bool = False) -> GoldScore:
+    """How often `keyword` occurs in the response as a whole word (so "please" does not match "pleased")."""
+    keyword = keyword.strip()
+    if not keyword:
+        raise GoldPreferenceError("the keyword gold preference needs a non-empty keyword")
+    pattern = re.compile(rf"(?<!\w){re.escape(keyword)}(?!\w)", 0 if case_sensitive else re.IGNORECASE)
+
+    def score(prompt_messages: list[dict[str, str]], response_text: str) -> float:
+        return float(len(pattern.findall(response_text)))
+
+    return score
+
+
+GOLD_PREFERENCES: dict[str, Callable[..., GoldScore]] = {
+    "sentiment": sentiment_gold,
+    "longer": longer_gold,
+    "shorter": shorter_gold,
+    "keyword": keyword_gold,
+}
+GOLD_ALIASES = {"length": "longer"}
+
+
+def available_gold() -> str:
+    """The names `get_gold` accepts, for messages: "keyword, longer (alias: length), ..."."""
+    aliases = {target: alias for alias, target in GOLD_ALIASES.items()}
+    return ", ".join(f"{name} (alias: {aliases[name]})" if name in aliases else name for name in sorted(GOLD_PREFERENCES))
+
+
+def get_gold(name: str, **options: object) -> GoldScore:
+    """The score function of the gold preference `name` (case-insensitive; aliases allowed), built with `options`.
+
+    Raises GoldPreferenceError for an unknown name or an option the preference does not take.
+    """
+    key = name.strip().lower()
+    key = GOLD_ALIASES.get(key, key)
+    factory = GOLD_PREFERENCES.get(key)
+    if factory is None:
+        raise GoldPreferenceError(f"unknown gold preference {name!r}; available: {available_gold()}")
+    accepted = list(inspect.signature(factory).parameters)
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = ", ".join(accepted) if accepted else "no options"
+        raise GoldPreferenceError(f"gold preference {key!r} does not take {', '.join(unknown)}; it takes {takes}")
+    return factory(**options)
+
+
+def gold_win_rate(scores_policy: Sequence[float], scores_base: Sequence[float]) -> float:
+    """Share of prompts on which the policy's response beats the base's under the gold score, ties counting half.
+
+    scores_policy[i] and scores_base[i] score the two responses to prompt i. Returns a value in [0, 1];
+    0.5 means no better than the base.
+    """
+    if len(scores_policy) != len(scores_base):
+        raise ValueError(f"gold_win_rate needs paired scores; got {len(scores_policy)} and {len(scores_base)}")
+    if not scores_policy:
+        raise ValueError("gold_win_rate needs at least one pair of scores")
+    points = sum(1.0 if p > b else 0.5 if p == b else 0.0 for p, b in zip(scores_policy, scores_base))
+    return points / len(scores_policy)
