@@ -41,6 +41,9 @@ class AnnotatorPage:
 
 def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
     """Lay out the page inside the current Blocks context and wire its events."""
+    with gr.Row(elem_id="status-row"):
+        progress = gr.Markdown(elem_id="progress")
+        notice = gr.Markdown(elem_id="notice")
     with gr.Column(visible=False, elem_id="pair-area") as pair_area:
         with gr.Group(elem_id="prompt"):
             turn_boxes = [
@@ -49,9 +52,9 @@ def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
                 for _ in range(MAX_TURN_BOXES)
             ]
         with gr.Row(equal_height=True):
-            left = gr.Textbox(label="A", interactive=False, lines=10, max_lines=40, elem_id="response-left",
+            left = gr.Textbox(label="A", interactive=False, lines=6, max_lines=40, elem_id="response-left",
                               elem_classes=["response"], autoscroll=False)
-            right = gr.Textbox(label="B", interactive=False, lines=10, max_lines=40, elem_id="response-right",
+            right = gr.Textbox(label="B", interactive=False, lines=6, max_lines=40, elem_id="response-right",
                                elem_classes=["response"], autoscroll=False)
         with gr.Row(elem_id="verdicts"):
             buttons = {
@@ -70,8 +73,6 @@ def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
     with gr.Column(visible=False, elem_id="empty-area") as empty_area:
         gr.Markdown(NO_PAIRS_MESSAGE, elem_id="no-pairs")
     token = gr.Textbox(visible=False, elem_id="serve-token")
-    progress = gr.Markdown(elem_id="progress")
-    notice = gr.Markdown(elem_id="notice")
     timer = gr.Timer(POLL_SECONDS, active=False)
 
     page = AnnotatorPage(

@@ -79,7 +79,8 @@ GOLD_ALIASES = {"length": "longer"}
 def available_gold() -> str:
     """The names `get_gold` accepts, for messages: "keyword, longer (alias: length), ..."."""
     aliases = {target: alias for alias, target in GOLD_ALIASES.items()}
-    return ", ".join(f"{name} (alias: {aliases[name]})" if name in aliases else name for name in sorted(GOLD_PREFERENCES))
+    names = sorted(GOLD_PREFERENCES)
+    return ", ".join(f"{name} (alias: {aliases[name]})" if name in aliases else name for name in names)
 
 
 def get_gold(name: str, **options: object) -> GoldScore:

@@ -42,7 +42,8 @@ class SimulationResult:
 
     judgments: judgments recorded in this run; per_annotator: of those, by username; ties: how many
     were ties (equal gold scores); flipped: decisive labels inverted by `noise`; skipped: pairs passed
-    on (kind not in `kinds`, or the lease was lost before the judgment was recorded); stopped: "target reached" or "no pairs left".
+    on (kind not in `kinds`, or the lease lost before the judgment was recorded); stopped: "target
+    reached" or "no pairs left".
     """
 
     judgments: int = 0

@@ -157,7 +157,7 @@ def test_reward_model_learns_marker_preference(trained):
     assert [s["step"] for s in steps] == list(range(1, 49)) and steps[0]["lr"] == FAST.learning_rate
     assert not stack.model.training
     assert not any(p.requires_grad for p in stack.model.parameters())  # frozen after training
-    assert not any(p.requires_grad for p in stack.heads.parameters())
+    assert not any(p.requires_grad for p in stack.heads["reward"].parameters())
 
 
 def test_learned_direction_comes_from_the_labels(tiny_model_dir: Path, trained):

@@ -1,0 +1,315 @@
+"""Export judged pairs as a preference dataset (Hugging Face `datasets`, JSON Lines or Parquet) with a dataset card.
+
+One row per pair, not per judgment: the k judgments of a pair are reduced to a majority label.
+Rows follow TRL's preference format (`prompt`, `chosen`, `rejected`), so `trl.RewardTrainer` and
+`trl.DPOTrainer` take the exported train split as it is; the extra metadata columns are ignored by both.
+
+- Conversational form (default): `prompt` is the chat message list, `chosen`/`rejected` are
+  `[{"role": "assistant", "content": text}]`; TRL applies the model's chat template.
+- Standard form (`conversational=False`): plain strings; a one-message prompt is that message's
+  text, a longer conversation is rendered as "User: ...\\n\\nAssistant: ..." turns.
+Only one form is written: TRL decides how to treat a row by the type of these three columns.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from storage import STRENGTHS, Database, JudgmentRow, judgment_rows, utcnow
+
+FORMATS = ("hf", "jsonl", "parquet")
+SKIP_REASONS = ("no_majority", "majority_both_bad", "majority_tie", "below_min_agreement")
+
+
+class ExportError(ValueError):
+    """Nothing to export, or bad export arguments; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """All judgments of one pair reduced to one label.
+
+    label: the unique most frequent choice ("a", "b", "tie", "both_bad"), None when two choices share
+    the top count. agreement: share of the pair's judgments equal to `label` (0.0 when None).
+    strength: the most common strength among the majority's judgments (ties go to the weaker), or None.
+    """
+
+    pair_id: int
+    prompt_id: int
+    prompt_messages: list[dict[str, str]]
+    round: int
+    text_a: str
+    text_b: str
+    version_a: int
+    version_b: int
+    label: str | None
+    agreement: float
+    strength: str | None
+    annotators: tuple[str, ...]
+
+
+@dataclass
+class ExportResult:
+    """Where the export went and what it holds. `skipped` counts judged pairs left out, by reason (SKIP_REASONS)."""
+
+    path: Path
+    format: str
+    conversational: bool
+    n_rows: int
+    n_train: int
+    n_test: int
+    n_judgments: int
+    n_pairs_judged: int
+    n_pairs_skipped: int
+    skipped: dict[str, int] = field(default_factory=dict)
+
+
+def aggregate_pairs(rows: Sequence[JudgmentRow]) -> list[PairVerdict]:
+    """One verdict per pair (ordered by pair id) from its judgment rows: plurality vote over all four choices."""
+    by_pair: dict[int, list[JudgmentRow]] = defaultdict(list)
+    for row in rows:
+        by_pair[row.pair_id].append(row)
+    verdicts = []
+    for pair_id in sorted(by_pair):
+        judged = by_pair[pair_id]
+        top = Counter(r.choice for r in judged).most_common(2)
+        label = None if len(top) == 2 and top[0][1] == top[1][1] else top[0][0]
+        majority = [r for r in judged if r.choice == label]
+        strengths = Counter(r.strength for r in majority if r.strength)
+        strength = max(strengths, key=lambda s: (strengths[s], -STRENGTHS.index(s)), default=None)
+        first = judged[0]
+        verdicts.append(PairVerdict(
+            pair_id=pair_id, prompt_id=first.prompt_id, prompt_messages=first.prompt_messages, round=first.round,
+            text_a=first.text_a, text_b=first.text_b, version_a=first.version_a, version_b=first.version_b,
+            label=label, agreement=len(majority) / len(judged), strength=strength,
+            annotators=tuple(sorted(r.annotator for r in judged)),
+        ))
+    return verdicts
+
+
+def skip_reason(verdict: PairVerdict, *, include_ties: bool, min_agreement: float | None) -> str | None:
+    """Why this pair is not exported (one of SKIP_REASONS), or None when it is.
+
+    both_bad says neither response is acceptable but orders nothing, so it is never a preference.
+    """
+    if verdict.label is None:
+        return "no_majority"
+    if verdict.label == "both_bad":
+        return "majority_both_bad"
+    if verdict.label == "tie" and not include_ties:
+        return "majority_tie"
+    if min_agreement is not None and verdict.agreement < min_agreement:
+        return "below_min_agreement"
+    return None
+
+
+def render_prompt_text(messages: list[dict[str, str]]) -> str:
+    """A chat prompt as plain text for the standard (string) form."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
+
+
+def preference_row(verdict: PairVerdict, *, conversational: bool) -> dict[str, object]:
+    """The exported row of one pair; a tie keeps a as `chosen` and b as `rejected` and sets `tie`."""
+    b_wins = verdict.label == "b"
+    chosen, rejected = (verdict.text_b, verdict.text_a) if b_wins else (verdict.text_a, verdict.text_b)
+    if conversational:
+        prompt: object = [{"role": m["role"], "content": m["content"]} for m in verdict.prompt_messages]
+        chosen_col: object = [{"role": "assistant", "content": chosen}]
+        rejected_col: object = [{"role": "assistant", "content": rejected}]
+    else:
+        prompt, chosen_col, rejected_col = render_prompt_text(verdict.prompt_messages), chosen, rejected
+    return {
+        "prompt": prompt, "chosen": chosen_col, "rejected": rejected_col,
+        "pair_id": verdict.pair_id, "prompt_id": verdict.prompt_id, "round": verdict.round,
+        "n_annotators": len(verdict.annotators), "agreement": verdict.agreement, "strength": verdict.strength,
+        "tie": verdict.label == "tie",
+        "policy_version_chosen": verdict.version_b if b_wins else verdict.version_a,
+        "policy_version_rejected": verdict.version_a if b_wins else verdict.version_b,
+        "annotators": list(verdict.annotators),
+    }
+
+
+def held_out_prompt_ids(prompt_ids: Sequence[int], test_fraction: float, seed: int) -> set[int]:
+    """The prompts held out for the test split: about `test_fraction` of the distinct prompts.
+
+    At least one when there are two or more prompts and test_fraction > 0; never all of them, so a
+    single prompt gives an empty test split. Deterministic in (prompt ids, test_fraction, seed).
+    """
+    prompts = sorted(set(prompt_ids))
+    random.Random(seed).shuffle(prompts)
+    n_test = round(len(prompts) * test_fraction)
+    if test_fraction > 0 and len(prompts) >= 2:
+        n_test = max(n_test, 1)
+    return set(prompts[:min(n_test, max(len(prompts) - 1, 0))])
+
+
+def _features(conversational: bool):
+    from datasets import Features, List, Value
+
+    text = List({"role": Value("string"), "content": Value("string")}) if conversational else Value("string")
+    return Features({
+        "prompt": text, "chosen": text, "rejected": text, "pair_id": Value("int64"), "prompt_id": Value("int64"),
+        "round": Value("int64"), "n_annotators": Value("int64"), "agreement": Value("float64"),
+        "strength": Value("string"), "tie": Value("bool"), "policy_version_chosen": Value("int64"),
+        "policy_version_rejected": Value("int64"), "annotators": List(Value("string")),
+    })
+
+
+def _nothing_to_export(n_pairs: int, skipped: dict[str, int], kinds: Sequence[str], round: int | None) -> ExportError:
+    where = f"pairs of kind {', '.join(kinds)}" + (f" in round {round}" if round is not None else "")
+    if n_pairs == 0:
+        return ExportError(f"nothing to export: no judgments on {where}; collect some in the labeling app "
+                           "or run `rlhf simulate`")
+    reasons = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items() if n)
+    hints = []
+    if skipped["majority_tie"]:
+        hints.append("--include-ties exports pairs judged a tie")
+    if skipped["below_min_agreement"]:
+        hints.append("a lower --min-agreement keeps more pairs")
+    return ExportError(f"nothing to export: none of the {n_pairs} judged {where} passes the filters "
+                       f"({reasons})" + (f"; {'; '.join(hints)}" if hints else ""))
+
+
+def _prepare_out(out: Path, overwrite: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} is a file; every export format writes a directory (train/test splits + README.md)")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ExportError(f"{out} already exists and is not empty; choose a new path or pass overwrite=True")
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet"):
+        (out / stale).unlink(missing_ok=True)
+
+
+def render_card(
+    result: ExportResult, kept: Sequence[PairVerdict], *, round: int | None, min_agreement: float | None,
+    include_ties: bool, test_fraction: float, kinds: Sequence[str], exported_at: datetime,
+) -> str:
+    """The dataset card (README.md): YAML header for the Hub and `load_dataset`, then how the data came to be."""
+    ext = {"jsonl": "jsonl", "parquet": "parquet"}.get(result.format)
+    splits = [name for name, n in (("train", result.n_train), ("test", result.n_test)) if n]
+    header = ["---", "pretty_name: rlhf-loop human preferences", "tags: [rlhf, human-feedback, preference]"]
+    if ext:
+        header += ["configs:", "- config_name: default", "  data_files:"]
+        header += [f"  - split: {name}\n    path: {name}.{ext}" for name in splits]
+    per_pair = Counter(len(v.annotators) for v in kept)
+    ties = sum(v.label == "tie" for v in kept)
+    skipped = "; ".join(f"{reason.replace('_', ' ')}: {n}" for reason, n in result.skipped.items()) or "none"
+    form = ("conversational: `prompt` is a list of chat messages, `chosen`/`rejected` are one assistant message"
+            if result.conversational else "standard: `prompt`, `chosen` and `rejected` are plain strings")
+    ties_text = (f"included ({ties} rows) with `tie: true` and chosen/rejected in the pair's own a/b order, "
+                 "which carries no preference: filter them out before Bradley-Terry or DPO training"
+                 if include_ties else "left out")
+    counts = ", ".join(f"{k}: {n} pairs" for k, n in sorted(per_pair.items()))
+    load = (f'datasets.load_from_disk("{result.path}")' if result.format == "hf"
+            else f'datasets.load_dataset("{result.path}")')
+    body = f"""# rlhf-loop human preferences
+
+Collected by online RLHF with rlhf-loop: responses sampled from the policy were paired and shown to
+annotators in a browser, sides in random order; each annotator chose A better, B better, tie or both bad
+(optionally with a strength: slight, clear, strong). Exported {exported_at:%Y-%m-%d %H:%M} UTC.
+
+## Contents
+- rows: {result.n_rows} (train {result.n_train}, test {result.n_test}); splits are by prompt, about \
+{test_fraction:.0%} of prompts held out, so no prompt is in both. An empty split is not written.
+- read: {result.n_judgments} judgments on {result.n_pairs_judged} pairs of kind {", ".join(kinds)}, \
+round {"all" if round is None else round}
+- judgments per exported pair: {counts}
+- pairs left out: {skipped}
+
+## How judgments became rows
+- One row per pair. Its label is the choice most of its annotators made (plurality over a, b, tie,
+  both bad); when two choices share the top count there is no majority and the pair is left out.
+- `agreement` is the share of the pair's judgments that agree with that label.
+  Minimum agreement: {"none" if min_agreement is None else min_agreement}.
+- Ties: {ties_text}.
+- Both bad: never exported: it says neither response is acceptable but orders nothing.
+
+## Format
+TRL preference format, {form}. TRL's RewardTrainer and DPOTrainer use `prompt`, `chosen` and
+`rejected` and ignore the other columns: `pair_id`, `prompt_id`, `round`, `n_annotators`, `agreement`,
+`strength` (the majority's most common strength, or null), `tie`, `policy_version_chosen`,
+`policy_version_rejected` (0 = base model) and `annotators` (their usernames).
+
+```python
+import datasets
+ds = {load}
+```
+"""
+    return "\n".join(header + ["---", ""]) + body
+
+
+def export_preferences(
+    db: Database, out: Path, *, fmt: str, round: int | None = None, min_agreement: float | None = None,
+    include_ties: bool = False, test_fraction: float = 0.1, seed: int = 0, conversational: bool = True,
+    kinds: Sequence[str] = ("train",), overwrite: bool = False,
+) -> ExportResult:
+    """Write the judged pairs of `kinds` (optionally one `round`) as a train/test preference dataset in `out`.
+
+    `out` is always a directory holding README.md (the dataset card) and the splits:
+    fmt "hf" -> `DatasetDict.save_to_disk(out)` (reload with `datasets.load_from_disk`);
+    "jsonl" -> train.jsonl / test.jsonl; "parquet" -> train.parquet / test.parquet (both reload with
+    `datasets.load_dataset(out)` through the card's `configs`). An empty test split is not written.
+    A pair is exported when its majority label (see `aggregate_pairs`) is a or b, or tie with
+    `include_ties`, and its agreement is at least `min_agreement`; both_bad pairs never are.
+    No prompt appears in both splits. Raises ExportError when no pair qualifies.
+    """
+    if fmt not in FORMATS:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ExportError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
+        raise ExportError(f"min_agreement is a share of judgments in [0, 1], got {min_agreement}")
+    rows = judgment_rows(db, round=round, kinds=tuple(kinds))
+    verdicts = aggregate_pairs(rows)
+    skipped = dict.fromkeys(SKIP_REASONS, 0)
+    kept = []
+    for verdict in verdicts:
+        reason = skip_reason(verdict, include_ties=include_ties, min_agreement=min_agreement)
+        if reason:
+            skipped[reason] += 1
+        else:
+            kept.append(verdict)
+    if not kept:
+        raise _nothing_to_export(len(verdicts), skipped, kinds, round)
+
+    from datasets import Dataset, DatasetDict
+
+    held_out = held_out_prompt_ids([v.prompt_id for v in kept], test_fraction, seed)
+    features = _features(conversational)
+    splits: dict[str, list[dict[str, object]]] = {}
+    for name, part in (("train", [v for v in kept if v.prompt_id not in held_out]),
+                       ("test", [v for v in kept if v.prompt_id in held_out])):
+        if part:  # an empty split cannot be reloaded by `datasets`, so it is left out
+            splits[name] = [preference_row(v, conversational=conversational) for v in part]
+
+    out = Path(out)
+    _prepare_out(out, overwrite)
+    if fmt == "jsonl":
+        for name, split in splits.items():
+            lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in split)
+            (out / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
+    else:
+        datasets = {name: Dataset.from_list(split, features=features) for name, split in splits.items()}
+        if fmt == "hf":
+            DatasetDict(datasets).save_to_disk(str(out))
+        else:
+            for name, dataset in datasets.items():
+                dataset.to_parquet(str(out / f"{name}.parquet"))
+    result = ExportResult(
+        path=out, format=fmt, conversational=conversational, n_rows=len(kept),
+        n_train=len(splits["train"]) if "train" in splits else 0,
+        n_test=len(splits["test"]) if "test" in splits else 0, n_judgments=len(rows),
+        n_pairs_judged=len(verdicts), n_pairs_skipped=sum(skipped.values()), skipped=skipped,
+    )
+    card = render_card(result, kept, round=round, min_agreement=min_agreement, include_ties=include_ties,
+                       test_fraction=test_fraction, kinds=kinds, exported_at=utcnow())
+    (out / "README.md").write_text(card, encoding="utf-8")
+    return result

@@ -1,0 +1,89 @@
+"""Helpers for the labeling app tests: a served app on a free loopback port, users, pairs, and
+Chromium through Playwright (Debian's /usr/bin/chromium; never `playwright install`)."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from labeling_app import AppServices, ServedApp, serve
+from rlhf_core.workspace import Workspace, init_workspace
+from sqlmodel import select
+
+from storage import Database, Prompt, add_prompts, content_hash, create_annotator, record_generations
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+PASSWORD = "correct-horse-9"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class RunningApp:
+    ws: Workspace
+    db: Database
+    served: ServedApp
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    def close(self) -> None:
+        self.served.close()
+        self.db.dispose()
+
+
+def start_app(root: Path, services: AppServices | None = None, users: dict[str, str] | None = None) -> RunningApp:
+    """A fresh workspace under `root` with `users` ({name: role}, password `PASSWORD`), served."""
+    ws, _ = init_workspace(root)
+    db = ws.database()
+    for name, role in (users or {}).items():
+        create_annotator(db, name, PASSWORD, role=role)
+    served = serve(ws, db, services, port=free_port(), block=False, quiet=True)
+    return RunningApp(ws=ws, db=db, served=served)
+
+
+def add_pairs(db: Database, texts: list[tuple[str, str]], prompt: list[dict[str, str]] | None = None) -> list[int]:
+    """One pair per `(text_a, text_b)`, each on its own prompt (`prompt` plus a unique tag)."""
+    ids = []
+    for text_a, text_b in texts:
+        conv = [dict(m) for m in (prompt or [{"role": "user", "content": "Which is better?"}])]
+        conv[-1]["content"] += f" [{uuid.uuid4().hex[:6]}]"
+        add_prompts(db, [conv])
+        with db.session() as s:
+            prompt_id = s.exec(select(Prompt.id).where(Prompt.content_hash == content_hash(conv))).one()
+        pair = record_generations(db, prompt_id=prompt_id, policy_version_id=0, responses=[(text_a, 1), (text_b, 1)],
+                                  gen_params={}, pairs=[(0, 1)])[0]
+        ids.append(pair.id)
+    return ids
+
+
+def login(page, url: str, username: str, password: str = PASSWORD) -> None:  # noqa: ANN001 - playwright Page
+    page.goto(url)
+    page.get_by_label("username").fill(username)
+    page.get_by_label("password").fill(password)
+    page.get_by_role("button", name="Login").click()
+
+
+def shown_texts(page) -> tuple[str, str]:  # noqa: ANN001
+    return (page.locator("#response-left textarea").input_value(),
+            page.locator("#response-right textarea").input_value())
+
+
+def wait_for_new_pair(page, previous_left: str, timeout_ms: int = 10_000) -> None:  # noqa: ANN001
+    """Wait until the left response differs from `previous_left` (the next pair is on screen)."""
+    page.wait_for_function(
+        "prev => { const t = document.querySelector('#response-left textarea');"
+        " return t && t.offsetParent !== null && t.value !== '' && t.value !== prev; }",
+        arg=previous_left, timeout=timeout_ms,
+    )

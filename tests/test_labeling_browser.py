@@ -1,0 +1,143 @@
+"""The annotator page in a real browser: login, judging by mouse and keyboard, skipping, inert
+rendering of hostile text, and a pair appearing without reload when the pool was empty."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser_utils import CHROMIUM, CHROMIUM_ARGS, RunningApp, add_pairs, login, shown_texts, start_app, wait_for_new_pair
+from sqlmodel import select
+
+from storage import Judgment, Skip, judgment_rows
+
+pytestmark = pytest.mark.browser
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def app(tmp_path: Path) -> Iterator[RunningApp]:
+    running = start_app(tmp_path / "ws", users={"alice": "annotator", "olga": "operator"})
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def page(browser):  # noqa: ANN001, ANN201
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def _sample_side(text: str) -> str:
+    """Test texts are 'sample a of N' / 'sample b of N'."""
+    return re.match(r"sample ([ab]) of", text).group(1)
+
+
+def test_judge_with_mouse_and_keyboard_then_skip(app: RunningApp, page) -> None:  # noqa: ANN001
+    add_pairs(app.db, [(f"sample a of {i}", f"sample b of {i}") for i in range(7)])
+    login(page, app.url, "alice")
+    page.wait_for_selector("#response-left textarea")
+    expected: list[tuple[str, str, str]] = []  # (text on the left, choice, left side)
+
+    def act(action) -> None:  # noqa: ANN001
+        left, right = shown_texts(page)
+        verdict = action()
+        choice = {"left": _sample_side(left), "right": _sample_side(right)}.get(verdict, verdict)
+        expected.append((left, choice, _sample_side(left)))
+        wait_for_new_pair(page, left)
+
+    # Mouse.
+    act(lambda: page.click("#btn-left") or "left")
+    act(lambda: page.click("#btn-right") or "right")
+    act(lambda: page.click("#btn-tie") or "tie")
+    # Keyboard, with a strength key; digits typed into the reason box are text, not shortcuts.
+    page.keyboard.press("w")
+    assert page.locator("#strength input[value=clear]").is_checked()
+    page.click("#reason input, #reason textarea")
+    page.keyboard.type("B is 1st")
+    left_before, _ = shown_texts(page)
+    assert shown_texts(page)[0] == left_before  # "1" in the text box judged nothing
+    page.keyboard.press("Escape")
+    act(lambda: page.keyboard.press("2") or "right")
+    act(lambda: page.keyboard.press("a") or "left")
+    act(lambda: page.keyboard.press("n") or "both_bad")
+    # Skip (keyboard), which leaves no judgment.
+    skipped_left, _ = shown_texts(page)
+    page.keyboard.press("s")
+    page.wait_for_selector("#no-pairs", state="visible")
+    assert "Today:** 6" in page.locator("#progress").inner_text().replace("Today: 6", "Today:** 6")
+
+    rows = {r.text_a if r.left_side == "a" else r.text_b: r for r in judgment_rows(app.db)}
+    assert len(rows) == len(expected) == 6
+    for left, choice, left_side in expected:
+        assert rows[left].choice == choice, left
+        assert rows[left].left_side == left_side
+        assert rows[left].annotator == "alice"
+    strength_row = rows[expected[3][0]]
+    assert (strength_row.strength, strength_row.rationale) == ("clear", "B is 1st")
+    assert all(r.strength is None for k, r in rows.items() if k != expected[3][0])
+    with app.db.session() as s:
+        assert len(s.exec(select(Skip)).all()) == 1
+        latencies = [j.latency_ms for j in s.exec(select(Judgment)).all()]
+    assert all(lat is not None and 0 <= lat < 120_000 for lat in latencies)
+    assert skipped_left not in rows
+
+
+def test_wrong_password_is_refused(app: RunningApp, page) -> None:  # noqa: ANN001
+    login(page, app.url, "alice", "not-the-password")
+    page.get_by_text(re.compile("incorrect credentials", re.I)).wait_for()
+    assert page.locator("#response-left").count() == 0
+
+
+HOSTILE = "<script>alert(1)</script> <img src=x onerror=alert(1)> ![x](http://127.0.0.2:9/pixel.png)"
+
+
+def test_hostile_text_renders_inert(app: RunningApp, page) -> None:  # noqa: ANN001
+    add_pairs(app.db, [("a: " + HOSTILE, "b: " + HOSTILE)],
+              prompt=[{"role": "system", "content": HOSTILE}, {"role": "user", "content": HOSTILE}])
+    dialogs: list[str] = []
+    requests: list[str] = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: requests.append(r.url))
+    login(page, app.url, "alice")
+    page.wait_for_selector("#response-left textarea")
+    page.wait_for_timeout(1500)  # give any injected image or script the time to fire
+    left, right = shown_texts(page)
+    assert sorted([left, right]) == ["a: " + HOSTILE, "b: " + HOSTILE]
+    turns = page.locator("#prompt textarea")
+    assert [turns.nth(i).input_value() for i in range(turns.count()) if turns.nth(i).is_visible()] == [
+        HOSTILE, HOSTILE + turns.nth(1).input_value()[len(HOSTILE):]]
+    assert dialogs == []
+    assert page.locator("img[src='x'], img[src*='127.0.0.2']").count() == 0
+    app_origin = app.url.rstrip("/")
+    assert [u for u in requests if not u.startswith(app_origin + "/")] == []
+    assert [u for u in requests if u.split("?")[0].endswith("/x") or "pixel.png" in u] == []
+
+
+def test_empty_pool_message_then_new_pair_without_reload(app: RunningApp, page) -> None:  # noqa: ANN001
+    navigations: list[str] = []
+    login(page, app.url, "alice")
+    page.wait_for_selector("#no-pairs", state="visible")
+    assert page.locator("#pair-area").is_hidden()
+    page.on("framenavigated", lambda f: navigations.append(f.url))
+    add_pairs(app.db, [("sample a of late", "sample b of late")])
+    page.wait_for_selector("#response-left textarea", state="visible", timeout=12_000)
+    assert sorted(shown_texts(page)) == ["sample a of late", "sample b of late"]
+    assert page.locator("#no-pairs").is_hidden()
+    assert navigations == []
