@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
@@ -64,6 +65,8 @@ class ModelStack:
         self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
         self.freeze_adapters()
         self._initial = {name: self._adapter_state(name) for name in ADAPTERS}
+        self._initial_heads = {name: {k: v.detach().clone() for k, v in head.state_dict().items()}
+                               for name, head in self.heads.items()}
 
     @classmethod
     def load(cls, model_dir: Path, *, quantize_4bit: bool = False, device: str | torch.device = "auto",
@@ -75,19 +78,54 @@ class ModelStack:
         base = load_causal_lm(Path(model_dir), quantize_4bit=quantize_4bit, device=device)
         for p in base.parameters():
             p.requires_grad_(False)
-        if gradient_checkpointing:
-            # transformers 5 renamed gradient checkpointing to activation checkpointing.
-            if hasattr(base, "activation_checkpointing_enable"):
-                base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-            else:
-                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        for module in base.modules():
+            # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight for an inference-only
+            # kernel on its first eval-mode forward without grad (e.g. generation). That kernel has
+            # no backward, so LoRA weights below it would silently get wrong gradients ever after.
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
         base.config.use_cache = False
         loras = {"policy": policy_lora, "value": policy_lora, "reward": reward_lora}
         model = get_peft_model(base, loras["policy"].peft_config(), adapter_name="policy")
         for name in ("value", "reward"):
             model.add_adapter(name, loras[name].peft_config())
         model.set_adapter("policy")
-        return cls(model, load_tokenizer(Path(model_dir)), Path(model_dir), quantize_4bit, loras)
+        stack = cls(model, load_tokenizer(Path(model_dir)), Path(model_dir), quantize_4bit, loras)
+        if gradient_checkpointing:
+            stack._enable_checkpointing(base)
+        return stack
+
+    def _enable_checkpointing(self, base: nn.Module) -> None:
+        """Activation checkpointing whose recomputation runs through the adapter of the original forward.
+
+        Backward may run after `use(name)` has switched back to another adapter; without this, the
+        recomputed activations would come from the wrong adapter (an error at best, wrong
+        gradients at worst).
+        """
+        def context_fn():  # called at forward time: remember which adapter (or none) is active
+            adapter = self.model.active_adapter
+            disabled = self._adapters_disabled()
+            return nullcontext(), self._recompute_as(adapter, disabled)
+
+        kwargs = {"use_reentrant": False, "context_fn": context_fn}
+        # transformers 5 renamed gradient checkpointing to activation checkpointing.
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def _adapters_disabled(self) -> bool:
+        layer = next((m for m in self.model.modules() if isinstance(m, BaseTunerLayer)), None)
+        return bool(layer is not None and layer.disable_adapters)
+
+    @contextmanager
+    def _recompute_as(self, adapter: str, disabled: bool) -> Iterator[None]:
+        if disabled:
+            with self.reference():
+                yield
+        else:
+            with self.use(adapter):
+                yield
 
     # -- adapter selection -----------------------------------------------------------
     @contextmanager
@@ -117,7 +155,8 @@ class ModelStack:
             yield
 
     def freeze_adapters(self) -> None:
-        for p in self._lora_params:
+        """No adapter or head trains until `trainable_parameters` names it (no graphs built meanwhile)."""
+        for p in [*self._lora_params, *self.heads.parameters()]:
             p.requires_grad_(False)
 
     def trainable_parameters(self, name: str) -> list[nn.Parameter]:
@@ -126,7 +165,10 @@ class ModelStack:
         for p in params:
             p.requires_grad_(True)
         if name in self.heads:
-            params += list(self.heads[name].parameters())
+            head = list(self.heads[name].parameters())
+            for p in head:
+                p.requires_grad_(True)
+            params += head
         return params
 
     # -- forward passes --------------------------------------------------------------
@@ -218,6 +260,8 @@ class ModelStack:
             self.heads[name].load_state_dict(head)
 
     def reset_adapter(self, name: str) -> None:
-        """Back to the freshly initialised adapter (for `policy`: exactly the base model)."""
+        """Back to the freshly initialised adapter and head (for `policy`: exactly the base model)."""
         set_peft_model_state_dict(self.model, {k: v.to(self.device) for k, v in self._initial[name].items()},
                                   adapter_name=name)
+        if name in self.heads:
+            self.heads[name].load_state_dict(self._initial_heads[name])

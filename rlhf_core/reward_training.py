@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from rlhf_core.config import RewardConfig
 from rlhf_core.losses import bradley_terry_loss, bt_accuracy
@@ -121,6 +121,9 @@ def train_reward_model(
     """
     if not train:
         raise ValueError("no training examples: the reward model needs at least one decisive judgment")
+    if cfg.epochs < 1 or cfg.batch_size < 1:
+        raise ValueError(f"reward.epochs and reward.batch_size must be at least 1, got {cfg.epochs} and "
+                         f"{cfg.batch_size}")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     train_pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)

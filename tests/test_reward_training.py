@@ -44,6 +44,16 @@ MARKER = "banana"
 FAST = RewardConfig(learning_rate=1e-3, epochs=4, batch_size=8, max_length=128, eval_fraction=0.25, seed=0)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # The tiny model's matmuls are too small to gain from intra-op threads, and on a shared,
+    # busy machine two spinning OpenMP threads make this module several times slower.
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def row(choice: str, *, prompt_id: int = 1, strength: str | None = None, jid: int = 1) -> JudgmentRow:
     return JudgmentRow(
         judgment_id=jid, pair_id=jid, prompt_id=prompt_id, prompt_messages=[{"role": "user", "content": "hi"}],

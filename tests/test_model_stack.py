@@ -1,0 +1,79 @@
+"""The shared-base model stack: reference = adapters off, adapters isolated, exact save/load."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf_core.batching import build_sequences, prompt_token_ids, response_token_ids
+from rlhf_core.model_stack import ModelStack, last_token_index
+from rlhf_core.modeling import load_causal_lm
+
+
+def _batch(stack: ModelStack):
+    tok = stack.tokenizer
+    prompts = [prompt_token_ids(tok, [{"role": "user", "content": t}]) for t in ("hi there", "a longer question")]
+    responses = [response_token_ids(tok, t) for t in ("yes", "a much longer answer with words")]
+    return build_sequences(prompts, responses, tok.pad_token_id)
+
+
+def test_last_token_index_reads_the_mask_for_both_padding_sides() -> None:
+    right = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    left = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 1, 1]])
+    assert last_token_index(right).tolist() == [2, 4]
+    assert last_token_index(left).tolist() == [4, 4]
+
+
+def test_reference_is_the_base_model(tiny_model_dir) -> None:
+    stack = ModelStack.load(tiny_model_dir, device="cpu", seed=1)
+    batch = _batch(stack)
+    plain = load_causal_lm(tiny_model_dir, quantize_4bit=False, device=torch.device("cpu"))
+    with torch.no_grad():
+        logits = plain(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits[:, :-1].float()
+        expected = torch.log_softmax(logits, -1).gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+        with stack.reference():
+            ref, _ = stack.token_logprobs(batch.input_ids, batch.attention_mask)
+    mask = batch.attention_mask[:, 1:].bool()
+    assert torch.allclose(ref[mask], expected[mask], atol=1e-5)
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_backward_after_leaving_the_adapter_context_gives_the_right_gradients(tiny_model_dir, checkpointing) -> None:
+    """Backward outside `use("reward")` must still differentiate through the reward adapter."""
+    grads = {}
+    for where in ("inside", "outside"):
+        stack = ModelStack.load(tiny_model_dir, device="cpu", gradient_checkpointing=checkpointing, seed=3)
+        stack.model.train()
+        params = stack.trainable_parameters("reward")
+        with torch.no_grad():
+            for n, p in stack.model.named_parameters():
+                if ".reward." in n and "lora_B" in n:
+                    p.normal_(0, 0.05, generator=torch.Generator().manual_seed(0))
+        batch = _batch(stack)
+        if where == "inside":
+            with stack.use("reward"):
+                stack.reward(batch.input_ids, batch.attention_mask).sum().backward()
+        else:
+            stack.reward(batch.input_ids, batch.attention_mask).sum().backward()
+        grads[where] = [p.grad.clone() for p in params]
+        assert all(g.abs().sum() > 0 for g in grads[where])
+    for a, b in zip(grads["inside"], grads["outside"]):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_reset_adapter_restores_weights_and_head(tiny_model_dir, tmp_path) -> None:
+    stack = ModelStack.load(tiny_model_dir, device="cpu", seed=2)
+    batch = _batch(stack)
+    with torch.no_grad():
+        before = stack.reward(batch.input_ids, batch.attention_mask)
+        for p in stack.trainable_parameters("reward"):
+            p.add_(0.1)
+        changed = stack.reward(batch.input_ids, batch.attention_mask)
+        stack.save_adapter("reward", tmp_path / "rm")
+        stack.reset_adapter("reward")
+        assert torch.equal(stack.reward(batch.input_ids, batch.attention_mask), before)
+        stack.load_adapter("reward", tmp_path / "rm")
+        assert torch.equal(stack.reward(batch.input_ids, batch.attention_mask), changed)
+    assert not torch.equal(before, changed)
+    stack.freeze_adapters()
+    assert not any(p.requires_grad for p in stack.heads.parameters())
