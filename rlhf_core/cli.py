@@ -170,7 +170,7 @@ def _register_more_commands() -> None:
     """Commands that live in their own modules register themselves on `app`."""
     import importlib
 
-    for module in ("rlhf_core.cli_loop",):
+    for module in ("rlhf_core.cli_loop", "rlhf_core.cli_data"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -179,7 +179,7 @@ def _register_more_commands() -> None:
 
 
 def main() -> None:
-    from rlhf_core.errors import USER_ERRORS
+    import click
 
     _register_more_commands()
     try:
@@ -187,15 +187,15 @@ def main() -> None:
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         sys.exit(1)
-    except USER_ERRORS as exc:
-        typer.echo(f"error: {exc}", err=True)
-        sys.exit(1)
-    except Exception as exc:  # click's usage errors carry their own exit code
-        import click
+    except click.exceptions.ClickException as exc:  # usage errors carry their own exit code
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except Exception as exc:
+        from rlhf_core.errors import user_errors
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
+        if isinstance(exc, user_errors()):
+            typer.echo(f"error: {exc}", err=True)
+            sys.exit(1)
         raise

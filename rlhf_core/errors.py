@@ -1,9 +1,15 @@
-"""The errors a person can act on: the CLI prints their message in one line instead of a traceback."""
+"""The errors a person can act on: the CLI prints their message in one line instead of a traceback.
+
+Imported only when an error happened, so that `rlhf --help` does not pay for torch.
+"""
 
 from __future__ import annotations
 
+import functools
 
-def _user_errors() -> tuple[type[BaseException], ...]:
+
+@functools.cache
+def user_errors() -> tuple[type[BaseException], ...]:
     from rlhf_core.config import ConfigError
     from rlhf_core.prompt_files import PromptFileError
     from rlhf_core.workspace import WorkspaceError
@@ -11,6 +17,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     errors: list[type[BaseException]] = [ConfigError, PromptFileError, WorkspaceError, DatabaseError,
                                          JudgmentError, UserError, JobError]
+    from rlhf_core.export import ExportError
+    from rlhf_core.gold import GoldPreferenceError
+    from rlhf_core.simulate import SimulationError
+
+    errors += [ExportError, GoldPreferenceError, SimulationError]
     try:
         from rlhf_core.modeling import ModelLoadError
 
@@ -19,5 +30,3 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         pass
     return tuple(errors)
 
-
-USER_ERRORS = _user_errors()

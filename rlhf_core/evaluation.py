@@ -78,3 +78,46 @@ def human_win_rates(db: Database) -> dict[int, dict[str, float]]:
         counts[version] += 1
         wins[version] += 1.0 if row.choice == policy_side else 0.5 if row.choice == "tie" else 0.0
     return {v: {"win_rate": wins[v] / counts[v], "judgments": counts[v]} for v in counts}
+
+
+@dataclass
+class GoldEvaluation:
+    """Policy against base on the same eval prompts, judged by a scripted gold preference."""
+
+    policy_version: int
+    prompts: int
+    win_rate: float  # share of prompts where the policy's response scores higher (ties count half)
+    policy_gold_mean: float
+    base_gold_mean: float
+    policy_length_mean: float
+    base_length_mean: float
+
+
+def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_prompts: int = 48,  # noqa: ANN001
+                    seed: int = 0, progress: bool = False) -> GoldEvaluation:
+    """Sample the current policy and the base once per eval prompt and compare them with `gold`."""
+    import torch
+
+    from rlhf_core.gold import gold_win_rate
+
+    version = activate_policy(stack, db)
+    prompts = list_prompts(db, split="eval", limit=n_prompts)
+    if not prompts:
+        raise ValueError("no eval prompts: import some with `rlhf prompts import FILE --split eval`")
+    cfg = ws.config.sampling
+    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    conversations = [prompt_messages(p) for p in prompts]
+    policy_out, base_out = [], []
+    torch.manual_seed(seed)
+    for start in tqdm(range(0, len(conversations), cfg.batch_size), desc="gold eval", disable=not progress):
+        batch = conversations[start:start + cfg.batch_size]
+        policy_out += generate_responses(stack, batch, adapter="policy", **gen)
+        base_out += generate_responses(stack, batch, adapter=None, **gen)
+    policy_scores = [gold(c, text) for c, (text, _) in zip(conversations, policy_out)]
+    base_scores = [gold(c, text) for c, (text, _) in zip(conversations, base_out)]
+    return GoldEvaluation(
+        policy_version=version, prompts=len(prompts), win_rate=gold_win_rate(policy_scores, base_scores),
+        policy_gold_mean=sum(policy_scores) / len(policy_scores), base_gold_mean=sum(base_scores) / len(base_scores),
+        policy_length_mean=sum(n for _, n in policy_out) / len(policy_out),
+        base_length_mean=sum(n for _, n in base_out) / len(base_out),
+    )

@@ -151,16 +151,32 @@ def held_out_prompt_ids(prompt_ids: Sequence[int], test_fraction: float, seed: i
     return set(prompts[:min(n_test, max(len(prompts) - 1, 0))])
 
 
+# Column -> dtype after prompt/chosen/rejected; one source for the `datasets` schema and the card's YAML.
+METADATA_COLUMNS = {
+    "pair_id": "int64", "prompt_id": "int64", "round": "int64", "n_annotators": "int64", "agreement": "float64",
+    "strength": "string", "tie": "bool", "policy_version_chosen": "int64", "policy_version_rejected": "int64",
+    "annotators": "list of string",
+}
+
+
 def _features(conversational: bool):
     from datasets import Features, List, Value
 
     text = List({"role": Value("string"), "content": Value("string")}) if conversational else Value("string")
-    return Features({
-        "prompt": text, "chosen": text, "rejected": text, "pair_id": Value("int64"), "prompt_id": Value("int64"),
-        "round": Value("int64"), "n_annotators": Value("int64"), "agreement": Value("float64"),
-        "strength": Value("string"), "tie": Value("bool"), "policy_version_chosen": Value("int64"),
-        "policy_version_rejected": Value("int64"), "annotators": List(Value("string")),
-    })
+    meta = {name: List(Value("string")) if dtype == "list of string" else Value(dtype)
+            for name, dtype in METADATA_COLUMNS.items()}
+    return Features({"prompt": text, "chosen": text, "rejected": text, **meta})
+
+
+def _yaml_features(conversational: bool) -> list[dict[str, object]]:
+    """The schema in the Hub card's `dataset_info.features` form, so JSON Lines reload with the same types."""
+    def text(name: str) -> dict[str, object]:  # a fresh dict each time: YAML would alias a shared one
+        message = [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]
+        return {"name": name, "list": message} if conversational else {"name": name, "dtype": "string"}
+
+    meta = [{"name": name, "list": "string"} if dtype == "list of string" else {"name": name, "dtype": dtype}
+            for name, dtype in METADATA_COLUMNS.items()]
+    return [text(name) for name in ("prompt", "chosen", "rejected")] + meta
 
 
 def _nothing_to_export(n_pairs: int, skipped: dict[str, int], kinds: Sequence[str], round: int | None) -> ExportError:
@@ -182,7 +198,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; every export format writes a directory (train/test splits + README.md)")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} already exists and is not empty; choose a new path or pass overwrite=True")
+        raise ExportError(f"{out} already exists and is not empty; choose a new path or pass --overwrite (overwrite=True)")
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet"):
         (out / stale).unlink(missing_ok=True)
@@ -193,15 +209,15 @@ def render_card(
     include_ties: bool, test_fraction: float, kinds: Sequence[str], exported_at: datetime,
 ) -> str:
     """The dataset card (README.md): YAML header for the Hub and `load_dataset`, then how the data came to be."""
-    ext = {"jsonl": "jsonl", "parquet": "parquet"}.get(result.format)
-    splits = [name for name, n in (("train", result.n_train), ("test", result.n_test)) if n]
-    header = ["---", "pretty_name: rlhf-loop human preferences", "tags: [rlhf, human-feedback, preference]"]
-    if ext:
-        header += ["configs:", "- config_name: default", "  data_files:"]
-        header += [f"  - split: {name}\n    path: {name}.{ext}" for name in splits]
+    import yaml
+
+    # No `configs` block: `load_dataset(dir)` finds train.*/test.* by name anyway, and with `configs`
+    # datasets 5.2 keys its cache on the relative file names, so a re-export would reload stale rows.
+    header = {"pretty_name": "rlhf-loop human preferences", "tags": ["rlhf", "human-feedback", "preference"],
+              "dataset_info": {"features": _yaml_features(result.conversational)}}
     per_pair = Counter(len(v.annotators) for v in kept)
     ties = sum(v.label == "tie" for v in kept)
-    skipped = "; ".join(f"{reason.replace('_', ' ')}: {n}" for reason, n in result.skipped.items()) or "none"
+    skipped = "; ".join(f"{reason.replace('_', ' ')}: {n}" for reason, n in result.skipped.items() if n) or "none"
     form = ("conversational: `prompt` is a list of chat messages, `chosen`/`rejected` are one assistant message"
             if result.conversational else "standard: `prompt`, `chosen` and `rejected` are plain strings")
     ties_text = (f"included ({ties} rows) with `tie: true` and chosen/rejected in the pair's own a/b order, "
@@ -243,7 +259,7 @@ import datasets
 ds = {load}
 ```
 """
-    return "\n".join(header + ["---", ""]) + body
+    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body
 
 
 def export_preferences(
@@ -256,7 +272,7 @@ def export_preferences(
     `out` is always a directory holding README.md (the dataset card) and the splits:
     fmt "hf" -> `DatasetDict.save_to_disk(out)` (reload with `datasets.load_from_disk`);
     "jsonl" -> train.jsonl / test.jsonl; "parquet" -> train.parquet / test.parquet (both reload with
-    `datasets.load_dataset(out)` through the card's `configs`). An empty test split is not written.
+    `datasets.load_dataset(str(out))`, typed by the card's `dataset_info`). An empty test split is not written.
     A pair is exported when its majority label (see `aggregate_pairs`) is a or b, or tie with
     `include_ties`, and its agreement is at least `min_agreement`; both_bad pairs never are.
     No prompt appears in both splits. Raises ExportError when no pair qualifies.
@@ -283,7 +299,6 @@ def export_preferences(
     from datasets import Dataset, DatasetDict
 
     held_out = held_out_prompt_ids([v.prompt_id for v in kept], test_fraction, seed)
-    features = _features(conversational)
     splits: dict[str, list[dict[str, object]]] = {}
     for name, part in (("train", [v for v in kept if v.prompt_id not in held_out]),
                        ("test", [v for v in kept if v.prompt_id in held_out])):
@@ -297,16 +312,16 @@ def export_preferences(
             lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in split)
             (out / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
     else:
-        datasets = {name: Dataset.from_list(split, features=features) for name, split in splits.items()}
+        features = _features(conversational)
+        tables = {name: Dataset.from_list(split, features=features) for name, split in splits.items()}
         if fmt == "hf":
-            DatasetDict(datasets).save_to_disk(str(out))
+            DatasetDict(tables).save_to_disk(str(out))
         else:
-            for name, dataset in datasets.items():
-                dataset.to_parquet(str(out / f"{name}.parquet"))
+            for name, table in tables.items():
+                table.to_parquet(str(out / f"{name}.parquet"))
     result = ExportResult(
         path=out, format=fmt, conversational=conversational, n_rows=len(kept),
-        n_train=len(splits["train"]) if "train" in splits else 0,
-        n_test=len(splits["test"]) if "test" in splits else 0, n_judgments=len(rows),
+        n_train=len(splits.get("train", [])), n_test=len(splits.get("test", [])), n_judgments=len(rows),
         n_pairs_judged=len(verdicts), n_pairs_skipped=sum(skipped.values()), skipped=skipped,
     )
     card = render_card(result, kept, round=round, min_agreement=min_agreement, include_ties=include_ties,

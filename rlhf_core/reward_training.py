@@ -132,8 +132,6 @@ def train_reward_model(
     # Only the reward adapter trains: other adapters stay frozen so no gradient is computed for them.
     stack.freeze_adapters()
     params = stack.trainable_parameters("reward")
-    for p in params:  # the head is frozen after each run, so make it trainable again explicitly
-        p.requires_grad_(True)
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -169,8 +167,6 @@ def train_reward_model(
         bar.close()
         stack.model.eval()
         stack.freeze_adapters()
-        for p in stack.heads["reward"].parameters():
-            p.requires_grad_(False)
     accuracy, heldout_loss = _evaluate_encoded(stack, heldout_pairs, cfg.batch_size)
     last_epoch = history[-steps_per_epoch:]
     return RewardTrainResult(
@@ -178,17 +174,6 @@ def train_reward_model(
         train_loss=sum(r["loss"] for r in last_epoch) / len(last_epoch), steps=len(history),
         n_train=len(train_pairs), n_heldout=len(heldout_pairs), history=history,
     )
-
-
-def _reset_reward_head(stack: ModelStack, seed: int) -> None:
-    # `reset_adapter` restores the LoRA weights only; a fresh reward model needs a fresh head too,
-    # initialised as ModelStack does, so a retrain does not depend on the previous round.
-    head = stack.heads["reward"]
-    generator = torch.Generator().manual_seed(seed)
-    std = 1.0 / (head.in_features + 1) ** 0.5
-    with torch.no_grad():
-        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) * std)
-        head.bias.zero_()
 
 
 def run_reward_training(
@@ -217,8 +202,7 @@ def run_reward_training(
             "excluded); collect more"
         )
     train, heldout = split_by_prompt(examples, cfg.eval_fraction, cfg.seed)
-    stack.reset_adapter("reward")
-    _reset_reward_head(stack, cfg.seed)
+    stack.reset_adapter("reward")  # LoRA weights and head: each round retrains from scratch
     total_steps = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
 
     def on_step(row: dict[str, float]) -> None:

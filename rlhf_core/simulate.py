@@ -29,7 +29,7 @@ from storage import (
 from storage.export_queries import pair_kinds
 
 SIM_USER_PREFIX = "sim-"
-PICKS = ("left", "right", "tie")
+PICKS = ("left", "right", "tie", "both_bad")
 
 
 class SimulationError(RuntimeError):
@@ -55,9 +55,10 @@ class SimulationResult:
 
 
 def choice_from_pick(pick: str, left_side: str) -> str:
-    """Map what was clicked on screen ("left", "right", "tie") to the pair's own a/b choice.
+    """Map what was clicked on screen ("left", "right", "tie", "both_bad") to the pair's own choice.
 
-    `left_side` is the sample ("a" or "b") the server showed on the left; the UI does the same mapping.
+    `left_side` is the sample ("a" or "b") the server showed on the left. Same mapping as the
+    annotator page's `labeling_app.annotation.choice_for`, which cannot be imported here without Gradio.
     """
     if left_side not in ("a", "b"):
         raise ValueError(f"left_side must be 'a' or 'b', not {left_side!r}")
@@ -65,8 +66,8 @@ def choice_from_pick(pick: str, left_side: str) -> str:
         return left_side
     if pick == "right":
         return "b" if left_side == "a" else "a"
-    if pick == "tie":
-        return "tie"
+    if pick in ("tie", "both_bad"):
+        return pick
     raise ValueError(f"pick must be one of {', '.join(PICKS)}, not {pick!r}")
 
 

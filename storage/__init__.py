@@ -1,6 +1,7 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
 from storage.db import Database, DatabaseError, normalize_url
+from storage.export_queries import pair_kinds
 from storage.jobs import (
     TRAINING_KINDS,
     JobError,
