@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from rlhf_core.config import PolicyConfig
 from rlhf_core.grpo import grpo_update
 from rlhf_core.model_stack import ModelStack
-from rlhf_core.ppo import make_optimizer, ppo_update
+from rlhf_core.ppo import fresh_critic, make_optimizer, ppo_update
 from rlhf_core.rollout import ScoreFn, generate_rollout, reward_model_scores, rollout_logprobs
 from rlhf_core.runtime import activate_policy, activate_reward_model, adapter_dir
 from rlhf_core.workspace import Workspace
@@ -54,6 +54,10 @@ class PolicyTrainResult:
 def _finite(value: float) -> float | None:
     # JSON has no NaN; an undefined metric (e.g. explained variance of constant returns) is stored as null.
     return value if math.isfinite(value) else None
+
+
+def _show(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -103,12 +107,15 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
                                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
             logprobs = rollout_logprobs(stack, rollout, cfg.minibatch_size)
             scores = score_fn(rollout).detach().float()
+            if scores.shape != (rollout.size,):
+                raise ValueError(f"the score function returned shape {tuple(scores.shape)}; expected "
+                                 f"({rollout.size},), one score per response")
             metrics = update(stack, rollout, scores, cfg, optimizer, logprobs=logprobs, max_grad_norm=max_grad_norm)
             seconds = time.perf_counter() - t0
             row = {"step": step, **{k: _finite(float(v)) for k, v in metrics.items()},
                    "samples": rollout.size, "seconds": seconds, "samples_per_s": rollout.size / seconds}
             history.append(row)
-            bar.set_postfix(reward=f"{row['reward_mean']:.3f}", kl=f"{row['kl_per_token']:.4f}")
+            bar.set_postfix(reward=_show(row["reward_mean"], 3), kl=_show(row["kl_per_token"], 4))
             if on_step:
                 on_step(row)
     finally:
@@ -123,7 +130,7 @@ def _activate_value(stack: ModelStack, version: PolicyVersion) -> None:
     if value_dir is not None and (value_dir / "adapter.safetensors").is_file():
         stack.load_adapter("value", value_dir)
     else:
-        stack.reset_adapter("value")
+        fresh_critic(stack)
 
 
 def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None,
@@ -153,8 +160,8 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     def report(row: dict[str, Any]) -> None:
         if on_progress:
             on_progress((row["step"] + 1) / cfg.steps,
-                        f"{algo} step {row['step'] + 1}/{cfg.steps}: reward {row['reward_mean']:.3f}, "
-                        f"KL/token {row['kl_per_token']:.4f}")
+                        f"{algo} step {row['step'] + 1}/{cfg.steps}: reward {_show(row['reward_mean'], 3)}, "
+                        f"KL/token {_show(row['kl_per_token'], 4)}")
 
     result = train_policy(stack, prompts, reward_model_scores(stack), cfg, algo=algo, on_step=report,
                           progress=progress)

@@ -31,6 +31,20 @@ from rlhf_core.rollout import (
 )
 
 
+def fresh_critic(stack: ModelStack) -> None:
+    """Start the critic over: identity `value` adapter and a zero value head, so V ≡ 0 at first.
+
+    A randomly initialised head predicts noise as large as the whitened returns, and advantages
+    R − V start out noisier than the plain returns; from zero they start as the returns and the
+    critic only ever removes variance it has learned to explain.
+    """
+    stack.reset_adapter("value")
+    head = stack.heads["value"]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+
+
 def make_optimizer(stack: ModelStack, adapters: tuple[str, ...], cfg: PolicyConfig) -> torch.optim.Optimizer:
     """AdamW with one parameter group per adapter (its LoRA weights and head), made trainable.
 

@@ -4,6 +4,9 @@ log-probs of the sampling policy and of the reference, as PPO and GRPO need them
 Truncation: a response that hit `max_new_tokens` has no eos and is kept as it is; nothing is
 appended, so the policy is never credited with a token it did not sample. Its score (and the
 score bonus in the per-token rewards) is read at its last real token, like any other response.
+
+Log-probs are those of the policy at temperature 1 without top-p, the distribution PPO's ratios are
+about; sampling at another temperature or with top_p < 1 makes a rollout slightly off-policy.
 """
 
 from __future__ import annotations
@@ -117,7 +120,7 @@ def minibatch_rows(batch: SequenceBatch, index: Tensor) -> tuple[Tensor, Tensor,
 
 
 def cut(x: Tensor, index: Tensor, width: int) -> Tensor:
-    """Rows `index` of a [B, T-1] tensor, trimmed to `width` columns like `rows`."""
+    """Rows `index` of a [B, T-1] tensor, trimmed to `width` columns like `minibatch_rows`."""
     return x[index.to(x.device), :width]
 
 
