@@ -11,10 +11,11 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from labeling_app.gate import DbGate
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
 from storage import Annotator, Database, JudgmentError, next_pair_for, record_judgment, skip_pair, utcnow
-from storage.app_queries import AnnotatorProgress, annotator_progress, has_judged, lease_of
+from storage.app_queries import AnnotatorProgress, LeaseInfo, annotator_progress, has_judged, lease_of
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +84,24 @@ def start_of_today() -> datetime:
 
 
 class Annotation:
-    """Serve, judge and skip pairs for one logged-in annotator at a time (stateless between calls)."""
+    """Serve, judge and skip pairs for one logged-in annotator at a time (stateless between calls).
+    Callers hold `gate` around each event's database work."""
 
-    def __init__(self, ws: Workspace, db: Database, services: AppServices) -> None:
+    def __init__(self, ws: Workspace, db: Database, services: AppServices, gate: DbGate | None = None) -> None:
         self.ws, self.db, self.services = ws, db, services
+        self.gate = gate or DbGate(db)
 
     def current_pair(self, user: Annotator) -> PairView | None:
         """The pair leased to `user` (the same one again on reload), or None when nothing is left."""
-        served = next_pair_for(self.db, user.id, lease_seconds=self.ws.config.labeling.lease_seconds)
-        if served is None:
+        for _ in range(3):  # a lease judged in another tab between the two reads: serve again
+            served = next_pair_for(self.db, user.id, lease_seconds=self.ws.config.labeling.lease_seconds)
+            if served is None:
+                return None
+            lease = lease_of(self.db, pair_id=served.pair_id, annotator_id=user.id)
+            if lease is not None:
+                break
+        else:
             return None
-        lease = lease_of(self.db, pair_id=served.pair_id, annotator_id=user.id)
-        if lease is None:  # judged in another tab between the two reads
-            return self.current_pair(user)
         turns = [(m.get("role", ""), m.get("content", "")) for m in served.prompt_messages]
         return PairView(pair_id=served.pair_id, token=make_token(served.pair_id, lease.served_at), turns=turns,
                         left_text=served.left_text, right_text=served.right_text)
@@ -115,7 +121,7 @@ class Annotation:
         refusal, lease = self._check_token(user, token)
         if lease is None:
             return self.screen(user, refusal)
-        judgment, created = record_judgment(
+        _, created = record_judgment(
             self.db, pair_id=lease.pair_id, annotator_id=user.id, choice=choice_for(verdict, lease.left_side),
             strength=strength or None, rationale=reason, require_served=True,
             latency_ms=int((utcnow() - _as_utc(lease.served_at)).total_seconds() * 1000),
@@ -132,7 +138,7 @@ class Annotation:
         skip_pair(self.db, pair_id=lease.pair_id, annotator_id=user.id)
         return self.screen(user, f"Skipped pair #{lease.pair_id}.")
 
-    def _check_token(self, user: Annotator, token: str | None):  # noqa: ANN202 - (str, LeaseInfo | None)
+    def _check_token(self, user: Annotator, token: str | None) -> tuple[str, LeaseInfo | None]:
         """The user's lease matching the serve the page showed, or a notice saying why not."""
         parsed = parse_token(token)
         if parsed is None:
@@ -145,7 +151,7 @@ class Annotation:
             return f"Pair #{pair_id} is not assigned to you; here is your current pair.", None
         if _stamp(lease.served_at) != stamp:
             # Re-served (e.g. in another tab after the lease expired), possibly with sides swapped.
-            return f"Pair #{pair_id} was shown again with new sides; please judge it again.", None
+            return f"Pair #{pair_id} was shown again (in another tab?); please judge it again.", None
         return "", lease
 
     def _top_up_if_low(self, pairs_open: int) -> None:

@@ -13,7 +13,7 @@ import gradio as gr
 
 from labeling_app.annotation import Annotation, Screen
 from labeling_app.auth import require_user
-from labeling_app.render import MAX_TURN_BOXES, NO_PAIRS_MESSAGE, screen_updates
+from labeling_app.render import NO_PAIRS_MESSAGE, screen_updates
 from labeling_app.shortcuts import LEGEND
 from storage import STRENGTHS, Annotator, JudgmentError
 
@@ -34,9 +34,9 @@ class AnnotatorPage:
     def user(self, request: gr.Request) -> Annotator:
         return require_user(self.annotation.db, request)
 
-    def show(self, request: gr.Request) -> list[Any]:
-        """The page as it stands for this user (load and reload)."""
-        return screen_updates(self.annotation.screen(self.user(request)))
+    def show(self, user: Annotator) -> list[Any]:
+        """The page as it stands for this user (load and reload); caller holds the gate."""
+        return screen_updates(self.annotation.screen(user))
 
 
 def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
@@ -45,12 +45,8 @@ def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
         progress = gr.Markdown(elem_id="progress")
         notice = gr.Markdown(elem_id="notice")
     with gr.Column(visible=False, elem_id="pair-area") as pair_area:
-        with gr.Group(elem_id="prompt"):
-            turn_boxes = [
-                gr.Textbox(label="User", interactive=False, lines=1, max_lines=12, visible=False,
-                           elem_classes=["turn"], autoscroll=False)
-                for _ in range(MAX_TURN_BOXES)
-            ]
+        prompt = gr.Textbox(label="Prompt", interactive=False, lines=1, max_lines=16, elem_id="prompt",
+                            autoscroll=False)
         with gr.Row(equal_height=True):
             left = gr.Textbox(label="A", interactive=False, lines=6, max_lines=40, elem_id="response-left",
                               elem_classes=["response"], autoscroll=False)
@@ -77,8 +73,7 @@ def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
 
     page = AnnotatorPage(
         annotation=annotation,
-        screen_outputs=[*turn_boxes, left, right, token, pair_area, empty_area, progress, notice, strength, reason,
-                        timer],
+        screen_outputs=[prompt, left, right, token, progress, notice, strength, reason, pair_area, empty_area, timer],
         token=token, strength=strength, reason=reason, timer=timer, buttons=buttons,
     )
     _wire(page)
@@ -87,11 +82,12 @@ def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
 
 def _judge_handler(page: AnnotatorPage, verdict: str) -> Callable[..., list[Any]]:
     def judge(token: str, strength: str | None, reason: str, request: gr.Request) -> list[Any]:
-        user = page.user(request)
-        try:
-            screen = page.annotation.judge(user, token, verdict, strength, reason)
-        except JudgmentError as exc:
-            raise gr.Error(str(exc), print_exception=False) from exc
+        with page.annotation.gate:
+            user = page.user(request)
+            try:
+                screen = page.annotation.judge(user, token, verdict, strength, reason)
+            except JudgmentError as exc:
+                raise gr.Error(str(exc), print_exception=False) from exc
         return screen_updates(screen)
 
     judge.__name__ = f"judge_{verdict}"
@@ -99,7 +95,8 @@ def _judge_handler(page: AnnotatorPage, verdict: str) -> Callable[..., list[Any]
 
 
 def _wire(page: AnnotatorPage) -> None:
-    fast = {"queue": False, "show_progress": "hidden"}  # small DB-only events: skip the queue's round trips
+    # Small DB-only events: no queue round trips; outputs are already in wire form (see render.py).
+    fast = {"queue": False, "show_progress": "hidden", "postprocess": False}
     for verdict, button in page.buttons.items():
         if verdict == "skip":
             continue
@@ -107,18 +104,20 @@ def _wire(page: AnnotatorPage) -> None:
                      outputs=page.screen_outputs, api_name=f"judge_{verdict}", **fast)
 
     def skip(token: str, request: gr.Request) -> list[Any]:
-        return screen_updates(page.annotation.skip(page.user(request), token))
+        with page.annotation.gate:
+            screen = page.annotation.skip(page.user(request), token)
+        return screen_updates(screen)
 
     page.buttons["skip"].click(skip, inputs=[page.token], outputs=page.screen_outputs, api_name="skip_pair", **fast)
 
     def poll(token: str, request: gr.Request) -> list[Any]:
         """While nothing is shown, look for a new pair; keep the page as it is until one arrives."""
-        user = page.user(request)
         if token:
-            return [gr.skip()] * (len(page.screen_outputs) - 1) + [gr.Timer(active=False)]
-        screen: Screen = page.annotation.screen(user)
+            return [gr.skip() for _ in page.screen_outputs[:-1]] + [gr.Timer(active=False)]
+        with page.annotation.gate:
+            screen: Screen = page.annotation.screen(page.user(request))
         if screen.pair is None:
-            return [gr.skip()] * len(page.screen_outputs)
+            return [gr.skip() for _ in page.screen_outputs]
         return screen_updates(screen)
 
     page.timer.tick(poll, inputs=[page.token], outputs=page.screen_outputs, api_visibility="private", **fast)

@@ -10,6 +10,7 @@ import gradio as gr
 from labeling_app.annotation import Annotation
 from labeling_app.annotator_page import build_annotator_page
 from labeling_app.auth import ensure_first_operator, make_login_check, require_user
+from labeling_app.gate import DbGate
 from labeling_app.operator_page import build_operator_tab
 from labeling_app.render import plain_markdown
 from labeling_app.services import AppServices
@@ -22,8 +23,7 @@ TITLE = "rlhf-loop · labeling"
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
 CSS = """
-#pair-area .response textarea { font-size: 15px; line-height: 1.45; }
-#prompt .turn textarea { font-size: 15px; line-height: 1.45; }
+#pair-area .response textarea, #prompt textarea { font-size: 15px; line-height: 1.45; }
 #verdicts button { min-height: 48px; font-size: 16px; }
 #shortcut-legend, #progress { font-size: 13px; opacity: 0.85; }
 #notice p { margin: 0; }
@@ -41,7 +41,8 @@ def build_app(ws: Workspace, db: Database, services: AppServices | None = None) 
     """The labeling app: annotator page plus an operator tab shown to operators. Needs `auth=`
     at launch (see `serve`): every event re-reads the logged-in user from `db`."""
     services = services or AppServices()
-    annotation = Annotation(ws, db, services)
+    gate = DbGate(db)
+    annotation = Annotation(ws, db, services, gate)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## Which response is better?", elem_id="title")
@@ -52,16 +53,18 @@ def build_app(ws: Workspace, db: Database, services: AppServices | None = None) 
         with gr.Tabs():
             with gr.Tab("Label", id="label"):
                 page = build_annotator_page(annotation)
-            operator = build_operator_tab(ws, db, services)
+            operator = build_operator_tab(ws, db, services, gate)
 
         def show_page(request: gr.Request) -> list[Any]:
-            user = require_user(db, request)
+            with gate:
+                user = require_user(db, request)
+                screen = page.show(user)
             head = [f"Signed in as **{plain_markdown(user.username)}** ({user.role})", _guidelines(ws),
                     gr.Tab(visible=user.role == "operator")]
-            return head + page.show(request)
+            return head + screen
 
         demo.load(show_page, outputs=[whoami, guidelines, operator.tab, *page.screen_outputs],
-                  api_name="next_pair", queue=False, show_progress="hidden")
+                  api_name="next_pair", queue=False, show_progress="hidden", postprocess=False)
         demo.load(None, js=SHORTCUTS_JS)
     return demo
 

@@ -13,6 +13,7 @@ from typing import Any
 import gradio as gr
 
 from labeling_app.auth import require_user
+from labeling_app.gate import DbGate
 from labeling_app.render import plain_markdown
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
@@ -48,7 +49,7 @@ def user_rows(db: Database, per_annotator: dict[str, int]) -> list[list[Any]]:
     ]
 
 
-def build_operator_tab(ws: Workspace, db: Database, services: AppServices) -> OperatorTab:
+def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate: DbGate) -> OperatorTab:
     with gr.Tab("Operator", id="operator", visible=False) as tab:
         status = gr.Markdown(elem_id="pool-status")
         with gr.Row():
@@ -60,21 +61,27 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices) -> Op
         users = gr.Dataframe(headers=USER_COLUMNS, interactive=False, label="Users", elem_id="users")
 
     def overview(request: gr.Request) -> tuple[str, list[list[Any]]]:
-        require_user(db, request, role="operator")
-        counts = status_counts(db)
-        return pool_status_markdown(counts), user_rows(db, counts["judgments_per_annotator"])
+        with gate:
+            require_user(db, request, role="operator")
+            counts = status_counts(db)
+            return pool_status_markdown(counts), user_rows(db, counts["judgments_per_annotator"])
 
     def request_pairs(n: float | None, request: gr.Request) -> tuple[str, str]:
-        require_user(db, request, role="operator")
+        with gate:
+            require_user(db, request, role="operator")
         if services.request_pairs is None:
+            with gate:
+                status = pool_status_markdown(status_counts(db))
             return ("No sampler is attached to this server (it runs without a model). "
-                    "Run `rlhf sample --pairs N` instead.", pool_status_markdown(status_counts(db)))
+                    "Run `rlhf sample --pairs N` instead.", status)
         count = int(n or 0)
         if not 1 <= count <= MAX_PAIRS_PER_REQUEST:
             raise gr.Error(f"Ask for between 1 and {MAX_PAIRS_PER_REQUEST} pairs.", print_exception=False)
-        result = services.request_pairs(count)
+        result = services.request_pairs(count)  # outside the gate: it may write jobs or pairs itself
         done = f"Requested {count} more pairs." + (f" {plain_markdown(str(result))}" if result is not None else "")
-        return done, pool_status_markdown(status_counts(db))
+        with gate:
+            status = pool_status_markdown(status_counts(db))
+        return done, status
 
     tab.select(overview, outputs=[status, users], api_name="operator_overview")
     refresh.click(overview, outputs=[status, users], api_name="operator_refresh", show_progress="minimal")

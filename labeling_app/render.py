@@ -1,5 +1,9 @@
-"""Screen state to Gradio updates. Prompts and model outputs only ever go into read-only
-textboxes (`<textarea>` values), so no HTML, Markdown, script or image in them is interpreted."""
+"""Screen state to Gradio outputs. Prompts and model outputs only ever go into read-only
+textboxes (`<textarea>` values), so no HTML, Markdown, script or image in them is interpreted.
+
+Outputs are plain values wherever possible: Gradio rebuilds a component for every update dict
+it is sent (~0.3 ms each), which dominated the cost of a judgment before (bench/labeling_load.py).
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,8 @@ from typing import Any
 
 import gradio as gr
 
-from labeling_app.annotation import PairView, Screen
+from labeling_app.annotation import Screen
 
-MAX_TURN_BOXES = 6  # conversation turns shown in their own box; earlier ones are folded into the first
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
 NO_PAIRS_MESSAGE = (
@@ -31,22 +34,11 @@ def role_label(role: str) -> str:
     return ROLE_LABELS.get(role, (role or "turn")[:24].capitalize())
 
 
-def fold_turns(turns: list[tuple[str, str]], slots: int = MAX_TURN_BOXES) -> list[tuple[str, str]]:
-    """At most `slots` (label, text) boxes: the last turns each in their own box, earlier ones
-    folded into the first box with their roles written inline."""
-    labelled = [(role_label(role), text) for role, text in turns]
-    if len(labelled) <= slots:
-        return labelled
-    head, tail = labelled[: len(labelled) - slots + 1], labelled[len(labelled) - slots + 1:]
-    folded = "\n\n".join(f"[{label}]\n{text}" for label, text in head)
-    return [(f"Earlier turns ({len(head)})", folded), *tail]
-
-
-def turn_updates(pair: PairView | None) -> list[Any]:
-    boxes = fold_turns(pair.turns) if pair else []
-    updates = [gr.update(value=text, label=label, visible=True) for label, text in boxes]
-    # One dict per box: Gradio's postprocessing edits update dicts in place.
-    return updates + [gr.update(value="", visible=False) for _ in range(MAX_TURN_BOXES - len(updates))]
+def prompt_text(turns: list[tuple[str, str]]) -> str:
+    """A single user turn as is; a conversation with each turn headed by its role."""
+    if len(turns) == 1 and turns[0][0] == "user":
+        return turns[0][1]
+    return "\n\n".join(f"── {role_label(role)} ──\n{text}" for role, text in turns)
 
 
 def progress_markdown(screen: Screen) -> str:
@@ -55,18 +47,19 @@ def progress_markdown(screen: Screen) -> str:
 
 
 def screen_updates(screen: Screen) -> list[Any]:
-    """Values for `AnnotatorPage.screen_outputs`, in that order."""
+    """Values for `AnnotatorPage.screen_outputs`, in that order (already in wire form: the events
+    run with `postprocess=False`)."""
     pair = screen.pair
     return [
-        *turn_updates(pair),
+        prompt_text(pair.turns) if pair else "",
         pair.left_text if pair else "",
         pair.right_text if pair else "",
         pair.token if pair else "",
-        gr.update(visible=pair is not None),  # pair area
-        gr.update(visible=pair is None),  # "nothing to judge" area
         progress_markdown(screen),
         screen.notice,  # fixed sentences with numbers only; never user or model text
         None,  # strength: back to none
         "",  # reason: cleared
+        gr.update(visible=pair is not None),  # pair area
+        gr.update(visible=pair is None),  # "nothing to judge" area
         gr.Timer(active=pair is None),  # poll only while there is nothing to judge
     ]

@@ -1,5 +1,6 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
+from storage.app_queries import AnnotatorProgress, LeaseInfo, annotator_progress, has_judged, lease_of
 from storage.db import Database, DatabaseError, normalize_url
 from storage.export_queries import pair_kinds
 from storage.jobs import (

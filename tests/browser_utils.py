@@ -8,10 +8,10 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from labeling_app import AppServices, ServedApp, serve
-from rlhf_core.workspace import Workspace, init_workspace
 from sqlmodel import select
 
+from labeling_app import AppServices, ServedApp, serve
+from rlhf_core.workspace import Workspace, init_workspace
 from storage import Database, Prompt, add_prompts, content_hash, create_annotator, record_generations
 
 CHROMIUM = "/usr/bin/chromium"

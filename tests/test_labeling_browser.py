@@ -8,7 +8,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_utils import CHROMIUM, CHROMIUM_ARGS, RunningApp, add_pairs, login, shown_texts, start_app, wait_for_new_pair
+from browser_utils import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    RunningApp,
+    add_pairs,
+    login,
+    shown_texts,
+    start_app,
+    wait_for_new_pair,
+)
 from sqlmodel import select
 
 from storage import Judgment, Skip, judgment_rows
@@ -69,10 +78,12 @@ def test_judge_with_mouse_and_keyboard_then_skip(app: RunningApp, page) -> None:
     # Keyboard, with a strength key; digits typed into the reason box are text, not shortcuts.
     page.keyboard.press("w")
     assert page.locator("#strength input[value=clear]").is_checked()
+    left_before, _ = shown_texts(page)
     page.click("#reason input, #reason textarea")
     page.keyboard.type("B is 1st")
-    left_before, _ = shown_texts(page)
-    assert shown_texts(page)[0] == left_before  # "1" in the text box judged nothing
+    page.wait_for_timeout(500)
+    assert shown_texts(page)[0] == left_before  # the "1" typed in the box judged nothing
+    assert len(judgment_rows(app.db)) == 3
     page.keyboard.press("Escape")
     act(lambda: page.keyboard.press("2") or "right")
     act(lambda: page.keyboard.press("a") or "left")
@@ -81,7 +92,8 @@ def test_judge_with_mouse_and_keyboard_then_skip(app: RunningApp, page) -> None:
     skipped_left, _ = shown_texts(page)
     page.keyboard.press("s")
     page.wait_for_selector("#no-pairs", state="visible")
-    assert "Today:** 6" in page.locator("#progress").inner_text().replace("Today: 6", "Today:** 6")
+    # The skipped pair still wants a judgment from someone else, so it counts as left.
+    assert re.search(r"Today:\s*6\b.*Total:\s*6\b.*Pairs left:\s*1\b", page.locator("#progress").inner_text())
 
     rows = {r.text_a if r.left_side == "a" else r.text_b: r for r in judgment_rows(app.db)}
     assert len(rows) == len(expected) == 6
@@ -120,9 +132,8 @@ def test_hostile_text_renders_inert(app: RunningApp, page) -> None:  # noqa: ANN
     page.wait_for_timeout(1500)  # give any injected image or script the time to fire
     left, right = shown_texts(page)
     assert sorted([left, right]) == ["a: " + HOSTILE, "b: " + HOSTILE]
-    turns = page.locator("#prompt textarea")
-    assert [turns.nth(i).input_value() for i in range(turns.count()) if turns.nth(i).is_visible()] == [
-        HOSTILE, HOSTILE + turns.nth(1).input_value()[len(HOSTILE):]]
+    prompt = page.locator("#prompt textarea").input_value()  # each turn headed by its role
+    assert prompt.startswith(f"── System ──\n{HOSTILE}\n\n── User ──\n{HOSTILE} [")  # plus the test's unique tag
     assert dialogs == []
     assert page.locator("img[src='x'], img[src*='127.0.0.2']").count() == 0
     app_origin = app.url.rstrip("/")
