@@ -14,7 +14,16 @@ from datetime import datetime, timezone
 from labeling_app.gate import DbGate
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
-from storage import Annotator, Database, JudgmentError, next_pair_for, record_judgment, skip_pair, utcnow
+from storage import (
+    Annotator,
+    Database,
+    JudgmentError,
+    choice_from_screen,
+    next_pair_for,
+    record_judgment,
+    skip_pair,
+    utcnow,
+)
 from storage.app_queries import AnnotatorProgress, LeaseInfo, annotator_progress, has_judged, lease_of
 
 log = logging.getLogger(__name__)
@@ -41,21 +50,6 @@ class Screen:
     pair: PairView | None
     progress: AnnotatorProgress
     notice: str = ""
-
-
-def choice_for(verdict: str, left_side: str) -> str:
-    """The judgment's choice in the pair's a/b terms for a verdict given in screen terms.
-
-    >>> choice_for("left", "b"), choice_for("right", "b"), choice_for("tie", "b")
-    ('b', 'a', 'tie')
-    """
-    if verdict == "left":
-        return left_side
-    if verdict == "right":
-        return "b" if left_side == "a" else "a"
-    if verdict in ("tie", "both_bad"):
-        return verdict
-    raise JudgmentError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
 
 
 def _as_utc(moment: datetime) -> datetime:
@@ -122,7 +116,8 @@ class Annotation:
         if lease is None:
             return self.screen(user, refusal)
         _, created = record_judgment(
-            self.db, pair_id=lease.pair_id, annotator_id=user.id, choice=choice_for(verdict, lease.left_side),
+            self.db, pair_id=lease.pair_id, annotator_id=user.id,
+            choice=choice_from_screen(verdict, lease.left_side),
             strength=strength or None, rationale=reason, require_served=True,
             latency_ms=int((utcnow() - _as_utc(lease.served_at)).total_seconds() * 1000),
         )

@@ -198,7 +198,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; every export format writes a directory (train/test splits + README.md)")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} already exists and is not empty; choose a new path or pass --overwrite (overwrite=True)")
+        raise ExportError(f"{out} already exists and is not empty; choose a new path or pass --overwrite")
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet"):
         (out / stale).unlink(missing_ok=True)

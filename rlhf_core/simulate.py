@@ -20,6 +20,7 @@ from storage import (
     Database,
     JudgmentError,
     ServedPair,
+    choice_from_screen,
     create_annotator,
     get_annotator,
     next_pair_for,
@@ -29,7 +30,6 @@ from storage import (
 from storage.export_queries import pair_kinds
 
 SIM_USER_PREFIX = "sim-"
-PICKS = ("left", "right", "tie", "both_bad")
 
 
 class SimulationError(RuntimeError):
@@ -52,23 +52,6 @@ class SimulationResult:
     flipped: int = 0
     skipped: int = 0
     stopped: str = "target reached"
-
-
-def choice_from_pick(pick: str, left_side: str) -> str:
-    """Map what was clicked on screen ("left", "right", "tie", "both_bad") to the pair's own choice.
-
-    `left_side` is the sample ("a" or "b") the server showed on the left. Same mapping as the
-    annotator page's `labeling_app.annotation.choice_for`, which cannot be imported here without Gradio.
-    """
-    if left_side not in ("a", "b"):
-        raise ValueError(f"left_side must be 'a' or 'b', not {left_side!r}")
-    if pick == "left":
-        return left_side
-    if pick == "right":
-        return "b" if left_side == "a" else "a"
-    if pick in ("tie", "both_bad"):
-        return pick
-    raise ValueError(f"pick must be one of {', '.join(PICKS)}, not {pick!r}")
 
 
 def gold_pick(gold: GoldScore, served: ServedPair) -> str:
@@ -140,7 +123,7 @@ def simulate_annotators(
                 pick = "right" if pick == "left" else "left"
             try:
                 _, created = record_judgment(db, pair_id=served.pair_id, annotator_id=user_id,
-                                             choice=choice_from_pick(pick, served.left_side))
+                                             choice=choice_from_screen(pick, served.left_side))
             except JudgmentError:
                 # The lease expired and its slot went to someone else mid-run: pass on the pair, as a person would.
                 skip_pair(db, pair_id=served.pair_id, annotator_id=user_id)

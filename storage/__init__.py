@@ -21,10 +21,12 @@ from storage.jobs import (
     update_job_progress,
 )
 from storage.pairs import (
+    SCREEN_PICKS,
     JudgmentError,
     ServedPair,
     add_pair_between,
     add_samples,
+    choice_from_screen,
     next_pair_for,
     open_pair_count,
     prompts_needing_pairs,

@@ -34,6 +34,29 @@ class ServedPair:
     expires_at: datetime
 
 
+SCREEN_PICKS = ("left", "right", "tie", "both_bad")
+
+
+def choice_from_screen(pick: str, left_side: str) -> str:
+    """The pair's own choice (a/b/tie/both_bad) for what was picked on screen.
+
+    `pick` is "left", "right", "tie" or "both_bad"; `left_side` is the sample ("a" or "b") the
+    server showed on the left. The annotator page and the simulated annotators both use this.
+
+    >>> choice_from_screen("left", "b"), choice_from_screen("right", "b"), choice_from_screen("tie", "b")
+    ('b', 'a', 'tie')
+    """
+    if left_side not in ("a", "b"):
+        raise JudgmentError(f"left_side must be 'a' or 'b', not {left_side!r}")
+    if pick == "left":
+        return left_side
+    if pick == "right":
+        return "b" if left_side == "a" else "a"
+    if pick in ("tie", "both_bad"):
+        return pick
+    raise JudgmentError(f"pick must be one of {', '.join(SCREEN_PICKS)}, not {pick!r}")
+
+
 def record_generations(
     db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple[str, int]],
     gen_params: dict[str, Any], pairs: list[tuple[int, int]], round: int = 0, judgments_wanted: int = 1,

@@ -10,10 +10,19 @@ import pytest
 from browser_utils import add_pairs
 
 from labeling_app import AppServices, ensure_first_operator
-from labeling_app.annotation import Annotation, choice_for, parse_token
+from labeling_app.annotation import Annotation, parse_token
 from labeling_app.render import plain_markdown, prompt_text
 from rlhf_core.workspace import Workspace, init_workspace
-from storage import Database, Lease, authenticate, create_annotator, judgment_rows, next_pair_for, utcnow
+from storage import (
+    Database,
+    Lease,
+    authenticate,
+    choice_from_screen,
+    create_annotator,
+    judgment_rows,
+    next_pair_for,
+    utcnow,
+)
 
 
 class CountingTopper:
@@ -35,8 +44,8 @@ def workspace(tmp_path: Path, db: Database) -> tuple[Workspace, Database]:
 
 
 def test_choice_maps_screen_sides_to_the_pair_through_the_lease() -> None:
-    assert [choice_for(v, "a") for v in ("left", "right", "tie", "both_bad")] == ["a", "b", "tie", "both_bad"]
-    assert [choice_for(v, "b") for v in ("left", "right", "tie", "both_bad")] == ["b", "a", "tie", "both_bad"]
+    assert [choice_from_screen(v, "a") for v in ("left", "right", "tie", "both_bad")] == ["a", "b", "tie", "both_bad"]
+    assert [choice_from_screen(v, "b") for v in ("left", "right", "tie", "both_bad")] == ["b", "a", "tie", "both_bad"]
     assert parse_token("12:20250101T000000000001") == (12, "20250101T000000000001")
     assert parse_token("") is None and parse_token("x:1") is None and parse_token("12") is None
 

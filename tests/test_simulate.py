@@ -12,12 +12,15 @@ import pytest
 from sqlmodel import func, select
 
 from rlhf_core.gold import GOLD_PREFERENCES, GoldPreferenceError, get_gold, gold_win_rate
-from rlhf_core.simulate import PICKS, SimulationError, choice_from_pick, simulate_annotators
+from rlhf_core.simulate import SimulationError, simulate_annotators
 from storage import (
+    SCREEN_PICKS,
     Database,
+    JudgmentError,
     Lease,
     Prompt,
     add_prompts,
+    choice_from_screen,
     content_hash,
     ensure_base_policy,
     judgment_rows,
@@ -83,13 +86,11 @@ def test_gold_win_rate_counts_ties_half():
         gold_win_rate([], [])
 
 
-def test_screen_pick_maps_back_to_the_pair_sides_like_the_annotator_page():
-    assert [choice_from_pick(p, "a") for p in ("left", "right", "tie")] == ["a", "b", "tie"]
-    assert [choice_from_pick(p, "b") for p in ("left", "right", "tie")] == ["b", "a", "tie"]
-    annotation = pytest.importorskip("labeling_app.annotation", reason="the labeling app (gradio) is not installed")
-    for pick in PICKS:
-        for left_side in ("a", "b"):
-            assert choice_from_pick(pick, left_side) == annotation.choice_for(pick, left_side)
+def test_screen_pick_maps_back_to_the_pair_sides():
+    assert [choice_from_screen(p, "a") for p in SCREEN_PICKS] == ["a", "b", "tie", "both_bad"]
+    assert [choice_from_screen(p, "b") for p in SCREEN_PICKS] == ["b", "a", "tie", "both_bad"]
+    with pytest.raises(JudgmentError):
+        choice_from_screen("up", "a")
 
 
 # -- simulated annotators (SQLite and PostgreSQL) ---------------------------------------------------
