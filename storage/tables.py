@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from sqlalchemy import Column, Text, UniqueConstraint
+from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 ROLES = ("annotator", "operator")
@@ -64,6 +64,12 @@ class Sample(SQLModel, table=True):
 
 
 class Pair(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_pair_open_priority", "priority", "id",
+              sqlite_where=text("n_judgments < judgments_wanted"),
+              postgresql_where=text("n_judgments < judgments_wanted")),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
     sample_a_id: int = Field(foreign_key="sample.id")
