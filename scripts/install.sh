@@ -22,4 +22,5 @@ if [ "${1:-}" = "--test" ] && ! [ -x /usr/bin/chromium ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
 fi
-echo "rlhf-loop installed: $(command -v rlhf || echo "$PY -m rlhf_core")"
+bin_dir=$("$PY" -c "import sys, os; print(os.path.dirname(sys.executable))")
+echo "rlhf-loop installed: $bin_dir/rlhf (or: $PY -m rlhf_core)"

@@ -8,6 +8,6 @@ eval "$(bash scripts/test_postgres.sh)"
 export RLHF_MODEL_CACHE=${RLHF_MODEL_CACHE:-$HOME/.cache/rlhf-loop/models}
 if [ "${1:-}" = "--slow" ]; then
   shift
-  exec python3 -m pytest -m slow -q "$@"
+  exec "${PYTHON:-python3}" -m pytest -m slow -q "$@"
 fi
-exec python3 -m pytest -m "not slow" -q "$@"
+exec "${PYTHON:-python3}" -m pytest -m "not slow" -q "$@"
