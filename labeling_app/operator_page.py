@@ -1,8 +1,10 @@
-"""The operator's tab: pool status, "sample N more pairs", and the user list.
+"""The operator's tab: live status, actions (rounds, evaluation batches, sampling, export), annotation
+quality, rounds with their charts and training curves, and the user list.
 
-Every event here checks the operator role on the server, so an annotator calling these endpoints
-through the API (`gradio_client` or raw HTTP) gets an error, not data. The lead extends this tab
-with rounds and metrics.
+Every event here checks the operator role on the server (`OperatorContext.checked`), including the
+timer's refresh and events only the page fires, so an annotator calling them through the API
+(`gradio_client`, or a raw POST naming the event) gets an error, not data. While the tab is open a
+timer refreshes what changed every few seconds; it stops when another tab is chosen.
 """
 
 from __future__ import annotations
@@ -12,15 +14,21 @@ from typing import Any
 
 import gradio as gr
 
-from labeling_app.auth import require_user
 from labeling_app.gate import DbGate
-from labeling_app.render import plain_markdown
+from labeling_app.operator_common import OPERATOR_API, PRIVATE, OperatorContext
+from labeling_app.operator_controls import ActionControls, build_action_controls, wire_action_controls
+from labeling_app.operator_dashboard import Dashboard
+from labeling_app.operator_quality import build_quality_section
+from labeling_app.operator_rounds import build_rounds_section, curve_values
+from labeling_app.operator_status import build_status_section, pool_status_markdown
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
 from storage import Database, list_annotators, status_counts
 
 USER_COLUMNS = ["username", "role", "active", "judgments", "created (UTC)"]
-MAX_PAIRS_PER_REQUEST = 10_000
+REFRESH_SECONDS = 3.0
+
+__all__ = ["OperatorTab", "build_operator_tab", "pool_status_markdown", "user_rows"]
 
 
 @dataclass
@@ -28,17 +36,9 @@ class OperatorTab:
     tab: gr.Tab
     status: gr.Markdown
     users: gr.Dataframe
-
-
-def pool_status_markdown(counts: dict[str, Any]) -> str:
-    c, jobs, versions = counts["counts"], counts["jobs"], counts["versions"]
-    reward = versions["reward_model"] if versions["reward_model"] is not None else "none yet"
-    return (
-        f"**Pairs open:** {c['pairs_open']} of {c['pairs']} · **Judgments:** {c['judgments']} · "
-        f"**Prompts:** {c['prompts']} · **Samples:** {c['samples']}  \n"
-        f"**Policy version:** {versions['policy']} · **Reward model:** {reward} · "
-        f"**Jobs:** {len(jobs['running'])} running, {jobs['queued']} queued"
-    )
+    dashboard: Dashboard
+    controls: ActionControls
+    timer: gr.Timer
 
 
 def user_rows(db: Database, per_annotator: dict[str, int]) -> list[list[Any]]:
@@ -50,40 +50,78 @@ def user_rows(db: Database, per_annotator: dict[str, int]) -> list[list[Any]]:
 
 
 def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate: DbGate) -> OperatorTab:
+    ctx = OperatorContext(ws=ws, db=db, services=services, gate=gate)
     with gr.Tab("Operator", id="operator", visible=False) as tab:
-        status = gr.Markdown(elem_id="pool-status")
-        with gr.Row():
-            n_pairs = gr.Number(value=ws.config.sampling.pool_refill_pairs, precision=0, minimum=1,
-                                maximum=MAX_PAIRS_PER_REQUEST, label="Pairs to sample", scale=1)
-            sample = gr.Button("Sample N more pairs", elem_id="btn-sample", scale=1)
-            refresh = gr.Button("Refresh", elem_id="btn-refresh", scale=1)
-        sample_result = gr.Markdown(elem_id="sample-result")
+        with gr.Row(equal_height=True):
+            gr.Markdown(f"Live figures refresh every {REFRESH_SECONDS:.0f} s while this tab is open.",
+                        elem_id="operator-intro")
+            refresh = gr.Button("Refresh", elem_id="btn-refresh", scale=0, min_width=100, size="sm")
+        status = build_status_section()
+        controls = build_action_controls(ctx)
+        quality = build_quality_section()
+        rounds = build_rounds_section()
+        gr.Markdown("### Users")
         users = gr.Dataframe(headers=USER_COLUMNS, interactive=False, label="Users", elem_id="users")
+        memo = gr.State(None)
+        timer = gr.Timer(REFRESH_SECONDS, active=False)
+    page = OperatorTab(tab=tab, status=status.summary, users=users,
+                       dashboard=Dashboard(status=status, quality=quality, rounds=rounds), controls=controls,
+                       timer=timer)
+    _wire(ctx, page, refresh, memo)
+    return page
+
+
+def _wire(ctx: OperatorContext, page: OperatorTab, refresh: gr.Button, memo: gr.State) -> None:
+    db, dashboard = ctx.db, page.dashboard
+    everything = [*dashboard.outputs, memo]
 
     def overview(request: gr.Request) -> tuple[str, list[list[Any]]]:
-        with gate:
-            require_user(db, request, role="operator")
+        with ctx.checked(request):
             counts = status_counts(db)
             return pool_status_markdown(counts), user_rows(db, counts["judgments_per_annotator"])
 
-    def request_pairs(n: float | None, request: gr.Request) -> tuple[str, str]:
-        with gate:
-            require_user(db, request, role="operator")
-        if services.request_pairs is None:
-            with gate:
-                status = pool_status_markdown(status_counts(db))
-            return ("No sampler is attached to this server (it runs without a model). "
-                    "Run `rlhf sample --pairs N` instead.", status)
-        count = int(n or 0)
-        if not 1 <= count <= MAX_PAIRS_PER_REQUEST:
-            raise gr.Error(f"Ask for between 1 and {MAX_PAIRS_PER_REQUEST} pairs.", print_exception=False)
-        result = services.request_pairs(count)  # outside the gate: it may write jobs or pairs itself
-        done = f"Requested {count} more pairs." + (f" {plain_markdown(str(result))}" if result is not None else "")
-        with gate:
-            status = pool_status_markdown(status_counts(db))
-        return done, status
+    def refresh_dashboard(job_id: int | None, request: gr.Request) -> list[Any]:
+        with ctx.checked(request):
+            values, new_memo = dashboard.values(db, job_id)
+        return [*values, new_memo]
 
-    tab.select(overview, outputs=[status, users], api_name="operator_overview")
-    refresh.click(overview, outputs=[status, users], api_name="operator_refresh", show_progress="minimal")
-    sample.click(request_pairs, inputs=[n_pairs], outputs=[sample_result, status], api_name="sample_pairs")
-    return OperatorTab(tab=tab, status=status, users=users)
+    def open_tab(job_id: int | None, request: gr.Request) -> list[Any]:
+        return [*refresh_dashboard(job_id, request), gr.Timer(active=True)]
+
+    def tick(job_id: int | None, last: dict[str, Any] | None, request: gr.Request) -> list[Any]:
+        with ctx.checked(request):
+            values, new_memo = dashboard.values(db, job_id, last)
+        return [*values, new_memo]
+
+    def show_curves(job_id: int | None, request: gr.Request) -> list[Any]:
+        with ctx.checked(request):
+            return curve_values(db, job_id)
+
+    def stop_timer(request: gr.Request) -> gr.Timer:
+        ctx.require(request)
+        return gr.Timer(active=False)
+
+    # The two public events keep their shape (pool status + users) for API clients; the dashboard
+    # events beside them fill in the rest.
+    page.tab.select(overview, outputs=[page.status, page.users], api_name="operator_overview")
+    page.tab.select(open_tab, inputs=[dashboard.rounds.job], outputs=[*everything, page.timer], **PRIVATE)
+    refresh.click(overview, outputs=[page.status, page.users], api_name="operator_refresh", show_progress="minimal")
+    refresh.click(refresh_dashboard, inputs=[dashboard.rounds.job], outputs=everything, api_name="operator_dashboard",
+                  api_visibility=OPERATOR_API, queue=False, show_progress="hidden")
+    page.timer.tick(tick, inputs=[dashboard.rounds.job, memo], outputs=everything, **PRIVATE)
+    dashboard.rounds.job.input(show_curves, inputs=[dashboard.rounds.job], outputs=dashboard.rounds.curve_outputs,
+                               **PRIVATE)
+    for sibling in _sibling_tabs(page.tab):
+        sibling.select(stop_timer, outputs=[page.timer], **PRIVATE)
+    # After an action, refresh through the timer's own path so `memo` stays what this page shows.
+    wire_action_controls(ctx, page.controls, page.status,
+                         then=lambda event: event.success(tick, inputs=[dashboard.rounds.job, memo],
+                                                          outputs=everything, **PRIVATE))
+
+
+def _sibling_tabs(tab: gr.Tab) -> list[gr.Tab]:
+    """The other tabs of the `gr.Tabs` holding `tab`: choosing one of them stops the refresh timer."""
+    parent = getattr(tab, "parent", None)
+    if not isinstance(parent, gr.Tabs):
+        return []
+    return [child for child in parent.children if isinstance(child, gr.Tab) and child is not tab]

@@ -6,24 +6,30 @@ Plain data out (dicts and row lists); `labeling_app` only renders them.
 from __future__ import annotations
 
 import json
-from collections import Counter, defaultdict
+from collections import defaultdict
 from typing import Any
 
 from rlhf_core.agreement import fleiss_kappa, majority_agreement, position_bias, tie_rate
 from rlhf_core.evaluation import human_win_rates
-from storage import CHOICES, Database, judgment_rows, list_jobs, list_policies, list_reward_models, status_counts
+from storage import (
+    CHOICES,
+    Database,
+    judgment_rows,
+    judgments_per_day,
+    list_jobs,
+    list_policies,
+    list_reward_models,
+    status_counts,
+)
 
 ROUND_METRICS = ("rm_heldout_accuracy", "reward_mean", "kl_per_token", "kl_per_sequence", "entropy",
                  "response_length", "clip_fraction", "value_loss", "human_win_rate")
 
 
 def live_status(db: Database) -> dict[str, Any]:
-    """Counts, judgments per annotator and per day (UTC), and the newest jobs."""
+    """Counts, judgments per annotator and per day (UTC, last 30 days), and the newest jobs."""
     info = status_counts(db)
-    per_day: Counter[tuple[str, str]] = Counter()
-    for row in judgment_rows(db, kinds=("train", "eval_vs_base")):
-        per_day[(row.created_at.strftime("%Y-%m-%d"), row.annotator)] += 1
-    info["judgments_per_day"] = [{"day": d, "annotator": a, "judgments": n} for (d, a), n in sorted(per_day.items())]
+    info["judgments_per_day"] = judgments_per_day(db, days=30)
     info["recent_jobs"] = [
         {"id": j.id, "kind": j.kind, "status": j.status, "progress": round(j.progress, 3),
          "message": (j.error or j.message or "").splitlines()[0][:120] if (j.error or j.message) else "",

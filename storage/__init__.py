@@ -6,6 +6,7 @@ from storage.export_queries import pair_kinds
 from storage.jobs import (
     TRAINING_KINDS,
     JobError,
+    active_job,
     add_training_logs,
     claim_next_job,
     enqueue_job,
@@ -35,7 +36,7 @@ from storage.pairs import (
     skip_pair,
 )
 from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
-from storage.queries import JudgmentRow, judgment_rows, status_counts
+from storage.queries import JudgmentRow, judgment_rows, judgments_per_day, status_counts
 from storage.tables import (
     CHOICES,
     ROLES,

@@ -153,3 +153,10 @@ def judgments_since_last_round(db: Database) -> int:
         if last is not None:
             q = q.where(Judgment.created_at > last)
         return s.exec(q).one()
+
+
+def active_job(db: Database, kind: str) -> Job | None:
+    """The oldest queued or running job of `kind`, if any."""
+    with db.session() as s:
+        return s.exec(select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running")))
+                      .order_by(Job.id).limit(1)).first()

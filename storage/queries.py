@@ -100,3 +100,25 @@ def status_counts(db: Database) -> dict[str, Any]:
                 "queued": queued,
             },
         }
+
+
+def judgments_per_day(db: Database, *, days: int = 30) -> list[dict[str, Any]]:
+    """Judgments per (UTC day, annotator) over the last `days` days, oldest first.
+
+    Reads two narrow columns of recent judgments only (the day is taken in Python so that SQLite
+    and PostgreSQL agree on UTC whatever the server's time zone).
+    """
+    from collections import Counter
+    from datetime import timedelta
+
+    from storage.tables import utcnow
+
+    since = utcnow() - timedelta(days=days)
+    with db.session() as s:
+        rows = s.exec(
+            select(Annotator.username, Judgment.created_at)
+            .join(Annotator, Annotator.id == Judgment.annotator_id)
+            .where(Judgment.created_at >= since)
+        ).all()
+    counts = Counter((created.strftime("%Y-%m-%d"), name) for name, created in rows)
+    return [{"day": d, "annotator": a, "judgments": n} for (d, a), n in sorted(counts.items())]
