@@ -1,0 +1,68 @@
+"""Worker process of `bench/train_step.py`: runs one measurement and writes its result as JSON.
+
+    python bench/_train_step_workers.py TASK SETTINGS_JSON OUT_PATH
+
+One fresh process per measurement keeps them apart: no shared allocator state, threads or warm caches
+between ours and theirs, and a clean peak-RSS reading for each PPO memory variant.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for rlhf_core
+
+TIMING_TASKS = ("reward-ours", "reward-trl", "grpo-ours", "grpo-trl")
+MEMORY_TASKS = ("ppo-shared", "ppo-separate")
+
+
+def prepare(options: dict) -> dict:
+    """Resolve the model directory (building the tiny model if asked), the device and 4-bit, and the environment."""
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    from rlhf_core.modeling import pick_device, resolve_model_dir
+
+    if options["model"] == "tiny":
+        from rlhf_core.tiny_model import build_tiny_model
+
+        model_dir = build_tiny_model(Path(options["tiny_dir"]))
+    else:
+        model_dir = resolve_model_dir(options["model"], Path(options["model_cache"]))
+    device = pick_device(options["device"]).type
+    quantize = device == "cuda" if options["quantize_4bit"] is None else options["quantize_4bit"]
+    env = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'x86'})",
+           "threads": torch.get_num_threads(), "python": platform.python_version()}
+    env.update({name: version(name) for name in ("torch", "transformers", "trl", "peft")})
+    if quantize:
+        env["bitsandbytes"] = version("bitsandbytes")
+    return {"model_dir": str(model_dir), "device": device, "quantize_4bit": quantize, "env": env}
+
+
+def main() -> None:
+    task, payload, out_path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+    if task == "prepare":
+        result = prepare(json.loads(payload))
+    elif task in MEMORY_TASKS:
+        import _train_step_memory as memory  # imports torch/transformers before the RSS baseline is read
+        from _train_step_settings import BenchSettings
+
+        settings = BenchSettings.from_json(payload)
+        result = (memory.ppo_shared if task == "ppo-shared" else memory.ppo_separate)(settings)
+    elif task in TIMING_TASKS:
+        import _train_step_timing as timing
+        from _train_step_settings import BenchSettings
+
+        settings = BenchSettings.from_json(payload)
+        result = getattr(timing, task.replace("-", "_"))(settings)
+    else:
+        raise SystemExit(f"unknown task {task!r}")
+    out_path.write_text(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
