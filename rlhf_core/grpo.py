@@ -54,8 +54,8 @@ def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: Policy
             ids, attn, m = minibatch_rows(rollout.batch, index)
             w = m.shape[1]
             old = cut(lp.old_logp, index, w)
-            # Backward inside the adapter's context: gradient checkpointing re-runs the forward
-            # pass during backward, through whichever adapter is active at that moment.
+            # Forward and backward under one adapter context (ModelStack's checkpointing would also
+            # recompute through the forward's adapter if backward ran outside it).
             with stack.use("policy"):
                 logp, _ = stack.token_logprobs(ids, attn)
                 loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, index, w), advantages[index.to(device)], m,

@@ -113,8 +113,8 @@ def ppo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: PolicyC
         for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs):
             ids, attn, m = minibatch_rows(rollout.batch, index)
             w = m.shape[1]
-            # Backward inside the adapter's context: gradient checkpointing re-runs the forward
-            # pass during backward, through whichever adapter is active at that moment.
+            # Forward and backward under one adapter context (ModelStack's checkpointing would also
+            # recompute through the forward's adapter if backward ran outside it).
             with stack.use("policy"):
                 logp, _ = stack.token_logprobs(ids, attn)
                 policy_loss, clip_fraction, approx_kl = ppo_policy_loss(

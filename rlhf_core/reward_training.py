@@ -143,8 +143,8 @@ def train_reward_model(
             order = list(range(len(train_pairs)))
             rng.shuffle(order)
             for chunk in _batches([train_pairs[i] for i in order], cfg.batch_size):
-                # Backward inside the same adapter context: gradient checkpointing re-runs the
-                # forward during backward, and it must go through the reward adapter again.
+                # Forward and backward under one adapter context (ModelStack's checkpointing would also
+                # recompute through the reward adapter if backward ran outside it).
                 with stack.use("reward"):
                     r_c, r_r, margin = _pair_scores(stack, chunk, with_margin=cfg.use_strength_margin)
                     loss = bradley_terry_loss(r_c, r_r, margin)
