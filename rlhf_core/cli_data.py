@@ -69,13 +69,20 @@ def demo(
     gold: Annotated[str, typer.Option(help="Hidden preference of the simulated annotators")] = "sentiment",
     algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: grpo)")] = None,
     model: Annotated[str, typer.Option(help="'default' (SmolLM2-135M-Instruct) or a local model dir")] = "default",
+    full: Annotated[bool, typer.Option(help="Use rlhf.toml's training sizes even on a CPU")] = False,
 ) -> None:
     """The whole loop on the default model with simulated annotators, in a fresh workspace."""
-    from rlhf_core.demo import LoopSettings, format_table, prepare_workspace, run_loop
+    import torch
+
+    from rlhf_core.demo import LoopSettings, format_table, prepare_workspace, run_loop, shrink_for_cpu
 
     root = workspace or Path(tempfile.mkdtemp(prefix="rlhf-demo-"))
     ws = prepare_workspace(root, model=model)
     typer.echo(f"Demo workspace: {ws.root} (built-in prompts; model {ws.config.model.name})")
+    if not full and not torch.cuda.is_available():
+        shrink_for_cpu(ws.config)
+        typer.echo("No GPU: using smaller sampling and training sizes so a round takes minutes, not hours "
+                   "(--full uses rlhf.toml as is).")
     settings = LoopSettings(rounds=rounds, judgments_per_round=judgments, gold=gold, algo=algo)
     reports = []
     for report in run_loop(ws, settings, progress=True, log=typer.echo):

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
+from rlhf_core.config import Config
 from rlhf_core.evaluation import GoldEvaluation, gold_evaluation
 from rlhf_core.gold import get_gold
 from rlhf_core.prompt_files import read_prompt_file
@@ -50,6 +51,18 @@ class RoundReport:
     base_gold_mean: float
     policy_length_mean: float
     seconds: float
+
+
+def shrink_for_cpu(config: Config) -> None:
+    """Smaller generation and training sizes for a CPU-only demo (the loop's shape is unchanged)."""
+    config.sampling.per_prompt = 4  # six pairs per prompt from four samples: a third of the generation
+    config.sampling.max_new_tokens = 40
+    config.sampling.batch_size = 16
+    config.reward.epochs = 2
+    config.policy.steps = 4
+    config.policy.prompts_per_step = 4
+    config.policy.max_new_tokens = 32
+    config.policy.update_epochs = 1
 
 
 def demo_prompt_files() -> tuple[Path, Path]:

@@ -109,3 +109,14 @@ def test_db_override_points_at_another_database(ws: Path, tmp_path: Path) -> Non
     rlhf("user", "add", "zed", "-w", str(ws), "--db", other, "--password", "password123")
     assert "zed" in rlhf("user", "list", "-w", str(ws), "--db", other).stdout
     assert "zed" not in rlhf("user", "list", "-w", str(ws)).stdout
+
+
+def test_demo_runs_a_round_on_a_small_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = rlhf("demo", "-w", str(tmp_path / "demo"), "--model", str(tiny_model_dir), "--rounds", "1",
+               "--judgments", "8").stdout
+    assert "No GPU: using smaller" in out
+    table = [line.split() for line in out.splitlines() if line.strip().startswith("1 ") and " v1 " in line]
+    assert table and table[-1][2] == "8"  # round 1, policy v1, 8 judgments
+    status = json.loads(rlhf("status", "--json", "-w", str(tmp_path / "demo")).stdout)
+    assert status["versions"] == {"policy": 1, "reward_model": 1}
+    assert status["counts"]["judgments"] == 8
