@@ -1,5 +1,5 @@
-"""Shared pieces of `bench/train_step.py`: the settings both sides run with, the synthetic data, the
-length reward, and how each side loads the model. Imported only by the worker processes."""
+"""Shared pieces of `bench/train_step.py`'s workers: the LoRA both sides use, the synthetic data, the
+length reward, how each side loads the model, and memory readings. Imported only by worker processes."""
 
 from __future__ import annotations
 

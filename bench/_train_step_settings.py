@@ -36,6 +36,7 @@ class BenchSettings:
     clip_eps: float = 0.2
     temperature: float = 1.0
     gradient_checkpointing: bool = True
+    threads: int = 0  # torch intra-op threads in the workers; 0 = torch's default
     seed: int = 0
 
     def to_json(self) -> str:

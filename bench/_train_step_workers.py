@@ -35,7 +35,7 @@ def prepare(options: dict) -> dict:
         model_dir = resolve_model_dir(options["model"], Path(options["model_cache"]))
     device = pick_device(options["device"]).type
     quantize = device == "cuda" if options["quantize_4bit"] is None else options["quantize_4bit"]
-    env = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({platform.processor() or 'x86'})",
+    env = {"device": torch.cuda.get_device_name() if device == "cuda" else f"cpu ({cpu_name()})",
            "threads": torch.get_num_threads(), "python": platform.python_version()}
     env.update({name: version(name) for name in ("torch", "transformers", "trl", "peft")})
     if quantize:
@@ -43,24 +43,40 @@ def prepare(options: dict) -> dict:
     return {"model_dir": str(model_dir), "device": device, "quantize_4bit": quantize, "env": env}
 
 
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def main() -> None:
     task, payload, out_path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
     if task == "prepare":
-        result = prepare(json.loads(payload))
-    elif task in MEMORY_TASKS:
-        import _train_step_memory as memory  # imports torch/transformers before the RSS baseline is read
-        from _train_step_settings import BenchSettings
-
-        settings = BenchSettings.from_json(payload)
-        result = (memory.ppo_shared if task == "ppo-shared" else memory.ppo_separate)(settings)
-    elif task in TIMING_TASKS:
-        import _train_step_timing as timing
-        from _train_step_settings import BenchSettings
-
-        settings = BenchSettings.from_json(payload)
-        result = getattr(timing, task.replace("-", "_"))(settings)
-    else:
+        out_path.write_text(json.dumps(prepare(json.loads(payload))))
+        return
+    if task not in MEMORY_TASKS + TIMING_TASKS:
         raise SystemExit(f"unknown task {task!r}")
+    import torch
+    from _train_step_settings import BenchSettings
+
+    settings = BenchSettings.from_json(payload)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    if task in MEMORY_TASKS:
+        import _train_step_memory as memory  # imports transformers and rlhf_core before the RSS baseline is read
+
+        result = (memory.ppo_shared if task == "ppo-shared" else memory.ppo_separate)(settings)
+    else:
+        import _train_step_timing as timing
+
+        result = getattr(timing, task.replace("-", "_"))(settings)
     out_path.write_text(json.dumps(result))
 
 

@@ -57,10 +57,10 @@ class Row:
         return "pass" if self.ratio <= self.target else "FAIL"
 
 
-def run_worker(task: str, payload: str, *, verbose: bool) -> dict:
+def run_worker(task: str, payload: str, *, verbose: bool, extra_env: dict[str, str] | None = None) -> dict:
     """Run one measurement in a fresh process; its output is shown only on failure (or with --verbose)."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
-           "PYTHONWARNINGS": "ignore"}
+           "PYTHONWARNINGS": "ignore", **(extra_env or {})}
     started = time.perf_counter()
     print(f"  {task:<13} ...", end="", flush=True)
     with tempfile.TemporaryDirectory(prefix="train-step-") as tmp:
@@ -120,12 +120,13 @@ def format_table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def describe(env: dict, s: BenchSettings, results: dict, repeats: int) -> str:
+def describe(env: dict, s: BenchSettings, results: dict, args: argparse.Namespace) -> str:
     """The environment and the method, in the words a reader of the table needs."""
     versions = ", ".join(f"{k} {env[k]}" for k in ("torch", "transformers", "trl", "peft", "bitsandbytes") if k in env)
     load = env["load_average"]
+    threads = s.threads or env["threads"]
     lines = [
-        f"environment: {env['device']}, {env['threads']} torch threads, python {env['python']}; {versions}; "
+        f"environment: {env['device']}, {threads} torch threads, python {env['python']}; {versions}; "
         f"1-min load average {load['before']:.1f} before, {load['after']:.1f} after (other processes on the "
         "machine make wall times noisy; compare the per-step figures below)",
         f"model: {s.model_label} ({s.model_dir}), {s.precision}; LoRA r={s.lora_r} alpha={s.lora_alpha} dropout 0 on "
@@ -134,8 +135,8 @@ def describe(env: dict, s: BenchSettings, results: dict, repeats: int) -> str:
     ]
     if "reward-ours" in results or "grpo-ours" in results:
         lines.append(
-            f"timing: median over {repeats} run(s) x {s.steps} timed steps, after {s.warmup} warm-up step(s) per run; "
-            "each run in a fresh process; loading and trainer setup are not timed. TRL: a TrainerCallback "
+            f"timing: median over {args.repeats} run(s) x {s.steps} timed steps, after {s.warmup} warm-up step(s) "
+            "per run; each run in a fresh process; loading and trainer setup are not timed. TRL: a TrainerCallback "
             "(on_step_begin -> on_step_end); ours: the time between its per-step reports.")
     if "reward-ours" in results:
         lines.append(f"reward model: {s.batch_size} synthetic preference pairs per step, the same token ids (our "
@@ -151,7 +152,9 @@ def describe(env: dict, s: BenchSettings, results: dict, repeats: int) -> str:
             "length function (characters / 100), no reward-model forward.")
     if "ppo-shared" in results:
         method = ("torch.cuda.max_memory_allocated (weights included)" if s.device == "cuda" else
-                  "peak RSS (ru_maxrss) minus the RSS right after the imports, before any model loads")
+                  "peak RSS (ru_maxrss) minus the RSS right after the imports, before any model loads; glibc "
+                  + (f"MALLOC_MMAP_THRESHOLD_={args.malloc_mmap_threshold}" if args.malloc_mmap_threshold
+                     else "malloc defaults"))
         lines.append(
             f"PPO memory: one step (rollout + {s.update_epochs} epoch(s) of {s.minibatch_size}-sequence updates), "
             f"{s.rollout_size} prompts x 1 sample, {s.max_new_tokens} forced new tokens, reward from the reward "
@@ -187,13 +190,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=3, help="timed steps per run; the median is reported")
     p.add_argument("--repeats", type=int, default=1,
                    help="runs of each timing / memory measurement, alternating ours-first and theirs-first")
-    p.add_argument("--batch-size", type=int, default=4, help="preference pairs per reward-model step")
+    p.add_argument("--batch-size", type=int, default=8, help="preference pairs per reward-model step")
     p.add_argument("--prompts", type=int, default=2, help="prompts per GRPO step (the PPO step: prompts x group-size)")
     p.add_argument("--group-size", type=int, default=4, help="GRPO samples per prompt")
-    p.add_argument("--max-new-tokens", type=int, default=16, help="response length, forced on both sides")
+    p.add_argument("--max-new-tokens", type=int, default=32, help="response length, forced on both sides")
     p.add_argument("--max-length", type=int, default=256, help="reward-model cap on prompt + response tokens")
     p.add_argument("--minibatch-size", type=int, default=4, help="sequences per policy-update minibatch")
     p.add_argument("--update-epochs", type=int, default=1, help="passes over each rollout")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads in every worker (default: torch's own choice); 1 is steadier on a busy machine")
+    p.add_argument("--malloc-mmap-threshold", type=int, default=None, metavar="BYTES",
+                   help="set glibc's MALLOC_MMAP_THRESHOLD_ for both PPO memory workers (default: glibc's dynamic one)")
     p.add_argument("--no-gradient-checkpointing", dest="gradient_checkpointing", action="store_false",
                    help="turn activation checkpointing off on both sides (default: on, as the product runs)")
     p.add_argument("--only", choices=tuple(GROUPS), action="append", help="run only these measurements (repeatable)")
@@ -221,25 +228,30 @@ def main(argv: list[str] | None = None) -> None:
             quantize_4bit=prep["quantize_4bit"], warmup=args.warmup, steps=args.steps, batch_size=args.batch_size,
             prompts=args.prompts, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
             max_length=args.max_length, minibatch_size=args.minibatch_size, update_epochs=args.update_epochs,
-            gradient_checkpointing=args.gradient_checkpointing)
+            gradient_checkpointing=args.gradient_checkpointing, threads=args.threads)
+        memory_env = {} if args.malloc_mmap_threshold is None else {
+            "MALLOC_MMAP_THRESHOLD_": str(args.malloc_mmap_threshold)}
         print("measuring (each in a fresh process)")
         runs: dict[str, list[dict]] = {}
         for group in groups:
             for repeat in range(args.repeats):
                 order = GROUPS[group] if repeat % 2 == 0 else GROUPS[group][::-1]
                 for task in order:
-                    runs.setdefault(task, []).append(run_worker(task, settings.to_json(), verbose=args.verbose))
+                    env = memory_env if group == "ppo-memory" else None
+                    runs.setdefault(task, []).append(
+                        run_worker(task, settings.to_json(), verbose=args.verbose, extra_env=env))
     results = {task: merge(task_runs) for task, task_runs in runs.items()}
     prep["env"]["load_average"] = {"before": load_before[0], "after": os.getloadavg()[0]}
     rows = table_rows(results)
 
     print()
-    print(describe(prep["env"], settings, results, args.repeats))
+    print(describe(prep["env"], settings, results, args))
     print()
     print(format_table(rows))
     print(f"\ntotal wall time {time.perf_counter() - started:.0f} s")
     if args.json:
         figures = {"environment": prep["env"], "settings": asdict(settings), "repeats": args.repeats,
+                   "malloc_mmap_threshold": args.malloc_mmap_threshold,
                    "results": results,
                    "table": [{"name": r.name.strip(), "unit": r.unit, "ours": r.ours, "theirs": r.theirs,
                               "ratio": r.ratio, "target": r.target, "result": r.verdict} for r in rows]}
