@@ -120,7 +120,11 @@ class ModelStack:
 
     @contextmanager
     def _recompute_as(self, adapter: str, disabled: bool) -> Iterator[None]:
-        if disabled:
+        # Switching adapters walks every LoRA layer; skip it when the state already matches
+        # (the usual case: backward runs inside the same `use(...)` as the forward).
+        if disabled == self._adapters_disabled() and (disabled or self.model.active_adapter == adapter):
+            yield
+        elif disabled:
             with self.reference():
                 yield
         else:
@@ -134,6 +138,9 @@ class ModelStack:
         if name not in ADAPTERS:
             raise ValueError(f"unknown adapter {name!r}; expected one of {ADAPTERS}")
         previous = self.model.active_adapter
+        if previous == name:  # nested use of the active adapter: nothing to switch
+            yield
+            return
         self._switch(name)
         try:
             yield
