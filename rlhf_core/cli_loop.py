@@ -57,6 +57,11 @@ def _fmt(value) -> str:  # noqa: ANN001
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
+def _check_algo(algo: str | None) -> None:
+    if algo not in (None, "ppo", "grpo"):
+        raise typer.BadParameter("must be ppo or grpo", param_hint="--algo")
+
+
 @app.command("train-rm")
 def train_rm(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Retrain the LoRA reward model on all judgments (Bradley-Terry; ties and both-bad left out)."""
@@ -70,8 +75,7 @@ def train_policy(
     algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: policy.algo in rlhf.toml)")] = None,
 ) -> None:
     """Update the policy against the current reward model with PPO or GRPO."""
-    if algo not in (None, "ppo", "grpo"):
-        raise typer.BadParameter("must be ppo or grpo", param_hint="--algo")
+    _check_algo(algo)
     _run_job_now(workspace, db, "train_policy", {"algo": algo})
 
 
@@ -82,8 +86,7 @@ def round_(
     algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: policy.algo in rlhf.toml)")] = None,
 ) -> None:
     """Run the training half of a round now: reward model, policy update, next pairs."""
-    if algo not in (None, "ppo", "grpo"):
-        raise typer.BadParameter("must be ppo or grpo", param_hint="--algo")
+    _check_algo(algo)
     _run_job_now(workspace, db, "round", {"algo": algo, "trigger": "cli"})
 
 

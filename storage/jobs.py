@@ -41,11 +41,9 @@ class JobError(ValueError):
 def enqueue_job(db: Database, kind: str, params: dict[str, Any] | None = None, *, unique: bool = True) -> Job:
     """Queue a job. With `unique`, an identical kind already queued or running is returned instead."""
     with db.session() as s:
-        if unique:
-            existing = s.exec(select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running")))
-                              .order_by(Job.id)).first()
-            if existing is not None:
-                return existing
+        # Check and insert in one transaction, so two callers cannot both queue the same kind.
+        if unique and (existing := s.exec(_active_query(kind)).first()) is not None:
+            return existing
         job = Job(kind=kind, params_json=json.dumps(params or {}))
         s.add(job)
         s.flush()
@@ -155,8 +153,11 @@ def judgments_since_last_round(db: Database) -> int:
         return s.exec(q).one()
 
 
+def _active_query(kind: str):  # noqa: ANN202 - a SQLModel select
+    return select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running"))).order_by(Job.id).limit(1)
+
+
 def active_job(db: Database, kind: str) -> Job | None:
     """The oldest queued or running job of `kind`, if any."""
     with db.session() as s:
-        return s.exec(select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running")))
-                      .order_by(Job.id).limit(1)).first()
+        return s.exec(_active_query(kind)).first()

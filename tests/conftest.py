@@ -76,6 +76,39 @@ def sqlite_db(tmp_path: Path):
     database.dispose()
 
 
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright (never `playwright install`), one per test module."""
+    from browser_utils import CHROMIUM, CHROMIUM_ARGS
+
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def shrink_for_tiny_rounds(config) -> None:  # noqa: ANN001
+    """Training sizes that make a whole round on the tiny model take seconds on a CPU."""
+    config.sampling.max_new_tokens = 10
+    config.sampling.pool_refill_pairs = 12
+    config.reward.epochs = 1
+    config.policy.steps = 2
+    config.policy.prompts_per_step = 2
+    config.policy.group_size = 2
+    config.policy.max_new_tokens = 8
+    config.policy.minibatch_size = 4
+    config.policy.update_epochs = 1
+
+
+@pytest.fixture(scope="session")
+def tiny_rounds():
+    """`shrink_for_tiny_rounds`, handed to tests as a fixture (conftest is not imported directly)."""
+    return shrink_for_tiny_rounds
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random causal LM with a locally trained tokenizer (built once per test session)."""

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 from browser_utils import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
     RunningApp,
     add_pairs,
     login,
@@ -25,16 +23,6 @@ from storage import Judgment, Skip, judgment_rows
 pytestmark = pytest.mark.browser
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

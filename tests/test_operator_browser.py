@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from browser_utils import CHROMIUM, CHROMIUM_ARGS, PASSWORD, free_port, login
+from browser_utils import PASSWORD, free_port, login
 
 import storage
 from labeling_app import ServedApp, serve
@@ -46,25 +46,11 @@ class LoopApp:
         return self.served.url
 
 
-def _shrink(ws: Workspace) -> None:
-    """The tiny-model settings of tests/test_round.py: a round takes seconds on a CPU."""
-    cfg = ws.config
-    cfg.sampling.max_new_tokens = 10
-    cfg.sampling.pool_refill_pairs = 12
-    cfg.reward.epochs = 1
-    cfg.policy.steps = 2
-    cfg.policy.prompts_per_step = 2
-    cfg.policy.group_size = 2
-    cfg.policy.max_new_tokens = 8
-    cfg.policy.minibatch_size = 4
-    cfg.policy.update_epochs = 1
-    cfg.labeling.judgments_per_pair = 2  # overlap, so the page has a kappa to show
-
-
 @pytest.fixture(scope="module")
-def loop_app(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[LoopApp]:
+def loop_app(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_rounds) -> Iterator[LoopApp]:
     ws, _ = init_workspace(tmp_path_factory.mktemp("operator") / "ws", model=str(tiny_model_dir))
-    _shrink(ws)
+    tiny_rounds(ws.config)
+    ws.config.labeling.judgments_per_pair = 2  # overlap, so the page has a kappa to show
     db = ws.database()
     storage.add_prompts(db, [[{"role": "user", "content": f"say something about item {i}"}] for i in range(12)])
     storage.create_annotator(db, "olga", PASSWORD, role="operator")
@@ -87,16 +73,6 @@ def loop_app(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> 
         served.close()
         worker_db.dispose()
         db.dispose()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator:
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -14,18 +14,9 @@ from rlhf_core.workspace import init_workspace
 
 
 @pytest.fixture
-def tiny_ws(tmp_path, tiny_model_dir):
+def tiny_ws(tmp_path, tiny_model_dir, tiny_rounds):
     ws, _ = init_workspace(tmp_path / "ws", model=str(tiny_model_dir))
-    cfg = ws.config
-    cfg.sampling.max_new_tokens = 10
-    cfg.sampling.pool_refill_pairs = 12
-    cfg.reward.epochs = 1
-    cfg.policy.steps = 2
-    cfg.policy.prompts_per_step = 2
-    cfg.policy.group_size = 2
-    cfg.policy.max_new_tokens = 8
-    cfg.policy.minibatch_size = 4
-    cfg.policy.update_epochs = 1
+    tiny_rounds(ws.config)
     db = ws.database()
     storage.add_prompts(db, [[{"role": "user", "content": f"say something about item {i}"}] for i in range(12)])
     storage.add_prompts(db, [[{"role": "user", "content": f"eval question {i}"}] for i in range(4)], split="eval")
