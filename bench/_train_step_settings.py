@@ -37,6 +37,7 @@ class BenchSettings:
     temperature: float = 1.0
     gradient_checkpointing: bool = True
     threads: int = 0  # torch intra-op threads in the workers; 0 = torch's default
+    release_cpu_memory: bool = True  # PPO memory workers on CPU: return freed memory to the OS (both variants)
     seed: int = 0
 
     def to_json(self) -> str:

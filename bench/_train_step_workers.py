@@ -69,6 +69,12 @@ def main() -> None:
     settings = BenchSettings.from_json(payload)
     if settings.threads:
         torch.set_num_threads(settings.threads)
+    if task in MEMORY_TASKS and settings.device == "cpu" and settings.release_cpu_memory:
+        # rlhf-loop's `model.release_cpu_memory`, in both variants alike: peak RSS then follows the
+        # memory in use rather than what glibc keeps cached after frees.
+        from rlhf_core.modeling import return_freed_tensor_memory
+
+        return_freed_tensor_memory()
     if task in MEMORY_TASKS:
         import _train_step_memory as memory  # imports transformers and rlhf_core before the RSS baseline is read
 

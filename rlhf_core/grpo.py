@@ -57,7 +57,7 @@ def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: Policy
             # Forward and backward under one adapter context (ModelStack's checkpointing would also
             # recompute through the forward's adapter if backward ran outside it).
             with stack.use("policy"):
-                logp, _ = stack.token_logprobs(ids, attn)
+                logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
                 loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, index, w), advantages[index.to(device)], m,
                                         cfg.clip_eps, cfg.kl_beta)
                 loss.backward()

@@ -37,6 +37,12 @@ class LoraSettings:
                           target_modules=list(LORA_TARGETS), bias="none", task_type="CAUSAL_LM")
 
 
+def first_response_column(response_mask: Tensor) -> int:
+    """The first column of a [B, T-1] response mask that any row uses (0 when none does)."""
+    used = response_mask.any(dim=0).nonzero()
+    return int(used[0]) if len(used) else 0
+
+
 def last_token_index(attention_mask: Tensor) -> Tensor:
     """Index of the last real (mask == 1) token per row, for any padding side. [B, T] -> [B].
 
@@ -188,13 +194,21 @@ class ModelStack:
         out = self._decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
         return out.last_hidden_state
 
-    def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False
-                       ) -> tuple[Tensor, Tensor | None]:
-        """Log-probs of tokens 1..T-1 given their prefixes: [B, T] -> [B, T-1] (nats); entropy likewise."""
+    def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
+                       response_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Log-probs of tokens 1..T-1 given their prefixes: [B, T] -> [B, T-1] (nats); entropy likewise.
+
+        With `response_mask` ([B, T-1]), the LM head (vocabulary-sized, the largest matmul of a small
+        model) projects only the columns from the first response token on; earlier columns are 0.
+        """
         hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
-        logits = self.model.get_base_model().lm_head(hidden).float()
-        logp = gather_logprobs(logits, input_ids[:, 1:])
+        start = first_response_column(response_mask) if response_mask is not None else 0
+        logits = self.model.get_base_model().lm_head(hidden[:, start:]).float()
+        logp = gather_logprobs(logits, input_ids[:, start + 1:])
         entropy = entropy_from_logits(logits) if with_entropy else None
+        if start:
+            logp = nn.functional.pad(logp, (start, 0))
+            entropy = nn.functional.pad(entropy, (start, 0)) if entropy is not None else None
         return logp, entropy
 
     def scalar_head(self, name: str, hidden: Tensor) -> Tensor:

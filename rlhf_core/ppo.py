@@ -116,7 +116,7 @@ def ppo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: PolicyC
             # Forward and backward under one adapter context (ModelStack's checkpointing would also
             # recompute through the forward's adapter if backward ran outside it).
             with stack.use("policy"):
-                logp, _ = stack.token_logprobs(ids, attn)
+                logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
                 policy_loss, clip_fraction, approx_kl = ppo_policy_loss(
                     logp, cut(lp.old_logp, index, w), cut(advantages, index, w), m, cfg.clip_eps)
                 policy_loss.backward()

@@ -134,11 +134,11 @@ def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -
     old, ref, ent = [], [], []
     with eval_mode(stack.model):
         for index in torch.arange(rollout.size).split(max(1, chunk_size)):
-            ids, mask = b.input_ids[index], b.attention_mask[index]
+            ids, mask, response = b.input_ids[index], b.attention_mask[index], b.response_mask[index]
             with stack.use("policy"):
-                logp, entropy = stack.token_logprobs(ids, mask, with_entropy=True)
+                logp, entropy = stack.token_logprobs(ids, mask, with_entropy=True, response_mask=response)
             with stack.reference():
-                ref_logp, _ = stack.token_logprobs(ids, mask)
+                ref_logp, _ = stack.token_logprobs(ids, mask, response_mask=response)
             old.append(logp)
             ref.append(ref_logp)
             ent.append(entropy)

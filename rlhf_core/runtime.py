@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from rlhf_core.model_stack import LoraSettings, ModelStack
-from rlhf_core.modeling import pick_device, resolve_model_dir
+from rlhf_core.modeling import pick_device, resolve_model_dir, return_freed_tensor_memory
 from rlhf_core.workspace import Workspace
 from storage import Database, current_policy, current_reward_model, get_policy
 
@@ -23,6 +23,8 @@ def load_stack(ws: Workspace, *, gradient_checkpointing: bool = True) -> ModelSt
     cfg = ws.config
     device = pick_device(cfg.model.device)
     model_dir = resolve_model_dir(cfg.model.name, ws.model_cache_dir())
+    if cfg.model.release_cpu_memory and device.type == "cpu":
+        return_freed_tensor_memory()
     return ModelStack.load(
         model_dir, quantize_4bit=use_4bit(ws, device), device=device,
         policy_lora=LoraSettings(cfg.policy.lora_r, cfg.policy.lora_alpha, cfg.policy.lora_dropout),

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from rlhf_core.batching import build_sequences, prompt_token_ids, response_token_ids
-from rlhf_core.model_stack import ModelStack, last_token_index
+from rlhf_core.model_stack import ModelStack, first_response_column, last_token_index
 from rlhf_core.modeling import load_causal_lm
 
 
@@ -35,6 +35,22 @@ def test_reference_is_the_base_model(tiny_model_dir) -> None:
             ref, _ = stack.token_logprobs(batch.input_ids, batch.attention_mask)
     mask = batch.attention_mask[:, 1:].bool()
     assert torch.allclose(ref[mask], expected[mask], atol=1e-5)
+
+
+def test_response_only_projection_matches_the_full_one(tiny_model_dir) -> None:
+    """Projecting the LM head from the first response column on changes nothing the losses read."""
+    stack = ModelStack.load(tiny_model_dir, device="cpu", seed=1)
+    batch = _batch(stack)
+    mask = batch.response_mask.bool()
+    assert first_response_column(batch.response_mask) > 0
+    with torch.no_grad():
+        full, full_entropy = stack.token_logprobs(batch.input_ids, batch.attention_mask, with_entropy=True)
+        part, part_entropy = stack.token_logprobs(batch.input_ids, batch.attention_mask, with_entropy=True,
+                                                  response_mask=batch.response_mask)
+    assert part.shape == full.shape and part_entropy.shape == full_entropy.shape
+    assert torch.allclose(part[mask], full[mask], atol=1e-5)
+    assert torch.allclose(part_entropy[mask], full_entropy[mask], atol=1e-5)
+    assert (part[:, :first_response_column(batch.response_mask)] == 0).all()
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])

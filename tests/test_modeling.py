@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -168,3 +171,44 @@ def test_default_model_converts_once_then_loads_from_cache(
     with capsys.disabled():
         print(f"\ndefault model: first load {first_load_s:.1f} s, cached load {second_load_s:.2f} s")
     assert second_load_s < 5.0
+
+
+_RELEASE_PROBE = """
+import ctypes, sys
+from rlhf_core.modeling import return_freed_tensor_memory
+applied = return_freed_tensor_memory()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+libc.free(libc.malloc(4 << 20))  # under glibc's dynamic threshold, freeing a 4 MiB mapping raises it to 4 MiB
+buf = libc.malloc(1 << 20)  # so this 1 MiB block comes from the heap, unless the threshold stays at 128 KiB
+maps = open("/proc/self/maps").read()
+mapped = any(int(line.split("-")[0], 16) == buf - 16 for line in maps.splitlines())
+print(applied, mapped)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+@pytest.mark.parametrize("env_threshold", [None, "33554432"])
+def test_release_cpu_memory_sets_the_mmap_threshold_unless_the_environment_does(env_threshold):
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}
+    if env_threshold:
+        env["MALLOC_MMAP_THRESHOLD_"] = env_threshold
+    out = subprocess.run([sys.executable, "-c", _RELEASE_PROBE], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    # Set by us: applied, and the 1 MiB block is its own mapping; set by the environment: left alone.
+    assert out == (["True", "True"] if env_threshold is None else ["False", "False"])
+
+
+@pytest.mark.parametrize("release", [False, True])
+def test_workspace_setting_release_cpu_memory_reaches_the_allocator(tmp_path, tiny_model_dir, monkeypatch, release):
+    from rlhf_core import runtime
+    from rlhf_core.workspace import init_workspace
+
+    calls = []
+    monkeypatch.setattr(runtime, "return_freed_tensor_memory", lambda: calls.append(1) or True)
+    ws, _ = init_workspace(tmp_path / "ws", model=str(tiny_model_dir))
+    ws.config.model.device = "cpu"
+    ws.config.model.release_cpu_memory = release
+    runtime.load_stack(ws)
+    assert len(calls) == int(release)
