@@ -64,6 +64,9 @@ class PolicyConfig:
     lora_dropout: float = 0.0
     learning_rate: float = 5e-5
     kl_beta: float = 0.05
+    # The KL anchor: "base" (adapters off), "previous" (the policy version the round starts from, frozen),
+    # or a policy version number such as "3".
+    reference: str = "base"
     clip_eps: float = 0.2
     value_clip: float = 0.2
     gamma: float = 1.0
@@ -135,6 +138,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: sampling.per_prompt must be at least 2 to form pairs")
     if config.labeling.judgments_per_pair < 1:
         raise ConfigError(f"{where}: labeling.judgments_per_pair must be at least 1")
+    if config.policy.reference not in ("base", "previous") and not config.policy.reference.isdigit():
+        raise ConfigError(f"{where}: policy.reference must be base, previous or a policy version number")
     if config.policy.group_size < 2:
         raise ConfigError(f"{where}: policy.group_size must be at least 2")
 

@@ -1,7 +1,8 @@
 """One frozen base model carrying named LoRA adapters (`policy`, `value`, `reward`) and scalar heads.
 
-The reference policy is the base with adapters disabled, never a second copy of the weights, so
-PPO needs one model in memory instead of four (policy, reference, critic, reward model).
+The reference policy is the base with adapters disabled, or, when configured, a frozen copy of an
+earlier policy adapter (adapter `reference`); never a second copy of the weights, so PPO needs one
+model in memory instead of four (policy, reference, critic, reward model).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rlhf_core.modeling import load_causal_lm, load_tokenizer, pick_device
 from rlhf_core.policy_losses import entropy_from_logits, gather_logprobs
 
 ADAPTERS = ("policy", "value", "reward")
+REFERENCE = "reference"  # the optional frozen earlier policy adapter
 HEADS = ("value", "reward")
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -69,6 +71,8 @@ class ModelStack:
             nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
             nn.init.zeros_(head.bias)
         self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
+        self.reference_path: Path | None = None
+        self._reference_params: list[nn.Parameter] = []
         self.freeze_adapters()
         self._initial = {name: self._adapter_state(name) for name in ADAPTERS}
         self._initial_heads = {name: {k: v.detach().clone() for k, v in head.state_dict().items()}
@@ -141,7 +145,7 @@ class ModelStack:
     @contextmanager
     def use(self, name: str) -> Iterator[None]:
         """Run the enclosed forward passes through adapter `name`."""
-        if name not in ADAPTERS:
+        if name not in ADAPTERS and not (name == REFERENCE and self.reference_path is not None):
             raise ValueError(f"unknown adapter {name!r}; expected one of {ADAPTERS}")
         previous = self.model.active_adapter
         if previous == name:  # nested use of the active adapter: nothing to switch
@@ -160,12 +164,37 @@ class ModelStack:
         self.model.set_adapter(name)
         for p, flag in flags:
             p.requires_grad_(flag)
+        for p in self._reference_params:  # frozen for good
+            p.requires_grad_(False)
 
     @contextmanager
     def reference(self) -> Iterator[None]:
-        """The reference policy: the base model with every adapter disabled."""
-        with self.model.disable_adapter():
-            yield
+        """The reference policy: the base model with every adapter disabled, or the frozen policy
+        adapter set with `set_reference`."""
+        if self.reference_path is not None:
+            with self.use(REFERENCE):
+                yield
+        else:
+            with self.model.disable_adapter():
+                yield
+
+    def set_reference(self, directory: Path | None) -> None:
+        """Make the policy adapter saved in `directory` the (frozen) reference; None: the base model."""
+        if directory is None:
+            self.reference_path = None
+            return
+        if REFERENCE not in self.model.peft_config:
+            active = self.model.active_adapter
+            flags = [(p, p.requires_grad) for p in self._lora_params]
+            self.model.add_adapter(REFERENCE, self.loras["policy"].peft_config())
+            self.model.set_adapter(active)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            self._reference_params = [p for n, p in self.model.named_parameters() if f".{REFERENCE}." in n]
+            for p in self._reference_params:
+                p.requires_grad_(False)
+        self.reference_path = Path(directory)
+        self.load_adapter(REFERENCE, self.reference_path)
 
     def freeze_adapters(self) -> None:
         """No adapter or head trains until `trainable_parameters` names it (no graphs built meanwhile)."""

@@ -35,6 +35,7 @@ from storage import (
     add_training_logs,
     current_policy,
     current_reward_model,
+    get_policy,
     list_prompts,
     prompt_messages,
 )
@@ -133,6 +134,16 @@ def _activate_value(stack: ModelStack, version: PolicyVersion) -> None:
         fresh_critic(stack)
 
 
+def reference_adapter(db: Database, reference: str, current: PolicyVersion) -> Path | None:
+    """Where the configured reference policy's adapter is saved; None for the base model."""
+    if reference == "base":
+        return None
+    version = current if reference == "previous" else get_policy(db, int(reference))
+    if version is None:
+        raise ValueError(f"policy.reference = {reference!r}: there is no policy version {reference}")
+    return Path(version.adapter_path) if version.adapter_path else None  # version 0 is the base
+
+
 def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None,
                         job_id: int | None = None, progress: bool = True,
                         on_progress: Callable[[float, str], None] | None = None) -> PolicyVersion:
@@ -156,6 +167,7 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     activate_policy(stack, db, current.id)
     activate_reward_model(stack, db)
     _activate_value(stack, current)
+    stack.set_reference(reference_adapter(db, cfg.reference, current))
 
     def report(row: dict[str, Any]) -> None:
         if on_progress:

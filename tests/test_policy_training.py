@@ -232,3 +232,44 @@ def test_run_policy_training_records_versions_that_reload_exactly(workspace, sql
     round2 = training_logs(sqlite_db, phase="policy")[2:]
     assert [row["step"] for row in round2] == [0, 1]
     assert round2[0]["kl_per_token"] != 0.0  # a base-model start has exactly zero k1
+
+
+def test_previous_policy_as_reference(workspace, sqlite_db, stack, tiny_model_dir) -> None:
+    """policy.reference = "previous": the round's KL is measured against the policy it starts from."""
+    rm_dir = stack.save_adapter("reward", workspace.root / "adapters" / "reward-v0001")
+    add_reward_model_version(sqlite_db, adapter_path=str(rm_dir), trained_on=0, heldout_accuracy=None,
+                             heldout_loss=None, metrics={})
+    workspace.config.policy.reference = "previous"
+    run_policy_training(workspace, sqlite_db, stack, algo="grpo", progress=False)  # from v0: the reference is the base
+    assert stack.reference_path is None
+    run_policy_training(workspace, sqlite_db, stack, algo="grpo", progress=False)
+    assert stack.reference_path == adapter_dir(workspace, "policy", 1)
+    logs = training_logs(sqlite_db, phase="policy")
+    assert logs[0]["kl_per_token"] == 0.0  # round 1 starts at the base, its reference
+    assert logs[2]["kl_per_token"] == 0.0  # round 2 starts at v1, its reference
+    assert logs[3]["kl_per_token"] != 0.0
+
+    torch.manual_seed(3)
+    probe = generate_rollout(stack, PROMPTS[:2], samples_per_prompt=2, max_new_tokens=5, temperature=1.0)
+    v1 = ModelStack.load(tiny_model_dir, device="cpu")
+    activate_policy(v1, sqlite_db, 1)
+    with torch.no_grad(), stack.reference():
+        ref = stack.token_logprobs(probe.batch.input_ids, probe.batch.attention_mask)[0]
+    assert torch.equal(ref, policy_logp(v1, probe))  # the reference is exactly v1
+    assert not any(p.requires_grad for p in stack._reference_params)  # and never trains
+    assert all(".reference." not in n for n, p in stack.model.named_parameters() if p.requires_grad)
+
+    stack.set_reference(None)
+    with torch.no_grad(), stack.reference():
+        base = stack.token_logprobs(probe.batch.input_ids, probe.batch.attention_mask)[0]
+    with torch.no_grad(), v1.reference():
+        assert torch.equal(base, v1.token_logprobs(probe.batch.input_ids, probe.batch.attention_mask)[0])
+
+
+def test_reference_must_name_an_existing_version(workspace, sqlite_db, stack) -> None:
+    rm_dir = stack.save_adapter("reward", workspace.root / "adapters" / "reward-v0001")
+    add_reward_model_version(sqlite_db, adapter_path=str(rm_dir), trained_on=0, heldout_accuracy=None,
+                             heldout_loss=None, metrics={})
+    workspace.config.policy.reference = "7"
+    with pytest.raises(ValueError, match="there is no policy version 7"):
+        run_policy_training(workspace, sqlite_db, stack, algo="grpo", progress=False)
