@@ -97,13 +97,14 @@ def _fresh_export_dir(ws: Workspace, fmt: str) -> Path:
 
 
 def export_dataset(ws: Workspace, db: Database, staging: ExportStaging, *, fmt: str, min_agreement: float | None,
-                   include_ties: bool) -> ExportedZip:
+                   include_ties: bool, anonymize: bool = True) -> ExportedZip:
     """Export into `<workspace>/exports/preferences-<UTC time>-<fmt>/` and zip that folder for download.
     Raises ExportError (nothing qualifies, bad arguments) with a message for the operator."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     out = _fresh_export_dir(ws, fmt)
-    result = export_preferences(db, out, fmt=fmt, min_agreement=min_agreement or None, include_ties=include_ties)
+    result = export_preferences(db, out, fmt=fmt, min_agreement=min_agreement or None, include_ties=include_ties,
+                                anonymize=anonymize)
     staging.prune()
     archive = shutil.make_archive(str(staging.root / out.name), "zip", root_dir=out.parent, base_dir=out.name)
     return ExportedZip(result=result, directory=out, zip_path=Path(archive))

@@ -41,6 +41,7 @@ class ActionControls:
     fmt: gr.Radio
     min_agreement: gr.Slider
     include_ties: gr.Checkbox
+    anonymize: gr.Checkbox
     export: gr.Button
     download: gr.File
     export_result: gr.Markdown
@@ -70,13 +71,16 @@ def build_action_controls(ctx: OperatorContext) -> ActionControls:
                                       info="share of a pair's judgments that agree with its label",
                                       elem_id="export-min-agreement")
             include_ties = gr.Checkbox(value=False, label="Include ties", elem_id="export-ties")
+            anonymize = gr.Checkbox(value=True, label="Anonymize annotators", elem_id="export-anonymize",
+                                    info="annotator-1, annotator-2, ... instead of usernames")
             export = gr.Button("Export", elem_id="btn-export", scale=0, min_width=120)
         with gr.Row(equal_height=True):
             export_result = gr.Markdown(elem_id="export-result")
             download = gr.File(label="Download (zip)", interactive=False, elem_id="export-file", visible=False)
     return ActionControls(algo=algo, start_round=start, eval_prompts=eval_prompts, eval_batch=eval_batch,
                           n_pairs=n_pairs, sample=sample, result=result, fmt=fmt, min_agreement=min_agreement,
-                          include_ties=include_ties, export=export, download=download, export_result=export_result)
+                          include_ties=include_ties, anonymize=anonymize, export=export, download=download,
+                          export_result=export_result)
 
 
 def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary: gr.Markdown,
@@ -121,14 +125,14 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
             status = pool_status_markdown(status_counts(db))
         return done, status
 
-    def export(fmt: str, min_agreement: float | None, include_ties: bool, request: gr.Request
+    def export(fmt: str, min_agreement: float | None, include_ties: bool, anonymize: bool, request: gr.Request
                ) -> tuple[str, gr.File]:
         ctx.require(request)
         # Not under the gate: writing the dataset takes seconds and must not stall annotators; its one
         # read waits for SQLite's write lock like the worker process does.
         try:
             exported = export_dataset(ctx.ws, db, staging, fmt=fmt, min_agreement=min_agreement,
-                                      include_ties=bool(include_ties))
+                                      include_ties=bool(include_ties), anonymize=bool(anonymize))
         except ExportError as exc:
             return f"**Nothing exported:** {exc}", gr.File(value=None, visible=False)  # our own sentence
         return export_summary(exported), gr.File(value=str(exported.zip_path), visible=True)
@@ -142,6 +146,7 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
                                          api_name="sample_pairs")
     for event in (round_event, eval_event, sample_event):
         then(event)
-    controls.export.click(export, inputs=[controls.fmt, controls.min_agreement, controls.include_ties],
+    controls.export.click(export, inputs=[controls.fmt, controls.min_agreement, controls.include_ties,
+                                          controls.anonymize],
                           outputs=[controls.export_result, controls.download], api_name="export_dataset",
                           api_visibility=OPERATOR_API, concurrency_limit=1)

@@ -47,6 +47,7 @@ def export(
     standard: Annotated[bool, typer.Option(help="Plain-text prompt/chosen/rejected instead of messages")] = False,
     test_fraction: Annotated[float, typer.Option(help="Share of prompts held out as the test split")] = 0.1,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory")] = False,
+    anonymize: Annotated[bool, typer.Option(help="Replace usernames with annotator-1, annotator-2, ...")] = False,
 ) -> None:
     """Export judged pairs as a TRL-ready preference dataset (prompt / chosen / rejected)."""
     from rlhf_core.export import export_preferences
@@ -54,7 +55,7 @@ def export(
     _, database = open_db(workspace, db)
     result = export_preferences(database, out, fmt=fmt, round=round, min_agreement=min_agreement,
                                 include_ties=include_ties, test_fraction=test_fraction,
-                                conversational=not standard, overwrite=overwrite)
+                                conversational=not standard, overwrite=overwrite, anonymize=anonymize)
     skipped = ", ".join(f"{k}: {v}" for k, v in result.skipped.items() if v) or "none"
     typer.echo(f"Exported {result.n_rows} pairs ({result.n_train} train, {result.n_test} test) to {result.path} "
                f"as {result.format}; skipped {skipped}.")

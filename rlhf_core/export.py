@@ -13,6 +13,7 @@ Only one form is written: TRL decides how to treat a row by the type of these th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from collections import Counter, defaultdict
@@ -91,6 +92,14 @@ def aggregate_pairs(rows: Sequence[JudgmentRow]) -> list[PairVerdict]:
             annotators=tuple(sorted(r.annotator for r in judged)),
         ))
     return verdicts
+
+
+def pseudonymized(rows: Sequence[JudgmentRow]) -> list[JudgmentRow]:
+    """The rows with each username replaced by `annotator-N`, N in the order of first judgment."""
+    names: dict[str, str] = {}
+    for row in sorted(rows, key=lambda r: r.judgment_id):
+        names.setdefault(row.annotator, f"annotator-{len(names) + 1}")
+    return [dataclasses.replace(row, annotator=names[row.annotator]) for row in rows]
 
 
 def skip_reason(verdict: PairVerdict, *, include_ties: bool, min_agreement: float | None) -> str | None:
@@ -206,7 +215,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 
 def render_card(
     result: ExportResult, kept: Sequence[PairVerdict], *, round: int | None, min_agreement: float | None,
-    include_ties: bool, test_fraction: float, kinds: Sequence[str], exported_at: datetime,
+    include_ties: bool, test_fraction: float, kinds: Sequence[str], exported_at: datetime, anonymized: bool = False,
 ) -> str:
     """The dataset card (README.md): YAML header for the Hub and `load_dataset`, then how the data came to be."""
     import yaml
@@ -226,6 +235,8 @@ def render_card(
     counts = ", ".join(f"{k}: {n} pairs" for k, n in sorted(per_pair.items()))
     load = (f'datasets.load_from_disk("{result.path}")' if result.format == "hf"
             else f'datasets.load_dataset("{result.path}")')
+    who = "pseudonyms `annotator-N`, the same N for the same person within this export" if anonymized \
+        else "their usernames"
     body = f"""# rlhf-loop human preferences
 
 Collected by online RLHF with rlhf-loop: responses sampled from the policy were paired and shown to
@@ -252,7 +263,7 @@ round {"all" if round is None else round}
 TRL preference format, {form}. TRL's RewardTrainer and DPOTrainer use `prompt`, `chosen` and
 `rejected` and ignore the other columns: `pair_id`, `prompt_id`, `round`, `n_annotators`, `agreement`,
 `strength` (the majority's most common strength, or null), `tie`, `policy_version_chosen`,
-`policy_version_rejected` (0 = base model) and `annotators` (their usernames).
+`policy_version_rejected` (0 = base model) and `annotators` ({who}).
 
 ```python
 import datasets
@@ -265,7 +276,7 @@ ds = {load}
 def export_preferences(
     db: Database, out: Path, *, fmt: str, round: int | None = None, min_agreement: float | None = None,
     include_ties: bool = False, test_fraction: float = 0.1, seed: int = 0, conversational: bool = True,
-    kinds: Sequence[str] = ("train",), overwrite: bool = False,
+    kinds: Sequence[str] = ("train",), overwrite: bool = False, anonymize: bool = False,
 ) -> ExportResult:
     """Write the judged pairs of `kinds` (optionally one `round`) as a train/test preference dataset in `out`.
 
@@ -275,7 +286,8 @@ def export_preferences(
     `datasets.load_dataset(str(out))`, typed by the card's `dataset_info`). An empty test split is not written.
     A pair is exported when its majority label (see `aggregate_pairs`) is a or b, or tie with
     `include_ties`, and its agreement is at least `min_agreement`; both_bad pairs never are.
-    No prompt appears in both splits. Raises ExportError when no pair qualifies.
+    No prompt appears in both splits. `anonymize` replaces usernames with `annotator-N` (numbered in
+    the order of their first judgment, consistent within the export). Raises ExportError when no pair qualifies.
     """
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -284,6 +296,8 @@ def export_preferences(
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise ExportError(f"min_agreement is a share of judgments in [0, 1], got {min_agreement}")
     rows = judgment_rows(db, round=round, kinds=tuple(kinds))
+    if anonymize:
+        rows = pseudonymized(rows)
     verdicts = aggregate_pairs(rows)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     kept = []
@@ -325,6 +339,6 @@ def export_preferences(
         n_pairs_judged=len(verdicts), n_pairs_skipped=sum(skipped.values()), skipped=skipped,
     )
     card = render_card(result, kept, round=round, min_agreement=min_agreement, include_ties=include_ties,
-                       test_fraction=test_fraction, kinds=kinds, exported_at=utcnow())
+                       test_fraction=test_fraction, kinds=kinds, exported_at=utcnow(), anonymized=anonymize)
     (out / "README.md").write_text(card, encoding="utf-8")
     return result

@@ -137,6 +137,14 @@ def test_rows_follow_the_majority_and_carry_metadata(db, judged, tmp_path):
         assert row["agreement"] == pytest.approx(votes.count(winner) / len(votes))
 
 
+def test_anonymize_replaces_usernames_consistently(db, judged, tmp_path):
+    rows, _ = export_rows(db, tmp_path / "out", anonymize=True)
+    assert rows[judged["majority_a"]]["annotators"] == ["annotator-1", "annotator-2", "annotator-3"]
+    assert rows[judged["unanimous_b"]]["annotators"] == ["annotator-1"]  # ann-0 again: the same pseudonym
+    text = (tmp_path / "out" / "train.jsonl").read_text() + (tmp_path / "out" / "README.md").read_text()
+    assert "ann-" not in text and "pseudonyms `annotator-N`" in text
+
+
 def test_include_ties_flags_ties_but_never_exports_both_bad(db, judged, tmp_path):
     rows, result = export_rows(db, tmp_path / "out", include_ties=True)
     assert set(rows) == {judged["majority_a"], judged["unanimous_b"], judged["tie"]}

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignor
 
 OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable through the API
     ("/operator_dashboard", (None,)), ("/start_round", ("GRPO",)), ("/create_eval_batch", (4,)),
-    ("/export_dataset", ("hf", 0.0, False)), ("/sample_pairs", (3,)), ("/operator_overview", ()),
+    ("/export_dataset", ("hf", 0.0, False, True)), ("/sample_pairs", (3,)), ("/operator_overview", ()),
     ("/operator_refresh", ()),
 ]
 PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer"}
@@ -109,12 +109,12 @@ def test_evaluation_batch_needs_a_trained_policy_and_eval_prompts(app: RunningAp
 
 def test_export_downloads_a_zip_that_datasets_reads(app: RunningApp, tmp_path: Path) -> None:
     olga = client(app, "olga", downloads=tmp_path / "downloads")
-    summary, nothing = olga.predict("hf", 0.0, False, api_name="/export_dataset")
+    summary, nothing = olga.predict("hf", 0.0, False, True, api_name="/export_dataset")
     assert "Nothing exported" in summary and "no judgments" in summary
     assert nothing is None or nothing.get("value") is None
 
     judged_pairs(app, n=10)
-    summary, download = olga.predict("hf", 0.0, False, api_name="/export_dataset")
+    summary, download = olga.predict("hf", 0.0, False, True, api_name="/export_dataset")
     zip_path = download_path(download)
     assert "Exported **10 pairs**" in summary
     (exported,) = list(app.ws.exports_dir.iterdir())
@@ -125,10 +125,14 @@ def test_export_downloads_a_zip_that_datasets_reads(app: RunningApp, tmp_path: P
     rows = sum(len(split) for split in ds.values())
     assert rows == 10 and {"prompt", "chosen", "rejected"} <= set(ds["train"].column_names)
     assert all("longer answer" in row["chosen"][0]["content"] for row in ds["train"])
+    assert {name for row in ds["train"] for name in row["annotators"]} <= {"annotator-1", "annotator-2", "annotator-3"}
 
-    summary, download = olga.predict("jsonl", 1.0, True, api_name="/export_dataset")
+    summary, download = olga.predict("jsonl", 1.0, True, False, api_name="/export_dataset")
     assert "as `jsonl`" in summary
-    assert any(name.endswith("train.jsonl") for name in zipfile.ZipFile(download_path(download)).namelist())
+    archive = zipfile.ZipFile(download_path(download))
+    (train,) = [name for name in archive.namelist() if name.endswith("train.jsonl")]
+    usernames = {name for line in archive.read(train).decode().splitlines() for name in json.loads(line)["annotators"]}
+    assert usernames and not any(name.startswith("annotator-") for name in usernames)
 
 
 def _texts(values: object) -> str:
