@@ -6,7 +6,8 @@ the default model, measured against the base with the hidden gold preference on 
 
 Prints per round: reward-model held-out accuracy, KL to the reference (per token and per sequence),
 mean gold score of policy and base samples, gold win rate of policy vs base, wall time.
-Target (issue): gold win rate >= 70% after round 3 with KL per token bounded.
+Target (issue): gold win rate >= 70% after round 3 with KL per token bounded (here: <= --kl-bound).
+`--set policy.max_kl_per_token=X` stops a round's policy updates once the policy drifts that far.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set policy.steps=12 (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the per-round figures here")
+    parser.add_argument("--kl-bound", type=float, default=0.1,
+                        help="KL per token (nats) the last round must stay under to count as bounded (default 0.1)")
     args = parser.parse_args()
 
     root = args.workspace or Path(tempfile.mkdtemp(prefix="rlhf-loop-bench-"))
@@ -64,9 +67,10 @@ def main() -> None:
     print(f"\ntotal wall time {time.time() - started:.0f} s; workspace {ws.root}")
     if reports:
         last = reports[-1]
-        verdict = "PASS" if last.gold_win_rate >= 0.70 else "MISS"
-        print(f"target gold win rate >= 70% after round {last.round}: {last.gold_win_rate:.1%} ({verdict}); "
-              f"KL per token {last.kl_per_token}")
+        bounded = last.kl_per_token is not None and last.kl_per_token <= args.kl_bound
+        verdict = "PASS" if last.gold_win_rate >= 0.70 and bounded else "MISS"
+        print(f"target gold win rate >= 70% after round {last.round} with KL per token <= {args.kl_bound}: "
+              f"{last.gold_win_rate:.1%}, KL {last.kl_per_token:.4f} nats/token ({verdict})")
     if args.json:
         args.json.write_text(reports_json(reports))
 

@@ -67,6 +67,8 @@ class PolicyConfig:
     # The KL anchor: "base" (adapters off), "previous" (the policy version the round starts from, frozen),
     # or a policy version number such as "3".
     reference: str = "base"
+    # Stop a round's updates once a rollout's KL to the reference exceeds this (nats/token; 0 = never).
+    max_kl_per_token: float = 0.0
     clip_eps: float = 0.2
     value_clip: float = 0.2
     gamma: float = 1.0

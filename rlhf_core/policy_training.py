@@ -25,7 +25,7 @@ from rlhf_core.config import PolicyConfig
 from rlhf_core.grpo import grpo_update
 from rlhf_core.model_stack import ModelStack
 from rlhf_core.ppo import fresh_critic, make_optimizer, ppo_update
-from rlhf_core.rollout import ScoreFn, generate_rollout, reward_model_scores, rollout_logprobs
+from rlhf_core.rollout import ScoreFn, generate_rollout, reward_model_scores, rollout_logprobs, rollout_metrics
 from rlhf_core.runtime import activate_policy, activate_reward_model, adapter_dir
 from rlhf_core.workspace import Workspace
 from storage import (
@@ -72,6 +72,7 @@ def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
             summary[key] = sum(values) / len(values)
     summary["reward_mean_first"] = history[0]["reward_mean"] if history else None
     summary["steps"] = len(history)
+    summary["stopped_at_kl"] = float(any(row.get("kl_stop") for row in history))
     summary["samples"] = sum(row["samples"] for row in history)
     summary["seconds"] = seconds
     return summary
@@ -111,14 +112,24 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
             if scores.shape != (rollout.size,):
                 raise ValueError(f"the score function returned shape {tuple(scores.shape)}; expected "
                                  f"({rollout.size},), one score per response")
-            metrics = update(stack, rollout, scores, cfg, optimizer, logprobs=logprobs, max_grad_norm=max_grad_norm)
+            metrics = rollout_metrics(rollout, logprobs, scores)
+            stop = 0.0 < cfg.max_kl_per_token < metrics["kl_per_token"]
+            if stop:  # the policy has drifted far enough: keep it as it is and end the round's updates
+                bar.write(f"policy KL to the reference {metrics['kl_per_token']:.4f} nats/token exceeds "
+                          f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
+            else:
+                metrics = update(stack, rollout, scores, cfg, optimizer, logprobs=logprobs,
+                                 max_grad_norm=max_grad_norm)
             seconds = time.perf_counter() - t0
             row = {"step": step, **{k: _finite(float(v)) for k, v in metrics.items()},
-                   "samples": rollout.size, "seconds": seconds, "samples_per_s": rollout.size / seconds}
+                   "samples": rollout.size, "seconds": seconds, "samples_per_s": rollout.size / seconds,
+                   "kl_stop": float(stop)}
             history.append(row)
             bar.set_postfix(reward=_show(row["reward_mean"], 3), kl=_show(row["kl_per_token"], 4))
             if on_step:
                 on_step(row)
+            if stop:
+                break
     finally:
         bar.close()
         stack.freeze_adapters()

@@ -45,4 +45,4 @@ def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) 
     (report,) = json.loads(out.read_text())
     assert report["round"] == 1 and report["policy_version"] == 1 and report["judgments"] == 12
     assert 0.0 <= report["gold_win_rate"] <= 1.0
-    assert "target gold win rate >= 70% after round 1" in stdout
+    assert "target gold win rate >= 70% after round 1 with KL per token <= 0.1" in stdout

@@ -273,3 +273,18 @@ def test_reference_must_name_an_existing_version(workspace, sqlite_db, stack) ->
     workspace.config.policy.reference = "7"
     with pytest.raises(ValueError, match="there is no policy version 7"):
         run_policy_training(workspace, sqlite_db, stack, algo="grpo", progress=False)
+
+
+def test_max_kl_per_token_ends_the_updates_without_touching_the_policy(stack: ModelStack) -> None:
+    cfg = PolicyConfig(learning_rate=1e-3, steps=5, prompts_per_step=2, group_size=2, max_new_tokens=6,
+                       minibatch_size=4, update_epochs=1, max_kl_per_token=1e-6)
+    result = train_policy(stack, PROMPTS, lower_half_score(stack), cfg, algo="grpo", progress=False)
+    first, stopped = result.history  # step 0 starts at the base (KL 0) and updates; step 1 has drifted
+    assert first["kl_stop"] == 0.0 and first["kl_per_token"] == 0.0 and first["clip_fraction"] is not None
+    assert stopped["kl_stop"] == 1.0 and stopped["kl_per_token"] > 1e-6 and "clip_fraction" not in stopped
+    assert result.summary["stopped_at_kl"] == 1.0 and result.summary["steps"] == 2
+
+    state = {k: v.clone() for k, v in stack._adapter_state("policy").items()}
+    again = train_policy(stack, PROMPTS, lower_half_score(stack), cfg, algo="grpo", progress=False)
+    assert len(again.history) == 1 and again.history[0]["kl_stop"] == 1.0  # already beyond the bound
+    assert all(torch.equal(v, stack._adapter_state("policy")[k]) for k, v in state.items())
