@@ -26,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from rlhf_core.demo import LoopSettings, format_table, prepare_workspace, reports_json, run_loop  # noqa: E402
 
 
+def _nats(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct) or a local model dir")
@@ -70,7 +74,7 @@ def main() -> None:
         bounded = last.kl_per_token is not None and last.kl_per_token <= args.kl_bound
         verdict = "PASS" if last.gold_win_rate >= 0.70 and bounded else "MISS"
         print(f"target gold win rate >= 70% after round {last.round} with KL per token <= {args.kl_bound}: "
-              f"{last.gold_win_rate:.1%}, KL {last.kl_per_token:.4f} nats/token ({verdict})")
+              f"{last.gold_win_rate:.1%}, KL {_nats(last.kl_per_token)} nats/token ({verdict})")
     if args.json:
         args.json.write_text(reports_json(reports))
 
