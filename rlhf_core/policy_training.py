@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -186,8 +186,9 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
                         f"{algo} step {row['step'] + 1}/{cfg.steps}: reward {_show(row['reward_mean'], 3)}, "
                         f"KL/token {_show(row['kl_per_token'], 4)}")
 
-    result = train_policy(stack, prompts, reward_model_scores(stack), cfg, algo=algo, on_step=report,
-                          progress=progress)
+    # A seed per version: each round draws other prompts and samples (a fixed seed would replay the same ones).
+    result = train_policy(stack, prompts, reward_model_scores(stack), replace(cfg, seed=cfg.seed + current.id),
+                          algo=algo, on_step=report, progress=progress)
 
     out = adapter_dir(ws, "policy", current.id + 1)
     stack.save_adapter("policy", out)

@@ -288,3 +288,23 @@ def test_max_kl_per_token_ends_the_updates_without_touching_the_policy(stack: Mo
     again = train_policy(stack, PROMPTS, lower_half_score(stack), cfg, algo="grpo", progress=False)
     assert len(again.history) == 1 and again.history[0]["kl_stop"] == 1.0  # already beyond the bound
     assert all(torch.equal(v, stack._adapter_state("policy")[k]) for k, v in state.items())
+
+
+def test_each_round_draws_with_its_own_seed(workspace, sqlite_db, stack, monkeypatch) -> None:
+    """A fixed seed would replay the same prompts and samples every round."""
+    import rlhf_core.policy_training as policy_training
+
+    rm_dir = stack.save_adapter("reward", workspace.root / "adapters" / "reward-v0001")
+    add_reward_model_version(sqlite_db, adapter_path=str(rm_dir), trained_on=0, heldout_accuracy=None,
+                             heldout_loss=None, metrics={})
+    seeds: list[int] = []
+    real = policy_training.train_policy
+
+    def spy(stack, prompts, score_fn, cfg, **kwargs):
+        seeds.append(cfg.seed)
+        return real(stack, prompts, score_fn, cfg, **kwargs)
+
+    monkeypatch.setattr(policy_training, "train_policy", spy)
+    for _ in range(2):
+        run_policy_training(workspace, sqlite_db, stack, algo="grpo", progress=False)
+    assert seeds == [workspace.config.policy.seed, workspace.config.policy.seed + 1]
