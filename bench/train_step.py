@@ -57,10 +57,10 @@ class Row:
         return "pass" if self.ratio <= self.target else "FAIL"
 
 
-def run_worker(task: str, payload: str, *, verbose: bool, extra_env: dict[str, str] | None = None) -> dict:
+def run_worker(task: str, payload: str, *, verbose: bool) -> dict:
     """Run one measurement in a fresh process; its output is shown only on failure (or with --verbose)."""
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false", "TRANSFORMERS_VERBOSITY": "error",
-           "PYTHONWARNINGS": "ignore", **(extra_env or {})}
+           "PYTHONWARNINGS": "ignore"}
     started = time.perf_counter()
     print(f"  {task:<13} ...", end="", flush=True)
     with tempfile.TemporaryDirectory(prefix="train-step-") as tmp:
