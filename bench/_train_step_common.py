@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from _train_step_settings import LORA_TARGETS, BenchSettings
 
-from rlhf_core.model_stack import LoraSettings, ModelStack
-from rlhf_core.modeling import default_dtype
-from rlhf_core.reward_data import PreferenceExample
+from rlhf_core.models.loading import default_dtype
+from rlhf_core.models.stack import LoraSettings, ModelStack
+from rlhf_core.training.reward_data import PreferenceExample
 
 
 def dtype_of(s: BenchSettings) -> torch.dtype:

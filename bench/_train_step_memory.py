@@ -27,14 +27,14 @@ from _train_step_settings import BenchSettings
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM
 
-from rlhf_core.batching import build_sequences, left_pad, prompt_token_ids, split_generated
+from rlhf_core.algorithms import entropy_from_logits, gather_logprobs, ppo_policy_loss, ppo_value_loss
 from rlhf_core.config import PolicyConfig
-from rlhf_core.model_stack import last_token_index
-from rlhf_core.modeling import load_tokenizer
-from rlhf_core.policy_losses import entropy_from_logits, gather_logprobs, ppo_policy_loss, ppo_value_loss
-from rlhf_core.policy_training import train_policy
-from rlhf_core.ppo import clipped_step, fresh_critic, ppo_advantages
-from rlhf_core.rollout import RolloutLogprobs, cut, minibatch_rows, minibatches, reward_model_scores
+from rlhf_core.models.batching import build_sequences, left_pad, prompt_token_ids, split_generated
+from rlhf_core.models.loading import load_tokenizer
+from rlhf_core.models.stack import last_token_index
+from rlhf_core.training.policy import train_policy
+from rlhf_core.training.ppo import clipped_step, fresh_critic, ppo_advantages
+from rlhf_core.training.rollout import RolloutLogprobs, cut, minibatch_rows, minibatches, reward_model_scores
 
 
 def _ppo_config(s: BenchSettings) -> PolicyConfig:

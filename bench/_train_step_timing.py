@@ -30,9 +30,9 @@ from _train_step_common import (
 from _train_step_settings import BenchSettings
 
 from rlhf_core.config import PolicyConfig, RewardConfig
-from rlhf_core.policy_training import train_policy
-from rlhf_core.reward_data import encode_pairs
-from rlhf_core.reward_training import train_reward_model
+from rlhf_core.training.policy import train_policy
+from rlhf_core.training.reward_data import encode_pairs
+from rlhf_core.training.reward_model import train_reward_model
 
 
 def _reward_config(s: BenchSettings) -> RewardConfig:
@@ -130,7 +130,7 @@ def reward_trl(s: BenchSettings) -> dict[str, Any]:
     from trl import RewardConfig as TRLRewardConfig
     from trl import RewardTrainer
 
-    from rlhf_core.modeling import load_tokenizer
+    from rlhf_core.models.loading import load_tokenizer
 
     class InOrderRewardTrainer(RewardTrainer):
         def _get_train_sampler(self, *args, **kwargs):
@@ -179,7 +179,7 @@ def grpo_trl(s: BenchSettings) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM
     from trl import GRPOConfig, GRPOTrainer
 
-    from rlhf_core.modeling import load_tokenizer
+    from rlhf_core.models.loading import load_tokenizer
 
     if s.rollout_size % s.minibatch_size:
         raise ValueError(f"TRL needs the rollout ({s.rollout_size} sequences) to split into minibatches of "

@@ -25,10 +25,10 @@ def prepare(options: dict) -> dict:
 
     import torch
 
-    from rlhf_core.modeling import pick_device, resolve_model_dir
+    from rlhf_core.models.loading import pick_device, resolve_model_dir
 
     if options["model"] == "tiny":
-        from rlhf_core.tiny_model import build_tiny_model
+        from rlhf_core.models.tiny import build_tiny_model
 
         model_dir = build_tiny_model(Path(options["tiny_dir"]))
     else:
@@ -72,7 +72,7 @@ def main() -> None:
     if task in MEMORY_TASKS and settings.device == "cpu" and settings.release_cpu_memory:
         # rlhf-loop's `model.release_cpu_memory`, in both variants alike: peak RSS then follows the
         # memory in use rather than what glibc keeps cached after frees.
-        from rlhf_core.modeling import return_freed_tensor_memory
+        from rlhf_core.models.loading import return_freed_tensor_memory
 
         return_freed_tensor_memory()
     if task in MEMORY_TASKS:

@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf_core.demo import LoopSettings, format_table, prepare_workspace, reports_json, run_loop  # noqa: E402
+from rlhf_core.loop.demo import LoopSettings, format_table, prepare_workspace, reports_json, run_loop  # noqa: E402
 
 
 def _nats(value: float | None) -> str:

@@ -11,7 +11,7 @@ from labeling_app.annotation import Annotation
 from labeling_app.annotator_page import build_annotator_page
 from labeling_app.auth import ensure_first_operator, make_login_check, require_user
 from labeling_app.gate import DbGate
-from labeling_app.operator_page import build_operator_tab
+from labeling_app.operator.page import build_operator_tab
 from labeling_app.render import plain_markdown
 from labeling_app.services import AppServices
 from labeling_app.shortcuts import SHORTCUTS_JS

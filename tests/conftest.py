@@ -112,6 +112,6 @@ def tiny_rounds():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random causal LM with a locally trained tokenizer (built once per test session)."""
-    from rlhf_core.tiny_model import build_tiny_model
+    from rlhf_core.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

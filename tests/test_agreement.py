@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf_core.agreement import (
+from rlhf_core.algorithms.agreement import (
     cohens_kappa,
     fleiss_kappa,
     majority_agreement,

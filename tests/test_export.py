@@ -14,7 +14,7 @@ import pytest
 import yaml
 from sqlmodel import select
 
-from rlhf_core.export import (
+from rlhf_core.data.export import (
     ExportError,
     aggregate_pairs,
     export_preferences,

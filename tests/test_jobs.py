@@ -12,7 +12,7 @@ import time
 import pytest
 
 import storage
-from rlhf_core.worker import Worker
+from rlhf_core.loop.worker import Worker
 from rlhf_core.workspace import init_workspace
 
 

@@ -7,13 +7,17 @@ import math
 import pytest
 import torch
 
-from rlhf_core import losses, policy_losses
-from rlhf_core.losses import (
+from rlhf_core.algorithms import (
     STRENGTH_MARGIN,
     bradley_terry_loss,
     bt_accuracy,
     bt_probability,
     compute_gae,
+    entropy_from_logits,
+    explained_variance,
+    gather_logprobs,
+    grpo_advantages,
+    grpo_loss,
     kl_k1,
     kl_k2,
     kl_k3,
@@ -23,16 +27,9 @@ from rlhf_core.losses import (
     masked_whiten,
     optimal_policy,
     per_token_rewards,
-    sequence_kl,
-)
-from rlhf_core.policy_losses import (
-    entropy_from_logits,
-    explained_variance,
-    gather_logprobs,
-    grpo_advantages,
-    grpo_loss,
     ppo_policy_loss,
     ppo_value_loss,
+    sequence_kl,
 )
 
 
@@ -298,9 +295,3 @@ def test_gather_logprobs() -> None:
     assert half.dtype == torch.float32
     close(half, expected, tol=0.1)
 
-
-def test_policy_losses_are_reexported_from_losses() -> None:
-    assert losses.ppo_policy_loss is policy_losses.ppo_policy_loss
-    assert losses.grpo_advantages is policy_losses.grpo_advantages
-    with pytest.raises(AttributeError):
-        _ = losses.no_such_loss

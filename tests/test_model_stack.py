@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_core.batching import build_sequences, prompt_token_ids, response_token_ids
-from rlhf_core.model_stack import ModelStack, first_response_column, last_token_index
-from rlhf_core.modeling import load_causal_lm
+from rlhf_core.models.batching import build_sequences, prompt_token_ids, response_token_ids
+from rlhf_core.models.loading import load_causal_lm
+from rlhf_core.models.stack import ModelStack, first_response_column, last_token_index
 
 
 def _batch(stack: ModelStack):

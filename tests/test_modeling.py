@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_core import modeling
-from rlhf_core.modeling import (
+from rlhf_core.models import loading as modeling
+from rlhf_core.models.loading import (
     ModelLoadError,
     load_causal_lm,
     load_tokenizer,
     pick_device,
     resolve_model_dir,
 )
-from rlhf_core.tiny_model import build_tiny_model
+from rlhf_core.models.tiny import build_tiny_model
 
 CPU = torch.device("cpu")
 PROMPTS = [
@@ -175,7 +175,7 @@ def test_default_model_converts_once_then_loads_from_cache(
 
 _RELEASE_PROBE = """
 import ctypes, sys
-from rlhf_core.modeling import return_freed_tensor_memory
+from rlhf_core.models.loading import return_freed_tensor_memory
 applied = return_freed_tensor_memory()
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
@@ -202,7 +202,7 @@ def test_release_cpu_memory_sets_the_mmap_threshold_unless_the_environment_does(
 
 @pytest.mark.parametrize("release", [False, True])
 def test_workspace_setting_release_cpu_memory_reaches_the_allocator(tmp_path, tiny_model_dir, monkeypatch, release):
-    from rlhf_core import runtime
+    from rlhf_core.training import workspace_stack as runtime
     from rlhf_core.workspace import init_workspace
 
     calls = []

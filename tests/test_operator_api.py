@@ -18,9 +18,9 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 import storage
-from labeling_app.operator_rounds import curve_values, rounds_values
-from rlhf_core.dashboard import rounds_table
-from rlhf_core.simulate import simulate_annotators
+from labeling_app.operator.rounds import curve_values, rounds_values
+from rlhf_core.loop.dashboard import rounds_table
+from rlhf_core.loop.simulate import simulate_annotators
 
 # Gradio's queue builds Dataframe payloads with pandas options pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlhf_core.algorithms import gather_logprobs
 from rlhf_core.config import Config, PolicyConfig
-from rlhf_core.grpo import grpo_update
-from rlhf_core.model_stack import ModelStack
-from rlhf_core.modeling import load_causal_lm
-from rlhf_core.policy_losses import gather_logprobs
-from rlhf_core.policy_training import run_policy_training, train_policy
-from rlhf_core.ppo import fresh_critic, make_optimizer
-from rlhf_core.rollout import Rollout, generate_rollout, reward_model_scores, rollout_logprobs
-from rlhf_core.runtime import activate_policy, adapter_dir
+from rlhf_core.models.loading import load_causal_lm
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.grpo import grpo_update
+from rlhf_core.training.policy import run_policy_training, train_policy
+from rlhf_core.training.ppo import fresh_critic, make_optimizer
+from rlhf_core.training.rollout import Rollout, generate_rollout, reward_model_scores, rollout_logprobs
+from rlhf_core.training.workspace_stack import activate_policy, adapter_dir
 from rlhf_core.workspace import Workspace
 from storage import add_prompts, add_reward_model_version, training_logs
 
@@ -292,7 +292,7 @@ def test_max_kl_per_token_ends_the_updates_without_touching_the_policy(stack: Mo
 
 def test_each_round_draws_with_its_own_seed(workspace, sqlite_db, stack, monkeypatch) -> None:
     """A fixed seed would replay the same prompts and samples every round."""
-    import rlhf_core.policy_training as policy_training
+    import rlhf_core.training.policy as policy_training
 
     rm_dir = stack.save_adapter("reward", workspace.root / "adapters" / "reward-v0001")
     add_reward_model_version(sqlite_db, adapter_path=str(rm_dir), trained_on=0, heldout_accuracy=None,

@@ -13,9 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from rlhf_core.config import RewardConfig
-from rlhf_core.model_stack import ModelStack
-from rlhf_core.reward_data import encode_pair, pair_batch
-from rlhf_core.reward_training import (
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.models.tiny import _OBJECTS, _SUBJECTS, _VERBS
+from rlhf_core.training.reward_data import encode_pair, pair_batch
+from rlhf_core.training.reward_model import (
     PreferenceExample,
     evaluate_reward_model,
     preference_examples,
@@ -23,7 +24,6 @@ from rlhf_core.reward_training import (
     split_by_prompt,
     train_reward_model,
 )
-from rlhf_core.tiny_model import _OBJECTS, _SUBJECTS, _VERBS
 from rlhf_core.workspace import init_workspace
 from storage import (
     JudgmentRow,
@@ -116,7 +116,7 @@ def test_split_by_prompt_is_disjoint_and_deterministic():
 
 
 def test_truncation_keeps_prompt_end_and_caps_responses(tiny_model_dir: Path):
-    from rlhf_core.modeling import load_tokenizer
+    from rlhf_core.models.loading import load_tokenizer
 
     tok = load_tokenizer(tiny_model_dir)
     long_prompt = " ".join(["the question"] * 100) + " final words"

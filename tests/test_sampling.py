@@ -7,9 +7,9 @@ import json
 import pytest
 
 import storage
-from rlhf_core import sampling
-from rlhf_core.runtime import load_stack
-from rlhf_core.sampling import PoolTopper, choose_pairs, sample_pairs
+from rlhf_core.loop import sampling
+from rlhf_core.loop.sampling import PoolTopper, choose_pairs, sample_pairs
+from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import init_workspace
 
 

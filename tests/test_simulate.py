@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from rlhf_core.gold import GOLD_PREFERENCES, GoldPreferenceError, get_gold, gold_win_rate
-from rlhf_core.simulate import SimulationError, simulate_annotators
+from rlhf_core.loop.gold import GOLD_PREFERENCES, GoldPreferenceError, get_gold, gold_win_rate
+from rlhf_core.loop.simulate import SimulationError, simulate_annotators
 from storage import (
     SCREEN_PICKS,
     Database,

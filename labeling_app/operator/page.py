@@ -1,0 +1,127 @@
+"""The operator's tab: live status, actions (rounds, evaluation batches, sampling, export), annotation
+quality, rounds with their charts and training curves, and the user list.
+
+Every event here checks the operator role on the server (`OperatorContext.checked`), including the
+timer's refresh and events only the page fires, so an annotator calling them through the API
+(`gradio_client`, or a raw POST naming the event) gets an error, not data. While the tab is open a
+timer refreshes what changed every few seconds; it stops when another tab is chosen.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+
+from labeling_app.gate import DbGate
+from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
+from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
+from labeling_app.operator.dashboard import Dashboard
+from labeling_app.operator.quality import build_quality_section
+from labeling_app.operator.rounds import build_rounds_section, curve_values
+from labeling_app.operator.status import build_status_section, pool_status_markdown
+from labeling_app.services import AppServices
+from rlhf_core.workspace import Workspace
+from storage import Database, list_annotators, status_counts
+
+USER_COLUMNS = ["username", "role", "active", "judgments", "created (UTC)"]
+REFRESH_SECONDS = 3.0
+
+__all__ = ["OperatorTab", "build_operator_tab", "pool_status_markdown", "user_rows"]
+
+
+@dataclass
+class OperatorTab:
+    tab: gr.Tab
+    status: gr.Markdown
+    users: gr.Dataframe
+    dashboard: Dashboard
+    controls: ActionControls
+    timer: gr.Timer
+
+
+def user_rows(db: Database, per_annotator: dict[str, int]) -> list[list[Any]]:
+    return [
+        [u.username, u.role, "yes" if u.active else "no", per_annotator.get(u.username, 0),
+         u.created_at.strftime("%Y-%m-%d %H:%M")]
+        for u in list_annotators(db)
+    ]
+
+
+def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate: DbGate) -> OperatorTab:
+    ctx = OperatorContext(ws=ws, db=db, services=services, gate=gate)
+    with gr.Tab("Operator", id="operator", visible=False) as tab:
+        with gr.Row(equal_height=True):
+            gr.Markdown(f"Live figures refresh every {REFRESH_SECONDS:.0f} s while this tab is open.",
+                        elem_id="operator-intro")
+            refresh = gr.Button("Refresh", elem_id="btn-refresh", scale=0, min_width=100, size="sm")
+        status = build_status_section()
+        controls = build_action_controls(ctx)
+        quality = build_quality_section()
+        rounds = build_rounds_section()
+        gr.Markdown("### Users")
+        users = gr.Dataframe(headers=USER_COLUMNS, interactive=False, label="Users", elem_id="users")
+        memo = gr.State(None)
+        timer = gr.Timer(REFRESH_SECONDS, active=False)
+    page = OperatorTab(tab=tab, status=status.summary, users=users,
+                       dashboard=Dashboard(status=status, quality=quality, rounds=rounds), controls=controls,
+                       timer=timer)
+    _wire(ctx, page, refresh, memo)
+    return page
+
+
+def _wire(ctx: OperatorContext, page: OperatorTab, refresh: gr.Button, memo: gr.State) -> None:
+    db, dashboard = ctx.db, page.dashboard
+    everything = [*dashboard.outputs, memo]
+
+    def overview(request: gr.Request) -> tuple[str, list[list[Any]]]:
+        with ctx.checked(request):
+            counts = status_counts(db)
+            return pool_status_markdown(counts), user_rows(db, counts["judgments_per_annotator"])
+
+    def refresh_dashboard(job_id: int | None, request: gr.Request) -> list[Any]:
+        with ctx.checked(request):
+            values, new_memo = dashboard.values(db, job_id)
+        return [*values, new_memo]
+
+    def open_tab(job_id: int | None, request: gr.Request) -> list[Any]:
+        return [*refresh_dashboard(job_id, request), gr.Timer(active=True)]
+
+    def tick(job_id: int | None, last: dict[str, Any] | None, request: gr.Request) -> list[Any]:
+        with ctx.checked(request):
+            values, new_memo = dashboard.values(db, job_id, last)
+        return [*values, new_memo]
+
+    def show_curves(job_id: int | None, request: gr.Request) -> list[Any]:
+        with ctx.checked(request):
+            return curve_values(db, job_id)
+
+    def stop_timer(request: gr.Request) -> gr.Timer:
+        ctx.require(request)
+        return gr.Timer(active=False)
+
+    # The two public events keep their shape (pool status + users) for API clients; the dashboard
+    # events beside them fill in the rest.
+    page.tab.select(overview, outputs=[page.status, page.users], api_name="operator_overview")
+    page.tab.select(open_tab, inputs=[dashboard.rounds.job], outputs=[*everything, page.timer], **PRIVATE)
+    refresh.click(overview, outputs=[page.status, page.users], api_name="operator_refresh", show_progress="minimal")
+    refresh.click(refresh_dashboard, inputs=[dashboard.rounds.job], outputs=everything, api_name="operator_dashboard",
+                  api_visibility=OPERATOR_API, queue=False, show_progress="hidden")
+    page.timer.tick(tick, inputs=[dashboard.rounds.job, memo], outputs=everything, **PRIVATE)
+    dashboard.rounds.job.input(show_curves, inputs=[dashboard.rounds.job], outputs=dashboard.rounds.curve_outputs,
+                               **PRIVATE)
+    for sibling in _sibling_tabs(page.tab):
+        sibling.select(stop_timer, outputs=[page.timer], **PRIVATE)
+    # After an action, refresh through the timer's own path so `memo` stays what this page shows.
+    wire_action_controls(ctx, page.controls, page.status,
+                         then=lambda event: event.success(tick, inputs=[dashboard.rounds.job, memo],
+                                                          outputs=everything, **PRIVATE))
+
+
+def _sibling_tabs(tab: gr.Tab) -> list[gr.Tab]:
+    """The other tabs of the `gr.Tabs` holding `tab`: choosing one of them stops the refresh timer."""
+    parent = getattr(tab, "parent", None)
+    if not isinstance(parent, gr.Tabs):
+        return []
+    return [child for child in parent.children if isinstance(child, gr.Tab) and child is not tab]

@@ -1,0 +1,170 @@
+"""Rounds on the operator tab: one table row per policy version, charts of the round metrics across
+versions, and per-step training curves of one training job (from `training_logs`).
+
+Values come from `rlhf_core.loop.dashboard.rounds_table` and `storage.training_logs`. A line needs two
+points, so a chart is shown once two versions (or steps) have a value; until then a sentence says why.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from labeling_app.operator.common import DASH, fmt_num, fmt_pct, is_number
+from storage import TRAINING_KINDS, Database, Job, list_jobs, training_logs
+
+ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/seq.", "entropy", "length",
+                 "clip frac.", "value loss", "win rate vs base"]
+# (rounds_table key, chart title, y axis title, y axis d3 format); the x axis is the policy version.
+VERSION_CHARTS = (("rm_heldout_accuracy", "RM held-out accuracy", "accuracy", ".0%"),
+                  ("reward_mean", "mean reward", "reward", None),
+                  ("kl_per_token", "KL to reference per token", "nats / token", None),
+                  ("entropy", "entropy per token", "nats / token", None),
+                  ("response_length", "response length", "tokens", "~f"),
+                  ("human_win_rate", "human win rate vs base", "win rate", ".0%"))
+# (phase, training_logs key, chart title, y axis title, y axis d3 format); the x axis is the step of that phase.
+STEP_CHARTS = (("policy", "reward_mean", "policy: mean reward", "reward", None),
+               ("policy", "kl_per_token", "policy: KL per token", "nats / token", None),
+               ("policy", "response_length", "policy: response length", "tokens", "~f"),
+               ("reward", "loss", "reward model: loss", "Bradley-Terry loss", None))
+NOMINAL_STEPS = 25  # up to this many steps, one labelled tick per step (no "1.5" between steps)
+NO_ROUNDS = ("No rounds yet: policy v0 is the base model. Once annotators have judged some pairs, start a round "
+             "under Actions; its metrics and charts appear here.")
+ONE_ROUND = ("One trained version so far: its figures are in the table; the charts across versions start with "
+             "the second round.")
+NO_TRAINING_JOBS = "No training job has run yet, so there are no per-step curves."
+
+
+@dataclass
+class RoundsSection:
+    table: gr.Dataframe
+    note: gr.Markdown
+    version_plots: list[gr.LinePlot]
+    job: gr.Dropdown
+    step_plots: list[gr.LinePlot]
+    step_note: gr.Markdown
+
+    @property
+    def outputs(self) -> list[gr.components.Component]:
+        return [self.table, self.note, *self.version_plots, *self.curve_outputs]
+
+    @property
+    def curve_outputs(self) -> list[gr.components.Component]:
+        return [self.job, *self.step_plots, self.step_note]
+
+
+def _win_rate(row: dict[str, Any]) -> str:
+    rate = row.get("human_win_rate")
+    if not is_number(rate):
+        return DASH
+    n = row.get("win_rate_judgments")
+    return f"{fmt_pct(rate)} (n={n})" if n else fmt_pct(rate)
+
+
+def round_rows(rounds: list[dict[str, Any]]) -> list[list[Any]]:
+    """Table rows, newest version first; missing metrics read "—"."""
+    rows = []
+    for r in reversed(rounds):
+        version = f"v{r['version']}" + (" (base)" if r["version"] == 0 else "")
+        rows.append([version, r["algorithm"] or DASH, r["created"], fmt_pct(r["rm_heldout_accuracy"]),
+                     fmt_num(r["reward_mean"]), fmt_num(r["kl_per_token"]), fmt_num(r["kl_per_sequence"]),
+                     fmt_num(r["entropy"]), fmt_num(r["response_length"]), fmt_num(r["clip_fraction"]),
+                     fmt_num(r["value_loss"]), _win_rate(r)])
+    return rows
+
+
+def version_frame(rounds: list[dict[str, Any]], key: str, title: str) -> pd.DataFrame:
+    points = [(f"v{r['version']}", float(r[key])) for r in rounds if is_number(r.get(key))]
+    return pd.DataFrame(points, columns=["policy version", title])
+
+
+def _line(frame: pd.DataFrame) -> gr.LinePlot:
+    # A text x axis ("v1", "v2"; few steps) gets one tick per point; `sort` keeps their order, not alphabetical.
+    text_x = len(frame) > 0 and isinstance(frame.iloc[0, 0], str)
+    return gr.LinePlot(value=frame, visible=len(frame) >= 2, sort=list(frame.iloc[:, 0]) if text_x else None)
+
+
+def rounds_values(rounds: list[dict[str, Any]]) -> list[Any]:
+    """Values for the table, note and version charts (`RoundsSection.outputs` minus the curves)."""
+    frames = [version_frame(rounds, key, title) for key, title, _, _ in VERSION_CHARTS]
+    trained = sum(r["version"] > 0 for r in rounds)
+    if trained == 0:
+        note = NO_ROUNDS
+    elif trained == 1:
+        note = ONE_ROUND
+    else:
+        waiting = [spec[1] for spec, frame in zip(VERSION_CHARTS, frames, strict=True) if len(frame) < 2]
+        note = ("Not charted yet, because fewer than two versions have a value (numbers are in the table): "
+                + ", ".join(waiting) + "." if waiting else "")
+        if "human win rate vs base" in waiting:
+            note += " The human win rate needs evaluation batches (Actions) judged by annotators."
+    return [round_rows(rounds), note, *(_line(frame) for frame in frames)]
+
+
+def training_jobs(db: Database) -> list[Job]:
+    """Recent jobs that train (and so log per-step metrics), newest first."""
+    return [j for j in list_jobs(db, limit=50) if j.kind in TRAINING_KINDS and j.status != "queued"]
+
+
+def job_label(job: Job) -> str:
+    algo = json.loads(job.params_json or "{}").get("algo")
+    return f"#{job.id} {job.kind}" + (f" ({algo})" if algo else "") + f" · {job.status}"
+
+
+def step_frame(logs: list[dict[str, Any]], phase: str, key: str, title: str) -> pd.DataFrame:
+    # Policy steps are logged from 0, reward-model steps from 1; show both counting from 1.
+    offset = 1 if phase == "policy" else 0
+    points = [(int(r["step"]) + offset, float(r[key])) for r in logs if r["phase"] == phase and is_number(r.get(key))]
+    if len(points) <= NOMINAL_STEPS:
+        points = [(str(step), value) for step, value in points]
+    return pd.DataFrame(points, columns=["step", title])
+
+
+def curve_values(db: Database, selected: int | None) -> list[Any]:
+    """Values for `RoundsSection.curve_outputs`: the job choice (kept when still listed, else the newest)
+    and its per-step charts."""
+    jobs = training_jobs(db)
+    choices = [(job_label(j), j.id) for j in jobs]
+    ids = [j.id for j in jobs]
+    job_id = selected if selected in ids else (ids[0] if ids else None)
+    dropdown = gr.Dropdown(choices=choices, value=job_id, visible=bool(jobs))
+    if job_id is None:
+        return [dropdown, *(gr.LinePlot(visible=False) for _ in STEP_CHARTS), NO_TRAINING_JOBS]
+    logs = training_logs(db, job_id=job_id)
+    frames = [step_frame(logs, phase, key, title) for phase, key, title, _, _ in STEP_CHARTS]
+    waiting = [spec[2] for spec, frame in zip(STEP_CHARTS, frames, strict=True) if len(frame) < 2]
+    if not logs:
+        note = f"Job #{job_id} has logged no training steps yet (each phase logs its steps when it finishes)."
+    elif waiting:
+        note = "Fewer than two steps logged for: " + ", ".join(waiting) + "."
+    else:
+        note = ""
+    return [dropdown, *(_line(frame) for frame in frames), note]
+
+
+def build_rounds_section() -> RoundsSection:
+    gr.Markdown("### Rounds")
+    table = gr.Dataframe(headers=ROUND_COLUMNS, interactive=False, label="Policy versions (newest first)",
+                         elem_id="rounds", max_height=360)
+    note = gr.Markdown(elem_id="rounds-note")
+    version_plots = []
+    for start in range(0, len(VERSION_CHARTS), 3):
+        with gr.Row(equal_height=True):
+            for key, title, y_title, y_format in VERSION_CHARTS[start:start + 3]:
+                version_plots.append(gr.LinePlot(x="policy version", y=title, title=title, y_title=y_title,
+                                                 y_axis_format=y_format, height=220, visible=False,
+                                                 elem_id=f"chart-{key}"))
+    gr.Markdown("#### Training curves")
+    job = gr.Dropdown(label="Training job", choices=[], interactive=True, elem_id="curve-job", visible=False)
+    step_plots = []
+    with gr.Row(equal_height=True):
+        for phase, key, title, y_title, y_format in STEP_CHARTS:
+            step_plots.append(gr.LinePlot(x="step", y=title, title=title, y_title=y_title, y_axis_format=y_format,
+                                          height=200, visible=False, elem_id=f"curve-{phase}-{key}"))
+    step_note = gr.Markdown(elem_id="curves-note")
+    return RoundsSection(table=table, note=note, version_plots=version_plots, job=job, step_plots=step_plots,
+                         step_note=step_note)

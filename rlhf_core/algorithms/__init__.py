@@ -1,0 +1,30 @@
+"""The pure math of RLHF: Bradley-Terry preferences and the KL-regularized optimum (`preference`),
+KL estimators (`kl`), masked statistics (`masked`), GAE, KL-shaped rewards and group-normalised
+advantages (`advantages`), PPO/GRPO losses and log-prob gathering (`policy_losses`), and annotator
+agreement statistics (`agreement`). Every function takes tensors (or plain Python values) and
+returns them: no model, no IO, and no import of any other part of the project, so each is tested
+against numbers worked out by hand. The names are re-exported here for convenience.
+"""
+
+from rlhf_core.algorithms.advantages import compute_gae, grpo_advantages, per_token_rewards
+from rlhf_core.algorithms.agreement import cohens_kappa, fleiss_kappa, majority_agreement, position_bias, tie_rate
+from rlhf_core.algorithms.kl import kl_k1, kl_k2, kl_k3, sequence_kl
+from rlhf_core.algorithms.masked import masked_mean, masked_var, masked_whiten
+from rlhf_core.algorithms.policy_losses import (
+    entropy_from_logits,
+    explained_variance,
+    gather_logprobs,
+    grpo_loss,
+    ppo_policy_loss,
+    ppo_value_loss,
+)
+from rlhf_core.algorithms.preference import (
+    STRENGTH_MARGIN,
+    bradley_terry_loss,
+    bt_accuracy,
+    bt_probability,
+    margins_from_strength,
+    optimal_policy,
+)
+
+__all__ = [name for name in dir() if not name.startswith("_")]

@@ -1,0 +1,92 @@
+"""`rlhf` commands for data: simulated annotators, dataset export, and the end-to-end demo."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db
+
+
+@app.command()
+def simulate(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    annotators: Annotated[int, typer.Option(help="Simulated annotators (users sim-1..sim-K)")] = 3,
+    judgments: Annotated[int, typer.Option(help="Judgments to record in total")] = 100,
+    gold: Annotated[str, typer.Option(help="Hidden preference: sentiment, longer, shorter or keyword")] = "sentiment",
+    noise: Annotated[float, typer.Option(help="Probability of flipping a decisive label")] = 0.0,
+    keyword: Annotated[str | None, typer.Option(help="The keyword for --gold keyword")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """Judge pending pairs with simulated annotators, through the same storage path as people."""
+    from rlhf_core.loop.simulate import simulate_annotators
+
+    _, database = open_db(workspace, db)
+    options = {"keyword": keyword} if keyword else None
+    result = simulate_annotators(database, annotators=annotators, judgments=judgments, gold=gold, noise=noise,
+                                 seed=seed, gold_options=options)
+    typer.echo(f"Recorded {result.judgments} judgments ({result.ties} ties, {result.flipped} flipped by noise); "
+               f"stopped: {result.stopped}.")
+    for name, n in result.per_annotator.items():
+        typer.echo(f"  {name:<10} {n}")
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option("--out", help="Output directory")],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="hf (datasets.save_to_disk), jsonl or parquet")] = "hf",
+    round: Annotated[int | None, typer.Option("--round", help="Only pairs sampled in this round")] = None,
+    min_agreement: Annotated[float | None, typer.Option(help="Minimum share of judgments agreeing")] = None,
+    include_ties: Annotated[bool, typer.Option(help="Export tie pairs too (flagged tie=true)")] = False,
+    standard: Annotated[bool, typer.Option(help="Plain-text prompt/chosen/rejected instead of messages")] = False,
+    test_fraction: Annotated[float, typer.Option(help="Share of prompts held out as the test split")] = 0.1,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory")] = False,
+    anonymize: Annotated[bool, typer.Option(help="Replace usernames with annotator-1, annotator-2, ...")] = False,
+) -> None:
+    """Export judged pairs as a TRL-ready preference dataset (prompt / chosen / rejected)."""
+    from rlhf_core.data.export import export_preferences
+
+    _, database = open_db(workspace, db)
+    result = export_preferences(database, out, fmt=fmt, round=round, min_agreement=min_agreement,
+                                include_ties=include_ties, test_fraction=test_fraction,
+                                conversational=not standard, overwrite=overwrite, anonymize=anonymize)
+    skipped = ", ".join(f"{k}: {v}" for k, v in result.skipped.items() if v) or "none"
+    typer.echo(f"Exported {result.n_rows} pairs ({result.n_train} train, {result.n_test} test) to {result.path} "
+               f"as {result.format}; skipped {skipped}.")
+
+
+@app.command()
+def demo(
+    workspace: Annotated[Path | None, typer.Option("--workspace", "-w",
+                                                   help="Where to build the demo (default: a new temp dir)")] = None,
+    rounds: Annotated[int, typer.Option(help="Rounds to run")] = 3,
+    judgments: Annotated[int, typer.Option(help="Simulated judgments per round")] = 120,
+    gold: Annotated[str, typer.Option(help="Hidden preference of the simulated annotators")] = "sentiment",
+    algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: grpo)")] = None,
+    model: Annotated[str, typer.Option(help="'default' (SmolLM2-135M-Instruct) or a local model dir")] = "default",
+    full: Annotated[bool, typer.Option(help="Use rlhf.toml's training sizes even on a CPU")] = False,
+) -> None:
+    """The whole loop on the default model with simulated annotators, in a fresh workspace."""
+    import torch
+
+    from rlhf_core.loop.demo import LoopSettings, format_table, prepare_workspace, run_loop, shrink_for_cpu
+
+    root = workspace or Path(tempfile.mkdtemp(prefix="rlhf-demo-"))
+    ws = prepare_workspace(root, model=model)
+    typer.echo(f"Demo workspace: {ws.root} (built-in prompts; model {ws.config.model.name})")
+    if not full and not torch.cuda.is_available():
+        shrink_for_cpu(ws.config)
+        typer.echo("No GPU: using smaller sampling and training sizes so a round takes minutes, not hours "
+                   "(--full uses rlhf.toml as is).")
+    settings = LoopSettings(rounds=rounds, judgments_per_round=judgments, gold=gold, algo=algo)
+    reports = []
+    for report in run_loop(ws, settings, progress=True, log=typer.echo):
+        reports.append(report)
+        typer.echo(format_table(reports))
+    typer.echo(f"\nInspect it: rlhf status -w {ws.root}; label yourself: rlhf serve -w {ws.root}")

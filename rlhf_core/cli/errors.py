@@ -1,0 +1,32 @@
+"""The errors a person can act on: the CLI prints their message in one line instead of a traceback.
+
+Imported only when an error happened, so that `rlhf --help` does not pay for torch.
+"""
+
+from __future__ import annotations
+
+import functools
+
+
+@functools.cache
+def user_errors() -> tuple[type[BaseException], ...]:
+    from rlhf_core.config import ConfigError
+    from rlhf_core.data.prompt_files import PromptFileError
+    from rlhf_core.workspace import WorkspaceError
+    from storage import DatabaseError, JobError, JudgmentError, UserError
+
+    errors: list[type[BaseException]] = [ConfigError, PromptFileError, WorkspaceError, DatabaseError,
+                                         JudgmentError, UserError, JobError]
+    from rlhf_core.data.export import ExportError
+    from rlhf_core.loop.gold import GoldPreferenceError
+    from rlhf_core.loop.simulate import SimulationError
+
+    errors += [ExportError, GoldPreferenceError, SimulationError]
+    try:
+        from rlhf_core.models.loading import ModelLoadError
+
+        errors.append(ModelLoadError)
+    except ImportError:
+        pass
+    return tuple(errors)
+

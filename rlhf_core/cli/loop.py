@@ -1,0 +1,195 @@
+"""`rlhf` commands that use the model: sampling, serving, training, rounds, export, demo."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db
+
+
+@app.command()
+def sample(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    pairs: Annotated[int | None, typer.Option(help="Pairs to create (default: sampling.pool_refill_pairs)")] = None,
+    per_prompt: Annotated[int | None, typer.Option(help="Responses per prompt, >= 2")] = None,
+    split: Annotated[str, typer.Option(help="Prompt split to sample for")] = "train",
+) -> None:
+    """Sample response pairs from the current policy for prompts that need them."""
+    from rlhf_core.loop.sampling import sample_pairs
+    from rlhf_core.training.workspace_stack import load_stack
+
+    ws, database = open_db(workspace, db)
+    typer.echo(f"Loading model {ws.config.model.name} ...")
+    stack = load_stack(ws)
+    result = sample_pairs(ws, database, stack, n_pairs=pairs, per_prompt=per_prompt, split=split)
+    if result.prompts == 0:
+        typer.echo("No prompts need pairs: import prompts with `rlhf prompts import FILE`.")
+        return
+    typer.echo(
+        f"Policy v{result.policy_version}: {result.samples} responses for {result.prompts} prompts -> "
+        f"{result.pairs} pairs ({result.identical_skipped} identical and {result.empty_skipped} empty responses "
+        "not paired)."
+    )
+
+
+def _run_job_now(workspace, db, kind: str, params: dict) -> None:  # noqa: ANN001
+    """Queue a job and work the queue in this process until it has finished; print its outcome."""
+    import json
+
+    from rlhf_core.loop.worker import Worker
+    from storage import enqueue_job
+
+    ws, database = open_db(workspace, db)
+    job = enqueue_job(database, kind, params)
+    typer.echo(f"Job #{job.id} ({kind}) queued; running it here.")
+    done = Worker(ws, database, progress=True).run_until_done(job.id)
+    if done.status == "failed":
+        typer.echo(f"error: job #{done.id} failed: {done.error.splitlines()[0] if done.error else 'unknown'}", err=True)
+        raise typer.Exit(1)
+    metrics = json.loads(done.metrics_json)
+    typer.echo(f"Job #{done.id} done: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+
+
+def _fmt(value) -> str:  # noqa: ANN001
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _check_algo(algo: str | None) -> None:
+    if algo not in (None, "ppo", "grpo"):
+        raise typer.BadParameter("must be ppo or grpo", param_hint="--algo")
+
+
+@app.command("train-rm")
+def train_rm(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """Retrain the LoRA reward model on all judgments (Bradley-Terry; ties and both-bad left out)."""
+    _run_job_now(workspace, db, "train_rm", {})
+
+
+@app.command("train-policy")
+def train_policy(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: policy.algo in rlhf.toml)")] = None,
+) -> None:
+    """Update the policy against the current reward model with PPO or GRPO."""
+    _check_algo(algo)
+    _run_job_now(workspace, db, "train_policy", {"algo": algo})
+
+
+@app.command("round")
+def round_(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: policy.algo in rlhf.toml)")] = None,
+) -> None:
+    """Run the training half of a round now: reward model, policy update, next pairs."""
+    _check_algo(algo)
+    _run_job_now(workspace, db, "round", {"algo": algo, "trigger": "cli"})
+
+
+@app.command("eval-batch")
+def eval_batch(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    prompts: Annotated[int, typer.Option(help="Eval prompts to pair policy against base on")] = 32,
+) -> None:
+    """Create policy-vs-base pairs on eval prompts, so annotators measure the human win rate."""
+    _run_job_now(workspace, db, "eval_batch", {"prompts": prompts})
+
+
+@app.command()
+def worker(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    once: Annotated[bool, typer.Option(help="Run at most one job, then exit")] = False,
+    poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue")] = 2.0,
+    stale_after: Annotated[float, typer.Option(help="Fail running jobs with no heartbeat for this long (s)")] = 120.0,
+) -> None:
+    """Take jobs from the queue and run them (training, sampling, rounds)."""
+    import logging
+
+    from rlhf_core.loop.worker import Worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ws, database = open_db(workspace, db)
+    w = Worker(ws, database, poll_seconds=poll, stale_after_seconds=stale_after)
+    if once:
+        job = w.run_once()
+        typer.echo("queue empty" if job is None else f"job #{job.id} {job.kind}: {job.status}")
+        return
+    typer.echo(f"Worker {w.worker_id} on {database.display_url()} (Ctrl-C to stop)")
+    try:
+        w.run_forever()
+    except KeyboardInterrupt:
+        typer.echo("worker stopped")
+
+
+jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and retry jobs.")
+app.add_typer(jobs_app, name="jobs")
+
+
+@jobs_app.command("list")
+def jobs_list(workspace: WorkspaceOpt = None, db: DbOpt = None,
+              limit: Annotated[int, typer.Option(help="How many, newest first")] = 20) -> None:
+    """List recent jobs."""
+    from storage import list_jobs
+
+    _, database = open_db(workspace, db)
+    typer.echo(f"{'id':>5}  {'kind':<13}{'status':<9}{'progress':>9}  message")
+    for j in list_jobs(database, limit):
+        message = (j.error or j.message or "").splitlines()[0][:70] if (j.error or j.message) else ""
+        typer.echo(f"{j.id:>5}  {j.kind:<13}{j.status:<9}{j.progress:>8.0%}  {message}")
+
+
+@jobs_app.command("retry")
+def jobs_retry(job_id: int, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """Queue a failed job again."""
+    from storage import retry_job
+
+    _, database = open_db(workspace, db)
+    job = retry_job(database, job_id)
+    typer.echo(f"Queued job #{job.id} ({job.kind}) as a retry of #{job_id}.")
+
+
+@app.command()
+def serve(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port")] = 7860,
+    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a training worker process")] = False,
+) -> None:
+    """The labeling page and operator page; also starts a worker unless --no-worker."""
+    import logging
+    import subprocess
+    import sys
+
+    from labeling_app import AppServices
+    from labeling_app import serve as serve_app
+    from rlhf_core.loop.sampling import PoolTopper
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ws, database = open_db(workspace, db)
+    topper = PoolTopper(ws, database)
+    services = AppServices(pool_topper=topper, request_pairs=lambda n: "sampling started" if topper.request_pairs(n)
+                           else "sampling is already running")
+    worker_proc = None
+    if not no_worker:
+        cmd = [sys.executable, "-m", "rlhf_core", "worker", "--workspace", str(ws.root)]
+        if db:
+            cmd += ["--db", db]
+        worker_proc = subprocess.Popen(cmd)
+        typer.echo(f"Started worker process {worker_proc.pid}.")
+    topper.request_top_up()
+    try:
+        serve_app(ws, database, services, host=host, port=port, block=True)
+    finally:
+        if worker_proc is not None:
+            worker_proc.terminate()
+            try:
+                worker_proc.wait(10)
+            except subprocess.TimeoutExpired:
+                worker_proc.kill()

@@ -1,0 +1,139 @@
+"""`rlhf` commands for the project itself: init, status, prompts and user accounts."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db, prompts_app, user_app
+
+
+@app.command()
+def init(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    model: Annotated[str, typer.Option(help="'default' (embedded SmolLM2-135M) or a local model dir")] = "default",
+) -> None:
+    """Create a workspace (config, database, folders). On an existing workspace: upgrade only, never wipe."""
+    from rlhf_core.workspace import init_workspace
+
+    if model != "default" and not (Path(model).expanduser() / "config.json").is_file():
+        raise typer.BadParameter(f"{model} is not a Hugging Face model directory (no config.json)",
+                                 param_hint="--model")
+    ws, created = init_workspace(workspace, model=model, db_url=db)
+    if created:
+        typer.echo(f"Created workspace {ws.root}")
+        typer.echo(f"  config:   {ws.config_path}")
+        typer.echo(f"  database: {ws.database().display_url()}")
+        typer.echo(f"  model:    {ws.config.model.name}")
+        typer.echo("Next: rlhf prompts import FILE, rlhf user add NAME --role annotator, rlhf serve")
+    else:
+        typer.echo(f"Workspace {ws.root} already exists; schema is up to date, nothing else changed.")
+
+
+@app.command()
+def status(
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output with stable keys")] = False,
+) -> None:
+    """Counts, versions and jobs."""
+    from storage import status_counts
+
+    ws, database = open_db(workspace, db)
+    info = status_counts(database)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, default=str))
+        return
+    c = info["counts"]
+    typer.echo(f"workspace  {ws.root}")
+    typer.echo(f"database   {database.display_url()}")
+    typer.echo(f"prompts    {c['prompts']}")
+    typer.echo(f"samples    {c['samples']}")
+    typer.echo(f"pairs      {c['pairs']} ({c['pairs_open']} open)")
+    typer.echo(f"judgments  {c['judgments']}")
+    for name, n in info["judgments_per_annotator"].items():
+        typer.echo(f"  {name:<20} {n}")
+    v = info["versions"]
+    rm = "none yet" if v["reward_model"] is None else f"v{v['reward_model']}"
+    typer.echo(f"policy     v{v['policy']}{' (base model)' if v['policy'] == 0 else ''}")
+    typer.echo(f"reward     {rm}")
+    jobs = info["jobs"]
+    running = ", ".join(f"#{j['id']} {j['kind']} {j['progress']:.0%}" for j in jobs["running"]) or "none"
+    typer.echo(f"jobs       running: {running}; queued: {jobs['queued']}")
+
+
+@prompts_app.command("import")
+def prompts_import(
+    file: Annotated[Path, typer.Argument(help="JSONL ({'prompt'} or {'messages'}), CSV, or a datasets dir")],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    split: Annotated[str, typer.Option(help="train or eval")] = "train",
+) -> None:
+    """Import prompts in one transaction; duplicates are skipped and counted."""
+    from rlhf_core.data.prompt_files import read_prompt_file
+    from storage import add_prompts
+
+    if split not in ("train", "eval"):
+        raise typer.BadParameter("must be train or eval", param_hint="--split")
+    _, database = open_db(workspace, db)
+    conversations = read_prompt_file(file)
+    result = add_prompts(database, conversations, split=split, source=file.name)
+    typer.echo(f"Imported {result.added} prompts into split '{split}' ({result.duplicates} duplicates skipped).")
+
+
+def _read_password(password: str | None) -> str:
+    if password:
+        return password
+    if os.environ.get("RLHF_PASSWORD"):
+        return os.environ["RLHF_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise typer.BadParameter("give --password or set RLHF_PASSWORD (no terminal to ask on)")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise typer.BadParameter("passwords do not match")
+    return first
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    role: Annotated[str, typer.Option(help="annotator or operator")] = "annotator",
+    password: Annotated[str | None, typer.Option(help="Password (else $RLHF_PASSWORD, else asked)")] = None,
+) -> None:
+    """Add an account."""
+    from storage import create_annotator
+
+    _, database = open_db(workspace, db)
+    user = create_annotator(database, name, _read_password(password), role)
+    typer.echo(f"Added {user.role} {user.username!r}.")
+
+
+@user_app.command("list")
+def user_list(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """List accounts."""
+    from storage import list_annotators, status_counts
+
+    _, database = open_db(workspace, db)
+    counts = status_counts(database)["judgments_per_annotator"]
+    typer.echo(f"{'name':<24}{'role':<12}{'active':<8}judgments")
+    for u in list_annotators(database):
+        typer.echo(f"{u.username:<24}{u.role:<12}{'yes' if u.active else 'no':<8}{counts.get(u.username, 0)}")
+
+
+@user_app.command("disable")
+def user_disable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """Disable an account (its judgments stay)."""
+    from storage import set_active
+
+    _, database = open_db(workspace, db)
+    set_active(database, name, False)
+    typer.echo(f"Disabled {name!r}.")

@@ -1,0 +1,123 @@
+"""Policy-versus-base evaluation batches and the human win rate measured on them."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from tqdm.auto import tqdm
+
+from rlhf_core.loop.sampling import generate_responses
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.workspace_stack import activate_policy
+from rlhf_core.workspace import Workspace
+from storage import (
+    Database,
+    add_pair_between,
+    add_samples,
+    judgment_rows,
+    list_prompts,
+    prompt_messages,
+)
+
+EVAL_KIND = "eval_vs_base"
+EVAL_PRIORITY = 10  # judged before training pairs, so the win rate arrives early
+
+
+@dataclass
+class EvalBatch:
+    policy_version: int
+    pair_ids: list[int]
+
+
+def create_eval_batch(ws: Workspace, db: Database, stack: ModelStack, *, n_prompts: int = 32,
+                      progress: bool = True) -> EvalBatch:
+    """Pairs of the current policy against version 0 (the base) on eval prompts, one per prompt.
+
+    Which sample is `a` alternates so that position in the pair carries no information.
+    """
+    version = activate_policy(stack, db)
+    if version == 0:
+        raise ValueError("the current policy is the base model; train a policy before measuring a win rate")
+    prompts = list_prompts(db, split="eval", limit=n_prompts)
+    if not prompts:
+        raise ValueError("no eval prompts: import some with `rlhf prompts import FILE --split eval`")
+    cfg = ws.config.sampling
+    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    pair_ids: list[int] = []
+    step = max(1, cfg.batch_size)
+    for start in tqdm(range(0, len(prompts), step), desc="eval pairs", disable=not progress):
+        batch = prompts[start:start + step]
+        conversations = [prompt_messages(p) for p in batch]
+        policy_out = generate_responses(stack, conversations, adapter="policy", **gen)
+        base_out = generate_responses(stack, conversations, adapter=None, **gen)
+        params = {**gen, "purpose": EVAL_KIND}
+        for i, prompt in enumerate(batch):
+            (policy_sample,) = add_samples(db, prompt_id=prompt.id, policy_version_id=version,
+                                           responses=[policy_out[i]], gen_params=params)
+            (base_sample,) = add_samples(db, prompt_id=prompt.id, policy_version_id=0,
+                                         responses=[base_out[i]], gen_params=params)
+            a, b = (policy_sample, base_sample) if (start + i) % 2 == 0 else (base_sample, policy_sample)
+            pair = add_pair_between(db, prompt_id=prompt.id, sample_a_id=a, sample_b_id=b, round=version,
+                                    judgments_wanted=ws.config.labeling.judgments_per_pair,
+                                    priority=EVAL_PRIORITY, kind=EVAL_KIND)
+            pair_ids.append(pair.id)
+    return EvalBatch(policy_version=version, pair_ids=pair_ids)
+
+
+def human_win_rates(db: Database) -> dict[int, dict[str, float]]:
+    """Per policy version: win rate against the base from eval_vs_base judgments (tie = half a win;
+    both-bad judgments are left out) and the number of judgments it rests on."""
+    wins: dict[int, float] = defaultdict(float)
+    counts: dict[int, int] = defaultdict(int)
+    for row in judgment_rows(db, kinds=(EVAL_KIND,)):
+        if row.choice == "both_bad":
+            continue
+        policy_side = "a" if row.version_a != 0 else "b"
+        version = row.version_a if policy_side == "a" else row.version_b
+        counts[version] += 1
+        wins[version] += 1.0 if row.choice == policy_side else 0.5 if row.choice == "tie" else 0.0
+    return {v: {"win_rate": wins[v] / counts[v], "judgments": counts[v]} for v in counts}
+
+
+@dataclass
+class GoldEvaluation:
+    """Policy against base on the same eval prompts, judged by a scripted gold preference."""
+
+    policy_version: int
+    prompts: int
+    win_rate: float  # share of prompts where the policy's response scores higher (ties count half)
+    policy_gold_mean: float
+    base_gold_mean: float
+    policy_length_mean: float
+    base_length_mean: float
+
+
+def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_prompts: int = 48,  # noqa: ANN001
+                    seed: int = 0, progress: bool = False) -> GoldEvaluation:
+    """Sample the current policy and the base once per eval prompt and compare them with `gold`."""
+    import torch
+
+    from rlhf_core.loop.gold import gold_win_rate
+
+    version = activate_policy(stack, db)
+    prompts = list_prompts(db, split="eval", limit=n_prompts)
+    if not prompts:
+        raise ValueError("no eval prompts: import some with `rlhf prompts import FILE --split eval`")
+    cfg = ws.config.sampling
+    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    conversations = [prompt_messages(p) for p in prompts]
+    policy_out, base_out = [], []
+    torch.manual_seed(seed)
+    for start in tqdm(range(0, len(conversations), cfg.batch_size), desc="gold eval", disable=not progress):
+        batch = conversations[start:start + cfg.batch_size]
+        policy_out += generate_responses(stack, batch, adapter="policy", **gen)
+        base_out += generate_responses(stack, batch, adapter=None, **gen)
+    policy_scores = [gold(c, text) for c, (text, _) in zip(conversations, policy_out)]
+    base_scores = [gold(c, text) for c, (text, _) in zip(conversations, base_out)]
+    return GoldEvaluation(
+        policy_version=version, prompts=len(prompts), win_rate=gold_win_rate(policy_scores, base_scores),
+        policy_gold_mean=sum(policy_scores) / len(policy_scores), base_gold_mean=sum(base_scores) / len(base_scores),
+        policy_length_mean=sum(n for _, n in policy_out) / len(policy_out),
+        base_length_mean=sum(n for _, n in base_out) / len(base_out),
+    )

@@ -1,0 +1,58 @@
+"""The loop's orchestration: one round = retrain the reward model on all judgments, update the
+policy against it, then sample the next pairs from the new policy."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from rlhf_core.loop.sampling import sample_pairs
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.policy import run_policy_training
+from rlhf_core.training.reward_model import run_reward_training
+from rlhf_core.workspace import Workspace
+from storage import Database, update_policy_metrics
+
+ProgressFn = Callable[[float, str], None]
+
+
+@dataclass
+class RoundResult:
+    policy_version: int
+    reward_model_version: int
+    new_pairs: int
+    metrics: dict[str, Any]
+
+
+def scaled(on_progress: ProgressFn | None, start: float, end: float, label: str) -> ProgressFn | None:
+    """A progress callback for one phase that reports into the [start, end] slice of the whole."""
+    if on_progress is None:
+        return None
+    return lambda fraction, message: on_progress(start + (end - start) * fraction, f"{label}: {message}")
+
+
+def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None, job_id: int | None = None,
+              sample_next: bool = True, progress: bool = True, on_progress: ProgressFn | None = None) -> RoundResult:
+    """Run the training half of a round now. A failure leaves the previous versions in place."""
+    started = time.time()
+    report = on_progress or (lambda _f, _m: None)
+    report(0.0, "training reward model")
+    rm = run_reward_training(ws, db, stack, job_id=job_id, progress=progress,
+                             on_progress=scaled(on_progress, 0.0, 0.3, "reward model"))
+    report(0.3, "updating policy")
+    policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
+                                 on_progress=scaled(on_progress, 0.3, 0.9, "policy"))
+    round_metrics = {"rm_version": rm.id, "rm_heldout_accuracy": rm.heldout_accuracy,
+                     "rm_heldout_loss": rm.heldout_loss, "rm_trained_on": rm.trained_on}
+    update_policy_metrics(db, policy.id, round_metrics)
+    new_pairs = 0
+    if sample_next:
+        report(0.9, f"sampling pairs from policy v{policy.id}")
+        new_pairs = sample_pairs(ws, db, stack, progress=progress,
+                                 on_progress=scaled(on_progress, 0.9, 1.0, "sampling")).pairs
+    metrics = {**round_metrics, "policy_version": policy.id, "new_pairs": new_pairs,
+               "seconds": round(time.time() - started, 1)}
+    report(1.0, f"round done: policy v{policy.id}")
+    return RoundResult(policy_version=policy.id, reward_model_version=rm.id, new_pairs=new_pairs, metrics=metrics)

@@ -1,0 +1,165 @@
+"""Sampling response pairs from the current policy, in the foreground (`rlhf sample`) or in the
+background to keep the labeling pool topped up."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from rlhf_core.models.batching import left_pad, prompt_token_ids, split_generated
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.workspace_stack import activate_policy, load_stack
+from rlhf_core.workspace import Workspace
+from storage import Database, get_policy, open_pair_count, prompt_messages, prompts_needing_pairs, record_generations
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SampleResult:
+    policy_version: int
+    prompts: int = 0
+    samples: int = 0
+    pairs: int = 0
+    identical_skipped: int = 0
+    empty_skipped: int = 0
+    pair_ids: list[int] = field(default_factory=list)
+
+
+def choose_pairs(texts: list[str]) -> tuple[list[tuple[int, int]], int, int]:
+    """Every two distinct, non-empty responses form a pair. Returns (index pairs, #identical, #empty)."""
+    seen: dict[str, int] = {}
+    keep: list[int] = []
+    empty = identical = 0
+    for i, text in enumerate(texts):
+        key = " ".join(text.split())
+        if not key:
+            empty += 1
+        elif key in seen:
+            identical += 1
+        else:
+            seen[key] = i
+            keep.append(i)
+    pairs = [(keep[a], keep[b]) for a in range(len(keep)) for b in range(a + 1, len(keep))]
+    return pairs, identical, empty
+
+
+@torch.no_grad()
+def generate_responses(stack: ModelStack, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
+                       temperature: float, top_p: float, adapter: str | None = "policy") -> list[tuple[str, int]]:
+    """One sampled response per conversation: `(text, token count)`, in input order."""
+    tok = stack.tokenizer
+    prompts = [prompt_token_ids(tok, c) for c in conversations]
+    ids, mask = left_pad(prompts, tok.pad_token_id)
+    out = stack.generate(ids.to(stack.device), mask.to(stack.device), adapter=adapter, do_sample=True,
+                         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    responses = split_generated(out.cpu(), ids.shape[1], tok.eos_token_id, tok.pad_token_id)
+    return [(tok.decode(r, skip_special_tokens=True).strip(), len(r)) for r in responses]
+
+
+def sample_pairs(
+    ws: Workspace, db: Database, stack: ModelStack, *, n_pairs: int | None = None, per_prompt: int | None = None,
+    split: str = "train", progress: bool = True, on_progress: Callable[[float, str], None] | None = None,
+) -> SampleResult:
+    """Sample `per_prompt` responses for prompts that need pairs, until `n_pairs` pairs exist (or prompts run out)."""
+    cfg = ws.config.sampling
+    per_prompt = per_prompt or cfg.per_prompt
+    if per_prompt < 2:
+        raise ValueError("per_prompt must be at least 2 to form pairs")
+    n_pairs = n_pairs or cfg.pool_refill_pairs
+    version_id = activate_policy(stack, db)
+    version = get_policy(db, version_id)
+    per_prompt_pairs = per_prompt * (per_prompt - 1) // 2
+    prompts = prompts_needing_pairs(db, limit=math.ceil(n_pairs / per_prompt_pairs) * 2, split=split,
+                                    policy_version_id=version_id)
+    result = SampleResult(policy_version=version_id)
+    if not prompts:
+        return result
+    gen_params = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
+                  "per_prompt": per_prompt, "policy_version": version_id}
+    prompts_per_batch = max(1, cfg.batch_size // per_prompt)
+    bar = tqdm(total=n_pairs, desc=f"sampling pairs (policy v{version_id})", unit="pair", disable=not progress)
+    for start in range(0, len(prompts), prompts_per_batch):
+        if result.pairs >= n_pairs:
+            break
+        batch = prompts[start:start + prompts_per_batch]
+        conversations = [prompt_messages(p) for p in batch for _ in range(per_prompt)]
+        responses = generate_responses(stack, conversations, max_new_tokens=cfg.max_new_tokens,
+                                       temperature=cfg.temperature, top_p=cfg.top_p)
+        for i, prompt in enumerate(batch):
+            mine = responses[i * per_prompt:(i + 1) * per_prompt]
+            pairs, identical, empty = choose_pairs([text for text, _ in mine])
+            rows = record_generations(
+                db, prompt_id=prompt.id, policy_version_id=version_id, responses=mine, gen_params=gen_params,
+                pairs=pairs, round=version.round, judgments_wanted=ws.config.labeling.judgments_per_pair,
+            )
+            result.prompts += 1
+            result.samples += len(mine)
+            result.pairs += len(rows)
+            result.pair_ids += [r.id for r in rows]
+            result.identical_skipped += identical
+            result.empty_skipped += empty
+            bar.update(len(rows))
+        if on_progress:
+            on_progress(min(1.0, result.pairs / n_pairs), f"{result.pairs}/{n_pairs} pairs")
+    bar.close()
+    return result
+
+
+class PoolTopper:
+    """Keeps at least `pool_min_open_pairs` unjudged pairs by sampling in a background thread.
+
+    Requests never wait on the model: `request_top_up` returns at once and at most one sampling
+    thread runs. The model is loaded on first use and kept for later top-ups.
+    """
+
+    def __init__(self, ws: Workspace, db: Database,
+                 stack_factory: Callable[[Workspace], ModelStack] = load_stack) -> None:
+        self.ws, self.db = ws, db
+        self._stack_factory = stack_factory
+        self._stack: ModelStack | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.last_error: str | None = None
+        self.last_result: SampleResult | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def request_top_up(self) -> bool:
+        """Start sampling if the pool is low and nothing is sampling yet; True when a run started."""
+        if open_pair_count(self.db) >= self.ws.config.sampling.pool_min_open_pairs:
+            return False
+        return self.request_pairs(self.ws.config.sampling.pool_refill_pairs)
+
+    def request_pairs(self, n: int) -> bool:
+        with self._lock:
+            if self.busy:
+                return False
+            self._thread = threading.Thread(target=self._run, args=(n,), name="pool-topper", daemon=True)
+            self._thread.start()
+            return True
+
+    def wait(self, timeout: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self, n: int) -> None:
+        try:
+            if self._stack is None:
+                self._stack = self._stack_factory(self.ws)
+            self.last_result = sample_pairs(self.ws, self.db, self._stack, n_pairs=n, progress=False)
+            self.last_error = None
+            log.info("pool top-up: %d new pairs from policy v%d", self.last_result.pairs,
+                     self.last_result.policy_version)
+        except Exception as exc:  # noqa: BLE001 - a background thread must report, not die silently
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("pool top-up failed")

@@ -1,0 +1,184 @@
+"""The worker: takes jobs from the `Job` table and runs them, one training job at a time.
+
+It runs as `rlhf worker` (also started by `rlhf serve`), so training can happen on a GPU machine
+while app servers share the same PostgreSQL. A killed worker's job is marked failed when a worker
+starts again (or when its heartbeat goes stale); nothing already recorded is lost because every
+version row is written only after its files exist.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.workspace_stack import load_stack
+from rlhf_core.workspace import Workspace
+from storage import (
+    Database,
+    Job,
+    claim_next_job,
+    enqueue_job,
+    fail_job,
+    fail_stale_jobs,
+    finish_job,
+    get_job,
+    heartbeat_job,
+    judgments_since_last_round,
+    list_jobs,
+    update_job_progress,
+)
+
+log = logging.getLogger(__name__)
+JOB_KINDS = ("sample", "train_rm", "train_policy", "round", "eval_batch")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Worker:
+    def __init__(self, ws: Workspace, db: Database, *, stack_factory: Callable[[Workspace], ModelStack] = load_stack,
+                 poll_seconds: float = 2.0, heartbeat_seconds: float = 5.0, stale_after_seconds: float = 120.0,
+                 progress: bool = False) -> None:
+        self.ws, self.db = ws, db
+        self.worker_id = f"{socket.gethostname()}:{os.getpid()}"
+        self._stack_factory = stack_factory
+        self._stack: ModelStack | None = None
+        self.poll_seconds = poll_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+        self.stale_after_seconds = stale_after_seconds
+        self.progress = progress
+
+    @property
+    def stack(self) -> ModelStack:
+        if self._stack is None:
+            self._stack = self._stack_factory(self.ws)
+        return self._stack
+
+    # -- recovery and scheduling -------------------------------------------------------
+    def recover(self) -> list[int]:
+        """Fail jobs whose worker is gone: dead processes on this host at once, others by stale heartbeat."""
+        host = socket.gethostname()
+        failed = []
+        for job in list_jobs(self.db, limit=200):
+            if job.status != "running" or not job.worker_id or job.worker_id == self.worker_id:
+                continue
+            job_host, _, pid = job.worker_id.rpartition(":")
+            if job_host == host and pid.isdigit() and not _pid_alive(int(pid)):
+                fail_job(self.db, job.id, f"worker {job.worker_id} died while running this job; "
+                                          f"retry with `rlhf jobs retry {job.id}`")
+                failed.append(job.id)
+        failed += fail_stale_jobs(self.db, self.stale_after_seconds)
+        for job_id in failed:
+            log.warning("job %d marked failed: its worker is gone", job_id)
+        return failed
+
+    def maybe_start_round(self) -> Job | None:
+        """Automatic mode: queue a round once `loop.auto_round_every` new judgments have arrived."""
+        every = self.ws.config.loop.auto_round_every
+        if every <= 0 or judgments_since_last_round(self.db) < every:
+            return None
+        return enqueue_job(self.db, "round", {"trigger": "auto", "algo": self.ws.config.policy.algo})
+
+    # -- running jobs ------------------------------------------------------------------
+    def run_once(self) -> Job | None:
+        """Claim and run one job; returns it (finished or failed), or None when the queue is empty."""
+        self.recover()
+        self.maybe_start_round()
+        job = claim_next_job(self.db, self.worker_id)
+        if job is None:
+            return None
+        self.execute(job)
+        return get_job(self.db, job.id)
+
+    def run_forever(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        log.info("worker %s polling %s", self.worker_id, self.db.display_url())
+        while not stop.is_set():
+            if self.run_once() is None:
+                stop.wait(self.poll_seconds)
+
+    def run_until_done(self, job_id: int, timeout: float | None = None) -> Job:
+        """Run queued jobs (this one included) until job `job_id` has finished or failed."""
+        deadline = None if timeout is None else time.time() + timeout
+        while True:
+            job = get_job(self.db, job_id)
+            if job.status in ("done", "failed"):
+                return job
+            if deadline is not None and time.time() > deadline:
+                raise TimeoutError(f"job {job_id} still {job.status} after {timeout} s")
+            if self.run_once() is None:
+                time.sleep(self.poll_seconds)
+
+    def execute(self, job: Job) -> None:
+        params = json.loads(job.params_json)
+        stop_beat = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job.id, stop_beat), daemon=True)
+        beat.start()
+        last_report = [0.0]
+
+        def on_progress(fraction: float, message: str) -> None:
+            if time.time() - last_report[0] > 0.5 or fraction >= 1.0:
+                last_report[0] = time.time()
+                update_job_progress(self.db, job.id, fraction, message)
+
+        try:
+            metrics = self._dispatch(job, params, on_progress)
+            finish_job(self.db, job.id, metrics)
+            log.info("job %d (%s) done", job.id, job.kind)
+        except Exception as exc:  # noqa: BLE001 - a failed job records its error and the worker goes on
+            log.exception("job %d (%s) failed", job.id, job.kind)
+            fail_job(self.db, job.id, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
+        finally:
+            stop_beat.set()
+            beat.join()
+
+    def _heartbeat(self, job_id: int, stop: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_seconds):
+            heartbeat_job(self.db, job_id)
+
+    def _dispatch(self, job: Job, params: dict[str, Any], on_progress: Callable[[float, str], None]) -> dict:
+        ws, db = self.ws, self.db
+        if job.kind == "sample":
+            from rlhf_core.loop.sampling import sample_pairs
+
+            result = sample_pairs(ws, db, self.stack, n_pairs=params.get("pairs"), progress=self.progress,
+                                  on_progress=on_progress)
+            return {"pairs": result.pairs, "samples": result.samples, "policy_version": result.policy_version}
+        if job.kind == "train_rm":
+            from rlhf_core.training.reward_model import run_reward_training
+
+            rm = run_reward_training(ws, db, self.stack, job_id=job.id, progress=self.progress,
+                                     on_progress=on_progress)
+            return {"reward_model_version": rm.id, "heldout_accuracy": rm.heldout_accuracy}
+        if job.kind == "train_policy":
+            from rlhf_core.training.policy import run_policy_training
+
+            pv = run_policy_training(ws, db, self.stack, algo=params.get("algo"), job_id=job.id,
+                                     progress=self.progress, on_progress=on_progress)
+            return {"policy_version": pv.id}
+        if job.kind == "round":
+            from rlhf_core.loop.rounds import run_round
+
+            return run_round(ws, db, self.stack, algo=params.get("algo"), job_id=job.id, progress=self.progress,
+                             on_progress=on_progress).metrics
+        if job.kind == "eval_batch":
+            from rlhf_core.loop.evaluation import create_eval_batch
+
+            batch = create_eval_batch(ws, db, self.stack, n_prompts=params.get("prompts", 32), progress=self.progress)
+            return {"policy_version": batch.policy_version, "pairs": len(batch.pair_ids)}
+        raise ValueError(f"unknown job kind {job.kind!r} (known: {', '.join(JOB_KINDS)})")

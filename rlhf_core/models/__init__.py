@@ -1,0 +1,6 @@
+"""The language model itself: finding, converting and loading the base model and tokenizer offline
+(`loading`), the `ModelStack` that carries one frozen base with named LoRA adapters (`policy`,
+`value`, `reward`, optionally a frozen `reference`) and scalar heads (`stack`), turning
+conversations into padded token tensors (`batching`), and tiny models built from a config for tests
+(`tiny`). It may import `algorithms` and `config`; never the database or the loop.
+"""

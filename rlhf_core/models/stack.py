@@ -1,0 +1,317 @@
+"""One frozen base model carrying named LoRA adapters (`policy`, `value`, `reward`) and scalar heads.
+
+The reference policy is the base with adapters disabled, or, when configured, a frozen copy of an
+earlier policy adapter (adapter `reference`); never a second copy of the weights, so PPO needs one
+model in memory instead of four (policy, reference, critic, reward model).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft.tuners.tuners_utils import BaseTunerLayer
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from rlhf_core.algorithms.policy_losses import entropy_from_logits, gather_logprobs
+from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device
+
+ADAPTERS = ("policy", "value", "reward")
+REFERENCE = "reference"  # the optional frozen earlier policy adapter
+HEADS = ("value", "reward")
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+
+    def peft_config(self) -> LoraConfig:
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(LORA_TARGETS), bias="none", task_type="CAUSAL_LM")
+
+
+def first_response_column(response_mask: Tensor) -> int:
+    """The first column of a [B, T-1] response mask that any row uses (0 when none does)."""
+    used = response_mask.any(dim=0).nonzero()
+    return int(used[0]) if len(used) else 0
+
+
+def last_token_index(attention_mask: Tensor) -> Tensor:
+    """Index of the last real (mask == 1) token per row, for any padding side. [B, T] -> [B].
+
+    Reads the mask, not token ids, so it is right even when pad == eos (as in SmolLM2).
+    """
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=1)
+
+
+class ModelStack:
+    """The frozen base + adapters + heads. Use `with stack.use("policy"):` to pick an adapter."""
+
+    def __init__(self, model: nn.Module, tokenizer, model_dir: Path, quantized: bool,
+                 loras: dict[str, LoraSettings]) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.model_dir = model_dir
+        self.quantized = quantized
+        self.loras = loras
+        self.device = next(model.parameters()).device
+        hidden = model.get_base_model().config.hidden_size
+        self.heads = nn.ModuleDict({name: nn.Linear(hidden, 1) for name in HEADS}).to(self.device, torch.float32)
+        for head in self.heads.values():
+            nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
+            nn.init.zeros_(head.bias)
+        self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
+        self.reference_path: Path | None = None
+        self._reference_params: list[nn.Parameter] = []
+        self.freeze_adapters()
+        self._initial = {name: self._adapter_state(name) for name in ADAPTERS}
+        self._initial_heads = {name: {k: v.detach().clone() for k, v in head.state_dict().items()}
+                               for name, head in self.heads.items()}
+
+    @classmethod
+    def load(cls, model_dir: Path, *, quantize_4bit: bool = False, device: str | torch.device = "auto",
+             policy_lora: LoraSettings = LoraSettings(), reward_lora: LoraSettings = LoraSettings(),
+             gradient_checkpointing: bool = True, seed: int = 0) -> ModelStack:
+        """Load the base once and attach the three adapters (freshly initialised: identity for the policy)."""
+        device = pick_device(device) if isinstance(device, str) else device
+        torch.manual_seed(seed)
+        base = load_causal_lm(Path(model_dir), quantize_4bit=quantize_4bit, device=device)
+        for p in base.parameters():
+            p.requires_grad_(False)
+        for module in base.modules():
+            # On CPUs with AVX512-BF16, bitsandbytes repacks a 4-bit weight for an inference-only
+            # kernel on its first eval-mode forward without grad (e.g. generation). That kernel has
+            # no backward, so LoRA weights below it would silently get wrong gradients ever after.
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        base.config.use_cache = False
+        loras = {"policy": policy_lora, "value": policy_lora, "reward": reward_lora}
+        model = get_peft_model(base, loras["policy"].peft_config(), adapter_name="policy")
+        for name in ("value", "reward"):
+            model.add_adapter(name, loras[name].peft_config())
+        model.set_adapter("policy")
+        stack = cls(model, load_tokenizer(Path(model_dir)), Path(model_dir), quantize_4bit, loras)
+        if gradient_checkpointing:
+            stack._enable_checkpointing(base)
+        return stack
+
+    def _enable_checkpointing(self, base: nn.Module) -> None:
+        """Activation checkpointing whose recomputation runs through the adapter of the original forward.
+
+        Backward may run after `use(name)` has switched back to another adapter; without this, the
+        recomputed activations would come from the wrong adapter (an error at best, wrong
+        gradients at worst).
+        """
+        def context_fn():  # called at forward time: remember which adapter (or none) is active
+            adapter = self.model.active_adapter
+            disabled = self._adapters_disabled()
+            return nullcontext(), self._recompute_as(adapter, disabled)
+
+        kwargs = {"use_reentrant": False, "context_fn": context_fn}
+        # transformers 5 renamed gradient checkpointing to activation checkpointing.
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+    def _adapters_disabled(self) -> bool:
+        layer = next((m for m in self.model.modules() if isinstance(m, BaseTunerLayer)), None)
+        return bool(layer is not None and layer.disable_adapters)
+
+    @contextmanager
+    def _recompute_as(self, adapter: str, disabled: bool) -> Iterator[None]:
+        # Switching adapters walks every LoRA layer; skip it when the state already matches
+        # (the usual case: backward runs inside the same `use(...)` as the forward).
+        if disabled == self._adapters_disabled() and (disabled or self.model.active_adapter == adapter):
+            yield
+        elif disabled:
+            with self.reference():
+                yield
+        else:
+            with self.use(adapter):
+                yield
+
+    # -- adapter selection -----------------------------------------------------------
+    @contextmanager
+    def use(self, name: str) -> Iterator[None]:
+        """Run the enclosed forward passes through adapter `name`."""
+        if name not in ADAPTERS and not (name == REFERENCE and self.reference_path is not None):
+            raise ValueError(f"unknown adapter {name!r}; expected one of {ADAPTERS}")
+        previous = self.model.active_adapter
+        if previous == name:  # nested use of the active adapter: nothing to switch
+            yield
+            return
+        self._switch(name)
+        try:
+            yield
+        finally:
+            self._switch(previous)
+
+    def _switch(self, name: str) -> None:
+        # peft's set_adapter also flips requires_grad; autograd then drops the gradients of a
+        # forward pass that ran before the switch back. Which weights train is our choice alone.
+        flags = [(p, p.requires_grad) for p in self._lora_params]
+        self.model.set_adapter(name)
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for p in self._reference_params:  # frozen for good
+            p.requires_grad_(False)
+
+    @contextmanager
+    def reference(self) -> Iterator[None]:
+        """The reference policy: the base model with every adapter disabled, or the frozen policy
+        adapter set with `set_reference`."""
+        if self.reference_path is not None:
+            with self.use(REFERENCE):
+                yield
+        else:
+            with self.model.disable_adapter():
+                yield
+
+    def set_reference(self, directory: Path | None) -> None:
+        """Make the policy adapter saved in `directory` the (frozen) reference; None: the base model."""
+        if directory is None:
+            self.reference_path = None
+            return
+        if REFERENCE not in self.model.peft_config:
+            active = self.model.active_adapter
+            flags = [(p, p.requires_grad) for p in self._lora_params]
+            self.model.add_adapter(REFERENCE, self.loras["policy"].peft_config())
+            self.model.set_adapter(active)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+            self._reference_params = [p for n, p in self.model.named_parameters() if f".{REFERENCE}." in n]
+            for p in self._reference_params:
+                p.requires_grad_(False)
+        self.reference_path = Path(directory)
+        self.load_adapter(REFERENCE, self.reference_path)
+
+    def freeze_adapters(self) -> None:
+        """No adapter or head trains until `trainable_parameters` names it (no graphs built meanwhile)."""
+        for p in [*self._lora_params, *self.heads.parameters()]:
+            p.requires_grad_(False)
+
+    def trainable_parameters(self, name: str) -> list[nn.Parameter]:
+        """The LoRA weights of adapter `name` (and its head, if any), made trainable."""
+        params = [p for n, p in self.model.named_parameters() if f".{name}." in n and "lora_" in n]
+        for p in params:
+            p.requires_grad_(True)
+        if name in self.heads:
+            head = list(self.heads[name].parameters())
+            for p in head:
+                p.requires_grad_(True)
+            params += head
+        return params
+
+    # -- forward passes --------------------------------------------------------------
+    def _decoder(self) -> nn.Module:
+        base = self.model.get_base_model()
+        return getattr(base, base.base_model_prefix)
+
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Last-layer hidden states through the active adapter: [B, T] -> [B, T, H]."""
+        out = self._decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        return out.last_hidden_state
+
+    def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
+                       response_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """Log-probs of tokens 1..T-1 given their prefixes: [B, T] -> [B, T-1] (nats); entropy likewise.
+
+        With `response_mask` ([B, T-1]), the LM head (vocabulary-sized, the largest matmul of a small
+        model) projects only the columns from the first response token on; earlier columns are 0.
+        """
+        hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
+        start = first_response_column(response_mask) if response_mask is not None else 0
+        logits = self.model.get_base_model().lm_head(hidden[:, start:]).float()
+        logp = gather_logprobs(logits, input_ids[:, start + 1:])
+        entropy = entropy_from_logits(logits) if with_entropy else None
+        if start:
+            logp = nn.functional.pad(logp, (start, 0))
+            entropy = nn.functional.pad(entropy, (start, 0)) if entropy is not None else None
+        return logp, entropy
+
+    def scalar_head(self, name: str, hidden: Tensor) -> Tensor:
+        return self.heads[name](hidden.float()).squeeze(-1)
+
+    def reward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Reward-model score read at the last real token of each sequence: [B, T] -> [B]."""
+        with self.use("reward"):
+            hidden = self.hidden_states(input_ids, attention_mask)
+        last = last_token_index(attention_mask)
+        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.scalar_head("reward", picked)
+
+    def values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Critic value of each prefix, aligned with `token_logprobs`: [B, T] -> [B, T-1]."""
+        with self.use("value"):
+            hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
+        return self.scalar_head("value", hidden)
+
+    @torch.no_grad()
+    def generate(self, input_ids: Tensor, attention_mask: Tensor, *, adapter: str | None = "policy",
+                 **generation_kwargs) -> Tensor:
+        """Sample continuations of left-padded prompts through `adapter` (None = the reference/base)."""
+        was_training = self.model.training
+        self.model.eval()
+        kwargs = dict(pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id,
+                      use_cache=True, **generation_kwargs)
+        try:
+            if adapter is None:
+                with self.reference():
+                    return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+            with self.use(adapter):
+                return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        finally:
+            self.model.train(was_training)
+
+    # -- persistence -----------------------------------------------------------------
+    def _adapter_state(self, name: str) -> dict[str, Tensor]:
+        state = get_peft_model_state_dict(self.model, adapter_name=name)
+        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
+
+    def save_adapter(self, name: str, directory: Path) -> Path:
+        """Write adapter `name` (and its head) as safetensors plus a small JSON description."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = self._adapter_state(name)
+        if name in self.heads:
+            head = self.heads[name].state_dict()
+            tensors.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in head.items()})
+        tmp = directory / "adapter.safetensors.tmp"
+        save_file(tensors, str(tmp))
+        tmp.replace(directory / "adapter.safetensors")
+        meta = {"adapter": name, "lora": asdict(self.loras[name]), "base_model": str(self.model_dir)}
+        (directory / "adapter.json").write_text(json.dumps(meta, indent=2))
+        return directory
+
+    def load_adapter(self, name: str, directory: Path) -> None:
+        """Restore adapter `name` exactly as `save_adapter` wrote it."""
+        path = Path(directory) / "adapter.safetensors"
+        if not path.is_file():
+            raise FileNotFoundError(f"no adapter weights at {path}")
+        tensors = load_file(str(path), device=str(self.device))
+        head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
+        lora = {k: v for k, v in tensors.items() if not k.startswith("head.")}
+        result = set_peft_model_state_dict(self.model, lora, adapter_name=name)
+        unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
+        if unexpected:
+            raise ValueError(f"{path} does not match this base model (unexpected keys: {unexpected[:3]})")
+        if head:
+            self.heads[name].load_state_dict(head)
+
+    def reset_adapter(self, name: str) -> None:
+        """Back to the freshly initialised adapter and head (for `policy`: exactly the base model)."""
+        set_peft_model_state_dict(self.model, {k: v.to(self.device) for k, v in self._initial[name].items()},
+                                  adapter_name=name)
+        if name in self.heads:
+            self.heads[name].load_state_dict(self._initial_heads[name])

@@ -1,0 +1,80 @@
+"""GRPO update of the `policy` adapter (DeepSeekMath): no critic, group-relative advantages.
+
+Each prompt gets `cfg.group_size` samples; a response's advantage is its score standardized within
+its group (population std) and applies to every one of its tokens. The loss is the clipped
+surrogate plus β·k3 KL to the reference (k3 is unbiased and never negative, so the penalty can't
+be gamed by tokens with negative k1). The math lives in `rlhf_core.algorithms`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+from torch import Tensor
+
+from rlhf_core.algorithms.advantages import grpo_advantages
+from rlhf_core.algorithms.kl import kl_k3
+from rlhf_core.algorithms.masked import masked_mean
+from rlhf_core.algorithms.policy_losses import grpo_loss
+from rlhf_core.config import PolicyConfig
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.ppo import clipped_step
+from rlhf_core.training.rollout import (
+    Rollout,
+    RolloutLogprobs,
+    cut,
+    minibatch_rows,
+    minibatches,
+    rollout_logprobs,
+    rollout_metrics,
+)
+
+
+def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: PolicyConfig,
+                optimizer: torch.optim.Optimizer, *, logprobs: RolloutLogprobs | None = None,
+                max_grad_norm: float = 1.0) -> dict[str, float]:
+    """`cfg.update_epochs` passes of GRPO minibatch steps on one rollout of `rollout.group_size`
+    samples per prompt.
+
+    scores: [B] sequence scores (reward units; only their order and spread within a group matter).
+    `optimizer` covers the `policy` adapter. Returns the rollout's metrics plus the update's means
+    over minibatches: loss, clip_fraction, kl_k3 (nats/token, the penalized estimate), approx_kl
+    (k3 of old‖new, nats/token) and the gradient norm; zero_advantage_groups counts groups whose
+    samples all scored the same (they teach nothing but the KL term).
+    """
+    lp = logprobs if logprobs is not None else rollout_logprobs(stack, rollout, cfg.minibatch_size)
+    device = rollout.batch.input_ids.device
+    scores = scores.detach().float().to(device)
+    advantages = grpo_advantages(scores, rollout.group_size)
+
+    stats: dict[str, list[float]] = defaultdict(list)
+    was_training = stack.model.training
+    stack.model.train()
+    try:
+        for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs):
+            ids, attn, m = minibatch_rows(rollout.batch, index)
+            w = m.shape[1]
+            old = cut(lp.old_logp, index, w)
+            # Forward and backward under one adapter context (ModelStack's checkpointing would also
+            # recompute through the forward's adapter if backward ran outside it).
+            with stack.use("policy"):
+                logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
+                loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, index, w), advantages[index.to(device)], m,
+                                        cfg.clip_eps, cfg.kl_beta)
+                loss.backward()
+            for key, value in clipped_step(optimizer, max_grad_norm).items():
+                stats[key].append(value)
+            stats["loss"].append(loss.item())
+            stats["clip_fraction"].append(float(parts["clip_fraction"]))
+            stats["kl_k3"].append(float(parts["kl"]))
+            # k3 with the roles swapped is (ratio − 1) − log ratio: the same approx KL PPO reports.
+            stats["approx_kl"].append(float(masked_mean(kl_k3(old, logp.detach()), m)))
+    finally:
+        stack.model.train(was_training)
+
+    metrics = rollout_metrics(rollout, lp, scores)
+    metrics.update({key: sum(v) / len(v) for key, v in stats.items()})
+    grouped = scores.reshape(-1, rollout.group_size)
+    metrics["zero_advantage_groups"] = float((grouped.max(dim=1).values == grouped.min(dim=1).values).sum())
+    return metrics

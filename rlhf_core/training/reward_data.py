@@ -1,0 +1,126 @@
+"""Preference data for the reward model: judgments -> (chosen, rejected) examples -> token batches."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from rlhf_core.algorithms.preference import margins_from_strength
+from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_token_ids, response_token_ids
+from storage import JudgmentRow
+
+
+@dataclass(frozen=True)
+class PreferenceExample:
+    """One decisive judgment: under `prompt_messages`, `chosen` was preferred to `rejected`."""
+
+    prompt_messages: list[dict[str, str]]
+    chosen: str
+    rejected: str
+    strength: str | None
+    prompt_id: int
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """Token ids of one example, already truncated: prompt + chosen and prompt + rejected."""
+
+    prompt: list[int]
+    chosen: list[int]
+    rejected: list[int]
+    strength: str | None
+
+
+def preference_examples(rows: Sequence[JudgmentRow]) -> tuple[list[PreferenceExample], dict[str, int]]:
+    """Turn judgment rows into Bradley-Terry training examples.
+
+    "a" -> a chosen over b; "b" -> b chosen over a. Every judgment is its own example, so a pair
+    judged by k annotators counts k times and a split vote (one "a", one "b") pulls the pair's
+    modelled probability towards 1/2, which is the maximum-likelihood answer.
+
+    Excluded, and counted in the returned stats:
+    - "tie": plain Bradley-Terry has no tie outcome; using ties needs a tie model such as
+      Rao-Kupper or Davidson (an extra parameter for the probability of a draw), and forcing a tie
+      into a win for either side would teach a preference nobody expressed.
+    - "both_bad": says both responses are unacceptable but carries no ordering between them.
+
+    Returns (examples, stats) with stats keys judgments, decisive, ties_excluded, both_bad_excluded.
+    """
+    examples: list[PreferenceExample] = []
+    stats = {"judgments": len(rows), "decisive": 0, "ties_excluded": 0, "both_bad_excluded": 0}
+    for row in rows:
+        if row.choice in ("a", "b"):
+            chosen, rejected = (row.text_a, row.text_b) if row.choice == "a" else (row.text_b, row.text_a)
+            examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=chosen, rejected=rejected,
+                                              strength=row.strength, prompt_id=row.prompt_id))
+            stats["decisive"] += 1
+        elif row.choice == "tie":
+            stats["ties_excluded"] += 1
+        elif row.choice == "both_bad":
+            stats["both_bad_excluded"] += 1
+        else:
+            raise ValueError(f"judgment {row.judgment_id} has unknown choice {row.choice!r}; "
+                             "expected a, b, tie or both_bad")
+    return examples, stats
+
+
+def split_by_prompt(examples: Sequence[PreferenceExample], eval_fraction: float, seed: int
+                    ) -> tuple[list[PreferenceExample], list[PreferenceExample]]:
+    """Split into (train, held-out) so that no prompt appears in both.
+
+    Held-out accuracy then measures generalisation to new prompts, not memorised pairs.
+    About `eval_fraction` of the distinct prompts are held out (at least one when there are two or
+    more and eval_fraction > 0; never all of them). With a single prompt the held-out set is empty.
+    Deterministic in (examples, eval_fraction, seed); example order is preserved within each part.
+    """
+    if not 0.0 <= eval_fraction < 1.0:
+        raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
+    prompts = sorted({ex.prompt_id for ex in examples})
+    random.Random(seed).shuffle(prompts)
+    n_heldout = round(len(prompts) * eval_fraction)
+    if eval_fraction > 0 and len(prompts) >= 2:
+        n_heldout = max(n_heldout, 1)
+    n_heldout = min(n_heldout, max(len(prompts) - 1, 0))
+    heldout_prompts = set(prompts[:n_heldout])
+    train = [ex for ex in examples if ex.prompt_id not in heldout_prompts]
+    heldout = [ex for ex in examples if ex.prompt_id in heldout_prompts]
+    return train, heldout
+
+
+def encode_pair(tokenizer, example: PreferenceExample, max_length: int) -> EncodedPair:
+    """Tokenize one example so that prompt + either response fits in `max_length` tokens.
+
+    A response is capped (keeping its start and the end-of-turn token the score is read at) so the
+    prompt keeps at least half the budget; the prompt then keeps its end, where the question being
+    answered usually is. Both responses see the same truncated prompt, so the comparison stays fair.
+    """
+    if max_length < 4:
+        raise ValueError(f"max_length must be at least 4 tokens, got {max_length}")
+    prompt = prompt_token_ids(tokenizer, example.prompt_messages)
+    response_cap = max_length - min(len(prompt), max_length // 2)
+    chosen = response_token_ids(tokenizer, example.chosen, response_cap)
+    rejected = response_token_ids(tokenizer, example.rejected, response_cap)
+    prompt_budget = max_length - max(len(chosen), len(rejected))
+    if len(prompt) > prompt_budget:
+        prompt = prompt[-prompt_budget:]
+    return EncodedPair(prompt=prompt, chosen=chosen, rejected=rejected, strength=example.strength)
+
+
+def encode_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length: int) -> list[EncodedPair]:
+    return [encode_pair(tokenizer, ex, max_length) for ex in examples]
+
+
+def pair_batch(pairs: Sequence[EncodedPair], pad_id: int, *, with_margin: bool
+               ) -> tuple[SequenceBatch, Tensor | None]:
+    """Chosen then rejected sequences of B pairs in one right-padded batch of 2B rows.
+
+    Row i is pair i's chosen response and row B + i its rejected one; input_ids / attention_mask
+    are [2B, T]. Returns the batch and the BT margins [B] (None unless `with_margin`).
+    """
+    prompts = [p.prompt for p in pairs]
+    batch = build_sequences(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
+    margin = margins_from_strength([p.strength for p in pairs]) if with_margin else None
+    return batch, margin

@@ -1,0 +1,162 @@
+"""Rollouts for policy updates: sample responses with the policy adapter, score them, and record the
+log-probs of the sampling policy and of the reference, as PPO and GRPO need them.
+
+Truncation: a response that hit `max_new_tokens` has no eos and is kept as it is; nothing is
+appended, so the policy is never credited with a token it did not sample. Its score (and the
+score bonus in the per-token rewards) is read at its last real token, like any other response.
+
+Log-probs are those of the policy at temperature 1 without top-p, the distribution PPO's ratios are
+about; sampling at another temperature or with top_p < 1 makes a rollout slightly off-policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from rlhf_core.algorithms.kl import kl_k1, sequence_kl
+from rlhf_core.algorithms.masked import masked_mean
+from rlhf_core.models.batching import SequenceBatch, build_sequences, left_pad, prompt_token_ids, split_generated
+from rlhf_core.models.stack import ModelStack
+
+
+@dataclass
+class Rollout:
+    """B = n_prompts · group_size sampled responses; the samples of one prompt are consecutive rows.
+
+    `batch` is right-padded prompt+response (positions start at 0 for every row, as in training);
+    its response_mask [B, T-1] marks the response tokens, aligned with `ModelStack.token_logprobs`.
+    """
+
+    messages: list[list[dict[str, str]]]  # one conversation per row
+    prompt_ids: list[list[int]]
+    response_ids: list[list[int]]
+    texts: list[str]  # decoded without special tokens
+    batch: SequenceBatch
+    group_size: int
+    truncated: Tensor  # [B] bool: hit max_new_tokens without an eos
+
+    @property
+    def size(self) -> int:
+        return len(self.response_ids)
+
+    @property
+    def response_lengths(self) -> Tensor:
+        """Response tokens per row (eos included): [B] float."""
+        return self.batch.response_mask.sum(dim=1)
+
+
+ScoreFn = Callable[[Rollout], Tensor]  # a rollout -> [B] scores, one per response
+
+
+@dataclass
+class RolloutLogprobs:
+    """Per-token quantities of a rollout, all [B, T-1], computed once before the update (no grad)."""
+
+    old_logp: Tensor  # the sampling (policy) adapter, nats
+    ref_logp: Tensor  # the reference: base with adapters disabled, nats
+    entropy: Tensor  # policy entropy over the vocabulary, nats
+
+
+@torch.no_grad()
+def generate_rollout(stack: ModelStack, prompts: list[list[dict[str, str]]], *, samples_per_prompt: int,
+                     max_new_tokens: int, temperature: float, top_p: float = 1.0,
+                     max_prompt_tokens: int | None = None) -> Rollout:
+    """Sample `samples_per_prompt` responses per conversation through the `policy` adapter."""
+    tok = stack.tokenizer
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    prompt_ids = [prompt_token_ids(tok, m, max_prompt_tokens) for m in prompts for _ in range(samples_per_prompt)]
+    ids, mask = left_pad(prompt_ids, pad)
+    out = stack.generate(ids.to(stack.device), mask.to(stack.device), adapter="policy", do_sample=True,
+                         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    responses = split_generated(out.cpu(), ids.shape[1], eos, pad)
+    truncated = torch.tensor([not r or r[-1] != eos for r in responses])
+    batch = build_sequences(prompt_ids, responses, pad).to(stack.device)
+    return Rollout(
+        messages=[m for m in prompts for _ in range(samples_per_prompt)], prompt_ids=prompt_ids,
+        response_ids=responses, texts=[tok.decode(r, skip_special_tokens=True) for r in responses],
+        batch=batch, group_size=samples_per_prompt, truncated=truncated,
+    )
+
+
+def reward_model_scores(stack: ModelStack) -> ScoreFn:
+    """The default score: the `reward` adapter + head, read at each response's last token."""
+
+    @torch.no_grad()
+    def score(rollout: Rollout) -> Tensor:
+        b = rollout.batch
+        return stack.reward(b.input_ids, b.attention_mask).float()
+
+    return score
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the enclosed passes (deterministic log-probs and values), then back to the previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def minibatches(n: int, size: int, epochs: int = 1) -> Iterator[Tensor]:
+    """Row indices for `epochs` shuffled passes over n rows (torch's global RNG, so seeded runs repeat)."""
+    for _ in range(epochs):
+        order = torch.randperm(n)
+        yield from order.split(max(1, size))
+
+
+def minibatch_rows(batch: SequenceBatch, index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(input_ids [b, W], attention_mask [b, W], response_mask [b, W-1]) of some rows, trailing padding cut."""
+    index = index.to(batch.input_ids.device)
+    width = max(2, int(batch.attention_mask[index].sum(dim=1).max()))
+    return (batch.input_ids[index, :width], batch.attention_mask[index, :width],
+            batch.response_mask[index, :width - 1])
+
+
+def cut(x: Tensor, index: Tensor, width: int) -> Tensor:
+    """Rows `index` of a [B, T-1] tensor, trimmed to `width` columns like `minibatch_rows`."""
+    return x[index.to(x.device), :width]
+
+
+@torch.no_grad()
+def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -> RolloutLogprobs:
+    """Old-policy and reference log-probs plus policy entropy, in chunks of `chunk_size` rows.
+
+    Computed in eval mode, so the log-probs the update's ratios start from are deterministic.
+    """
+    b = rollout.batch
+    old, ref, ent = [], [], []
+    with eval_mode(stack.model):
+        for index in torch.arange(rollout.size).split(max(1, chunk_size)):
+            ids, mask, response = b.input_ids[index], b.attention_mask[index], b.response_mask[index]
+            with stack.use("policy"):
+                logp, entropy = stack.token_logprobs(ids, mask, with_entropy=True, response_mask=response)
+            with stack.reference():
+                ref_logp, _ = stack.token_logprobs(ids, mask, response_mask=response)
+            old.append(logp)
+            ref.append(ref_logp)
+            ent.append(entropy)
+    return RolloutLogprobs(torch.cat(old), torch.cat(ref), torch.cat(ent))
+
+
+def rollout_metrics(rollout: Rollout, lp: RolloutLogprobs, scores: Tensor) -> dict[str, float]:
+    """What a practitioner reads about the samples: score spread, KL to the reference (k1 estimator:
+    unbiased, the same quantity the PPO reward is shaped with), entropy and response length."""
+    mask = rollout.batch.response_mask
+    scores = scores.detach().float()
+    return {
+        "reward_mean": float(scores.mean()),
+        "reward_std": float(scores.std(unbiased=False)),
+        "kl_per_token": float(masked_mean(kl_k1(lp.old_logp, lp.ref_logp), mask)),
+        "kl_per_sequence": float(sequence_kl(lp.old_logp, lp.ref_logp, mask).mean()),
+        "entropy": float(masked_mean(lp.entropy, mask)),
+        "response_length": float(rollout.response_lengths.float().mean()),
+        "truncated_fraction": float(rollout.truncated.float().mean()),
+    }
