@@ -33,6 +33,10 @@ class SamplingConfig:
     batch_size: int = 8
     pool_min_open_pairs: int = 20  # the app tops the pool up below this many open pairs
     pool_refill_pairs: int = 16
+    # Which of a prompt's per_prompt * (per_prompt - 1) / 2 candidate pairs go to people:
+    # "all" | "random" | "uncertainty" (the reward ensemble's disagreement; random until a reward model exists).
+    pair_selection: str = "all"
+    max_pairs_per_prompt: int = 0  # at most this many pairs per prompt for random/uncertainty (0 = no cap)
 
 
 @dataclass
@@ -40,6 +44,8 @@ class LabelingConfig:
     judgments_per_pair: int = 1  # k: how many annotators judge each pair
     lease_seconds: int = 300  # how long a served pair holds a slot for its annotator
     guidelines_file: str = "guidelines.md"
+    control_rate: float = 0.1  # share of served pairs that are control pairs (known answer), when any exist
+    max_prompt_chars: int = 20_000  # longer prompts are refused at import
 
 
 @dataclass
@@ -53,6 +59,8 @@ class RewardConfig:
     eval_fraction: float = 0.2  # held-out share of prompts
     max_length: int = 512
     use_strength_margin: bool = False
+    # Judgments of annotators whose control-pair accuracy is below this are left out of training (0 = keep all).
+    min_annotator_accuracy: float = 0.0
     seed: int = 0
 
 
@@ -144,6 +152,16 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: policy.reference must be base, previous or a policy version number")
     if config.policy.group_size < 2:
         raise ConfigError(f"{where}: policy.group_size must be at least 2")
+    if config.sampling.pair_selection not in ("all", "random", "uncertainty"):
+        raise ConfigError(f"{where}: sampling.pair_selection must be all, random or uncertainty")
+    if config.sampling.max_pairs_per_prompt < 0:
+        raise ConfigError(f"{where}: sampling.max_pairs_per_prompt must be 0 (no cap) or more")
+    if not 0.0 <= config.labeling.control_rate <= 1.0:
+        raise ConfigError(f"{where}: labeling.control_rate must be between 0 and 1")
+    if config.labeling.max_prompt_chars < 1:
+        raise ConfigError(f"{where}: labeling.max_prompt_chars must be at least 1")
+    if not 0.0 <= config.reward.min_annotator_accuracy <= 1.0:
+        raise ConfigError(f"{where}: reward.min_annotator_accuracy must be between 0 and 1")
 
 
 def _toml_value(value: Any) -> str:
