@@ -22,6 +22,13 @@ class ModelConfig:
     # CPU only: give freed tensor memory back to the OS at once (glibc). About 40% lower peak memory of
     # a training step on SmolLM2-135M, but steps take about 45% longer (bench/train_step.py).
     release_cpu_memory: bool = False
+    # Which weights decode: "merged" (a copy with the adapter merged in, bfloat16 where native), "adapter"
+    # (through the LoRA adapter, no extra memory) or "auto" (merged where bfloat16 is native: CUDA, AVX512-BF16/AMX).
+    generation: str = "auto"
+    # Training and scoring passes: "auto" (bfloat16 autocast where native, else float32), "bf16" or "fp32".
+    precision: str = "auto"
+    # "auto" recomputes activations only for big batches (see CHECKPOINT_MIN_TOKENS); "on" always; "off" never.
+    activation_checkpointing: str = "auto"
 
 
 @dataclass
@@ -87,6 +94,8 @@ class PolicyConfig:
     update_epochs: int = 2
     minibatch_size: int = 8
     max_new_tokens: int = 64
+    # Rollouts may not end their turn before this many tokens (0 = free); benchmarks force full length with it.
+    min_new_tokens: int = 0
     temperature: float = 1.0
     whiten_rewards: bool = True
     seed: int = 0
@@ -142,6 +151,12 @@ def load_config(path: Path) -> Config:
 def validate(config: Config, where: Path | str = "config") -> None:
     if config.model.quantize_4bit not in ("auto", "true", "false"):
         raise ConfigError(f"{where}: model.quantize_4bit must be auto, true or false")
+    if config.model.generation not in ("auto", "merged", "adapter"):
+        raise ConfigError(f"{where}: model.generation must be auto, merged or adapter")
+    if config.model.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"{where}: model.precision must be auto, bf16 or fp32")
+    if config.model.activation_checkpointing not in ("auto", "on", "off"):
+        raise ConfigError(f"{where}: model.activation_checkpointing must be auto, on or off")
     if config.policy.algo not in ("ppo", "grpo"):
         raise ConfigError(f"{where}: policy.algo must be ppo or grpo")
     if config.sampling.per_prompt < 2:

@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from tqdm.auto import tqdm
-
 from rlhf_core.loop.sampling import generate_responses
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.workspace_stack import activate_policy
@@ -43,25 +41,24 @@ def create_eval_batch(ws: Workspace, db: Database, stack: ModelStack, *, n_promp
     if not prompts:
         raise ValueError("no eval prompts: import some with `rlhf prompts import FILE --split eval`")
     cfg = ws.config.sampling
-    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
+    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+               batch_size=cfg.batch_size)
+    conversations = [prompt_messages(p) for p in prompts]
+    # All policy samples, then all base samples: the decoding weights switch once, not per batch.
+    policy_out = generate_responses(stack, conversations, adapter="policy", progress=progress and "policy", **gen)
+    base_out = generate_responses(stack, conversations, adapter=None, progress=progress and "base", **gen)
+    params = {**{k: v for k, v in gen.items() if k != "batch_size"}, "purpose": EVAL_KIND}
     pair_ids: list[int] = []
-    step = max(1, cfg.batch_size)
-    for start in tqdm(range(0, len(prompts), step), desc="eval pairs", disable=not progress):
-        batch = prompts[start:start + step]
-        conversations = [prompt_messages(p) for p in batch]
-        policy_out = generate_responses(stack, conversations, adapter="policy", **gen)
-        base_out = generate_responses(stack, conversations, adapter=None, **gen)
-        params = {**gen, "purpose": EVAL_KIND}
-        for i, prompt in enumerate(batch):
-            (policy_sample,) = add_samples(db, prompt_id=prompt.id, policy_version_id=version,
-                                           responses=[policy_out[i]], gen_params=params)
-            (base_sample,) = add_samples(db, prompt_id=prompt.id, policy_version_id=0,
-                                         responses=[base_out[i]], gen_params=params)
-            a, b = (policy_sample, base_sample) if (start + i) % 2 == 0 else (base_sample, policy_sample)
-            pair = add_pair_between(db, prompt_id=prompt.id, sample_a_id=a, sample_b_id=b, round=version,
-                                    judgments_wanted=ws.config.labeling.judgments_per_pair,
-                                    priority=EVAL_PRIORITY, kind=EVAL_KIND)
-            pair_ids.append(pair.id)
+    for i, prompt in enumerate(prompts):
+        (policy_sample,) = add_samples(db, prompt_id=prompt.id, policy_version_id=version,
+                                       responses=[policy_out[i]], gen_params=params)
+        (base_sample,) = add_samples(db, prompt_id=prompt.id, policy_version_id=0,
+                                     responses=[base_out[i]], gen_params=params)
+        a, b = (policy_sample, base_sample) if i % 2 == 0 else (base_sample, policy_sample)
+        pair = add_pair_between(db, prompt_id=prompt.id, sample_a_id=a, sample_b_id=b, round=version,
+                                judgments_wanted=ws.config.labeling.judgments_per_pair,
+                                priority=EVAL_PRIORITY, kind=EVAL_KIND)
+        pair_ids.append(pair.id)
     return EvalBatch(policy_version=version, pair_ids=pair_ids)
 
 
@@ -105,14 +102,13 @@ def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_p
     if not prompts:
         raise ValueError("no eval prompts: import some with `rlhf prompts import FILE --split eval`")
     cfg = ws.config.sampling
-    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p)
     conversations = [prompt_messages(p) for p in prompts]
-    policy_out, base_out = [], []
     torch.manual_seed(seed)
-    for start in tqdm(range(0, len(conversations), cfg.batch_size), desc="gold eval", disable=not progress):
-        batch = conversations[start:start + cfg.batch_size]
-        policy_out += generate_responses(stack, batch, adapter="policy", **gen)
-        base_out += generate_responses(stack, batch, adapter=None, **gen)
+    gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+               batch_size=cfg.batch_size)
+    policy_out = generate_responses(stack, conversations, adapter="policy", progress=progress and "gold eval: policy",
+                                    **gen)
+    base_out = generate_responses(stack, conversations, adapter=None, progress=progress and "gold eval: base", **gen)
     policy_scores = [gold(c, text) for c, (text, _) in zip(conversations, policy_out)]
     base_scores = [gold(c, text) for c, (text, _) in zip(conversations, base_out)]
     return GoldEvaluation(

@@ -9,10 +9,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import torch
 from tqdm.auto import tqdm
 
-from rlhf_core.models.batching import left_pad, prompt_token_ids, split_generated
+from rlhf_core.models.batching import prompt_token_ids
+from rlhf_core.models.generation import SamplingParams
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.workspace_stack import activate_policy, load_stack
 from rlhf_core.workspace import Workspace
@@ -50,16 +50,18 @@ def choose_pairs(texts: list[str]) -> tuple[list[tuple[int, int]], int, int]:
     return pairs, identical, empty
 
 
-@torch.no_grad()
 def generate_responses(stack: ModelStack, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
-                       temperature: float, top_p: float, adapter: str | None = "policy") -> list[tuple[str, int]]:
-    """One sampled response per conversation: `(text, token count)`, in input order."""
+                       temperature: float, top_p: float, adapter: str | None = "policy",
+                       batch_size: int = 32, progress: str | None = None) -> list[tuple[str, int]]:
+    """One sampled response per conversation: `(text, token count)`, in input order.
+
+    `adapter` None samples the bare base model (version 0). `progress`: a tqdm bar with this label.
+    """
     tok = stack.tokenizer
     prompts = [prompt_token_ids(tok, c) for c in conversations]
-    ids, mask = left_pad(prompts, tok.pad_token_id)
-    out = stack.generate(ids.to(stack.device), mask.to(stack.device), adapter=adapter, do_sample=True,
-                         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    responses = split_generated(out.cpu(), ids.shape[1], tok.eos_token_id, tok.pad_token_id)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+    with tqdm(total=len(prompts), desc=progress, unit="response", disable=progress is None) as bar:
+        responses = stack.sample(prompts, params, adapter=adapter, batch_size=batch_size, on_batch=bar.update)
     return [(tok.decode(r, skip_special_tokens=True).strip(), len(r)) for r in responses]
 
 
@@ -91,7 +93,7 @@ def sample_pairs(
         batch = prompts[start:start + prompts_per_batch]
         conversations = [prompt_messages(p) for p in batch for _ in range(per_prompt)]
         responses = generate_responses(stack, conversations, max_new_tokens=cfg.max_new_tokens,
-                                       temperature=cfg.temperature, top_p=cfg.top_p)
+                                       temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
         for i, prompt in enumerate(batch):
             mine = responses[i * per_prompt:(i + 1) * per_prompt]
             pairs, identical, empty = choose_pairs([text for text, _ in mine])

@@ -106,16 +106,17 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
             t0 = time.perf_counter()
             chosen = rng.sample(prompts, min(cfg.prompts_per_step, len(prompts)))
             rollout = generate_rollout(stack, chosen, samples_per_prompt=samples_per_prompt,
-                                       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature)
+                                       max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
+                                       min_new_tokens=cfg.min_new_tokens)
             logprobs = rollout_logprobs(stack, rollout, cfg.minibatch_size)
             scores = score_fn(rollout).detach().float()
             if scores.shape != (rollout.size,):
                 raise ValueError(f"the score function returned shape {tuple(scores.shape)}; expected "
                                  f"({rollout.size},), one score per response")
             metrics = rollout_metrics(rollout, logprobs, scores)
-            stop = 0.0 < cfg.max_kl_per_token < metrics["kl_per_token"]
+            stop = 0.0 < cfg.max_kl_per_token < metrics["kl_k3_per_token"]
             if stop:  # the policy has drifted far enough: keep it as it is and end the round's updates
-                bar.write(f"policy KL to the reference {metrics['kl_per_token']:.4f} nats/token exceeds "
+                bar.write(f"policy KL to the reference {metrics['kl_k3_per_token']:.4f} nats/token exceeds "
                           f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
             else:
                 metrics = update(stack, rollout, scores, cfg, optimizer, logprobs=logprobs,

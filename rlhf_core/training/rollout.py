@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from rlhf_core.algorithms.kl import kl_k1, sequence_kl
+from rlhf_core.algorithms.kl import kl_k1, kl_k3, sequence_kl
 from rlhf_core.algorithms.masked import masked_mean
-from rlhf_core.models.batching import SequenceBatch, build_sequences, left_pad, prompt_token_ids, split_generated
+from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_token_ids
+from rlhf_core.models.generation import SamplingParams
 from rlhf_core.models.stack import ModelStack
 
 
@@ -64,16 +65,15 @@ class RolloutLogprobs:
 
 @torch.no_grad()
 def generate_rollout(stack: ModelStack, prompts: list[list[dict[str, str]]], *, samples_per_prompt: int,
-                     max_new_tokens: int, temperature: float, top_p: float = 1.0,
-                     max_prompt_tokens: int | None = None) -> Rollout:
+                     max_new_tokens: int, temperature: float, top_p: float = 1.0, min_new_tokens: int = 0,
+                     max_prompt_tokens: int | None = None, batch_size: int = 64) -> Rollout:
     """Sample `samples_per_prompt` responses per conversation through the `policy` adapter."""
     tok = stack.tokenizer
     eos, pad = tok.eos_token_id, tok.pad_token_id
     prompt_ids = [prompt_token_ids(tok, m, max_prompt_tokens) for m in prompts for _ in range(samples_per_prompt)]
-    ids, mask = left_pad(prompt_ids, pad)
-    out = stack.generate(ids.to(stack.device), mask.to(stack.device), adapter="policy", do_sample=True,
-                         temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
-    responses = split_generated(out.cpu(), ids.shape[1], eos, pad)
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                            min_new_tokens=min(min_new_tokens, max_new_tokens))
+    responses = stack.sample(prompt_ids, params, adapter="policy", batch_size=batch_size)
     truncated = torch.tensor([not r or r[-1] != eos for r in responses])
     batch = build_sequences(prompt_ids, responses, pad).to(stack.device)
     return Rollout(
@@ -155,6 +155,8 @@ def rollout_metrics(rollout: Rollout, lp: RolloutLogprobs, scores: Tensor) -> di
         "reward_mean": float(scores.mean()),
         "reward_std": float(scores.std(unbiased=False)),
         "kl_per_token": float(masked_mean(kl_k1(lp.old_logp, lp.ref_logp), mask)),
+        # k3 is never negative, so it is the estimate a KL budget is checked against.
+        "kl_k3_per_token": float(masked_mean(kl_k3(lp.old_logp, lp.ref_logp), mask)),
         "kl_per_sequence": float(sequence_kl(lp.old_logp, lp.ref_logp, mask).mean()),
         "entropy": float(masked_mean(lp.entropy, mask)),
         "response_length": float(rollout.response_lengths.float().mean()),

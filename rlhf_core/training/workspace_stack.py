@@ -18,18 +18,23 @@ def use_4bit(ws: Workspace, device: torch.device) -> bool:
     return device.type == "cuda" if setting == "auto" else setting == "true"
 
 
-def load_stack(ws: Workspace, *, gradient_checkpointing: bool = True) -> ModelStack:
-    """The workspace's base model with fresh `policy`, `value` and `reward` adapters."""
+def load_stack(ws: Workspace, *, gradient_checkpointing: bool | None = None) -> ModelStack:
+    """The workspace's base model with fresh `policy`, `value` and `reward` adapters.
+
+    `gradient_checkpointing` overrides `model.activation_checkpointing` (True = on, False = off).
+    """
     cfg = ws.config
     device = pick_device(cfg.model.device)
     model_dir = resolve_model_dir(cfg.model.name, ws.model_cache_dir())
     if cfg.model.release_cpu_memory and device.type == "cpu":
         return_freed_tensor_memory()
+    checkpointing = {"auto": "auto", "on": True, "off": False}[cfg.model.activation_checkpointing]
     return ModelStack.load(
         model_dir, quantize_4bit=use_4bit(ws, device), device=device,
         policy_lora=LoraSettings(cfg.policy.lora_r, cfg.policy.lora_alpha, cfg.policy.lora_dropout),
         reward_lora=LoraSettings(cfg.reward.lora_r, cfg.reward.lora_alpha, cfg.reward.lora_dropout),
-        gradient_checkpointing=gradient_checkpointing, seed=cfg.policy.seed,
+        gradient_checkpointing=checkpointing if gradient_checkpointing is None else gradient_checkpointing,
+        seed=cfg.policy.seed, generation=cfg.model.generation, precision=cfg.model.precision,
     )
 
 

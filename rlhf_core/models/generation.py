@@ -1,0 +1,191 @@
+"""Sampling continuations: the one generation path that pair sampling, PPO/GRPO rollouts and evaluation use.
+
+Two choices make it fast (measured by `bench/generation.py`):
+
+- **Which weights decode.** `merged`: a plain, PEFT-free copy of the model whose LoRA-targeted
+  Linear weights hold base + the adapter's delta, in bfloat16 where the hardware computes it natively
+  (CUDA; CPUs with AVX512-BF16 or AMX). It is re-synced only when the adapter's weights changed
+  (tensor version counters tell), so a round pays one merge per policy update, not one per batch.
+  `adapter`: decode through the PEFT model with the adapter applied on the fly (no extra memory).
+  Version 0 (adapter None) decodes the bare base either way.
+- **How it decodes.** Our own loop over a KV cache: prompts sorted by length so a batch carries
+  little left padding, and rows that emitted end-of-turn leave the batch at once (their cache rows
+  are dropped), so a batch costs what its live rows cost rather than what its longest row costs.
+
+Sampling follows the usual order: temperature, then nucleus (top-p); temperature 0 is greedy. A
+rollout sampled from the bfloat16 copy is very slightly off-policy for the float32 policy that
+trains on it; its log-probs are always recomputed by the training model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from peft.tuners.lora import LoraLayer
+from torch import Tensor, nn
+from transformers import DynamicCache
+
+GENERATION_MODES = ("auto", "merged", "adapter")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to sample: `max_new_tokens` per response (eos included); temperature 0 means greedy."""
+
+    max_new_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    min_new_tokens: int = 0  # end-of-turn is forbidden before this many tokens (benchmarks force full length)
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.temperature < 0 or not 0 < self.top_p <= 1:
+            raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {self.temperature}, {self.top_p}")
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run natively (and so about twice as fast as float32) here."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def resolve_mode(mode: str, device: torch.device) -> tuple[str, torch.dtype | None]:
+    """("merged", dtype) or ("adapter", None) for a `model.generation` setting on `device`.
+
+    "auto" merges into a bfloat16 copy where bfloat16 is native and decodes through the adapter
+    otherwise: a float32 copy would cost a second copy of the weights for a few percent.
+    """
+    if mode not in GENERATION_MODES:
+        raise ValueError(f"model.generation must be one of {', '.join(GENERATION_MODES)}, not {mode!r}")
+    fast = native_bf16(device)
+    if mode == "adapter" or (mode == "auto" and not fast):
+        return "adapter", None
+    return "merged", torch.bfloat16 if fast else torch.float32
+
+
+def _dense_weight(layer: nn.Module) -> Tensor:
+    """The weight of a (possibly 4-bit bitsandbytes) Linear as a dense float32 tensor [out, in]."""
+    weight = layer.weight
+    if getattr(weight, "quant_state", None) is not None:
+        import bitsandbytes.functional as bnbf
+
+        return bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
+    return weight.detach().float()
+
+
+class MergedCopy:
+    """A plain copy of `peft_model`'s base for decoding, its LoRA targets merged with one adapter."""
+
+    def __init__(self, peft_model: nn.Module, dtype: torch.dtype) -> None:
+        self.peft_model = peft_model
+        self.dtype = dtype
+        base = peft_model.get_base_model()
+        self.device = next(base.parameters()).device
+        with torch.device("meta"):
+            self.model = type(base)(base.config)
+        self.model.to_empty(device=self.device)
+        self._lora_layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
+        own = dict(self.model.named_parameters())
+        for name, param in base.named_parameters():
+            if "lora_" in name or name.split(".base_layer.")[0] in self._lora_layers:
+                continue
+            own[name].data.copy_(param.detach())
+        own_buffers = dict(self.model.named_buffers())
+        for name, buf in base.named_buffers():  # rotary frequencies are non-persistent buffers
+            if name in own_buffers:
+                own_buffers[name].data.copy_(buf)
+        if getattr(base.config, "tie_word_embeddings", False):
+            self.model.tie_weights()
+        self.model.to(dtype)
+        self.model.eval()
+        self.model.requires_grad_(False)
+        self.model.generation_config = base.generation_config
+        self._key: tuple | None = None
+
+    def _fingerprint(self, adapter: str | None) -> tuple:
+        if adapter is None:
+            return (None,)
+        return (adapter, *(p._version for m in self._lora_layers.values()
+                           for p in (m.lora_A[adapter].weight, m.lora_B[adapter].weight)))
+
+    @torch.no_grad()
+    def sync(self, adapter: str | None) -> nn.Module:
+        """The copy with base + `adapter` (None: the bare base) in its LoRA-targeted weights."""
+        key = self._fingerprint(adapter)
+        if key == self._key:
+            return self.model
+        own = dict(self.model.named_modules())
+        for name, layer in self._lora_layers.items():
+            weight = _dense_weight(layer.get_base_layer())
+            if adapter is not None:
+                weight = weight + layer.get_delta_weight(adapter).float()
+            own[name].weight.copy_(weight.to(self.dtype))
+        self._key = key
+        return self.model
+
+
+@torch.no_grad()
+def _pick(logits: Tensor, params: SamplingParams, generator: torch.Generator | None) -> Tensor:
+    """Next token per row from [B, V] logits: greedy, or temperature then top-p sampling."""
+    if params.temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(logits.float() / params.temperature, dim=-1)
+    if params.top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the top token always stays).
+        sorted_probs[(sorted_probs.cumsum(dim=-1) - sorted_probs) >= params.top_p] = 0.0
+        choice = torch.multinomial(sorted_probs, 1, generator=generator)
+        return order.gather(1, choice).squeeze(1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+
+@torch.no_grad()
+def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: SamplingParams, eos_id: int,
+           generator: torch.Generator | None = None) -> list[list[int]]:
+    """Sample one continuation per left-padded prompt row ([B, T] ids and mask on the model's device).
+
+    Returns B lists of new token ids, each ending with `eos_id` or cut at `params.max_new_tokens`.
+    A row leaves the batch (its KV-cache rows dropped) as soon as it has emitted eos.
+    """
+    n = input_ids.shape[0]
+    cache = DynamicCache(config=model.config)
+    positions = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
+                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    alive = torch.arange(n, device=input_ids.device)
+    last = positions[:, -1]
+    out: list[list[int]] = [[] for _ in range(n)]
+    for step in range(params.max_new_tokens):
+        if step < params.min_new_tokens:
+            logits[:, eos_id] = float("-inf")
+        tokens = _pick(logits, params, generator)
+        for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
+            out[row].append(token)
+        if step == params.max_new_tokens - 1:
+            break
+        finished = tokens == eos_id
+        if bool(finished.any()):
+            keep = (~finished).nonzero().squeeze(1)
+            if keep.numel() == 0:
+                break
+            cache.batch_select_indices(keep)
+            attention_mask, last, alive, tokens = attention_mask[keep], last[keep], alive[keep], tokens[keep]
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
+        last = last + 1
+        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=last[:, None],
+                       cache=cache, use_cache=True).logits[:, -1]
+    return out
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Row indices grouped into batches of similar length (longest first), so padding stays small."""
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[i:i + batch_size] for i in range(0, len(order), max(1, batch_size))]
+
