@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from rlhf_core.config import Config, dump_config, load_config, validate
+from rlhf_core.config import Config, apply_profile, dump_config, load_config, resolve_profile, validate
 from storage import Database
 
 CONFIG_FILE = "rlhf.toml"
@@ -90,14 +90,27 @@ def open_workspace(workspace: str | Path | None = None, db_url: str | None = Non
 
 
 def init_workspace(
-    workspace: str | Path | None = None, *, model: str | None = None, db_url: str | None = None
+    workspace: str | Path | None = None, *, model: str | None = None, db_url: str | None = None,
+    profile: str | None = None, new_profile: str | None = None,
 ) -> tuple[Workspace, bool]:
-    """Create (or upgrade) a workspace. Returns it and whether it was new; never wipes data."""
+    """Create (or upgrade) a workspace. Returns it and whether it was new; never wipes data.
+
+    `profile` ("auto", "cpu", "gpu"; see `config.PROFILES`) sizes sampling and training for the
+    machine; on an existing workspace it rewrites just those settings in `rlhf.toml`.
+    `new_profile` applies only when the workspace is created and no `profile` is given.
+    """
     root = resolve_root(workspace)
     path = root / CONFIG_FILE
     created = not path.exists()
+    if not created and profile is not None:
+        config = apply_profile(load_config(path), profile)
+        config.profile = resolve_profile(profile)
+        path.write_text(dump_config(config), encoding="utf-8")
     if created:
         config = Config()
+        if (profile or new_profile) is not None:
+            apply_profile(config, profile or new_profile)
+            config.profile = resolve_profile(profile or new_profile)
         if model:
             config.model.name = model if model == "default" else str(Path(model).expanduser().resolve())
         if db_url:

@@ -19,6 +19,9 @@ def init(
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
     model: Annotated[str, typer.Option(help="'default' (embedded SmolLM2-135M) or a local model dir")] = "default",
+    profile: Annotated[str | None, typer.Option(
+        help="Size sampling and training for this machine: auto (gpu with CUDA, else cpu), cpu or gpu. "
+             "New workspaces default to auto; on an existing one, rewrites those settings")] = None,
 ) -> None:
     """Create a workspace (config, database, folders). On an existing workspace: upgrade only, never wipe."""
     from rlhf_core.workspace import init_workspace
@@ -26,13 +29,18 @@ def init(
     if model != "default" and not (Path(model).expanduser() / "config.json").is_file():
         raise typer.BadParameter(f"{model} is not a Hugging Face model directory (no config.json)",
                                  param_hint="--model")
-    ws, created = init_workspace(workspace, model=model, db_url=db)
+    if profile is not None and profile not in ("auto", "cpu", "gpu"):
+        raise typer.BadParameter("must be auto, cpu or gpu", param_hint="--profile")
+    ws, created = init_workspace(workspace, model=model, db_url=db, profile=profile, new_profile="auto")
     if created:
         typer.echo(f"Created workspace {ws.root}")
         typer.echo(f"  config:   {ws.config_path}")
         typer.echo(f"  database: {ws.database().display_url()}")
         typer.echo(f"  model:    {ws.config.model.name}")
+        typer.echo(f"  profile:  {ws.config.profile} (sampling and training sized for this machine)")
         typer.echo("Next: rlhf prompts import FILE, rlhf user add NAME --role annotator, rlhf serve")
+    elif profile is not None:
+        typer.echo(f"Workspace {ws.root}: profile {ws.config.profile} written to rlhf.toml; schema is up to date.")
     else:
         typer.echo(f"Workspace {ws.root} already exists; schema is up to date, nothing else changed.")
 

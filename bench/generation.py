@@ -1,0 +1,203 @@
+"""Generation speed: our sampler against plain Hugging Face `generate` and against the sampler as it was.
+
+Every variant samples one response to each of the same N chat prompts (default 32, from the built-in
+prompt set) with at most M new tokens (default 64), temperature 0.9, top-p 0.95, in one process after
+a warm-up, and reports response tokens per second (tokens up to and including the end of turn). Two
+workloads: "natural" (a response ends at its end-of-turn token, as in the product) and "forced"
+(end-of-turn suppressed, every response exactly M tokens: pure decoding speed).
+
+Variants:
+- hf-base: plain `transformers` `generate` on the bare base model, float32 (the reference);
+- before-v0 / before-trained: the sampler before this change (HF `generate` through the PEFT model,
+  adapters disabled or the policy adapter applied unmerged, float32, batches of 8 = the old
+  `sampling.batch_size`); reproduced here because the product no longer contains it;
+- ours-v0 / ours-trained: `ModelStack.sample` with the workspace defaults (`model.generation = "auto"`,
+  `sampling.batch_size` of the CPU or GPU profile);
+- with --all: hf-base-bf16, ours-adapter (our decoding loop through the unmerged adapter, float32),
+  ours-merged-fp32 (float32 merged copy), and hf-static-compile (static KV cache + torch.compile).
+
+"trained" adapters carry random LoRA weights (std 0.02 on B): decoding cost does not depend on values.
+
+    python bench/generation.py [--prompts 32] [--max-new-tokens 64] [--all] [--json F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from rlhf_core.config import Config, profile_config  # noqa: E402
+from rlhf_core.data.prompt_files import read_prompt_file  # noqa: E402
+from rlhf_core.models.batching import left_pad, prompt_token_ids  # noqa: E402
+from rlhf_core.models.generation import SamplingParams, native_bf16, resolve_mode  # noqa: E402
+from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device, resolve_model_dir  # noqa: E402
+from rlhf_core.models.stack import ModelStack  # noqa: E402
+
+TEMPERATURE, TOP_P = 0.9, 0.95
+BEFORE_BATCH = 8  # sampling.batch_size before this change
+
+
+def cut_at_eos(rows: list[list[int]], eos: int) -> list[list[int]]:
+    return [row[: row.index(eos) + 1] if eos in row else row for row in rows]
+
+
+def hf_generate(model, tok, prompts: list[list[int]], max_new: int, forced: bool, batch: int,
+                **extra) -> list[list[int]]:
+    out: list[list[int]] = []
+    for start in range(0, len(prompts), batch):
+        ids, mask = left_pad(prompts[start:start + batch], tok.pad_token_id)
+        ids, mask = ids.to(model.device), mask.to(model.device)
+        with torch.no_grad():
+            gen = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=TEMPERATURE,
+                                 top_p=TOP_P, top_k=0, max_new_tokens=max_new,
+                                 min_new_tokens=max_new if forced else 0, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id, **extra)
+        out += cut_at_eos(gen[:, ids.shape[1]:].tolist(), tok.eos_token_id)
+    return out
+
+
+def randomize_policy(stack: ModelStack) -> None:
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in stack.model.named_parameters():
+            if ".policy." in name and "lora_B" in name:
+                p.normal_(0, 0.02)
+
+
+def timed(fn, repeats: int) -> tuple[float, int]:
+    """(median seconds, response tokens of the last run) of `fn()` after one warm-up call."""
+    fn()
+    seconds, tokens = [], 0
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        rows = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - t0)
+        tokens = sum(len(r) for r in rows)
+    return statistics.median(seconds), tokens
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="default", help="'default' or a local model directory")
+    parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--all", action="store_true", help="also the intermediate variants (slower)")
+    parser.add_argument("--workloads", default="natural,forced")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()[0]
+    device = pick_device("auto")
+    cache = Path(os.environ.get("RLHF_MODEL_CACHE", Path.home() / ".cache" / "rlhf-loop" / "models"))
+    model_dir = resolve_model_dir(args.model, cache)
+    tok = load_tokenizer(model_dir)
+    data = Path(__file__).resolve().parent.parent / "rlhf_core" / "data" / "demo_prompts.jsonl"
+    conversations = (read_prompt_file(data) * 8)[: args.prompts]
+    prompts = [prompt_token_ids(tok, c) for c in conversations]
+    profile = profile_config("gpu" if device.type == "cuda" else "cpu")
+    batch = profile.sampling.batch_size
+    mode, gen_dtype = resolve_mode(profile.model.generation, device)
+    quantized = device.type == "cuda"  # the product's quantize_4bit = "auto"
+
+    plain = load_causal_lm(model_dir, quantize_4bit=False, device=device)
+    before = ModelStack.load(model_dir, device=device, quantize_4bit=quantized, generation="adapter")
+    ours = ModelStack.load(model_dir, device=device, quantize_4bit=quantized, generation=profile.model.generation,
+                           precision=profile.model.precision)
+    for stack in (before, ours):
+        randomize_policy(stack)
+
+    def before_sampler(adapter: str | None, max_new: int, forced: bool):
+        def run() -> list[list[int]]:
+            before.model.eval()
+            if adapter is None:
+                with before.model.disable_adapter():
+                    return hf_generate(before.model, tok, prompts, max_new, forced, BEFORE_BATCH)
+            with before.use(adapter):
+                return hf_generate(before.model, tok, prompts, max_new, forced, BEFORE_BATCH)
+        return run
+
+    def ours_sampler(stack: ModelStack, adapter: str | None, max_new: int, forced: bool):
+        params = SamplingParams(max_new_tokens=max_new, temperature=TEMPERATURE, top_p=TOP_P,
+                                min_new_tokens=max_new if forced else 0)
+        return lambda: stack.sample(prompts, params, adapter=adapter, batch_size=batch)
+
+    variants: dict[str, object] = {
+        "hf-base": lambda m, f: (lambda: hf_generate(plain, tok, prompts, m, f, len(prompts))),
+        "before-v0": lambda m, f: before_sampler(None, m, f),
+        "before-trained": lambda m, f: before_sampler("policy", m, f),
+        "ours-v0": lambda m, f: ours_sampler(ours, None, m, f),
+        "ours-trained": lambda m, f: ours_sampler(ours, "policy", m, f),
+    }
+    if args.all:
+        plain_bf16 = load_causal_lm(model_dir, quantize_4bit=False, device=device, dtype=torch.bfloat16)
+        adapter_stack = ModelStack.load(model_dir, device=device, generation="adapter")
+        merged32 = ModelStack.load(model_dir, device=device, generation="merged")
+        merged32.generation_dtype = torch.float32
+        for stack in (adapter_stack, merged32):
+            randomize_policy(stack)
+        variants.update({
+            "hf-base-bf16": lambda m, f: (lambda: hf_generate(plain_bf16, tok, prompts, m, f, len(prompts))),
+            "ours-adapter-fp32": lambda m, f: ours_sampler(adapter_stack, "policy", m, f),
+            "ours-merged-fp32": lambda m, f: ours_sampler(merged32, "policy", m, f),
+            "hf-static-compile": lambda m, f: _compiled(plain, tok, prompts, m, f),
+        })
+
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for workload in args.workloads.split(","):
+        forced = workload == "forced"
+        for name, make in variants.items():
+            t0 = time.perf_counter()
+            seconds, tokens = timed(make(args.max_new_tokens, forced), args.repeats)
+            results.setdefault(workload, {})[name] = {"seconds": seconds, "tokens": tokens,
+                                                      "tokens_per_s": tokens / seconds}
+            print(f"  {workload:<8} {name:<18} {tokens / seconds:8.1f} tok/s  ({tokens} tokens in {seconds:.2f} s; "
+                  f"variant took {time.perf_counter() - t0:.0f} s)", flush=True)
+
+    name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'x86_64'})"
+    env = {"device": name,
+           "threads": torch.get_num_threads(), "torch": torch.__version__, "native_bf16": native_bf16(device),
+           "ours": f"generation {mode} ({gen_dtype}), batch {batch}", "prompts": args.prompts,
+           "max_new_tokens": args.max_new_tokens, "load_average": {"before": load_before, "after": os.getloadavg()[0]}}
+    print(f"\nenvironment: {json.dumps(env)}")
+    ratios = {}
+    for workload, table in results.items():
+        ref, before_t = table["hf-base"]["tokens_per_s"], table["before-trained"]["tokens_per_s"]
+        ours_t = table["ours-trained"]["tokens_per_s"]
+        ratios[workload] = {"ours_trained_vs_hf_base": ours_t / ref,
+                            "ours_trained_vs_before_trained": ours_t / before_t}
+        print(f"\n{workload}: {'variant':<18} {'tok/s':>8} {'x hf-base':>10}")
+        for name, row in table.items():
+            print(f"{'':<{len(workload) + 2}}{name:<18} {row['tokens_per_s']:8.1f} {row['tokens_per_s'] / ref:10.2f}")
+        print(f"  target ours-trained >= 1.0x hf-base: {ours_t / ref:.2f}x "
+              f"({'pass' if ours_t >= ref else 'MISS'}); >= 2x before-trained: {ours_t / before_t:.2f}x "
+              f"({'pass' if ours_t >= 2 * before_t else 'MISS'})")
+    if args.json:
+        args.json.write_text(json.dumps({"environment": env, "results": results, "ratios": ratios}, indent=2))
+        print(f"figures written to {args.json}")
+
+
+def _compiled(model, tok, prompts, max_new: int, forced: bool):
+    """HF generate with a static KV cache and torch.compile (compiles on the warm-up call)."""
+    model.generation_config.cache_implementation = "static"
+    model.forward = torch.compile(model.forward, mode="reduce-overhead", dynamic=False)
+    return lambda: hf_generate(model, tok, prompts, max_new, forced, len(prompts))
+
+
+if __name__ == "__main__":
+    Config()  # import check: the product's config loads
+    main()
