@@ -200,7 +200,7 @@ def test_controls_alone_are_never_served(db) -> None:
     assert served.pair_id == pair
 
 
-def test_control_judgments_stay_out_of_training_exports_and_agreement(db, tmp_path: Path) -> None:
+def test_control_judgments_stay_out_of_training_exports_agreement_and_round_triggers(db, tmp_path: Path) -> None:
     regular = regular_pairs(db, 6)
     storage.add_control_pairs(db, controls(6))
     user, rng = annotator(db, "ann"), random.Random(3)
@@ -211,6 +211,7 @@ def test_control_judgments_stay_out_of_training_exports_and_agreement(db, tmp_pa
     training = storage.judgment_rows(db, kinds=("train",))  # what reward-model training reads
     assert sorted(r.pair_id for r in training) == regular
     assert annotation_quality(db)["judgments"] == len(training)
+    assert storage.judgments_since_last_round(db) == len(training)  # controls do not trigger automatic rounds
     result = export_preferences(db, tmp_path / "out", fmt="jsonl", test_fraction=0.0)
     exported = [json.loads(line) for line in (tmp_path / "out" / "train.jsonl").read_text().splitlines()]
     assert result.n_rows == len(exported) == len(training)
