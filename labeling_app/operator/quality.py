@@ -61,7 +61,7 @@ def quality_markdown(q: dict[str, Any]) -> str:
 
 
 def rate_with_interval(rate: Any, interval: list[float] | None) -> str:
-    """"80% (49–94%)": a share with its 95% interval; "—" when undefined."""
+    """A share with its 95% interval, as "80% (49%–94%)"; "—" when undefined."""
     if not is_number(rate):
         return DASH
     return f"{fmt_pct(rate)} ({fmt_pct(interval[0])}–{fmt_pct(interval[1])})" if interval else fmt_pct(rate)

@@ -62,7 +62,7 @@ def status(
     typer.echo(f"judgments  {c['judgments']}")
     quality = info["annotator_quality"]
     for name, n in info["judgments_per_annotator"].items():
-        typer.echo(f"  {name:<20} {n:<8}{_quality_line(quality.get(name))}")
+        typer.echo(f"  {name:<20} {n:<8}{_quality_line(quality.get(name))}".rstrip())
     v = info["versions"]
     rm = "none yet" if v["reward_model"] is None else f"v{v['reward_model']}"
     typer.echo(f"policy     v{v['policy']}{' (base model)' if v['policy'] == 0 else ''}")
