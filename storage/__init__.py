@@ -1,6 +1,14 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
 from storage.app_queries import AnnotatorProgress, LeaseInfo, annotator_progress, has_judged, lease_of
+from storage.controls import (
+    ControlImportResult,
+    ControlJudgment,
+    ControlSpec,
+    add_control_pairs,
+    control_judgments,
+    count_control_pairs,
+)
 from storage.db import Database, DatabaseError, normalize_url
 from storage.export_queries import pair_kinds
 from storage.jobs import (
@@ -36,12 +44,14 @@ from storage.pairs import (
     skip_pair,
 )
 from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
-from storage.queries import JudgmentRow, judgment_rows, judgments_per_day, status_counts
+from storage.queries import JudgmentRow, judgment_rows, judgments_per_day, pair_selection_counts, status_counts
 from storage.tables import (
     CHOICES,
+    PAIR_SELECTIONS,
     ROLES,
     STRENGTHS,
     Annotator,
+    ControlPair,
     Job,
     Judgment,
     Lease,

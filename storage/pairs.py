@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -12,8 +13,21 @@ from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, delete, func, select
 
+from storage.controls import next_control_pair
 from storage.db import Database
-from storage.tables import CHOICES, STRENGTHS, Annotator, Judgment, Lease, Pair, Prompt, Sample, Skip, utcnow
+from storage.tables import (
+    CHOICES,
+    PAIR_SELECTIONS,
+    STRENGTHS,
+    Annotator,
+    Judgment,
+    Lease,
+    Pair,
+    Prompt,
+    Sample,
+    Skip,
+    utcnow,
+)
 
 MAX_RATIONALE_CHARS = 5000
 
@@ -60,10 +74,17 @@ def choice_from_screen(pick: str, left_side: str) -> str:
 def record_generations(
     db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple[str, int]],
     gen_params: dict[str, Any], pairs: list[tuple[int, int]], round: int = 0, judgments_wanted: int = 1,
-    priority: int = 0, kind: str = "train",
+    priority: int = 0, kind: str = "train", info_scores: list[float] | None = None, selection: str = "all",
 ) -> list[Pair]:
     """Store one prompt's sampled responses `(text, token_count)` and the pairs between them
-    (`pairs` holds indices into `responses`), atomically."""
+    (`pairs` holds indices into `responses`), atomically.
+
+    selection: the method that chose these pairs (`PAIR_SELECTIONS`). info_scores: one per pair, how
+    informative the sampler judged it (higher is served first among pairs of equal priority);
+    None stores 0.0 for each.
+    """
+    _check_selection(selection)
+    scores = _checked_scores(info_scores, len(pairs))
     with db.session() as s:
         samples = [
             Sample(prompt_id=prompt_id, policy_version_id=policy_version_id, text=text, token_count=n,
@@ -74,12 +95,29 @@ def record_generations(
         s.flush()
         rows = [
             Pair(prompt_id=prompt_id, sample_a_id=samples[i].id, sample_b_id=samples[j].id, round=round,
-                 judgments_wanted=judgments_wanted, priority=priority, kind=kind)
-            for i, j in pairs
+                 judgments_wanted=judgments_wanted, priority=priority, kind=kind, selection=selection,
+                 info_score=score)
+            for (i, j), score in zip(pairs, scores, strict=True)
         ]
         s.add_all(rows)
         s.flush()
         return rows
+
+
+def _check_selection(selection: str) -> None:
+    if selection not in PAIR_SELECTIONS:
+        raise ValueError(f"selection must be one of {', '.join(PAIR_SELECTIONS)}, not {selection!r}")
+
+
+def _checked_scores(info_scores: list[float] | None, n_pairs: int) -> list[float]:
+    if info_scores is None:
+        return [0.0] * n_pairs
+    if len(info_scores) != n_pairs:
+        raise ValueError(f"{len(info_scores)} info_scores for {n_pairs} pairs; give one per pair")
+    scores = [float(x) for x in info_scores]
+    if not all(math.isfinite(x) for x in scores):
+        raise ValueError("info_scores must be finite numbers")
+    return scores
 
 
 def add_samples(db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple[str, int]],
@@ -95,12 +133,13 @@ def add_samples(db: Database, *, prompt_id: int, policy_version_id: int, respons
 
 def add_pair_between(
     db: Database, *, prompt_id: int, sample_a_id: int, sample_b_id: int, round: int, judgments_wanted: int,
-    priority: int = 0, kind: str = "train",
+    priority: int = 0, kind: str = "train", selection: str = "all",
 ) -> Pair:
     """A pair of two samples that already exist (e.g. a policy sample against a base sample)."""
+    _check_selection(selection)
     with db.session() as s:
         pair = Pair(prompt_id=prompt_id, sample_a_id=sample_a_id, sample_b_id=sample_b_id, round=round,
-                    judgments_wanted=judgments_wanted, priority=priority, kind=kind)
+                    judgments_wanted=judgments_wanted, priority=priority, kind=kind, selection=selection)
         s.add(pair)
         s.flush()
         s.refresh(pair)
@@ -124,14 +163,19 @@ def _served(s: Session, pair_id: int, left_side: str, expires_at: datetime) -> S
 
 
 def next_pair_for(
-    db: Database, annotator_id: int, *, lease_seconds: int = 300, rng: random.Random | None = None
+    db: Database, annotator_id: int, *, lease_seconds: int = 300, rng: random.Random | None = None,
+    control_rate: float = 0.0,
 ) -> ServedPair | None:
     """The pair this annotator should judge next, leased to them, or None when nothing is left.
 
     A pair qualifies when the annotator has neither judged nor skipped it and its judgments plus
     other annotators' live leases are below its `judgments_wanted` (k). Highest priority first,
-    then oldest. A live lease the annotator already holds is served again (a page reload shows the
-    same pair, same sides).
+    then highest info_score, then oldest. A live lease the annotator already holds is served again
+    (a page reload shows the same pair, same sides).
+
+    control_rate: the probability in [0, 1] that a serve is a control pair this annotator has not
+    seen, instead of the open pair found (see `storage.controls`); only while open pairs exist, so
+    an annotator's stream is never controls alone.
     """
     rng = rng or random.Random()
     now = utcnow()
@@ -153,7 +197,7 @@ def next_pair_for(
             select(Pair.id)
             .where(Pair.n_judgments < Pair.judgments_wanted, ~judged.exists(), ~skipped.exists(),
                    Pair.n_judgments + others_leasing < Pair.judgments_wanted)
-            .order_by(Pair.priority.desc(), Pair.id)
+            .order_by(Pair.priority.desc(), Pair.info_score.desc(), Pair.id)
             .limit(1)
         )
         if not db.is_sqlite:
@@ -172,6 +216,7 @@ def next_pair_for(
             pair_id = s.exec(query.where(Pair.id.not_in(passed))).first()
         if pair_id is None:
             return None
+        pair_id = next_control_pair(s, annotator_id, control_rate, rng) or pair_id
         expires_at = now + timedelta(seconds=lease_seconds)
         left_side = rng.choice("ab")
         lease = s.exec(select(Lease).where(Lease.pair_id == pair_id, Lease.annotator_id == annotator_id)).first()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import case
 from sqlalchemy.orm import aliased
 from sqlmodel import func, select
 
@@ -100,6 +101,28 @@ def status_counts(db: Database) -> dict[str, Any]:
                 "queued": queued,
             },
         }
+
+
+def pair_selection_counts(db: Database) -> list[dict[str, Any]]:
+    """Training and evaluation pairs per (round, kind, selection method), newest round first.
+
+    Each row: round, kind, selection, pairs, open (still wanting judgments), judgments, and
+    mean_info_score (the sampler's informativeness score, 0.0 where the method gives none).
+    Control pairs are left out: they belong to no round.
+    """
+    is_open = case((Pair.n_judgments < Pair.judgments_wanted, 1), else_=0)
+    q = (
+        select(Pair.round, Pair.kind, Pair.selection, func.count(Pair.id), func.sum(is_open),
+               func.sum(Pair.n_judgments), func.avg(Pair.info_score))
+        .where(Pair.kind != "control")
+        .group_by(Pair.round, Pair.kind, Pair.selection)
+        .order_by(Pair.round.desc(), Pair.kind, Pair.selection)
+    )
+    with db.session() as s:
+        rows = s.exec(q).all()
+    return [{"round": r, "kind": kind, "selection": selection, "pairs": n, "open": int(n_open or 0),
+             "judgments": int(judged or 0), "mean_info_score": float(score or 0.0)}
+            for r, kind, selection, n, n_open, judged, score in rows]
 
 
 def judgments_per_day(db: Database, *, days: int = 30) -> list[dict[str, Any]]:

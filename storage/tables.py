@@ -15,7 +15,12 @@ ROLES = ("annotator", "operator")
 CHOICES = ("a", "b", "tie", "both_bad")
 STRENGTHS = ("slight", "clear", "strong")
 SPLITS = ("train", "eval")
-PAIR_KINDS = ("train", "eval_vs_base")
+# Prompts of imported control pairs: never sampled, never in a training or eval prompt list.
+CONTROL_SPLIT = "control"
+PAIR_KINDS = ("train", "eval_vs_base", "control")
+# Which method chose a pair for people (`sampling.pair_selection`); evaluation pairs say "eval",
+# control pairs "control".
+PAIR_SELECTIONS = ("all", "random", "uncertainty", "eval", "control")
 JOB_STATUSES = ("queued", "running", "done", "failed")
 
 
@@ -64,11 +69,13 @@ class Sample(SQLModel, table=True):
 
 
 class Pair(SQLModel, table=True):
-    __table_args__ = (
-        Index("ix_pair_open_priority", "priority", "id",
-              sqlite_where=text("n_judgments < judgments_wanted"),
-              postgresql_where=text("n_judgments < judgments_wanted")),
-    )
+    """Two samples of one prompt to be judged by `judgments_wanted` (k) annotators.
+
+    Open (served from the pool) while n_judgments < judgments_wanted, in the order of the partial
+    index: priority, then info_score (how informative the sampler judged the pair), both highest
+    first, then oldest. A control pair (kind "control", see ControlPair) has judgments_wanted 0, so
+    it is never open and never counts as such: `next_pair_for` mixes it in by its own path.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
@@ -79,6 +86,31 @@ class Pair(SQLModel, table=True):
     judgments_wanted: int = 1
     n_judgments: int = Field(default=0, index=True)
     priority: int = Field(default=0, index=True)
+    selection: str = Field(default="all", max_length=16, sa_column_kwargs={"server_default": "all"})
+    info_score: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+# Columns in the serving order (descending where served highest first), so the first open pair is
+# read off the index without a sort; partial, because most pairs are closed once judged.
+Index("ix_pair_open_priority", Pair.priority.desc(), Pair.info_score.desc(), Pair.id,
+      sqlite_where=text("n_judgments < judgments_wanted"), postgresql_where=text("n_judgments < judgments_wanted"))
+
+
+class ControlPair(SQLModel, table=True):
+    """A pair with a known answer (a honeypot), imported by an operator to measure annotators' accuracy.
+
+    Its Pair has kind "control" and judgments_wanted 0; `expected` is the right choice in the
+    pair's own a/b terms ("a", "b", "tie" or "both_bad"). `content_hash` (prompt and both
+    responses) makes a repeated import add nothing.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    pair_id: int = Field(foreign_key="pair.id", unique=True)
+    expected: str = Field(max_length=8)
+    content_hash: str = Field(index=True, unique=True, max_length=64)
+    source: str = Field(default="", max_length=255)
+    imported_by: str = Field(default="", max_length=64)
     created_at: datetime = Field(default_factory=utcnow)
 
 

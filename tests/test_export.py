@@ -35,7 +35,7 @@ from storage import (
 )
 
 COLUMNS = ["prompt", "chosen", "rejected", "pair_id", "prompt_id", "round", "n_annotators", "agreement", "strength",
-           "tie", "policy_version_chosen", "policy_version_rejected", "annotators"]
+           "tie", "policy_version_chosen", "policy_version_rejected", "annotators", "low_accuracy_annotators"]
 
 
 def make_annotators(db: Database, n: int, prefix: str = "ann") -> list[int]:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignor
 OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable through the API
     ("/operator_dashboard", (None,)), ("/start_round", ("GRPO",)), ("/create_eval_batch", (4,)),
     ("/export_dataset", ("hf", 0.0, False, True)), ("/sample_pairs", (3,)), ("/operator_overview", ()),
-    ("/operator_refresh", ()),
+    ("/operator_refresh", ()), ("/import_controls", (None,)),
 ]
 PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer"}
 

@@ -1,6 +1,6 @@
 """Operator actions: start a round (PPO or GRPO), queue a policy-vs-base evaluation batch, export the
-preference dataset as a zip to download. The functions here are free of Gradio and hold no role
-checks; `page` checks the operator on every event before calling them."""
+preference dataset as a zip to download, import control pairs. The functions here are free of Gradio
+and hold no role checks; `page` checks the operator on every event before calling them."""
 
 from __future__ import annotations
 
@@ -11,9 +11,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf_core.data.control_files import import_control_file
 from rlhf_core.data.export import FORMATS, ExportError, ExportResult, export_preferences
+from rlhf_core.data.file_checks import InputFileError
 from rlhf_core.workspace import Workspace
-from storage import Database, Job, active_job, count_prompts, enqueue_job, status_counts, utcnow
+from storage import (
+    Database,
+    Job,
+    active_job,
+    count_control_pairs,
+    count_prompts,
+    enqueue_job,
+    status_counts,
+    utcnow,
+)
 
 ALGORITHMS = {"GRPO": "grpo", "PPO": "ppo"}
 MAX_EVAL_PROMPTS = 1000
@@ -104,7 +115,7 @@ def export_dataset(ws: Workspace, db: Database, staging: ExportStaging, *, fmt: 
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     out = _fresh_export_dir(ws, fmt)
     result = export_preferences(db, out, fmt=fmt, min_agreement=min_agreement or None, include_ties=include_ties,
-                                anonymize=anonymize)
+                                anonymize=anonymize, min_annotator_accuracy=ws.config.reward.min_annotator_accuracy)
     staging.prune()
     archive = shutil.make_archive(str(staging.root / out.name), "zip", root_dir=out.parent, base_dir=out.name)
     return ExportedZip(result=result, directory=out, zip_path=Path(archive))
@@ -114,6 +125,24 @@ def export_summary(exported: ExportedZip) -> str:
     r = exported.result
     skipped = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in r.skipped.items() if n) or "none"
     load = "datasets.load_from_disk(<folder>)" if r.format == "hf" else "datasets.load_dataset(<folder>)"
+    low = (f" {r.n_low_accuracy_annotators} annotator(s) below the minimum control accuracy are listed in the "
+           "`low_accuracy_annotators` column." if r.n_low_accuracy_annotators else "")
     return (f"Exported **{r.n_rows} pairs** (train {r.n_train}, test {r.n_test}) from {r.n_judgments} judgments "
             f"as `{r.format}` into `{exported.directory.name}` in the workspace's exports folder. "
-            f"Pairs left out: {skipped}. The zip holds that folder; read it with `{load}`.")
+            f"Pairs left out: {skipped}.{low} The zip holds that folder; read it with `{load}`.")
+
+
+def import_controls(ws: Workspace, db: Database, path: Path, imported_by: str) -> str:
+    """Import a control-pair file (JSONL or CSV) and say what happened, in a sentence of plain text.
+
+    A bad file raises ActionRefused with the reader's one-line message (file name, line, fix), and
+    nothing is written. The uploaded copy's temporary folder is left out of the message.
+    """
+    try:
+        result = import_control_file(db, path, imported_by=imported_by,
+                                     max_prompt_chars=ws.config.labeling.max_prompt_chars)
+    except InputFileError as exc:
+        raise ActionRefused(str(exc).replace(str(path), path.name)) from None
+    return (f"Imported {result.added} control pairs from {path.name} ({result.duplicates} already there); "
+            f"{count_control_pairs(db)} in all, served as {ws.config.labeling.control_rate:.0%} of each "
+            "annotator's pairs (labeling.control_rate).")

@@ -1,11 +1,12 @@
 """The Actions block of the operator tab: start a round, queue an evaluation batch, sample more pairs,
-export the dataset. Every handler checks the operator role on the server first, then calls
+export the dataset, import control pairs. Every handler checks the operator role on the server first, then calls
 `actions` (or the app's sampler) and renders a sentence."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import gradio as gr
 
@@ -17,6 +18,7 @@ from labeling_app.operator.actions import (
     create_eval_batch,
     export_dataset,
     export_summary,
+    import_controls,
     start_round,
 )
 from labeling_app.operator.common import OPERATOR_API, OperatorContext
@@ -27,6 +29,14 @@ from storage import status_counts
 
 MAX_PAIRS_PER_REQUEST = 10_000
 REFUSED = "**Not started:** "
+NOT_IMPORTED = "**Not imported:** "
+CONTROLS_HELP = (
+    "Control pairs have a known answer and measure each annotator's accuracy (Annotation quality below). "
+    "They are mixed into every annotator's pairs at `labeling.control_rate`, look like any other pair, are "
+    "never shown twice to one person and never used for training or exports. File: JSONL or CSV with `prompt` "
+    "(or `messages`), `response_a`, `response_b` and `expected` (a, b, tie or both_bad); a bad line refuses the "
+    "whole file."
+)
 
 
 @dataclass
@@ -45,6 +55,9 @@ class ActionControls:
     export: gr.Button
     download: gr.File
     export_result: gr.Markdown
+    controls_file: gr.File
+    import_controls: gr.Button
+    controls_result: gr.Markdown
 
 
 def build_action_controls(ctx: OperatorContext) -> ActionControls:
@@ -77,10 +90,18 @@ def build_action_controls(ctx: OperatorContext) -> ActionControls:
         with gr.Row(equal_height=True):
             export_result = gr.Markdown(elem_id="export-result")
             download = gr.File(label="Download (zip)", interactive=False, elem_id="export-file", visible=False)
+    with gr.Accordion("Import control pairs", open=False, elem_id="controls"):
+        gr.Markdown(CONTROLS_HELP)
+        with gr.Row(equal_height=True):
+            controls_file = gr.File(label="Control-pair file", file_types=[".jsonl", ".csv"], type="filepath",
+                                    elem_id="controls-file")
+            import_button = gr.Button("Import control pairs", elem_id="btn-import-controls", scale=0, min_width=160)
+        controls_result = gr.Markdown(elem_id="controls-result")
     return ActionControls(algo=algo, start_round=start, eval_prompts=eval_prompts, eval_batch=eval_batch,
                           n_pairs=n_pairs, sample=sample, result=result, fmt=fmt, min_agreement=min_agreement,
                           include_ties=include_ties, anonymize=anonymize, export=export, download=download,
-                          export_result=export_result)
+                          export_result=export_result, controls_file=controls_file, import_controls=import_button,
+                          controls_result=controls_result)
 
 
 def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary: gr.Markdown,
@@ -137,6 +158,16 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
             return f"**Nothing exported:** {exc}", gr.File(value=None, visible=False)  # our own sentence
         return export_summary(exported), gr.File(value=str(exported.zip_path), visible=True)
 
+    def import_control_pairs(path: str | None, request: gr.Request) -> str:
+        with ctx.checked(request) as user:
+            if not path:
+                return NOT_IMPORTED + "choose a JSONL or CSV file first."
+            try:
+                done = import_controls(ctx.ws, db, Path(path), imported_by=user.username)
+            except ActionRefused as exc:
+                return NOT_IMPORTED + plain_markdown(str(exc))
+        return plain_markdown(done)
+
     round_event = controls.start_round.click(queue_round, inputs=[controls.algo], outputs=[controls.result],
                                              api_name="start_round", api_visibility=OPERATOR_API, queue=False)
     eval_event = controls.eval_batch.click(queue_eval_batch, inputs=[controls.eval_prompts],
@@ -150,3 +181,6 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
                                           controls.anonymize],
                           outputs=[controls.export_result, controls.download], api_name="export_dataset",
                           api_visibility=OPERATOR_API, concurrency_limit=1)
+    controls.import_controls.click(import_control_pairs, inputs=[controls.controls_file],
+                                   outputs=[controls.controls_result], api_name="import_controls",
+                                   api_visibility=OPERATOR_API, concurrency_limit=1)

@@ -2,7 +2,8 @@
 
 A full refresh (tab opened, Refresh clicked) sends everything. The timer's refresh sends only what
 changed, so charts do not redraw every few seconds: quality is recomputed when the judgment count
-moved, rounds when a version or a job's status did, and each output is compared with what this
+(or the number of control pairs) moved, rounds when a version or a job's status did, pairs by
+selection when the pair or judgment count did, and each output is compared with what this
 browser session was last sent (`memo`, kept in a `gr.State`).
 """
 
@@ -18,10 +19,10 @@ import gradio as gr
 import pandas as pd
 
 from labeling_app.operator.quality import QualitySection, quality_values
-from labeling_app.operator.rounds import RoundsSection, curve_values, rounds_values
+from labeling_app.operator.rounds import RoundsSection, curve_values, rounds_values, selection_values
 from labeling_app.operator.status import StatusSection, status_values
 from rlhf_core.loop.dashboard import annotation_quality, live_status, rounds_table
-from storage import Database
+from storage import Database, count_control_pairs
 
 
 def _is_skip(value: Any) -> bool:
@@ -49,6 +50,7 @@ class Dashboard:
     status: StatusSection
     quality: QualitySection
     rounds: RoundsSection
+    min_accuracy: float = 0.0  # reward.min_annotator_accuracy, to say whose judgments training leaves out
 
     @property
     def outputs(self) -> list[gr.components.Component]:
@@ -63,9 +65,9 @@ class Dashboard:
         info = live_status(db)
         values = status_values(info)
 
-        quality_key = info["counts"]["judgments"]
+        quality_key = [info["counts"]["judgments"], count_control_pairs(db)]
         if full or memo.get("quality_key") != quality_key:
-            values += quality_values(annotation_quality(db))
+            values += quality_values(annotation_quality(db), self.min_accuracy)
         else:
             values += [gr.skip()] * len(self.quality.outputs)
 
@@ -73,8 +75,13 @@ class Dashboard:
         if full or memo.get("rounds_key") != rounds_key:
             values += rounds_values(rounds_table(db)) + curve_values(db, selected_job)
         else:
-            values += [gr.skip()] * len(self.rounds.outputs)
-        memo.update(quality_key=quality_key, rounds_key=rounds_key)
+            values += [gr.skip()] * (len(self.rounds.outputs) - len(self.rounds.selection_outputs))
+        selection_key = [info["counts"]["pairs"], info["counts"]["judgments"]]
+        if full or memo.get("selection_key") != selection_key:
+            values += selection_values(db)
+        else:
+            values += [gr.skip()] * len(self.rounds.selection_outputs)
+        memo.update(quality_key=quality_key, rounds_key=rounds_key, selection_key=selection_key)
 
         sent = memo["sent"]
         for index, value in enumerate(values):

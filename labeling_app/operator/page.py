@@ -65,7 +65,9 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         memo = gr.State(None)
         timer = gr.Timer(REFRESH_SECONDS, active=False)
     page = OperatorTab(tab=tab, status=status.summary, users=users,
-                       dashboard=Dashboard(status=status, quality=quality, rounds=rounds), controls=controls,
+                       dashboard=Dashboard(status=status, quality=quality, rounds=rounds,
+                                           min_accuracy=ws.config.reward.min_annotator_accuracy),
+                       controls=controls,
                        timer=timer)
     _wire(ctx, page, refresh, memo)
     return page

@@ -1,5 +1,6 @@
-"""Annotation quality on the operator tab: Fleiss' kappa, position bias, tie and both-bad rates, and
-each annotator's agreement with the majority. Values come from `rlhf_core.loop.dashboard.annotation_quality`."""
+"""Annotation quality on the operator tab: Fleiss' kappa, position bias, tie and both-bad rates, and a
+table of each annotator's accuracy on control pairs and agreement with the majority, each with its
+count and 95% Wilson interval. Values come from `rlhf_core.loop.dashboard.annotation_quality`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import gradio as gr
 from labeling_app.operator.common import DASH, fmt_pct, is_number
 
 KAPPA_SCOPE = "Fleiss' kappa over a/b/tie/both_bad on pairs with ≥ 2 judgments"
-AGREEMENT_COLUMNS = ["annotator", "agreement with majority"]
-NO_OVERLAP = ("No pair has two judgments yet, so agreement cannot be measured. Set "
-              "`labeling.judgments_per_pair = 2` (or more) in rlhf.toml to have pairs judged by several people.")
+AGREEMENT_COLUMNS = ["annotator", "control pairs", "control accuracy (95% CI)", "overlap pairs",
+                     "agreement with majority (95% CI)", "reward model"]
+NO_FIGURES = ("No annotator has a quality figure yet. Import control pairs (Actions) to measure accuracy "
+              "against known answers, and set `labeling.judgments_per_pair = 2` (or more) in rlhf.toml to "
+              "measure agreement between people.")
 # Landis & Koch (1977): the usual words for kappa ranges.
 KAPPA_WORDS = ((0.0, "poor"), (0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial"),
                (1.0, "almost perfect"))
@@ -57,25 +60,44 @@ def quality_markdown(q: dict[str, Any]) -> str:
     )
 
 
-def agreement_rows(q: dict[str, Any]) -> list[list[Any]]:
-    return [[name, fmt_pct(rate)] for name, rate in sorted(q["agreement_with_majority"].items())]
+def rate_with_interval(rate: Any, interval: list[float] | None) -> str:
+    """A share with its 95% interval, as "80% (49%–94%)"; "—" when undefined."""
+    if not is_number(rate):
+        return DASH
+    return f"{fmt_pct(rate)} ({fmt_pct(interval[0])}–{fmt_pct(interval[1])})" if interval else fmt_pct(rate)
 
 
-def quality_values(q: dict[str, Any]) -> list[Any]:
-    """Values for `QualitySection.outputs` from `annotation_quality(db)`."""
-    rows = agreement_rows(q)
-    note = "" if rows else NO_OVERLAP
+def training_use(figures: dict[str, Any], min_accuracy: float) -> str:
+    """Whether reward-model training keeps this annotator's judgments (`reward.min_annotator_accuracy`)."""
+    accuracy = figures["control_accuracy"]
+    if min_accuracy > 0 and is_number(accuracy) and accuracy < min_accuracy:
+        return f"left out (below {fmt_pct(min_accuracy)})"
+    return "used"
+
+
+def agreement_rows(q: dict[str, Any], min_accuracy: float = 0.0) -> list[list[Any]]:
+    return [[name, f["control_judgments"], rate_with_interval(f["control_accuracy"], f["control_ci"]),
+             f["majority_items"], rate_with_interval(f["majority_agreement"], f["majority_ci"]),
+             training_use(f, min_accuracy)]
+            for name, f in sorted(q["annotators"].items())]
+
+
+def quality_values(q: dict[str, Any], min_accuracy: float = 0.0) -> list[Any]:
+    """Values for `QualitySection.outputs` from `annotation_quality(db)`; `min_accuracy` is the
+    workspace's `reward.min_annotator_accuracy` (0 = off)."""
+    rows = agreement_rows(q, min_accuracy)
+    measured = any(r[1] or r[3] for r in rows)
+    controls = (f"{q['control_pairs']} control pairs imported" if q["control_pairs"]
+                else "no control pairs imported yet")
+    note = (f"_{controls}; accuracy counts judgments of control pairs, agreement counts pairs where the "
+            "other raters have a majority._" if measured else NO_FIGURES)
     return [quality_markdown(q), gr.Dataframe(value=rows, visible=bool(rows)), note]
 
 
 def build_quality_section() -> QualitySection:
     gr.Markdown("### Annotation quality")
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            summary = gr.Markdown(elem_id="quality")
-        with gr.Column(scale=2):
-            agreement = gr.Dataframe(headers=AGREEMENT_COLUMNS, interactive=False, label="Per-annotator agreement",
-                                     elem_id="agreement", max_height=300)
-            agreement_note = gr.Markdown(elem_id="agreement-note")
+    summary = gr.Markdown(elem_id="quality")
+    agreement = gr.Dataframe(headers=AGREEMENT_COLUMNS, interactive=False, label="Per-annotator quality",
+                             elem_id="annotator-quality", max_height=300)
+    agreement_note = gr.Markdown(elem_id="annotator-quality-note")
     return QualitySection(summary=summary, agreement=agreement, agreement_note=agreement_note)
-

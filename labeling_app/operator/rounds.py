@@ -1,7 +1,9 @@
-"""Rounds on the operator tab: one table row per policy version, charts of the round metrics across
-versions, and per-step training curves of one training job (from `training_logs`).
+"""Rounds on the operator tab: one table row per policy version (with the reward model's held-out
+accuracy), the pairs of each round by the method that selected them, charts of the round metrics
+across versions, and per-step training curves of one training job (from `training_logs`).
 
-Values come from `rlhf_core.loop.dashboard.rounds_table` and `storage.training_logs`. A line needs two
+Values come from `rlhf_core.loop.dashboard.rounds_table`, `storage.pair_selection_counts` and
+`storage.training_logs`. A line needs two
 points, so a chart is shown once two versions (or steps) have a value; until then a sentence says why.
 """
 
@@ -15,7 +17,7 @@ import gradio as gr
 import pandas as pd
 
 from labeling_app.operator.common import DASH, fmt_num, fmt_pct, is_number
-from storage import TRAINING_KINDS, Database, Job, list_jobs, training_logs
+from storage import TRAINING_KINDS, Database, Job, list_jobs, pair_selection_counts, training_logs
 
 ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/seq.", "entropy", "length",
                  "clip frac.", "value loss", "win rate vs base"]
@@ -37,6 +39,12 @@ NO_ROUNDS = ("No rounds yet: policy v0 is the base model. Once annotators have j
 ONE_ROUND = ("One trained version so far: its figures are in the table; the charts across versions start with "
              "the second round.")
 NO_TRAINING_JOBS = "No training job has run yet, so there are no per-step curves."
+SELECTION_COLUMNS = ["round", "pairs", "selection", "count", "open", "judgments", "mean info score"]
+KIND_LABELS = {"train": "training", "eval_vs_base": "policy vs base"}
+SELECTION_NOTE = ("_Selection is `sampling.pair_selection`: all pairs of a prompt's samples, a random subset, or "
+                  "the ones the reward models disagree on most (uncertainty; served first, highest info score "
+                  "first). Evaluation pairs say eval._")
+NO_PAIRS = "No pairs sampled yet."
 
 
 @dataclass
@@ -48,9 +56,16 @@ class RoundsSection:
     step_plots: list[gr.LinePlot]
     step_note: gr.Markdown
 
+    selection: gr.Dataframe
+    selection_note: gr.Markdown
+
     @property
     def outputs(self) -> list[gr.components.Component]:
-        return [self.table, self.note, *self.version_plots, *self.curve_outputs]
+        return [self.table, self.note, *self.version_plots, *self.curve_outputs, *self.selection_outputs]
+
+    @property
+    def selection_outputs(self) -> list[gr.components.Component]:
+        return [self.selection, self.selection_note]
 
     @property
     def curve_outputs(self) -> list[gr.components.Component]:
@@ -105,6 +120,19 @@ def rounds_values(rounds: list[dict[str, Any]]) -> list[Any]:
     return [round_rows(rounds), note, *(_line(frame) for frame in frames)]
 
 
+def selection_rows(counts: list[dict[str, Any]]) -> list[list[Any]]:
+    """Rows of the pairs-by-selection table from `pair_selection_counts` (newest round first)."""
+    return [[r["round"], KIND_LABELS.get(r["kind"], r["kind"]), r["selection"], r["pairs"], r["open"], r["judgments"],
+             fmt_num(r["mean_info_score"]) if r["selection"] == "uncertainty" else DASH]
+            for r in counts]
+
+
+def selection_values(db: Database) -> list[Any]:
+    """Values for `RoundsSection.selection_outputs`."""
+    rows = selection_rows(pair_selection_counts(db))
+    return [gr.Dataframe(value=rows, visible=bool(rows)), SELECTION_NOTE if rows else NO_PAIRS]
+
+
 def training_jobs(db: Database) -> list[Job]:
     """Recent jobs that train (and so log per-step metrics), newest first."""
     return [j for j in list_jobs(db, limit=50) if j.kind in TRAINING_KINDS and j.status != "queued"]
@@ -151,6 +179,9 @@ def build_rounds_section() -> RoundsSection:
     table = gr.Dataframe(headers=ROUND_COLUMNS, interactive=False, label="Policy versions (newest first)",
                          elem_id="rounds", max_height=360)
     note = gr.Markdown(elem_id="rounds-note")
+    selection = gr.Dataframe(headers=SELECTION_COLUMNS, interactive=False, label="Pairs by round and selection",
+                             elem_id="pair-selection", max_height=300)
+    selection_note = gr.Markdown(elem_id="pair-selection-note")
     version_plots = []
     for start in range(0, len(VERSION_CHARTS), 3):
         with gr.Row(equal_height=True):
@@ -167,4 +198,4 @@ def build_rounds_section() -> RoundsSection:
                                           height=200, visible=False, elem_id=f"curve-{phase}-{key}"))
     step_note = gr.Markdown(elem_id="curves-note")
     return RoundsSection(table=table, note=note, version_plots=version_plots, job=job, step_plots=step_plots,
-                         step_note=step_note)
+                         step_note=step_note, selection=selection, selection_note=selection_note)

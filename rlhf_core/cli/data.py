@@ -25,10 +25,10 @@ def simulate(
     """Judge pending pairs with simulated annotators, through the same storage path as people."""
     from rlhf_core.loop.simulate import simulate_annotators
 
-    _, database = open_db(workspace, db)
+    ws, database = open_db(workspace, db)
     options = {"keyword": keyword} if keyword else None
     result = simulate_annotators(database, annotators=annotators, judgments=judgments, gold=gold, noise=noise,
-                                 seed=seed, gold_options=options)
+                                 seed=seed, gold_options=options, control_rate=ws.config.labeling.control_rate)
     typer.echo(f"Recorded {result.judgments} judgments ({result.ties} ties, {result.flipped} flipped by noise); "
                f"stopped: {result.stopped}.")
     for name, n in result.per_annotator.items():
@@ -48,17 +48,25 @@ def export(
     test_fraction: Annotated[float, typer.Option(help="Share of prompts held out as the test split")] = 0.1,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty output directory")] = False,
     anonymize: Annotated[bool, typer.Option(help="Replace usernames with annotator-1, annotator-2, ...")] = False,
+    min_annotator_accuracy: Annotated[float | None, typer.Option(
+        help="Mark annotators below this control-pair accuracy (default: reward.min_annotator_accuracy)")] = None,
 ) -> None:
     """Export judged pairs as a TRL-ready preference dataset (prompt / chosen / rejected)."""
     from rlhf_core.data.export import export_preferences
 
-    _, database = open_db(workspace, db)
+    ws, database = open_db(workspace, db)
+    if min_annotator_accuracy is None:
+        min_annotator_accuracy = ws.config.reward.min_annotator_accuracy
     result = export_preferences(database, out, fmt=fmt, round=round, min_agreement=min_agreement,
                                 include_ties=include_ties, test_fraction=test_fraction,
-                                conversational=not standard, overwrite=overwrite, anonymize=anonymize)
+                                conversational=not standard, overwrite=overwrite, anonymize=anonymize,
+                                min_annotator_accuracy=min_annotator_accuracy)
     skipped = ", ".join(f"{k}: {v}" for k, v in result.skipped.items() if v) or "none"
     typer.echo(f"Exported {result.n_rows} pairs ({result.n_train} train, {result.n_test} test) to {result.path} "
                f"as {result.format}; skipped {skipped}.")
+    if min_annotator_accuracy > 0:
+        typer.echo(f"{result.n_low_accuracy_annotators} annotator(s) below control accuracy "
+                   f"{min_annotator_accuracy:g}: listed in the low_accuracy_annotators column.")
 
 
 @app.command()

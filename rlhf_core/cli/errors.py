@@ -11,11 +11,12 @@ import functools
 @functools.cache
 def user_errors() -> tuple[type[BaseException], ...]:
     from rlhf_core.config import ConfigError
+    from rlhf_core.data.file_checks import InputFileError
     from rlhf_core.data.prompt_files import PromptFileError
     from rlhf_core.workspace import WorkspaceError
     from storage import DatabaseError, JobError, JudgmentError, UserError
 
-    errors: list[type[BaseException]] = [ConfigError, PromptFileError, WorkspaceError, DatabaseError,
+    errors: list[type[BaseException]] = [ConfigError, PromptFileError, InputFileError, WorkspaceError, DatabaseError,
                                          JudgmentError, UserError, JobError]
     from rlhf_core.data.export import ExportError
     from rlhf_core.loop.gold import GoldPreferenceError

@@ -11,6 +11,7 @@ import typer
 from rlhf_core.cli import project  # noqa: F401
 from rlhf_core.cli import loop  # noqa: F401
 from rlhf_core.cli import data  # noqa: F401
+from rlhf_core.cli import controls  # noqa: F401
 # isort: on
 from rlhf_core.cli.app import app
 

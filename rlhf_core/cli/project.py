@@ -51,11 +51,13 @@ def status(
     db: DbOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output with stable keys")] = False,
 ) -> None:
-    """Counts, versions and jobs."""
+    """Counts, versions, jobs, and each annotator's accuracy on control pairs and agreement with the majority."""
+    from rlhf_core.data.annotator_quality import annotator_quality_report
     from storage import status_counts
 
     ws, database = open_db(workspace, db)
     info = status_counts(database)
+    info["annotator_quality"] = annotator_quality_report(database)
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -66,8 +68,9 @@ def status(
     typer.echo(f"samples    {c['samples']}")
     typer.echo(f"pairs      {c['pairs']} ({c['pairs_open']} open)")
     typer.echo(f"judgments  {c['judgments']}")
+    quality = info["annotator_quality"]
     for name, n in info["judgments_per_annotator"].items():
-        typer.echo(f"  {name:<20} {n}")
+        typer.echo(f"  {name:<20} {n:<8}{_quality_line(quality.get(name))}".rstrip())
     v = info["versions"]
     rm = "none yet" if v["reward_model"] is None else f"v{v['reward_model']}"
     typer.echo(f"policy     v{v['policy']}{' (base model)' if v['policy'] == 0 else ''}")
@@ -75,6 +78,20 @@ def status(
     jobs = info["jobs"]
     running = ", ".join(f"#{j['id']} {j['kind']} {j['progress']:.0%}" for j in jobs["running"]) or "none"
     typer.echo(f"jobs       running: {running}; queued: {jobs['queued']}")
+
+
+def _share(rate: float | None, ci: list[float] | None, n: int) -> str:
+    if rate is None:
+        return "n/a"
+    return f"{rate:.0%} [{ci[0]:.0%}, {ci[1]:.0%}] of {n}"
+
+
+def _quality_line(q: dict | None) -> str:
+    """Control accuracy and majority agreement with their 95% intervals, for `rlhf status`."""
+    if q is None:
+        return ""
+    return (f"control {_share(q['control_accuracy'], q['control_ci'], q['control_judgments'])}; "
+            f"majority {_share(q['majority_agreement'], q['majority_ci'], q['majority_items'])}")
 
 
 @prompts_app.command("import")

@@ -17,11 +17,12 @@ import dataclasses
 import json
 import random
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from rlhf_core.data.annotator_quality import low_accuracy_annotators
 from storage import STRENGTHS, Database, JudgmentRow, judgment_rows, utcnow
 
 FORMATS = ("hf", "jsonl", "parquet")
@@ -39,6 +40,7 @@ class PairVerdict:
     label: the unique most frequent choice ("a", "b", "tie", "both_bad"), None when two choices share
     the top count. agreement: share of the pair's judgments equal to `label` (0.0 when None).
     strength: the most common strength among the majority's judgments (ties go to the weaker), or None.
+    low_accuracy_annotators: those of `annotators` whose control-pair accuracy is below the threshold.
     """
 
     pair_id: int
@@ -53,6 +55,7 @@ class PairVerdict:
     agreement: float
     strength: str | None
     annotators: tuple[str, ...]
+    low_accuracy_annotators: tuple[str, ...] = ()
 
 
 @dataclass
@@ -69,10 +72,15 @@ class ExportResult:
     n_pairs_judged: int
     n_pairs_skipped: int
     skipped: dict[str, int] = field(default_factory=dict)
+    n_low_accuracy_annotators: int = 0  # annotators below min_annotator_accuracy (0 when it is off)
 
 
-def aggregate_pairs(rows: Sequence[JudgmentRow]) -> list[PairVerdict]:
-    """One verdict per pair (ordered by pair id) from its judgment rows: plurality vote over all four choices."""
+def aggregate_pairs(rows: Sequence[JudgmentRow], low_accuracy: Collection[str] = ()) -> list[PairVerdict]:
+    """One verdict per pair (ordered by pair id) from its judgment rows: plurality vote over all four choices.
+
+    low_accuracy: annotator names (as they appear in `rows`) to list in each verdict's
+    `low_accuracy_annotators`; their judgments still count in the vote.
+    """
     by_pair: dict[int, list[JudgmentRow]] = defaultdict(list)
     for row in rows:
         by_pair[row.pair_id].append(row)
@@ -90,15 +98,22 @@ def aggregate_pairs(rows: Sequence[JudgmentRow]) -> list[PairVerdict]:
             text_a=first.text_a, text_b=first.text_b, version_a=first.version_a, version_b=first.version_b,
             label=label, agreement=len(majority) / len(judged), strength=strength,
             annotators=tuple(sorted(r.annotator for r in judged)),
+            low_accuracy_annotators=tuple(sorted(r.annotator for r in judged if r.annotator in low_accuracy)),
         ))
     return verdicts
 
 
-def pseudonymized(rows: Sequence[JudgmentRow]) -> list[JudgmentRow]:
-    """The rows with each username replaced by `annotator-N`, N in the order of first judgment."""
+def pseudonyms(rows: Sequence[JudgmentRow]) -> dict[str, str]:
+    """username -> `annotator-N`, N in the order of each annotator's first judgment in `rows`."""
     names: dict[str, str] = {}
     for row in sorted(rows, key=lambda r: r.judgment_id):
         names.setdefault(row.annotator, f"annotator-{len(names) + 1}")
+    return names
+
+
+def pseudonymized(rows: Sequence[JudgmentRow]) -> list[JudgmentRow]:
+    """The rows with each username replaced by its pseudonym (`pseudonyms`)."""
+    names = pseudonyms(rows)
     return [dataclasses.replace(row, annotator=names[row.annotator]) for row in rows]
 
 
@@ -143,6 +158,7 @@ def preference_row(verdict: PairVerdict, *, conversational: bool) -> dict[str, o
         "policy_version_chosen": verdict.version_b if b_wins else verdict.version_a,
         "policy_version_rejected": verdict.version_a if b_wins else verdict.version_b,
         "annotators": list(verdict.annotators),
+        "low_accuracy_annotators": list(verdict.low_accuracy_annotators),
     }
 
 
@@ -164,7 +180,7 @@ def held_out_prompt_ids(prompt_ids: Sequence[int], test_fraction: float, seed: i
 METADATA_COLUMNS = {
     "pair_id": "int64", "prompt_id": "int64", "round": "int64", "n_annotators": "int64", "agreement": "float64",
     "strength": "string", "tie": "bool", "policy_version_chosen": "int64", "policy_version_rejected": "int64",
-    "annotators": "list of string",
+    "annotators": "list of string", "low_accuracy_annotators": "list of string",
 }
 
 
@@ -216,6 +232,7 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
 def render_card(
     result: ExportResult, kept: Sequence[PairVerdict], *, round: int | None, min_agreement: float | None,
     include_ties: bool, test_fraction: float, kinds: Sequence[str], exported_at: datetime, anonymized: bool = False,
+    min_annotator_accuracy: float = 0.0,
 ) -> str:
     """The dataset card (README.md): YAML header for the Hub and `load_dataset`, then how the data came to be."""
     import yaml
@@ -235,6 +252,11 @@ def render_card(
     counts = ", ".join(f"{k}: {n} pairs" for k, n in sorted(per_pair.items()))
     load = (f'datasets.load_from_disk("{result.path}")' if result.format == "hf"
             else f'datasets.load_dataset("{result.path}")')
+    low_rows = sum(bool(v.low_accuracy_annotators) for v in kept)
+    low_text = (f"minimum {min_annotator_accuracy:g} on control pairs; {result.n_low_accuracy_annotators} "
+                f"annotator(s) below it, in `low_accuracy_annotators` of {low_rows} row(s). Their judgments "
+                "still count in each pair's label: filter on that column to leave them out"
+                if min_annotator_accuracy > 0 else "no minimum (`low_accuracy_annotators` is empty)")
     who = "pseudonyms `annotator-N`, the same N for the same person within this export" if anonymized \
         else "their usernames"
     body = f"""# rlhf-loop human preferences
@@ -258,12 +280,15 @@ round {"all" if round is None else round}
   Minimum agreement: {"none" if min_agreement is None else min_agreement}.
 - Ties: {ties_text}.
 - Both bad: never exported: it says neither response is acceptable but orders nothing.
+- Control pairs (operator-made pairs with a known answer, used to measure annotators) are never exported.
+- Annotator accuracy: {low_text}
 
 ## Format
 TRL preference format, {form}. TRL's RewardTrainer and DPOTrainer use `prompt`, `chosen` and
 `rejected` and ignore the other columns: `pair_id`, `prompt_id`, `round`, `n_annotators`, `agreement`,
 `strength` (the majority's most common strength, or null), `tie`, `policy_version_chosen`,
-`policy_version_rejected` (0 = base model) and `annotators` ({who}).
+`policy_version_rejected` (0 = base model), `annotators` ({who}) and `low_accuracy_annotators` (those of
+`annotators` whose accuracy on control pairs was below the minimum above; empty when it is off).
 
 ```python
 import datasets
@@ -277,6 +302,7 @@ def export_preferences(
     db: Database, out: Path, *, fmt: str, round: int | None = None, min_agreement: float | None = None,
     include_ties: bool = False, test_fraction: float = 0.1, seed: int = 0, conversational: bool = True,
     kinds: Sequence[str] = ("train",), overwrite: bool = False, anonymize: bool = False,
+    min_annotator_accuracy: float = 0.0,
 ) -> ExportResult:
     """Write the judged pairs of `kinds` (optionally one `round`) as a train/test preference dataset in `out`.
 
@@ -287,7 +313,9 @@ def export_preferences(
     A pair is exported when its majority label (see `aggregate_pairs`) is a or b, or tie with
     `include_ties`, and its agreement is at least `min_agreement`; both_bad pairs never are.
     No prompt appears in both splits. `anonymize` replaces usernames with `annotator-N` (numbered in
-    the order of their first judgment, consistent within the export). Raises ExportError when no pair qualifies.
+    the order of their first judgment, consistent within the export). `min_annotator_accuracy` (the
+    workspace's `reward.min_annotator_accuracy`; 0 = off) marks, in each row's `low_accuracy_annotators`,
+    the annotators whose control-pair accuracy is below it. Raises ExportError when no pair qualifies.
     """
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -295,10 +323,15 @@ def export_preferences(
         raise ExportError(f"test_fraction must be in [0, 1), got {test_fraction}")
     if min_agreement is not None and not 0.0 <= min_agreement <= 1.0:
         raise ExportError(f"min_agreement is a share of judgments in [0, 1], got {min_agreement}")
+    if not 0.0 <= min_annotator_accuracy <= 1.0:
+        raise ExportError(f"min_annotator_accuracy is a share of control pairs in [0, 1], got {min_annotator_accuracy}")
     rows = judgment_rows(db, round=round, kinds=tuple(kinds))
+    low = low_accuracy_annotators(db, min_annotator_accuracy) & {row.annotator for row in rows}
     if anonymize:
+        names = pseudonyms(rows)
         rows = pseudonymized(rows)
-    verdicts = aggregate_pairs(rows)
+        low = {names[name] for name in low}
+    verdicts = aggregate_pairs(rows, low)
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     kept = []
     for verdict in verdicts:
@@ -337,8 +370,10 @@ def export_preferences(
         path=out, format=fmt, conversational=conversational, n_rows=len(kept),
         n_train=len(splits.get("train", [])), n_test=len(splits.get("test", [])), n_judgments=len(rows),
         n_pairs_judged=len(verdicts), n_pairs_skipped=sum(skipped.values()), skipped=skipped,
+        n_low_accuracy_annotators=len(low),
     )
     card = render_card(result, kept, round=round, min_agreement=min_agreement, include_ties=include_ties,
-                       test_fraction=test_fraction, kinds=kinds, exported_at=utcnow(), anonymized=anonymize)
+                       test_fraction=test_fraction, kinds=kinds, exported_at=utcnow(), anonymized=anonymize,
+                       min_annotator_accuracy=min_annotator_accuracy)
     (out / "README.md").write_text(card, encoding="utf-8")
     return result

@@ -19,7 +19,9 @@ class PromptFileError(ValueError):
     """A prompt file that cannot be imported; the message says where and why."""
 
 
-def _conversation(record: Any, where: str) -> list[dict[str, str]]:
+def parse_conversation(record: Any, where: str) -> list[dict[str, str]]:
+    """The chat messages of one record's "prompt" (text) or "messages" ([{role, content}]) field;
+    PromptFileError naming `where` otherwise. Control-pair files read their prompts with it too."""
     if not isinstance(record, dict):
         raise PromptFileError(f"{where}: expected an object with a 'prompt' or 'messages' field")
     if "messages" in record:
@@ -59,7 +61,7 @@ def _read_jsonl(path: Path) -> list[list[dict[str, str]]]:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise PromptFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from exc
-            conversations.append(_conversation(record, f"{path}:{lineno}"))
+            conversations.append(parse_conversation(record, f"{path}:{lineno}"))
     return conversations
 
 
@@ -69,7 +71,7 @@ def _read_csv(path: Path) -> list[list[dict[str, str]]]:
         if not reader.fieldnames or "prompt" not in reader.fieldnames:
             raise PromptFileError(f"{path}:1: a CSV file needs a 'prompt' column (found: {reader.fieldnames})")
         # Line numbers count the header as line 1, as an editor shows them.
-        return [_conversation({"prompt": row["prompt"] or ""}, f"{path}:{reader.line_num}") for row in reader]
+        return [parse_conversation({"prompt": row["prompt"] or ""}, f"{path}:{reader.line_num}") for row in reader]
 
 
 def _read_dataset_dir(path: Path) -> list[list[dict[str, str]]]:
@@ -83,7 +85,7 @@ def _read_dataset_dir(path: Path) -> list[list[dict[str, str]]]:
         if "train" not in ds:
             raise PromptFileError(f"{path}: a DatasetDict needs a 'train' split (found: {', '.join(ds)})")
         ds = ds["train"]
-    return [_conversation(dict(row), f"{path}: row {i}") for i, row in enumerate(ds)]
+    return [parse_conversation(dict(row), f"{path}: row {i}") for i, row in enumerate(ds)]
 
 
 def read_prompt_file(path: Path | str) -> list[list[dict[str, str]]]:

@@ -6,14 +6,15 @@ Plain data out (dicts and row lists); `labeling_app` only renders them.
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from typing import Any
 
 from rlhf_core.algorithms.agreement import fleiss_kappa, majority_agreement, position_bias, tie_rate
+from rlhf_core.data.annotator_quality import AGREEMENT_KINDS, annotator_quality_report, labels_by_pair
 from rlhf_core.loop.evaluation import human_win_rates
 from storage import (
     CHOICES,
     Database,
+    count_control_pairs,
     judgment_rows,
     judgments_per_day,
     list_jobs,
@@ -40,16 +41,14 @@ def live_status(db: Database) -> dict[str, Any]:
 
 
 def annotation_quality(db: Database) -> dict[str, Any]:
-    """Agreement and bias over all judgments.
+    """Agreement and bias over all judgments of training and evaluation pairs, and per annotator
+    (under "annotators") accuracy on control pairs and agreement with the majority, with intervals.
 
     Inter-annotator agreement is Fleiss' kappa (generalised to a varying number of raters) over
     the four labels, on pairs with at least two judgments.
     """
-    rows = judgment_rows(db, kinds=("train", "eval_vs_base"))
-    by_pair: dict[int, dict[str, str]] = defaultdict(dict)
-    for row in rows:
-        by_pair[row.pair_id][row.annotator] = row.choice
-    multi = {pid: labels for pid, labels in by_pair.items() if len(labels) >= 2}
+    rows = judgment_rows(db, kinds=AGREEMENT_KINDS)
+    multi = {pid: labels for pid, labels in labels_by_pair(rows).items() if len(labels) >= 2}
     decisive = [r for r in rows if r.choice in ("a", "b")]
     left_picks = sum(1 for r in decisive if r.choice == r.left_side)
     return {
@@ -60,6 +59,8 @@ def annotation_quality(db: Database) -> dict[str, Any]:
         "tie_rate": tie_rate([r.choice for r in rows]),
         "both_bad_rate": (sum(r.choice == "both_bad" for r in rows) / len(rows)) if rows else None,
         "agreement_with_majority": majority_agreement(multi),
+        "annotators": annotator_quality_report(db, rows),
+        "control_pairs": count_control_pairs(db),
     }
 
 

@@ -57,7 +57,7 @@ def create_eval_batch(ws: Workspace, db: Database, stack: ModelStack, *, n_promp
         a, b = (policy_sample, base_sample) if i % 2 == 0 else (base_sample, policy_sample)
         pair = add_pair_between(db, prompt_id=prompt.id, sample_a_id=a, sample_b_id=b, round=version,
                                 judgments_wanted=ws.config.labeling.judgments_per_pair,
-                                priority=EVAL_PRIORITY, kind=EVAL_KIND)
+                                priority=EVAL_PRIORITY, kind=EVAL_KIND, selection="eval")
         pair_ids.append(pair.id)
     return EvalBatch(policy_version=version, pair_ids=pair_ids)
 

@@ -78,7 +78,7 @@ def ensure_sim_annotators(db: Database, count: int) -> list[tuple[int, str]]:
 def simulate_annotators(
     db: Database, *, annotators: int, judgments: int, gold: str | GoldScore, noise: float = 0.0, seed: int = 0,
     lease_seconds: int = 300, kinds: Sequence[str] | None = None, progress: bool = True,
-    gold_options: dict[str, object] | None = None,
+    gold_options: dict[str, object] | None = None, control_rate: float = 0.0,
 ) -> SimulationResult:
     """Have `annotators` simulated users record up to `judgments` judgments, taking turns round-robin.
 
@@ -86,6 +86,8 @@ def simulate_annotators(
     noise: probability in [0, 1] that a decisive label is inverted (ties stay ties), like a careless rater.
     kinds: pair kinds to judge; a served pair of another kind is skipped (for that simulated user only).
         None judges whatever is served, as a person would (including policy-vs-base pairs).
+    control_rate: share of serves that are control pairs (`labeling.control_rate`), judged by the gold
+        like any other pair; 0 serves none.
     Stops when `judgments` are recorded or no simulated annotator is served a pair. Deterministic in
     `seed` for a given database state.
     """
@@ -109,7 +111,7 @@ def simulate_annotators(
                 break
             turn %= len(rotation)
             user_id, name = rotation[turn]
-            served = next_pair_for(db, user_id, lease_seconds=lease_seconds, rng=side_rng)
+            served = next_pair_for(db, user_id, lease_seconds=lease_seconds, rng=side_rng, control_rate=control_rate)
             if served is None:
                 rotation.pop(turn)  # nothing more for this user; the others keep their turns
                 continue
