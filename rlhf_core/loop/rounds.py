@@ -11,7 +11,7 @@ from typing import Any
 from rlhf_core.loop.sampling import sample_pairs
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.policy import run_policy_training
-from rlhf_core.training.reward_model import run_reward_training
+from rlhf_core.training.reward_service import run_reward_training
 from rlhf_core.workspace import Workspace
 from storage import Database, update_policy_metrics
 

@@ -160,7 +160,7 @@ class Worker:
                                   on_progress=on_progress)
             return {"pairs": result.pairs, "samples": result.samples, "policy_version": result.policy_version}
         if job.kind == "train_rm":
-            from rlhf_core.training.reward_model import run_reward_training
+            from rlhf_core.training.reward_service import run_reward_training
 
             rm = run_reward_training(ws, db, self.stack, job_id=job.id, progress=self.progress,
                                      on_progress=on_progress)

@@ -22,6 +22,7 @@ class PreferenceExample:
     rejected: str
     strength: str | None
     prompt_id: int
+    tie: bool = False  # judged a tie: `chosen` and `rejected` are just sides a and b
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,16 @@ class EncodedPair:
     chosen: list[int]
     rejected: list[int]
     strength: str | None
+    tie: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of both sequences, prompt counted twice (as they are scored)."""
+        return 2 * len(self.prompt) + len(self.chosen) + len(self.rejected)
 
 
-def preference_examples(rows: Sequence[JudgmentRow]) -> tuple[list[PreferenceExample], dict[str, int]]:
+def preference_examples(rows: Sequence[JudgmentRow], *, include_ties: bool = False
+                        ) -> tuple[list[PreferenceExample], dict[str, int]]:
     """Turn judgment rows into Bradley-Terry training examples.
 
     "a" -> a chosen over b; "b" -> b chosen over a. Every judgment is its own example, so a pair
@@ -42,9 +50,9 @@ def preference_examples(rows: Sequence[JudgmentRow]) -> tuple[list[PreferenceExa
     modelled probability towards 1/2, which is the maximum-likelihood answer.
 
     Excluded, and counted in the returned stats:
-    - "tie": plain Bradley-Terry has no tie outcome; using ties needs a tie model such as
-      Rao-Kupper or Davidson (an extra parameter for the probability of a draw), and forcing a tie
-      into a win for either side would teach a preference nobody expressed.
+    - "tie", unless `include_ties` (for Davidson's tie model, `reward.ties = "davidson"`): plain
+      Bradley-Terry has no tie outcome, and forcing a tie into a win for either side would teach
+      a preference nobody expressed. Included ties are examples with `tie=True`, sides a and b.
     - "both_bad": says both responses are unacceptable but carries no ordering between them.
 
     Returns (examples, stats) with stats keys judgments, decisive, ties_excluded, both_bad_excluded.
@@ -57,6 +65,10 @@ def preference_examples(rows: Sequence[JudgmentRow]) -> tuple[list[PreferenceExa
             examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=chosen, rejected=rejected,
                                               strength=row.strength, prompt_id=row.prompt_id))
             stats["decisive"] += 1
+        elif row.choice == "tie" and include_ties:
+            examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.text_a,
+                                              rejected=row.text_b, strength=None, prompt_id=row.prompt_id, tie=True))
+            stats["ties_used"] = stats.get("ties_used", 0) + 1
         elif row.choice == "tie":
             stats["ties_excluded"] += 1
         elif row.choice == "both_bad":
@@ -106,7 +118,7 @@ def encode_pair(tokenizer, example: PreferenceExample, max_length: int) -> Encod
     prompt_budget = max_length - max(len(chosen), len(rejected))
     if len(prompt) > prompt_budget:
         prompt = prompt[-prompt_budget:]
-    return EncodedPair(prompt=prompt, chosen=chosen, rejected=rejected, strength=example.strength)
+    return EncodedPair(prompt=prompt, chosen=chosen, rejected=rejected, strength=example.strength, tie=example.tie)
 
 
 def encode_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length: int) -> list[EncodedPair]:
@@ -124,3 +136,20 @@ def pair_batch(pairs: Sequence[EncodedPair], pad_id: int, *, with_margin: bool
     batch = build_sequences(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     margin = margins_from_strength([p.strength for p in pairs]) if with_margin else None
     return batch, margin
+
+
+def length_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices of `pairs` in batches of similar length, batch order shuffled (one epoch).
+
+    Shuffles, then sorts by length within windows of 16 batches, so a batch pads little while
+    the data still arrives in a random order (as `group_by_length` does in transformers).
+    """
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    window = 16 * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: pairs[i].tokens)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

@@ -1,123 +1,168 @@
-"""Training the LoRA reward model on human judgments with the Bradley-Terry loss, and the service
-that retrains it on all judgments each round and records a new `RewardModelVersion`."""
+"""Training the LoRA reward model on human judgments: Bradley-Terry (or Davidson's tie model) on a LoRA
+trunk with K bootstrap heads, early stopping on held-out loss, and the held-out figures a round
+stores (accuracy, loss, calibration). The service that runs it on a workspace is `reward_service`.
+
+Each step scores B pairs in one forward pass over their 2B sequences ([2B, T] right-padded), the
+score read per `RewardConfig.pooling`. An ensemble of K members shares the trunk; member k weighs
+training example i by a Poisson(1) bootstrap count (member 0 sees every example once), so the
+members disagree where the data is thin, which is what active pair selection asks about.
+"""
 
 from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from rlhf_core.algorithms.preference import bradley_terry_loss, bt_accuracy
+from rlhf_core.algorithms.preference import (
+    bootstrap_weights,
+    bradley_terry_loss,
+    bt_accuracy,
+    davidson_log_likelihood,
+    symmetric_calibration_error,
+    weighted_bt_loss,
+)
 from rlhf_core.config import RewardConfig
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.reward_data import (
     EncodedPair,
     PreferenceExample,
     encode_pairs,
+    length_grouped_batches,
     pair_batch,
-    preference_examples,
-    split_by_prompt,
-)
-from rlhf_core.training.workspace_stack import adapter_dir
-from rlhf_core.workspace import Workspace
-from storage import (
-    Database,
-    RewardModelVersion,
-    add_reward_model_version,
-    add_training_logs,
-    judgment_rows,
-    list_reward_models,
 )
 
-__all__ = [
-    "MIN_DECISIVE_JUDGMENTS", "PreferenceExample", "RewardTrainResult", "evaluate_reward_model",
-    "preference_examples", "run_reward_training", "split_by_prompt", "train_reward_model",
-]
-
-MIN_DECISIVE_JUDGMENTS = 4
 GRAD_CLIP_NORM = 1.0
 
 
 @dataclass
+class HeldoutFigures:
+    """The reward model on held-out decisive pairs: accuracy in [0, 1], BT loss in nats, and the
+    expected calibration error of σ(r_c − r_r) (both orientations); None without held-out pairs."""
+
+    accuracy: float | None = None
+    loss: float | None = None
+    calibration_error: float | None = None
+    n: int = 0
+
+
+@dataclass
 class RewardTrainResult:
-    """Outcome of one reward-model training run. Losses in nats; accuracies in [0, 1].
+    """Outcome of one training run. `heldout` is measured on the kept (best) epoch; `train_loss`
+    is the mean step loss of the last epoch; `history` has one row per optimisation step."""
 
-    heldout_accuracy / heldout_loss are None when there is no held-out example. train_loss is the
-    mean step loss over the last epoch. history holds one dict per optimisation step.
-    """
-
-    heldout_accuracy: float | None
-    heldout_loss: float | None
+    heldout: HeldoutFigures
     train_loss: float
     steps: int
     n_train: int
     n_heldout: int
+    best_epoch: int
+    tie_log_nu: float | None = None  # Davidson's tie parameter log ν, when ties were modelled
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def heldout_accuracy(self) -> float | None:
+        return self.heldout.accuracy
 
-def _batches(pairs: Sequence[EncodedPair], batch_size: int) -> list[Sequence[EncodedPair]]:
-    return [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
+    @property
+    def heldout_loss(self) -> float | None:
+        return self.heldout.loss
 
 
-def _pair_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_margin: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Rewards of chosen and rejected ([B] each) from one forward pass over the 2B sequences."""
+def pair_member_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_margin: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Member scores of chosen and rejected ([B, K] each) from one forward pass over the 2B sequences,
+    and the strength margins [B] (None unless `with_margin`)."""
     batch, margin = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=with_margin)
     batch = batch.to(stack.device)
-    scores = stack.reward(batch.input_ids, batch.attention_mask)
+    scores = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask)
     n = len(pairs)
     return scores[:n], scores[n:], None if margin is None else margin.to(stack.device)
 
 
-def _evaluate_encoded(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
-                      ) -> tuple[float | None, float | None]:
-    if not pairs:
-        return None, None
+@torch.no_grad()
+def score_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Member scores [N, K] of the chosen and the rejected side of every pair, in eval mode."""
     was_training = stack.model.training
     stack.model.eval()
     chosen, rejected = [], []
     try:
-        with torch.no_grad():
-            for chunk in _batches(pairs, batch_size):
-                r_c, r_r, _ = _pair_scores(stack, chunk, with_margin=False)
-                chosen.append(r_c)
-                rejected.append(r_r)
+        for start in range(0, len(pairs), batch_size):
+            r_c, r_r, _ = pair_member_scores(stack, pairs[start:start + batch_size])
+            chosen.append(r_c.float().cpu())
+            rejected.append(r_r.float().cpu())
     finally:
         stack.model.train(was_training)
-    r_c, r_r = torch.cat(chosen), torch.cat(rejected)
-    return float(bt_accuracy(r_c, r_r)), float(bradley_terry_loss(r_c, r_r))
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def heldout_figures(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> HeldoutFigures:
+    """Accuracy, loss and calibration of the ensemble mean on the decisive pairs among `pairs`."""
+    decisive = [p for p in pairs if not p.tie]
+    if not decisive:
+        return HeldoutFigures()
+    r_c, r_r = score_pairs(stack, decisive, batch_size)
+    r_c, r_r = r_c.mean(dim=1), r_r.mean(dim=1)
+    return HeldoutFigures(accuracy=float(bt_accuracy(r_c, r_r)), loss=float(bradley_terry_loss(r_c, r_r)),
+                          calibration_error=symmetric_calibration_error(r_c, r_r), n=len(decisive))
 
 
 def evaluate_reward_model(stack: ModelStack, examples: Sequence[PreferenceExample], cfg: RewardConfig
                           ) -> tuple[float | None, float | None]:
     """(accuracy, BT loss) of the current `reward` adapter on `examples`; (None, None) if empty.
 
-    Accuracy is the fraction with r_chosen > r_rejected; the loss has no strength margin, so it is
-    the plain negative log-likelihood of the preferences and comparable across configurations.
-    Runs in eval mode under no_grad.
+    Accuracy is the fraction with r_chosen > r_rejected (ensemble mean); the loss has no strength
+    margin, so it is the plain negative log-likelihood and comparable across configurations.
     """
-    return _evaluate_encoded(stack, encode_pairs(stack.tokenizer, examples, cfg.max_length), cfg.batch_size)
+    figures = heldout_figures(stack, encode_pairs(stack.tokenizer, examples, cfg.max_length), cfg.batch_size)
+    return figures.accuracy, figures.loss
+
+
+def _batch_loss(r_c: torch.Tensor, r_r: torch.Tensor, chunk: Sequence[EncodedPair], weights: torch.Tensor,
+                margin: torch.Tensor | None, log_nu: torch.Tensor | None) -> torch.Tensor:
+    """The members' mean loss on one batch: weighted BT, or Davidson's likelihood when `log_nu` is given."""
+    if log_nu is None:
+        return weighted_bt_loss(r_c, r_r, weights, margin)
+    outcome = torch.tensor([2 if p.tie else 0 for p in chunk], device=r_c.device)
+    nll = -torch.stack([davidson_log_likelihood(r_c[:, k], r_r[:, k], outcome, log_nu)
+                        for k in range(r_c.shape[1])])  # [K, B]
+    weights = weights.to(nll)
+    return ((nll * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-8)).mean()
+
+
+def _snapshot(stack: ModelStack) -> dict[str, torch.Tensor]:
+    state = {f"lora.{k}": v for k, v in stack._adapter_state("reward").items()}
+    state.update({f"head.{k}": v.detach().clone() for k, v in stack.heads["reward"].state_dict().items()})
+    return state
+
+
+def _restore(stack: ModelStack, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    lora = {k[len("lora."):]: v.to(stack.device) for k, v in state.items() if k.startswith("lora.")}
+    set_peft_model_state_dict(stack.model, lora, adapter_name="reward")
+    stack.heads["reward"].load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
 
 
 def train_reward_model(
     stack: ModelStack, train: Sequence[PreferenceExample], heldout: Sequence[PreferenceExample],
     cfg: RewardConfig, *, on_step: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
+    fresh_head: bool = True,
 ) -> RewardTrainResult:
-    """Fit the `reward` adapter (LoRA + scalar head; the base stays frozen) with the Bradley-Terry loss.
+    """Fit the `reward` adapter (LoRA trunk + K-member head; the base stays frozen) on `train`.
 
-    Each step scores B chosen and B rejected sequences in one forward pass ([2B, T] right-padded,
-    score read at the last real token by the attention mask, so pad == eos is safe), minimises
-    −log σ(r_c − r_r − margin) (margin from annotator strength when cfg.use_strength_margin) with
-    AdamW and gradient-norm clipping at 1.0, for cfg.epochs passes over `train` in a seeded shuffle.
-    `on_step` receives {"step", "epoch", "loss", "accuracy", "reward_margin", "grad_norm", "lr"}
-    (reward_margin = mean r_c − r_r of the batch). Afterwards the adapter and head are frozen and
-    the model is left in eval mode; held-out metrics come from `evaluate_reward_model`.
+    Up to `cfg.epochs` passes in length-grouped batches of `cfg.batch_size` pairs (seeded), AdamW
+    with gradient-norm clipping at 1.0. The loss is the members' bootstrap-weighted Bradley-Terry
+    loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
+    `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
+    With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
+    `fresh_head` (default) starts the head over with `cfg.ensemble` members and `cfg.pooling`;
+    False keeps the loaded one (a warm start). `on_step` receives {"step", "epoch", "loss",
+    "accuracy", "reward_margin", "grad_norm", "lr"}. The adapter is frozen and in eval mode after.
     """
     if not train:
         raise ValueError("no training examples: the reward model needs at least one decisive judgment")
@@ -128,101 +173,61 @@ def train_reward_model(
     rng = random.Random(cfg.seed)
     train_pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
     heldout_pairs = encode_pairs(stack.tokenizer, heldout, cfg.max_length)
+    if fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling:
+        stack.set_reward_head(cfg.ensemble, cfg.pooling)
+    weights = bootstrap_weights(len(train_pairs), cfg.ensemble, torch.Generator().manual_seed(cfg.seed))
 
-    # Only the reward adapter trains: other adapters stay frozen so no gradient is computed for them.
     stack.freeze_adapters()
     params = stack.trainable_parameters("reward")
+    log_nu = None
+    if cfg.ties == "davidson":
+        log_nu = torch.zeros((), device=stack.device, requires_grad=True)
+        params = [*params, log_nu]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
     history: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
-    stack.model.train()
+    best = (math.inf, 0, None)  # (held-out loss, epoch, state)
+    early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
+    bar = tqdm(total=steps_per_epoch * cfg.epochs, desc="reward model", unit="step", disable=not progress)
     try:
-        for epoch in range(cfg.epochs):
-            order = list(range(len(train_pairs)))
-            rng.shuffle(order)
-            for chunk in _batches([train_pairs[i] for i in order], cfg.batch_size):
-                # Forward and backward under one adapter context (ModelStack's checkpointing would also
-                # recompute through the reward adapter if backward ran outside it).
+        for epoch in range(1, cfg.epochs + 1):
+            stack.model.train()
+            for batch in length_grouped_batches(train_pairs, cfg.batch_size, rng):
+                chunk = [train_pairs[i] for i in batch]
+                # Forward and backward under one adapter context (checkpointing recomputes through it).
                 with stack.use("reward"):
-                    r_c, r_r, margin = _pair_scores(stack, chunk, with_margin=cfg.use_strength_margin)
-                    loss = bradley_terry_loss(r_c, r_r, margin)
+                    r_c, r_r, margin = pair_member_scores(stack, chunk, with_margin=cfg.use_strength_margin)
+                    loss = _batch_loss(r_c, r_r, chunk, weights[:, batch], margin, log_nu)
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
                 optimizer.step()
-                row = {
-                    "step": len(history) + 1, "epoch": epoch + 1, "loss": float(loss.detach()),
-                    "accuracy": float(bt_accuracy(r_c.detach(), r_r.detach())),
-                    "reward_margin": float((r_c - r_r).detach().mean()), "grad_norm": float(grad_norm),
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
+                decisive = [i for i, p in enumerate(chunk) if not p.tie]
+                mean_c, mean_r = r_c.detach().mean(dim=1)[decisive], r_r.detach().mean(dim=1)[decisive]
+                row = {"step": len(history) + 1, "epoch": epoch, "loss": float(loss.detach()),
+                       "accuracy": float(bt_accuracy(mean_c, mean_r)) if decisive else math.nan,
+                       "reward_margin": float((mean_c - mean_r).mean()) if decisive else math.nan,
+                       "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"]}
                 history.append(row)
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+                bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
                 if on_step is not None:
                     on_step(dict(row))
+            if early:
+                figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
+                history[-1]["heldout_loss"] = figures.loss
+                if figures.loss < best[0]:
+                    best = (figures.loss, epoch, _snapshot(stack) if epoch < cfg.epochs else None)
     finally:
         bar.close()
         stack.model.eval()
         stack.freeze_adapters()
-    accuracy, heldout_loss = _evaluate_encoded(stack, heldout_pairs, cfg.batch_size)
-    last_epoch = history[-steps_per_epoch:]
+    best_epoch = best[1] if early else cfg.epochs
+    if early and best[2] is not None:  # a later epoch was worse on held-out pairs: go back
+        _restore(stack, best[2])
+    last_epoch = [r["loss"] for r in history if r["epoch"] == cfg.epochs]
     return RewardTrainResult(
-        heldout_accuracy=accuracy, heldout_loss=heldout_loss,
-        train_loss=sum(r["loss"] for r in last_epoch) / len(last_epoch), steps=len(history),
-        n_train=len(train_pairs), n_heldout=len(heldout_pairs), history=history,
+        heldout=heldout_figures(stack, heldout_pairs, cfg.batch_size), train_loss=sum(last_epoch) / len(last_epoch),
+        steps=len(history), n_train=len(train_pairs), n_heldout=len(heldout_pairs), best_epoch=best_epoch,
+        tie_log_nu=None if log_nu is None else float(log_nu.detach()), history=history,
     )
-
-
-def run_reward_training(
-    ws: Workspace, db: Database, stack: ModelStack, *, job_id: int | None = None, progress: bool = True,
-    on_progress: Callable[[float, str], None] | None = None,
-) -> RewardModelVersion:
-    """Retrain the reward model from scratch on all train-pair judgments and record a new version.
-
-    Raises ValueError when fewer than MIN_DECISIVE_JUDGMENTS a/b judgments exist. The adapter is
-    saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
-    points at a complete adapter (a crash in between leaves an unreferenced directory that the
-    next run overwrites). Per-step metrics go to the training logs under phase "reward".
-    """
-    def report(fraction: float, message: str) -> None:
-        if on_progress is not None:
-            on_progress(fraction, message)
-
-    cfg = ws.config.reward
-    started = time.perf_counter()
-    report(0.0, "reading judgments")
-    examples, stats = preference_examples(judgment_rows(db, kinds=("train",)))
-    if len(examples) < MIN_DECISIVE_JUDGMENTS:
-        raise ValueError(
-            f"need at least {MIN_DECISIVE_JUDGMENTS} decisive (a/b) judgments to train a reward model, "
-            f"have {len(examples)} ({stats['ties_excluded']} ties and {stats['both_bad_excluded']} both-bad "
-            "excluded); collect more"
-        )
-    train, heldout = split_by_prompt(examples, cfg.eval_fraction, cfg.seed)
-    stack.reset_adapter("reward")  # LoRA weights and head: each round retrains from scratch
-    total_steps = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
-
-    def on_step(row: dict[str, float]) -> None:
-        report(0.05 + 0.85 * row["step"] / total_steps, f"step {row['step']}/{total_steps}, loss {row['loss']:.3f}")
-
-    report(0.05, f"training on {len(train)} judgments, {len(heldout)} held out")
-    result = train_reward_model(stack, train, heldout, cfg, on_step=on_step, progress=progress)
-    version_number = len(list_reward_models(db)) + 1
-    report(0.92, f"saving reward model v{version_number}")
-    directory = stack.save_adapter("reward", adapter_dir(ws, "reward", version_number))
-    add_training_logs(db, phase="reward", rows=result.history, job_id=job_id)
-    metrics: dict[str, Any] = {
-        **stats, "n_train": result.n_train, "n_heldout": result.n_heldout, "train_loss": result.train_loss,
-        "steps": result.steps, "epochs": cfg.epochs, "learning_rate": cfg.learning_rate,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    version = add_reward_model_version(
-        db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,
-        heldout_loss=result.heldout_loss, metrics=metrics,
-    )
-    acc = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
-    report(1.0, f"reward model v{version_number} trained: held-out accuracy {acc}")
-    return version

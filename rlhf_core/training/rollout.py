@@ -89,7 +89,7 @@ def reward_model_scores(stack: ModelStack) -> ScoreFn:
     @torch.no_grad()
     def score(rollout: Rollout) -> Tensor:
         b = rollout.batch
-        return stack.reward(b.input_ids, b.attention_mask).float()
+        return stack.reward(b.input_ids, b.attention_mask, b.response_mask).float()
 
     return score
 
