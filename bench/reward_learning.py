@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _reward_probe import linear_probe_accuracy  # noqa: E402
+from _reward_probe import fit_linear_probe  # noqa: E402
 
 from rlhf_core.algorithms.preference import expected_calibration_error  # noqa: E402
 from rlhf_core.config import apply_profile  # noqa: E402
@@ -70,6 +70,8 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "mean-pool": {"pooling": "mean"},
     "last-token": {"pooling": "last"},
     "ties-davidson": {"ties": "davidson"},
+    "probe-init": {"head_init": "probe"},
+    "probe-init-mean-es": {"head_init": "probe", "pooling": "mean", "epochs": 3, "early_stopping": True},
 }
 
 
@@ -133,6 +135,7 @@ def main() -> None:
     parser.add_argument("--max-pairs", type=int, default=2, help="pairs per prompt offered to people")
     parser.add_argument("--model", default="default")
     parser.add_argument("--set", action="append", default=[], metavar="reward.KEY=VALUE")
+    parser.add_argument("--cache", type=Path, help="keep the sampled responses here and reuse them next time")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -159,8 +162,17 @@ def main() -> None:
     pool = train_prompts[:sum(per_round)]
     eval_prompts = list_prompts(db, split="eval")
     print(f"sampling {args.per_prompt} responses for {len(pool)} training and {len(eval_prompts)} held-out prompts")
-    responses = sample_responses(ws, db, stack, pool, args.per_prompt, "train pool")
-    heldout_responses = sample_responses(ws, db, stack, eval_prompts, args.per_prompt, "held-out")
+    cache = args.cache / f"responses-{args.model.replace('/', '_')}-{len(pool)}-{args.per_prompt}.json" \
+        if args.cache else None
+    if cache is not None and cache.is_file():
+        cached = json.loads(cache.read_text())
+        responses, heldout_responses = cached["train"], cached["heldout"]
+    else:
+        responses = sample_responses(ws, db, stack, pool, args.per_prompt, "train pool")
+        heldout_responses = sample_responses(ws, db, stack, eval_prompts, args.per_prompt, "held-out")
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps({"train": responses, "heldout": heldout_responses}))
     heldout = gold_heldout([prompt_messages(p) for p in eval_prompts],
                            [[t for t, _ in r] for r in heldout_responses], gold, args.noise)
     print(f"held-out: {len(heldout)} gold-ordered pairs; sampling took {time.perf_counter() - started:.0f} s")
@@ -214,11 +226,12 @@ def main() -> None:
                   f"ECE {candidates[name]['ece']:.3f} ({candidates[name]['seconds']} s)", flush=True)
         for pooling in ("last", "mean"):
             t0 = time.perf_counter()
-            acc = linear_probe_accuracy(stack, examples, heldout, pooling=pooling,
-                                        max_length=ws.config.reward.max_length)
-            candidates[f"linear-probe-{pooling}"] = {"accuracy": acc, "ece": None, "judgments": len(examples),
-                                                     "seconds": round(time.perf_counter() - t0, 1)}
-            print(f"  candidate linear-probe-{pooling:<5} gold accuracy {acc:.3f}", flush=True)
+            l2 = fit_linear_probe(stack, examples, pooling=pooling, max_length=ws.config.reward.max_length)
+            name = f"linear-probe-{pooling}"
+            candidates[name] = {**measure(stack, heldout, args.noise, ws.config.reward.max_length),
+                                "judgments": len(examples), "l2": l2, "seconds": round(time.perf_counter() - t0, 1)}
+            print(f"  candidate {name:<14} gold accuracy {candidates[name]['accuracy']:.3f}, "
+                  f"ECE {candidates[name]['ece']:.3f} ({candidates[name]['seconds']} s)", flush=True)
 
     print(f"\ngold {args.gold}, noise {args.noise}; {len(heldout)} held-out pairs; load average "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; {time.perf_counter() - started:.0f} s")

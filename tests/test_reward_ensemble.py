@@ -171,24 +171,9 @@ def test_davidson_training_learns_a_tie_parameter(stack: ModelStack) -> None:
 # --------------------------------------------------------------------------- the service on a real database
 
 
-def seed_judged_pairs(db, n_prompts: int, annotators: dict[str, bool]) -> None:
-    """Pairs where the marker answer is right; annotator name -> judges right (True) or wrong (False)."""
-    add_prompts(db, [[{"role": "user", "content": f"question {i}"}] for i in range(n_prompts)])
-    rng = random.Random(1)
-    for prompt in list_prompts(db):
-        good, bad = f"{rng.random():.3f} banana", f"{rng.random():.3f} apple"
-        record_generations(db, prompt_id=prompt.id, policy_version_id=0, responses=[(good, 3), (bad, 3)],
-                           gen_params={}, pairs=[(0, 1)], judgments_wanted=len(annotators))
-    for name, right in annotators.items():
-        user = create_annotator(db, name, "password123")
-        while (served := next_pair_for(db, user.id, rng=random.Random(name))) is not None:
-            a = served.left_text if served.left_side == "a" else served.right_text
-            wants_a = ("banana" in a) == right
-            record_judgment(db, pair_id=served.pair_id, annotator_id=user.id, choice="a" if wants_a else "b")
-
-
-def test_warm_start_continues_from_the_current_reward_model(tiny_model_dir: Path, sqlite_db, tmp_path: Path) -> None:
-    seed_judged_pairs(sqlite_db, 10, {"ann": True})
+def test_warm_start_continues_from_the_current_reward_model(tiny_model_dir: Path, sqlite_db, tmp_path: Path,
+                                                            judged_pairs) -> None:
+    judged_pairs(sqlite_db, 10, {"ann": True})
     ws, _ = init_workspace(tmp_path / "ws", db_url=sqlite_db.url)
     ws.config.reward.epochs, ws.config.reward.warm_start = 1, True
     stack = ModelStack.load(tiny_model_dir, device=CPU)
@@ -209,12 +194,13 @@ def test_warm_start_continues_from_the_current_reward_model(tiny_model_dir: Path
     assert len(list_reward_models(sqlite_db)) == 3
 
 
-def test_low_accuracy_annotators_are_left_out_of_training(tiny_model_dir: Path, sqlite_db, tmp_path: Path) -> None:
+def test_low_accuracy_annotators_are_left_out_of_training(tiny_model_dir: Path, sqlite_db, tmp_path: Path,
+                                                          judged_pairs) -> None:
     from rlhf_core.data.annotator_quality import low_accuracy_annotators
     from storage import get_annotator
     from storage.controls import ControlSpec, add_control_pairs
 
-    seed_judged_pairs(sqlite_db, 8, {"good": True, "bad": False})
+    judged_pairs(sqlite_db, 8, {"good": True, "bad": False})
     # One control pair that "good" gets right and "bad" gets wrong.
     add_control_pairs(sqlite_db, [ControlSpec([{"role": "user", "content": "control"}], "x banana", "y apple", "a")])
     add_prompts(sqlite_db, [[{"role": "user", "content": "one more"}]])  # controls are served beside open pairs
@@ -240,7 +226,8 @@ def test_low_accuracy_annotators_are_left_out_of_training(tiny_model_dir: Path, 
     assert filtered["decisive"] == 8 and filtered["annotators_left_out"] == ["bad"]
 
 
-def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqlite_db, tmp_path: Path) -> None:
+def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqlite_db, tmp_path: Path,
+                                                     judged_pairs) -> None:
     from rlhf_core.loop.sampling import sample_pairs
     from storage import pair_selection_counts
 
@@ -254,7 +241,7 @@ def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqli
     add_prompts(sqlite_db, [[{"role": "user", "content": f"say something about {i}"}] for i in range(12)])
     stack = ModelStack.load(tiny_model_dir, device=CPU)
     first = sample_pairs(ws, sqlite_db, stack, n_pairs=8, progress=False)  # no reward model yet: random
-    seed_judged_pairs(sqlite_db, 6, {"ann": True})
+    judged_pairs(sqlite_db, 6, {"ann": True})
     run_reward_training(ws, sqlite_db, stack, progress=False)
     second = sample_pairs(ws, sqlite_db, stack, n_pairs=8, progress=False)
     counts = {(row["selection"]): row["pairs"] for row in pair_selection_counts(sqlite_db)}

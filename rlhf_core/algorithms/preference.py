@@ -87,18 +87,26 @@ def davidson_log_likelihood(r_a: Tensor, r_b: Tensor, outcome: Tensor, log_nu: T
     return numerators.gather(0, outcome.long().unsqueeze(0)).squeeze(0) - log_z
 
 
-def weighted_bt_loss(r_chosen: Tensor, r_rejected: Tensor, weights: Tensor, margin: Tensor | None = None) -> Tensor:
+def weighted_bt_loss(r_chosen: Tensor, r_rejected: Tensor, weights: Tensor, margin: Tensor | None = None,
+                     normalizer: Tensor | None = None) -> Tensor:
     """Bradley-Terry loss of an ensemble of K scorers, each with its own example weights.
 
     r_chosen, r_rejected: [B, K] member scores; weights: [K, B] (e.g. bootstrap counts). Each member's
     loss is its weighted mean of −log σ(r_c − r_r − margin); returns their mean over K (nats).
+    `normalizer` [K] replaces the weight sums (data parallel: the whole batch's sums, so the
+    processes' losses add up to the one-process loss).
     """
     diff = r_chosen - r_rejected
     if margin is not None:
         diff = diff - margin.to(diff).unsqueeze(-1)
-    nll = -F.logsigmoid(diff).T  # [K, B]
+    return weighted_mean_over_members(-F.logsigmoid(diff).T, weights, normalizer)
+
+
+def weighted_mean_over_members(nll: Tensor, weights: Tensor, normalizer: Tensor | None = None) -> Tensor:
+    """mean_k Σ_i w_ki nll_ki / n_k with n_k = Σ_i w_ki unless given: [K, B], [K, B], [K] -> scalar."""
     weights = weights.to(nll)
-    return ((nll * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-8)).mean()
+    total = weights.sum(dim=1) if normalizer is None else normalizer.to(nll)
+    return ((nll * weights).sum(dim=1) / total.clamp(min=1e-8)).mean()
 
 
 def bootstrap_weights(n: int, k: int, generator: torch.Generator | None = None) -> Tensor:
@@ -153,3 +161,26 @@ def symmetric_calibration_error(r_chosen: Tensor, r_rejected: Tensor, n_bins: in
     p = torch.sigmoid(r_chosen.detach().double() - r_rejected.detach().double()).flatten()
     return expected_calibration_error(torch.cat([p, 1 - p]), torch.cat([torch.ones_like(p), torch.zeros_like(p)]),
                                       n_bins)
+
+
+def fit_linear_bt(diff: Tensor, weights: Tensor | None = None, l2: float = 1e-2, max_iter: int = 100) -> Tensor:
+    """A linear Bradley-Terry scorer r(x) = θ · φ(x) fitted to feature differences by L-BFGS.
+
+    diff: [N, H] φ(chosen) − φ(rejected) (best standardised per column); weights: [N] example
+    weights (None = 1). Minimises Σ w_i softplus(−diff_i · θ) / Σ w_i + l2 |θ|². Returns θ [H]
+    (float64). The optimum is unique for l2 > 0, so the fit is deterministic.
+    """
+    x = diff.detach().double()
+    w = torch.ones(x.shape[0], dtype=torch.float64) if weights is None else weights.detach().double().cpu()
+    w = w.to(x.device)
+    theta = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([theta], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = (F.softplus(-(x @ theta)) * w).sum() / w.sum().clamp(min=1e-12) + l2 * (theta * theta).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return theta.detach()

@@ -7,7 +7,7 @@ model in memory instead of four (policy, reference, critic, reward model).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,15 +19,7 @@ from torch import Tensor, nn
 
 from rlhf_core.algorithms.policy_losses import entropy_from_logits, gather_logprobs
 from rlhf_core.models.adapter_files import AdapterFiles
-from rlhf_core.models.batching import left_pad
-from rlhf_core.models.generation import (
-    MergedCopy,
-    SamplingParams,
-    decode,
-    length_batches,
-    native_bf16,
-    resolve_mode,
-)
+from rlhf_core.models.generation import MergedCopy, Sampler, native_bf16, resolve_mode
 from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device
 
 ADAPTERS = ("policy", "value", "reward")
@@ -68,7 +60,7 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return (positions * attention_mask.long()).argmax(dim=1)
 
 
-class ModelStack(AdapterFiles):
+class ModelStack(AdapterFiles, Sampler):
     """The frozen base + adapters + heads. Use `with stack.use("policy"):` to pick an adapter."""
 
     def __init__(self, model: nn.Module, tokenizer, model_dir: Path, quantized: bool,
@@ -81,6 +73,9 @@ class ModelStack(AdapterFiles):
         self.device = next(model.parameters()).device
         self.generation_mode, self.generation_dtype = resolve_mode(generation, self.device)
         self._merged: MergedCopy | None = None
+        # False: the merged decoding copy is dropped after each `sample` call (memory-lean mode; the
+        # next call rebuilds it, a fraction of a second for a small model).
+        self.keep_generation_copy = True
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
@@ -296,13 +291,13 @@ class ModelStack(AdapterFiles):
     def scalar_head(self, name: str, hidden: Tensor) -> Tensor:
         return self.heads[name](hidden.float()).squeeze(-1)
 
-    def reward_members(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None
-                       ) -> Tensor:
-        """Each reward-head member's score: [B, T] -> [B, K] (K = `reward_members_count`).
+    def reward_features(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None
+                        ) -> Tensor:
+        """The features the reward head reads, through the `reward` adapter: [B, T] -> [B, H] float32.
 
-        Features per `reward_pooling`: "last" reads the last real token (by the attention mask, so
-        pad == eos is safe); "mean" averages the response tokens (`response_mask` [B, T-1], aligned
-        with log-probs; without it, every real token).
+        Per `reward_pooling`: "last" reads the last real token (by the attention mask, so pad == eos
+        is safe); "mean" averages the response tokens (`response_mask` [B, T-1], aligned with
+        log-probs; without it, every real token).
         """
         with self.use("reward"):
             hidden = self.hidden_states(input_ids, attention_mask)
@@ -314,7 +309,12 @@ class ModelStack(AdapterFiles):
             features = (hidden * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)
         else:
             features = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-        return self.heads["reward"](features.float())
+        return features.float()
+
+    def reward_members(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None
+                       ) -> Tensor:
+        """Each reward-head member's score: [B, T] -> [B, K] (K = `reward_members_count`)."""
+        return self.heads["reward"](self.reward_features(input_ids, attention_mask, response_mask))
 
     def reward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None) -> Tensor:
         """The reward model's score of each sequence, the mean of its members: [B, T] -> [B]."""
@@ -341,43 +341,3 @@ class ModelStack(AdapterFiles):
         with self.use("value"):
             hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         return self.scalar_head("value", hidden)
-
-    @torch.no_grad()
-    def sample(self, prompts: list[list[int]], params: SamplingParams, *, adapter: str | None = "policy",
-               batch_size: int = 32, generator: torch.Generator | None = None,
-               on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
-        """One sampled continuation per prompt (token ids), through `adapter` (None = the bare base).
-
-        Prompts are decoded in batches of similar length; each result ends with eos or is cut at
-        `params.max_new_tokens`. Uses the merged decoding copy or the adapter per `generation_mode`.
-        `on_batch` is called with the number of prompts each finished batch held (progress bars).
-        """
-        if adapter is not None and adapter not in ADAPTERS and adapter != REFERENCE:
-            raise ValueError(f"unknown adapter {adapter!r}; expected one of {ADAPTERS} or None")
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        out: list[list[int]] = [[] for _ in prompts]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for rows in length_batches([len(p) for p in prompts], batch_size):
-                ids, mask = left_pad([prompts[i] for i in rows], pad)
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                for i, tokens in zip(rows, self._decode_batch(ids, mask, params, adapter, eos, generator)):
-                    out[i] = tokens
-                if on_batch is not None:
-                    on_batch(len(rows))
-        finally:
-            self.model.train(was_training)
-        return out
-
-    def _decode_batch(self, ids: Tensor, mask: Tensor, params: SamplingParams, adapter: str | None, eos: int,
-                      generator: torch.Generator | None) -> list[list[int]]:
-        if self.generation_mode == "merged":
-            if self._merged is None:
-                self._merged = MergedCopy(self.model, self.generation_dtype)
-            return decode(self._merged.sync(adapter), ids, mask, params, eos, generator)
-        if adapter is None:
-            with self.model.disable_adapter():  # the bare base, whatever the KL reference is
-                return decode(self.model, ids, mask, params, eos, generator)
-        with self.use(adapter):
-            return decode(self.model, ids, mask, params, eos, generator)

@@ -23,11 +23,14 @@ from rlhf_core.algorithms.preference import (
     bradley_terry_loss,
     bt_accuracy,
     davidson_log_likelihood,
+    fit_linear_bt,
     symmetric_calibration_error,
     weighted_bt_loss,
+    weighted_mean_over_members,
 )
 from rlhf_core.config import RewardConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import (
     EncodedPair,
     PreferenceExample,
@@ -62,6 +65,7 @@ class RewardTrainResult:
     n_heldout: int
     best_epoch: int
     tie_log_nu: float | None = None  # Davidson's tie parameter log ν, when ties were modelled
+    probe_l2: float | None = None  # the L2 strength of the head's probe fit (head_init = "probe")
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -123,15 +127,70 @@ def evaluate_reward_model(stack: ModelStack, examples: Sequence[PreferenceExampl
 
 
 def _batch_loss(r_c: torch.Tensor, r_r: torch.Tensor, chunk: Sequence[EncodedPair], weights: torch.Tensor,
-                margin: torch.Tensor | None, log_nu: torch.Tensor | None) -> torch.Tensor:
-    """The members' mean loss on one batch: weighted BT, or Davidson's likelihood when `log_nu` is given."""
+                margin: torch.Tensor | None, log_nu: torch.Tensor | None, normalizer: torch.Tensor) -> torch.Tensor:
+    """The members' mean loss on one batch: weighted BT, or Davidson's likelihood when `log_nu` is given.
+
+    `normalizer` [K]: the weight sums of the whole batch (of which `chunk` may be one process's share).
+    """
     if log_nu is None:
-        return weighted_bt_loss(r_c, r_r, weights, margin)
+        return weighted_bt_loss(r_c, r_r, weights, margin, normalizer)
     outcome = torch.tensor([2 if p.tie else 0 for p in chunk], device=r_c.device)
     nll = -torch.stack([davidson_log_likelihood(r_c[:, k], r_r[:, k], outcome, log_nu)
                         for k in range(r_c.shape[1])])  # [K, B]
-    weights = weights.to(nll)
-    return ((nll * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1e-8)).mean()
+    return weighted_mean_over_members(nll, weights, normalizer)
+
+
+PROBE_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+@torch.no_grad()
+def pair_features(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reward head's input features [N, H] of the chosen and the rejected side, in eval mode."""
+    was_training = stack.model.training
+    stack.model.eval()
+    chosen, rejected = [], []
+    try:
+        for start in range(0, len(pairs), batch_size):
+            batch, _ = pair_batch(pairs[start:start + batch_size], stack.tokenizer.pad_token_id, with_margin=False)
+            batch = batch.to(stack.device)
+            f = stack.reward_features(batch.input_ids, batch.attention_mask, batch.response_mask).cpu()
+            chosen.append(f[: len(f) // 2])
+            rejected.append(f[len(f) // 2:])
+    finally:
+        stack.model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def fit_head_by_probe(stack: ModelStack, train: Sequence[EncodedPair], heldout: Sequence[EncodedPair],
+                      weights: torch.Tensor, batch_size: int) -> float:
+    """Set each head member to a linear Bradley-Terry fit on the current features (its bootstrap
+    weights), before fine-tuning the trunk: "linear probe, then fine-tune" (Kumar et al. 2022),
+    which starts the LoRA from a useful head instead of a random one. The L2 strength is the one of
+    PROBE_L2_GRID with the lowest held-out loss (the middle one without held-out pairs); returned.
+    """
+    decisive = [i for i, p in enumerate(train) if not p.tie]
+    fc, fr = pair_features(stack, [train[i] for i in decisive], batch_size)
+    diff = fc - fr
+    scale = diff.std(dim=0).clamp(min=1e-6) if len(decisive) > 1 else torch.ones(diff.shape[1])
+    held = [p for p in heldout if not p.tie]
+    l2 = PROBE_L2_GRID[1]
+    if held:
+        hc, hr = pair_features(stack, held, batch_size)
+        held_diff = ((hc - hr) / scale).double()
+
+        def heldout_loss(candidate: float) -> float:
+            theta = fit_linear_bt(diff / scale, None, candidate)
+            return float(torch.nn.functional.softplus(-(held_diff @ theta)).mean())
+
+        l2 = min(PROBE_L2_GRID, key=heldout_loss)
+    head = stack.heads["reward"]
+    with torch.no_grad():
+        for k in range(head.out_features):
+            theta = fit_linear_bt(diff / scale, weights[k, decisive], l2)
+            head.weight[k].copy_((theta / scale.double()).float().to(head.weight.device))
+        head.bias.zero_()
+    return l2
 
 
 def _snapshot(stack: ModelStack) -> dict[str, torch.Tensor]:
@@ -151,7 +210,7 @@ def _restore(stack: ModelStack, state: dict[str, torch.Tensor]) -> None:
 def train_reward_model(
     stack: ModelStack, train: Sequence[PreferenceExample], heldout: Sequence[PreferenceExample],
     cfg: RewardConfig, *, on_step: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
-    fresh_head: bool = True,
+    fresh_head: bool = True, dp: DataParallel | None = None,
 ) -> RewardTrainResult:
     """Fit the `reward` adapter (LoRA trunk + K-member head; the base stays frozen) on `train`.
 
@@ -160,8 +219,11 @@ def train_reward_model(
     loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
     `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
     With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
+    With `cfg.head_init == "probe"` a fresh head first gets a linear probe fit on the trunk's features.
     `fresh_head` (default) starts the head over with `cfg.ensemble` members and `cfg.pooling`;
-    False keeps the loaded one (a warm start). `on_step` receives {"step", "epoch", "loss",
+    False keeps the loaded one (a warm start). With `dp` (several processes, `training.distributed`)
+    each process trains on its share of every batch and the gradients are summed: the same result
+    as one process. `on_step` receives {"step", "epoch", "loss",
     "accuracy", "reward_margin", "grad_norm", "lr"}. The adapter is frozen and in eval mode after.
     """
     if not train:
@@ -169,6 +231,7 @@ def train_reward_model(
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"reward.epochs and reward.batch_size must be at least 1, got {cfg.epochs} and "
                          f"{cfg.batch_size}")
+    dp = dp or DataParallel(single=True)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     train_pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
@@ -176,6 +239,9 @@ def train_reward_model(
     if fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling:
         stack.set_reward_head(cfg.ensemble, cfg.pooling)
     weights = bootstrap_weights(len(train_pairs), cfg.ensemble, torch.Generator().manual_seed(cfg.seed))
+    probe_l2 = None
+    if cfg.head_init == "probe" and fresh_head:
+        probe_l2 = fit_head_by_probe(stack, train_pairs, heldout_pairs, weights, cfg.batch_size)
 
     stack.freeze_adapters()
     params = stack.trainable_parameters("reward")
@@ -193,20 +259,29 @@ def train_reward_model(
         for epoch in range(1, cfg.epochs + 1):
             stack.model.train()
             for batch in length_grouped_batches(train_pairs, cfg.batch_size, rng):
-                chunk = [train_pairs[i] for i in batch]
-                # Forward and backward under one adapter context (checkpointing recomputes through it).
-                with stack.use("reward"):
-                    r_c, r_r, margin = pair_member_scores(stack, chunk, with_margin=cfg.use_strength_margin)
-                    loss = _batch_loss(r_c, r_r, chunk, weights[:, batch], margin, log_nu)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+                mine = dp.shard(batch)  # this process's share; the others take the rest
+                chunk = [train_pairs[i] for i in mine]
+                optimizer.zero_grad(set_to_none=True)
+                loss_value, correct, decisive = 0.0, 0.0, 0.0
+                margin_sum = 0.0
+                if chunk:
+                    # Forward and backward under one adapter context (checkpointing recomputes through it).
+                    with stack.use("reward"):
+                        r_c, r_r, margin = pair_member_scores(stack, chunk, with_margin=cfg.use_strength_margin)
+                        loss = _batch_loss(r_c, r_r, chunk, weights[:, mine], margin, log_nu,
+                                           weights[:, batch].sum(dim=1))
+                        loss.backward()
+                    loss_value = float(loss.detach())
+                    keep = [i for i, p in enumerate(chunk) if not p.tie]
+                    gap = (r_c.detach().mean(dim=1) - r_r.detach().mean(dim=1))[keep]
+                    correct, decisive, margin_sum = float((gap > 0).sum()), float(len(keep)), float(gap.sum())
+                dp.sum_gradients(params)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
                 optimizer.step()
-                decisive = [i for i, p in enumerate(chunk) if not p.tie]
-                mean_c, mean_r = r_c.detach().mean(dim=1)[decisive], r_r.detach().mean(dim=1)[decisive]
-                row = {"step": len(history) + 1, "epoch": epoch, "loss": float(loss.detach()),
-                       "accuracy": float(bt_accuracy(mean_c, mean_r)) if decisive else math.nan,
-                       "reward_margin": float((mean_c - mean_r).mean()) if decisive else math.nan,
+                correct, decisive, margin_sum = (dp.sum(v) for v in (correct, decisive, margin_sum))
+                row = {"step": len(history) + 1, "epoch": epoch, "loss": dp.sum(loss_value),
+                       "accuracy": correct / decisive if decisive else math.nan,
+                       "reward_margin": margin_sum / decisive if decisive else math.nan,
                        "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"]}
                 history.append(row)
                 bar.update(1)
@@ -229,5 +304,5 @@ def train_reward_model(
     return RewardTrainResult(
         heldout=heldout_figures(stack, heldout_pairs, cfg.batch_size), train_loss=sum(last_epoch) / len(last_epoch),
         steps=len(history), n_train=len(train_pairs), n_heldout=len(heldout_pairs), best_epoch=best_epoch,
-        tie_log_nu=None if log_nu is None else float(log_nu.detach()), history=history,
+        tie_log_nu=None if log_nu is None else float(log_nu.detach()), probe_l2=probe_l2, history=history,
     )

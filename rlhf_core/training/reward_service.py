@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import preference_examples, split_by_prompt
 from rlhf_core.training.reward_model import train_reward_model
 from rlhf_core.training.workspace_stack import adapter_dir
@@ -34,16 +35,19 @@ MIN_DECISIVE_JUDGMENTS = 4
 
 def run_reward_training(
     ws: Workspace, db: Database, stack, *, job_id: int | None = None, progress: bool = True,  # noqa: ANN001
-    on_progress: Callable[[float, str], None] | None = None,
-) -> RewardModelVersion:
+    on_progress: Callable[[float, str], None] | None = None, dp: DataParallel | None = None,
+) -> RewardModelVersion | None:
     """Train the next reward model on all train-pair judgments and record a new version.
 
     Raises ValueError when fewer than MIN_DECISIVE_JUDGMENTS a/b judgments exist. The adapter is
     saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
     points at a complete adapter. Per-step metrics go to the training logs under phase "reward".
+    With `dp`, every process trains its share; only the main one saves and records (the others
+    return None).
     """
+    dp = dp or DataParallel(single=True)
     def report(fraction: float, message: str) -> None:
-        if on_progress is not None:
+        if on_progress is not None and dp.is_main:
             on_progress(fraction, message)
 
     cfg = ws.config.reward
@@ -76,7 +80,10 @@ def run_reward_training(
 
     report(0.05, f"training on {len(train)} judgments, {len(heldout)} held out"
                  + (f" (warm start from reward model v{previous.id})" if warm else ""))
-    result = train_reward_model(stack, train, heldout, cfg, on_step=on_step, progress=progress, fresh_head=not warm)
+    result = train_reward_model(stack, train, heldout, cfg, on_step=on_step, progress=progress and dp.is_main,
+                                fresh_head=not warm, dp=dp)
+    if not dp.is_main:
+        return None
     version_number = len(list_reward_models(db)) + 1
     report(0.92, f"saving reward model v{version_number}")
     directory = stack.save_adapter("reward", adapter_dir(ws, "reward", version_number))
