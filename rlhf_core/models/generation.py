@@ -19,6 +19,7 @@ trains on it; its log-probs are always recomputed by the training model.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -148,6 +149,12 @@ def _pick(logits: Tensor, params: SamplingParams, generator: torch.Generator | N
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def _cache_keyword(model: nn.Module) -> str:
+    """`cache` (transformers >= 5.2x) or `past_key_values` (earlier), whichever the model's forward takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: SamplingParams, eos_id: int,
            generator: torch.Generator | None = None) -> list[list[int]]:
@@ -158,9 +165,10 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
     """
     n = input_ids.shape[0]
     cache = DynamicCache(config=model.config)
+    cache_arg = _cache_keyword(model)
     positions = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                   use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
     alive = torch.arange(n, device=input_ids.device)
     last = positions[:, -1]
     out: list[list[int]] = [[] for _ in range(n)]
@@ -182,7 +190,7 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
         last = last + 1
         logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=last[:, None],
-                       cache=cache, use_cache=True).logits[:, -1]
+                       use_cache=True, **{cache_arg: cache}).logits[:, -1]
     return out
 
 
