@@ -260,3 +260,24 @@ def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqli
     user = create_annotator(sqlite_db, "first-reader", "password123")
     served = next_pair_for(sqlite_db, user.id)
     assert served.pair_id == max(rows, key=lambda p: (p.info_score, -p.id)).id
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_packed_pairs_score_like_separate_sequences(stack: ModelStack, pooling: str) -> None:
+    """One row per pair with the prompt computed once gives the scores of the 2B separate sequences."""
+    from rlhf_core.training.reward_data import encode_pairs, pair_batch
+    from rlhf_core.training.reward_model import pair_member_scores
+
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in stack.model.named_parameters():
+            if ".reward." in name and "lora_B" in name:
+                p.normal_(0, 0.05)  # a non-identity reward adapter
+    stack.set_reward_head(3, pooling)
+    pairs = encode_pairs(stack.tokenizer, marker_examples(5), 64)
+    with torch.no_grad():
+        packed_c, packed_r, _ = pair_member_scores(stack, pairs)
+        batch, _ = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=False)
+        separate = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask)
+    torch.testing.assert_close(packed_c, separate[:5], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(packed_r, separate[5:], atol=1e-4, rtol=1e-4)

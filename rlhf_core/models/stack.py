@@ -262,11 +262,17 @@ class ModelStack(AdapterFiles, Sampler):
         base = self.model.get_base_model()
         return getattr(base, base.base_model_prefix)
 
-    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Last-layer hidden states through the active adapter: [B, T] -> [B, T, H] (bfloat16 under autocast)."""
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+                      ) -> Tensor:
+        """Last-layer hidden states through the active adapter: [B, T] -> [B, T, H] (bfloat16 under autocast).
+
+        attention_mask: [B, T] (1 = real token, causal attention), or a [B, 1, T, T] boolean mask of
+        which tokens each token may see (packed sequences, with their `position_ids` [B, T]).
+        """
         self._checkpoint_for(input_ids.numel())
         with self._autocast():
-            out = self._decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            out = self._decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  use_cache=False)
         return out.last_hidden_state
 
     def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
@@ -315,6 +321,22 @@ class ModelStack(AdapterFiles, Sampler):
                        ) -> Tensor:
         """Each reward-head member's score: [B, T] -> [B, K] (K = `reward_members_count`)."""
         return self.heads["reward"](self.reward_features(input_ids, attention_mask, response_mask))
+
+    def packed_reward_members(self, packed) -> tuple[Tensor, Tensor]:  # noqa: ANN001 - training.reward_data.PackedPairs
+        """Member scores [B, K] of the chosen and the rejected response of pairs packed with their shared
+        prompt (one row per pair), read like `reward_members` reads them."""
+        with self.use("reward"):
+            hidden = self.hidden_states(packed.input_ids, packed.attention_mask, packed.position_ids)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        sides = []
+        for mask, last in ((packed.chosen_mask, packed.chosen_last), (packed.rejected_mask, packed.rejected_last)):
+            if self.reward_pooling == "mean":
+                weights = mask.to(hidden.dtype).unsqueeze(-1)
+                features = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+            else:
+                features = hidden[rows, last]
+            sides.append(self.heads["reward"](features.float()))
+        return sides[0], sides[1]
 
     def reward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None) -> Tensor:
         """The reward model's score of each sequence, the mean of its members: [B, T] -> [B]."""

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+import torch
 from torch import Tensor
 
 from rlhf_core.algorithms.preference import margins_from_strength
@@ -136,6 +137,54 @@ def pair_batch(pairs: Sequence[EncodedPair], pad_id: int, *, with_margin: bool
     batch = build_sequences(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     margin = margins_from_strength([p.strength for p in pairs]) if with_margin else None
     return batch, margin
+
+
+@dataclass
+class PackedPairs:
+    """B pairs packed one per row as [prompt | chosen | rejected], so the shared prompt is computed once.
+
+    The rejected tokens see the prompt and themselves, never the chosen ones (a [B, 1, L, L] boolean
+    attention mask), and their positions continue from the prompt, so every token gets exactly the
+    hidden state it would get in its own prompt + response sequence. Rows are right-padded; a pad
+    token sees only itself. `*_mask` [B, L] mark each response's tokens, `*_last` [B] its last one.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    position_ids: Tensor
+    chosen_mask: Tensor
+    rejected_mask: Tensor
+    chosen_last: Tensor
+    rejected_last: Tensor
+
+    def to(self, device) -> PackedPairs:  # noqa: ANN001
+        return PackedPairs(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def packed_pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> PackedPairs:
+    """Pack B pairs for one forward pass over B rows of length max(P + C + R) (see PackedPairs)."""
+    width = max(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    n = len(pairs)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    allowed = torch.zeros((n, width, width), dtype=torch.bool)
+    chosen_mask = torch.zeros((n, width), dtype=torch.bool)
+    rejected_mask = torch.zeros((n, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    for i, pair in enumerate(pairs):
+        p, c, r = len(pair.prompt), len(pair.chosen), len(pair.rejected)
+        ids[i, :p + c + r] = torch.tensor(pair.prompt + pair.chosen + pair.rejected)
+        positions[i, :p + c] = torch.arange(p + c)
+        positions[i, p + c:p + c + r] = torch.arange(p, p + r)
+        allowed[i, :p + c, :p + c] = causal[:p + c, :p + c]
+        allowed[i, p + c:p + c + r, :p] = True
+        allowed[i, p + c:p + c + r, p + c:p + c + r] = causal[:r, :r]
+        pad = torch.arange(p + c + r, width)
+        allowed[i, pad, pad] = True  # a pad query must see something, or softmax gives NaN
+        chosen_mask[i, p:p + c] = True
+        rejected_mask[i, p + c:p + c + r] = True
+    return PackedPairs(ids, allowed.unsqueeze(1), positions, chosen_mask, rejected_mask,
+                       chosen_mask.long().cumsum(1).argmax(1), rejected_mask.long().cumsum(1).argmax(1))
 
 
 def length_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -24,6 +24,7 @@ from rlhf_core.algorithms.preference import (
     bt_accuracy,
     davidson_log_likelihood,
     fit_linear_bt,
+    margins_from_strength,
     symmetric_calibration_error,
     weighted_bt_loss,
     weighted_mean_over_members,
@@ -36,6 +37,7 @@ from rlhf_core.training.reward_data import (
     PreferenceExample,
     encode_pairs,
     length_grouped_batches,
+    packed_pair_batch,
     pair_batch,
 )
 
@@ -79,13 +81,12 @@ class RewardTrainResult:
 
 def pair_member_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_margin: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Member scores of chosen and rejected ([B, K] each) from one forward pass over the 2B sequences,
-    and the strength margins [B] (None unless `with_margin`)."""
-    batch, margin = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=with_margin)
-    batch = batch.to(stack.device)
-    scores = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask)
-    n = len(pairs)
-    return scores[:n], scores[n:], None if margin is None else margin.to(stack.device)
+    """Member scores of chosen and rejected ([B, K] each) from one forward pass over the B pairs, each
+    packed with its shared prompt (computed once), and the strength margins [B] (None unless `with_margin`)."""
+    packed = packed_pair_batch(pairs, stack.tokenizer.pad_token_id).to(stack.device)
+    r_c, r_r = stack.packed_reward_members(packed)
+    margin = margins_from_strength([p.strength for p in pairs]).to(stack.device) if with_margin else None
+    return r_c, r_r, margin
 
 
 @torch.no_grad()
