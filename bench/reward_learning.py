@@ -71,6 +71,11 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "last-token": {"pooling": "last"},
     "ties-davidson": {"ties": "davidson"},
     "probe-init": {"head_init": "probe"},
+    "mean-lr5e-4": {"pooling": "mean", "learning_rate": 5e-4},
+    "mean-lr1e-3": {"pooling": "mean", "learning_rate": 1e-3},
+    "mean-lr5e-4-es3": {"pooling": "mean", "learning_rate": 5e-4, "epochs": 3, "early_stopping": True},
+    "mean-lr5e-4-ens5": {"pooling": "mean", "learning_rate": 5e-4, "ensemble": 5},
+    "mean-lr5e-4-probe": {"pooling": "mean", "learning_rate": 5e-4, "head_init": "probe"},
     "probe-init-mean-es": {"head_init": "probe", "pooling": "mean", "epochs": 3, "early_stopping": True},
 }
 
