@@ -93,10 +93,28 @@ def completion_text(completion) -> str:
 # --------------------------------------------------------------------------- models
 
 
+def ours_checkpointing(s: BenchSettings) -> bool | str:
+    return {"defaults": "auto", "on": True, "off": False}[s.checkpointing]
+
+
+def trl_checkpointing(s: BenchSettings) -> bool:
+    return s.checkpointing != "off"  # TRL's own default is on
+
+
+def trl_bf16(s: BenchSettings) -> bool:
+    """TRL's `bf16` flag: its default (True) where bf16 is native, else float32 like ours."""
+    from rlhf_core.models.generation import native_bf16
+
+    return s.autocast == "auto" and native_bf16(torch.device(s.device)) or dtype_of(s) == torch.bfloat16
+
+
 def load_stack(s: BenchSettings) -> ModelStack:
     """Ours: one base with the `policy`, `value` and `reward` adapters, as the product loads it."""
-    return ModelStack.load(Path(s.model_dir), quantize_4bit=s.quantize_4bit, device=s.device, policy_lora=lora_of(s),
-                           reward_lora=lora_of(s), gradient_checkpointing=s.gradient_checkpointing, seed=s.seed)
+    stack = ModelStack.load(Path(s.model_dir), quantize_4bit=s.quantize_4bit, device=s.device, policy_lora=lora_of(s),
+                            reward_lora=lora_of(s), gradient_checkpointing=ours_checkpointing(s), seed=s.seed,
+                            generation="auto", precision="auto" if s.autocast == "auto" else "fp32")
+    stack.keep_generation_copy = not s.release_cpu_memory  # as `model.release_cpu_memory` does
+    return stack
 
 
 def load_hf(s: BenchSettings, model_class):
@@ -113,11 +131,6 @@ def load_hf(s: BenchSettings, model_class):
         kwargs["num_labels"] = 1
     model = model_class.from_pretrained(s.model_dir, **kwargs)
     return model if s.quantize_4bit else model.to(s.device)
-
-
-def force_full_length(generation_config, max_new_tokens: int) -> None:
-    """Suppress eos until `max_new_tokens` tokens, so both sides generate responses of the same length."""
-    generation_config.min_new_tokens = max_new_tokens
 
 
 # --------------------------------------------------------------------------- measuring

@@ -10,18 +10,20 @@ CPU: peak RSS (ru_maxrss) minus the RSS right after the imports, i.e. before any
 from __future__ import annotations
 
 import random
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from _train_step_common import (
     chat_prompts,
     current_rss_mb,
-    force_full_length,
     load_hf,
     load_stack,
     peak_rss_mb,
     peft_config,
     synchronize,
+    trl_bf16,
+    trl_checkpointing,
 )
 from _train_step_settings import BenchSettings
 from torch import Tensor, nn
@@ -79,7 +81,6 @@ def ppo_shared(s: BenchSettings) -> dict[str, Any]:
     start = _start(s)
     stack = load_stack(s)
     fresh_critic(stack)
-    force_full_length(stack.model.get_base_model().generation_config, s.max_new_tokens)
     after_load = _loaded_mb(s, start)
     cfg = _ppo_config(s)
     result = train_policy(stack, chat_prompts(seed=s.seed), reward_model_scores(stack), cfg, algo="ppo",
@@ -97,13 +98,27 @@ def _decoder(model: nn.Module) -> nn.Module:
     return getattr(base, base.base_model_prefix)
 
 
+_AUTOCAST: list[torch.dtype | None] = [None]  # the separate models compute like ours: set in ppo_separate
+
+
+def _autocast():  # noqa: ANN202
+    dtype = _AUTOCAST[0]
+    return torch.autocast(_AUTOCAST_DEVICE[0], dtype=dtype) if dtype is not None else nullcontext()
+
+
+_AUTOCAST_DEVICE = ["cpu"]
+
+
 def _hidden(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
-    return _decoder(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    with _autocast():
+        return _decoder(model)(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
 
 
 def _logits(model: nn.Module, ids: Tensor, mask: Tensor) -> Tensor:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return base.lm_head(_hidden(model, ids, mask)[:, :-1]).float()
+    hidden = _hidden(model, ids, mask)[:, :-1]
+    with _autocast():
+        return base.lm_head(hidden).float()
 
 
 def _with_lora(s: BenchSettings, model: nn.Module) -> nn.Module:
@@ -112,7 +127,7 @@ def _with_lora(s: BenchSettings, model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     model.config.use_cache = False
-    if s.gradient_checkpointing:  # as ours: non-reentrant activation checkpointing
+    if trl_checkpointing(s):  # non-reentrant activation checkpointing, as TRL would
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return get_peft_model(model, peft_config(s, "CAUSAL_LM"))
 
@@ -122,6 +137,8 @@ def ppo_separate(s: BenchSettings) -> dict[str, Any]:
     critic (+LoRA + value head, trains); then the step ours runs, model by model."""
     start = _start(s)
     torch.manual_seed(s.seed)
+    _AUTOCAST[0] = torch.bfloat16 if trl_bf16(s) else None
+    _AUTOCAST_DEVICE[0] = torch.device(s.device).type
     tok = load_tokenizer(s.model_dir)
     policy = _with_lora(s, load_hf(s, AutoModelForCausalLM))
     reference = load_hf(s, AutoModelForCausalLM).requires_grad_(False).eval()
@@ -139,7 +156,7 @@ def ppo_separate(s: BenchSettings) -> dict[str, Any]:
     prompt_ids = [prompt_token_ids(tok, m) for m in _prompts(s, cfg)]
     ids, mask = left_pad(prompt_ids, tok.pad_token_id)
     policy.eval()
-    with torch.no_grad():
+    with torch.no_grad(), _autocast():
         out = policy.generate(input_ids=ids.to(s.device), attention_mask=mask.to(s.device), do_sample=True,
                               temperature=cfg.temperature, top_p=1.0, max_new_tokens=s.max_new_tokens,
                               min_new_tokens=s.max_new_tokens, pad_token_id=tok.pad_token_id,

@@ -35,7 +35,11 @@ class BenchSettings:
     kl_beta: float = 0.05
     clip_eps: float = 0.2
     temperature: float = 1.0
-    gradient_checkpointing: bool = True
+    # "defaults": each side as it ships (ours: model.activation_checkpointing = auto; TRL: on); "on"; "off".
+    checkpointing: str = "defaults"
+    # "auto": bfloat16 autocast on both sides where the hardware computes bf16 natively (TRL's default
+    # `bf16` and ours `model.precision = auto`); "fp32": float32 on both sides.
+    autocast: str = "auto"
     threads: int = 0  # torch intra-op threads in the workers; 0 = torch's default
     release_cpu_memory: bool = True  # PPO memory workers on CPU: return freed memory to the OS (both variants)
     seed: int = 0
@@ -58,4 +62,5 @@ class BenchSettings:
 
     @property
     def precision(self) -> str:
-        return "4-bit NF4 base" if self.quantize_4bit else ("fp32" if self.device == "cpu" else "bf16")
+        base = "4-bit NF4 base" if self.quantize_4bit else ("fp32 base" if self.device == "cpu" else "bf16 base")
+        return f"{base}, {'bf16 autocast where native' if self.autocast == 'auto' else 'fp32 compute'} on both sides"

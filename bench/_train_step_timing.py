@@ -18,14 +18,14 @@ import torch
 from _train_step_common import (
     chat_prompts,
     completion_text,
-    dtype_of,
-    force_full_length,
     length_score,
     load_hf,
     load_stack,
     peft_config,
     preference_pairs,
     synchronize,
+    trl_bf16,
+    trl_checkpointing,
 )
 from _train_step_settings import BenchSettings
 
@@ -45,6 +45,7 @@ def _policy_config(s: BenchSettings, steps: int, algo: str) -> PolicyConfig:
                         learning_rate=s.policy_lr, kl_beta=s.kl_beta, clip_eps=s.clip_eps, steps=steps,
                         prompts_per_step=s.prompts, group_size=s.group_size, update_epochs=s.update_epochs,
                         minibatch_size=s.minibatch_size, max_new_tokens=s.max_new_tokens,
+                        min_new_tokens=s.max_new_tokens,  # eos suppressed: both sides generate the same length
                         temperature=s.temperature, seed=s.seed)
 
 
@@ -117,7 +118,7 @@ def _trainer_args(s: BenchSettings, out_dir: str, max_steps: int) -> dict[str, A
         output_dir=out_dir, max_steps=max_steps, gradient_accumulation_steps=1, lr_scheduler_type="constant",
         warmup_steps=0, max_grad_norm=1.0, optim="adamw_torch", seed=s.seed, report_to=[], save_strategy="no",
         logging_steps=10**6, disable_tqdm=True, dataloader_num_workers=0, use_cpu=s.device == "cpu",
-        bf16=dtype_of(s) == torch.bfloat16, gradient_checkpointing=s.gradient_checkpointing,
+        bf16=trl_bf16(s), gradient_checkpointing=trl_checkpointing(s),
         gradient_checkpointing_kwargs={"use_reentrant": False},  # ours is non-reentrant too
     )
 
@@ -155,7 +156,6 @@ def reward_trl(s: BenchSettings) -> dict[str, Any]:
 def grpo_ours(s: BenchSettings) -> dict[str, Any]:
     """`train_policy(algo="grpo")` with the length score: its own per-step seconds (rollout -> update)."""
     stack = load_stack(s)
-    force_full_length(stack.model.get_base_model().generation_config, s.max_new_tokens)
 
     def score(rollout) -> torch.Tensor:
         return torch.tensor([length_score(t) for t in rollout.texts])

@@ -98,6 +98,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--all", action="store_true", help="also the intermediate variants (slower)")
     parser.add_argument("--workloads", default="natural,forced")
+    parser.add_argument("--variants", default="", help="comma list: only these variants (default: all)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -157,6 +158,8 @@ def main() -> None:
             "hf-static-compile": lambda m, f: _compiled(plain, tok, prompts, m, f),
         })
 
+    if args.variants:
+        variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     results: dict[str, dict[str, dict[str, float]]] = {}
     for workload in args.workloads.split(","):
         forced = workload == "forced"
@@ -176,6 +179,8 @@ def main() -> None:
     print(f"\nenvironment: {json.dumps(env)}")
     ratios = {}
     for workload, table in results.items():
+        if not {"hf-base", "before-trained", "ours-trained"} <= set(table):
+            continue
         ref, before_t = table["hf-base"]["tokens_per_s"], table["before-trained"]["tokens_per_s"]
         ours_t = table["ours-trained"]["tokens_per_s"]
         ratios[workload] = {"ours_trained_vs_hf_base": ours_t / ref,

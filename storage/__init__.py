@@ -24,6 +24,7 @@ from storage.jobs import (
     get_job,
     heartbeat_job,
     judgments_since_last_round,
+    last_finished_job,
     list_jobs,
     retry_job,
     training_logs,

@@ -165,3 +165,10 @@ def active_job(db: Database, kind: str) -> Job | None:
     """The oldest queued or running job of `kind`, if any."""
     with db.session() as s:
         return s.exec(_active_query(kind)).first()
+
+
+def last_finished_job(db: Database, kind: str) -> Job | None:
+    """The most recent job of `kind` that finished successfully (for "the last one took ..." estimates)."""
+    with db.session() as s:
+        return s.exec(select(Job).where(Job.kind == kind, Job.status == "done", Job.started_at.is_not(None),
+                                        Job.finished_at.is_not(None)).order_by(Job.id.desc())).first()

@@ -115,3 +115,30 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from rlhf_core.models.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+def seed_judged_pairs(db, n_prompts: int, annotators: dict[str, bool]) -> None:  # noqa: ANN001
+    """Pairs where the "banana" answer is right, judged by each annotator (name -> judges right or
+    wrong) through `next_pair_for`, as people would."""
+    import random
+
+    from storage import add_prompts, create_annotator, list_prompts, next_pair_for, record_generations, record_judgment
+
+    add_prompts(db, [[{"role": "user", "content": f"question {i}"}] for i in range(n_prompts)])
+    rng = random.Random(1)
+    for prompt in list_prompts(db):
+        good, bad = f"{rng.random():.3f} banana", f"{rng.random():.3f} apple"
+        record_generations(db, prompt_id=prompt.id, policy_version_id=0, responses=[(good, 3), (bad, 3)],
+                           gen_params={}, pairs=[(0, 1)], judgments_wanted=len(annotators))
+    for name, right in annotators.items():
+        user = create_annotator(db, name, "password123")
+        while (served := next_pair_for(db, user.id, rng=random.Random(name))) is not None:
+            a = served.left_text if served.left_side == "a" else served.right_text
+            wants_a = ("banana" in a) == right
+            record_judgment(db, pair_id=served.pair_id, annotator_id=user.id, choice="a" if wants_a else "b")
+
+
+@pytest.fixture(scope="session")
+def judged_pairs():
+    """`seed_judged_pairs`, handed to tests as a fixture."""
+    return seed_judged_pairs

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_annotator_quality import build_example
 
 import storage
 from labeling_app.operator.rounds import STEP_CHARTS, curve_values, rounds_values
@@ -71,6 +72,15 @@ def test_dpo_trains_on_this_rounds_decisive_judgments(db: storage.Database) -> N
                                          r"policy.dpo_rm_pairs"):
         dpo_examples(db, v2, cfg)
     assert dpo_examples(db, v2, PolicyConfig(dpo_rm_pairs=4)).examples == []  # reward-model pairs will do
+
+
+def test_dpo_leaves_out_annotators_below_the_minimum_control_accuracy(db: storage.Database) -> None:
+    build_example(db)  # ann 4 of 5 right on control pairs, bea 1 of 2, cy none; 10 decisive judgments, 1 tie
+    base = storage.get_policy(db, 0)
+    every = dpo_examples(db, base, PolicyConfig())
+    assert len(every.examples) == 10 and every.stats["annotators_left_out"] == 0
+    kept = dpo_examples(db, base, PolicyConfig(), min_annotator_accuracy=0.6)  # as reward.min_annotator_accuracy
+    assert len(kept.examples) == 6 and kept.stats["annotators_left_out"] == 1  # bea's four are left out
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from rlhf_core.config import Config, ConfigError, PolicyConfig, load_config
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.policy import run_policy_training, starting_kl_beta, train_policy
 from rlhf_core.training.rollout import generate_rollout, rollout_logprobs, rollout_metrics
-from rlhf_core.training.step_log import TENSORBOARD_MISSING, StepLog, record_training_steps
+from rlhf_core.training.run_log import TENSORBOARD_MISSING, StepLog, record_training_steps
 from rlhf_core.workspace import Workspace
 
 PROMPTS = [[{"role": "user", "content": f"tell me about topic {i}"}] for i in range(16)]

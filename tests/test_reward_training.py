@@ -15,15 +15,15 @@ from safetensors.torch import load_file
 from rlhf_core.config import RewardConfig
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.models.tiny import _OBJECTS, _SUBJECTS, _VERBS
-from rlhf_core.training.reward_data import encode_pair, pair_batch
-from rlhf_core.training.reward_model import (
+from rlhf_core.training.reward_data import (
     PreferenceExample,
-    evaluate_reward_model,
+    encode_pair,
+    pair_batch,
     preference_examples,
-    run_reward_training,
     split_by_prompt,
-    train_reward_model,
 )
+from rlhf_core.training.reward_model import evaluate_reward_model, train_reward_model
+from rlhf_core.training.reward_service import run_reward_training
 from rlhf_core.workspace import init_workspace
 from storage import (
     JudgmentRow,

@@ -8,14 +8,15 @@ import pytest
 
 import storage
 from rlhf_core.loop import sampling
-from rlhf_core.loop.sampling import PoolTopper, choose_pairs, sample_pairs
+from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses
+from rlhf_core.loop.sampling import PoolTopper, sample_pairs
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import init_workspace
 
 
-def test_choose_pairs_skips_identical_and_empty() -> None:
-    pairs, identical, empty = choose_pairs(["hello", "hello ", "", "world", "  ", "other"])
-    assert pairs == [(0, 3), (0, 5), (3, 5)]
+def test_candidate_pairs_skip_identical_and_empty() -> None:
+    keep, identical, empty = distinct_responses(["hello", "hello ", "", "world", "  ", "other"])
+    assert candidate_pairs(keep) == [(0, 3), (0, 5), (3, 5)]
     assert identical == 1
     assert empty == 2
 

@@ -68,3 +68,119 @@ def optimal_policy(ref_probs: Tensor, rewards: Tensor, beta: float) -> Tensor:
         return weight / weight.sum(dim=-1, keepdim=True)
     # Log space: exp(r / β) overflows for small β, softmax of (log π_ref + r / β) does not.
     return torch.softmax(torch.log(ref) + rewards / beta, dim=-1)
+
+
+# --------------------------------------------------------------------------- ties, ensembles, calibration
+
+
+def davidson_log_likelihood(r_a: Tensor, r_b: Tensor, outcome: Tensor, log_nu: Tensor) -> Tensor:
+    """Log-likelihood of each outcome under Davidson's tie model (1970), per pair: [B] nats.
+
+    With d = r_a − r_b and ν = exp(log_nu) ≥ 0:
+    P(a) = e^{d/2} / Z, P(b) = e^{−d/2} / Z, P(tie) = ν / Z, with Z = e^{d/2} + e^{−d/2} + ν.
+    ν → 0 gives Bradley-Terry (no ties). outcome: [B] long, 0 = a preferred, 1 = b, 2 = tie.
+    """
+    half = (r_a - r_b) / 2
+    log_nu = log_nu.to(half).expand_as(half)
+    log_z = torch.logsumexp(torch.stack([half, -half, log_nu]), dim=0)
+    numerators = torch.stack([half, -half, log_nu])  # [3, B]
+    return numerators.gather(0, outcome.long().unsqueeze(0)).squeeze(0) - log_z
+
+
+def weighted_bt_loss(r_chosen: Tensor, r_rejected: Tensor, weights: Tensor, margin: Tensor | None = None,
+                     normalizer: Tensor | None = None) -> Tensor:
+    """Bradley-Terry loss of an ensemble of K scorers, each with its own example weights.
+
+    r_chosen, r_rejected: [B, K] member scores; weights: [K, B] (e.g. bootstrap counts). Each member's
+    loss is its weighted mean of −log σ(r_c − r_r − margin); returns their mean over K (nats).
+    `normalizer` [K] replaces the weight sums (data parallel: the whole batch's sums, so the
+    processes' losses add up to the one-process loss).
+    """
+    diff = r_chosen - r_rejected
+    if margin is not None:
+        diff = diff - margin.to(diff).unsqueeze(-1)
+    return weighted_mean_over_members(-F.logsigmoid(diff).T, weights, normalizer)
+
+
+def weighted_mean_over_members(nll: Tensor, weights: Tensor, normalizer: Tensor | None = None) -> Tensor:
+    """mean_k Σ_i w_ki nll_ki / n_k with n_k = Σ_i w_ki unless given: [K, B], [K, B], [K] -> scalar."""
+    weights = weights.to(nll)
+    total = weights.sum(dim=1) if normalizer is None else normalizer.to(nll)
+    return ((nll * weights).sum(dim=1) / total.clamp(min=1e-8)).mean()
+
+
+def bootstrap_weights(n: int, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """[K, n] bootstrap counts: member k sees example i Poisson(1) times (the online bootstrap).
+
+    Member 0 sees every example once, so a one-member "ensemble" is plain training.
+    """
+    weights = torch.poisson(torch.ones(k, n), generator=generator)
+    weights[0] = 1.0
+    return weights
+
+
+def preference_probabilities(scores_a: Tensor, scores_b: Tensor) -> Tensor:
+    """σ(r_a − r_b) per ensemble member: [..., K] member scores of each side -> [..., K] probabilities."""
+    return torch.sigmoid(scores_a - scores_b)
+
+
+def pair_information(scores_a: Tensor, scores_b: Tensor) -> Tensor:
+    """How much a person's judgment of the pair would teach the reward model: [N, K] member scores of
+    each side -> [N] in [0, 1], higher = more informative.
+
+    With K ≥ 2 members: the spread (standard deviation) of the members' preference probabilities,
+    scaled by its maximum 0.5 (Christiano et al. 2017, 2.2.4: ask where the ensemble disagrees).
+    With one member: 1 − |2p − 1|, largest when the predicted preference is closest to 1/2.
+    """
+    probs = preference_probabilities(scores_a, scores_b)
+    if probs.shape[-1] >= 2:
+        return probs.std(dim=-1, unbiased=False) / 0.5
+    return 1.0 - (2.0 * probs[..., 0] - 1.0).abs()
+
+
+def expected_calibration_error(probs: Tensor, outcomes: Tensor, n_bins: int = 10) -> float:
+    """ECE of predicted probabilities against outcomes (0/1, or the probability of a 1): the mean, over
+    equal-width bins of the prediction weighted by their share of examples, of |mean prediction −
+    mean outcome|. [N], [N] -> a float in [0, 1]; 0.0 for no examples.
+    """
+    if probs.numel() == 0:
+        return 0.0
+    probs, outcomes = probs.detach().double().flatten(), outcomes.detach().double().flatten()
+    bins = torch.clamp((probs * n_bins).long(), max=n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            total += float(in_bin.double().mean() * (probs[in_bin].mean() - outcomes[in_bin].mean()).abs())
+    return total
+
+
+def symmetric_calibration_error(r_chosen: Tensor, r_rejected: Tensor, n_bins: int = 10) -> float:
+    """ECE of σ(r_c − r_r) on held-out preferences, each counted in both orientations ((p, 1) and
+    (1 − p, 0)), so a model cannot look calibrated by always predicting the chosen side."""
+    p = torch.sigmoid(r_chosen.detach().double() - r_rejected.detach().double()).flatten()
+    return expected_calibration_error(torch.cat([p, 1 - p]), torch.cat([torch.ones_like(p), torch.zeros_like(p)]),
+                                      n_bins)
+
+
+def fit_linear_bt(diff: Tensor, weights: Tensor | None = None, l2: float = 1e-2, max_iter: int = 100) -> Tensor:
+    """A linear Bradley-Terry scorer r(x) = θ · φ(x) fitted to feature differences by L-BFGS.
+
+    diff: [N, H] φ(chosen) − φ(rejected) (best standardised per column); weights: [N] example
+    weights (None = 1). Minimises Σ w_i softplus(−diff_i · θ) / Σ w_i + l2 |θ|². Returns θ [H]
+    (float64). The optimum is unique for l2 > 0, so the fit is deterministic.
+    """
+    x = diff.detach().double()
+    w = torch.ones(x.shape[0], dtype=torch.float64) if weights is None else weights.detach().double().cpu()
+    w = w.to(x.device)
+    theta = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device, requires_grad=True)
+    optimizer = torch.optim.LBFGS([theta], max_iter=max_iter, line_search_fn="strong_wolfe")
+
+    def closure() -> Tensor:
+        optimizer.zero_grad()
+        loss = (F.softplus(-(x @ theta)) * w).sum() / w.sum().clamp(min=1e-12) + l2 * (theta * theta).sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return theta.detach()

@@ -44,13 +44,25 @@ def _run_job_now(workspace, db, kind: str, params: dict) -> None:  # noqa: ANN00
 
     ws, database = open_db(workspace, db)
     job = enqueue_job(database, kind, params)
-    typer.echo(f"Job #{job.id} ({kind}) queued; running it here.")
+    typer.echo(f"Job #{job.id} ({kind}) queued; running it here. {expected_duration(database, kind)}")
     done = Worker(ws, database, progress=True).run_until_done(job.id)
     if done.status == "failed":
         typer.echo(f"error: job #{done.id} failed: {done.error.splitlines()[0] if done.error else 'unknown'}", err=True)
         raise typer.Exit(1)
     metrics = json.loads(done.metrics_json)
     typer.echo(f"Job #{done.id} done: " + ", ".join(f"{k}={_fmt(v)}" for k, v in metrics.items()))
+
+
+def expected_duration(database, kind: str) -> str:  # noqa: ANN001
+    """A sentence on how long this kind of job took last time in this workspace (the best estimate we have)."""
+    from storage import last_finished_job
+
+    last = last_finished_job(database, kind)
+    if last is None:
+        return "No earlier run to estimate from: the progress bars below show an ETA."
+    seconds = (last.finished_at - last.started_at).total_seconds()
+    took = f"{seconds / 60:.1f} min" if seconds >= 90 else f"{seconds:.0f} s"
+    return f"Expected: about {took}, as the last {kind} job (#{last.id}) took."
 
 
 def _fmt(value) -> str:  # noqa: ANN001

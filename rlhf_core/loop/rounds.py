@@ -10,8 +10,9 @@ from typing import Any
 
 from rlhf_core.loop.sampling import sample_pairs
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.policy import run_policy_training
-from rlhf_core.training.reward_model import run_reward_training
+from rlhf_core.training.reward_service import run_reward_training
 from rlhf_core.workspace import Workspace
 from storage import Database, update_policy_metrics
 
@@ -34,13 +35,14 @@ def scaled(on_progress: ProgressFn | None, start: float, end: float, label: str)
 
 
 def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None, job_id: int | None = None,
-              sample_next: bool = True, progress: bool = True, on_progress: ProgressFn | None = None) -> RoundResult:
+              sample_next: bool = True, progress: bool = True, on_progress: ProgressFn | None = None,
+              dp: DataParallel | None = None) -> RoundResult:
     """Run the training half of a round now. A failure leaves the previous versions in place."""
     started = time.time()
     report = on_progress or (lambda _f, _m: None)
     report(0.0, "training reward model")
     rm = run_reward_training(ws, db, stack, job_id=job_id, progress=progress,
-                             on_progress=scaled(on_progress, 0.0, 0.3, "reward model"))
+                             on_progress=scaled(on_progress, 0.0, 0.3, "reward model"), dp=dp)
     report(0.3, "updating policy")
     policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
                                  on_progress=scaled(on_progress, 0.3, 0.9, "policy"))

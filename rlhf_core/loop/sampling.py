@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import logging
 import math
+import random
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
+from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs
 from rlhf_core.models.batching import prompt_token_ids
 from rlhf_core.models.generation import SamplingParams
 from rlhf_core.models.stack import ModelStack
-from rlhf_core.training.workspace_stack import activate_policy, load_stack
+from rlhf_core.training.workspace_stack import activate_policy, activate_reward_model, load_stack
 from rlhf_core.workspace import Workspace
 from storage import Database, get_policy, open_pair_count, prompt_messages, prompts_needing_pairs, record_generations
 
@@ -30,24 +32,6 @@ class SampleResult:
     identical_skipped: int = 0
     empty_skipped: int = 0
     pair_ids: list[int] = field(default_factory=list)
-
-
-def choose_pairs(texts: list[str]) -> tuple[list[tuple[int, int]], int, int]:
-    """Every two distinct, non-empty responses form a pair. Returns (index pairs, #identical, #empty)."""
-    seen: dict[str, int] = {}
-    keep: list[int] = []
-    empty = identical = 0
-    for i, text in enumerate(texts):
-        key = " ".join(text.split())
-        if not key:
-            empty += 1
-        elif key in seen:
-            identical += 1
-        else:
-            seen[key] = i
-            keep.append(i)
-    pairs = [(keep[a], keep[b]) for a in range(len(keep)) for b in range(a + 1, len(keep))]
-    return pairs, identical, empty
 
 
 def generate_responses(stack: ModelStack, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
@@ -77,14 +61,19 @@ def sample_pairs(
     n_pairs = n_pairs or cfg.pool_refill_pairs
     version_id = activate_policy(stack, db)
     version = get_policy(db, version_id)
-    per_prompt_pairs = per_prompt * (per_prompt - 1) // 2
+    method = cfg.pair_selection
+    # Uncertainty needs the reward model's opinion of every response; without one it is random.
+    scored = method == "uncertainty" and activate_reward_model(stack, db) is not None
+    candidates = per_prompt * (per_prompt - 1) // 2
+    per_prompt_pairs = candidates if method == "all" or cfg.max_pairs_per_prompt <= 0 else min(
+        cfg.max_pairs_per_prompt, candidates)
     prompts = prompts_needing_pairs(db, limit=math.ceil(n_pairs / per_prompt_pairs) * 2, split=split,
                                     policy_version_id=version_id)
     result = SampleResult(policy_version=version_id)
     if not prompts:
         return result
     gen_params = {"temperature": cfg.temperature, "top_p": cfg.top_p, "max_new_tokens": cfg.max_new_tokens,
-                  "per_prompt": per_prompt, "policy_version": version_id}
+                  "per_prompt": per_prompt, "policy_version": version_id, "pair_selection": method}
     prompts_per_batch = max(1, cfg.batch_size // per_prompt)
     bar = tqdm(total=n_pairs, desc=f"sampling pairs (policy v{version_id})", unit="pair", disable=not progress)
     for start in range(0, len(prompts), prompts_per_batch):
@@ -94,12 +83,18 @@ def sample_pairs(
         conversations = [prompt_messages(p) for p in batch for _ in range(per_prompt)]
         responses = generate_responses(stack, conversations, max_new_tokens=cfg.max_new_tokens,
                                        temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
+        scores = response_member_scores(stack, conversations, [t for t, _ in responses],
+                                        max_length=ws.config.reward.max_length) if scored else None
         for i, prompt in enumerate(batch):
             mine = responses[i * per_prompt:(i + 1) * per_prompt]
-            pairs, identical, empty = choose_pairs([text for text, _ in mine])
+            keep, identical, empty = distinct_responses([text for text, _ in mine])
+            chosen = select_pairs(candidate_pairs(keep), method, cfg.max_pairs_per_prompt,
+                                  random.Random(f"{version_id}-{prompt.id}"),
+                                  None if scores is None else scores[i * per_prompt:(i + 1) * per_prompt])
             rows = record_generations(
                 db, prompt_id=prompt.id, policy_version_id=version_id, responses=mine, gen_params=gen_params,
-                pairs=pairs, round=version.round, judgments_wanted=ws.config.labeling.judgments_per_pair,
+                pairs=chosen.pairs, round=version.round, judgments_wanted=ws.config.labeling.judgments_per_pair,
+                info_scores=chosen.info_scores, selection=chosen.selection,
             )
             result.prompts += 1
             result.samples += len(mine)

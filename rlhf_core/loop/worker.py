@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import Workspace
 from storage import (
@@ -62,6 +63,7 @@ class Worker:
         self.heartbeat_seconds = heartbeat_seconds
         self.stale_after_seconds = stale_after_seconds
         self.progress = progress
+        self.dp = DataParallel()  # one process, or the processes `accelerate launch` started
 
     @property
     def stack(self) -> ModelStack:
@@ -97,6 +99,8 @@ class Worker:
     # -- running jobs ------------------------------------------------------------------
     def run_once(self) -> Job | None:
         """Claim and run one job; returns it (finished or failed), or None when the queue is empty."""
+        if self.dp.enabled:
+            return self._run_once_distributed()
         self.recover()
         self.maybe_start_round()
         job = claim_next_job(self.db, self.worker_id)
@@ -104,6 +108,34 @@ class Worker:
             return None
         self.execute(job)
         return get_job(self.db, job.id)
+
+    def _run_once_distributed(self) -> Job | None:
+        """Under `accelerate launch`: the main process claims the job and tells the others, which join
+        the data-parallel part (reward-model training) and otherwise wait for the main one."""
+        job = None
+        if self.dp.is_main:
+            self.recover()
+            self.maybe_start_round()
+            job = claim_next_job(self.db, self.worker_id)
+        job_id = self.dp.broadcast(None if job is None else job.id)
+        if job_id is None:
+            return None
+        if self.dp.is_main:
+            self.execute(job)
+        else:
+            self._follow(get_job(self.db, job_id))
+        self.dp.barrier()
+        return get_job(self.db, job_id)
+
+    def _follow(self, job: Job) -> None:
+        """A non-main process's share of a job: the reward-model training of `train_rm` and `round`."""
+        if job.kind in ("train_rm", "round"):
+            from rlhf_core.training.reward_service import run_reward_training
+
+            try:
+                run_reward_training(self.ws, self.db, self.stack, progress=False, dp=self.dp)
+            except ValueError:  # too few judgments: the main process records the error
+                pass
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
@@ -160,10 +192,10 @@ class Worker:
                                   on_progress=on_progress)
             return {"pairs": result.pairs, "samples": result.samples, "policy_version": result.policy_version}
         if job.kind == "train_rm":
-            from rlhf_core.training.reward_model import run_reward_training
+            from rlhf_core.training.reward_service import run_reward_training
 
             rm = run_reward_training(ws, db, self.stack, job_id=job.id, progress=self.progress,
-                                     on_progress=on_progress)
+                                     on_progress=on_progress, dp=self.dp)
             return {"reward_model_version": rm.id, "heldout_accuracy": rm.heldout_accuracy}
         if job.kind == "train_policy":
             from rlhf_core.training.policy import run_policy_training
@@ -175,7 +207,7 @@ class Worker:
             from rlhf_core.loop.rounds import run_round
 
             return run_round(ws, db, self.stack, algo=params.get("algo"), job_id=job.id, progress=self.progress,
-                             on_progress=on_progress).metrics
+                             on_progress=on_progress, dp=self.dp).metrics
         if job.kind == "eval_batch":
             from rlhf_core.loop.evaluation import create_eval_batch
 

@@ -19,13 +19,16 @@ trains on it; its log-probs are always recomputed by the training model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from peft.tuners.lora import LoraLayer
 from torch import Tensor, nn
 from transformers import DynamicCache
+
+from rlhf_core.models.batching import left_pad
 
 GENERATION_MODES = ("auto", "merged", "adapter")
 
@@ -146,6 +149,12 @@ def _pick(logits: Tensor, params: SamplingParams, generator: torch.Generator | N
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
+def _cache_keyword(model: nn.Module) -> str:
+    """`cache` (transformers >= 5.2x) or `past_key_values` (earlier), whichever the model's forward takes."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 @torch.no_grad()
 def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: SamplingParams, eos_id: int,
            generator: torch.Generator | None = None) -> list[list[int]]:
@@ -156,9 +165,10 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
     """
     n = input_ids.shape[0]
     cache = DynamicCache(config=model.config)
+    cache_arg = _cache_keyword(model)
     positions = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
-                   use_cache=True, logits_to_keep=1).logits[:, -1]
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                   use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
     alive = torch.arange(n, device=input_ids.device)
     last = positions[:, -1]
     out: list[list[int]] = [[] for _ in range(n)]
@@ -180,7 +190,7 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
         last = last + 1
         logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=last[:, None],
-                       cache=cache, use_cache=True).logits[:, -1]
+                       use_cache=True, **{cache_arg: cache}).logits[:, -1]
     return out
 
 
@@ -189,3 +199,51 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
     return [order[i:i + batch_size] for i in range(0, len(order), max(1, batch_size))]
 
+
+
+class Sampler:
+    """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, the decoding
+    settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
+
+    @torch.no_grad()
+    def sample(self, prompts: list[list[int]], params: SamplingParams, *, adapter: str | None = "policy",
+               batch_size: int = 32, generator: torch.Generator | None = None,
+               on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
+        """One sampled continuation per prompt (token ids), through `adapter` (None = the bare base).
+
+        Prompts are decoded in batches of similar length; each result ends with eos or is cut at
+        `params.max_new_tokens`. Uses the merged decoding copy or the adapter per `generation_mode`.
+        `on_batch` is called with the number of prompts each finished batch held (progress bars).
+        """
+        if adapter is not None and adapter not in self.model.peft_config:
+            known = ", ".join(self.model.peft_config)
+            raise ValueError(f"unknown adapter {adapter!r}; expected one of {known} or None")
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        out: list[list[int]] = [[] for _ in prompts]
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for rows in length_batches([len(p) for p in prompts], batch_size):
+                ids, mask = left_pad([prompts[i] for i in rows], pad)
+                ids, mask = ids.to(self.device), mask.to(self.device)
+                for i, tokens in zip(rows, self._decode_batch(ids, mask, params, adapter, eos, generator)):
+                    out[i] = tokens
+                if on_batch is not None:
+                    on_batch(len(rows))
+        finally:
+            self.model.train(was_training)
+            if not self.keep_generation_copy:
+                self._merged = None
+        return out
+
+    def _decode_batch(self, ids: Tensor, mask: Tensor, params: SamplingParams, adapter: str | None, eos: int,
+                      generator: torch.Generator | None) -> list[list[int]]:
+        if self.generation_mode == "merged":
+            if self._merged is None:
+                self._merged = MergedCopy(self.model, self.generation_dtype)
+            return decode(self._merged.sync(adapter), ids, mask, params, eos, generator)
+        if adapter is None:
+            with self.model.disable_adapter():  # the bare base, whatever the KL reference is
+                return decode(self.model, ids, mask, params, eos, generator)
+        with self.use(adapter):
+            return decode(self.model, ids, mask, params, eos, generator)

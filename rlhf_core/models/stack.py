@@ -7,33 +7,25 @@ model in memory instead of four (policy, reference, critic, reward model).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from rlhf_core.algorithms.policy_losses import entropy_from_logits, gather_logprobs
-from rlhf_core.models.batching import left_pad
-from rlhf_core.models.generation import (
-    MergedCopy,
-    SamplingParams,
-    decode,
-    length_batches,
-    native_bf16,
-    resolve_mode,
-)
+from rlhf_core.models.adapter_files import AdapterFiles
+from rlhf_core.models.generation import MergedCopy, Sampler, native_bf16, resolve_mode
 from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device
 
 ADAPTERS = ("policy", "value", "reward")
 REFERENCE = "reference"  # the optional frozen earlier policy adapter
 HEADS = ("value", "reward")
+REWARD_POOLINGS = ("last", "mean")
 # Activation checkpointing "auto": batches with fewer tokens keep their activations. At 2,400 tokens a
 # reward-model step of SmolLM2-135M (bfloat16 autocast, CPU) was 20% faster without checkpointing and its
 # peak memory grew by 3% (1.72 -> 1.77 GiB), so recomputation only pays for big batches.
@@ -68,7 +60,7 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return (positions * attention_mask.long()).argmax(dim=1)
 
 
-class ModelStack:
+class ModelStack(AdapterFiles, Sampler):
     """The frozen base + adapters + heads. Use `with stack.use("policy"):` to pick an adapter."""
 
     def __init__(self, model: nn.Module, tokenizer, model_dir: Path, quantized: bool,
@@ -81,6 +73,9 @@ class ModelStack:
         self.device = next(model.parameters()).device
         self.generation_mode, self.generation_dtype = resolve_mode(generation, self.device)
         self._merged: MergedCopy | None = None
+        # False: the merged decoding copy is dropped after each `sample` call (memory-lean mode; the
+        # next call rebuilds it, a fraction of a second for a small model).
+        self.keep_generation_copy = True
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
@@ -94,6 +89,7 @@ class ModelStack:
         for head in self.heads.values():
             nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
             nn.init.zeros_(head.bias)
+        self.reward_pooling = "last"
         self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
         self.reference_path: Path | None = None
         self._reference_params: list[nn.Parameter] = []
@@ -266,11 +262,17 @@ class ModelStack:
         base = self.model.get_base_model()
         return getattr(base, base.base_model_prefix)
 
-    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Last-layer hidden states through the active adapter: [B, T] -> [B, T, H] (bfloat16 under autocast)."""
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
+                      ) -> Tensor:
+        """Last-layer hidden states through the active adapter: [B, T] -> [B, T, H] (bfloat16 under autocast).
+
+        attention_mask: [B, T] (1 = real token, causal attention), or a [B, 1, T, T] boolean mask of
+        which tokens each token may see (packed sequences, with their `position_ids` [B, T]).
+        """
         self._checkpoint_for(input_ids.numel())
         with self._autocast():
-            out = self._decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+            out = self._decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                  use_cache=False)
         return out.last_hidden_state
 
     def token_logprobs(self, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
@@ -295,98 +297,69 @@ class ModelStack:
     def scalar_head(self, name: str, hidden: Tensor) -> Tensor:
         return self.heads[name](hidden.float()).squeeze(-1)
 
-    def reward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Reward-model score read at the last real token of each sequence: [B, T] -> [B]."""
+    def reward_features(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None
+                        ) -> Tensor:
+        """The features the reward head reads, through the `reward` adapter: [B, T] -> [B, H] float32.
+
+        Per `reward_pooling`: "last" reads the last real token (by the attention mask, so pad == eos
+        is safe); "mean" averages the response tokens (`response_mask` [B, T-1], aligned with
+        log-probs; without it, every real token).
+        """
         with self.use("reward"):
             hidden = self.hidden_states(input_ids, attention_mask)
-        last = last_token_index(attention_mask)
-        picked = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.scalar_head("reward", picked)
+        if self.reward_pooling == "mean":
+            if response_mask is not None:
+                weights = nn.functional.pad(response_mask.to(hidden.dtype), (1, 0))  # token t+1 <- column t
+            else:
+                weights = attention_mask.to(hidden.dtype)
+            features = (hidden * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)
+        else:
+            features = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
+        return features.float()
+
+    def reward_members(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None
+                       ) -> Tensor:
+        """Each reward-head member's score: [B, T] -> [B, K] (K = `reward_members_count`)."""
+        return self.heads["reward"](self.reward_features(input_ids, attention_mask, response_mask))
+
+    def packed_reward_members(self, packed) -> tuple[Tensor, Tensor]:  # noqa: ANN001 - training.reward_data.PackedPairs
+        """Member scores [B, K] of the chosen and the rejected response of pairs packed with their shared
+        prompt (one row per pair), read like `reward_members` reads them."""
+        with self.use("reward"):
+            hidden = self.hidden_states(packed.input_ids, packed.attention_mask, packed.position_ids)
+        rows = torch.arange(hidden.shape[0], device=hidden.device)
+        sides = []
+        for mask, last in ((packed.chosen_mask, packed.chosen_last), (packed.rejected_mask, packed.rejected_last)):
+            if self.reward_pooling == "mean":
+                weights = mask.to(hidden.dtype).unsqueeze(-1)
+                features = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+            else:
+                features = hidden[rows, last]
+            sides.append(self.heads["reward"](features.float()))
+        return sides[0], sides[1]
+
+    def reward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None) -> Tensor:
+        """The reward model's score of each sequence, the mean of its members: [B, T] -> [B]."""
+        return self.reward_members(input_ids, attention_mask, response_mask).mean(dim=-1)
+
+    def set_reward_head(self, members: int, pooling: str) -> None:
+        """A freshly initialised reward head with `members` outputs reading `pooling` features."""
+        if pooling not in REWARD_POOLINGS:
+            raise ValueError(f"reward pooling must be one of {', '.join(REWARD_POOLINGS)}, not {pooling!r}")
+        hidden = self.heads["reward"].in_features
+        head = nn.Linear(hidden, members).to(self.device, torch.float32)
+        nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(head.bias)
+        head.requires_grad_(False)
+        self.heads["reward"] = head
+        self.reward_pooling = pooling
+
+    @property
+    def reward_members_count(self) -> int:
+        return self.heads["reward"].out_features
 
     def values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Critic value of each prefix, aligned with `token_logprobs`: [B, T] -> [B, T-1]."""
         with self.use("value"):
             hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         return self.scalar_head("value", hidden)
-
-    @torch.no_grad()
-    def sample(self, prompts: list[list[int]], params: SamplingParams, *, adapter: str | None = "policy",
-               batch_size: int = 32, generator: torch.Generator | None = None,
-               on_batch: Callable[[int], None] | None = None) -> list[list[int]]:
-        """One sampled continuation per prompt (token ids), through `adapter` (None = the bare base).
-
-        Prompts are decoded in batches of similar length; each result ends with eos or is cut at
-        `params.max_new_tokens`. Uses the merged decoding copy or the adapter per `generation_mode`.
-        `on_batch` is called with the number of prompts each finished batch held (progress bars).
-        """
-        if adapter is not None and adapter not in ADAPTERS and adapter != REFERENCE:
-            raise ValueError(f"unknown adapter {adapter!r}; expected one of {ADAPTERS} or None")
-        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
-        out: list[list[int]] = [[] for _ in prompts]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for rows in length_batches([len(p) for p in prompts], batch_size):
-                ids, mask = left_pad([prompts[i] for i in rows], pad)
-                ids, mask = ids.to(self.device), mask.to(self.device)
-                for i, tokens in zip(rows, self._decode_batch(ids, mask, params, adapter, eos, generator)):
-                    out[i] = tokens
-                if on_batch is not None:
-                    on_batch(len(rows))
-        finally:
-            self.model.train(was_training)
-        return out
-
-    def _decode_batch(self, ids: Tensor, mask: Tensor, params: SamplingParams, adapter: str | None, eos: int,
-                      generator: torch.Generator | None) -> list[list[int]]:
-        if self.generation_mode == "merged":
-            if self._merged is None:
-                self._merged = MergedCopy(self.model, self.generation_dtype)
-            return decode(self._merged.sync(adapter), ids, mask, params, eos, generator)
-        if adapter is None:
-            with self.model.disable_adapter():  # the bare base, whatever the KL reference is
-                return decode(self.model, ids, mask, params, eos, generator)
-        with self.use(adapter):
-            return decode(self.model, ids, mask, params, eos, generator)
-
-    # -- persistence -----------------------------------------------------------------
-    def _adapter_state(self, name: str) -> dict[str, Tensor]:
-        state = get_peft_model_state_dict(self.model, adapter_name=name)
-        return {k: v.detach().to("cpu", copy=True).contiguous() for k, v in state.items()}
-
-    def save_adapter(self, name: str, directory: Path) -> Path:
-        """Write adapter `name` (and its head) as safetensors plus a small JSON description."""
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tensors = self._adapter_state(name)
-        if name in self.heads:
-            head = self.heads[name].state_dict()
-            tensors.update({f"head.{k}": v.detach().cpu().contiguous() for k, v in head.items()})
-        tmp = directory / "adapter.safetensors.tmp"
-        save_file(tensors, str(tmp))
-        tmp.replace(directory / "adapter.safetensors")
-        meta = {"adapter": name, "lora": asdict(self.loras[name]), "base_model": str(self.model_dir)}
-        (directory / "adapter.json").write_text(json.dumps(meta, indent=2))
-        return directory
-
-    def load_adapter(self, name: str, directory: Path) -> None:
-        """Restore adapter `name` exactly as `save_adapter` wrote it."""
-        path = Path(directory) / "adapter.safetensors"
-        if not path.is_file():
-            raise FileNotFoundError(f"no adapter weights at {path}")
-        tensors = load_file(str(path), device=str(self.device))
-        head = {k[len("head."):]: v for k, v in tensors.items() if k.startswith("head.")}
-        lora = {k: v for k, v in tensors.items() if not k.startswith("head.")}
-        result = set_peft_model_state_dict(self.model, lora, adapter_name=name)
-        unexpected = [k for k in getattr(result, "unexpected_keys", []) if "lora_" in k]
-        if unexpected:
-            raise ValueError(f"{path} does not match this base model (unexpected keys: {unexpected[:3]})")
-        if head:
-            self.heads[name].load_state_dict(head)
-
-    def reset_adapter(self, name: str) -> None:
-        """Back to the freshly initialised adapter and head (for `policy`: exactly the base model)."""
-        set_peft_model_state_dict(self.model, {k: v.to(self.device) for k, v in self._initial[name].items()},
-                                  adapter_name=name)
-        if name in self.heads:
-            self.heads[name].load_state_dict(self._initial_heads[name])

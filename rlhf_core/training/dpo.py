@@ -29,9 +29,9 @@ from tqdm.auto import tqdm
 from rlhf_core.algorithms.dpo import dpo_loss, sequence_logprobs
 from rlhf_core.algorithms.kl import kl_from_logits
 from rlhf_core.config import PolicyConfig
+from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
 from rlhf_core.models.batching import SequenceBatch
 from rlhf_core.models.stack import ModelStack
-from rlhf_core.training.policy_result import PolicyTrainResult, finite, summarize
 from rlhf_core.training.ppo import clipped_step, make_optimizer
 from rlhf_core.training.reward_data import EncodedPair, PreferenceExample, encode_pairs, pair_batch, preference_examples
 from rlhf_core.training.rollout import (
@@ -43,6 +43,7 @@ from rlhf_core.training.rollout import (
     rollout_logprobs,
     rollout_metrics,
 )
+from rlhf_core.training.run_log import PolicyTrainResult, finite, summarize
 from storage import Database, PolicyVersion, judgment_rows
 
 # Per-step DPO metrics the round summary reports as their mean over the last quarter of the steps.
@@ -59,14 +60,18 @@ class DPOExamples:
     stats: dict[str, int]
 
 
-def dpo_examples(db: Database, current: PolicyVersion, cfg: PolicyConfig) -> DPOExamples:
+def dpo_examples(db: Database, current: PolicyVersion, cfg: PolicyConfig, *, min_annotator_accuracy: float = 0.0
+                 ) -> DPOExamples:
     """Decisive judgments of training pairs sampled from `current` (round `current.round`) and from up to
-    `cfg.dpo_past_rounds` rounds before it. Raises ValueError, saying what to do, when there are none and
-    no reward-model pairs are configured either."""
+    `cfg.dpo_past_rounds` rounds before it, without annotators whose control-pair accuracy is below
+    `min_annotator_accuracy` (as for the reward model). Raises ValueError, saying what to do, when there
+    are none and no reward-model pairs are configured either."""
     first = max(0, current.round - cfg.dpo_past_rounds)
     rows = (judgment_rows(db, round=current.round) if first == current.round
             else [r for r in judgment_rows(db) if first <= r.round <= current.round])
-    examples, stats = preference_examples(rows)
+    left_out = low_accuracy_annotators(db, min_annotator_accuracy)
+    examples, stats = preference_examples(without_annotators(rows, left_out))
+    stats["annotators_left_out"] = len(left_out)
     if not examples and cfg.dpo_rm_pairs == 0:
         raise ValueError(
             f"DPO has no pairs: no decisive (a/b) judgments of pairs sampled from policy v{current.id} "

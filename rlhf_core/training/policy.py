@@ -26,10 +26,9 @@ from rlhf_core.config import POLICY_ALGORITHMS, PolicyConfig
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.dpo import dpo_examples, train_dpo
 from rlhf_core.training.grpo import grpo_update
-from rlhf_core.training.policy_result import PolicyTrainResult, finite, show, summarize
 from rlhf_core.training.ppo import fresh_critic, make_optimizer, ppo_update
 from rlhf_core.training.rollout import ScoreFn, generate_rollout, reward_model_scores, rollout_logprobs, rollout_metrics
-from rlhf_core.training.step_log import StepLog
+from rlhf_core.training.run_log import PolicyTrainResult, StepLog, finite, show, summarize
 from rlhf_core.training.workspace_stack import activate_policy, activate_reward_model, adapter_dir
 from rlhf_core.workspace import Workspace
 from storage import (
@@ -167,7 +166,8 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
 
     current = current_policy(db)
     # Read before any model work, so a round without data fails at once with what to do.
-    examples = dpo_examples(db, current, cfg) if algo == "dpo" else None
+    examples = (dpo_examples(db, current, cfg, min_annotator_accuracy=ws.config.reward.min_annotator_accuracy)
+                if algo == "dpo" else None)
     activate_policy(stack, db, current.id)
     if has_rm:
         activate_reward_model(stack, db)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+import torch
 from torch import Tensor
 
 from rlhf_core.algorithms.preference import margins_from_strength
@@ -22,6 +23,7 @@ class PreferenceExample:
     rejected: str
     strength: str | None
     prompt_id: int
+    tie: bool = False  # judged a tie: `chosen` and `rejected` are just sides a and b
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,16 @@ class EncodedPair:
     chosen: list[int]
     rejected: list[int]
     strength: str | None
+    tie: bool = False
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of both sequences, prompt counted twice (as they are scored)."""
+        return 2 * len(self.prompt) + len(self.chosen) + len(self.rejected)
 
 
-def preference_examples(rows: Sequence[JudgmentRow]) -> tuple[list[PreferenceExample], dict[str, int]]:
+def preference_examples(rows: Sequence[JudgmentRow], *, include_ties: bool = False
+                        ) -> tuple[list[PreferenceExample], dict[str, int]]:
     """Turn judgment rows into Bradley-Terry training examples.
 
     "a" -> a chosen over b; "b" -> b chosen over a. Every judgment is its own example, so a pair
@@ -42,9 +51,9 @@ def preference_examples(rows: Sequence[JudgmentRow]) -> tuple[list[PreferenceExa
     modelled probability towards 1/2, which is the maximum-likelihood answer.
 
     Excluded, and counted in the returned stats:
-    - "tie": plain Bradley-Terry has no tie outcome; using ties needs a tie model such as
-      Rao-Kupper or Davidson (an extra parameter for the probability of a draw), and forcing a tie
-      into a win for either side would teach a preference nobody expressed.
+    - "tie", unless `include_ties` (for Davidson's tie model, `reward.ties = "davidson"`): plain
+      Bradley-Terry has no tie outcome, and forcing a tie into a win for either side would teach
+      a preference nobody expressed. Included ties are examples with `tie=True`, sides a and b.
     - "both_bad": says both responses are unacceptable but carries no ordering between them.
 
     Returns (examples, stats) with stats keys judgments, decisive, ties_excluded, both_bad_excluded.
@@ -57,6 +66,10 @@ def preference_examples(rows: Sequence[JudgmentRow]) -> tuple[list[PreferenceExa
             examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=chosen, rejected=rejected,
                                               strength=row.strength, prompt_id=row.prompt_id))
             stats["decisive"] += 1
+        elif row.choice == "tie" and include_ties:
+            examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.text_a,
+                                              rejected=row.text_b, strength=None, prompt_id=row.prompt_id, tie=True))
+            stats["ties_used"] = stats.get("ties_used", 0) + 1
         elif row.choice == "tie":
             stats["ties_excluded"] += 1
         elif row.choice == "both_bad":
@@ -106,7 +119,7 @@ def encode_pair(tokenizer, example: PreferenceExample, max_length: int) -> Encod
     prompt_budget = max_length - max(len(chosen), len(rejected))
     if len(prompt) > prompt_budget:
         prompt = prompt[-prompt_budget:]
-    return EncodedPair(prompt=prompt, chosen=chosen, rejected=rejected, strength=example.strength)
+    return EncodedPair(prompt=prompt, chosen=chosen, rejected=rejected, strength=example.strength, tie=example.tie)
 
 
 def encode_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length: int) -> list[EncodedPair]:
@@ -124,3 +137,68 @@ def pair_batch(pairs: Sequence[EncodedPair], pad_id: int, *, with_margin: bool
     batch = build_sequences(prompts + prompts, [p.chosen for p in pairs] + [p.rejected for p in pairs], pad_id)
     margin = margins_from_strength([p.strength for p in pairs]) if with_margin else None
     return batch, margin
+
+
+@dataclass
+class PackedPairs:
+    """B pairs packed one per row as [prompt | chosen | rejected], so the shared prompt is computed once.
+
+    The rejected tokens see the prompt and themselves, never the chosen ones (a [B, 1, L, L] boolean
+    attention mask), and their positions continue from the prompt, so every token gets exactly the
+    hidden state it would get in its own prompt + response sequence. Rows are right-padded; a pad
+    token sees only itself. `*_mask` [B, L] mark each response's tokens, `*_last` [B] its last one.
+    """
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    position_ids: Tensor
+    chosen_mask: Tensor
+    rejected_mask: Tensor
+    chosen_last: Tensor
+    rejected_last: Tensor
+
+    def to(self, device) -> PackedPairs:  # noqa: ANN001
+        return PackedPairs(*(getattr(self, f.name).to(device) for f in fields(self)))
+
+
+def packed_pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> PackedPairs:
+    """Pack B pairs for one forward pass over B rows of length max(P + C + R) (see PackedPairs)."""
+    width = max(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
+    n = len(pairs)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    positions = torch.zeros((n, width), dtype=torch.long)
+    allowed = torch.zeros((n, width, width), dtype=torch.bool)
+    chosen_mask = torch.zeros((n, width), dtype=torch.bool)
+    rejected_mask = torch.zeros((n, width), dtype=torch.bool)
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    for i, pair in enumerate(pairs):
+        p, c, r = len(pair.prompt), len(pair.chosen), len(pair.rejected)
+        ids[i, :p + c + r] = torch.tensor(pair.prompt + pair.chosen + pair.rejected)
+        positions[i, :p + c] = torch.arange(p + c)
+        positions[i, p + c:p + c + r] = torch.arange(p, p + r)
+        allowed[i, :p + c, :p + c] = causal[:p + c, :p + c]
+        allowed[i, p + c:p + c + r, :p] = True
+        allowed[i, p + c:p + c + r, p + c:p + c + r] = causal[:r, :r]
+        pad = torch.arange(p + c + r, width)
+        allowed[i, pad, pad] = True  # a pad query must see something, or softmax gives NaN
+        chosen_mask[i, p:p + c] = True
+        rejected_mask[i, p + c:p + c + r] = True
+    return PackedPairs(ids, allowed.unsqueeze(1), positions, chosen_mask, rejected_mask,
+                       chosen_mask.long().cumsum(1).argmax(1), rejected_mask.long().cumsum(1).argmax(1))
+
+
+def length_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices of `pairs` in batches of similar length, batch order shuffled (one epoch).
+
+    Shuffles, then sorts by length within windows of 16 batches, so a batch pads little while
+    the data still arrives in a random order (as `group_by_length` does in transformers).
+    """
+    order = list(range(len(pairs)))
+    rng.shuffle(order)
+    window = 16 * batch_size
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window], key=lambda i: pairs[i].tokens)
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches

@@ -1,229 +1,309 @@
-"""Training the LoRA reward model on human judgments with the Bradley-Terry loss, and the service
-that retrains it on all judgments each round and records a new `RewardModelVersion`."""
+"""Training the LoRA reward model on human judgments: Bradley-Terry (or Davidson's tie model) on a LoRA
+trunk with K bootstrap heads, early stopping on held-out loss, and the held-out figures a round
+stores (accuracy, loss, calibration). The service that runs it on a workspace is `reward_service`.
+
+Each step scores B pairs in one forward pass over their 2B sequences ([2B, T] right-padded), the
+score read per `RewardConfig.pooling`. An ensemble of K members shares the trunk; member k weighs
+training example i by a Poisson(1) bootstrap count (member 0 sees every example once), so the
+members disagree where the data is thin, which is what active pair selection asks about.
+"""
 
 from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
-from rlhf_core.algorithms.preference import bradley_terry_loss, bt_accuracy
+from rlhf_core.algorithms.preference import (
+    bootstrap_weights,
+    bradley_terry_loss,
+    bt_accuracy,
+    davidson_log_likelihood,
+    fit_linear_bt,
+    margins_from_strength,
+    symmetric_calibration_error,
+    weighted_bt_loss,
+    weighted_mean_over_members,
+)
 from rlhf_core.config import RewardConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import (
     EncodedPair,
     PreferenceExample,
     encode_pairs,
+    length_grouped_batches,
+    packed_pair_batch,
     pair_batch,
-    preference_examples,
-    split_by_prompt,
-)
-from rlhf_core.training.step_log import record_training_steps
-from rlhf_core.training.workspace_stack import adapter_dir
-from rlhf_core.workspace import Workspace
-from storage import (
-    Database,
-    RewardModelVersion,
-    add_reward_model_version,
-    judgment_rows,
-    list_reward_models,
 )
 
-__all__ = [
-    "MIN_DECISIVE_JUDGMENTS", "PreferenceExample", "RewardTrainResult", "evaluate_reward_model",
-    "preference_examples", "run_reward_training", "split_by_prompt", "train_reward_model",
-]
-
-MIN_DECISIVE_JUDGMENTS = 4
 GRAD_CLIP_NORM = 1.0
 
 
 @dataclass
+class HeldoutFigures:
+    """The reward model on held-out decisive pairs: accuracy in [0, 1], BT loss in nats, and the
+    expected calibration error of σ(r_c − r_r) (both orientations); None without held-out pairs."""
+
+    accuracy: float | None = None
+    loss: float | None = None
+    calibration_error: float | None = None
+    n: int = 0
+
+
+@dataclass
 class RewardTrainResult:
-    """Outcome of one reward-model training run. Losses in nats; accuracies in [0, 1].
+    """Outcome of one training run. `heldout` is measured on the kept (best) epoch; `train_loss`
+    is the mean step loss of the last epoch; `history` has one row per optimisation step."""
 
-    heldout_accuracy / heldout_loss are None when there is no held-out example. train_loss is the
-    mean step loss over the last epoch. history holds one dict per optimisation step.
-    """
-
-    heldout_accuracy: float | None
-    heldout_loss: float | None
+    heldout: HeldoutFigures
     train_loss: float
     steps: int
     n_train: int
     n_heldout: int
+    best_epoch: int
+    tie_log_nu: float | None = None  # Davidson's tie parameter log ν, when ties were modelled
+    probe_l2: float | None = None  # the L2 strength of the head's probe fit (head_init = "probe")
     history: list[dict[str, float]] = field(default_factory=list)
 
+    @property
+    def heldout_accuracy(self) -> float | None:
+        return self.heldout.accuracy
 
-def _batches(pairs: Sequence[EncodedPair], batch_size: int) -> list[Sequence[EncodedPair]]:
-    return [pairs[i:i + batch_size] for i in range(0, len(pairs), batch_size)]
-
-
-def _pair_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_margin: bool
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Rewards of chosen and rejected ([B] each) from one forward pass over the 2B sequences."""
-    batch, margin = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=with_margin)
-    batch = batch.to(stack.device)
-    scores = stack.reward(batch.input_ids, batch.attention_mask)
-    n = len(pairs)
-    return scores[:n], scores[n:], None if margin is None else margin.to(stack.device)
+    @property
+    def heldout_loss(self) -> float | None:
+        return self.heldout.loss
 
 
-def _evaluate_encoded(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
-                      ) -> tuple[float | None, float | None]:
-    if not pairs:
-        return None, None
+def pair_member_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_margin: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Member scores of chosen and rejected ([B, K] each) from one forward pass over the B pairs, each
+    packed with its shared prompt (computed once), and the strength margins [B] (None unless `with_margin`)."""
+    packed = packed_pair_batch(pairs, stack.tokenizer.pad_token_id).to(stack.device)
+    r_c, r_r = stack.packed_reward_members(packed)
+    margin = margins_from_strength([p.strength for p in pairs]).to(stack.device) if with_margin else None
+    return r_c, r_r, margin
+
+
+@torch.no_grad()
+def score_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Member scores [N, K] of the chosen and the rejected side of every pair, in eval mode."""
     was_training = stack.model.training
     stack.model.eval()
     chosen, rejected = [], []
     try:
-        with torch.no_grad():
-            for chunk in _batches(pairs, batch_size):
-                r_c, r_r, _ = _pair_scores(stack, chunk, with_margin=False)
-                chosen.append(r_c)
-                rejected.append(r_r)
+        for start in range(0, len(pairs), batch_size):
+            r_c, r_r, _ = pair_member_scores(stack, pairs[start:start + batch_size])
+            chosen.append(r_c.float().cpu())
+            rejected.append(r_r.float().cpu())
     finally:
         stack.model.train(was_training)
-    r_c, r_r = torch.cat(chosen), torch.cat(rejected)
-    return float(bt_accuracy(r_c, r_r)), float(bradley_terry_loss(r_c, r_r))
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def heldout_figures(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> HeldoutFigures:
+    """Accuracy, loss and calibration of the ensemble mean on the decisive pairs among `pairs`."""
+    decisive = [p for p in pairs if not p.tie]
+    if not decisive:
+        return HeldoutFigures()
+    r_c, r_r = score_pairs(stack, decisive, batch_size)
+    r_c, r_r = r_c.mean(dim=1), r_r.mean(dim=1)
+    return HeldoutFigures(accuracy=float(bt_accuracy(r_c, r_r)), loss=float(bradley_terry_loss(r_c, r_r)),
+                          calibration_error=symmetric_calibration_error(r_c, r_r), n=len(decisive))
 
 
 def evaluate_reward_model(stack: ModelStack, examples: Sequence[PreferenceExample], cfg: RewardConfig
                           ) -> tuple[float | None, float | None]:
     """(accuracy, BT loss) of the current `reward` adapter on `examples`; (None, None) if empty.
 
-    Accuracy is the fraction with r_chosen > r_rejected; the loss has no strength margin, so it is
-    the plain negative log-likelihood of the preferences and comparable across configurations.
-    Runs in eval mode under no_grad.
+    Accuracy is the fraction with r_chosen > r_rejected (ensemble mean); the loss has no strength
+    margin, so it is the plain negative log-likelihood and comparable across configurations.
     """
-    return _evaluate_encoded(stack, encode_pairs(stack.tokenizer, examples, cfg.max_length), cfg.batch_size)
+    figures = heldout_figures(stack, encode_pairs(stack.tokenizer, examples, cfg.max_length), cfg.batch_size)
+    return figures.accuracy, figures.loss
+
+
+def _batch_loss(r_c: torch.Tensor, r_r: torch.Tensor, chunk: Sequence[EncodedPair], weights: torch.Tensor,
+                margin: torch.Tensor | None, log_nu: torch.Tensor | None, normalizer: torch.Tensor) -> torch.Tensor:
+    """The members' mean loss on one batch: weighted BT, or Davidson's likelihood when `log_nu` is given.
+
+    `normalizer` [K]: the weight sums of the whole batch (of which `chunk` may be one process's share).
+    """
+    if log_nu is None:
+        return weighted_bt_loss(r_c, r_r, weights, margin, normalizer)
+    outcome = torch.tensor([2 if p.tie else 0 for p in chunk], device=r_c.device)
+    nll = -torch.stack([davidson_log_likelihood(r_c[:, k], r_r[:, k], outcome, log_nu)
+                        for k in range(r_c.shape[1])])  # [K, B]
+    return weighted_mean_over_members(nll, weights, normalizer)
+
+
+PROBE_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+@torch.no_grad()
+def pair_features(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reward head's input features [N, H] of the chosen and the rejected side, in eval mode."""
+    was_training = stack.model.training
+    stack.model.eval()
+    chosen, rejected = [], []
+    try:
+        for start in range(0, len(pairs), batch_size):
+            batch, _ = pair_batch(pairs[start:start + batch_size], stack.tokenizer.pad_token_id, with_margin=False)
+            batch = batch.to(stack.device)
+            f = stack.reward_features(batch.input_ids, batch.attention_mask, batch.response_mask).cpu()
+            chosen.append(f[: len(f) // 2])
+            rejected.append(f[len(f) // 2:])
+    finally:
+        stack.model.train(was_training)
+    return torch.cat(chosen), torch.cat(rejected)
+
+
+def fit_head_by_probe(stack: ModelStack, train: Sequence[EncodedPair], heldout: Sequence[EncodedPair],
+                      weights: torch.Tensor, batch_size: int) -> float:
+    """Set each head member to a linear Bradley-Terry fit on the current features (its bootstrap
+    weights), before fine-tuning the trunk: "linear probe, then fine-tune" (Kumar et al. 2022),
+    which starts the LoRA from a useful head instead of a random one. The L2 strength is the one of
+    PROBE_L2_GRID with the lowest held-out loss (the middle one without held-out pairs); returned.
+    """
+    decisive = [i for i, p in enumerate(train) if not p.tie]
+    fc, fr = pair_features(stack, [train[i] for i in decisive], batch_size)
+    diff = fc - fr
+    scale = diff.std(dim=0).clamp(min=1e-6) if len(decisive) > 1 else torch.ones(diff.shape[1])
+    held = [p for p in heldout if not p.tie]
+    l2 = PROBE_L2_GRID[1]
+    if held:
+        hc, hr = pair_features(stack, held, batch_size)
+        held_diff = ((hc - hr) / scale).double()
+
+        def heldout_loss(candidate: float) -> float:
+            theta = fit_linear_bt(diff / scale, None, candidate)
+            return float(torch.nn.functional.softplus(-(held_diff @ theta)).mean())
+
+        l2 = min(PROBE_L2_GRID, key=heldout_loss)
+    head = stack.heads["reward"]
+    with torch.no_grad():
+        for k in range(head.out_features):
+            theta = fit_linear_bt(diff / scale, weights[k, decisive], l2)
+            head.weight[k].copy_((theta / scale.double()).float().to(head.weight.device))
+        head.bias.zero_()
+    return l2
+
+
+def _snapshot(stack: ModelStack) -> dict[str, torch.Tensor]:
+    state = {f"lora.{k}": v for k, v in stack._adapter_state("reward").items()}
+    state.update({f"head.{k}": v.detach().clone() for k, v in stack.heads["reward"].state_dict().items()})
+    return state
+
+
+def _restore(stack: ModelStack, state: dict[str, torch.Tensor]) -> None:
+    from peft import set_peft_model_state_dict
+
+    lora = {k[len("lora."):]: v.to(stack.device) for k, v in state.items() if k.startswith("lora.")}
+    set_peft_model_state_dict(stack.model, lora, adapter_name="reward")
+    stack.heads["reward"].load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
 
 
 def train_reward_model(
     stack: ModelStack, train: Sequence[PreferenceExample], heldout: Sequence[PreferenceExample],
     cfg: RewardConfig, *, on_step: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
+    fresh_head: bool = True, dp: DataParallel | None = None,
 ) -> RewardTrainResult:
-    """Fit the `reward` adapter (LoRA + scalar head; the base stays frozen) with the Bradley-Terry loss.
+    """Fit the `reward` adapter (LoRA trunk + K-member head; the base stays frozen) on `train`.
 
-    Each step scores B chosen and B rejected sequences in one forward pass ([2B, T] right-padded,
-    score read at the last real token by the attention mask, so pad == eos is safe), minimises
-    −log σ(r_c − r_r − margin) (margin from annotator strength when cfg.use_strength_margin) with
-    AdamW and gradient-norm clipping at 1.0, for cfg.epochs passes over `train` in a seeded shuffle.
-    `on_step` receives {"step", "epoch", "loss", "accuracy", "reward_margin", "grad_norm", "lr"}
-    (reward_margin = mean r_c − r_r of the batch). Afterwards the adapter and head are frozen and
-    the model is left in eval mode; held-out metrics come from `evaluate_reward_model`.
+    Up to `cfg.epochs` passes in length-grouped batches of `cfg.batch_size` pairs (seeded), AdamW
+    with gradient-norm clipping at 1.0. The loss is the members' bootstrap-weighted Bradley-Terry
+    loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
+    `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
+    With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
+    With `cfg.head_init == "probe"` a fresh head first gets a linear probe fit on the trunk's features.
+    `fresh_head` (default) starts the head over with `cfg.ensemble` members and `cfg.pooling`;
+    False keeps the loaded one (a warm start). With `dp` (several processes, `training.distributed`)
+    each process trains on its share of every batch and the gradients are summed: the same result
+    as one process. `on_step` receives {"step", "epoch", "loss",
+    "accuracy", "reward_margin", "grad_norm", "lr"}. The adapter is frozen and in eval mode after.
     """
     if not train:
         raise ValueError("no training examples: the reward model needs at least one decisive judgment")
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError(f"reward.epochs and reward.batch_size must be at least 1, got {cfg.epochs} and "
                          f"{cfg.batch_size}")
+    dp = dp or DataParallel(single=True)
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
     train_pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
     heldout_pairs = encode_pairs(stack.tokenizer, heldout, cfg.max_length)
+    if fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling:
+        stack.set_reward_head(cfg.ensemble, cfg.pooling)
+    weights = bootstrap_weights(len(train_pairs), cfg.ensemble, torch.Generator().manual_seed(cfg.seed))
+    probe_l2 = None
+    if cfg.head_init == "probe" and fresh_head:
+        probe_l2 = fit_head_by_probe(stack, train_pairs, heldout_pairs, weights, cfg.batch_size)
 
-    # Only the reward adapter trains: other adapters stay frozen so no gradient is computed for them.
     stack.freeze_adapters()
     params = stack.trainable_parameters("reward")
+    log_nu = None
+    if cfg.ties == "davidson":
+        log_nu = torch.zeros((), device=stack.device, requires_grad=True)
+        params = [*params, log_nu]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
     history: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
-    stack.model.train()
+    best = (math.inf, 0, None)  # (held-out loss, epoch, state)
+    early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
+    bar = tqdm(total=steps_per_epoch * cfg.epochs, desc="reward model", unit="step", disable=not progress)
     try:
-        for epoch in range(cfg.epochs):
-            order = list(range(len(train_pairs)))
-            rng.shuffle(order)
-            for chunk in _batches([train_pairs[i] for i in order], cfg.batch_size):
-                # Forward and backward under one adapter context (ModelStack's checkpointing would also
-                # recompute through the reward adapter if backward ran outside it).
-                with stack.use("reward"):
-                    r_c, r_r, margin = _pair_scores(stack, chunk, with_margin=cfg.use_strength_margin)
-                    loss = bradley_terry_loss(r_c, r_r, margin)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
+        for epoch in range(1, cfg.epochs + 1):
+            stack.model.train()
+            for batch in length_grouped_batches(train_pairs, cfg.batch_size, rng):
+                mine = dp.shard(batch)  # this process's share; the others take the rest
+                chunk = [train_pairs[i] for i in mine]
+                optimizer.zero_grad(set_to_none=True)
+                loss_value, correct, decisive = 0.0, 0.0, 0.0
+                margin_sum = 0.0
+                if chunk:
+                    # Forward and backward under one adapter context (checkpointing recomputes through it).
+                    with stack.use("reward"):
+                        r_c, r_r, margin = pair_member_scores(stack, chunk, with_margin=cfg.use_strength_margin)
+                        loss = _batch_loss(r_c, r_r, chunk, weights[:, mine], margin, log_nu,
+                                           weights[:, batch].sum(dim=1))
+                        loss.backward()
+                    loss_value = float(loss.detach())
+                    keep = [i for i, p in enumerate(chunk) if not p.tie]
+                    gap = (r_c.detach().mean(dim=1) - r_r.detach().mean(dim=1))[keep]
+                    correct, decisive, margin_sum = float((gap > 0).sum()), float(len(keep)), float(gap.sum())
+                dp.sum_gradients(params)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
                 optimizer.step()
-                row = {
-                    "step": len(history) + 1, "epoch": epoch + 1, "loss": float(loss.detach()),
-                    "accuracy": float(bt_accuracy(r_c.detach(), r_r.detach())),
-                    "reward_margin": float((r_c - r_r).detach().mean()), "grad_norm": float(grad_norm),
-                    "lr": optimizer.param_groups[0]["lr"],
-                }
+                correct, decisive, margin_sum = (dp.sum(v) for v in (correct, decisive, margin_sum))
+                row = {"step": len(history) + 1, "epoch": epoch, "loss": dp.sum(loss_value),
+                       "accuracy": correct / decisive if decisive else math.nan,
+                       "reward_margin": margin_sum / decisive if decisive else math.nan,
+                       "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"]}
                 history.append(row)
                 bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.2f}")
+                bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
                 if on_step is not None:
                     on_step(dict(row))
+            if early:
+                figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
+                history[-1]["heldout_loss"] = figures.loss
+                if figures.loss < best[0]:
+                    best = (figures.loss, epoch, _snapshot(stack) if epoch < cfg.epochs else None)
     finally:
         bar.close()
         stack.model.eval()
         stack.freeze_adapters()
-    accuracy, heldout_loss = _evaluate_encoded(stack, heldout_pairs, cfg.batch_size)
-    last_epoch = history[-steps_per_epoch:]
+    best_epoch = best[1] if early else cfg.epochs
+    if early and best[2] is not None:  # a later epoch was worse on held-out pairs: go back
+        _restore(stack, best[2])
+    last_epoch = [r["loss"] for r in history if r["epoch"] == cfg.epochs]
     return RewardTrainResult(
-        heldout_accuracy=accuracy, heldout_loss=heldout_loss,
-        train_loss=sum(r["loss"] for r in last_epoch) / len(last_epoch), steps=len(history),
-        n_train=len(train_pairs), n_heldout=len(heldout_pairs), history=history,
+        heldout=heldout_figures(stack, heldout_pairs, cfg.batch_size), train_loss=sum(last_epoch) / len(last_epoch),
+        steps=len(history), n_train=len(train_pairs), n_heldout=len(heldout_pairs), best_epoch=best_epoch,
+        tie_log_nu=None if log_nu is None else float(log_nu.detach()), probe_l2=probe_l2, history=history,
     )
-
-
-def run_reward_training(
-    ws: Workspace, db: Database, stack: ModelStack, *, job_id: int | None = None, progress: bool = True,
-    on_progress: Callable[[float, str], None] | None = None,
-) -> RewardModelVersion:
-    """Retrain the reward model from scratch on all train-pair judgments and record a new version.
-
-    Raises ValueError when fewer than MIN_DECISIVE_JUDGMENTS a/b judgments exist. The adapter is
-    saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
-    points at a complete adapter (a crash in between leaves an unreferenced directory that the
-    next run overwrites). Per-step metrics go to the training logs under phase "reward".
-    """
-    def report(fraction: float, message: str) -> None:
-        if on_progress is not None:
-            on_progress(fraction, message)
-
-    cfg = ws.config.reward
-    started = time.perf_counter()
-    report(0.0, "reading judgments")
-    examples, stats = preference_examples(judgment_rows(db, kinds=("train",)))
-    if len(examples) < MIN_DECISIVE_JUDGMENTS:
-        raise ValueError(
-            f"need at least {MIN_DECISIVE_JUDGMENTS} decisive (a/b) judgments to train a reward model, "
-            f"have {len(examples)} ({stats['ties_excluded']} ties and {stats['both_bad_excluded']} both-bad "
-            "excluded); collect more"
-        )
-    train, heldout = split_by_prompt(examples, cfg.eval_fraction, cfg.seed)
-    stack.reset_adapter("reward")  # LoRA weights and head: each round retrains from scratch
-    total_steps = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
-
-    def on_step(row: dict[str, float]) -> None:
-        report(0.05 + 0.85 * row["step"] / total_steps, f"step {row['step']}/{total_steps}, loss {row['loss']:.3f}")
-
-    report(0.05, f"training on {len(train)} judgments, {len(heldout)} held out")
-    result = train_reward_model(stack, train, heldout, cfg, on_step=on_step, progress=progress)
-    version_number = len(list_reward_models(db)) + 1
-    report(0.92, f"saving reward model v{version_number}")
-    directory = stack.save_adapter("reward", adapter_dir(ws, "reward", version_number))
-    record_training_steps(ws, db, phase="reward", rows=result.history, job_id=job_id,
-                          run=f"reward-v{version_number:04d}")
-    metrics: dict[str, Any] = {
-        **stats, "n_train": result.n_train, "n_heldout": result.n_heldout, "train_loss": result.train_loss,
-        "steps": result.steps, "epochs": cfg.epochs, "learning_rate": cfg.learning_rate,
-        "seconds": round(time.perf_counter() - started, 3),
-    }
-    version = add_reward_model_version(
-        db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,
-        heldout_loss=result.heldout_loss, metrics=metrics,
-    )
-    acc = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
-    report(1.0, f"reward model v{version_number} trained: held-out accuracy {acc}")
-    return version

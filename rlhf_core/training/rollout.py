@@ -75,7 +75,9 @@ def generate_rollout(stack: ModelStack, prompts: list[list[dict[str, str]]], *, 
     prompt_ids = [prompt_token_ids(tok, m, max_prompt_tokens) for m in prompts for _ in range(samples_per_prompt)]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                             min_new_tokens=min(min_new_tokens, max_new_tokens))
-    responses = stack.sample(prompt_ids, params, adapter="policy", batch_size=batch_size)
+    # A GPU decodes the whole rollout in one batch (per-token launch overhead dominates a small model).
+    batch = len(prompt_ids) if stack.device.type == "cuda" else batch_size
+    responses = stack.sample(prompt_ids, params, adapter="policy", batch_size=batch)
     truncated = torch.tensor([not r or r[-1] != eos for r in responses])
     batch = build_sequences(prompt_ids, responses, pad).to(stack.device)
     return Rollout(
@@ -91,7 +93,7 @@ def reward_model_scores(stack: ModelStack) -> ScoreFn:
     @torch.no_grad()
     def score(rollout: Rollout) -> Tensor:
         b = rollout.batch
-        return stack.reward(b.input_ids, b.attention_mask).float()
+        return stack.reward(b.input_ids, b.attention_mask, b.response_mask).float()
 
     return score
 

@@ -8,6 +8,7 @@ import torch
 
 from rlhf_core.models.loading import pick_device, resolve_model_dir, return_freed_tensor_memory
 from rlhf_core.models.stack import LoraSettings, ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.workspace import Workspace
 from storage import Database, current_policy, current_reward_model, get_policy
 
@@ -24,18 +25,20 @@ def load_stack(ws: Workspace, *, gradient_checkpointing: bool | None = None) -> 
     `gradient_checkpointing` overrides `model.activation_checkpointing` (True = on, False = off).
     """
     cfg = ws.config
-    device = pick_device(cfg.model.device)
+    device = DataParallel().device(pick_device(cfg.model.device))  # under a launcher: this process's GPU
     model_dir = resolve_model_dir(cfg.model.name, ws.model_cache_dir())
     if cfg.model.release_cpu_memory and device.type == "cpu":
         return_freed_tensor_memory()
     checkpointing = {"auto": "auto", "on": True, "off": False}[cfg.model.activation_checkpointing]
-    return ModelStack.load(
+    stack = ModelStack.load(
         model_dir, quantize_4bit=use_4bit(ws, device), device=device,
         policy_lora=LoraSettings(cfg.policy.lora_r, cfg.policy.lora_alpha, cfg.policy.lora_dropout),
         reward_lora=LoraSettings(cfg.reward.lora_r, cfg.reward.lora_alpha, cfg.reward.lora_dropout),
         gradient_checkpointing=checkpointing if gradient_checkpointing is None else gradient_checkpointing,
         seed=cfg.policy.seed, generation=cfg.model.generation, precision=cfg.model.precision,
     )
+    stack.keep_generation_copy = not cfg.model.release_cpu_memory
+    return stack
 
 
 def adapter_dir(ws: Workspace, kind: str, version: int) -> Path:

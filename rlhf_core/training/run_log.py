@@ -1,15 +1,18 @@
-"""Per-step training metrics of one training run: stored in the database's training logs (the operator
+"""The record of a training run: its per-step rows, stored in the database's training logs (the operator
 page plots them) and, with `logging.report_to = "tensorboard"`, also written as TensorBoard event files
-under `<workspace>/<logging.dir>/<run>` as the steps come, where practitioners used to TRL look.
+under `<workspace>/<logging.dir>/<run>` as the steps come, where practitioners used to TRL look; and
+what a policy update returns, its history and the round summary stored with the policy version (the
+operator page's rounds table reads its keys).
 
-Each run gets its own folder (`policy-v0003-grpo-<UTC time>`, `reward-v0003-<UTC time>`), so a retried
-job never mixes its curves into an earlier attempt's; tags are `<phase>/<metric>` and the x axis is
-the run's step.
+Each TensorBoard run gets its own folder (`policy-v0003-grpo-<UTC time>`, `reward-v0003-<UTC time>`),
+so a retried job never mixes its curves into an earlier attempt's; tags are `<phase>/<metric>` and the
+x axis is the run's step.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,41 @@ def record_training_steps(ws: Workspace, db: Database, *, phase: str, rows: list
         log.save(db, job_id)
     finally:
         log.close()
+
+
+# Per-step metrics the round summary reports as the mean over the last quarter of the steps.
+SUMMARY_KEYS = ("reward_mean", "reward_std", "kl_per_token", "kl_k3_per_token", "kl_per_sequence",
+                "kl_base_per_token", "kl_base_k3_per_token", "entropy", "response_length", "reward_length_corr",
+                "clip_fraction", "approx_kl", "value_loss", "explained_variance", "kl_k3", "samples_per_s")
+
+
+@dataclass
+class PolicyTrainResult:
+    history: list[dict[str, Any]]  # one row per step: "step" plus metrics (None where undefined)
+    summary: dict[str, Any]
+
+
+def finite(value: float | None) -> float | None:
+    """JSON has no NaN: an undefined metric (e.g. explained variance of constant returns) is stored as null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def show(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def summarize(history: list[dict[str, Any]], seconds: float, keys: tuple[str, ...] = SUMMARY_KEYS) -> dict[str, Any]:
+    """Round summary: each of `keys` averaged over the last quarter of the steps (at least one), which
+    describes the policy being shipped with less noise than the final step alone."""
+    tail = history[-max(1, math.ceil(len(history) / 4)):]
+    summary: dict[str, Any] = {}
+    for key in keys:
+        values = [row[key] for row in tail if row.get(key) is not None]
+        if values:
+            summary[key] = sum(values) / len(values)
+    summary["reward_mean_first"] = history[0].get("reward_mean") if history else None
+    summary["steps"] = len(history)
+    summary["stopped_at_kl"] = float(any(row.get("kl_stop") for row in history))
+    summary["samples"] = sum(row["samples"] for row in history)
+    summary["seconds"] = seconds
+    return summary

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU check in one command, under 8 minutes on one H100: training steps against TRL
+# (bench/train_step.py), generation speed (bench/generation.py) and one round of the loop with
+# GPU-sized settings (bench/loop_efficacy.py), each writing JSON into OUT_DIR.
+#   bash bench/gpu_check.sh [OUT_DIR]          (default: ./gpu-check, or $OUT when set)
+# On a machine without a package index, wheels placed in .gpu/wheels are installed first.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT_DIR=${1:-${OUT:-gpu-check}}
+mkdir -p "$OUT_DIR"
+PY=${PYTHON:-python3}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+if compgen -G ".gpu/wheels/*.whl" >/dev/null; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --target /tmp/rlhf-site .gpu/wheels/*.whl \
+    && export PYTHONPATH=$PYTHONPATH:/tmp/rlhf-site
+fi
+started=$(date +%s)
+{ nvidia-smi; "$PY" -c "import torch, transformers, peft; print(torch.__version__, torch.cuda.get_device_name(), \
+  'transformers', transformers.__version__, 'peft', peft.__version__)"; } > "$OUT_DIR/environment.txt" 2>&1
+MODEL=$("$PY" bench/_gpu_model.py) || { echo "no model to measure"; exit 1; }
+echo "model: $MODEL" | tee -a "$OUT_DIR/environment.txt"
+status=0
+run() {  # name, time limit (s), command...
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s, $(( $(date +%s) - started ))s elapsed)"
+  timeout "$limit" "$@" 2>&1 | grep -v -E "it/s\]|s/it\]" | tee "$OUT_DIR/$name.log" || status=1
+}
+# PPO memory is a host-memory (RSS) figure, for CPU machines: not measured here.
+run train_step 180 "$PY" bench/train_step.py --model "$MODEL" --only reward --only grpo --batch-size 16 --prompts 8 \
+  --group-size 8 --max-new-tokens 128 --minibatch-size 16 --json "$OUT_DIR/train_step.json"
+run generation 90 "$PY" bench/generation.py --model "$MODEL" --prompts 64 --max-new-tokens 128 \
+  --json "$OUT_DIR/generation.json"
+run round 200 "$PY" bench/loop_efficacy.py --model "$MODEL" --rounds 1 --judgments 256 --eval-prompts 64 \
+  --set sampling.per_prompt=4 --set sampling.batch_size=128 --set sampling.max_new_tokens=128 \
+  --set reward.epochs=2 --set reward.batch_size=16 --set policy.steps=8 --set policy.prompts_per_step=32 \
+  --set policy.group_size=8 --set policy.max_new_tokens=128 --set policy.minibatch_size=32 \
+  --json "$OUT_DIR/round.json"
+echo "gpu check done in $(( $(date +%s) - started )) s (status $status); figures in $OUT_DIR"
+exit $status

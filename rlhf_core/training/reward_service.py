@@ -1,0 +1,106 @@
+"""The reward-model service: train the next reward model version of a workspace on its judgments.
+
+Reads every judgment of training pairs (control pairs never are), leaves out annotators below
+`reward.min_annotator_accuracy` on control pairs, splits by prompt, trains (from scratch, or from
+the current version with `reward.warm_start`), saves the adapter and only then records the
+`RewardModelVersion` with its held-out accuracy, loss and calibration error.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
+from rlhf_core.training.distributed import DataParallel
+from rlhf_core.training.reward_data import preference_examples, split_by_prompt
+from rlhf_core.training.reward_model import train_reward_model
+from rlhf_core.training.run_log import record_training_steps
+from rlhf_core.training.workspace_stack import adapter_dir
+from rlhf_core.workspace import Workspace
+from storage import (
+    Database,
+    RewardModelVersion,
+    add_reward_model_version,
+    current_reward_model,
+    judgment_rows,
+    list_reward_models,
+)
+
+MIN_DECISIVE_JUDGMENTS = 4
+
+
+def run_reward_training(
+    ws: Workspace, db: Database, stack, *, job_id: int | None = None, progress: bool = True,  # noqa: ANN001
+    on_progress: Callable[[float, str], None] | None = None, dp: DataParallel | None = None,
+) -> RewardModelVersion | None:
+    """Train the next reward model on all train-pair judgments and record a new version.
+
+    Raises ValueError when fewer than MIN_DECISIVE_JUDGMENTS a/b judgments exist. The adapter is
+    saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
+    points at a complete adapter. Per-step metrics go to the training logs under phase "reward".
+    With `dp`, every process trains its share; only the main one saves and records (the others
+    return None).
+    """
+    dp = dp or DataParallel(single=True)
+    def report(fraction: float, message: str) -> None:
+        if on_progress is not None and dp.is_main:
+            on_progress(fraction, message)
+
+    cfg = ws.config.reward
+    started = time.perf_counter()
+    report(0.0, "reading judgments")
+    rows = judgment_rows(db, kinds=("train",))
+    left_out: set[str] = set()
+    if cfg.min_annotator_accuracy > 0:
+        left_out = low_accuracy_annotators(db, cfg.min_annotator_accuracy)
+        rows = without_annotators(rows, left_out)
+    examples, stats = preference_examples(rows, include_ties=cfg.ties == "davidson")
+    decisive = sum(not ex.tie for ex in examples)
+    if decisive < MIN_DECISIVE_JUDGMENTS:
+        raise ValueError(
+            f"need at least {MIN_DECISIVE_JUDGMENTS} decisive (a/b) judgments to train a reward model, "
+            f"have {decisive} ({stats['ties_excluded']} ties and {stats['both_bad_excluded']} both-bad "
+            "excluded); collect more"
+        )
+    train, heldout = split_by_prompt(examples, cfg.eval_fraction, cfg.seed)
+    previous = current_reward_model(db)
+    warm = cfg.warm_start and previous is not None
+    if warm:
+        stack.load_adapter("reward", Path(previous.adapter_path))
+    else:
+        stack.reset_adapter("reward")
+    total_steps = math.ceil(len(train) / cfg.batch_size) * cfg.epochs
+
+    def on_step(row: dict[str, float]) -> None:
+        report(0.05 + 0.85 * row["step"] / total_steps, f"step {row['step']}/{total_steps}, loss {row['loss']:.3f}")
+
+    report(0.05, f"training on {len(train)} judgments, {len(heldout)} held out"
+                 + (f" (warm start from reward model v{previous.id})" if warm else ""))
+    result = train_reward_model(stack, train, heldout, cfg, on_step=on_step, progress=progress and dp.is_main,
+                                fresh_head=not warm, dp=dp)
+    if not dp.is_main:
+        return None
+    version_number = len(list_reward_models(db)) + 1
+    report(0.92, f"saving reward model v{version_number}")
+    directory = stack.save_adapter("reward", adapter_dir(ws, "reward", version_number))
+    record_training_steps(ws, db, phase="reward", rows=result.history, job_id=job_id,
+                          run=f"reward-v{version_number:04d}")
+    metrics: dict[str, Any] = {
+        **stats, "n_train": result.n_train, "n_heldout": result.n_heldout, "train_loss": result.train_loss,
+        "steps": result.steps, "epochs": cfg.epochs, "best_epoch": result.best_epoch,
+        "learning_rate": cfg.learning_rate, "ensemble": cfg.ensemble, "pooling": cfg.pooling,
+        "warm_start_from": previous.id if warm else None, "ties": cfg.ties, "tie_log_nu": result.tie_log_nu,
+        "heldout_calibration_error": result.heldout.calibration_error,
+        "annotators_left_out": sorted(left_out), "seconds": round(time.perf_counter() - started, 3),
+    }
+    version = add_reward_model_version(
+        db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,
+        heldout_loss=result.heldout_loss, metrics=metrics,
+    )
+    acc = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
+    report(1.0, f"reward model v{version_number} trained: held-out accuracy {acc}")
+    return version
