@@ -125,3 +125,13 @@ def test_demo_runs_a_round_on_a_small_model(tmp_path: Path, tiny_model_dir: Path
 def test_algo_must_be_ppo_grpo_or_dpo(ws: Path) -> None:
     proc = rlhf("round", "--algo", "a2c", "-w", str(ws), check=False)
     assert proc.returncode == 2 and "must be ppo, grpo or dpo" in proc.stderr
+
+
+def test_a_failed_job_exits_non_zero_with_one_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    root = tmp_path / "tiny"
+    rlhf("init", "--workspace", str(root), "--model", str(tiny_model_dir))
+    proc = rlhf("train-policy", "--algo", "dpo", "-w", str(root), check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: job #1 failed: ValueError: no train-split prompts: import some first (rlhf prompts import FILE "
+        "--split train)")
