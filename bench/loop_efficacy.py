@@ -119,7 +119,7 @@ def main() -> None:
     golds = [g.strip() for g in args.gold.split(",") if g.strip()]
     algos: list[str | None] = [a.strip() for a in args.algo.split(",") if a.strip()] if args.algo else [None]
     for algo in algos:
-        if algo not in POLICY_ALGORITHMS:
+        if algo is not None and algo not in POLICY_ALGORITHMS:
             parser.error(f"--algo: unknown algorithm {algo!r}; expected {', '.join(POLICY_ALGORITHMS)}")
     for gold in golds:
         try:

@@ -55,13 +55,13 @@ ISSUE_KEYS = {"round", "judgments", "rm_heldout_accuracy", "kl_per_token", "gold
 def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
     stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "2", "--judgments", "12",
-                  "--algo", "dpo,grpo", "--gold", "keyword,longer", "--keyword", "the", "--eval-prompts", "4",
+                  "--algo", "dpo,grpo", "--gold", "longer,shorter", "--eval-prompts", "4",
                   "--workspace", str(tmp_path / "ws"), "--json", str(out), "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
                   "--set", "policy.reference=previous", timeout=1800)
     rows = json.loads(out.read_text())
     assert [(r["gold"], r["algo"], r["round"]) for r in rows] == [
-        (gold, algo, n) for gold in ("keyword", "longer") for algo in ("dpo", "grpo") for n in (1, 2)]
+        (gold, algo, n) for gold in ("longer", "shorter") for algo in ("dpo", "grpo") for n in (1, 2)]
     for row in rows:
         assert ISSUE_KEYS <= row.keys() and row["kl_per_token"] is not None and row["loadavg"]
         assert 0.0 <= row["win_rate_vs_previous"] <= 1.0
@@ -69,6 +69,6 @@ def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path:
             assert row["win_rate_vs_previous"] == row["gold_win_rate"]
         else:  # with reference = previous, the KL to the base is not the KL to the reference
             assert row["kl_per_token"] != row["kl_to_reference_per_token"]
-    assert stdout.count("win rate vs base") >= 4 and "keyword   dpo:" in stdout
-    assert {p.name for p in (tmp_path / "ws").iterdir()} == {"keyword-dpo", "keyword-grpo", "longer-dpo",
-                                                              "longer-grpo"}
+    assert stdout.count("win rate vs base") >= 4 and "shorter   dpo:" in stdout
+    assert {p.name for p in (tmp_path / "ws").iterdir()} == {"longer-dpo", "longer-grpo", "shorter-dpo",
+                                                              "shorter-grpo"}
