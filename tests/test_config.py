@@ -30,7 +30,7 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     ("policy", 'loss_type = "dapo"', "policy.loss_type must be grpo or dr_grpo"),
     ("policy", "dpo_label_smoothing = 0.5", "policy.dpo_label_smoothing must be at least 0 and below 0.5"),
     ("policy", "dpo_beta = 0", "policy.dpo_beta and policy.dpo_learning_rate must be > 0"),
-    ("policy", "dpo_batch_size = 0", "policy.dpo_epochs and policy.dpo_batch_size must be at least 1"),
+    ("policy", "dpo_kl_every = 0", "policy.dpo_epochs, dpo_batch_size and dpo_kl_every must be at least 1"),
     ("policy", "dpo_rm_pairs = -1", "policy.dpo_past_rounds and policy.dpo_rm_pairs must be 0 or more"),
     ("logging", 'report_to = "wandb"', "logging.report_to must be none or tensorboard"),
     ("model", 'quantize_4bit = "maybe"', "model.quantize_4bit must be auto, true or false"),

@@ -145,9 +145,11 @@ def test_dpo_round_moves_the_policy_margin_towards_the_judgments(workspace, sqli
     logs = storage.training_logs(db, phase="policy")
     assert logs[0]["dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)  # π = π_ref before the first update
     assert logs[-1]["reward_accuracy"] >= 0.5 and logs[-1]["reward_margin"] > 0
+    measured = [row for row in logs if row["heldout_kl_per_token"] is not None]
+    assert [row["step"] for row in measured] == [*range(0, len(logs) - 1, 4), len(logs) - 1]  # dpo_kl_every = 4
     assert all(row["heldout_kl_per_token"] >= 0 and row["heldout_kl_base_per_token"] == row["heldout_kl_per_token"]
-               for row in logs)  # the reference is the base here
-    assert logs[-1]["heldout_kl_per_token"] > logs[0]["heldout_kl_per_token"]
+               for row in measured)  # the reference is the base here
+    assert measured[-1]["heldout_kl_per_token"] > measured[0]["heldout_kl_per_token"]
     metrics = json.loads(v1.metrics_json)
     assert metrics["pairs_human"] == len(examples) and metrics["pairs_rm"] == 0
     assert metrics["steps"] == len(logs) == 2 * math.ceil(len(examples) / 4)
@@ -223,3 +225,15 @@ def test_dpo_steps_on_a_4bit_base(tiny_model_dir: Path) -> None:
     assert all(math.isfinite(v) for row in result.history for v in row.values() if isinstance(v, float))
     assert result.history[1]["heldout_kl_per_token"] > 0  # the policy moved off the base
     assert result.summary["pairs_human"] == 4 and result.summary["kl_per_token"] is not None
+
+
+def test_dpo_stops_once_the_held_out_kl_passes_the_budget(stack: ModelStack) -> None:
+    examples = DPOExamples([PreferenceExample(PROMPTS[i], f"yes, topic {i} is great", f"no {i}", None, i)
+                            for i in range(8)], {"judgments": 8})
+    cfg = PolicyConfig(dpo_epochs=2, dpo_batch_size=2, dpo_learning_rate=1e-3, prompts_per_step=2, group_size=2,
+                       max_new_tokens=6, max_kl_per_token=1e-9, dpo_kl_every=1)
+    result = train_dpo(stack, examples, PROMPTS, None, cfg, progress=False)
+    (row,) = result.history  # the first update already moved the policy past a budget of 1e-9 nats/token
+    assert row["kl_stop"] == 1.0 and row["heldout_kl_per_token"] > 1e-9
+    assert result.summary["stopped_at_kl"] == 1.0 and result.summary["steps"] == 1
+

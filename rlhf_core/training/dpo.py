@@ -43,13 +43,14 @@ from rlhf_core.training.rollout import (
     rollout_logprobs,
     rollout_metrics,
 )
-from rlhf_core.training.run_log import PolicyTrainResult, finite, summarize
+from rlhf_core.training.run_log import PolicyTrainResult, finite, show, summarize
 from storage import Database, PolicyVersion, judgment_rows
 
 # Per-step DPO metrics the round summary reports as their mean over the last quarter of the steps.
 DPO_SUMMARY_KEYS = ("dpo_loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward", "logp_chosen",
                     "logp_rejected", "heldout_kl_per_token", "heldout_kl_base_per_token")
 KL_CHUNK_ROWS = 4  # held-out rows per KL pass: full-vocabulary logits of a few rows at a time
+HELDOUT_KL_KEYS = ("heldout_kl_per_token", "heldout_kl_base_per_token")
 
 
 @dataclass
@@ -148,7 +149,7 @@ def heldout_kl(stack: ModelStack, probe: Rollout) -> dict[str, float]:
             tokens += logits.shape[0]
     ref = totals["ref"] / max(1, tokens)
     base = ref if stack.reference_path is None else totals["base"] / max(1, tokens)
-    return {"heldout_kl_per_token": ref, "heldout_kl_base_per_token": base}
+    return dict(zip(HELDOUT_KL_KEYS, (ref, base), strict=True))
 
 
 def _split_prompts(prompts: list[list[dict[str, str]]], cfg: PolicyConfig, rng: random.Random
@@ -166,8 +167,9 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
               max_grad_norm: float = 1.0) -> PolicyTrainResult:
     """`cfg.dpo_epochs` passes of DPO over the judged pairs (encoded like the reward model's, at most
     `max_length` tokens) plus `cfg.dpo_rm_pairs` reward-ranked pairs, `cfg.dpo_batch_size` pairs per
-    AdamW step at `cfg.dpo_learning_rate`, against the stack's reference. Stops early once the held-out
-    KL to the reference exceeds `cfg.max_kl_per_token` (when > 0).
+    AdamW step at `cfg.dpo_learning_rate`, against the stack's reference. The held-out KL is measured
+    every `cfg.dpo_kl_every` steps and on the last; training stops early once it exceeds
+    `cfg.max_kl_per_token` (when > 0).
 
     prompts: train conversations (held-out probes and reward-model pairs are drawn from them);
     score_fn: the reward model (needed for `dpo_rm_pairs`; without it the summary has no reward figures).
@@ -210,17 +212,21 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
                                            cfg.dpo_label_smoothing)
                     loss.backward()
                 norms = clipped_step(optimizer, max_grad_norm)
-                kl = heldout_kl(stack, probe)
-                stop = 0.0 < cfg.max_kl_per_token < kl["heldout_kl_per_token"]
+                step = len(history)
+                # The held-out KL costs about a quarter of a step (two or three passes with full-vocabulary
+                # logits), so it is measured every dpo_kl_every steps, and always on the last one.
+                measure = step % cfg.dpo_kl_every == 0 or step + 1 == total
+                kl = heldout_kl(stack, probe) if measure else dict.fromkeys(HELDOUT_KL_KEYS)
+                stop = measure and 0.0 < cfg.max_kl_per_token < kl["heldout_kl_per_token"]
                 seconds = time.perf_counter() - t0
-                row = {"step": len(history), "epoch": epoch + 1, "dpo_loss": float(loss.detach()),
+                row = {"step": step, "epoch": epoch + 1, "dpo_loss": float(loss.detach()),
                        **{k: float(v) for k, v in parts.items()},
                        "logp_chosen": float(seq[:n].detach().mean()), "logp_rejected": float(seq[n:].detach().mean()),
                        **kl, **norms, "pairs": n, "samples": 2 * n, "seconds": seconds, "kl_stop": float(stop)}
                 history.append({k: finite(v) if isinstance(v, float) else v for k, v in row.items()})
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['dpo_loss']:.3f}", acc=f"{row['reward_accuracy']:.2f}",
-                                kl=f"{row['heldout_kl_per_token']:.4f}")
+                                kl=show(row["heldout_kl_per_token"], 4))
                 if on_step:
                     on_step(history[-1])
                 if on_progress:
