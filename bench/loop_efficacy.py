@@ -1,33 +1,97 @@
-"""Does the loop work? Rounds of (sample -> simulated judgments -> reward model -> policy update) on
-the default model, measured against the base with the hidden gold preference on held-out prompts.
+"""Does the loop work, and does every round add? Rounds of (sample -> simulated judgments -> reward model
+-> policy update) on the default model, measured with the hidden gold preference on held-out prompts.
 
-    python bench/loop_efficacy.py                       # 3 rounds, <= 300 judgments each, gold=sentiment
-    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200
+    python bench/loop_efficacy.py                                  # 3 rounds, <= 300 judgments each, gold=sentiment
+    python bench/loop_efficacy.py --algo dpo,grpo --gold sentiment,keyword --json runs.json
+    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200 --set policy.reference=previous
 
-Prints per round: reward-model held-out accuracy, KL to the reference (per token and per sequence),
-mean gold score of policy and base samples, gold win rate of policy vs base, wall time.
-Target (issue): gold win rate >= 70% after round 3 with KL per token bounded (here: <= --kl-bound).
-`--set policy.max_kl_per_token=X` stops a round's policy updates once the policy drifts that far.
+Each (gold, algorithm) combination runs in its own fresh workspace, one after the other. Prints per round:
+reward-model held-out accuracy, KL per token of the new policy to the base and to the round's reference,
+mean gold score of policy and base samples, the gold win rate of the policy vs the base and vs the previous
+version on the same eval prompts, mean response length, the reward-length correlation, wall time and the
+load average. Target (issue 12): gold win rate vs the base >= --target after the last round with KL per
+token to the base <= --kl-bound, and the last round's win rate above round 1's (later rounds add).
+`--json F` writes one row per round: round, judgments, rm_heldout_accuracy, kl_per_token (to the base),
+gold_win_rate, win_rate_vs_previous, policy_length_mean, seconds, plus gold, algo, policy_version,
+kl_to_reference_per_token, kl_per_sequence, policy_gold_mean, base_gold_mean, reward_length_corr, loadavg.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf_core.loop.demo import LoopSettings, format_table, prepare_workspace, reports_json, run_loop  # noqa: E402
+from rlhf_core.config import POLICY_ALGORITHMS, Config  # noqa: E402
+from rlhf_core.loop.demo import LoopSettings, RoundReport, format_table, prepare_workspace, run_loop  # noqa: E402
+from rlhf_core.loop.gold import GoldPreferenceError, available_gold, get_gold  # noqa: E402
 
 
 def _nats(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "n/a"
+
+
+def apply_overrides(config: Config, items: list[str]) -> None:
+    """`section.key=value` strings written over the config, each value parsed as the key's type."""
+    for item in items:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        target = getattr(config, section)
+        current = getattr(target, name)
+        setattr(target, name, value == "true" if isinstance(current, bool) else type(current)(value))
+
+
+def verdict(reports: list[RoundReport], target: float, kl_bound: float) -> tuple[bool, str]:
+    """(passed, one line): win rate vs base >= target after the last round with KL to the base <= bound,
+    and (with more than one round) the last round's win rate above the first round's."""
+    first, last = reports[0], reports[-1]
+    bounded = last.kl_per_token is not None and last.kl_per_token <= kl_bound
+    adds = len(reports) == 1 or last.gold_win_rate > first.gold_win_rate
+    passed = last.gold_win_rate >= target and bounded and adds
+    line = (f"win rate vs base {last.gold_win_rate:.1%} after round {last.round} (target >= {target:.0%}), "
+            f"KL to base {_nats(last.kl_per_token)} nats/token (<= {kl_bound}), round 1 {first.gold_win_rate:.1%} "
+            f"-> round {last.round} {last.gold_win_rate:.1%} ({'adds' if adds else 'does not add'}): "
+            f"{'PASS' if passed else 'MISS'}")
+    return passed, line
+
+
+def run_combination(args: argparse.Namespace, root: Path, gold: str, algo: str | None,
+                    rows: list[dict[str, Any]]) -> tuple[list[RoundReport], float]:
+    ws = prepare_workspace(root, model=args.model)
+    apply_overrides(ws.config, args.set)
+    options = {"keyword": args.keyword} if gold == "keyword" and args.keyword else {}
+    settings = LoopSettings(rounds=args.rounds, judgments_per_round=args.judgments, annotators=args.annotators,
+                            gold=gold, noise=args.noise, algo=algo, eval_prompts=args.eval_prompts,
+                            gold_options=options)
+    print(f"\n=== gold={gold}{' ' + str(options) if options else ''} algo={algo or ws.config.policy.algo} "
+          f"workspace={ws.root} loadavg={loadavg()}")
+    print(f"policy config: {ws.config.policy}")
+    started = time.time()
+    reports: list[RoundReport] = []
+    for report in run_loop(ws, settings, progress=True, log=print):
+        reports.append(report)
+        rows.append({"gold": gold, **asdict(report), "loadavg": loadavg()})
+        print(format_table(reports), flush=True)
+        if args.json:  # after every round, so a long run that is cut short keeps what it measured
+            args.json.write_text(json.dumps(rows, indent=2))
+    return reports, time.time() - started
 
 
 def main() -> None:
@@ -36,47 +100,55 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--judgments", type=int, default=300, help="simulated judgments per round (at most)")
     parser.add_argument("--annotators", type=int, default=3)
-    parser.add_argument("--gold", default="sentiment", help="sentiment | longer | shorter | keyword")
+    parser.add_argument("--gold", default="sentiment", help=f"comma-separated gold preferences: {available_gold()}")
+    parser.add_argument("--keyword", default=None, help="the word the 'keyword' gold rewards (default: please)")
     parser.add_argument("--noise", type=float, default=0.1, help="label noise of the simulated annotators")
-    parser.add_argument("--algo", default=None, help="ppo or grpo (default: the workspace config, grpo)")
-    parser.add_argument("--eval-prompts", type=int, default=48)
-    parser.add_argument("--workspace", type=Path, default=None, help="default: a new temp dir")
+    parser.add_argument("--algo", default=None,
+                        help=f"comma-separated: {', '.join(POLICY_ALGORITHMS)} (default: the config's policy.algo)")
+    parser.add_argument("--eval-prompts", type=int, default=64, help="held-out prompts the gold win rates rest on")
+    parser.add_argument("--workspace", type=Path, default=None,
+                        help="folder for the workspaces, one subfolder per combination (default: a new temp dir)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set policy.steps=12 (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the per-round figures here")
+    parser.add_argument("--target", type=float, default=0.75, help="gold win rate vs the base to reach (default 0.75)")
     parser.add_argument("--kl-bound", type=float, default=0.1,
-                        help="KL per token (nats) the last round must stay under to count as bounded (default 0.1)")
+                        help="KL per token to the base (nats) the last round must stay under (default 0.1)")
     args = parser.parse_args()
 
-    root = args.workspace or Path(tempfile.mkdtemp(prefix="rlhf-loop-bench-"))
-    ws = prepare_workspace(root, model=args.model)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        target = getattr(ws.config, section)
-        current = getattr(target, name)
-        setattr(target, name, type(current)(value) if not isinstance(current, bool) else value == "true")
-    settings = LoopSettings(rounds=args.rounds, judgments_per_round=args.judgments, annotators=args.annotators,
-                            gold=args.gold, noise=args.noise, algo=args.algo, eval_prompts=args.eval_prompts)
+    golds = [g.strip() for g in args.gold.split(",") if g.strip()]
+    algos: list[str | None] = [a.strip() for a in args.algo.split(",") if a.strip()] if args.algo else [None]
+    for algo in algos:
+        if algo is not None and algo not in POLICY_ALGORITHMS:
+            parser.error(f"--algo: unknown algorithm {algo!r}; expected {', '.join(POLICY_ALGORITHMS)}")
+    for gold in golds:
+        try:
+            get_gold(gold, **({"keyword": args.keyword} if gold == "keyword" and args.keyword else {}))
+        except GoldPreferenceError as exc:
+            parser.error(f"--gold: {exc}")
+
+    base = args.workspace or Path(tempfile.mkdtemp(prefix="rlhf-loop-bench-"))
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"loop efficacy: model={args.model} device={device} threads={torch.get_num_threads()} "
-          f"torch={torch.__version__} python={platform.python_version()} gold={args.gold} noise={args.noise} "
-          f"algo={args.algo or ws.config.policy.algo}")
-    print(f"policy config: {ws.config.policy}")
-    started = time.time()
-    reports = []
-    for report in run_loop(ws, settings, progress=True, log=print):
-        reports.append(report)
-        print(format_table(reports), flush=True)
-    print(f"\ntotal wall time {time.time() - started:.0f} s; workspace {ws.root}")
-    if reports:
-        last = reports[-1]
-        bounded = last.kl_per_token is not None and last.kl_per_token <= args.kl_bound
-        verdict = "PASS" if last.gold_win_rate >= 0.70 and bounded else "MISS"
-        print(f"target gold win rate >= 70% after round {last.round} with KL per token <= {args.kl_bound}: "
-              f"{last.gold_win_rate:.1%}, KL {_nats(last.kl_per_token)} nats/token ({verdict})")
+          f"torch={torch.__version__} python={platform.python_version()} golds={golds} "
+          f"algos={[a or 'config' for a in algos]} noise={args.noise} rounds={args.rounds} "
+          f"judgments={args.judgments} eval_prompts={args.eval_prompts} loadavg={loadavg()}")
+    rows: list[dict[str, Any]] = []
+    results = []
+    for gold in golds:
+        for algo in algos:
+            root = base if len(golds) * len(algos) == 1 else base / f"{gold}-{algo or 'config'}"
+            reports, seconds = run_combination(args, root, gold, algo, rows)
+            if reports:
+                results.append((gold, reports[-1].algo, reports, seconds))
+
+    print(f"\nsummary (loadavg {loadavg()}):")
+    for gold, algo, reports, seconds in results:
+        passed, line = verdict(reports, args.target, args.kl_bound)
+        per_round = ", ".join(f"{r.seconds:.0f}" for r in reports)
+        print(f"  {gold:>10} {algo:>5}: {line}; wall time {seconds:.0f} s (per round: {per_round} s)")
     if args.json:
-        args.json.write_text(reports_json(reports))
+        args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ import tomllib
 
 class ConfigError(ValueError):
     """`rlhf.toml` is malformed; the message names the file and the key."""
+
+
+POLICY_ALGORITHMS = ("ppo", "grpo", "dpo")
 
 
 @dataclass
@@ -80,7 +84,7 @@ class RewardConfig:
 
 @dataclass
 class PolicyConfig:
-    algo: str = "grpo"  # ppo | grpo
+    algo: str = "grpo"  # ppo | grpo | dpo (online iterative DPO on the round's judged pairs)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0
@@ -90,7 +94,17 @@ class PolicyConfig:
     # or a policy version number such as "3".
     reference: str = "base"
     # Stop a round's updates once a rollout's KL to the reference exceeds this (nats/token; 0 = never).
+    # With reference = "previous" it bounds each round's step (a trust region per round); DPO checks it
+    # against the exact KL on held-out responses after each step.
     max_kl_per_token: float = 0.0
+    # PPO/GRPO: "fixed" keeps kl_beta; "adaptive" moves it towards target_kl (Ziegler et al. 2019), each step by
+    # at most ±20% x samples per step / kl_horizon, and the next round starts from where it ended.
+    kl_control: str = "fixed"
+    target_kl: float = 0.05  # nats/token (k3 estimate of the rollout's KL to the reference)
+    kl_horizon: int = 256  # samples
+    # GRPO loss: "grpo" (per-response token mean, advantages / group std) or "dr_grpo" (Dr. GRPO: token sum over a
+    # constant length, no std scaling, so length and prompt difficulty do not reweight the gradient).
+    loss_type: str = "grpo"
     clip_eps: float = 0.2
     value_clip: float = 0.2
     gamma: float = 1.0
@@ -106,6 +120,27 @@ class PolicyConfig:
     temperature: float = 1.0
     whiten_rewards: bool = True
     seed: int = 0
+    # DPO (algo = "dpo"): the implicit-reward scale β, and conservative DPO's assumed share of flipped labels.
+    dpo_beta: float = 0.1
+    dpo_label_smoothing: float = 0.0
+    dpo_learning_rate: float = 1e-4
+    dpo_epochs: int = 2  # passes over the round's pairs
+    dpo_batch_size: int = 8  # pairs per optimizer step
+    # Measure the exact KL on held-out responses every this many steps (and on the last): about a quarter of a
+    # step's time on a CPU (SmolLM2-135M), so the curve and the max_kl_per_token check are sampled.
+    dpo_kl_every: int = 4
+    # Also train on judged pairs sampled up to this many rounds before the current policy (0: this round's only).
+    dpo_past_rounds: int = 0
+    # Add this many best-vs-worst pairs of group_size fresh policy samples per prompt, ranked by the reward model.
+    dpo_rm_pairs: int = 0
+
+
+@dataclass
+class LoggingConfig:
+    # "none" or "tensorboard": also write every training step (reward model, PPO, GRPO, DPO) as TensorBoard
+    # events under `dir` (needs the tensorboard package: pip install 'rlhf-loop[tensorboard]').
+    report_to: str = "none"
+    dir: str = "runs"  # relative to the workspace
 
 
 @dataclass
@@ -123,6 +158,7 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
@@ -165,8 +201,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: model.precision must be auto, bf16 or fp32")
     if config.model.activation_checkpointing not in ("auto", "on", "off"):
         raise ConfigError(f"{where}: model.activation_checkpointing must be auto, on or off")
-    if config.policy.algo not in ("ppo", "grpo"):
-        raise ConfigError(f"{where}: policy.algo must be ppo or grpo")
+    if config.policy.algo not in POLICY_ALGORITHMS:
+        raise ConfigError(f"{where}: policy.algo must be ppo, grpo or dpo")
     if config.sampling.per_prompt < 2:
         raise ConfigError(f"{where}: sampling.per_prompt must be at least 2 to form pairs")
     if config.labeling.judgments_per_pair < 1:
@@ -193,6 +229,35 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.ties must be drop or davidson")
     if not 0.0 <= config.reward.min_annotator_accuracy <= 1.0:
         raise ConfigError(f"{where}: reward.min_annotator_accuracy must be between 0 and 1")
+    _validate_policy_update(config.policy, where)
+    _validate_logging(config.logging, where)
+
+
+def _validate_policy_update(policy: PolicyConfig, where: Path | str) -> None:
+    if policy.kl_control not in ("fixed", "adaptive"):
+        raise ConfigError(f"{where}: policy.kl_control must be fixed or adaptive")
+    if policy.target_kl <= 0 or policy.kl_horizon < 1:
+        raise ConfigError(f"{where}: policy.target_kl must be > 0 and policy.kl_horizon at least 1")
+    if policy.loss_type not in ("grpo", "dr_grpo"):
+        raise ConfigError(f"{where}: policy.loss_type must be grpo or dr_grpo")
+    if policy.dpo_beta <= 0 or policy.dpo_learning_rate <= 0:
+        raise ConfigError(f"{where}: policy.dpo_beta and policy.dpo_learning_rate must be > 0")
+    if not 0.0 <= policy.dpo_label_smoothing < 0.5:
+        raise ConfigError(f"{where}: policy.dpo_label_smoothing must be at least 0 and below 0.5")
+    if policy.dpo_epochs < 1 or policy.dpo_batch_size < 1 or policy.dpo_kl_every < 1:
+        raise ConfigError(f"{where}: policy.dpo_epochs, dpo_batch_size and dpo_kl_every must be at least 1")
+    if policy.dpo_past_rounds < 0 or policy.dpo_rm_pairs < 0:
+        raise ConfigError(f"{where}: policy.dpo_past_rounds and policy.dpo_rm_pairs must be 0 or more")
+
+
+def _validate_logging(logging: LoggingConfig, where: Path | str) -> None:
+    if logging.report_to not in ("none", "tensorboard"):
+        raise ConfigError(f"{where}: logging.report_to must be none or tensorboard")
+    if not logging.dir.strip():
+        raise ConfigError(f"{where}: logging.dir must name a folder (relative to the workspace)")
+    if logging.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(f"{where}: logging.report_to = \"tensorboard\" needs the tensorboard package: "
+                          "pip install 'rlhf-loop[tensorboard]' (or set report_to = \"none\")")
 
 
 def _toml_value(value: Any) -> str:

@@ -45,4 +45,30 @@ def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) 
     (report,) = json.loads(out.read_text())
     assert report["round"] == 1 and report["policy_version"] == 1 and report["judgments"] == 12
     assert 0.0 <= report["gold_win_rate"] <= 1.0
-    assert "target gold win rate >= 70% after round 1 with KL per token <= 0.1" in stdout
+    assert "win rate vs base" in stdout and "(target >= 75%)" in stdout
+
+
+ISSUE_KEYS = {"round", "judgments", "rm_heldout_accuracy", "kl_per_token", "gold_win_rate", "win_rate_vs_previous",
+              "policy_length_mean", "seconds"}
+
+
+def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "rounds.json"
+    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "2", "--judgments", "12",
+                  "--algo", "dpo,grpo", "--gold", "longer,shorter", "--eval-prompts", "4",
+                  "--workspace", str(tmp_path / "ws"), "--json", str(out), "--set", "sampling.max_new_tokens=8",
+                  "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
+                  "--set", "policy.reference=previous", timeout=1800)
+    rows = json.loads(out.read_text())
+    assert [(r["gold"], r["algo"], r["round"]) for r in rows] == [
+        (gold, algo, n) for gold in ("longer", "shorter") for algo in ("dpo", "grpo") for n in (1, 2)]
+    for row in rows:
+        assert ISSUE_KEYS <= row.keys() and row["kl_per_token"] is not None and row["loadavg"]
+        assert 0.0 <= row["win_rate_vs_previous"] <= 1.0
+        if row["round"] == 1:  # round 1's previous version is the base
+            assert row["win_rate_vs_previous"] == row["gold_win_rate"]
+        else:  # with reference = previous, the KL to the base is not the KL to the reference
+            assert row["kl_per_token"] != row["kl_to_reference_per_token"]
+    assert stdout.count("win rate vs base") >= 4 and "shorter   dpo:" in stdout
+    assert {p.name for p in (tmp_path / "ws").iterdir()} == {"longer-dpo", "longer-grpo", "shorter-dpo",
+                                                              "shorter-grpo"}

@@ -116,7 +116,22 @@ def test_demo_runs_a_round_on_a_small_model(tmp_path: Path, tiny_model_dir: Path
                "--judgments", "8").stdout
     assert "No GPU: using smaller" in out
     table = [line.split() for line in out.splitlines() if line.strip().startswith("1 ") and " v1 " in line]
-    assert table and table[-1][2] == "8"  # round 1, policy v1, 8 judgments
+    assert table and table[-1][2:4] == ["grpo", "8"]  # round 1, policy v1, algorithm, 8 judgments
     status = json.loads(rlhf("status", "--json", "-w", str(tmp_path / "demo")).stdout)
     assert status["versions"] == {"policy": 1, "reward_model": 1}
     assert status["counts"]["judgments"] == 8
+
+
+def test_algo_must_be_ppo_grpo_or_dpo(ws: Path) -> None:
+    proc = rlhf("round", "--algo", "a2c", "-w", str(ws), check=False)
+    assert proc.returncode == 2 and "must be ppo, grpo or dpo" in proc.stderr
+
+
+def test_a_failed_job_exits_non_zero_with_one_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+    root = tmp_path / "tiny"
+    rlhf("init", "--workspace", str(root), "--model", str(tiny_model_dir))
+    proc = rlhf("train-policy", "--algo", "dpo", "-w", str(root), check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: job #1 failed: ValueError: no train-split prompts: import some first (rlhf prompts import FILE "
+        "--split train)")

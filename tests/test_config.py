@@ -14,6 +14,9 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     config.policy.reference = "previous"
     config.model.release_cpu_memory = True
     config.policy.kl_beta = 0.1
+    config.policy.algo, config.policy.kl_control, config.policy.loss_type = "dpo", "adaptive", "dr_grpo"
+    config.policy.dpo_label_smoothing, config.policy.dpo_rm_pairs = 0.1, 16
+    config.logging.dir = "tb"
     path = tmp_path / "rlhf.toml"
     path.write_text(dump_config(config))
     assert load_config(path) == config
@@ -21,7 +24,15 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("section,line,message", [
     ("policy", 'reference = "v2"', "policy.reference must be base, previous or a policy version number"),
-    ("policy", 'algo = "dpo"', "policy.algo must be ppo or grpo"),
+    ("policy", 'algo = "a2c"', "policy.algo must be ppo, grpo or dpo"),
+    ("policy", 'kl_control = "pid"', "policy.kl_control must be fixed or adaptive"),
+    ("policy", "target_kl = 0", "policy.target_kl must be > 0"),
+    ("policy", 'loss_type = "dapo"', "policy.loss_type must be grpo or dr_grpo"),
+    ("policy", "dpo_label_smoothing = 0.5", "policy.dpo_label_smoothing must be at least 0 and below 0.5"),
+    ("policy", "dpo_beta = 0", "policy.dpo_beta and policy.dpo_learning_rate must be > 0"),
+    ("policy", "dpo_kl_every = 0", "policy.dpo_epochs, dpo_batch_size and dpo_kl_every must be at least 1"),
+    ("policy", "dpo_rm_pairs = -1", "policy.dpo_past_rounds and policy.dpo_rm_pairs must be 0 or more"),
+    ("logging", 'report_to = "wandb"', "logging.report_to must be none or tensorboard"),
     ("model", 'quantize_4bit = "maybe"', "model.quantize_4bit must be auto, true or false"),
 ])
 def test_bad_values_name_the_setting(tmp_path: Path, section: str, line: str, message: str) -> None:

@@ -91,7 +91,14 @@ def test_operator_starts_one_round_at_a_time(app: RunningApp) -> None:
     assert "Not started" in again and f"#{job_id}" in again and "already under way" in again
     assert [j.id for j in storage.list_jobs(app.db)] == [job_id]
     with pytest.raises(AppError, match="not in the list of choices"):
-        olga.predict("DPO", api_name="/start_round")
+        olga.predict("A2C", api_name="/start_round")
+
+
+def test_operator_starts_a_dpo_round(app: RunningApp) -> None:
+    judged_pairs(app, n=2)
+    message = client(app, "olga").predict("DPO", api_name="/start_round")
+    job = storage.get_job(app.db, int(re.search(r"#(\d+)", message).group(1)))
+    assert "(DPO)" in message and json.loads(job.params_json)["algo"] == "dpo"
 
 
 def test_evaluation_batch_needs_a_trained_policy_and_eval_prompts(app: RunningApp) -> None:
@@ -153,10 +160,13 @@ def test_rounds_view_from_stored_metrics(sqlite_db: storage.Database) -> None:
                                metrics={"reward_mean": 0.5, "kl_per_token": 0.01, "rm_heldout_accuracy": 0.7})
     storage.add_policy_version(db, parent_id=1, adapter_path="/b", algorithm="ppo", round=2,
                                metrics={"reward_mean": 0.9, "kl_per_token": 0.02, "rm_heldout_accuracy": 0.75,
-                                        "value_loss": 0.25})
+                                        "value_loss": 0.25, "kl_base_per_token": 0.05, "response_length": 31.5,
+                                        "reward_length_corr": 0.8125})
     table, note, *plots = rounds_values(rounds_table(db))
     assert [row[:2] for row in table] == [["v2", "ppo"], ["v1", "grpo"], ["v0 (base)", "base"]]
-    assert table[0][3] == "75%" and table[0][10] == "0.25" and table[2][4] == "—"
+    assert table[0][3] == "75%" and table[0][12] == "0.25" and table[2][4] == "—"
+    # KL to the base beside KL to the reference; the reward-length correlation next to length.
+    assert table[0][5:7] == ["0.02", "0.05"] and table[0][9:11] == ["31.5", "0.81"] and table[1][10] == "—"
     accuracy = plots[0]
     assert accuracy.visible is True and accuracy.sort == ["v1", "v2"]
     assert "entropy per token" in note and "human win rate vs base" in note
@@ -165,6 +175,7 @@ def test_rounds_view_from_stored_metrics(sqlite_db: storage.Database) -> None:
     storage.finish_job(db, job.id, {})
     storage.add_training_logs(db, phase="policy", job_id=job.id,
                               rows=[{"step": s, "reward_mean": 0.1 * s, "kl_per_token": 0.01} for s in range(3)])
-    dropdown, reward_curve, kl_curve, length_curve, rm_loss, curve_note = curve_values(db, None)
+    dropdown, reward_curve, kl_curve, length_curve, rm_loss, *dpo_curves, curve_note = curve_values(db, None)
     assert dropdown.value == job.id and reward_curve.visible and kl_curve.sort == ["1", "2", "3"]
     assert not rm_loss.visible and "reward model: loss" in curve_note
+    assert len(dpo_curves) == 4 and not any(c.visible for c in dpo_curves) and "DPO" not in curve_note

@@ -116,6 +116,7 @@ def test_operator_starts_a_grpo_round_and_sees_policy_v1(loop_app: LoopApp, page
     page.locator("#rounds-note").get_by_text("No rounds yet").wait_for()
     page.locator("#quality").get_by_text("Fleiss' kappa over a/b/tie/both_bad on pairs with ≥ 2 judgments").wait_for()
 
+    playwright_api.expect(page.locator("#round-algo").get_by_text("DPO", exact=True)).to_be_visible()  # beside PPO
     page.locator("#round-algo").get_by_text("GRPO").click()
     page.click("#btn-start-round")
     page.locator("#sample-result").get_by_text("Queued round job").wait_for()

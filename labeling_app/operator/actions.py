@@ -1,4 +1,4 @@
-"""Operator actions: start a round (PPO or GRPO), queue a policy-vs-base evaluation batch, export the
+"""Operator actions: start a round (PPO, GRPO or DPO), queue a policy-vs-base evaluation batch, export the
 preference dataset as a zip to download, import control pairs. The functions here are free of Gradio
 and hold no role checks; `page` checks the operator on every event before calling them."""
 
@@ -26,7 +26,7 @@ from storage import (
     utcnow,
 )
 
-ALGORITHMS = {"GRPO": "grpo", "PPO": "ppo"}
+ALGORITHMS = {"GRPO": "grpo", "PPO": "ppo", "DPO": "dpo"}
 MAX_EVAL_PROMPTS = 1000
 STAGED_ZIP_LIFETIME_S = 3600.0
 
@@ -40,9 +40,9 @@ def _describe(job: Job) -> str:
 
 
 def start_round(db: Database, algo: str, requested_by: str) -> Job:
-    """Queue a round with `algo` ("ppo" or "grpo"). Refused while another round is queued or running."""
+    """Queue a round with `algo` ("ppo", "grpo" or "dpo"). Refused while another round is queued or running."""
     if algo not in ALGORITHMS.values():
-        raise ActionRefused(f"algorithm must be PPO or GRPO, not {algo!r}")
+        raise ActionRefused(f"algorithm must be one of {', '.join(ALGORITHMS)}, not {algo!r}")
     if status_counts(db)["counts"]["judgments"] == 0:
         raise ActionRefused("No judgments yet: a round trains the reward model on judged pairs, so collect some first.")
     running = active_job(db, "round")

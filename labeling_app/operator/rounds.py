@@ -1,6 +1,7 @@
 """Rounds on the operator tab: one table row per policy version (with the reward model's held-out
-accuracy), the pairs of each round by the method that selected them, charts of the round metrics
-across versions, and per-step training curves of one training job (from `training_logs`).
+accuracy, KL to the reference and to the base, and the reward-length correlation next to length), the
+pairs of each round by the method that selected them, charts of the round metrics across versions,
+and per-step training curves of one training job (from `training_logs`; PPO/GRPO or DPO curves).
 
 Values come from `rlhf_core.loop.dashboard.rounds_table`, `storage.pair_selection_counts` and
 `storage.training_logs`. A line needs two
@@ -19,8 +20,8 @@ import pandas as pd
 from labeling_app.operator.common import DASH, fmt_num, fmt_pct, is_number
 from storage import TRAINING_KINDS, Database, Job, list_jobs, pair_selection_counts, training_logs
 
-ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/seq.", "entropy", "length",
-                 "clip frac.", "value loss", "win rate vs base"]
+ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/token to base", "KL/seq.",
+                 "entropy", "length", "reward~length r", "clip frac.", "value loss", "win rate vs base"]
 # (rounds_table key, chart title, y axis title, y axis d3 format); the x axis is the policy version.
 VERSION_CHARTS = (("rm_heldout_accuracy", "RM held-out accuracy", "accuracy", ".0%"),
                   ("reward_mean", "mean reward", "reward", None),
@@ -32,7 +33,14 @@ VERSION_CHARTS = (("rm_heldout_accuracy", "RM held-out accuracy", "accuracy", ".
 STEP_CHARTS = (("policy", "reward_mean", "policy: mean reward", "reward", None),
                ("policy", "kl_per_token", "policy: KL per token", "nats / token", None),
                ("policy", "response_length", "policy: response length", "tokens", "~f"),
-               ("reward", "loss", "reward model: loss", "Bradley-Terry loss", None))
+               ("reward", "loss", "reward model: loss", "Bradley-Terry loss", None),
+               ("policy", "dpo_loss", "DPO: loss", "DPO loss", None),
+               ("policy", "reward_margin", "DPO: implicit reward margin", "β·log-ratio margin", None),
+               ("policy", "reward_accuracy", "DPO: implicit reward accuracy", "accuracy", ".0%"),
+               ("policy", "heldout_kl_per_token", "DPO: held-out KL per token", "nats / token", None))
+# Policy curves only DPO logs; the other policy curves are PPO/GRPO's (a chart of the other kind stays hidden).
+DPO_STEP_KEYS = {"dpo_loss", "reward_margin", "reward_accuracy", "heldout_kl_per_token"}
+CHARTS_PER_ROW = 4
 NOMINAL_STEPS = 25  # up to this many steps, one labelled tick per step (no "1.5" between steps)
 NO_ROUNDS = ("No rounds yet: policy v0 is the base model. Once annotators have judged some pairs, start a round "
              "under Actions; its metrics and charts appear here.")
@@ -86,9 +94,10 @@ def round_rows(rounds: list[dict[str, Any]]) -> list[list[Any]]:
     for r in reversed(rounds):
         version = f"v{r['version']}" + (" (base)" if r["version"] == 0 else "")
         rows.append([version, r["algorithm"] or DASH, r["created"], fmt_pct(r["rm_heldout_accuracy"]),
-                     fmt_num(r["reward_mean"]), fmt_num(r["kl_per_token"]), fmt_num(r["kl_per_sequence"]),
-                     fmt_num(r["entropy"]), fmt_num(r["response_length"]), fmt_num(r["clip_fraction"]),
-                     fmt_num(r["value_loss"]), _win_rate(r)])
+                     fmt_num(r["reward_mean"]), fmt_num(r["kl_per_token"]), fmt_num(r["kl_base_per_token"]),
+                     fmt_num(r["kl_per_sequence"]), fmt_num(r["entropy"]), fmt_num(r["response_length"]),
+                     fmt_num(r["reward_length_corr"], 2), fmt_num(r["clip_fraction"]), fmt_num(r["value_loss"]),
+                     _win_rate(r)])
     return rows
 
 
@@ -138,9 +147,24 @@ def training_jobs(db: Database) -> list[Job]:
     return [j for j in list_jobs(db, limit=50) if j.kind in TRAINING_KINDS and j.status != "queued"]
 
 
+def job_algo(job: Job) -> str | None:
+    return json.loads(job.params_json or "{}").get("algo")
+
+
 def job_label(job: Job) -> str:
-    algo = json.loads(job.params_json or "{}").get("algo")
+    algo = job_algo(job)
     return f"#{job.id} {job.kind}" + (f" ({algo})" if algo else "") + f" · {job.status}"
+
+
+def chart_expected(phase: str, key: str, logs: list[dict[str, Any]], algo: str | None) -> bool:
+    """Whether a job should have a curve for (phase, key): its rows of that phase carry the key, or, before
+    that phase has logged anything, the key belongs to the job's algorithm (PPO/GRPO or DPO)."""
+    rows = [r for r in logs if r["phase"] == phase]
+    if rows:
+        return any(key in r for r in rows)
+    if phase != "policy" or algo is None:
+        return True
+    return (key in DPO_STEP_KEYS) == (algo == "dpo")
 
 
 def step_frame(logs: list[dict[str, Any]], phase: str, key: str, title: str) -> pd.DataFrame:
@@ -163,8 +187,10 @@ def curve_values(db: Database, selected: int | None) -> list[Any]:
     if job_id is None:
         return [dropdown, *(gr.LinePlot(visible=False) for _ in STEP_CHARTS), NO_TRAINING_JOBS]
     logs = training_logs(db, job_id=job_id)
+    algo = job_algo(next(j for j in jobs if j.id == job_id))
     frames = [step_frame(logs, phase, key, title) for phase, key, title, _, _ in STEP_CHARTS]
-    waiting = [spec[2] for spec, frame in zip(STEP_CHARTS, frames, strict=True) if len(frame) < 2]
+    waiting = [spec[2] for spec, frame in zip(STEP_CHARTS, frames, strict=True)
+               if len(frame) < 2 and chart_expected(spec[0], spec[1], logs, algo)]
     if not logs:
         note = f"Job #{job_id} has logged no training steps yet (each phase logs its steps when it finishes)."
     elif waiting:
@@ -192,10 +218,12 @@ def build_rounds_section() -> RoundsSection:
     gr.Markdown("#### Training curves")
     job = gr.Dropdown(label="Training job", choices=[], interactive=True, elem_id="curve-job", visible=False)
     step_plots = []
-    with gr.Row(equal_height=True):
-        for phase, key, title, y_title, y_format in STEP_CHARTS:
-            step_plots.append(gr.LinePlot(x="step", y=title, title=title, y_title=y_title, y_axis_format=y_format,
-                                          height=200, visible=False, elem_id=f"curve-{phase}-{key}"))
+    for start in range(0, len(STEP_CHARTS), CHARTS_PER_ROW):
+        with gr.Row(equal_height=True):
+            for phase, key, title, y_title, y_format in STEP_CHARTS[start:start + CHARTS_PER_ROW]:
+                step_plots.append(gr.LinePlot(x="step", y=title, title=title, y_title=y_title,
+                                              y_axis_format=y_format, height=200, visible=False,
+                                              elem_id=f"curve-{phase}-{key}"))
     step_note = gr.Markdown(elem_id="curves-note")
     return RoundsSection(table=table, note=note, version_plots=version_plots, job=job, step_plots=step_plots,
                          step_note=step_note, selection=selection, selection_note=selection_note)

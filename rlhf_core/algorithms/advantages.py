@@ -1,5 +1,5 @@
 """Advantages and shaped rewards: GAE over response tokens (PPO), the KL-shaped per-token reward
-(InstructGPT), and group-normalised advantages (GRPO).
+(InstructGPT), and group-normalised advantages (GRPO, and Dr. GRPO without the std scaling).
 
 Pure functions. B = sequences, T = response tokens; rewards in reward units.
 """
@@ -56,15 +56,19 @@ def per_token_rewards(scores: Tensor, logp: Tensor, ref_logp: Tensor, mask: Tens
     return rewards + bonus
 
 
-def grpo_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6) -> Tensor:
+def grpo_advantages(rewards: Tensor, group_size: int, eps: float = 1e-6, *, scale_by_std: bool = True) -> Tensor:
     """Group-relative advantages: (r − group mean) / (group population std + eps).
 
     rewards: [B] with B = n_groups · group_size, each prompt's completions consecutive.
-    Returns [B]; a group whose rewards are all equal gets zeros.
+    Returns [B]; a group whose rewards are all equal gets zeros. `scale_by_std=False` is Dr. GRPO
+    (Liu et al. 2025): r − group mean only, so a group whose samples differ little (a prompt that is
+    too easy or too hard) is not blown up to the same weight as one with a real difference.
     """
     if group_size < 1 or rewards.numel() % group_size != 0:
         raise ValueError(f"{rewards.numel()} rewards cannot be split into groups of {group_size}")
     grouped = rewards.reshape(-1, group_size)
-    mean = grouped.mean(dim=1, keepdim=True)
+    centred = grouped - grouped.mean(dim=1, keepdim=True)
+    if not scale_by_std:
+        return centred.reshape(rewards.shape)
     std = grouped.std(dim=1, unbiased=False, keepdim=True)
-    return ((grouped - mean) / (std + eps)).reshape(rewards.shape)
+    return (centred / (std + eps)).reshape(rewards.shape)

@@ -1,6 +1,7 @@
-"""KL estimators between the policy and the reference from sampled tokens (Schulman's k1, k2, k3).
+"""KL estimators between the policy and the reference from sampled tokens (Schulman's k1, k2, k3), and
+the exact KL of two next-token distributions from their logits.
 
-Pure functions: [B, T] log-probs of the sampled tokens in, nats out.
+Pure functions: [B, T] log-probs of the sampled tokens (or [..., V] logits) in, nats out.
 """
 
 from __future__ import annotations
@@ -33,3 +34,14 @@ def sequence_kl(logp: Tensor, ref_logp: Tensor, mask: Tensor) -> Tensor:
     """Per-sequence KL estimate: sum of k1 over real tokens. [B, T] inputs -> [B] nats."""
     m = mask.to(torch.bool)
     return torch.where(m, kl_k1(logp, ref_logp), torch.zeros_like(logp)).sum(dim=1)
+
+
+def kl_from_logits(logits: Tensor, ref_logits: Tensor) -> Tensor:
+    """Exact KL(π‖π_ref) = Σ_v π(v)·(log π(v) − log π_ref(v)) of the next-token distributions.
+
+    logits, ref_logits: [..., V] (unnormalised). Returns [...] nats, never negative. No sampling noise:
+    the drift of a policy at fixed contexts (e.g. held-out responses) without generating anything.
+    """
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    ref_logp = torch.log_softmax(ref_logits.float(), dim=-1)
+    return (logp.exp() * (logp - ref_logp)).sum(dim=-1).clamp(min=0.0)

@@ -1,4 +1,4 @@
-"""Policy-update losses: PPO (policy and value), GRPO, entropy and log-prob gathering.
+"""Policy-update losses: PPO (policy and value), GRPO and Dr. GRPO, entropy and log-prob gathering.
 
 Pure functions: tensors in, tensors out. B = sequences, T = response tokens, V = vocabulary.
 Log-probabilities are in nats; advantages and returns are in reward units. Every loss is to be
@@ -64,6 +64,9 @@ def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> float:
         return float(1.0 - masked_var(returns - values, mask, unbiased=False) / var_returns)
 
 
+GRPO_LOSS_TYPES = ("grpo", "dr_grpo")
+
+
 def grpo_loss(
     logp: Tensor,
     old_logp: Tensor,
@@ -72,19 +75,35 @@ def grpo_loss(
     mask: Tensor,
     clip_eps: float = 0.2,
     beta: float = 0.04,
+    loss_type: str = "grpo",
+    max_tokens: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO objective (DeepSeekMath): clipped surrogate with the sequence advantage on every token,
-    plus β·k3 KL to the reference; averaged over each sequence's real tokens, then over sequences.
+    plus β·k3 KL to the reference.
 
-    logp, old_logp, ref_logp, mask: [B, T]; advantages: [B]. Returns (loss scalar, metrics) with
-    metrics "clip_fraction" (share of real tokens with |ratio − 1| > eps) and "kl" (mean k3, nats).
+    loss_type "grpo" averages over each sequence's real tokens, then over sequences, so a token of a
+    short response weighs more than one of a long response (a bias towards short correct and long
+    wrong answers). "dr_grpo" (Dr. GRPO, Liu et al. 2025; TRL's loss_type of the same name) sums
+    over all real tokens and divides by the constant B · max_tokens, so every token weighs the same.
+
+    logp, old_logp, ref_logp, mask: [B, T]; advantages: [B]; max_tokens: the generation limit
+    (required for "dr_grpo"). Returns (loss scalar, metrics) with metrics "clip_fraction" (share of
+    real tokens with |ratio − 1| > eps) and "kl" (mean k3, nats).
     """
+    if loss_type not in GRPO_LOSS_TYPES:
+        raise ValueError(f"loss_type must be one of {', '.join(GRPO_LOSS_TYPES)}, got {loss_type!r}")
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(1).to(logp.dtype)
     surrogate = torch.max(-adv * ratio, -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps))
     kl = kl_k3(logp, ref_logp)
-    per_sequence = masked_mean(surrogate + beta * kl, mask, dim=1)
-    loss = per_sequence.mean()
+    per_token = surrogate + beta * kl
+    if loss_type == "grpo":
+        loss = masked_mean(per_token, mask, dim=1).mean()
+    else:
+        if not max_tokens or max_tokens < 1:
+            raise ValueError("dr_grpo needs max_tokens, the generation limit it normalises by")
+        m = mask.to(torch.bool)
+        loss = torch.where(m, per_token, torch.zeros_like(per_token)).sum() / (logp.shape[0] * max_tokens)
     with torch.no_grad():
         metrics = {
             "clip_fraction": masked_mean(((ratio - 1.0).abs() > clip_eps).to(ratio.dtype), mask),

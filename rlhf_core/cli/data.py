@@ -76,7 +76,7 @@ def demo(
     rounds: Annotated[int, typer.Option(help="Rounds to run")] = 3,
     judgments: Annotated[int, typer.Option(help="Simulated judgments per round")] = 120,
     gold: Annotated[str, typer.Option(help="Hidden preference of the simulated annotators")] = "sentiment",
-    algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: grpo)")] = None,
+    algo: Annotated[str | None, typer.Option(help="ppo, grpo or dpo (default: policy.algo, grpo)")] = None,
     model: Annotated[str, typer.Option(help="'default' (SmolLM2-135M-Instruct) or a local model dir")] = "default",
     full: Annotated[bool, typer.Option(help="Use rlhf.toml's training sizes even on a CPU")] = False,
 ) -> None:

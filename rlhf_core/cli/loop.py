@@ -70,8 +70,8 @@ def _fmt(value) -> str:  # noqa: ANN001
 
 
 def _check_algo(algo: str | None) -> None:
-    if algo not in (None, "ppo", "grpo"):
-        raise typer.BadParameter("must be ppo or grpo", param_hint="--algo")
+    if algo not in (None, "ppo", "grpo", "dpo"):
+        raise typer.BadParameter("must be ppo, grpo or dpo", param_hint="--algo")
 
 
 @app.command("train-rm")
@@ -84,9 +84,9 @@ def train_rm(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
 def train_policy(
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
-    algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: policy.algo in rlhf.toml)")] = None,
+    algo: Annotated[str | None, typer.Option(help="ppo, grpo or dpo (default: policy.algo in rlhf.toml)")] = None,
 ) -> None:
-    """Update the policy against the current reward model with PPO or GRPO."""
+    """Update the policy: PPO or GRPO against the current reward model, or DPO on this round's judged pairs."""
     _check_algo(algo)
     _run_job_now(workspace, db, "train_policy", {"algo": algo})
 
@@ -95,7 +95,7 @@ def train_policy(
 def round_(
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
-    algo: Annotated[str | None, typer.Option(help="ppo or grpo (default: policy.algo in rlhf.toml)")] = None,
+    algo: Annotated[str | None, typer.Option(help="ppo, grpo or dpo (default: policy.algo in rlhf.toml)")] = None,
 ) -> None:
     """Run the training half of a round now: reward model, policy update, next pairs."""
     _check_algo(algo)

@@ -20,12 +20,13 @@ def main() -> None:
     import click
 
     try:
-        app(standalone_mode=False)
+        # Without standalone mode a command's `typer.Exit(code)` comes back as the return value.
+        code = app(standalone_mode=False)
     except typer.Abort:
         typer.echo("Aborted.", err=True)
         sys.exit(1)
-    except click.exceptions.ClickException as exc:  # usage errors carry their own exit code
-        exc.show()
+    except (click.exceptions.ClickException, typer.TyperException) as exc:  # usage errors carry their own exit code
+        exc.show()  # (typer >= 0.2x raises its own copy of click's exceptions, TyperException subclasses)
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
@@ -36,3 +37,5 @@ def main() -> None:
             typer.echo(f"error: {exc}", err=True)
             sys.exit(1)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)

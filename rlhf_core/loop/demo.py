@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from rlhf_core.config import Config
 from rlhf_core.data.prompt_files import read_prompt_file
 from rlhf_core.loop.evaluation import GoldEvaluation, gold_evaluation
-from rlhf_core.loop.gold import get_gold
+from rlhf_core.loop.gold import get_gold, gold_win_rate
 from rlhf_core.loop.rounds import run_round
 from rlhf_core.loop.sampling import sample_pairs
 from rlhf_core.loop.simulate import simulate_annotators
@@ -36,20 +37,27 @@ class LoopSettings:
     algo: str | None = None
     eval_prompts: int = 48
     seed: int = 0
+    gold_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"keyword": "please"} for gold "keyword"
 
 
 @dataclass
 class RoundReport:
     round: int
     policy_version: int
+    algo: str
     judgments: int
     rm_heldout_accuracy: float | None
+    # KL per token (nats) of the new policy to the base model, and to the round's reference (the same with
+    # policy.reference = "base"): PPO/GRPO's last rollouts, DPO's samples after training.
     kl_per_token: float | None
-    kl_per_sequence: float | None
-    gold_win_rate: float
+    kl_to_reference_per_token: float | None
+    kl_per_sequence: float | None  # to the reference
+    gold_win_rate: float  # against the base on the eval prompts (ties half)
+    win_rate_vs_previous: float  # against the previous version's eval samples (round 1: the base's)
     policy_gold_mean: float
     base_gold_mean: float
     policy_length_mean: float
+    reward_length_corr: float | None  # Pearson r of reward-model score and response length in training samples
     seconds: float
 
 
@@ -86,42 +94,53 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
              log: Callable[[str], None] = print) -> Iterator[RoundReport]:
     """Run `settings.rounds` rounds; yields a report after each."""
     db = ws.database()
-    gold = get_gold(settings.gold)
+    gold = get_gold(settings.gold, **settings.gold_options)
     stack = load_stack(ws)
+    previous_scores: list[float] | None = None
     for r in range(1, settings.rounds + 1):
         started = time.time()
         log(f"round {r}: sampling pairs from the current policy")
         sample_pairs(ws, db, stack, n_pairs=settings.judgments_per_round, progress=progress)
         log(f"round {r}: {settings.annotators} simulated annotators judge by gold '{settings.gold}'")
         sim = simulate_annotators(db, annotators=settings.annotators, judgments=settings.judgments_per_round,
-                                  gold=settings.gold, noise=settings.noise, seed=settings.seed + r,
-                                  kinds=("train",), progress=progress)
+                                  gold=settings.gold, gold_options=settings.gold_options, noise=settings.noise,
+                                  seed=settings.seed + r, kinds=("train",), progress=progress)
         log(f"round {r}: training reward model and policy")
         result = run_round(ws, db, stack, algo=settings.algo, sample_next=False, progress=progress)
-        metrics = json.loads(get_policy(db, result.policy_version).metrics_json)
+        version = get_policy(db, result.policy_version)
+        metrics = json.loads(version.metrics_json)
         ev: GoldEvaluation = gold_evaluation(ws, db, stack, gold, n_prompts=settings.eval_prompts,
                                              seed=settings.seed, progress=progress)
         yield RoundReport(
-            round=r, policy_version=result.policy_version, judgments=sim.judgments,
-            rm_heldout_accuracy=metrics.get("rm_heldout_accuracy"), kl_per_token=metrics.get("kl_per_token"),
-            kl_per_sequence=metrics.get("kl_per_sequence"), gold_win_rate=ev.win_rate,
+            round=r, policy_version=result.policy_version, algo=version.algorithm, judgments=sim.judgments,
+            rm_heldout_accuracy=metrics.get("rm_heldout_accuracy"),
+            kl_per_token=metrics.get("kl_base_per_token", metrics.get("kl_per_token")),
+            kl_to_reference_per_token=metrics.get("kl_per_token"), kl_per_sequence=metrics.get("kl_per_sequence"),
+            gold_win_rate=ev.win_rate,
+            win_rate_vs_previous=gold_win_rate(ev.policy_scores, previous_scores or ev.base_scores),
             policy_gold_mean=ev.policy_gold_mean, base_gold_mean=ev.base_gold_mean,
-            policy_length_mean=ev.policy_length_mean, seconds=round(time.time() - started, 1),
+            policy_length_mean=ev.policy_length_mean, reward_length_corr=metrics.get("reward_length_corr"),
+            seconds=round(time.time() - started, 1),
         )
+        previous_scores = ev.policy_scores
     db.dispose()
 
 
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def format_table(reports: list[RoundReport]) -> str:
-    header = (f"{'round':>5} {'policy':>6} {'judg.':>6} {'RM acc':>7} {'KL/tok':>8} {'KL/seq':>8} "
-              f"{'gold(policy)':>12} {'gold(base)':>10} {'win vs base':>11} {'len':>6} {'secs':>7}")
+    header = (f"{'round':>5} {'policy':>6} {'algo':>5} {'judg.':>6} {'RM acc':>7} {'KL base':>8} {'KL ref':>8} "
+              f"{'gold(policy)':>12} {'gold(base)':>10} {'win vs base':>11} {'win vs prev':>11} {'len':>6} "
+              f"{'r(len)':>6} {'secs':>7}")
     lines = [header, "-" * len(header)]
     for r in reports:
-        acc = "-" if r.rm_heldout_accuracy is None else f"{r.rm_heldout_accuracy:.3f}"
-        kl = "-" if r.kl_per_token is None else f"{r.kl_per_token:.4f}"
-        kls = "-" if r.kl_per_sequence is None else f"{r.kl_per_sequence:.3f}"
-        lines.append(f"{r.round:>5} {'v' + str(r.policy_version):>6} {r.judgments:>6} {acc:>7} {kl:>8} {kls:>8} "
-                     f"{r.policy_gold_mean:>12.3f} {r.base_gold_mean:>10.3f} {r.gold_win_rate:>11.1%} "
-                     f"{r.policy_length_mean:>6.1f} {r.seconds:>7.1f}")
+        lines.append(f"{r.round:>5} {'v' + str(r.policy_version):>6} {r.algo:>5} {r.judgments:>6} "
+                     f"{_num(r.rm_heldout_accuracy, '.3f'):>7} {_num(r.kl_per_token, '.4f'):>8} "
+                     f"{_num(r.kl_to_reference_per_token, '.4f'):>8} {r.policy_gold_mean:>12.3f} "
+                     f"{r.base_gold_mean:>10.3f} {r.gold_win_rate:>11.1%} {r.win_rate_vs_previous:>11.1%} "
+                     f"{r.policy_length_mean:>6.1f} {_num(r.reward_length_corr, '.2f'):>6} {r.seconds:>7.1f}")
     return "\n".join(lines)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from rlhf_core.loop.sampling import generate_responses
 from rlhf_core.models.stack import ModelStack
@@ -88,6 +88,8 @@ class GoldEvaluation:
     base_gold_mean: float
     policy_length_mean: float
     base_length_mean: float
+    policy_scores: list[float] = field(default_factory=list)  # gold score per eval prompt, in prompt order
+    base_scores: list[float] = field(default_factory=list)
 
 
 def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_prompts: int = 48,  # noqa: ANN001
@@ -116,4 +118,5 @@ def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_p
         policy_gold_mean=sum(policy_scores) / len(policy_scores), base_gold_mean=sum(base_scores) / len(base_scores),
         policy_length_mean=sum(n for _, n in policy_out) / len(policy_out),
         base_length_mean=sum(n for _, n in base_out) / len(base_out),
+        policy_scores=policy_scores, base_scores=base_scores,
     )

@@ -3,7 +3,9 @@
 Each prompt gets `cfg.group_size` samples; a response's advantage is its score standardized within
 its group (population std) and applies to every one of its tokens. The loss is the clipped
 surrogate plus β·k3 KL to the reference (k3 is unbiased and never negative, so the penalty can't
-be gamed by tokens with negative k1). The math lives in `rlhf_core.algorithms`.
+be gamed by tokens with negative k1). `cfg.loss_type = "dr_grpo"` is Dr. GRPO: advantages only
+centred within the group and tokens summed over a constant length, so neither response length nor
+prompt difficulty reweights the gradient. The math lives in `rlhf_core.algorithms`.
 """
 
 from __future__ import annotations
@@ -46,7 +48,13 @@ def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: Policy
     lp = logprobs if logprobs is not None else rollout_logprobs(stack, rollout, cfg.minibatch_size)
     device = rollout.batch.input_ids.device
     scores = scores.detach().float().to(device)
-    advantages = grpo_advantages(scores, rollout.group_size)
+    dr_grpo = cfg.loss_type == "dr_grpo"
+    # Dr. GRPO drops the per-group std; a reward model's scale is arbitrary (and changes every round), so
+    # with whiten_rewards the scores are divided by the rollout's std instead (TRL's scale_rewards="batch"),
+    # which keeps the step size stable without reweighting prompts by how much their samples differ.
+    unit = scores.std(unbiased=False) if dr_grpo and cfg.whiten_rewards and scores.numel() > 1 else None
+    advantages = grpo_advantages(scores / (unit + 1e-6) if unit is not None else scores, rollout.group_size,
+                                 scale_by_std=not dr_grpo)
 
     stats: dict[str, list[float]] = defaultdict(list)
     was_training = stack.model.training
@@ -61,7 +69,8 @@ def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: Policy
             with stack.use("policy"):
                 logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
                 loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, index, w), advantages[index.to(device)], m,
-                                        cfg.clip_eps, cfg.kl_beta)
+                                        cfg.clip_eps, cfg.kl_beta, loss_type=cfg.loss_type,
+                                        max_tokens=cfg.max_new_tokens)
                 loss.backward()
             for key, value in clipped_step(optimizer, max_grad_norm).items():
                 stats[key].append(value)

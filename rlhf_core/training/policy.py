@@ -1,38 +1,40 @@
-"""Policy updates against a reward signal: the training loop (`train_policy`) and the service that
-trains the next policy version from the workspace's current policy and reward model
-(`run_policy_training`).
+"""Policy updates: the PPO/GRPO training loop (`train_policy`) and the service that trains the next
+policy version from the workspace's current policy and reward model (`run_policy_training`), with
+PPO, GRPO or online DPO (`training.dpo`).
 
-The policy adapter continues from the current version; the reference stays the base model (all
-adapters disabled), so KL is always measured to the same anchor across rounds. PPO's critic (the
-`value` adapter + head) is saved in a `value/` subdirectory of the version's adapter so the next
-PPO round continues it too.
+The policy adapter continues from the current version; the KL reference is `policy.reference` (the
+base by default; "previous" makes the KL budget a trust region per round, and the KL to the base is
+then logged as well). PPO's critic (the `value` adapter + head) is saved in a `value/` subdirectory
+of the version's adapter so the next PPO round continues it too.
 """
 
 from __future__ import annotations
 
-import math
+import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from rlhf_core.config import PolicyConfig
+from rlhf_core.algorithms.kl_control import adaptive_kl_beta
+from rlhf_core.config import POLICY_ALGORITHMS, PolicyConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.dpo import dpo_examples, train_dpo
 from rlhf_core.training.grpo import grpo_update
 from rlhf_core.training.ppo import fresh_critic, make_optimizer, ppo_update
 from rlhf_core.training.rollout import ScoreFn, generate_rollout, reward_model_scores, rollout_logprobs, rollout_metrics
+from rlhf_core.training.run_log import PolicyTrainResult, StepLog, finite, show, summarize
 from rlhf_core.training.workspace_stack import activate_policy, activate_reward_model, adapter_dir
 from rlhf_core.workspace import Workspace
 from storage import (
     Database,
     PolicyVersion,
     add_policy_version,
-    add_training_logs,
     current_policy,
     current_reward_model,
     get_policy,
@@ -40,42 +42,8 @@ from storage import (
     prompt_messages,
 )
 
-ALGORITHMS = ("ppo", "grpo")
-# Per-step metrics the round summary reports (the operator page plots these keys).
-SUMMARY_KEYS = ("reward_mean", "reward_std", "kl_per_token", "kl_per_sequence", "entropy", "response_length",
-                "clip_fraction", "approx_kl", "value_loss", "explained_variance", "kl_k3", "samples_per_s")
-
-
-@dataclass
-class PolicyTrainResult:
-    history: list[dict[str, Any]]  # one row per step: "step" plus metrics (None where undefined)
-    summary: dict[str, Any]
-
-
-def _finite(value: float) -> float | None:
-    # JSON has no NaN; an undefined metric (e.g. explained variance of constant returns) is stored as null.
-    return value if math.isfinite(value) else None
-
-
-def _show(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def summarize(history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    """Round summary: each metric averaged over the last quarter of the steps (at least one), which
-    describes the policy being shipped with less noise than the final step alone."""
-    tail = history[-max(1, math.ceil(len(history) / 4)):]
-    summary: dict[str, Any] = {}
-    for key in SUMMARY_KEYS:
-        values = [row[key] for row in tail if row.get(key) is not None]
-        if values:
-            summary[key] = sum(values) / len(values)
-    summary["reward_mean_first"] = history[0]["reward_mean"] if history else None
-    summary["steps"] = len(history)
-    summary["stopped_at_kl"] = float(any(row.get("kl_stop") for row in history))
-    summary["samples"] = sum(row["samples"] for row in history)
-    summary["seconds"] = seconds
-    return summary
+ALGORITHMS = POLICY_ALGORITHMS
+RL_ALGORITHMS = ("ppo", "grpo")  # rollout -> score -> update; DPO trains on preference pairs instead
 
 
 def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn, cfg: PolicyConfig, *,
@@ -85,11 +53,14 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     (`cfg.group_size` samples per prompt for GRPO, one for PPO) -> score -> PPO or GRPO update.
 
     prompts: chat conversations; score_fn: a rollout -> [B] scores. Trains the stack's `policy`
-    adapter in place (and `value` for PPO); the adapters are frozen again on return.
+    adapter in place (and `value` for PPO); the adapters are frozen again on return. The KL
+    coefficient starts at `cfg.kl_beta`; with `cfg.kl_control = "adaptive"` each step's KL moves it
+    for the next step (each row logs the `kl_beta` its update used; the summary's `kl_beta` is the
+    value a next round would start from).
     """
     algo = algo or cfg.algo
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown policy algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}")
+    if algo not in RL_ALGORITHMS:
+        raise ValueError(f"unknown policy algorithm {algo!r} for rollouts; expected one of {', '.join(RL_ALGORITHMS)}")
     if not prompts:
         raise ValueError("no prompts to train the policy on")
     torch.manual_seed(cfg.seed)
@@ -97,6 +68,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     samples_per_prompt = cfg.group_size if algo == "grpo" else 1
     optimizer = make_optimizer(stack, ("policy", "value") if algo == "ppo" else ("policy",), cfg)
     update = ppo_update if algo == "ppo" else grpo_update
+    beta = cfg.kl_beta
 
     history: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -114,19 +86,22 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
                 raise ValueError(f"the score function returned shape {tuple(scores.shape)}; expected "
                                  f"({rollout.size},), one score per response")
             metrics = rollout_metrics(rollout, logprobs, scores)
-            stop = 0.0 < cfg.max_kl_per_token < metrics["kl_k3_per_token"]
+            kl = metrics["kl_k3_per_token"]
+            stop = 0.0 < cfg.max_kl_per_token < kl
             if stop:  # the policy has drifted far enough: keep it as it is and end the round's updates
-                bar.write(f"policy KL to the reference {metrics['kl_k3_per_token']:.4f} nats/token exceeds "
+                bar.write(f"policy KL to the reference {kl:.4f} nats/token exceeds "
                           f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
             else:
-                metrics = update(stack, rollout, scores, cfg, optimizer, logprobs=logprobs,
+                metrics = update(stack, rollout, scores, replace(cfg, kl_beta=beta), optimizer, logprobs=logprobs,
                                  max_grad_norm=max_grad_norm)
             seconds = time.perf_counter() - t0
-            row = {"step": step, **{k: _finite(float(v)) for k, v in metrics.items()},
+            row = {"step": step, **{k: finite(None if v is None else float(v)) for k, v in metrics.items()},
                    "samples": rollout.size, "seconds": seconds, "samples_per_s": rollout.size / seconds,
-                   "kl_stop": float(stop)}
+                   "kl_stop": float(stop), "kl_beta": beta}
+            if cfg.kl_control == "adaptive":  # as in Ziegler et al.: this step's KL sets the next step's β
+                beta = adaptive_kl_beta(beta, kl, cfg.target_kl, rollout.size, cfg.kl_horizon)
             history.append(row)
-            bar.set_postfix(reward=_show(row["reward_mean"], 3), kl=_show(row["kl_per_token"], 4))
+            bar.set_postfix(reward=show(row["reward_mean"], 3), kl=show(row["kl_per_token"], 4))
             if on_step:
                 on_step(row)
             if stop:
@@ -135,7 +110,9 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
         bar.close()
         stack.freeze_adapters()
         stack.model.eval()
-    return PolicyTrainResult(history, summarize(history, time.perf_counter() - started))
+    summary = summarize(history, time.perf_counter() - started)
+    summary["kl_beta"] = beta
+    return PolicyTrainResult(history, summary)
 
 
 def _activate_value(stack: ModelStack, version: PolicyVersion) -> None:
@@ -156,45 +133,71 @@ def reference_adapter(db: Database, reference: str, current: PolicyVersion) -> P
     return Path(version.adapter_path) if version.adapter_path else None  # version 0 is the base
 
 
+def starting_kl_beta(cfg: PolicyConfig, current: PolicyVersion) -> float:
+    """policy.kl_beta, or with the adaptive controller the β the current version's round ended with."""
+    if cfg.kl_control != "adaptive":
+        return cfg.kl_beta
+    carried = json.loads(current.metrics_json or "{}").get("kl_beta")
+    return float(carried) if isinstance(carried, (int, float)) and carried > 0 else cfg.kl_beta
+
+
 def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None,
                         job_id: int | None = None, progress: bool = True,
                         on_progress: Callable[[float, str], None] | None = None) -> PolicyVersion:
-    """Train the next policy version against the current reward model and record it.
+    """Train the next policy version and record it: PPO/GRPO against the current reward model, or DPO
+    on the judged pairs sampled from the current version (plus reward-model-ranked pairs, if configured).
 
     Continues the current policy adapter on the workspace's train-split prompts, saves it under
     `adapter_dir(ws, "policy", current.id + 1)` and only then adds the PolicyVersion row (with the
-    summary metrics) and the per-step training logs (phase "policy").
+    summary metrics) and the per-step training logs (phase "policy", also to TensorBoard when
+    `logging.report_to` says so).
     """
     cfg = ws.config.policy
     algo = algo or cfg.algo
     if algo not in ALGORITHMS:
         raise ValueError(f"unknown policy algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}")
-    if current_reward_model(db) is None:
-        raise ValueError("no reward model yet: train a reward model first (rlhf train-rm)")
+    has_rm = current_reward_model(db) is not None
+    if not has_rm and (algo in RL_ALGORITHMS or cfg.dpo_rm_pairs > 0):
+        why = "" if algo in RL_ALGORITHMS else " (policy.dpo_rm_pairs ranks samples with it)"
+        raise ValueError(f"no reward model yet{why}: train a reward model first (rlhf train-rm)")
     prompts = [prompt_messages(p) for p in list_prompts(db, split="train")]
     if not prompts:
         raise ValueError("no train-split prompts: import some first (rlhf prompts import FILE --split train)")
 
     current = current_policy(db)
+    # Read before any model work, so a round without data fails at once with what to do.
+    examples = (dpo_examples(db, current, cfg, min_annotator_accuracy=ws.config.reward.min_annotator_accuracy)
+                if algo == "dpo" else None)
     activate_policy(stack, db, current.id)
-    activate_reward_model(stack, db)
+    if has_rm:
+        activate_reward_model(stack, db)
     _activate_value(stack, current)
     stack.set_reference(reference_adapter(db, cfg.reference, current))
+    log = StepLog(ws, "policy", f"policy-v{current.id + 1:04d}-{algo}")
 
     def report(row: dict[str, Any]) -> None:
-        if on_progress:
+        log.add(row)
+        if on_progress and algo in RL_ALGORITHMS:
             on_progress((row["step"] + 1) / cfg.steps,
-                        f"{algo} step {row['step'] + 1}/{cfg.steps}: reward {_show(row['reward_mean'], 3)}, "
-                        f"KL/token {_show(row['kl_per_token'], 4)}")
+                        f"{algo} step {row['step'] + 1}/{cfg.steps}: reward {show(row['reward_mean'], 3)}, "
+                        f"KL/token {show(row['kl_per_token'], 4)}")
 
     # A seed per version: each round draws other prompts and samples (a fixed seed would replay the same ones).
-    result = train_policy(stack, prompts, reward_model_scores(stack), replace(cfg, seed=cfg.seed + current.id),
-                          algo=algo, on_step=report, progress=progress)
+    round_cfg = replace(cfg, seed=cfg.seed + current.id, kl_beta=starting_kl_beta(cfg, current))
+    score_fn = reward_model_scores(stack) if has_rm else None
+    try:
+        if examples is not None:
+            result = train_dpo(stack, examples, prompts, score_fn, round_cfg, max_length=ws.config.reward.max_length,
+                               on_step=report, on_progress=on_progress, progress=progress)
+        else:
+            result = train_policy(stack, prompts, score_fn, round_cfg, algo=algo, on_step=report, progress=progress)
+    finally:
+        log.close()
 
     out = adapter_dir(ws, "policy", current.id + 1)
     stack.save_adapter("policy", out)
     # Always, so a GRPO round between two PPO rounds passes the critic on instead of dropping it.
     stack.save_adapter("value", out / "value")
-    add_training_logs(db, phase="policy", rows=result.history, job_id=job_id)
+    log.save(db, job_id)
     return add_policy_version(db, parent_id=current.id, adapter_path=str(out), algorithm=algo,
                               round=current.round + 1, metrics=result.summary)

@@ -18,13 +18,13 @@ from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_an
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import preference_examples, split_by_prompt
 from rlhf_core.training.reward_model import train_reward_model
+from rlhf_core.training.run_log import record_training_steps
 from rlhf_core.training.workspace_stack import adapter_dir
 from rlhf_core.workspace import Workspace
 from storage import (
     Database,
     RewardModelVersion,
     add_reward_model_version,
-    add_training_logs,
     current_reward_model,
     judgment_rows,
     list_reward_models,
@@ -87,7 +87,8 @@ def run_reward_training(
     version_number = len(list_reward_models(db)) + 1
     report(0.92, f"saving reward model v{version_number}")
     directory = stack.save_adapter("reward", adapter_dir(ws, "reward", version_number))
-    add_training_logs(db, phase="reward", rows=result.history, job_id=job_id)
+    record_training_steps(ws, db, phase="reward", rows=result.history, job_id=job_id,
+                          run=f"reward-v{version_number:04d}")
     metrics: dict[str, Any] = {
         **stats, "n_train": result.n_train, "n_heldout": result.n_heldout, "train_loss": result.train_loss,
         "steps": result.steps, "epochs": cfg.epochs, "best_epoch": result.best_epoch,

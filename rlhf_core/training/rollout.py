@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from rlhf_core.algorithms.correlation import pearson_correlation
 from rlhf_core.algorithms.kl import kl_k1, kl_k3, sequence_kl
 from rlhf_core.algorithms.masked import masked_mean
 from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_token_ids
@@ -59,8 +60,9 @@ class RolloutLogprobs:
     """Per-token quantities of a rollout, all [B, T-1], computed once before the update (no grad)."""
 
     old_logp: Tensor  # the sampling (policy) adapter, nats
-    ref_logp: Tensor  # the reference: base with adapters disabled, nats
+    ref_logp: Tensor  # the reference (`ModelStack.reference`), nats
     entropy: Tensor  # policy entropy over the vocabulary, nats
+    base_logp: Tensor | None = None  # the base model (adapters off); None when the reference is the base
 
 
 @torch.no_grad()
@@ -127,14 +129,24 @@ def cut(x: Tensor, index: Tensor, width: int) -> Tensor:
     return x[index.to(x.device), :width]
 
 
+@contextmanager
+def base_model(stack: ModelStack) -> Iterator[None]:
+    """The bare base model (every adapter off), whatever the KL reference is."""
+    with stack.model.disable_adapter():
+        yield
+
+
 @torch.no_grad()
 def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -> RolloutLogprobs:
-    """Old-policy and reference log-probs plus policy entropy, in chunks of `chunk_size` rows.
+    """Old-policy and reference log-probs plus policy entropy, in chunks of `chunk_size` rows; when the
+    reference is an earlier policy, also the base model's log-probs (one more pass), so the total drift
+    from the base stays visible.
 
     Computed in eval mode, so the log-probs the update's ratios start from are deterministic.
     """
     b = rollout.batch
-    old, ref, ent = [], [], []
+    old, ref, ent, base = [], [], [], []
+    separate_base = stack.reference_path is not None
     with eval_mode(stack.model):
         for index in torch.arange(rollout.size).split(max(1, chunk_size)):
             ids, mask, response = b.input_ids[index], b.attention_mask[index], b.response_mask[index]
@@ -142,25 +154,39 @@ def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -
                 logp, entropy = stack.token_logprobs(ids, mask, with_entropy=True, response_mask=response)
             with stack.reference():
                 ref_logp, _ = stack.token_logprobs(ids, mask, response_mask=response)
+            if separate_base:
+                with base_model(stack):
+                    base.append(stack.token_logprobs(ids, mask, response_mask=response)[0])
             old.append(logp)
             ref.append(ref_logp)
             ent.append(entropy)
-    return RolloutLogprobs(torch.cat(old), torch.cat(ref), torch.cat(ent))
+    return RolloutLogprobs(torch.cat(old), torch.cat(ref), torch.cat(ent), torch.cat(base) if base else None)
 
 
-def rollout_metrics(rollout: Rollout, lp: RolloutLogprobs, scores: Tensor) -> dict[str, float]:
+def rollout_metrics(rollout: Rollout, lp: RolloutLogprobs, scores: Tensor | None) -> dict[str, float | None]:
     """What a practitioner reads about the samples: score spread, KL to the reference (k1 estimator:
-    unbiased, the same quantity the PPO reward is shaped with), entropy and response length."""
+    unbiased, the same quantity the PPO reward is shaped with) and to the base, entropy, response
+    length, and the correlation of score with length (near 1: the reward is mostly length, a hack
+    coming). Without scores (no reward model) the score figures are left out."""
     mask = rollout.batch.response_mask
-    scores = scores.detach().float()
-    return {
-        "reward_mean": float(scores.mean()),
-        "reward_std": float(scores.std(unbiased=False)),
+    base = lp.ref_logp if lp.base_logp is None else lp.base_logp
+    lengths = rollout.response_lengths.float()
+    metrics: dict[str, float | None] = {
         "kl_per_token": float(masked_mean(kl_k1(lp.old_logp, lp.ref_logp), mask)),
         # k3 is never negative, so it is the estimate a KL budget is checked against.
         "kl_k3_per_token": float(masked_mean(kl_k3(lp.old_logp, lp.ref_logp), mask)),
         "kl_per_sequence": float(sequence_kl(lp.old_logp, lp.ref_logp, mask).mean()),
+        "kl_base_per_token": float(masked_mean(kl_k1(lp.old_logp, base), mask)),
+        "kl_base_k3_per_token": float(masked_mean(kl_k3(lp.old_logp, base), mask)),
         "entropy": float(masked_mean(lp.entropy, mask)),
-        "response_length": float(rollout.response_lengths.float().mean()),
+        "response_length": float(lengths.mean()),
         "truncated_fraction": float(rollout.truncated.float().mean()),
     }
+    if scores is not None:
+        scores = scores.detach().float().cpu()
+        metrics.update({
+            "reward_mean": float(scores.mean()),
+            "reward_std": float(scores.std(unbiased=False)),
+            "reward_length_corr": pearson_correlation(scores.tolist(), lengths.cpu().tolist()),
+        })
+    return metrics
