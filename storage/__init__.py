@@ -1,6 +1,5 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
-from storage.app_queries import AnnotatorProgress, LeaseInfo, annotator_progress, has_judged, lease_of
 from storage.db import Database, DatabaseError, normalize_url
 from storage.export_queries import pair_kinds
 from storage.jobs import (
@@ -25,18 +24,38 @@ from storage.pairs import (
     SCREEN_PICKS,
     JudgmentError,
     ServedPair,
+    SlotTaken,
     add_pair_between,
     add_samples,
     choice_from_screen,
-    next_pair_for,
     open_pair_count,
     prompts_needing_pairs,
     record_generations,
-    record_judgment,
-    skip_pair,
 )
 from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
 from storage.queries import JudgmentRow, judgment_rows, judgments_per_day, status_counts
+from storage.serving import (
+    OUTCOMES,
+    AnnotatorProgress,
+    AnnotatorScreen,
+    annotator_progress,
+    annotator_screen,
+    next_pair_for,
+    parse_serve_token,
+    record_judgment,
+    serve_token,
+    skip_pair,
+    skip_shown,
+    submit_verdict,
+)
+from storage.sessions import (
+    SessionUser,
+    end_session,
+    end_sessions_of,
+    open_session_count,
+    session_user,
+    start_session,
+)
 from storage.tables import (
     CHOICES,
     ROLES,
@@ -45,6 +64,7 @@ from storage.tables import (
     Job,
     Judgment,
     Lease,
+    LoginSession,
     Pair,
     PolicyVersion,
     Prompt,

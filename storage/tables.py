@@ -64,11 +64,6 @@ class Sample(SQLModel, table=True):
 
 
 class Pair(SQLModel, table=True):
-    __table_args__ = (
-        Index("ix_pair_open_priority", "priority", "id",
-              sqlite_where=text("n_judgments < judgments_wanted"),
-              postgresql_where=text("n_judgments < judgments_wanted")),
-    )
 
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
@@ -80,6 +75,12 @@ class Pair(SQLModel, table=True):
     n_judgments: int = Field(default=0, index=True)
     priority: int = Field(default=0, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+
+
+# The serving order (priority highest first, then oldest), column by column, so the first open pair
+# is read off the index without sorting all open pairs; partial, because most pairs are closed.
+Index("ix_pair_open_priority", Pair.priority.desc(), Pair.id,
+      sqlite_where=text("n_judgments < judgments_wanted"), postgresql_where=text("n_judgments < judgments_wanted"))
 
 
 class Judgment(SQLModel, table=True):
@@ -153,3 +154,19 @@ class TrainingLog(SQLModel, table=True):
     step: int
     metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoginSession(SQLModel, table=True):
+    """A login. The browser holds a random token; this row holds its SHA-256, so every app process
+    accepts the login and a copy of the database logs nobody in. Ended by logout (or by an
+    operator: `storage.sessions.end_sessions_of`) or by time."""
+
+    __tablename__ = "login_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    ended_at: datetime | None = None
+    end_reason: str | None = Field(default=None, max_length=32)  # "logout", "ended by operator", ...

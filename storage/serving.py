@@ -1,0 +1,349 @@
+"""Serving pairs to annotators and recording their judgments; the labeling page's events, each one
+transaction: show the annotator's screen, submit a verdict and show the next pair, skip.
+
+k means k: a pair never gets more than `judgments_wanted` judgments. A served pair is leased to
+its annotator; a judgment on a live lease always has its slot. A judgment on an expired lease is
+accepted only while the pair still has a slot nobody else holds (its judgments plus other
+annotators' live leases below k), otherwise it is refused with `SlotTaken`. The check and the
+count update are one guarded UPDATE of the pair row (row-locked first on PostgreSQL), so racing
+submissions cannot both take the last slot.
+
+A served pair is named on the page by a serve token (`"<pair id>:<lease served_at stamp>"`), so a
+verdict is matched against the very serve the page showed; which sample was on the left comes from
+the lease, never from the client. Statements are built once at import (Core, bound parameters):
+building a SQLAlchemy expression per call cost more than running it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import bindparam, delete, exists, func, insert, select, update
+from sqlalchemy.engine import Connection
+
+from storage.db import Database
+from storage.pairs import JudgmentError, LeaseRow, ServedPair, SlotTaken, check_judgment, choice_from_screen
+from storage.tables import Annotator, Judgment, Lease, Pair, Prompt, Sample, Skip, utcnow
+
+# What happened to the verdict (or skip) an event carried; the page words each one.
+OUTCOMES = ("saved", "already_saved", "skipped", "no_token", "not_yours", "shown_again", "slot_taken")
+
+P, L, J, K, S, PR, A = (t.__table__ for t in (Pair, Lease, Judgment, Skip, Sample, Prompt, Annotator))
+SA, SB = S.alias("sa"), S.alias("sb")
+# Which side goes left, drawn per serve from the system source (no seeded state shared by threads).
+SIDE_DRAW = random.SystemRandom()
+_ANN, _PAIR, _NOW = bindparam("annotator"), bindparam("pair"), bindparam("now")
+_ACTIVE = select(A.c.active).where(A.c.id == _ANN)
+_LEASE = select(L.c.left_side, L.c.served_at, L.c.expires_at).where(L.c.pair_id == _PAIR, L.c.annotator_id == _ANN)
+_MY_LIVE_LEASE = (select(L.c.pair_id, L.c.left_side, L.c.served_at, L.c.expires_at)
+                  .where(L.c.annotator_id == _ANN, L.c.expires_at > _NOW).order_by(L.c.id).limit(1))
+# Other annotators' live leases on the pair in the enclosing statement.
+_OTHERS_LEASING = (select(func.count()).select_from(L)
+                   .where(L.c.pair_id == P.c.id, L.c.annotator_id != _ANN, L.c.expires_at > _NOW).scalar_subquery())
+_HAS_FREE_SLOT = P.c.n_judgments + _OTHERS_LEASING < P.c.judgments_wanted
+_NEXT_OPEN = (select(P.c.id)
+              .where(P.c.n_judgments < P.c.judgments_wanted,
+                     ~exists(select(J.c.id).where(J.c.pair_id == P.c.id, J.c.annotator_id == _ANN)),
+                     ~exists(select(K.c.id).where(K.c.pair_id == P.c.id, K.c.annotator_id == _ANN)),
+                     _HAS_FREE_SLOT)
+              .order_by(P.c.priority.desc(), P.c.id).limit(1))
+_NEXT_OPEN_LOCKED = _NEXT_OPEN.with_for_update(skip_locked=True, of=P)
+_STILL_FREE = select(P.c.id).where(P.c.id == _PAIR, _HAS_FREE_SLOT)
+_RENEW_LEASE = (update(L).where(L.c.pair_id == _PAIR, L.c.annotator_id == _ANN)
+                .values(left_side=bindparam("v_left"), served_at=bindparam("v_served"),
+                        expires_at=bindparam("v_expires")))
+_ADD_LEASE = insert(L)
+_DROP_LEASE = delete(L).where(L.c.pair_id == _PAIR, L.c.annotator_id == _ANN)
+_TEXTS = (select(PR.c.messages_json, SA.c.text.label("text_a"), SB.c.text.label("text_b"))
+          .select_from(P.join(PR, PR.c.id == P.c.prompt_id).join(SA, SA.c.id == P.c.sample_a_id)
+                       .join(SB, SB.c.id == P.c.sample_b_id))
+          .where(P.c.id == _PAIR))
+_PAIR_ROW = select(P.c.id).where(P.c.id == _PAIR)
+_PAIR_ROW_LOCKED = _PAIR_ROW.with_for_update()
+_JUDGMENT = select(J).where(J.c.pair_id == _PAIR, J.c.annotator_id == _ANN)
+_TAKE_SLOT_LIVE = (update(P).where(P.c.id == _PAIR, P.c.n_judgments < P.c.judgments_wanted)
+                   .values(n_judgments=P.c.n_judgments + 1))
+_TAKE_SLOT_EXPIRED = update(P).where(P.c.id == _PAIR, _HAS_FREE_SLOT).values(n_judgments=P.c.n_judgments + 1)
+_ADD_JUDGMENT = insert(J)
+_SKIPPED = select(K.c.id).where(K.c.pair_id == _PAIR, K.c.annotator_id == _ANN)
+_ADD_SKIP = insert(K)
+_MINE = select(func.count()).select_from(J).where(J.c.annotator_id == _ANN)
+_PROGRESS = select(_MINE.scalar_subquery(), _MINE.where(J.c.created_at >= bindparam("since")).scalar_subquery(),
+                   select(func.count()).select_from(P).where(P.c.n_judgments < P.c.judgments_wanted)
+                   .scalar_subquery())
+
+
+@dataclass(frozen=True)
+class AnnotatorProgress:
+    judged_since: int  # judgments by this annotator since the given time
+    judged_total: int  # all judgments by this annotator
+    pairs_open: int  # pairs that still want judgments (all annotators)
+
+
+@dataclass(frozen=True)
+class AnnotatorScreen:
+    """The annotator's screen after an event: the pair now leased to them (None: nothing left),
+    its serve token, their progress, and the outcome of what the event submitted."""
+
+    pair: ServedPair | None
+    token: str
+    progress: AnnotatorProgress
+    outcome: str = ""  # one of OUTCOMES, or "" for a plain look
+    outcome_pair: int | None = None  # the pair the outcome is about
+    created: bool = False  # a new judgment row was written
+
+
+# -- steps, each inside the caller's transaction --------------------------------------------------
+def check_active(conn: Connection, annotator_id: int) -> None:
+    """JudgmentError unless the annotator exists and is active."""
+    if not conn.execute(_ACTIVE, {"annotator": annotator_id}).scalar():
+        raise JudgmentError("unknown or disabled annotator")
+
+
+def lease_row(conn: Connection, pair_id: int, annotator_id: int) -> LeaseRow | None:
+    """This annotator's lease (live or expired) on this pair, or None."""
+    row = conn.execute(_LEASE, {"pair": pair_id, "annotator": annotator_id}).first()
+    return None if row is None else LeaseRow(pair_id, annotator_id, row.left_side, row.served_at, row.expires_at)
+
+
+def lease_next(conn: Connection, annotator_id: int, *, now: datetime, lease_seconds: int, rng: random.Random,
+               locking: bool) -> LeaseRow | None:
+    """The annotator's live lease, or a new lease on the next pair for them, or None.
+
+    A pair qualifies when the annotator has neither judged nor skipped it and its judgments plus
+    other annotators' live leases are below k. Highest priority first, then oldest. `locking`
+    (PostgreSQL) takes the pair row with FOR UPDATE SKIP LOCKED so racing annotators never share
+    the last slot.
+    """
+    params = {"annotator": annotator_id, "now": now}
+    mine = conn.execute(_MY_LIVE_LEASE, params).first()
+    if mine is not None:
+        return LeaseRow(mine.pair_id, annotator_id, mine.left_side, mine.served_at, mine.expires_at)
+    pair_id = conn.execute(_NEXT_OPEN_LOCKED if locking else _NEXT_OPEN, params).scalar()
+    passed: list[int] = []
+    while pair_id is not None and locking:
+        # The locking SELECT counted leases in a snapshot taken before it waited for the lock, so
+        # it can miss a lease committed by the previous lock holder; count again now.
+        if conn.execute(_STILL_FREE, {**params, "pair": pair_id}).first() is not None:
+            break
+        passed.append(pair_id)
+        pair_id = conn.execute(_NEXT_OPEN_LOCKED.where(P.c.id.not_in(passed)), params).scalar()
+    if pair_id is None:
+        return None
+    lease = LeaseRow(pair_id, annotator_id, rng.choice("ab"), now, now + timedelta(seconds=lease_seconds))
+    renewed = conn.execute(_RENEW_LEASE, {"pair": pair_id, "annotator": annotator_id, "v_left": lease.left_side,
+                                          "v_served": lease.served_at, "v_expires": lease.expires_at})
+    if renewed.rowcount == 0:
+        conn.execute(_ADD_LEASE, {"pair_id": pair_id, "annotator_id": annotator_id, "left_side": lease.left_side,
+                                  "served_at": lease.served_at, "expires_at": lease.expires_at})
+    return lease
+
+
+def served_pair(conn: Connection, lease: LeaseRow) -> ServedPair:
+    """The pair behind `lease` with its texts on the sides the lease drew (one query)."""
+    row = conn.execute(_TEXTS, {"pair": lease.pair_id}).one()
+    left, right = (row.text_a, row.text_b) if lease.left_side == "a" else (row.text_b, row.text_a)
+    return ServedPair(pair_id=lease.pair_id, prompt_messages=json.loads(row.messages_json), left_text=left,
+                      right_text=right, left_side=lease.left_side, expires_at=lease.expires_at,
+                      served_at=lease.served_at)
+
+
+def record_on(conn: Connection, *, pair_id: int, annotator_id: int, choice: str, strength: str | None,
+              rationale: str | None, latency_ms: int | None, require_served: bool, now: datetime,
+              locking: bool) -> tuple[dict, bool]:
+    """Record a checked judgment (see `check_judgment`); returns the stored row and whether it was
+    created. A repeat returns the stored row unchanged. SlotTaken when k would be exceeded."""
+    ids = {"pair": pair_id, "annotator": annotator_id}
+    if conn.execute(_PAIR_ROW_LOCKED if locking else _PAIR_ROW, ids).first() is None:
+        raise JudgmentError(f"pair {pair_id} does not exist")
+    # Read after the row lock: a twin request that held it has committed by now (PostgreSQL's next
+    # statement sees it), so a double click finds its first row here.
+    existing = conn.execute(_JUDGMENT, ids).first()
+    if existing is not None:
+        return dict(existing._mapping), False
+    lease = lease_row(conn, pair_id, annotator_id)
+    if lease is None and require_served:
+        raise JudgmentError(f"pair {pair_id} was not served to this annotator")
+    live = lease is not None and lease.expires_at > now
+    if conn.execute(_TAKE_SLOT_LIVE if live else _TAKE_SLOT_EXPIRED, {**ids, "now": now}).rowcount != 1:
+        raise SlotTaken(f"pair #{pair_id} already has all the judgments it wants (your time on it ran out and "
+                        "the slot went to someone else); this verdict was not saved")
+    row = {"pair_id": pair_id, "annotator_id": annotator_id, "choice": choice, "strength": strength,
+           "rationale": rationale, "latency_ms": latency_ms, "left_side": lease.left_side if lease else "a",
+           "created_at": now}
+    row["id"] = conn.execute(_ADD_JUDGMENT, row).inserted_primary_key[0]
+    if lease is not None:
+        conn.execute(_DROP_LEASE, ids)
+    return row, True
+
+
+def skip_on(conn: Connection, *, pair_id: int, annotator_id: int) -> None:
+    """The annotator passes on this pair: never served to them again; its slot frees up."""
+    ids = {"pair": pair_id, "annotator": annotator_id}
+    if conn.execute(_PAIR_ROW, ids).first() is None:
+        raise JudgmentError(f"pair {pair_id} does not exist")
+    conn.execute(_DROP_LEASE, ids)
+    if conn.execute(_SKIPPED, ids).first() is None:
+        conn.execute(_ADD_SKIP, {"pair_id": pair_id, "annotator_id": annotator_id, "created_at": utcnow()})
+
+
+def progress_on(conn: Connection, annotator_id: int, since: datetime) -> AnnotatorProgress:
+    total, recent, pairs_open = conn.execute(_PROGRESS, {"annotator": annotator_id, "since": since}).one()
+    return AnnotatorProgress(judged_since=recent, judged_total=total, pairs_open=pairs_open)
+
+
+# -- one step, one transaction ------------------------------------------------------------------
+def next_pair_for(
+    db: Database, annotator_id: int, *, lease_seconds: int = 300, rng: random.Random | None = None
+) -> ServedPair | None:
+    """The pair this annotator should judge next, leased to them, or None when nothing is left.
+    A live lease the annotator already holds is served again (same pair, same sides)."""
+    with db.transaction() as conn:
+        check_active(conn, annotator_id)
+        lease = lease_next(conn, annotator_id, now=utcnow(), lease_seconds=lease_seconds, rng=rng or SIDE_DRAW,
+                           locking=not db.is_sqlite)
+        return None if lease is None else served_pair(conn, lease)
+
+
+def record_judgment(
+    db: Database, *, pair_id: int, annotator_id: int, choice: str, strength: str | None = None,
+    rationale: str | None = None, latency_ms: int | None = None, require_served: bool = True,
+) -> tuple[Judgment, bool]:
+    """Record one annotator's judgment of a pair. Returns `(judgment, created)`.
+
+    Idempotent: a repeat (double click, retried request) returns the stored row with
+    `created=False` and changes nothing. `choice` is in the pair's own a/b terms; the side that was
+    shown on the left is taken from the server's lease, never from the client. Raises `SlotTaken`
+    when the pair's k slots are gone (see the module docstring).
+    """
+    strength, rationale = check_judgment(choice, strength, rationale)
+    with db.transaction() as conn:
+        check_active(conn, annotator_id)
+        row, created = record_on(conn, pair_id=pair_id, annotator_id=annotator_id, choice=choice, strength=strength,
+                                 rationale=rationale, latency_ms=latency_ms, require_served=require_served,
+                                 now=utcnow(), locking=not db.is_sqlite)
+    return Judgment(**row), created
+
+
+def skip_pair(db: Database, *, pair_id: int, annotator_id: int) -> None:
+    """The annotator passes on this pair: it is never served to them again and its slot frees up."""
+    with db.transaction() as conn:
+        check_active(conn, annotator_id)
+        skip_on(conn, pair_id=pair_id, annotator_id=annotator_id)
+
+
+def annotator_progress(db: Database, annotator_id: int, *, since: datetime) -> AnnotatorProgress:
+    """Counts for the annotator's progress line, read in one query."""
+    with db.transaction() as conn:
+        return progress_on(conn, annotator_id, since)
+
+
+# -- the labeling page's events: one transaction each -------------------------------------------
+def serve_stamp(moment: datetime) -> str:
+    """The lease time as it appears in a serve token (UTC, microseconds)."""
+    aware = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return aware.strftime("%Y%m%dT%H%M%S%f")
+
+
+def serve_token(pair_id: int, served_at: datetime) -> str:
+    return f"{pair_id}:{serve_stamp(served_at)}"
+
+
+def parse_serve_token(token: str | None) -> tuple[int, str] | None:
+    pair_id, sep, stamp = (token or "").partition(":")
+    if not sep or not pair_id.isdigit() or not stamp:
+        return None
+    return int(pair_id), stamp
+
+
+@dataclass(frozen=True)
+class _Event:
+    annotator_id: int
+    lease_seconds: int
+    since: datetime
+    rng: random.Random
+    locking: bool
+
+
+def _screen(conn: Connection, ev: _Event, now: datetime, outcome: str = "", outcome_pair: int | None = None,
+            created: bool = False) -> AnnotatorScreen:
+    lease = lease_next(conn, ev.annotator_id, now=now, lease_seconds=ev.lease_seconds, rng=ev.rng,
+                       locking=ev.locking)
+    return AnnotatorScreen(pair=None if lease is None else served_pair(conn, lease),
+                           token=serve_token(lease.pair_id, lease.served_at) if lease else "",
+                           progress=progress_on(conn, ev.annotator_id, ev.since), outcome=outcome,
+                           outcome_pair=outcome_pair, created=created)
+
+
+def _shown_lease(conn: Connection, ev: _Event, token: str | None) -> tuple[str, int | None, LeaseRow | None]:
+    """The annotator's lease behind the serve the page showed, or the outcome that says why not."""
+    parsed = parse_serve_token(token)
+    if parsed is None:
+        return "no_token", None, None
+    pair_id, stamp = parsed
+    lease = lease_row(conn, pair_id, ev.annotator_id)
+    if lease is None:
+        judged = conn.execute(_JUDGMENT, {"pair": pair_id, "annotator": ev.annotator_id}).first()
+        return ("already_saved" if judged is not None else "not_yours"), pair_id, None
+    if serve_stamp(lease.served_at) != stamp:
+        # Re-served (e.g. in another tab after the lease expired), possibly with sides swapped.
+        return "shown_again", pair_id, None
+    return "", pair_id, lease
+
+
+def _event(db: Database, annotator_id: int, lease_seconds: int, since: datetime,
+           rng: random.Random | None) -> _Event:
+    return _Event(annotator_id, lease_seconds, since, rng or SIDE_DRAW, not db.is_sqlite)
+
+
+def annotator_screen(db: Database, annotator_id: int, *, lease_seconds: int, since: datetime,
+                     rng: random.Random | None = None) -> AnnotatorScreen:
+    """The annotator's current pair (the same one again on reload) and progress; JudgmentError for
+    a disabled or unknown annotator."""
+    ev = _event(db, annotator_id, lease_seconds, since, rng)
+    with db.transaction() as conn:
+        check_active(conn, annotator_id)
+        return _screen(conn, ev, utcnow())
+
+
+def submit_verdict(db: Database, annotator_id: int, *, token: str | None, pick: str, strength: str | None = None,
+                   rationale: str | None = None, lease_seconds: int, since: datetime,
+                   rng: random.Random | None = None) -> AnnotatorScreen:
+    """Record `pick` ("left", "right", "tie", "both_bad") for the serve named by `token`, then serve
+    the next pair, in one transaction. A token that is not the annotator's current serve records
+    nothing and says why (`outcome`); input no page would send raises JudgmentError."""
+    choice_from_screen(pick, "a")  # validates the pick before anything is read
+    strength, rationale = check_judgment("a", strength, rationale)
+    ev = _event(db, annotator_id, lease_seconds, since, rng)
+    with db.transaction() as conn:
+        now = utcnow()
+        check_active(conn, annotator_id)
+        outcome, pair_id, lease = _shown_lease(conn, ev, token)
+        if lease is None:
+            return _screen(conn, ev, now, outcome, pair_id)
+        latency_ms = max(0, int((now - lease.served_at).total_seconds() * 1000))
+        try:
+            _, created = record_on(conn, pair_id=lease.pair_id, annotator_id=annotator_id,
+                                   choice=choice_from_screen(pick, lease.left_side), strength=strength,
+                                   rationale=rationale, latency_ms=latency_ms, require_served=True, now=now,
+                                   locking=ev.locking)
+        except SlotTaken:
+            return _screen(conn, ev, now, "slot_taken", lease.pair_id)
+        return _screen(conn, ev, now, "saved" if created else "already_saved", lease.pair_id, created)
+
+
+def skip_shown(db: Database, annotator_id: int, *, token: str | None, lease_seconds: int, since: datetime,
+               rng: random.Random | None = None) -> AnnotatorScreen:
+    """Skip the serve named by `token` (never served to this annotator again), then serve the next."""
+    ev = _event(db, annotator_id, lease_seconds, since, rng)
+    with db.transaction() as conn:
+        now = utcnow()
+        check_active(conn, annotator_id)
+        outcome, pair_id, lease = _shown_lease(conn, ev, token)
+        if lease is None:
+            return _screen(conn, ev, now, outcome, pair_id)
+        skip_on(conn, pair_id=pair_id, annotator_id=annotator_id)
+        return _screen(conn, ev, now, "skipped", pair_id)
