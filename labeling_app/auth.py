@@ -22,6 +22,9 @@ from typing import Any
 
 import anyio
 import gradio as gr
+from fastapi import Request  # noqa: TC002 - FastAPI reads the route's annotations at run time
+from fastapi.responses import RedirectResponse
+from gradio import route_utils
 
 from storage import (
     Annotator,
@@ -160,10 +163,6 @@ class SessionStore(MutableMapping[str, str]):
 
 
 def _logout_route(app: Any, store: SessionStore) -> Callable[..., Any]:
-    from fastapi import Request
-    from fastapi.responses import RedirectResponse
-    from gradio import route_utils
-
     def logout(request: Request, all_session: bool = False) -> RedirectResponse:
         """End this browser's session (`?all_session=true`: every session of the user) everywhere."""
         token = (request.cookies.get(f"access-token-{store.cookie_id}")

@@ -157,8 +157,13 @@ def serve(
                 typer.echo(f"Stopping: worker process {worker_proc.pid} ...")
                 stop_worker(worker_proc)
             if topper.busy:
-                # The sampler thread ends with this process; each prompt's pairs are written in one
-                # transaction, so a top-up cut short leaves whole prompts only.
                 typer.echo("Stopping: a pool top-up was sampling; pairs already written are kept.")
+                if not topper.stop():
+                    # Still inside one long native step: leave without running interpreter
+                    # finalisation under a live torch thread (which can abort the process).
+                    typer.echo("Stopped (the sampler did not end in time).")
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    os._exit(0)
             database.dispose()
             typer.echo("Stopped.")
