@@ -59,7 +59,10 @@ class Servers:
         return sum(cpu_seconds(p.pid) for p in self.app_processes + self.others)
 
     def app_cpu_seconds(self) -> float:
-        return sum(cpu_seconds(p.pid) for p in self.app_processes)
+        return sum(self.app_cpu_each())
+
+    def app_cpu_each(self) -> list[float]:
+        return [cpu_seconds(p.pid) for p in self.app_processes]
 
     def stop(self) -> None:
         for proc in self.others + self.app_processes:

@@ -95,11 +95,13 @@ def run_phase(servers: Servers, names: list[str], args: argparse.Namespace) -> d
     pool = start_clients(names, plan, args.client_processes)
     pool.wait_ready()
     load_before = loadavg()
-    server_cpu0, app_cpu0, t0 = servers.cpu_seconds(), servers.app_cpu_seconds(), time.perf_counter()
+    server_cpu0, each0, t0 = servers.cpu_seconds(), servers.app_cpu_each(), time.perf_counter()
     pool.start()
     results: list[ClientResult] = pool.results()
     elapsed = time.perf_counter() - t0
-    server_cpu, app_cpu = servers.cpu_seconds() - server_cpu0, servers.app_cpu_seconds() - app_cpu0
+    server_cpu = servers.cpu_seconds() - server_cpu0
+    each = [after - before for before, after in zip(each0, servers.app_cpu_each())]
+    app_cpu = sum(each)
     events = sum(r.events for r in results)
     acknowledged = [a for r in results for a in r.acknowledged]
     client_cpu = sum(r.cpu_s for r in results)
@@ -114,6 +116,7 @@ def run_phase(servers: Servers, names: list[str], args: argparse.Namespace) -> d
         "handler_ms": percentiles([ms for r in results for ms in r.handler_ms]),
         "server_cpu_ms_per_event": round(1000 * app_cpu / max(events, 1), 3),
         "server_cpu_cores": round(server_cpu / elapsed, 3),
+        "app_cpu_s_per_process": [round(c, 2) for c in each],
         "wall_ms_per_event": round(1000 * elapsed / max(events, 1), 3),
         "client_processes": len(results),
         "client_cpu_s": round(client_cpu, 2),

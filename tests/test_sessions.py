@@ -122,3 +122,32 @@ def test_every_process_on_one_database_names_the_cookie_alike(tmp_path: Path) ->
 ])
 def test_login_form_checks(username: str, password: str, ok: bool) -> None:
     assert login_form_ok(username, password) is ok
+
+
+@pytest.mark.browser
+def test_log_out_button_ends_the_session_for_every_tab(tmp_path: Path, browser) -> None:  # noqa: ANN001
+    from browser_utils import add_pairs, login, start_app
+
+    app = start_app(tmp_path / "ws", users={"alice": "annotator"})
+    try:
+        add_pairs(app.db, [("sample a", "sample b")])
+        context = browser.new_context()
+        page = context.new_page()
+        page.set_default_timeout(15_000)
+        login(page, app.url, "alice")
+        page.wait_for_selector("#response-left textarea")
+        cookies = context.cookies()
+        assert open_session_count(app.db, "alice") == 1
+        page.get_by_text("Log out", exact=True).click()
+        page.get_by_label("username").wait_for()
+        assert open_session_count(app.db, "alice") == 0
+        other_tab = browser.new_context()  # still holding the old cookie
+        other_tab.add_cookies(cookies)
+        stale = other_tab.new_page()
+        stale.goto(app.url)
+        stale.get_by_label("username").wait_for()  # the login form, not the page
+        assert stale.locator("#response-left").count() == 0
+        other_tab.close()
+        context.close()
+    finally:
+        app.close()
