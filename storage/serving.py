@@ -20,8 +20,10 @@ import json
 import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import bindparam, delete, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from storage.db import Database
@@ -36,10 +38,17 @@ SA, SB = S.alias("sa"), S.alias("sb")
 # Which side goes left, drawn per serve from the system source (no seeded state shared by threads).
 SIDE_DRAW = random.SystemRandom()
 _ANN, _PAIR, _NOW = bindparam("annotator"), bindparam("pair"), bindparam("now")
+_LEASE_COLS = (L.c.pair_id, L.c.left_side, L.c.served_at, L.c.expires_at)
+# The account check rides along with the first read of each event (one query, not two).
+_ACTIVE_AND_LIVE_LEASE = (select(A.c.active, *_LEASE_COLS)
+                          .select_from(A.outerjoin(L, and_(L.c.annotator_id == A.c.id, L.c.expires_at > _NOW)))
+                          .where(A.c.id == _ANN).order_by(L.c.id).limit(1))
+_ACTIVE_AND_LEASE_ON = (select(A.c.active, *_LEASE_COLS)
+                        .select_from(A.outerjoin(L, and_(L.c.annotator_id == A.c.id, L.c.pair_id == _PAIR)))
+                        .where(A.c.id == _ANN))
 _ACTIVE = select(A.c.active).where(A.c.id == _ANN)
-_LEASE = select(L.c.left_side, L.c.served_at, L.c.expires_at).where(L.c.pair_id == _PAIR, L.c.annotator_id == _ANN)
-_MY_LIVE_LEASE = (select(L.c.pair_id, L.c.left_side, L.c.served_at, L.c.expires_at)
-                  .where(L.c.annotator_id == _ANN, L.c.expires_at > _NOW).order_by(L.c.id).limit(1))
+_LEASE = select(*_LEASE_COLS).where(L.c.pair_id == _PAIR, L.c.annotator_id == _ANN)
+_MY_LIVE_LEASE = select(*_LEASE_COLS).where(L.c.annotator_id == _ANN, L.c.expires_at > _NOW).order_by(L.c.id).limit(1)
 # Other annotators' live leases on the pair in the enclosing statement.
 _OTHERS_LEASING = (select(func.count()).select_from(L)
                    .where(L.c.pair_id == P.c.id, L.c.annotator_id != _ANN, L.c.expires_at > _NOW).scalar_subquery())
@@ -52,15 +61,31 @@ _NEXT_OPEN = (select(P.c.id)
               .order_by(P.c.priority.desc(), P.c.id).limit(1))
 _NEXT_OPEN_LOCKED = _NEXT_OPEN.with_for_update(skip_locked=True, of=P)
 _STILL_FREE = select(P.c.id).where(P.c.id == _PAIR, _HAS_FREE_SLOT)
-_RENEW_LEASE = (update(L).where(L.c.pair_id == _PAIR, L.c.annotator_id == _ANN)
-                .values(left_side=bindparam("v_left"), served_at=bindparam("v_served"),
-                        expires_at=bindparam("v_expires")))
-_ADD_LEASE = insert(L)
+
+
+def _upsert_lease(dialect: Any) -> Any:  # noqa: ANN401 - a dialect module and its statement
+    """Insert this annotator's lease on the pair, or redraw the one they hold: one statement."""
+    stmt = dialect.insert(L).values(pair_id=_PAIR, annotator_id=_ANN, left_side=bindparam("v_left"),
+                                    served_at=bindparam("v_served"), expires_at=bindparam("v_expires"))
+    return stmt.on_conflict_do_update(index_elements=[L.c.pair_id, L.c.annotator_id], set_={
+        "left_side": stmt.excluded.left_side, "served_at": stmt.excluded.served_at,
+        "expires_at": stmt.excluded.expires_at})
+
+
+_UPSERT_LEASE = {"sqlite": _upsert_lease(sqlite), "postgresql": _upsert_lease(postgresql)}
 _DROP_LEASE = delete(L).where(L.c.pair_id == _PAIR, L.c.annotator_id == _ANN)
-_TEXTS = (select(PR.c.messages_json, SA.c.text.label("text_a"), SB.c.text.label("text_b"))
-          .select_from(P.join(PR, PR.c.id == P.c.prompt_id).join(SA, SA.c.id == P.c.sample_a_id)
-                       .join(SB, SB.c.id == P.c.sample_b_id))
-          .where(P.c.id == _PAIR))
+_MINE = select(func.count()).select_from(J).where(J.c.annotator_id == _ANN)
+_PROGRESS_COLS = (_MINE.scalar_subquery().label("judged_total"),
+                  _MINE.where(J.c.created_at >= bindparam("since")).scalar_subquery().label("judged_since"),
+                  select(func.count()).select_from(P).where(P.c.n_judgments < P.c.judgments_wanted)
+                  .scalar_subquery().label("pairs_open"))
+_PROGRESS = select(*_PROGRESS_COLS)
+_TEXT_COLS = (PR.c.messages_json, SA.c.text.label("text_a"), SB.c.text.label("text_b"))
+_PAIR_TEXTS = (P.join(PR, PR.c.id == P.c.prompt_id).join(SA, SA.c.id == P.c.sample_a_id)
+               .join(SB, SB.c.id == P.c.sample_b_id))
+_TEXTS = select(*_TEXT_COLS).select_from(_PAIR_TEXTS).where(P.c.id == _PAIR)
+# The served pair's texts and the annotator's progress line in one query.
+_TEXTS_AND_PROGRESS = select(*_TEXT_COLS, *_PROGRESS_COLS).select_from(_PAIR_TEXTS).where(P.c.id == _PAIR)
 _PAIR_ROW = select(P.c.id).where(P.c.id == _PAIR)
 _PAIR_ROW_LOCKED = _PAIR_ROW.with_for_update()
 _JUDGMENT = select(J).where(J.c.pair_id == _PAIR, J.c.annotator_id == _ANN)
@@ -70,11 +95,7 @@ _TAKE_SLOT_EXPIRED = update(P).where(P.c.id == _PAIR, _HAS_FREE_SLOT).values(n_j
 _ADD_JUDGMENT = insert(J)
 _SKIPPED = select(K.c.id).where(K.c.pair_id == _PAIR, K.c.annotator_id == _ANN)
 _ADD_SKIP = insert(K)
-_MINE = select(func.count()).select_from(J).where(J.c.annotator_id == _ANN)
-_PROGRESS = select(_MINE.scalar_subquery(), _MINE.where(J.c.created_at >= bindparam("since")).scalar_subquery(),
-                   select(func.count()).select_from(P).where(P.c.n_judgments < P.c.judgments_wanted)
-                   .scalar_subquery())
-
+_UNREAD = object()  # record_on's default: read the lease itself
 
 @dataclass(frozen=True)
 class AnnotatorProgress:
@@ -97,6 +118,32 @@ class AnnotatorScreen:
 
 
 # -- steps, each inside the caller's transaction --------------------------------------------------
+def _lease_of(row: Any, annotator_id: int) -> LeaseRow | None:
+    if row is None or row.pair_id is None:
+        return None
+    return LeaseRow(row.pair_id, annotator_id, row.left_side, row.served_at, row.expires_at)
+
+
+def _checked_active(row: Any) -> None:
+    if row is None or not row.active:
+        raise JudgmentError("unknown or disabled annotator")
+
+
+def active_live_lease(conn: Connection, annotator_id: int, now: datetime) -> LeaseRow | None:
+    """The annotator's live lease (or None); JudgmentError if the account is unknown or disabled."""
+    row = conn.execute(_ACTIVE_AND_LIVE_LEASE, {"annotator": annotator_id, "now": now}).first()
+    _checked_active(row)
+    return _lease_of(row, annotator_id)
+
+
+def active_lease_on(conn: Connection, pair_id: int, annotator_id: int) -> LeaseRow | None:
+    """The annotator's lease (live or expired) on this pair, or None; JudgmentError if the account
+    is unknown or disabled."""
+    row = conn.execute(_ACTIVE_AND_LEASE_ON, {"annotator": annotator_id, "pair": pair_id}).first()
+    _checked_active(row)
+    return _lease_of(row, annotator_id)
+
+
 def check_active(conn: Connection, annotator_id: int) -> None:
     """JudgmentError unless the annotator exists and is active."""
     if not conn.execute(_ACTIVE, {"annotator": annotator_id}).scalar():
@@ -105,23 +152,23 @@ def check_active(conn: Connection, annotator_id: int) -> None:
 
 def lease_row(conn: Connection, pair_id: int, annotator_id: int) -> LeaseRow | None:
     """This annotator's lease (live or expired) on this pair, or None."""
-    row = conn.execute(_LEASE, {"pair": pair_id, "annotator": annotator_id}).first()
-    return None if row is None else LeaseRow(pair_id, annotator_id, row.left_side, row.served_at, row.expires_at)
+    return _lease_of(conn.execute(_LEASE, {"pair": pair_id, "annotator": annotator_id}).first(), annotator_id)
 
 
 def lease_next(conn: Connection, annotator_id: int, *, now: datetime, lease_seconds: int, rng: random.Random,
-               locking: bool) -> LeaseRow | None:
+               locking: bool, mine: LeaseRow | None | object = _UNREAD) -> LeaseRow | None:
     """The annotator's live lease, or a new lease on the next pair for them, or None.
 
     A pair qualifies when the annotator has neither judged nor skipped it and its judgments plus
     other annotators' live leases are below k. Highest priority first, then oldest. `locking`
     (PostgreSQL) takes the pair row with FOR UPDATE SKIP LOCKED so racing annotators never share
-    the last slot.
+    the last slot. `mine`: the live lease when the caller has just read it (`active_live_lease`).
     """
     params = {"annotator": annotator_id, "now": now}
-    mine = conn.execute(_MY_LIVE_LEASE, params).first()
+    if mine is _UNREAD:
+        mine = _lease_of(conn.execute(_MY_LIVE_LEASE, params).first(), annotator_id)
     if mine is not None:
-        return LeaseRow(mine.pair_id, annotator_id, mine.left_side, mine.served_at, mine.expires_at)
+        return mine
     pair_id = conn.execute(_NEXT_OPEN_LOCKED if locking else _NEXT_OPEN, params).scalar()
     passed: list[int] = []
     while pair_id is not None and locking:
@@ -134,28 +181,32 @@ def lease_next(conn: Connection, annotator_id: int, *, now: datetime, lease_seco
     if pair_id is None:
         return None
     lease = LeaseRow(pair_id, annotator_id, rng.choice("ab"), now, now + timedelta(seconds=lease_seconds))
-    renewed = conn.execute(_RENEW_LEASE, {"pair": pair_id, "annotator": annotator_id, "v_left": lease.left_side,
-                                          "v_served": lease.served_at, "v_expires": lease.expires_at})
-    if renewed.rowcount == 0:
-        conn.execute(_ADD_LEASE, {"pair_id": pair_id, "annotator_id": annotator_id, "left_side": lease.left_side,
-                                  "served_at": lease.served_at, "expires_at": lease.expires_at})
+    conn.execute(_UPSERT_LEASE[conn.dialect.name], {"pair": pair_id, "annotator": annotator_id,
+                                                    "v_left": lease.left_side, "v_served": lease.served_at,
+                                                    "v_expires": lease.expires_at})
     return lease
+
+
+def _served(lease: LeaseRow, row: Any) -> ServedPair:
+    r = row
+    left, right = (r.text_a, r.text_b) if lease.left_side == "a" else (r.text_b, r.text_a)
+    return ServedPair(pair_id=lease.pair_id, prompt_messages=json.loads(r.messages_json),
+                      left_text=left, right_text=right, left_side=lease.left_side, expires_at=lease.expires_at,
+                      served_at=lease.served_at)
 
 
 def served_pair(conn: Connection, lease: LeaseRow) -> ServedPair:
     """The pair behind `lease` with its texts on the sides the lease drew (one query)."""
-    row = conn.execute(_TEXTS, {"pair": lease.pair_id}).one()
-    left, right = (row.text_a, row.text_b) if lease.left_side == "a" else (row.text_b, row.text_a)
-    return ServedPair(pair_id=lease.pair_id, prompt_messages=json.loads(row.messages_json), left_text=left,
-                      right_text=right, left_side=lease.left_side, expires_at=lease.expires_at,
-                      served_at=lease.served_at)
+    return _served(lease, conn.execute(_TEXTS, {"pair": lease.pair_id}).one())
 
 
 def record_on(conn: Connection, *, pair_id: int, annotator_id: int, choice: str, strength: str | None,
               rationale: str | None, latency_ms: int | None, require_served: bool, now: datetime,
-              locking: bool) -> tuple[dict, bool]:
+              locking: bool, lease: LeaseRow | None | object = _UNREAD) -> tuple[dict, bool]:
     """Record a checked judgment (see `check_judgment`); returns the stored row and whether it was
-    created. A repeat returns the stored row unchanged. SlotTaken when k would be exceeded."""
+    created. A repeat returns the stored row unchanged. SlotTaken when k would be exceeded.
+    `lease`: the annotator's lease on the pair when the caller has read it in this transaction (only
+    their own requests change it, and a twin's judgment is found below after the row lock)."""
     ids = {"pair": pair_id, "annotator": annotator_id}
     if conn.execute(_PAIR_ROW_LOCKED if locking else _PAIR_ROW, ids).first() is None:
         raise JudgmentError(f"pair {pair_id} does not exist")
@@ -164,7 +215,8 @@ def record_on(conn: Connection, *, pair_id: int, annotator_id: int, choice: str,
     existing = conn.execute(_JUDGMENT, ids).first()
     if existing is not None:
         return dict(existing._mapping), False
-    lease = lease_row(conn, pair_id, annotator_id)
+    if lease is _UNREAD:
+        lease = lease_row(conn, pair_id, annotator_id)
     if lease is None and require_served:
         raise JudgmentError(f"pair {pair_id} was not served to this annotator")
     live = lease is not None and lease.expires_at > now
@@ -190,9 +242,13 @@ def skip_on(conn: Connection, *, pair_id: int, annotator_id: int) -> None:
         conn.execute(_ADD_SKIP, {"pair_id": pair_id, "annotator_id": annotator_id, "created_at": utcnow()})
 
 
+def _progress(row: Any) -> AnnotatorProgress:
+    return AnnotatorProgress(judged_since=row.judged_since, judged_total=row.judged_total,
+                             pairs_open=row.pairs_open)
+
+
 def progress_on(conn: Connection, annotator_id: int, since: datetime) -> AnnotatorProgress:
-    total, recent, pairs_open = conn.execute(_PROGRESS, {"annotator": annotator_id, "since": since}).one()
-    return AnnotatorProgress(judged_since=recent, judged_total=total, pairs_open=pairs_open)
+    return _progress(conn.execute(_PROGRESS, {"annotator": annotator_id, "since": since}).one())
 
 
 # -- one step, one transaction ------------------------------------------------------------------
@@ -269,22 +325,27 @@ class _Event:
 
 
 def _screen(conn: Connection, ev: _Event, now: datetime, outcome: str = "", outcome_pair: int | None = None,
-            created: bool = False) -> AnnotatorScreen:
+            created: bool = False, mine: LeaseRow | None | object = _UNREAD) -> AnnotatorScreen:
     lease = lease_next(conn, ev.annotator_id, now=now, lease_seconds=ev.lease_seconds, rng=ev.rng,
-                       locking=ev.locking)
-    return AnnotatorScreen(pair=None if lease is None else served_pair(conn, lease),
-                           token=serve_token(lease.pair_id, lease.served_at) if lease else "",
-                           progress=progress_on(conn, ev.annotator_id, ev.since), outcome=outcome,
-                           outcome_pair=outcome_pair, created=created)
+                       locking=ev.locking, mine=mine)
+    if lease is None:
+        return AnnotatorScreen(pair=None, token="", progress=progress_on(conn, ev.annotator_id, ev.since),
+                               outcome=outcome, outcome_pair=outcome_pair, created=created)
+    row = conn.execute(_TEXTS_AND_PROGRESS, {"pair": lease.pair_id, "annotator": ev.annotator_id,
+                                             "since": ev.since}).one()
+    return AnnotatorScreen(pair=_served(lease, row), token=serve_token(lease.pair_id, lease.served_at),
+                           progress=_progress(row), outcome=outcome, outcome_pair=outcome_pair, created=created)
 
 
 def _shown_lease(conn: Connection, ev: _Event, token: str | None) -> tuple[str, int | None, LeaseRow | None]:
-    """The annotator's lease behind the serve the page showed, or the outcome that says why not."""
+    """The annotator's lease behind the serve the page showed, or the outcome that says why not;
+    JudgmentError if the account is unknown or disabled."""
     parsed = parse_serve_token(token)
     if parsed is None:
+        check_active(conn, ev.annotator_id)
         return "no_token", None, None
     pair_id, stamp = parsed
-    lease = lease_row(conn, pair_id, ev.annotator_id)
+    lease = active_lease_on(conn, pair_id, ev.annotator_id)
     if lease is None:
         judged = conn.execute(_JUDGMENT, {"pair": pair_id, "annotator": ev.annotator_id}).first()
         return ("already_saved" if judged is not None else "not_yours"), pair_id, None
@@ -305,8 +366,8 @@ def annotator_screen(db: Database, annotator_id: int, *, lease_seconds: int, sin
     a disabled or unknown annotator."""
     ev = _event(db, annotator_id, lease_seconds, since, rng)
     with db.transaction() as conn:
-        check_active(conn, annotator_id)
-        return _screen(conn, ev, utcnow())
+        now = utcnow()
+        return _screen(conn, ev, now, mine=active_live_lease(conn, annotator_id, now))
 
 
 def submit_verdict(db: Database, annotator_id: int, *, token: str | None, pick: str, strength: str | None = None,
@@ -320,7 +381,6 @@ def submit_verdict(db: Database, annotator_id: int, *, token: str | None, pick: 
     ev = _event(db, annotator_id, lease_seconds, since, rng)
     with db.transaction() as conn:
         now = utcnow()
-        check_active(conn, annotator_id)
         outcome, pair_id, lease = _shown_lease(conn, ev, token)
         if lease is None:
             return _screen(conn, ev, now, outcome, pair_id)
@@ -329,7 +389,7 @@ def submit_verdict(db: Database, annotator_id: int, *, token: str | None, pick: 
             _, created = record_on(conn, pair_id=lease.pair_id, annotator_id=annotator_id,
                                    choice=choice_from_screen(pick, lease.left_side), strength=strength,
                                    rationale=rationale, latency_ms=latency_ms, require_served=True, now=now,
-                                   locking=ev.locking)
+                                   locking=ev.locking, lease=lease)
         except SlotTaken:
             return _screen(conn, ev, now, "slot_taken", lease.pair_id)
         return _screen(conn, ev, now, "saved" if created else "already_saved", lease.pair_id, created)
@@ -341,7 +401,6 @@ def skip_shown(db: Database, annotator_id: int, *, token: str | None, lease_seco
     ev = _event(db, annotator_id, lease_seconds, since, rng)
     with db.transaction() as conn:
         now = utcnow()
-        check_active(conn, annotator_id)
         outcome, pair_id, lease = _shown_lease(conn, ev, token)
         if lease is None:
             return _screen(conn, ev, now, outcome, pair_id)
