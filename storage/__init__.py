@@ -21,7 +21,10 @@ from storage.jobs import (
     update_job_progress,
 )
 from storage.pairs import (
+    OUTCOMES,
     SCREEN_PICKS,
+    AnnotatorProgress,
+    AnnotatorScreen,
     JudgmentError,
     ServedPair,
     SlotTaken,
@@ -29,21 +32,18 @@ from storage.pairs import (
     add_samples,
     choice_from_screen,
     open_pair_count,
+    parse_serve_token,
     prompts_needing_pairs,
     record_generations,
+    serve_token,
 )
 from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
 from storage.queries import JudgmentRow, judgment_rows, judgments_per_day, status_counts
 from storage.serving import (
-    OUTCOMES,
-    AnnotatorProgress,
-    AnnotatorScreen,
     annotator_progress,
     annotator_screen,
     next_pair_for,
-    parse_serve_token,
     record_judgment,
-    serve_token,
     skip_pair,
     skip_shown,
     submit_verdict,

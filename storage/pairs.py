@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import func, select
@@ -52,6 +52,49 @@ class LeaseRow:
     left_side: str
     served_at: datetime
     expires_at: datetime
+
+
+# A served pair is named on the page by a serve token, "<pair id>:<lease served_at stamp>", so a
+# verdict is matched against the very serve the page showed.
+def serve_stamp(moment: datetime) -> str:
+    """The lease time as it appears in a serve token (UTC, microseconds)."""
+    aware = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return aware.strftime("%Y%m%dT%H%M%S%f")
+
+
+def serve_token(pair_id: int, served_at: datetime) -> str:
+    return f"{pair_id}:{serve_stamp(served_at)}"
+
+
+def parse_serve_token(token: str | None) -> tuple[int, str] | None:
+    pair_id, sep, stamp = (token or "").partition(":")
+    if not sep or not pair_id.isdigit() or not stamp:
+        return None
+    return int(pair_id), stamp
+
+
+# What happened to the verdict (or skip) an annotator event carried; the page words each one.
+OUTCOMES = ("saved", "already_saved", "skipped", "no_token", "not_yours", "shown_again", "slot_taken")
+
+
+@dataclass(frozen=True)
+class AnnotatorProgress:
+    judged_since: int  # judgments by this annotator since the given time
+    judged_total: int  # all judgments by this annotator
+    pairs_open: int  # pairs that still want judgments (all annotators)
+
+
+@dataclass(frozen=True)
+class AnnotatorScreen:
+    """The annotator's screen after an event: the pair now leased to them (None: nothing left),
+    its serve token, their progress, and the outcome of what the event submitted."""
+
+    pair: ServedPair | None
+    token: str
+    progress: AnnotatorProgress
+    outcome: str = ""  # one of OUTCOMES, or "" for a plain look
+    outcome_pair: int | None = None  # the pair the outcome is about
+    created: bool = False  # a new judgment row was written
 
 
 SCREEN_PICKS = ("left", "right", "tie", "both_bad")

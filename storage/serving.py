@@ -8,10 +8,9 @@ annotators' live leases below k), otherwise it is refused with `SlotTaken`. The 
 count update are one guarded UPDATE of the pair row (row-locked first on PostgreSQL), so racing
 submissions cannot both take the last slot.
 
-A served pair is named on the page by a serve token (`"<pair id>:<lease served_at stamp>"`), so a
-verdict is matched against the very serve the page showed; which sample was on the left comes from
-the lease, never from the client. Statements are built once at import (Core, bound parameters):
-building a SQLAlchemy expression per call cost more than running it.
+A verdict is matched against the serve the page showed (its serve token, `storage.pairs`); which
+sample was on the left comes from the lease, never from the client. Statements are built once at
+import (Core, bound parameters): building a SQLAlchemy expression per call cost more than running it.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ from __future__ import annotations
 import json
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, update
@@ -27,11 +26,20 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from storage.db import Database
-from storage.pairs import JudgmentError, LeaseRow, ServedPair, SlotTaken, check_judgment, choice_from_screen
+from storage.pairs import (
+    AnnotatorProgress,
+    AnnotatorScreen,
+    JudgmentError,
+    LeaseRow,
+    ServedPair,
+    SlotTaken,
+    check_judgment,
+    choice_from_screen,
+    parse_serve_token,
+    serve_stamp,
+    serve_token,
+)
 from storage.tables import Annotator, Judgment, Lease, Pair, Prompt, Sample, Skip, utcnow
-
-# What happened to the verdict (or skip) an event carried; the page words each one.
-OUTCOMES = ("saved", "already_saved", "skipped", "no_token", "not_yours", "shown_again", "slot_taken")
 
 P, L, J, K, S, PR, A = (t.__table__ for t in (Pair, Lease, Judgment, Skip, Sample, Prompt, Annotator))
 SA, SB = S.alias("sa"), S.alias("sb")
@@ -97,24 +105,6 @@ _SKIPPED = select(K.c.id).where(K.c.pair_id == _PAIR, K.c.annotator_id == _ANN)
 _ADD_SKIP = insert(K)
 _UNREAD = object()  # record_on's default: read the lease itself
 
-@dataclass(frozen=True)
-class AnnotatorProgress:
-    judged_since: int  # judgments by this annotator since the given time
-    judged_total: int  # all judgments by this annotator
-    pairs_open: int  # pairs that still want judgments (all annotators)
-
-
-@dataclass(frozen=True)
-class AnnotatorScreen:
-    """The annotator's screen after an event: the pair now leased to them (None: nothing left),
-    its serve token, their progress, and the outcome of what the event submitted."""
-
-    pair: ServedPair | None
-    token: str
-    progress: AnnotatorProgress
-    outcome: str = ""  # one of OUTCOMES, or "" for a plain look
-    outcome_pair: int | None = None  # the pair the outcome is about
-    created: bool = False  # a new judgment row was written
 
 
 # -- steps, each inside the caller's transaction --------------------------------------------------
@@ -298,23 +288,6 @@ def annotator_progress(db: Database, annotator_id: int, *, since: datetime) -> A
 
 
 # -- the labeling page's events: one transaction each -------------------------------------------
-def serve_stamp(moment: datetime) -> str:
-    """The lease time as it appears in a serve token (UTC, microseconds)."""
-    aware = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
-    return aware.strftime("%Y%m%dT%H%M%S%f")
-
-
-def serve_token(pair_id: int, served_at: datetime) -> str:
-    return f"{pair_id}:{serve_stamp(served_at)}"
-
-
-def parse_serve_token(token: str | None) -> tuple[int, str] | None:
-    pair_id, sep, stamp = (token or "").partition(":")
-    if not sep or not pair_id.isdigit() or not stamp:
-        return None
-    return int(pair_id), stamp
-
-
 @dataclass(frozen=True)
 class _Event:
     annotator_id: int
