@@ -9,6 +9,7 @@ server's lease, never from the client.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Protocol
@@ -43,6 +44,13 @@ NOTICES = {
 }
 
 parse_token = parse_serve_token
+_OUR_NOTICES = [re.compile(re.escape(n).replace(re.escape("{verdict}"), "(?:" + "|".join(VERDICTS.values()) + ")")
+                           .replace(re.escape("{pair}"), r"\d+")) for n in NOTICES.values()]
+
+
+def own_notice(text: str | None) -> str:
+    """`text` if it is one of the sentences this page writes (sent back by the page), else ""."""
+    return text if text and any(p.fullmatch(text) for p in _OUR_NOTICES) else ""
 
 
 class HasId(Protocol):

@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from labeling_app.annotation import Annotation, Screen
+from labeling_app.annotation import Annotation, Screen, own_notice
 from labeling_app.auth import SessionStore, current_user
 from labeling_app.render import NO_PAIRS_MESSAGE, SCREEN_JS, screen_values
 from labeling_app.shortcuts import LEGEND
@@ -126,8 +126,8 @@ def _wire(page: AnnotatorPage) -> None:
 
     def check(notice: str, request: gr.Request) -> list[Any]:
         """"Check now" (pressed every few seconds by the page while nothing is shown): a new pair?
-        The last notice stays, so "Saved: ..." does not vanish while the page waits."""
-        return page.run(lambda: page.annotation.screen(page.user(request), notice or ""))
+        The last notice stays (if it is one of ours), so "Saved: ..." does not vanish meanwhile."""
+        return page.run(lambda: page.annotation.screen(page.user(request), own_notice(notice)))
 
     page.on_screen(page.check.click(check, inputs=[page.notice], outputs=page.screen_outputs,
                                     api_visibility="private", **FAST))

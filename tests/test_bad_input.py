@@ -211,3 +211,14 @@ def test_a_reason_with_a_control_character_is_refused_and_nothing_is_written(app
         saved = client.post("/gradio_api/run/judge_left", json={"data": [token, None, "why"], "session_hash": "t"})
         assert any(str(v).startswith("Saved") for v in saved.json()["data"])
     assert [r.rationale for r in judgment_rows(db)] == ["why"]
+
+
+def test_the_notice_the_page_sends_back_is_kept_only_if_it_is_ours() -> None:
+    """The "Check now" event echoes the page's last notice; a crafted one is dropped, not rendered."""
+    from labeling_app.annotation import own_notice
+
+    assert own_notice("Saved: Both bad on pair #12.") == "Saved: Both bad on pair #12."
+    assert own_notice("Skipped pair #3.") == "Skipped pair #3."
+    for crafted in ("Saved: <img src=x onerror=alert(1)> on pair #1.", "Skipped pair #3. [click](http://x)",
+                    "anything", "", None):
+        assert own_notice(crafted) == ""
