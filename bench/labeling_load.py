@@ -1,71 +1,62 @@
 """Load test of the labeling app: N simulated annotators fetch pairs and submit judgments through
-the same HTTP endpoints the page's events use, against the server `labeling_app.serve` runs.
+the same HTTP endpoints the page's events use, against `rlhf serve --no-worker` process(es), with
+the trivial-Gradio floor measured first in the same run as the reference.
 
     python bench/labeling_load.py                          # 50 annotators x 20 judgments, SQLite
-    python bench/labeling_load.py --think-ms 0             # flat out: throughput at saturation
-    python bench/labeling_load.py --db postgresql://user@127.0.0.1/rlhf_bench
+    python bench/labeling_load.py --think-ms 0 --annotators 20   # flat out: throughput at saturation
+    python bench/labeling_load.py --processes 2 --annotators 200 --db postgresql://user@127.0.0.1/rlhf_bench
 
-By default each simulated annotator pauses 5 s (uniform 2.5-7.5 s) between seeing a pair and
-judging it; people reading two responses take longer, so 50 of them offer at most ~9 judgments/s.
-`--think-ms 0` removes the pause and measures the saturated server instead (latency is then
-queueing: 50 clients waiting on a server that does one judgment at a time).
+Each simulated annotator pauses 5 s (uniform 2.5-7.5 s) between seeing a pair and judging it;
+`--think-ms 0` removes the pause and measures the saturated server. Each annotator logs in
+(`POST /login`), then loops: fetch its pair (`POST /gradio_api/run/next_pair`, the page-load event),
+pause, submit a random verdict (`POST /gradio_api/run/judge_*`, the button events). The page shows
+the next pair from the submit's answer; the bench fetches again to time fetches, so a judgment
+costs two events here.
 
-Each annotator logs in (`POST /login`), then loops: fetch its pair (`POST /gradio_api/run/next_pair`,
-the page-load event), optionally pause, submit a random verdict (`POST /gradio_api/run/judge_*`, the
-button events; the page shows the pair in that response next, the bench fetches it again to time
-fetches). The server runs in its own process. Afterwards the database is read back: lost =
-acknowledged submissions without a row; duplicated = rows beyond one per (pair, annotator).
+The load generator runs in its own process(es) (`--client-processes`); their CPU use is reported,
+since on a small machine they compete with the server for cores. Server time per event is the
+server processes' CPU time over the load phase divided by the events they answered; the floor is
+the same figure for a Gradio app with login whose one `queue=False` event returns three strings.
+`--processes N` (N > 1) starts N app processes behind nginx configured by deploy/nginx/rlhf-loop.conf.
+Afterwards the database is read back: lost = acknowledged judgments without a row; duplicated =
+rows beyond one per (pair, annotator); over k = pairs with more judgments than they wanted.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing as mp
+import json
 import random
-import re
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
-if __package__ in (None, ""):  # run as a script: make the repository importable
+if __package__ in (None, ""):  # run as a script: make the repository and bench/ importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
+from _load_clients import ClientResult, LoadPlan, start_clients  # noqa: E402
+from _load_servers import Servers, start_app, start_floor  # noqa: E402
+from sqlmodel import func, select  # noqa: E402
 
-from labeling_app import AppServices, serve  # noqa: E402
+from rlhf_core.config import dump_config  # noqa: E402
 from rlhf_core.workspace import init_workspace, open_workspace  # noqa: E402
-from storage import add_prompts, create_annotator, judgment_rows, list_prompts, record_generations  # noqa: E402
+from storage import Annotator, Judgment, Pair, add_prompts, create_annotator, list_prompts, record_generations  # noqa: E402
 
 PASSWORD = "bench-password-1"
-VERDICT_ENDPOINTS = ("judge_left", "judge_right", "judge_tie", "judge_both_bad")
-TOKEN = re.compile(r"\d+:\d{8}T\d+")
 RESPONSES_PER_PROMPT = 4  # 6 pairs per prompt
 
 
-@dataclass
-class AnnotatorResult:
-    fetch_ms: list[float] = field(default_factory=list)
-    submit_ms: list[float] = field(default_factory=list)
-    server_ms: list[float] = field(default_factory=list)  # handler time Gradio reports (incl. waiting for the DB)
-    acknowledged: list[int] = field(default_factory=list)  # pair ids the server said it saved
-    errors: list[str] = field(default_factory=list)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prepare(root: Path, db_url: str | None, annotators: int, pairs: int, run_tag: str) -> list[str]:
-    """A workspace with `annotators` users and at least `pairs` open pairs of fake texts."""
+def prepare(root: Path, db_url: str | None, annotators: int, pairs: int, k: int, run_tag: str) -> list[str]:
+    """A workspace with `annotators` users and at least `pairs` open pairs (k judgments each) of fake
+    texts. The pool top-up is off: the bench measures labeling, not sampling."""
     ws, _ = init_workspace(root, db_url=db_url)
+    ws.config.labeling.judgments_per_pair = k
+    ws.config.sampling.pool_min_open_pairs = 0
+    ws.config_path.write_text(dump_config(ws.config), encoding="utf-8")
     db = ws.database()
     names = [f"bench-{run_tag}-{i:03d}" for i in range(annotators)]
     for name in names:
@@ -77,97 +68,102 @@ def prepare(root: Path, db_url: str | None, annotators: int, pairs: int, run_tag
     for prompt in list_prompts(db):
         if f"bench {run_tag} " not in prompt.messages_json:
             continue
-        texts = [(f"Answer {k} to prompt {prompt.id}. " + "Some filler text. " * 20, 60)
-                 for k in range(RESPONSES_PER_PROMPT)]
-        record_generations(db, prompt_id=prompt.id, policy_version_id=0, responses=texts,
-                           gen_params={"bench": True}, pairs=combos)
+        texts = [(f"Answer {n} to prompt {prompt.id}. " + "Some filler text. " * 20, 60)
+                 for n in range(RESPONSES_PER_PROMPT)]
+        record_generations(db, prompt_id=prompt.id, policy_version_id=0, responses=texts, gen_params={"bench": True},
+                           pairs=combos, judgments_wanted=k)
     db.dispose()
     return names
 
 
-def run_server(root: str, db_url: str | None, port: int) -> None:
-    """Child process: the same server `rlhf serve` runs."""
-    ws = open_workspace(root, db_url)
-    serve(ws, ws.database(), AppServices(), host="127.0.0.1", port=port, block=True, quiet=True)
-
-
-def wait_until_up(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code < 500:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the app did not answer at {url} within {timeout_s:.0f} s")
-
-
-async def annotate(url: str, name: str, fn_index: dict[str, int], judgments: int, think_ms: float,
-                   rng: random.Random, start_delay_s: float) -> AnnotatorResult:
-    result = AnnotatorResult()
-    await asyncio.sleep(start_delay_s)
-    session_hash = f"bench{rng.getrandbits(40):x}"
-
-    def body(api_name: str, data: list) -> dict:
-        return {"data": data, "fn_index": fn_index[api_name], "session_hash": session_hash,
-                "event_data": None, "trigger_id": None}
-
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        login = await client.post("/login", data={"username": name, "password": PASSWORD})
-        if login.status_code != 200:
-            result.errors.append(f"login {login.status_code}")
-            return result
-        for _ in range(judgments):
-            t0 = time.perf_counter()
-            fetched = await client.post("/gradio_api/run/next_pair", json=body("next_pair", []))
-            result.fetch_ms.append((time.perf_counter() - t0) * 1000)
-            result.server_ms.append(fetched.json().get("duration", 0) * 1000 if fetched.status_code == 200 else 0)
-            token = next((v for v in fetched.json().get("data", []) if isinstance(v, str) and TOKEN.fullmatch(v)),
-                         None) if fetched.status_code == 200 else None
-            if token is None:
-                result.errors.append(f"fetch {fetched.status_code}: no pair")
-                break
-            if think_ms:
-                await asyncio.sleep(rng.uniform(0.5, 1.5) * think_ms / 1000)
-            endpoint = rng.choice(VERDICT_ENDPOINTS)
-            strength = rng.choice([None, "slight", "clear", "strong"])
-            t0 = time.perf_counter()
-            submitted = await client.post(f"/gradio_api/run/{endpoint}",
-                                          json=body(endpoint, [token, strength, "bench"]))
-            result.submit_ms.append((time.perf_counter() - t0) * 1000)
-            result.server_ms.append(submitted.json().get("duration", 0) * 1000 if submitted.status_code == 200 else 0)
-            data = submitted.json().get("data") if submitted.status_code == 200 else None
-            if data and any(isinstance(v, str) and (v.startswith("Saved:") or "already saved" in v) for v in data):
-                result.acknowledged.append(int(token.split(":")[0]))
-            else:
-                result.errors.append(f"submit {submitted.status_code}: {str(data or submitted.text)[:120]}")
-    return result
-
-
-def percentiles(values: list[float]) -> str:
+def percentiles(values: list[float]) -> dict[str, float | None]:
     if len(values) < 2:
-        return "n/a"
+        return {"p50": None, "p95": None, "p99": None, "max": max(values) if values else None}
     q = statistics.quantiles(values, n=100, method="inclusive")
-    return f"p50 {q[49]:6.1f} ms   p95 {q[94]:6.1f} ms   p99 {q[98]:6.1f} ms   max {max(values):6.1f} ms"
+    return {"p50": round(q[49], 2), "p95": round(q[94], 2), "p99": round(q[98], 2), "max": round(max(values), 2)}
 
 
-async def run_load(url: str, names: list[str], judgments: int, think_ms: float, ramp_s: float,
-                   seed: int) -> tuple[list, float]:
-    config = httpx.get(url + "config", timeout=10)
-    if config.status_code == 401 or "dependencies" not in config.text:
-        # /config needs a login when auth is on; any bench user will do.
-        with httpx.Client(base_url=url) as c:
-            c.post("/login", data={"username": names[0], "password": PASSWORD})
-            config = c.get("/config")
-    fn_index = {d["api_name"]: d["id"] for d in config.json()["dependencies"] if d.get("api_name")}
-    rng = random.Random(seed)
-    started = time.perf_counter()
-    results = await asyncio.gather(*[
-        annotate(url, name, fn_index, judgments, think_ms, random.Random(rng.getrandbits(64)), i * ramp_s / len(names))
-        for i, name in enumerate(names)
-    ])
-    return results, time.perf_counter() - started
+def loadavg() -> str:
+    return Path("/proc/loadavg").read_text().split(" ")[:3].__str__()
+
+
+def run_phase(servers: Servers, names: list[str], args: argparse.Namespace) -> dict:
+    """Drive `servers` with all annotators; latencies, throughput, CPU of servers and clients."""
+    ramp_s = args.think_ms / 1000 if args.ramp_s is None else args.ramp_s
+    plan = LoadPlan(url=servers.url, password=PASSWORD, judgments=args.judgments_each, think_ms=args.think_ms,
+                    ramp_s=ramp_s, seed=args.seed)
+    pool = start_clients(names, plan, args.client_processes)
+    pool.wait_ready()
+    load_before = loadavg()
+    server_cpu0, each0, t0 = servers.cpu_seconds(), servers.app_cpu_each(), time.perf_counter()
+    pool.start()
+    results: list[ClientResult] = pool.results()
+    elapsed = time.perf_counter() - t0
+    server_cpu = servers.cpu_seconds() - server_cpu0
+    each = [after - before for before, after in zip(each0, servers.app_cpu_each())]
+    app_cpu = sum(each)
+    events = sum(r.events for r in results)
+    acknowledged = [a for r in results for a in r.acknowledged]
+    client_cpu = sum(r.cpu_s for r in results)
+    errors = [e for r in results for e in r.errors]
+    return {
+        "wall_s": round(elapsed, 2),
+        "events": events,
+        "judgments_acknowledged": len(acknowledged),
+        "judgments_per_s": round(len(acknowledged) / elapsed, 2),
+        "fetch_ms": percentiles([ms for r in results for ms in r.fetch_ms]),
+        "submit_ms": percentiles([ms for r in results for ms in r.submit_ms]),
+        "handler_ms": percentiles([ms for r in results for ms in r.handler_ms]),
+        "server_cpu_ms_per_event": round(1000 * app_cpu / max(events, 1), 3),
+        "server_cpu_cores": round(server_cpu / elapsed, 3),
+        "app_cpu_s_per_process": [round(c, 2) for c in each],
+        "wall_ms_per_event": round(1000 * elapsed / max(events, 1), 3),
+        "client_processes": len(results),
+        "client_cpu_s": round(client_cpu, 2),
+        "client_cpu_cores": round(client_cpu / elapsed, 3),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "_acknowledged": acknowledged,
+    }
+
+
+def read_back(root: Path, db_url: str | None, names: list[str], acknowledged: list[tuple[str, int]]) -> dict:
+    db = open_workspace(root, db_url).database()
+    with db.session() as s:
+        rows = s.exec(select(Annotator.username, Judgment.pair_id)
+                      .join(Annotator, Annotator.id == Judgment.annotator_id)
+                      .where(Annotator.username.in_(names))).all()
+        per_pair = s.exec(select(Pair.id, Pair.judgments_wanted, func.count(Judgment.id))
+                          .join(Judgment, Judgment.pair_id == Pair.id).group_by(Pair.id, Pair.judgments_wanted)).all()
+    db.dispose()
+    stored = Counter((name, pair_id) for name, pair_id in rows)
+    acked = set(acknowledged)
+    return {"lost": len(acked - set(stored)), "duplicated": sum(n - 1 for n in stored.values()),
+            "unacknowledged_rows": len(set(stored) - acked),
+            "over_k": sum(1 for _, wanted, n in per_pair if n > wanted)}
+
+
+def line(label: str, p: dict) -> str:
+    if p["p50"] is None:
+        return f"{label:<20}n/a"
+    return (f"{label:<20}p50 {p['p50']:7.1f} ms   p95 {p['p95']:7.1f} ms   p99 {p['p99']:7.1f} ms   "
+            f"max {p['max']:7.1f} ms")
+
+
+def print_phase(name: str, r: dict) -> None:
+    print(f"\n[{name}]  load average before {r['loadavg_before']} after {r['loadavg_after']}")
+    print(f"wall time           {r['wall_s']:8.2f} s   ({r['events']} events)")
+    print(f"judgments/s         {r['judgments_per_s']:8.1f}   ({r['judgments_acknowledged']} acknowledged)")
+    print(line("fetch  (next_pair)", r["fetch_ms"]))
+    print(line("submit (judge_*)", r["submit_ms"]))
+    print(line("  handler (server)", r["handler_ms"]))
+    print(f"server CPU/event    {r['server_cpu_ms_per_event']:8.2f} ms   (server processes use "
+          f"{r['server_cpu_cores']:.2f} cores; wall {r['wall_ms_per_event']:.2f} ms/event)")
+    print(f"load generator      {r['client_cpu_cores']:8.2f} cores  ({r['client_cpu_s']:.1f} CPU s in "
+          f"{r['client_processes']} process(es))")
+    print(f"errors              {r['errors']:8d}" + (f"   first: {r['first_error']}" if r["errors"] else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,62 +175,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ramp-s", type=float, default=None,
                         help="annotators start evenly spread over this many seconds (default: one think time)")
     parser.add_argument("--db", default=None, help="database URL (default: a SQLite file in a temp workspace)")
+    parser.add_argument("--processes", type=int, default=1, help="app processes; > 1 puts nginx in front")
+    parser.add_argument("--client-processes", type=int, default=1, help="load generator processes")
+    parser.add_argument("--k", type=int, default=1, help="judgments wanted per pair")
+    parser.add_argument("--no-floor", action="store_true", help="skip the trivial-Gradio reference")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     args = parser.parse_args(argv)
 
     run_tag = f"{int(time.time())}{random.Random().getrandbits(16):04x}"
+    report: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    if args.db:
+        report["args"]["db"] = args.db.split("@")[-1]
     with tempfile.TemporaryDirectory(prefix="rlhf-labeling-load-") as tmp:
-        root = Path(tmp) / "ws"
+        root, logs = Path(tmp) / "ws", Path(tmp) / "logs"
+        logs.mkdir()
         wanted = args.annotators * args.judgments_each + 4 * args.annotators
         t0 = time.perf_counter()
-        names = prepare(root, args.db, args.annotators, wanted, run_tag)
-        print(f"prepared {len(names)} annotators and >= {wanted} pairs in {time.perf_counter() - t0:.1f} s")
-
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/"
-        server = mp.get_context("spawn").Process(target=run_server, args=(str(root), args.db, port), daemon=True)
-        server.start()
+        names = prepare(root, args.db, args.annotators, -(-wanted // args.k), args.k, run_tag)
+        print(f"prepared {len(names)} annotators and >= {wanted} judgment slots in {time.perf_counter() - t0:.1f} s")
+        if not args.no_floor:
+            servers = start_floor(names, PASSWORD, logs)
+            try:
+                report["floor"] = run_phase(servers, names, args)
+            finally:
+                servers.stop()
+            report["floor"].pop("_acknowledged")
+            print_phase("trivial Gradio app with login (the floor)", report["floor"])
+        servers = start_app(root, args.db, args.processes, logs)
         try:
-            wait_until_up(url)
-            ramp_s = args.think_ms / 1000 if args.ramp_s is None else args.ramp_s
-            results, elapsed = asyncio.run(
-                run_load(url, names, args.judgments_each, args.think_ms, ramp_s, args.seed))
+            ours = run_phase(servers, names, args)
         finally:
-            server.terminate()
-            server.join(10)
-
-        ws = open_workspace(root, args.db)
-        db = ws.database()
-        mine = set(names)
-        rows = [r for r in judgment_rows(db, kinds=("train", "eval_vs_base")) if r.annotator in mine]
-        db.dispose()
-
-    stored = Counter((r.pair_id, r.annotator) for r in rows)
-    acknowledged = {(pair_id, name) for name, res in zip(names, results) for pair_id in res.acknowledged}
-    lost = len(acknowledged - set(stored))
-    duplicated = sum(n - 1 for n in stored.values())
-    unacknowledged = len(set(stored) - acknowledged)
-    per_pair = Counter(r.pair_id for r in rows)
-    over_judged = sum(1 for n in per_pair.values() if n > 1)  # k = 1 in this workspace
-    fetches = [ms for r in results for ms in r.fetch_ms]
-    submits = [ms for r in results for ms in r.submit_ms]
-    errors = [e for r in results for e in r.errors]
-    handler = [ms for r in results for ms in r.server_ms]
+            servers.stop()
+        ours.update(read_back(root, args.db, names, ours.pop("_acknowledged")))
+        report["ours"] = ours
 
     backend = "PostgreSQL" if args.db and args.db.startswith("postgres") else "SQLite"
+    print_phase(f"rlhf serve x{args.processes}, {backend}" + (", nginx" if args.processes > 1 else ""), ours)
+    print(f"lost {ours['lost']}   duplicated {ours['duplicated']}   over k {ours['over_k']}   "
+          f"rows not acknowledged {ours['unacknowledged_rows']}")
+    if "floor" in report:
+        floor = report["floor"]
+        report["ratio_server_cpu_per_event"] = round(ours["server_cpu_ms_per_event"]
+                                                     / max(floor["server_cpu_ms_per_event"], 1e-9), 3)
+        report["ratio_wall_per_event"] = round(ours["wall_ms_per_event"] / max(floor["wall_ms_per_event"], 1e-9), 3)
+        print(f"\nours / floor: server CPU per event x{report['ratio_server_cpu_per_event']:.2f}, "
+              f"wall time per event x{report['ratio_wall_per_event']:.2f} (target <= 1.5 at saturation)")
     print(f"\n{args.annotators} annotators x {args.judgments_each} judgments, think {args.think_ms:.0f} ms, "
-          f"{backend}, server in its own process, clients over HTTP (httpx, asyncio)")
-    print(f"wall time           {elapsed:8.2f} s")
-    print(f"judgments/s         {len(acknowledged) / elapsed:8.1f}   ({len(acknowledged)} acknowledged)")
-    print(f"fetch  (next_pair)  {percentiles(fetches)}   n={len(fetches)}")
-    print(f"submit (judge_*)    {percentiles(submits)}   n={len(submits)}")
-    print(f"  of which handler  {percentiles(handler)}   (server-side, both kinds)")
-    print(f"lost                {lost:8d}")
-    print(f"duplicated          {duplicated:8d}")
-    print(f"rows not acked      {unacknowledged:8d}")
-    print(f"pairs judged twice  {over_judged:8d}   (k=1)")
-    print(f"errors              {len(errors):8d}" + (f"   first: {errors[0]}" if errors else ""))
-    return 0 if lost == 0 and duplicated == 0 and not errors else 1
+          f"{args.client_processes} load-generator process(es); load average now {loadavg()}")
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    ok = ours["lost"] == 0 and ours["duplicated"] == 0 and ours["over_k"] == 0 and ours["errors"] == 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

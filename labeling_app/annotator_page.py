@@ -1,6 +1,8 @@
 """The annotator's page: prompt, responses A (left) and B (right), verdict buttons, progress.
 
-Handlers are thin: check the user on the server, call `Annotation`, render with `render`.
+Handlers are thin: find the logged-in user (cached session lookup), call `Annotation` (one
+database transaction), render plain values with `render`. No lock is held around Python work:
+the database serialises what must be serialised inside storage's transaction.
 """
 
 from __future__ import annotations
@@ -11,40 +13,61 @@ from typing import Any
 
 import gradio as gr
 
-from labeling_app.annotation import Annotation, Screen
-from labeling_app.auth import require_user
-from labeling_app.render import NO_PAIRS_MESSAGE, screen_updates
+from labeling_app.annotation import Annotation, Screen, own_notice
+from labeling_app.auth import SessionStore, current_user
+from labeling_app.render import NO_PAIRS_MESSAGE, SCREEN_JS, screen_values
 from labeling_app.shortcuts import LEGEND
-from storage import STRENGTHS, Annotator, JudgmentError
+from storage import STRENGTHS, JudgmentError, SessionUser
 
-POLL_SECONDS = 3.0
 MAX_REASON_CHARS = 5000
+# Small DB-only events: no queue round trips; inputs are plain strings and outputs are already in
+# wire form (see render.py), so Gradio's pre- and postprocessing is skipped.
+FAST = {"queue": False, "show_progress": "hidden", "preprocess": False, "postprocess": False}
 
 
 @dataclass
 class AnnotatorPage:
     annotation: Annotation
-    screen_outputs: list[gr.components.Component | gr.blocks.BlockContext]
+    sessions: SessionStore
+    screen_outputs: list[gr.components.Component]
     token: gr.Textbox
+    notice: gr.Markdown
     strength: gr.Radio
     reason: gr.Textbox
-    timer: gr.Timer
     buttons: dict[str, gr.Button]
+    check: gr.Button
 
-    def user(self, request: gr.Request) -> Annotator:
-        return require_user(self.annotation.db, request)
+    def user(self, request: gr.Request) -> SessionUser:
+        return current_user(self.sessions, self.annotation.db, request)
 
-    def show(self, user: Annotator) -> list[Any]:
-        """The page as it stands for this user (load and reload); caller holds the gate."""
-        return screen_updates(self.annotation.screen(user))
+    def run(self, event: Callable[[], Screen]) -> list[Any]:
+        """One event's screen as output values; refusals become a message on the page."""
+        try:
+            return screen_values(event())
+        except JudgmentError as exc:
+            raise gr.Error(_refusal(str(exc)), print_exception=False) from exc
+
+    def load(self, request: gr.Request) -> list[Any]:
+        """The page as it stands for this user (load and reload)."""
+        return self.run(lambda: self.annotation.screen(self.user(request)))
+
+    def on_screen(self, event: Any) -> None:  # noqa: ANN401 - a Gradio dependency
+        """Chain the client-side area switch after an event that shows a screen."""
+        event.then(None, inputs=[self.token], js=SCREEN_JS, queue=False, show_progress="hidden")
 
 
-def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
+def _refusal(message: str) -> str:
+    if "disabled annotator" in message:
+        return "This account is disabled or no longer exists."
+    return message
+
+
+def build_annotator_page(annotation: Annotation, sessions: SessionStore) -> AnnotatorPage:
     """Lay out the page inside the current Blocks context and wire its events."""
     with gr.Row(elem_id="status-row"):
         progress = gr.Markdown(elem_id="progress")
         notice = gr.Markdown(elem_id="notice")
-    with gr.Column(visible=False, elem_id="pair-area") as pair_area:
+    with gr.Column(elem_id="pair-area"):
         prompt = gr.Textbox(label="Prompt", interactive=False, lines=1, max_lines=16, elem_id="prompt",
                             autoscroll=False)
         with gr.Row(equal_height=True):
@@ -66,15 +89,15 @@ def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
             reason = gr.Textbox(label="Reason (optional)", placeholder="Why? Keys are off while typing here.",
                                 max_length=MAX_REASON_CHARS, elem_id="reason", scale=2)
         gr.Markdown(LEGEND, elem_id="shortcut-legend")
-    with gr.Column(visible=False, elem_id="empty-area") as empty_area:
+    with gr.Column(elem_id="empty-area"):
         gr.Markdown(NO_PAIRS_MESSAGE, elem_id="no-pairs")
+        check = gr.Button("Check now", size="sm", variant="secondary", elem_id="btn-check")
     token = gr.Textbox(visible=False, elem_id="serve-token")
-    timer = gr.Timer(POLL_SECONDS, active=False)
 
     page = AnnotatorPage(
-        annotation=annotation,
-        screen_outputs=[prompt, left, right, token, progress, notice, strength, reason, pair_area, empty_area, timer],
-        token=token, strength=strength, reason=reason, timer=timer, buttons=buttons,
+        annotation=annotation, sessions=sessions,
+        screen_outputs=[prompt, left, right, token, progress, notice, strength, reason],
+        token=token, notice=notice, strength=strength, reason=reason, buttons=buttons, check=check,
     )
     _wire(page)
     return page
@@ -82,42 +105,29 @@ def build_annotator_page(annotation: Annotation) -> AnnotatorPage:
 
 def _judge_handler(page: AnnotatorPage, verdict: str) -> Callable[..., list[Any]]:
     def judge(token: str, strength: str | None, reason: str, request: gr.Request) -> list[Any]:
-        with page.annotation.gate:
-            user = page.user(request)
-            try:
-                screen = page.annotation.judge(user, token, verdict, strength, reason)
-            except JudgmentError as exc:
-                raise gr.Error(str(exc), print_exception=False) from exc
-        return screen_updates(screen)
+        return page.run(lambda: page.annotation.judge(page.user(request), token, verdict, strength, reason))
 
     judge.__name__ = f"judge_{verdict}"
     return judge
 
 
 def _wire(page: AnnotatorPage) -> None:
-    # Small DB-only events: no queue round trips; outputs are already in wire form (see render.py).
-    fast = {"queue": False, "show_progress": "hidden", "postprocess": False}
     for verdict, button in page.buttons.items():
         if verdict == "skip":
             continue
-        button.click(_judge_handler(page, verdict), inputs=[page.token, page.strength, page.reason],
-                     outputs=page.screen_outputs, api_name=f"judge_{verdict}", **fast)
+        page.on_screen(button.click(_judge_handler(page, verdict), inputs=[page.token, page.strength, page.reason],
+                                    outputs=page.screen_outputs, api_name=f"judge_{verdict}", **FAST))
 
     def skip(token: str, request: gr.Request) -> list[Any]:
-        with page.annotation.gate:
-            screen = page.annotation.skip(page.user(request), token)
-        return screen_updates(screen)
+        return page.run(lambda: page.annotation.skip(page.user(request), token))
 
-    page.buttons["skip"].click(skip, inputs=[page.token], outputs=page.screen_outputs, api_name="skip_pair", **fast)
+    page.on_screen(page.buttons["skip"].click(skip, inputs=[page.token], outputs=page.screen_outputs,
+                                              api_name="skip_pair", **FAST))
 
-    def poll(token: str, request: gr.Request) -> list[Any]:
-        """While nothing is shown, look for a new pair; keep the page as it is until one arrives."""
-        if token:
-            return [gr.skip() for _ in page.screen_outputs[:-1]] + [gr.Timer(active=False)]
-        with page.annotation.gate:
-            screen: Screen = page.annotation.screen(page.user(request))
-        if screen.pair is None:
-            return [gr.skip() for _ in page.screen_outputs]
-        return screen_updates(screen)
+    def check(notice: str, request: gr.Request) -> list[Any]:
+        """"Check now" (pressed every few seconds by the page while nothing is shown): a new pair?
+        The last notice stays (if it is one of ours), so "Saved: ..." does not vanish meanwhile."""
+        return page.run(lambda: page.annotation.screen(page.user(request), own_notice(notice)))
 
-    page.timer.tick(poll, inputs=[page.token], outputs=page.screen_outputs, api_visibility="private", **fast)
+    page.on_screen(page.check.click(check, inputs=[page.notice], outputs=page.screen_outputs,
+                                    api_visibility="private", **FAST))

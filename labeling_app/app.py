@@ -8,11 +8,17 @@ from typing import Any
 import gradio as gr
 
 from labeling_app.annotation import Annotation
-from labeling_app.annotator_page import build_annotator_page
-from labeling_app.auth import ensure_first_operator, make_login_check, require_user
+from labeling_app.annotator_page import FAST, build_annotator_page
+from labeling_app.auth import (
+    SessionStore,
+    current_user,
+    ensure_first_operator,
+    install_sessions,
+    make_login_check,
+)
 from labeling_app.gate import DbGate
 from labeling_app.operator.page import build_operator_tab
-from labeling_app.render import plain_markdown
+from labeling_app.render import SCREEN_CSS, plain_markdown
 from labeling_app.services import AppServices
 from labeling_app.shortcuts import SHORTCUTS_JS
 from rlhf_core.workspace import Workspace
@@ -27,7 +33,7 @@ CSS = """
 #verdicts button { min-height: 48px; font-size: 16px; }
 #shortcut-legend, #progress { font-size: 13px; opacity: 0.85; }
 #notice p { margin: 0; }
-"""
+""" + SCREEN_CSS
 
 
 def _guidelines(ws: Workspace) -> str:
@@ -37,12 +43,18 @@ def _guidelines(ws: Workspace) -> str:
         return f"No guidelines yet: write them in `{plain_markdown(str(ws.guidelines_path))}`."
 
 
-def build_app(ws: Workspace, db: Database, services: AppServices | None = None) -> gr.Blocks:
-    """The labeling app: annotator page plus an operator tab shown to operators. Needs `auth=`
-    at launch (see `serve`): every event re-reads the logged-in user from `db`."""
+def session_store(ws: Workspace, db: Database) -> SessionStore:
+    return SessionStore(db, lifetime_s=ws.config.labeling.session_hours * 3600)
+
+
+def build_app(ws: Workspace, db: Database, services: AppServices | None = None,
+              sessions: SessionStore | None = None) -> gr.Blocks:
+    """The labeling app: annotator page plus an operator tab shown to operators. Needs `auth=` and
+    the session store installed at launch (see `serve`)."""
     services = services or AppServices()
+    sessions = session_store(ws, db) if sessions is None else sessions  # a store is falsy while empty
     gate = DbGate(db)
-    annotation = Annotation(ws, db, services, gate)
+    annotation = Annotation(ws, db, services)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## Which response is better?", elem_id="title")
@@ -52,19 +64,19 @@ def build_app(ws: Workspace, db: Database, services: AppServices | None = None) 
             guidelines = gr.Markdown(elem_id="guidelines-text")
         with gr.Tabs():
             with gr.Tab("Label", id="label"):
-                page = build_annotator_page(annotation)
+                page = build_annotator_page(annotation, sessions)
             operator = build_operator_tab(ws, db, services, gate)
 
-        def show_page(request: gr.Request) -> list[Any]:
-            with gate:
-                user = require_user(db, request)
-                screen = page.show(user)
-            head = [f"Signed in as **{plain_markdown(user.username)}** ({user.role})", _guidelines(ws),
+        def page_head(request: gr.Request) -> list[Any]:
+            """Once per page load: who is signed in, the guidelines, the operator tab for operators."""
+            user = current_user(sessions, db, request)
+            return [f"Signed in as **{plain_markdown(user.username)}** ({user.role})", _guidelines(ws),
                     gr.Tab(visible=user.role == "operator")]
-            return head + screen
 
-        demo.load(show_page, outputs=[whoami, guidelines, operator.tab, *page.screen_outputs],
-                  api_name="next_pair", queue=False, show_progress="hidden", postprocess=False)
+        demo.load(page_head, outputs=[whoami, guidelines, operator.tab], api_visibility="private", queue=False,
+                  show_progress="hidden", postprocess=False)
+        page.on_screen(demo.load(page.load, outputs=page.screen_outputs, api_name="next_pair",
+                                 **FAST))
         demo.load(None, js=SHORTCUTS_JS)
     return demo
 
@@ -88,11 +100,12 @@ def serve(ws: Workspace, db: Database, services: AppServices | None = None, host
     if first is not None:
         print(f"Created the first operator account.\n  username: {first[0]}\n  password: {first[1]}\n"
               "This password is shown once; keep it safe.", flush=True)
-    demo = build_app(ws, db, services)
+    sessions = session_store(ws, db)
+    demo = build_app(ws, db, services, sessions)
     _, url, _ = demo.launch(
         server_name=host, server_port=port, auth=make_login_check(db),
         auth_message="Log in with the account your operator gave you.", prevent_thread_lock=not block,
         quiet=quiet, show_error=False, theme=THEME, css=CSS, ssr_mode=False, mcp_server=False,
-        footer_links=["api", "settings"],
+        footer_links=["api", "settings"], app_kwargs={"lifespan": install_sessions(sessions)},
     )
     return ServedApp(url=url, blocks=demo)

@@ -1,16 +1,51 @@
-"""Login against database users, the first operator account, and per-event role checks."""
+"""Logins against database users, sessions stored in the database, the first operator account, and
+per-event user checks.
+
+Gradio keeps logins in a per-process dict (`app.tokens`, token -> username) under a cookie whose
+name holds a random per-process id. `install_sessions` replaces both when the server starts: the
+dict by `SessionStore` (sessions in the database) and the cookie id by one derived from the
+database, so a login made on one app process is accepted by every other process behind a load
+balancer. Lookups are cached for `SESSION_CACHE_SECONDS`; annotation events re-check that the user
+is active inside their own transaction, so a disabled account is refused at once there and within
+seconds everywhere else.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import gradio as gr
+from fastapi import Request  # noqa: TC002 - FastAPI reads the route's annotations at run time
+from fastapi.responses import RedirectResponse
+from gradio import route_utils
 
-from storage import Annotator, Database, UserError, authenticate, count_annotators, create_annotator, get_annotator
+from storage import (
+    Annotator,
+    Database,
+    SessionUser,
+    UserError,
+    authenticate,
+    count_annotators,
+    create_annotator,
+    end_session,
+    end_sessions_of,
+    get_annotator,
+    session_user,
+    start_session,
+)
 
 FIRST_OPERATOR_NAME = "admin"
+SESSION_CACHE_SECONDS = 5.0  # how long a process trusts its last look at a session (logout, disable)
+MAX_USERNAME_CHARS = 64
+MAX_PASSWORD_CHARS = 1024
+_CACHE_LIMIT = 50_000
 
 
 def ensure_first_operator(db: Database) -> tuple[str, str] | None:
@@ -26,19 +61,155 @@ def ensure_first_operator(db: Database) -> tuple[str, str] | None:
     return FIRST_OPERATOR_NAME, password
 
 
+def login_form_ok(username: str, password: str) -> bool:
+    """Whether a login form is worth a database look: printable, sized like our accounts. Anything
+    else (a NUL PostgreSQL cannot even compare, a megabyte of password) is refused like a wrong
+    password, before any query."""
+    if not username or len(username) > MAX_USERNAME_CHARS or len(password) > MAX_PASSWORD_CHARS:
+        return False
+    return username.isprintable() and "\x00" not in password
+
+
 def make_login_check(db: Database) -> Callable[[str, str], Awaitable[bool]]:
     """Gradio's `auth=` callable. Async so the scrypt check runs in a worker thread, not the event loop."""
 
     async def login_check(username: str, password: str) -> bool:
+        if not login_form_ok(username, password):
+            return False
         user = await anyio.to_thread.run_sync(authenticate, db, username, password)
         return user is not None
 
     return login_check
 
 
+def cookie_id(db: Database) -> str:
+    """The login cookie's id (Gradio names it `access-token-<id>`): the same for every process on
+    this database, different for another database on the same host."""
+    return "rlhf-" + hashlib.sha256(db.identity().encode("utf-8")).hexdigest()[:20]
+
+
+class SessionStore(MutableMapping[str, str]):
+    """Gradio's `app.tokens` (session token -> username), kept in the database's `login_session`
+    table. Gradio calls `get` on every request, `[token] = username` after a good login and `del`
+    on logout. Each process caches what it read for `cache_seconds`."""
+
+    def __init__(self, db: Database, *, lifetime_s: float, cache_seconds: float = SESSION_CACHE_SECONDS) -> None:
+        self.db, self.lifetime_s, self.cache_seconds = db, lifetime_s, cache_seconds
+        self.cookie_id = cookie_id(db)
+        self._cache: dict[str, tuple[float, SessionUser | None]] = {}
+        self._by_name: dict[str, SessionUser] = {}  # the user behind each name's latest valid lookup
+        self._lock = threading.Lock()
+
+    def lookup(self, token: str | None) -> SessionUser | None:
+        """The user of a valid session, from this process's cache while fresh, else the database."""
+        if not token:
+            return None
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(token)
+        if hit is not None and now - hit[0] < self.cache_seconds:
+            user = hit[1]
+        else:
+            user = session_user(self.db, token)
+            self._remember(token, user, now)
+        if user is not None and user.expires_at.timestamp() <= time.time():
+            return None
+        return user
+
+    def _remember(self, token: str, user: SessionUser | None, now: float) -> None:
+        with self._lock:
+            if len(self._cache) >= _CACHE_LIMIT:
+                self._cache = {t: v for t, v in self._cache.items() if now - v[0] < self.cache_seconds}
+                self._by_name = {u.username: u for _, u in self._cache.values() if u is not None}
+            self._cache[token] = (now, user)
+            if user is not None:
+                self._by_name[user.username] = user
+
+    def user_named(self, username: str) -> SessionUser | None:
+        """The user this process last found behind a valid session of `username` (for an event whose
+        session Gradio has just checked through `get`), or None."""
+        with self._lock:
+            return self._by_name.get(username)
+
+    def forget(self, token: str) -> None:
+        with self._lock:
+            self._cache.pop(token, None)
+
+    # -- the mapping Gradio sees -----------------------------------------------------
+    def __getitem__(self, token: str) -> str:
+        user = self.lookup(token)
+        if user is None:
+            raise KeyError(token)
+        return user.username
+
+    def __setitem__(self, token: str, username: str) -> None:
+        user = start_session(self.db, username, token, lifetime_s=self.lifetime_s)
+        if user is None:
+            raise KeyError(username)  # disabled between the password check and now
+        self._remember(token, user, time.monotonic())
+
+    def __delitem__(self, token: str) -> None:
+        self.forget(token)
+        end_session(self.db, token)
+
+    def __iter__(self) -> Iterator[str]:
+        # Only what this process has seen; Gradio's own logout (which iterates) is replaced by ours.
+        with self._lock:
+            return iter([t for t, (_, user) in self._cache.items() if user is not None])
+
+    def __len__(self) -> int:
+        with self._lock:
+            return sum(1 for _, user in self._cache.values() if user is not None)
+
+
+def _logout_route(app: Any, store: SessionStore) -> Callable[..., Any]:
+    def logout(request: Request, all_session: bool = False) -> RedirectResponse:
+        """End this browser's session (`?all_session=true`: every session of the user) everywhere."""
+        token = (request.cookies.get(f"access-token-{store.cookie_id}")
+                 or request.cookies.get(f"access-token-unsecure-{store.cookie_id}"))
+        user = store.lookup(token)
+        if token:
+            del store[token]
+        if all_session and user is not None:
+            end_sessions_of(store.db, user.username, reason="logout everywhere")
+        root = route_utils.get_root_url(request=request, route_path="/logout", root_path=app.root_path)
+        response = RedirectResponse(url=root, status_code=302)
+        response.delete_cookie(key=f"access-token-{store.cookie_id}", path="/")
+        response.delete_cookie(key=f"access-token-unsecure-{store.cookie_id}", path="/")
+        return response
+
+    return logout
+
+
+def install_sessions(store: SessionStore) -> Callable[[Any], Any]:
+    """A FastAPI lifespan (pass as `launch(app_kwargs={"lifespan": ...})`) that, before the server
+    takes its first request, puts `store` in place of Gradio's login dict, the database's cookie id in
+    place of the random one, and our logout (which ends the session in the database) in place of
+    Gradio's."""
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> Any:
+        app.tokens = store
+        app.cookie_id = store.cookie_id
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/logout"]
+        app.add_api_route("/logout", _logout_route(app, store), methods=["GET"])
+        yield
+
+    return lifespan
+
+
+def current_user(store: SessionStore, db: Database, request: gr.Request | None) -> SessionUser | Annotator:
+    """The logged-in user of an annotation event, from the session lookup Gradio just made (cached).
+    Whether the account is still active is checked again inside the event's own transaction."""
+    username = getattr(request, "username", None) if request is not None else None
+    if not username:
+        raise gr.Error("Not logged in.", print_exception=False)
+    return store.user_named(username) or require_user(db, request)
+
+
 def require_user(db: Database, request: gr.Request | None, role: str | None = None) -> Annotator:
-    """The logged-in user, re-read from the database for every event: must exist, be active and,
-    when `role` is given, hold it. Raises `gr.Error` (shown to the page and to API clients)."""
+    """The logged-in user, re-read from the database: must exist, be active and, when `role` is
+    given, hold it. Raises `gr.Error` (shown to the page and to API clients). For operator events."""
     username = getattr(request, "username", None) if request is not None else None
     if not username:
         raise gr.Error("Not logged in.", print_exception=False)

@@ -1,9 +1,9 @@
-"""One database user at a time per process on SQLite.
+"""One operator event at a time per process on SQLite.
 
-Storage begins every SQLite transaction with BEGIN IMMEDIATE (the write lock), so concurrent
-handlers race for that lock, and SQLite's busy handler makes the losers sleep in steps of up to
-100 ms. Waiting on an in-process lock instead hands the database over the moment it is free
-(measured by bench/labeling_load.py). PostgreSQL handles concurrency itself: no gate.
+Storage itself now queues the threads of a process for SQLite's write lock, one transaction at a
+time (`Database.transaction`/`session`), so annotator events take no gate: they hold nothing
+while they render. The operator tab still holds this gate around its handlers, which keeps its
+multi-query dashboards from interleaving with each other. PostgreSQL: no gate.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Screen state to Gradio outputs. Prompts and model outputs only ever go into read-only
 textboxes (`<textarea>` values), so no HTML, Markdown, script or image in them is interpreted.
 
-Outputs are plain values wherever possible: Gradio rebuilds a component for every update dict
-it is sent (~0.3 ms each), which dominated the cost of a judgment before (bench/labeling_load.py).
+Outputs are plain values only: Gradio rebuilds a component for every update dict it is sent, even
+for `gr.skip()` (~0.3 ms each), which dominated the cost of a judgment before
+(bench/labeling_load.py).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from __future__ import annotations
 import html
 import re
 from typing import Any
-
-import gradio as gr
 
 from labeling_app.annotation import Screen
 
@@ -46,9 +45,10 @@ def progress_markdown(screen: Screen) -> str:
     return f"**Today:** {p.judged_since} · **Total:** {p.judged_total} · **Pairs left:** {p.pairs_open}"
 
 
-def screen_updates(screen: Screen) -> list[Any]:
-    """Values for `AnnotatorPage.screen_outputs`, in that order (already in wire form: the events
-    run with `postprocess=False`)."""
+def screen_values(screen: Screen) -> list[Any]:
+    """Values for `AnnotatorPage.screen_outputs`, in that order: plain values only, already in wire
+    form (the events run with `postprocess=False`). Which area shows (the pair or "nothing to
+    judge") follows the token on the client (`SCREEN_JS`), so no component is rebuilt per event."""
     pair = screen.pair
     return [
         prompt_text(pair.turns) if pair else "",
@@ -59,7 +59,32 @@ def screen_updates(screen: Screen) -> list[Any]:
         screen.notice,  # fixed sentences with numbers only; never user or model text
         None,  # strength: back to none
         "",  # reason: cleared
-        gr.update(visible=pair is not None),  # pair area
-        gr.update(visible=pair is None),  # "nothing to judge" area
-        gr.Timer(active=pair is None),  # poll only while there is nothing to judge
     ]
+
+
+# Runs in the browser after every screen event (no server call): shows the pair area while a pair
+# is served, else the "nothing to judge" area, and while that shows, presses its "Check now"
+# button every few seconds, so a new pair appears without a reload.
+POLL_SECONDS = 3.0
+_SCREEN_JS = """
+(token) => {
+  const empty = !token;
+  document.body.classList.toggle("rlhf-empty", empty);
+  document.body.classList.add("rlhf-ready");
+  clearTimeout(window.__rlhfPoll);
+  if (empty) {
+    window.__rlhfPoll = setTimeout(() => {
+      const check = document.getElementById("btn-check");
+      if (check && document.body.classList.contains("rlhf-empty")) check.click();
+    }, __POLL_MS__);
+  }
+}
+"""
+SCREEN_JS = _SCREEN_JS.replace("__POLL_MS__", str(int(POLL_SECONDS * 1000)))
+
+# Before the first screen event has run, neither area shows.
+SCREEN_CSS = """
+body:not(.rlhf-ready) #pair-area, body:not(.rlhf-ready) #empty-area { display: none !important; }
+body.rlhf-empty #pair-area { display: none !important; }
+body:not(.rlhf-empty) #empty-area { display: none !important; }
+"""

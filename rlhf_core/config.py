@@ -57,6 +57,7 @@ class LabelingConfig:
     guidelines_file: str = "guidelines.md"
     control_rate: float = 0.1  # share of served pairs that are control pairs (known answer), when any exist
     max_prompt_chars: int = 20_000  # longer prompts are refused at import
+    session_hours: float = 12.0  # a login lasts this long (sessions live in the database; logout ends one)
 
 
 @dataclass
@@ -227,6 +228,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.head_init must be random or probe")
     if config.reward.ties not in ("drop", "davidson"):
         raise ConfigError(f"{where}: reward.ties must be drop or davidson")
+    if not 0 < config.labeling.session_hours <= 24 * 90:
+        raise ConfigError(f"{where}: labeling.session_hours must be above 0 and at most 2160 (90 days)")
     if not 0.0 <= config.reward.min_annotator_accuracy <= 1.0:
         raise ConfigError(f"{where}: reward.min_annotator_accuracy must be between 0 and 1")
     _validate_policy_update(config.policy, where)

@@ -1,6 +1,5 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
-from storage.app_queries import AnnotatorProgress, LeaseInfo, annotator_progress, has_judged, lease_of
 from storage.controls import (
     ControlImportResult,
     ControlJudgment,
@@ -31,21 +30,41 @@ from storage.jobs import (
     update_job_progress,
 )
 from storage.pairs import (
+    OUTCOMES,
     SCREEN_PICKS,
+    AnnotatorProgress,
+    AnnotatorScreen,
     JudgmentError,
     ServedPair,
+    SlotTaken,
     add_pair_between,
     add_samples,
     choice_from_screen,
-    next_pair_for,
     open_pair_count,
+    parse_serve_token,
     prompts_needing_pairs,
     record_generations,
-    record_judgment,
-    skip_pair,
+    serve_token,
 )
 from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
 from storage.queries import JudgmentRow, judgment_rows, judgments_per_day, pair_selection_counts, status_counts
+from storage.serving import (
+    annotator_progress,
+    annotator_screen,
+    next_pair_for,
+    record_judgment,
+    skip_pair,
+    skip_shown,
+    submit_verdict,
+)
+from storage.sessions import (
+    SessionUser,
+    end_session,
+    end_sessions_of,
+    open_session_count,
+    session_user,
+    start_session,
+)
 from storage.tables import (
     CHOICES,
     PAIR_SELECTIONS,
@@ -56,6 +75,7 @@ from storage.tables import (
     Job,
     Judgment,
     Lease,
+    LoginSession,
     Pair,
     PolicyVersion,
     Prompt,

@@ -16,6 +16,10 @@ import json
 import random
 from dataclasses import dataclass
 
+from sqlalchemy import bindparam
+from sqlalchemy import exists as sa_exists
+from sqlalchemy import select as sa_select
+from sqlalchemy.engine import Connection
 from sqlmodel import Session, func, select
 
 from storage.db import Database
@@ -125,18 +129,25 @@ def _control_prompt(s: Session, messages: list[dict[str, str]], known: dict[str,
     return known[digest]
 
 
-def next_control_pair(s: Session, annotator_id: int, control_rate: float, rng: random.Random) -> int | None:
+_CP, _J, _K, _L = (t.__table__ for t in (ControlPair, Judgment, Skip, Lease))
+_ANN = bindparam("annotator")
+# Control pairs this annotator was never served: no judgment, skip or lease of theirs.
+_UNSEEN_CONTROLS = (
+    sa_select(_CP.c.pair_id)
+    .where(~sa_exists(sa_select(_J.c.id).where(_J.c.pair_id == _CP.c.pair_id, _J.c.annotator_id == _ANN)),
+           ~sa_exists(sa_select(_K.c.id).where(_K.c.pair_id == _CP.c.pair_id, _K.c.annotator_id == _ANN)),
+           ~sa_exists(sa_select(_L.c.id).where(_L.c.pair_id == _CP.c.pair_id, _L.c.annotator_id == _ANN)))
+    .order_by(_CP.c.pair_id)
+)
+
+
+def next_control_pair(conn: Connection, annotator_id: int, control_rate: float, rng: random.Random) -> int | None:
     """With probability `control_rate`, a control pair this annotator was never served (no judgment,
-    skip or lease of theirs), chosen at random; else None. Draws from `rng` only when the rate is > 0."""
+    skip or lease of theirs), chosen at random; else None. Draws from `rng` only when the rate is > 0.
+    Runs inside the caller's transaction (`storage.serving`)."""
     if control_rate <= 0.0 or rng.random() >= control_rate:
         return None
-    mine = ControlPair.pair_id
-    judged = select(Judgment.id).where(Judgment.pair_id == mine, Judgment.annotator_id == annotator_id)
-    skipped = select(Skip.id).where(Skip.pair_id == mine, Skip.annotator_id == annotator_id)
-    served = select(Lease.id).where(Lease.pair_id == mine, Lease.annotator_id == annotator_id)
-    unseen = s.exec(
-        select(ControlPair.pair_id).where(~judged.exists(), ~skipped.exists(), ~served.exists()).order_by(mine)
-    ).all()
+    unseen = conn.execute(_UNSEEN_CONTROLS, {"annotator": annotator_id}).scalars().all()
     return rng.choice(unseen) if unseen else None
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 from alembic import command
@@ -13,7 +14,7 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
 from sqlalchemy import event
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -73,19 +74,40 @@ class Database:
                 self.url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
             )
             _configure_sqlite(self.engine)
+            # Every SQLite transaction takes the write lock (BEGIN IMMEDIATE), so threads of one
+            # process queue here instead: the next one starts the moment the lock is free, where
+            # SQLite's busy handler would sleep in steps of up to 100 ms. Other processes (the
+            # worker) still meet at SQLite's own lock.
+            self._turn = threading.RLock()
         else:
             self.engine = create_engine(self.url, echo=echo, pool_pre_ping=True, pool_size=10, max_overflow=40)
+            self._turn = nullcontext()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: commits on success, rolls back on any exception."""
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self._turn, Session(self.engine, expire_on_commit=False) as session:
             try:
                 yield session
                 session.commit()
             except BaseException:
                 session.rollback()
                 raise
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection inside one transaction (commit on success, rollback on error): the
+        cheaper unit of work of the labeling app's per-event path, which needs no ORM objects."""
+        with self._turn, self.engine.begin() as conn:
+            yield conn
+
+    def identity(self) -> str:
+        """A name for this database that every process opening it agrees on (the SQLite file's
+        absolute path; PostgreSQL's host, port and database name), credentials left out."""
+        parsed = make_url(self.url)
+        if self.is_sqlite:
+            return "sqlite:" + (str(Path(parsed.database).resolve()) if parsed.database else ":memory:")
+        return f"postgresql://{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
     # -- migrations -------------------------------------------------------------------
     def _alembic_config(self) -> AlembicConfig:

@@ -1,39 +1,34 @@
-"""Samples, pairs, serving pairs to annotators and recording their judgments."""
+"""Samples and pairs: storing generations, pairing them, counting open pairs; and the types and
+checks that serving and judging (`storage.serving`) share with their callers."""
 
 from __future__ import annotations
 
 import json
 import math
-import random
+import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, delete, func, select
+from sqlalchemy import func, select
+from sqlmodel import select as orm_select
 
-from storage.controls import next_control_pair
 from storage.db import Database
-from storage.tables import (
-    CHOICES,
-    PAIR_SELECTIONS,
-    STRENGTHS,
-    Annotator,
-    Judgment,
-    Lease,
-    Pair,
-    Prompt,
-    Sample,
-    Skip,
-    utcnow,
-)
+from storage.tables import CHOICES, PAIR_SELECTIONS, STRENGTHS, Pair, Prompt, Sample
 
 MAX_RATIONALE_CHARS = 5000
+# C0 controls other than tab, newline and carriage return, and DEL: PostgreSQL cannot store NUL, and
+# the rest are invisible on every page that shows a reason.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+P = Pair.__table__
 
 
 class JudgmentError(ValueError):
     """A judgment refused for a reason the annotator (or the API caller) can act on."""
+
+
+class SlotTaken(JudgmentError):
+    """The lease ran out and the pair's free slots went to others: accepting would exceed k."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +41,61 @@ class ServedPair:
     right_text: str
     left_side: str  # which sample ("a" or "b") is shown on the left
     expires_at: datetime
+    served_at: datetime | None = None  # when this lease was (re)drawn; names the serve in the page's token
+
+
+@dataclass(frozen=True)
+class LeaseRow:
+    """The server's record of one serve: which sample was on the left, when, until when (UTC)."""
+
+    pair_id: int
+    annotator_id: int
+    left_side: str
+    served_at: datetime
+    expires_at: datetime
+
+
+# A served pair is named on the page by a serve token, "<pair id>:<lease served_at stamp>", so a
+# verdict is matched against the very serve the page showed.
+def serve_stamp(moment: datetime) -> str:
+    """The lease time as it appears in a serve token (UTC, microseconds)."""
+    aware = moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+    return aware.strftime("%Y%m%dT%H%M%S%f")
+
+
+def serve_token(pair_id: int, served_at: datetime) -> str:
+    return f"{pair_id}:{serve_stamp(served_at)}"
+
+
+def parse_serve_token(token: str | None) -> tuple[int, str] | None:
+    pair_id, sep, stamp = (token or "").partition(":")
+    if not sep or not pair_id.isdigit() or not stamp:
+        return None
+    return int(pair_id), stamp
+
+
+# What happened to the verdict (or skip) an annotator event carried; the page words each one.
+OUTCOMES = ("saved", "already_saved", "skipped", "no_token", "not_yours", "shown_again", "slot_taken")
+
+
+@dataclass(frozen=True)
+class AnnotatorProgress:
+    judged_since: int  # judgments by this annotator since the given time
+    judged_total: int  # all judgments by this annotator
+    pairs_open: int  # pairs that still want judgments (all annotators)
+
+
+@dataclass(frozen=True)
+class AnnotatorScreen:
+    """The annotator's screen after an event: the pair now leased to them (None: nothing left),
+    its serve token, their progress, and the outcome of what the event submitted."""
+
+    pair: ServedPair | None
+    token: str
+    progress: AnnotatorProgress
+    outcome: str = ""  # one of OUTCOMES, or "" for a plain look
+    outcome_pair: int | None = None  # the pair the outcome is about
+    created: bool = False  # a new judgment row was written
 
 
 SCREEN_PICKS = ("left", "right", "tie", "both_bad")
@@ -146,97 +196,8 @@ def add_pair_between(
         return pair
 
 
-def _active_annotator(s: Session, annotator_id: int) -> Annotator:
-    user = s.get(Annotator, annotator_id)
-    if user is None or not user.active:
-        raise JudgmentError("unknown or disabled annotator")
-    return user
-
-
-def _served(s: Session, pair_id: int, left_side: str, expires_at: datetime) -> ServedPair:
-    pair = s.get(Pair, pair_id)
-    prompt = s.get(Prompt, pair.prompt_id)
-    a, b = s.get(Sample, pair.sample_a_id), s.get(Sample, pair.sample_b_id)
-    left, right = (a, b) if left_side == "a" else (b, a)
-    return ServedPair(pair_id=pair_id, prompt_messages=json.loads(prompt.messages_json), left_text=left.text,
-                      right_text=right.text, left_side=left_side, expires_at=expires_at)
-
-
-def next_pair_for(
-    db: Database, annotator_id: int, *, lease_seconds: int = 300, rng: random.Random | None = None,
-    control_rate: float = 0.0,
-) -> ServedPair | None:
-    """The pair this annotator should judge next, leased to them, or None when nothing is left.
-
-    A pair qualifies when the annotator has neither judged nor skipped it and its judgments plus
-    other annotators' live leases are below its `judgments_wanted` (k). Highest priority first,
-    then highest info_score, then oldest. A live lease the annotator already holds is served again
-    (a page reload shows the same pair, same sides).
-
-    control_rate: the probability in [0, 1] that a serve is a control pair this annotator has not
-    seen, instead of the open pair found (see `storage.controls`); only while open pairs exist, so
-    an annotator's stream is never controls alone.
-    """
-    rng = rng or random.Random()
-    now = utcnow()
-    with db.session() as s:
-        _active_annotator(s, annotator_id)
-        mine = s.exec(
-            select(Lease).where(Lease.annotator_id == annotator_id, Lease.expires_at > now).order_by(Lease.id)
-        ).first()
-        if mine is not None:
-            return _served(s, mine.pair_id, mine.left_side, mine.expires_at)
-        judged = select(Judgment.id).where(Judgment.pair_id == Pair.id, Judgment.annotator_id == annotator_id)
-        skipped = select(Skip.id).where(Skip.pair_id == Pair.id, Skip.annotator_id == annotator_id)
-        others_leasing = (
-            select(func.count(Lease.id))
-            .where(Lease.pair_id == Pair.id, Lease.annotator_id != annotator_id, Lease.expires_at > now)
-            .scalar_subquery()
-        )
-        query = (
-            select(Pair.id)
-            .where(Pair.n_judgments < Pair.judgments_wanted, ~judged.exists(), ~skipped.exists(),
-                   Pair.n_judgments + others_leasing < Pair.judgments_wanted)
-            .order_by(Pair.priority.desc(), Pair.info_score.desc(), Pair.id)
-            .limit(1)
-        )
-        if not db.is_sqlite:
-            # Two annotators racing for the same last slot: the loser skips to the next pair.
-            query = query.with_for_update(skip_locked=True, of=Pair)
-        pair_id = s.exec(query).first()
-        passed: list[int] = []
-        while pair_id is not None and not db.is_sqlite:
-            # The locking SELECT counted leases in a snapshot taken before it waited for the lock,
-            # so it can miss a lease committed by the previous lock holder; count again now.
-            still_open = select(Pair.id).where(Pair.id == pair_id,
-                                               Pair.n_judgments + others_leasing < Pair.judgments_wanted)
-            if s.exec(still_open).first() is not None:
-                break
-            passed.append(pair_id)
-            pair_id = s.exec(query.where(Pair.id.not_in(passed))).first()
-        if pair_id is None:
-            return None
-        pair_id = next_control_pair(s, annotator_id, control_rate, rng) or pair_id
-        expires_at = now + timedelta(seconds=lease_seconds)
-        left_side = rng.choice("ab")
-        lease = s.exec(select(Lease).where(Lease.pair_id == pair_id, Lease.annotator_id == annotator_id)).first()
-        if lease is None:
-            lease = Lease(pair_id=pair_id, annotator_id=annotator_id)
-        lease.left_side, lease.served_at, lease.expires_at = left_side, now, expires_at
-        s.add(lease)
-        return _served(s, pair_id, left_side, expires_at)
-
-
-def record_judgment(
-    db: Database, *, pair_id: int, annotator_id: int, choice: str, strength: str | None = None,
-    rationale: str | None = None, latency_ms: int | None = None, require_served: bool = True,
-) -> tuple[Judgment, bool]:
-    """Record one annotator's judgment of a pair. Returns `(judgment, created)`.
-
-    Idempotent: a repeat (double click, retried request) returns the stored row with
-    `created=False` and changes nothing. `choice` is in the pair's own a/b terms; the side that was
-    shown on the left is taken from the server's lease, never from the client.
-    """
+def check_judgment(choice: str, strength: str | None, rationale: str | None) -> tuple[str | None, str | None]:
+    """`(strength, rationale)` normalised (empty -> None), or JudgmentError naming the bad field."""
     if choice not in CHOICES:
         raise JudgmentError(f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
     if strength in ("", None):
@@ -246,72 +207,30 @@ def record_judgment(
     rationale = (rationale or "").strip() or None
     if rationale and len(rationale) > MAX_RATIONALE_CHARS:
         raise JudgmentError(f"rationale is longer than {MAX_RATIONALE_CHARS} characters")
-    with db.session() as s:
-        _active_annotator(s, annotator_id)
-        if s.get(Pair, pair_id) is None:
-            raise JudgmentError(f"pair {pair_id} does not exist")
-        existing = _judgment_of(s, pair_id, annotator_id)
-        if existing is not None:
-            return existing, False
-        lease = s.exec(select(Lease).where(Lease.pair_id == pair_id, Lease.annotator_id == annotator_id)).first()
-        if lease is None and require_served:
-            # On PostgreSQL a retried twin may have committed (and released the lease) after
-            # `existing` was read; its judgment is then visible to this newer statement.
-            existing = _judgment_of(s, pair_id, annotator_id)
-            if existing is not None:
-                return existing, False
-            raise JudgmentError(f"pair {pair_id} was not served to this annotator")
-        judgment = Judgment(pair_id=pair_id, annotator_id=annotator_id, choice=choice, strength=strength,
-                            rationale=rationale, latency_ms=latency_ms,
-                            left_side=lease.left_side if lease else "a")
-        try:
-            with s.begin_nested():
-                s.add(judgment)
-        except IntegrityError:
-            # A concurrent twin of this request won the unique (pair, annotator) race.
-            return _judgment_of(s, pair_id, annotator_id), False
-        s.exec(update(Pair).where(Pair.id == pair_id).values(n_judgments=Pair.n_judgments + 1))
-        if lease is not None:
-            s.delete(lease)
-        s.flush()
-        s.refresh(judgment)
-        return judgment, True
-
-
-def _judgment_of(s: Session, pair_id: int, annotator_id: int) -> Judgment | None:
-    return s.exec(select(Judgment).where(Judgment.pair_id == pair_id, Judgment.annotator_id == annotator_id)).first()
-
-
-def skip_pair(db: Database, *, pair_id: int, annotator_id: int) -> None:
-    """The annotator passes on this pair: it is never served to them again and its slot frees up."""
-    with db.session() as s:
-        _active_annotator(s, annotator_id)
-        if s.get(Pair, pair_id) is None:
-            raise JudgmentError(f"pair {pair_id} does not exist")
-        s.exec(delete(Lease).where(Lease.pair_id == pair_id, Lease.annotator_id == annotator_id))
-        if s.exec(select(Skip).where(Skip.pair_id == pair_id, Skip.annotator_id == annotator_id)).first() is None:
-            s.add(Skip(pair_id=pair_id, annotator_id=annotator_id))
+    if rationale and (bad := _CONTROL.search(rationale)):
+        raise JudgmentError(f"the reason contains the control character U+{ord(bad.group()):04X}; remove it")
+    return strength, rationale
 
 
 def open_pair_count(db: Database, kind: str | None = None) -> int:
     """Pairs that still want judgments."""
-    with db.session() as s:
-        q = select(func.count()).select_from(Pair).where(Pair.n_judgments < Pair.judgments_wanted)
-        if kind:
-            q = q.where(Pair.kind == kind)
-        return s.exec(q).one()
+    q = select(func.count()).select_from(P).where(P.c.n_judgments < P.c.judgments_wanted)
+    if kind:
+        q = q.where(P.c.kind == kind)
+    with db.transaction() as conn:
+        return conn.execute(q).scalar_one()
 
 
 def prompts_needing_pairs(db: Database, limit: int, split: str = "train", policy_version_id: int = 0) -> list[Prompt]:
     """Prompts with no open pair from this policy version, fewest pairs first."""
     with db.session() as s:
         open_here = (
-            select(Pair.id)
+            orm_select(Pair.id)
             .join(Sample, Sample.id == Pair.sample_a_id)
             .where(Pair.prompt_id == Prompt.id, Pair.n_judgments < Pair.judgments_wanted,
                    Sample.policy_version_id == policy_version_id)
         )
-        n_pairs = select(func.count(Pair.id)).where(Pair.prompt_id == Prompt.id).scalar_subquery()
-        q = (select(Prompt).where(Prompt.split == split, ~open_here.exists())
+        n_pairs = orm_select(func.count(Pair.id)).where(Pair.prompt_id == Prompt.id).scalar_subquery()
+        q = (orm_select(Prompt).where(Prompt.split == split, ~open_here.exists())
              .order_by(n_pairs, Prompt.id).limit(limit))
         return list(s.exec(q))

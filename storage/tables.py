@@ -185,3 +185,19 @@ class TrainingLog(SQLModel, table=True):
     step: int
     metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoginSession(SQLModel, table=True):
+    """A login. The browser holds a random token; this row holds its SHA-256, so every app process
+    accepts the login and a copy of the database logs nobody in. Ended by logout (or by an
+    operator: `storage.sessions.end_sessions_of`) or by time."""
+
+    __tablename__ = "login_session"
+
+    id: int | None = Field(default=None, primary_key=True)
+    token_hash: str = Field(index=True, unique=True, max_length=64)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime = Field(index=True)
+    ended_at: datetime | None = None
+    end_reason: str | None = Field(default=None, max_length=32)  # "logout", "ended by operator", ...

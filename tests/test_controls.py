@@ -134,7 +134,8 @@ def test_malformed_control_file_is_refused_whole_with_one_line_naming_the_line(
 def test_prompt_longer_than_the_configured_limit_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "long.jsonl"
     path.write_text(GOOD + GOOD.replace('"p"', '"' + "x" * 50 + '"'), encoding="utf-8")
-    with pytest.raises(InputFileError, match=r":2: the prompt is 50 characters long, over the limit of 40"):
+    too_long = r":2: the prompt is 50 characters long, over labeling.max_prompt_chars = 40"
+    with pytest.raises(InputFileError, match=too_long):
         read_control_file(path, max_prompt_chars=40)
 
 

@@ -217,7 +217,7 @@ def test_status_counts_shape_and_values(db):
 def test_judgment_rows(db):
     p1, p2 = prompt_id(db, "first"), prompt_id(db, "second")
     (train_pair,) = record_generations(db, prompt_id=p1, policy_version_id=0, responses=[("a1", 2), ("b1", 2)],
-                                       gen_params={}, pairs=[(0, 1)], round=3)
+                                       gen_params={}, pairs=[(0, 1)], round=3, judgments_wanted=2)
     (eval_pair,) = record_generations(db, prompt_id=p2, policy_version_id=0, responses=[("a2", 2), ("b2", 2)],
                                       gen_params={}, pairs=[(1, 0)], kind="eval_vs_base")
     alice = create_annotator(db, "alice", "correct horse")

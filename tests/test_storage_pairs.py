@@ -24,6 +24,7 @@ from storage import (
     Lease,
     Pair,
     Prompt,
+    SlotTaken,
     add_prompts,
     content_hash,
     create_annotator,
@@ -155,9 +156,13 @@ def test_pair_never_served_to_annotator_is_refused(db):
     with pytest.raises(JudgmentError, match="not served"):
         record_judgment(db, pair_id=pair_id, annotator_id=ann, choice="a")
     assert judgment_count(db) == 0 and n_judgments(db, pair_id) == 0
-    # An operator import may bypass serving explicitly.
+    # An operator import may bypass serving explicitly, but not take a slot another annotator's
+    # live lease holds (k means k: that annotator's judgment would be one too many).
+    with pytest.raises(SlotTaken):
+        record_judgment(db, pair_id=pair_id, annotator_id=ann, choice="a", require_served=False)
+    skip_pair(db, pair_id=pair_id, annotator_id=other)
     judgment, created = record_judgment(db, pair_id=pair_id, annotator_id=ann, choice="a", require_served=False)
-    assert created and judgment.left_side == "a"
+    assert created and judgment.left_side == "a" and n_judgments(db, pair_id) == 1
 
 
 # -- next_pair_for: leases, k slots, skips, priority, expiry -------------------------------------

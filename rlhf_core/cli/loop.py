@@ -1,4 +1,5 @@
-"""`rlhf` commands that use the model: sampling, serving, training, rounds, export, demo."""
+"""`rlhf` commands that use the model: sampling, training, rounds, evaluation batches, jobs.
+(`serve` and `worker` live in `rlhf_core.cli.serve`.)"""
 
 from __future__ import annotations
 
@@ -112,33 +113,6 @@ def eval_batch(
     _run_job_now(workspace, db, "eval_batch", {"prompts": prompts})
 
 
-@app.command()
-def worker(
-    workspace: WorkspaceOpt = None,
-    db: DbOpt = None,
-    once: Annotated[bool, typer.Option(help="Run at most one job, then exit")] = False,
-    poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue")] = 2.0,
-    stale_after: Annotated[float, typer.Option(help="Fail running jobs with no heartbeat for this long (s)")] = 120.0,
-) -> None:
-    """Take jobs from the queue and run them (training, sampling, rounds)."""
-    import logging
-
-    from rlhf_core.loop.worker import Worker
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ws, database = open_db(workspace, db)
-    w = Worker(ws, database, poll_seconds=poll, stale_after_seconds=stale_after)
-    if once:
-        job = w.run_once()
-        typer.echo("queue empty" if job is None else f"job #{job.id} {job.kind}: {job.status}")
-        return
-    typer.echo(f"Worker {w.worker_id} on {database.display_url()} (Ctrl-C to stop)")
-    try:
-        w.run_forever()
-    except KeyboardInterrupt:
-        typer.echo("worker stopped")
-
-
 jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and retry jobs.")
 app.add_typer(jobs_app, name="jobs")
 
@@ -164,44 +138,3 @@ def jobs_retry(job_id: int, workspace: WorkspaceOpt = None, db: DbOpt = None) ->
     _, database = open_db(workspace, db)
     job = retry_job(database, job_id)
     typer.echo(f"Queued job #{job.id} ({job.kind}) as a retry of #{job_id}.")
-
-
-@app.command()
-def serve(
-    workspace: WorkspaceOpt = None,
-    db: DbOpt = None,
-    host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port")] = 7860,
-    no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a training worker process")] = False,
-) -> None:
-    """The labeling page and operator page; also starts a worker unless --no-worker."""
-    import logging
-    import subprocess
-    import sys
-
-    from labeling_app import AppServices
-    from labeling_app import serve as serve_app
-    from rlhf_core.loop.sampling import PoolTopper
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ws, database = open_db(workspace, db)
-    topper = PoolTopper(ws, database)
-    services = AppServices(pool_topper=topper, request_pairs=lambda n: "sampling started" if topper.request_pairs(n)
-                           else "sampling is already running")
-    worker_proc = None
-    if not no_worker:
-        cmd = [sys.executable, "-m", "rlhf_core", "worker", "--workspace", str(ws.root)]
-        if db:
-            cmd += ["--db", db]
-        worker_proc = subprocess.Popen(cmd)
-        typer.echo(f"Started worker process {worker_proc.pid}.")
-    topper.request_top_up()
-    try:
-        serve_app(ws, database, services, host=host, port=port, block=True)
-    finally:
-        if worker_proc is not None:
-            worker_proc.terminate()
-            try:
-                worker_proc.wait(10)
-            except subprocess.TimeoutExpired:
-                worker_proc.kill()

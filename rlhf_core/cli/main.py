@@ -10,6 +10,7 @@ import typer
 # isort: off
 from rlhf_core.cli import project  # noqa: F401
 from rlhf_core.cli import loop  # noqa: F401
+from rlhf_core.cli import serve  # noqa: F401
 from rlhf_core.cli import data  # noqa: F401
 from rlhf_core.cli import controls  # noqa: F401
 # isort: on

@@ -107,8 +107,8 @@ def prompts_import(
 
     if split not in ("train", "eval"):
         raise typer.BadParameter("must be train or eval", param_hint="--split")
-    _, database = open_db(workspace, db)
-    conversations = read_prompt_file(file)
+    ws, database = open_db(workspace, db)
+    conversations = read_prompt_file(file, max_prompt_chars=ws.config.labeling.max_prompt_chars)
     result = add_prompts(database, conversations, split=split, source=file.name)
     typer.echo(f"Imported {result.added} prompts into split '{split}' ({result.duplicates} duplicates skipped).")
 

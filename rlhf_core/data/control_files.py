@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.data.file_checks import InputFileError, check_text, iter_lines, read_csv_rows
-from rlhf_core.data.prompt_files import MAX_PROMPT_CHARS, PromptFileError, parse_conversation
+from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS as MAX_PROMPT_CHARS
+from rlhf_core.data.prompt_files import PromptFileError, parse_conversation
 from storage import CHOICES, ControlImportResult, ControlSpec, Database, add_control_pairs
 
 MAX_RESPONSE_CHARS = 20_000
@@ -39,14 +40,9 @@ def control_from_record(record: Any, where: str, *, max_prompt_chars: int = MAX_
         raise InputFileError(f"{where}: expected an object with prompt (or messages), response_a, response_b "
                              "and expected")
     try:
-        messages = parse_conversation(record, where)
+        messages = parse_conversation(record, where, max_chars=max_prompt_chars)
     except PromptFileError as exc:
         raise InputFileError(str(exc)) from None
-    for message in messages:
-        check_text(message["content"], where, field="prompt")
-    size = sum(len(m["content"]) for m in messages)
-    if size > max_prompt_chars:
-        raise InputFileError(f"{where}: the prompt is {size} characters long, over the limit of {max_prompt_chars}")
     response_a, response_b = (_text_field(record, field, where, MAX_RESPONSE_CHARS) for field in RESPONSE_FIELDS)
     if response_a == response_b:
         raise InputFileError(f"{where}: response_a and response_b are the same text; a control pair needs two "

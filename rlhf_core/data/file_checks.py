@@ -35,10 +35,16 @@ def read_text_strict(path: Path) -> str:
 
 
 def check_text(value: str, where: str, *, field: str = "text", max_chars: int | None = None) -> str:
-    """`value` unchanged, or InputFileError if it holds a control character or exceeds `max_chars`."""
+    """`value` unchanged, or InputFileError if it holds a control character or an unpaired surrogate
+    (neither can be stored or shown as text) or exceeds `max_chars`."""
     bad = next((ch for ch in value if ch in CONTROL_CHARS), None)
     if bad is not None:
         raise InputFileError(f"{where}: {field} contains the control character U+{ord(bad):04X}; remove it")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, e.g. from a JSON "\ud800" escape
+        raise InputFileError(f"{where}: {field} contains the unpaired surrogate U+{ord(value[exc.start]):04X}, "
+                             "which is not text; remove it") from None
     if max_chars is not None and len(value) > max_chars:
         raise InputFileError(f"{where}: {field} is {len(value)} characters long, over the limit of {max_chars}")
     return value

@@ -84,8 +84,9 @@ def prepare_workspace(root: Path, *, model: str = "default") -> Workspace:
     db = ws.database()
     if count_prompts(db) == 0:
         train, evaluation = demo_prompt_files()
-        add_prompts(db, read_prompt_file(train), split="train", source="demo")
-        add_prompts(db, read_prompt_file(evaluation), split="eval", source="demo")
+        limit = ws.config.labeling.max_prompt_chars
+        add_prompts(db, read_prompt_file(train, max_prompt_chars=limit), split="train", source="demo")
+        add_prompts(db, read_prompt_file(evaluation, max_prompt_chars=limit), split="eval", source="demo")
     db.dispose()
     return ws
 

@@ -3,6 +3,7 @@ background to keep the labeling pool topped up."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import random
@@ -21,6 +22,12 @@ from rlhf_core.workspace import Workspace
 from storage import Database, get_policy, open_pair_count, prompt_messages, prompts_needing_pairs, record_generations
 
 log = logging.getLogger(__name__)
+
+
+class SamplerStopped(BaseException):
+    """Raised inside a running top-up to end it (`PoolTopper.stop`). A BaseException, so that no
+    `except Exception` on the way swallows it; each prompt's pairs are one transaction, so the
+    prompt being written rolls back and only whole prompts remain."""
 
 
 @dataclass
@@ -149,6 +156,16 @@ class PoolTopper:
         if thread is not None:
             thread.join(timeout)
 
+    def stop(self, timeout_s: float = 15.0) -> bool:
+        """End a running top-up (from another thread, e.g. on SIGTERM) and wait for it; True once no
+        top-up runs. The stop lands between two Python steps of sampling, within a token step."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return True
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(SamplerStopped))
+        thread.join(timeout_s)
+        return not thread.is_alive()
+
     def _run(self, n: int) -> None:
         try:
             if self._stack is None:
@@ -157,6 +174,8 @@ class PoolTopper:
             self.last_error = None
             log.info("pool top-up: %d new pairs from policy v%d", self.last_result.pairs,
                      self.last_result.policy_version)
+        except SamplerStopped:
+            log.info("pool top-up stopped; the pairs of whole prompts written so far are kept")
         except Exception as exc:  # noqa: BLE001 - a background thread must report, not die silently
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("pool top-up failed")

@@ -1,14 +1,14 @@
 """pair selection and info score; control pairs
 
 Revision ID: 0004_quality
-Revises: 0002
+Revises: 0003_sessions
 Create Date: 2026-11-27
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_quality"
-down_revision = "0002"
+down_revision = "0003_sessions"
 branch_labels = None
 depends_on = None
 
@@ -44,7 +44,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_controlpair_content_hash"), table_name="controlpair")
     op.drop_table("controlpair")
     op.drop_index("ix_pair_open_priority", table_name="pair")
-    op.create_index("ix_pair_open_priority", "pair", ["priority", "id"], unique=False,
+    op.create_index("ix_pair_open_priority", "pair", [sa.text("priority DESC"), "id"], unique=False,
                     sqlite_where=OPEN, postgresql_where=OPEN)
     with op.batch_alter_table("pair", schema=None) as batch_op:
         batch_op.drop_column("info_score")
