@@ -74,10 +74,14 @@ class RewardConfig:
     use_strength_margin: bool = False
     # Judgments of annotators whose control-pair accuracy is below this are left out of training (0 = keep all).
     min_annotator_accuracy: float = 0.0
-    ensemble: int = 1  # K reward heads on one LoRA trunk, each on a bootstrap resample; scored by their mean
-    pooling: str = "last"  # features the head reads: "last" (last token) or "mean" (mean of the response tokens)
+    # K reward heads on one LoRA trunk, each on a bootstrap resample; scored by their mean, their spread is the
+    # uncertainty that pair selection uses. Heads are cheap: the trunk's pass is shared.
+    ensemble: int = 3
+    # Features the head reads: "mean" (mean of the response tokens) or "last" (last token, as TRL). Measured on the
+    # default model (bench/reward_learning.py, 300 judgments, gold sentiment): mean 0.665 vs last 0.557 held-out.
+    pooling: str = "mean"
     warm_start: bool = False  # start from the current reward model instead of from scratch
-    early_stopping: bool = False  # keep the epoch with the lowest held-out loss (needs eval_fraction > 0)
+    early_stopping: bool = True  # keep the epoch with the lowest held-out loss (needs eval_fraction > 0)
     ties: str = "drop"  # "drop": ties are left out of Bradley-Terry; "davidson": modelled (Davidson 1970)
     head_init: str = "random"  # "probe": fit the head on the frozen features first, then fine-tune (LP-FT)
     seed: int = 0

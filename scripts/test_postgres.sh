@@ -2,6 +2,11 @@
 # Start a throw-away PostgreSQL server on loopback for the test suite and print its URL.
 # Usage: eval "$(bash scripts/test_postgres.sh)"   (exports RLHF_TEST_PG_URL)
 set -euo pipefail
+# The server outlives this script: it must not inherit our open files (e.g. a `flock` lock held by
+# the caller would stay locked for as long as the server runs).
+for fd in $(ls /proc/$$/fd); do
+  if [ "$fd" -gt 2 ]; then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
 PGBIN=${PGBIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}
 [ -x "$PGBIN/initdb" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
 PORT=${RLHF_TEST_PG_PORT:-55432}

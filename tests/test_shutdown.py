@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from browser_utils import free_port
 from process_utils import answers, kill_session, log_match, rlhf_process, running, session_members, wait_for
-from sqlmodel import func, select
+from sqlmodel import select
 
 import storage
 from rlhf_core.config import dump_config
+from rlhf_core.loop.pair_selection import distinct_responses
 from rlhf_core.workspace import Workspace, init_workspace
 
 STOP_WITHIN_S = 60
@@ -55,14 +56,18 @@ def serve(workspace: Workspace, tmp_path: Path) -> Iterator[tuple]:
 
 
 def orphan_samples(ws: Workspace) -> int:
-    """Samples in no pair: what a top-up cut in the middle of a prompt's write would leave."""
+    """Prompts whose samples could form a pair (two distinct non-empty texts) but have none: what a
+    top-up cut in the middle of a prompt's write would leave. (Identical or empty responses are
+    stored unpaired by design.)"""
     db = ws.database()
     with db.session() as s:
-        paired = select(storage.Pair.sample_a_id).union(select(storage.Pair.sample_b_id))
-        n = s.exec(select(func.count()).select_from(storage.Sample)
-                   .where(storage.Sample.id.not_in(paired))).one()
+        texts: dict[int, list[str]] = {}
+        for prompt_id, text in s.exec(select(storage.Sample.prompt_id, storage.Sample.text)).all():
+            texts.setdefault(prompt_id, []).append(text)
+        paired = set(s.exec(select(storage.Pair.prompt_id)).all())
     db.dispose()
-    return n
+    return sum(1 for prompt_id, mine in texts.items()
+               if prompt_id not in paired and len(distinct_responses(mine)[0]) >= 2)
 
 
 @pytest.mark.parametrize("how", ["SIGTERM to serve", "Ctrl-C to the process group"])
