@@ -78,9 +78,10 @@ def demo_prompt_files() -> tuple[Path, Path]:
     return Path(str(data / "demo_prompts.jsonl")), Path(str(data / "demo_eval_prompts.jsonl"))
 
 
-def prepare_workspace(root: Path, *, model: str = "default") -> Workspace:
-    """A workspace with the built-in prompt set (train and eval) imported."""
-    ws, _ = init_workspace(root, model=model)
+def prepare_workspace(root: Path, *, model: str = "default", profile: str = "auto") -> Workspace:
+    """A workspace with the built-in prompt set (train and eval) imported; a new one is sized by
+    `profile` for this machine, as `rlhf init` does."""
+    ws, _ = init_workspace(root, model=model, new_profile=profile)
     db = ws.database()
     if count_prompts(db) == 0:
         train, evaluation = demo_prompt_files()
