@@ -112,7 +112,7 @@ def load_stack(s: BenchSettings) -> ModelStack:
     """Ours: one base with the `policy`, `value` and `reward` adapters, as the product loads it."""
     stack = ModelStack.load(Path(s.model_dir), quantize_4bit=s.quantize_4bit, device=s.device, policy_lora=lora_of(s),
                             reward_lora=lora_of(s), gradient_checkpointing=ours_checkpointing(s), seed=s.seed,
-                            generation="auto", precision="auto" if s.autocast == "auto" else "fp32")
+                            generation=s.generation, precision="auto" if s.autocast == "auto" else "fp32")
     stack.keep_generation_copy = not s.release_cpu_memory  # as `model.release_cpu_memory` does
     return stack
 

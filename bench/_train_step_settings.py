@@ -40,6 +40,9 @@ class BenchSettings:
     # "auto": bfloat16 autocast on both sides where the hardware computes bf16 natively (TRL's default
     # `bf16` and ours `model.precision = auto`); "fp32": float32 on both sides.
     autocast: str = "auto"
+    # Ours: `model.generation` ("auto": decode from a merged bfloat16 copy where native; "adapter": through the
+    # LoRA adapter, no copy). The copy is a second set of weights, so it shows in the PPO memory figure.
+    generation: str = "auto"
     threads: int = 0  # torch intra-op threads in the workers; 0 = torch's default
     release_cpu_memory: bool = True  # PPO memory workers on CPU: return freed memory to the OS (both variants)
     seed: int = 0

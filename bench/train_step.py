@@ -133,7 +133,7 @@ def describe(env: dict, s: BenchSettings, results: dict, args: argparse.Namespac
         f"q,k,v,o,gate,up,down on both sides; activation checkpointing: "
         + {"defaults": "each side's default (ours: only batches >= 8192 tokens; TRL: on)", "on": "on, both sides",
            "off": "off, both sides"}[s.checkpointing]
-        + "; ours decodes with its default sampler (model.generation = auto); torch AdamW, grad-norm clip 1.0",
+        + f"; ours decodes with its own sampler (model.generation = {s.generation}); torch AdamW, grad-norm clip 1.0",
     ]
     if "reward-ours" in results or "grpo-ours" in results:
         lines.append(
@@ -210,6 +210,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="activation checkpointing: each side's default (ours: auto, TRL: on), or on/off for both")
     p.add_argument("--autocast", choices=("auto", "fp32"), default="auto",
                    help="auto: bf16 autocast on both sides where native (both products' default); fp32: both float32")
+    p.add_argument("--generation", choices=("auto", "adapter"), default="auto",
+                   help="ours: model.generation (auto: merged bf16 copy where native; adapter: no copy)")
     p.add_argument("--only", choices=tuple(GROUPS), action="append", help="run only these measurements (repeatable)")
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     p.add_argument("--verbose", action="store_true", help="show the workers' output")
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> None:
             quantize_4bit=prep["quantize_4bit"], warmup=args.warmup, steps=args.steps, batch_size=args.batch_size,
             prompts=args.prompts, group_size=args.group_size, max_new_tokens=args.max_new_tokens,
             max_length=args.max_length, minibatch_size=args.minibatch_size, update_epochs=args.update_epochs,
-            checkpointing=args.checkpointing, autocast=args.autocast, threads=args.threads,
+            checkpointing=args.checkpointing, autocast=args.autocast, generation=args.generation, threads=args.threads,
             release_cpu_memory=args.memory_allocator == "release")
         print("measuring (each in a fresh process)")
         runs: dict[str, list[dict]] = {}
