@@ -58,7 +58,10 @@ def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path:
                   "--algo", "dpo,grpo", "--gold", "longer,shorter", "--eval-prompts", "4",
                   "--workspace", str(tmp_path / "ws"), "--json", str(out), "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
-                  "--set", "policy.reference=previous", timeout=1800)
+                  "--set", "policy.reference=previous",
+                  # One pair per prompt: exactly the judged pairs are sampled, so round 2 judges only pairs
+                  # of v1 (the CPU profile's 4 samples per prompt leave v0 pairs open, served first as oldest).
+                  "--set", "sampling.per_prompt=2", timeout=1800)
     rows = json.loads(out.read_text())
     assert [(r["gold"], r["algo"], r["round"]) for r in rows] == [
         (gold, algo, n) for gold in ("longer", "shorter") for algo in ("dpo", "grpo") for n in (1, 2)]
