@@ -4,22 +4,13 @@ audit row."""
 
 from __future__ import annotations
 
-import getpass
 import json
 from datetime import datetime, timezone
 from typing import Annotated
 
 import typer
 
-from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db, user_app
-
-
-def cli_actor() -> str:
-    """Who an audit row names for a shell command: `cli:<login name>`."""
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, cli_actor, open_db, user_app
 
 
 @user_app.command("enable")

@@ -133,7 +133,7 @@ def jobs_list(workspace: WorkspaceOpt = None, db: DbOpt = None,
 @jobs_app.command("retry")
 def jobs_retry(job_id: int, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Queue a failed job again."""
-    from rlhf_core.cli.accounts import cli_actor
+    from rlhf_core.cli.app import cli_actor
     from storage import record_audit, retry_job
 
     _, database = open_db(workspace, db)

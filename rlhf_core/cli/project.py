@@ -135,7 +135,7 @@ def user_add(
     password: Annotated[str | None, typer.Option(help="Password (else $RLHF_PASSWORD, else asked)")] = None,
 ) -> None:
     """Add an account."""
-    from rlhf_core.cli.accounts import cli_actor
+    from rlhf_core.cli.app import cli_actor
     from storage import create_annotator, record_audit
 
     ws, database = open_db(workspace, db)
@@ -160,7 +160,7 @@ def user_list(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
 @user_app.command("disable")
 def user_disable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Disable an account (its judgments stay): ends its sessions and releases the pairs it holds."""
-    from rlhf_core.cli.accounts import cli_actor
+    from rlhf_core.cli.app import cli_actor
     from storage import record_audit, set_active
 
     _, database = open_db(workspace, db)
