@@ -11,6 +11,7 @@ from labeling_app.annotation import Annotation
 from labeling_app.annotator_page import FAST, build_annotator_page
 from labeling_app.auth import (
     SessionStore,
+    Throttle,
     current_user,
     ensure_first_operator,
     install_sessions,
@@ -44,7 +45,9 @@ def _guidelines(ws: Workspace) -> str:
 
 
 def session_store(ws: Workspace, db: Database) -> SessionStore:
-    return SessionStore(db, lifetime_s=ws.config.labeling.session_hours * 3600)
+    auth = ws.config.auth
+    return SessionStore(db, lifetime_s=ws.config.labeling.session_hours * 3600, throttle=Throttle(
+        auth.max_failures, auth.window_seconds, auth.cooldown_seconds))
 
 
 def build_app(ws: Workspace, db: Database, services: AppServices | None = None,

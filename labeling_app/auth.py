@@ -13,17 +13,19 @@ seconds everywhere else.
 from __future__ import annotations
 
 import hashlib
+import math
 import secrets
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import gradio as gr
-from fastapi import Request  # noqa: TC002 - FastAPI reads the route's annotations at run time
-from fastapi.responses import RedirectResponse
+from fastapi import HTTPException, Request  # noqa: TC002 - FastAPI reads the route's annotations at run time
+from fastapi.responses import JSONResponse, RedirectResponse
 from gradio import route_utils
 
 from storage import (
@@ -37,6 +39,8 @@ from storage import (
     end_session,
     end_sessions_of,
     get_annotator,
+    login_cooldown_left,
+    record_login_attempt,
     session_user,
     start_session,
 )
@@ -88,13 +92,25 @@ def cookie_id(db: Database) -> str:
     return "rlhf-" + hashlib.sha256(db.identity().encode("utf-8")).hexdigest()[:20]
 
 
+@dataclass(frozen=True)
+class Throttle:
+    """Login throttling (config [auth]): `max_failures` failed logins within `window_s` seconds, per
+    username or per client address, refuse every login (a right password too) for `cooldown_s`."""
+
+    max_failures: int = 5
+    window_s: float = 900.0
+    cooldown_s: float = 900.0
+
+
 class SessionStore(MutableMapping[str, str]):
     """Gradio's `app.tokens` (session token -> username), kept in the database's `login_session`
     table. Gradio calls `get` on every request, `[token] = username` after a good login and `del`
     on logout. Each process caches what it read for `cache_seconds`."""
 
-    def __init__(self, db: Database, *, lifetime_s: float, cache_seconds: float = SESSION_CACHE_SECONDS) -> None:
+    def __init__(self, db: Database, *, lifetime_s: float, cache_seconds: float = SESSION_CACHE_SECONDS,
+                 throttle: Throttle | None = None) -> None:
         self.db, self.lifetime_s, self.cache_seconds = db, lifetime_s, cache_seconds
+        self.throttle = throttle or Throttle()
         self.cookie_id = cookie_id(db)
         self._cache: dict[str, tuple[float, SessionUser | None]] = {}
         self._by_name: dict[str, SessionUser] = {}  # the user behind each name's latest valid lookup
@@ -181,6 +197,40 @@ def _logout_route(app: Any, store: SessionStore) -> Callable[..., Any]:
     return logout
 
 
+def _login_route(store: SessionStore) -> Callable[..., Any]:
+    async def login(request: Request) -> JSONResponse:
+        """Gradio's login, throttled per username and client address with counters in the database,
+        every try recorded (and audited)."""
+        form = await request.form()
+        username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
+        address = request.client.host if request.client else ""
+        name = username[:MAX_USERNAME_CHARS] if username.isprintable() else repr(username)[:MAX_USERNAME_CHARS]
+        t = store.throttle
+        left = await anyio.to_thread.run_sync(lambda: login_cooldown_left(
+            store.db, name, address, max_failures=t.max_failures, window_seconds=t.window_s,
+            cooldown_seconds=t.cooldown_s))
+        if left > 0:
+            raise HTTPException(status_code=429, detail=f"Too many failed logins: try again in "
+                                                        f"{max(1, math.ceil(left / 60))} min.")
+        ok = login_form_ok(username, password) and (
+            await anyio.to_thread.run_sync(authenticate, store.db, username, password)) is not None
+        await anyio.to_thread.run_sync(record_login_attempt, store.db, name, address, ok)
+        if not ok:
+            raise HTTPException(status_code=400, detail="Incorrect credentials.")
+        token = secrets.token_urlsafe(16)
+        try:
+            store[token] = username
+        except KeyError:
+            raise HTTPException(status_code=400, detail="Incorrect credentials.") from None
+        response = JSONResponse(content={"success": True})
+        response.set_cookie(key=f"access-token-{store.cookie_id}", value=token, httponly=True, samesite="none",
+                            secure=True)
+        response.set_cookie(key=f"access-token-unsecure-{store.cookie_id}", value=token, httponly=True)
+        return response
+
+    return login
+
+
 def install_sessions(store: SessionStore) -> Callable[[Any], Any]:
     """A FastAPI lifespan (pass as `launch(app_kwargs={"lifespan": ...})`) that, before the server
     takes its first request, puts `store` in place of Gradio's login dict, the database's cookie id in
@@ -191,8 +241,11 @@ def install_sessions(store: SessionStore) -> Callable[[Any], Any]:
     async def lifespan(app: Any) -> Any:
         app.tokens = store
         app.cookie_id = store.cookie_id
-        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != "/logout"]
+        ours = ("/logout", "/login", "/login/")
+        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ours]
         app.add_api_route("/logout", _logout_route(app, store), methods=["GET"])
+        for path in ("/login", "/login/"):
+            app.add_api_route(path, _login_route(store), methods=["POST"])
         yield
 
     return lifespan

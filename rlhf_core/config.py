@@ -61,6 +61,16 @@ class LabelingConfig:
 
 
 @dataclass
+class AuthConfig:
+    # Failed logins are counted in the database (every app process sees them), per username and per
+    # client address: `max_failures` within `window_seconds` refuses logins for `cooldown_seconds`.
+    max_failures: int = 5
+    window_seconds: int = 900
+    cooldown_seconds: int = 900
+    min_password_length: int = 8  # new accounts and new passwords (NIST SP 800-63B: at least 8)
+
+
+@dataclass
 class RewardConfig:
     lora_r: int = 16
     lora_alpha: int = 32
@@ -160,6 +170,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     labeling: LabelingConfig = field(default_factory=LabelingConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
@@ -238,6 +249,17 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.min_annotator_accuracy must be between 0 and 1")
     _validate_policy_update(config.policy, where)
     _validate_logging(config.logging, where)
+    _validate_auth(config.auth, where)
+
+
+def _validate_auth(auth: AuthConfig, where: Path | str) -> None:
+    if not 1 <= auth.max_failures <= 1000:
+        raise ConfigError(f"{where}: auth.max_failures must be between 1 and 1000")
+    for key in ("window_seconds", "cooldown_seconds"):
+        if not 1 <= getattr(auth, key) <= 7 * 86400:
+            raise ConfigError(f"{where}: auth.{key} must be between 1 and 604800 (7 days)")
+    if not 8 <= auth.min_password_length <= 1024:
+        raise ConfigError(f"{where}: auth.min_password_length must be between 8 and 1024")
 
 
 def _validate_policy_update(policy: PolicyConfig, where: Path | str) -> None:

@@ -58,10 +58,16 @@ from storage.serving import (
     submit_verdict,
 )
 from storage.sessions import (
+    AuditRow,
     SessionUser,
+    audit_events,
     end_session,
     end_sessions_of,
+    failed_login_count,
+    login_cooldown_left,
     open_session_count,
+    record_audit,
+    record_login_attempt,
     session_user,
     start_session,
 )
@@ -71,10 +77,12 @@ from storage.tables import (
     ROLES,
     STRENGTHS,
     Annotator,
+    AuditEvent,
     ControlPair,
     Job,
     Judgment,
     Lease,
+    LoginAttempt,
     LoginSession,
     Pair,
     PolicyVersion,
@@ -95,6 +103,8 @@ from storage.users import (
     hash_password,
     list_annotators,
     set_active,
+    set_password,
+    set_role,
 )
 from storage.versions import (
     add_policy_version,

@@ -3,20 +3,26 @@ made on any other, and a logout (or an operator ending someone's sessions) holds
 
 The browser keeps a random token; the `login_session` row keeps its SHA-256 only. A session is
 valid while it has not ended, has not expired, and its user is active.
+
+Also here: the login throttle, whose counters are the failed rows of `login_attempt` (so every app
+process sees the same count), and the append-only audit log of who did what, when, from where.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, or_, select, update
 
 from storage.db import Database
-from storage.tables import Annotator, LoginSession, utcnow
+from storage.tables import Annotator, AuditEvent, LoginAttempt, LoginSession, utcnow
 
 SES, A = LoginSession.__table__, Annotator.__table__
+AUD, ATT = AuditEvent.__table__, LoginAttempt.__table__
 
 
 @dataclass(frozen=True)
@@ -93,3 +99,91 @@ def open_session_count(db: Database, username: str) -> int:
         return len(conn.execute(
             select(SES.c.id).join(A, A.c.id == SES.c.annotator_id)
             .where(A.c.username == username, SES.c.ended_at.is_(None), SES.c.expires_at > utcnow())).all())
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    """One audit event as listed by `rlhf audit` and the operator page."""
+
+    id: int
+    created_at: datetime  # UTC
+    actor: str
+    action: str
+    address: str
+    params: dict[str, Any]
+
+
+def record_audit(db: Database, actor: str, action: str, *, address: str = "", **params: Any) -> None:
+    """Append one audit row; `params` must be JSON-serialisable (strings, numbers, lists)."""
+    with db.transaction() as conn:
+        conn.execute(insert(AUD).values(created_at=utcnow(), actor=actor[:64], action=action[:32],
+                                        address=(address or "")[:64],
+                                        params_json=json.dumps(params, sort_keys=True, default=str)))
+
+
+def audit_events(db: Database, *, since: datetime | None = None, actor: str | None = None,
+                 action: str | None = None, limit: int | None = None) -> list[AuditRow]:
+    """Audit rows, newest first, filtered by time (UTC, inclusive), actor and action."""
+    query = select(AUD).order_by(AUD.c.id.desc())
+    if since is not None:
+        query = query.where(AUD.c.created_at >= since)
+    if actor is not None:
+        query = query.where(AUD.c.actor == actor)
+    if action is not None:
+        query = query.where(AUD.c.action == action)
+    if limit is not None:
+        query = query.limit(limit)
+    with db.transaction() as conn:
+        rows = conn.execute(query).all()
+    return [AuditRow(id=r.id, created_at=r.created_at, actor=r.actor, action=r.action, address=r.address,
+                     params=json.loads(r.params_json)) for r in rows]
+
+
+def login_cooldown_left(db: Database, username: str, address: str, *, max_failures: int,
+                        window_seconds: float, cooldown_seconds: float) -> float:
+    """Seconds this username or address must still wait before a login is considered (0: may try).
+
+    Blocked when, for the username or for the address, `max_failures` failed attempts fell within
+    `window_seconds` and the latest of them is under `cooldown_seconds` old. Attempts refused during a
+    cool-down are not recorded, so waiting it out is enough."""
+    now = utcnow()
+    horizon = now - timedelta(seconds=window_seconds + cooldown_seconds)
+    left = 0.0
+    with db.transaction() as conn:
+        for column, value in ((ATT.c.username, username), (ATT.c.address, address)):
+            if not value:
+                continue
+            times = conn.execute(select(ATT.c.created_at).where(column == value, ATT.c.ok.is_(False),
+                                                                ATT.c.created_at >= horizon)
+                                 .order_by(ATT.c.created_at.desc()).limit(max_failures * 4)).scalars().all()
+            left = max(left, _cooldown(times, now, max_failures, window_seconds, cooldown_seconds))
+    return left
+
+
+def _cooldown(times: list[datetime], now: datetime, n: int, window: float, cooldown: float) -> float:
+    """Given failure times newest first: the cool-down left after the newest run of `n` failures
+    within `window` seconds."""
+    times = [t if t.tzinfo else t.replace(tzinfo=now.tzinfo) for t in times]  # SQLite gives naive UTC
+    for i in range(len(times) - n + 1):
+        newest, oldest = times[i], times[i + n - 1]
+        if (newest - oldest).total_seconds() <= window:
+            return max(0.0, cooldown - (now - newest).total_seconds())
+    return 0.0
+
+
+def record_login_attempt(db: Database, username: str, address: str, ok: bool) -> None:
+    """Count one login try (for the throttle) and write its audit row, in one transaction."""
+    now = utcnow()
+    with db.transaction() as conn:
+        conn.execute(insert(ATT).values(username=username[:64], address=address[:64], ok=ok, created_at=now))
+        conn.execute(insert(AUD).values(created_at=now, actor=username[:64],
+                                        action="login" if ok else "login_failed", address=address[:64],
+                                        params_json="{}"))
+
+
+def failed_login_count(db: Database, *, username: str | None = None, address: str | None = None) -> int:
+    """Failed login attempts recorded for a username or an address (any time)."""
+    conds = [c == v for c, v in ((ATT.c.username, username), (ATT.c.address, address)) if v is not None]
+    with db.transaction() as conn:
+        return conn.execute(select(func.count()).select_from(ATT)
+                            .where(ATT.c.ok.is_(False), or_(*conds))).scalar_one()

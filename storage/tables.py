@@ -201,3 +201,30 @@ class LoginSession(SQLModel, table=True):
     expires_at: datetime = Field(index=True)
     ended_at: datetime | None = None
     end_reason: str | None = Field(default=None, max_length=32)  # "logout", "ended by operator", ...
+
+
+class LoginAttempt(SQLModel, table=True):
+    """One login try, good or bad, per username and client address: the throttle counts the failed
+    ones in the database, so every app process refuses the same guesser."""
+
+    __tablename__ = "login_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(index=True, max_length=64)
+    address: str = Field(index=True, max_length=64)
+    ok: bool = False
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class AuditEvent(SQLModel, table=True):
+    """Who did what, when, from where, with which parameters. Append-only: nothing in the product
+    updates or deletes these rows."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+    actor: str = Field(index=True, max_length=64)  # a username, or "cli" for shell commands
+    action: str = Field(index=True, max_length=32)  # "login", "login_failed", "user_disable", "export", ...
+    address: str = Field(default="", max_length=64)  # client address; "" from the shell
+    params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))

@@ -7,10 +7,12 @@ import hashlib
 import hmac
 import secrets
 
+from sqlalchemy import delete, update
 from sqlmodel import select
 
 from storage.db import Database
-from storage.tables import ROLES, Annotator
+from storage.sessions import end_sessions_of
+from storage.tables import ROLES, Annotator, Lease
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
 
@@ -40,14 +42,32 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
-def create_annotator(db: Database, username: str, password: str, role: str = "annotator") -> Annotator:
+def check_username(username: str) -> str:
+    """The username stripped; UserError if empty, over 64 characters or holding control characters."""
     username = username.strip()
     if not username or len(username) > 64:
         raise UserError("username must be 1-64 characters")
+    if not username.isprintable():
+        raise UserError(f"username {username!r} holds control characters; use printable characters only")
+    return username
+
+
+def check_role(role: str) -> str:
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    if len(password) < 8:
-        raise UserError("password must be at least 8 characters")
+    return role
+
+
+def check_new_password(password: str, min_length: int) -> None:
+    if len(password) < min_length:
+        raise UserError(f"password must be at least {min_length} characters (auth.min_password_length)")
+
+
+def create_annotator(db: Database, username: str, password: str, role: str = "annotator", *,
+                     min_password_length: int = 8) -> Annotator:
+    username = check_username(username)
+    check_role(role)
+    check_new_password(password, min_password_length)
     with db.session() as s:
         if s.exec(select(Annotator).where(Annotator.username == username)).first():
             raise UserError(f"user {username!r} already exists")
@@ -80,14 +100,35 @@ def list_annotators(db: Database) -> list[Annotator]:
         return list(s.exec(select(Annotator).order_by(Annotator.id)))
 
 
-def set_active(db: Database, username: str, active: bool) -> Annotator:
-    with db.session() as s:
-        user = s.exec(select(Annotator).where(Annotator.username == username)).first()
-        if user is None:
-            raise UserError(f"no user named {username!r}")
-        user.active = active
-        s.add(user)
-        return user
+def _change(db: Database, username: str, *, release_leases: bool = False, **values: object) -> int:
+    """Set `values` on the user, then end their open sessions (they log in again under the new
+    state); `release_leases` also frees the pairs they hold. Returns how many sessions ended."""
+    A = Annotator.__table__
+    with db.transaction() as conn:
+        user_id = conn.execute(select(A.c.id).where(A.c.username == username)).scalar()
+        if user_id is None:
+            raise UserError(f"no user named {username!r}; `rlhf user list` shows them")
+        conn.execute(update(A).where(A.c.id == user_id).values(**values))
+        if release_leases:
+            conn.execute(delete(Lease.__table__).where(Lease.__table__.c.annotator_id == user_id))
+    return end_sessions_of(db, username, reason="account changed")
+
+
+def set_active(db: Database, username: str, active: bool) -> int:
+    """Enable or disable an account; ends its sessions, and a disable releases its leases.
+    Returns how many sessions ended."""
+    return _change(db, username, release_leases=not active, active=active)
+
+
+def set_password(db: Database, username: str, password: str, *, min_password_length: int = 8) -> int:
+    """Replace a password; ends the user's sessions. Returns how many ended."""
+    check_new_password(password, min_password_length)
+    return _change(db, username, password_hash=hash_password(password))
+
+
+def set_role(db: Database, username: str, role: str) -> int:
+    """Change a role; ends the user's sessions. Returns how many ended."""
+    return _change(db, username, role=check_role(role))
 
 
 def count_annotators(db: Database) -> int:

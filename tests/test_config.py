@@ -34,6 +34,9 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     ("policy", "dpo_rm_pairs = -1", "policy.dpo_past_rounds and policy.dpo_rm_pairs must be 0 or more"),
     ("logging", 'report_to = "wandb"', "logging.report_to must be none or tensorboard"),
     ("model", 'quantize_4bit = "maybe"', "model.quantize_4bit must be auto, true or false"),
+    ("auth", "max_failures = 0", "auth.max_failures must be between 1 and 1000"),
+    ("auth", "cooldown_seconds = 0", "auth.cooldown_seconds must be between 1 and 604800"),
+    ("auth", "min_password_length = 4", "auth.min_password_length must be between 8 and 1024"),
 ])
 def test_bad_values_name_the_setting(tmp_path: Path, section: str, line: str, message: str) -> None:
     path = tmp_path / "rlhf.toml"

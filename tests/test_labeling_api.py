@@ -115,9 +115,9 @@ def test_logins_and_disabled_accounts(app: RunningApp) -> None:
         assert anon.post("/gradio_api/run/next_pair", json={"data": [], "session_hash": "x"}).status_code == 401
     alice = http(app, "alice")
     assert run(alice, "next_pair").status_code == 200
-    set_active(app.db, "alice", False)  # her cookie is still valid; every event re-reads the account
-    refused = run(alice, "next_pair")
-    assert refused.status_code == 500 and "disabled" in refused.text
+    set_active(app.db, "alice", False)  # ends her sessions; this process may trust its cached lookup a few
+    refused = run(alice, "next_pair")  # seconds more, but the event re-reads the account
+    assert refused.status_code == 401 or (refused.status_code == 500 and "disabled" in refused.text)
     with httpx.Client(base_url=app.url) as again:
         assert again.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 400
 

@@ -54,7 +54,7 @@ def test_expired_ended_and_disabled_sessions_are_not_valid(db: Database) -> None
     set_active(db, "alice", False)
     assert session_user(db, "alice-2") is None  # a disabled account's sessions stop at once
     set_active(db, "alice", True)
-    assert session_user(db, "alice-2") is not None and open_session_count(db, "alice") == 1
+    assert session_user(db, "alice-2") is None and open_session_count(db, "alice") == 0  # disabling ended it
 
 
 def test_end_all_sessions_of_a_user(db: Database) -> None:

@@ -19,7 +19,7 @@ from labeling_app.auth import require_user
 from labeling_app.gate import DbGate
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
-from storage import Annotator, Database
+from storage import Annotator, Database, record_audit
 
 DASH = "—"
 # Operator actions are callable through the API (and role-checked there) but not listed in the public
@@ -40,6 +40,11 @@ class OperatorContext:
         """Hold the database gate and yield the logged-in operator; `gr.Error` for anyone else."""
         with self.gate:
             yield require_user(self.db, request, role="operator")
+
+    def audit(self, user: Annotator, request: gr.Request | None, action: str, **params: Any) -> None:
+        """One audit row for an operator action: who, from which address, with which parameters."""
+        client = getattr(request, "client", None)
+        record_audit(self.db, user.username, action, address=getattr(client, "host", "") or "", **params)
 
     def require(self, request: gr.Request | None) -> Annotator:
         """The operator check alone, for events whose work must not hold the gate (long exports)."""

@@ -119,19 +119,21 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
                 job = start_round(db, algo, requested_by=user.username)
             except ActionRefused as exc:
                 return REFUSED + str(exc)
+            ctx.audit(user, request, "start_round", job=job.id, algo=algo)
         return f"Queued round job **#{job.id}** ({algo_label}). Its progress shows under Live status."
 
     def queue_eval_batch(prompts: float | None, request: gr.Request) -> str:
-        with ctx.checked(request):
+        with ctx.checked(request) as user:
             try:
                 job = create_eval_batch(db, int(prompts or 0))
             except ActionRefused as exc:
                 return REFUSED + str(exc)
+            ctx.audit(user, request, "eval_batch", job=job.id, prompts=int(prompts or 0))
         return (f"Queued evaluation batch job **#{job.id}** ({int(prompts or 0)} eval prompts). Its pairs go to "
                 "annotators first; the human win rate appears under Rounds as they are judged.")
 
     def request_pairs(n: float | None, request: gr.Request) -> tuple[str, str]:
-        ctx.require(request)
+        user = ctx.require(request)
         if services.request_pairs is None:
             with ctx.gate:
                 status = pool_status_markdown(status_counts(db))
@@ -141,6 +143,7 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
         if not 1 <= count <= MAX_PAIRS_PER_REQUEST:
             raise gr.Error(f"Ask for between 1 and {MAX_PAIRS_PER_REQUEST} pairs.", print_exception=False)
         result = services.request_pairs(count)  # outside the gate: it may write jobs or pairs itself
+        ctx.audit(user, request, "sample_pairs", pairs=count)
         done = f"Requested {count} more pairs." + (f" {plain_markdown(str(result))}" if result is not None else "")
         with ctx.gate:
             status = pool_status_markdown(status_counts(db))
@@ -148,7 +151,7 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
 
     def export(fmt: str, min_agreement: float | None, include_ties: bool, anonymize: bool, request: gr.Request
                ) -> tuple[str, gr.File]:
-        ctx.require(request)
+        user = ctx.require(request)
         # Not under the gate: writing the dataset takes seconds and must not stall annotators; its one
         # read waits for SQLite's write lock like the worker process does.
         try:
@@ -156,6 +159,8 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
                                       include_ties=bool(include_ties), anonymize=bool(anonymize))
         except ExportError as exc:
             return f"**Nothing exported:** {exc}", gr.File(value=None, visible=False)  # our own sentence
+        ctx.audit(user, request, "export", format=fmt, min_agreement=min_agreement, include_ties=bool(include_ties),
+                  anonymize=bool(anonymize), rows=exported.result.n_rows)
         return export_summary(exported), gr.File(value=str(exported.zip_path), visible=True)
 
     def import_control_pairs(path: str | None, request: gr.Request) -> str:
@@ -166,6 +171,7 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
                 done = import_controls(ctx.ws, db, Path(path), imported_by=user.username)
             except ActionRefused as exc:
                 return NOT_IMPORTED + plain_markdown(str(exc))
+            ctx.audit(user, request, "import_controls", file=Path(path).name)
         return plain_markdown(done)
 
     round_event = controls.start_round.click(queue_round, inputs=[controls.algo], outputs=[controls.result],

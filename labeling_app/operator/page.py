@@ -9,6 +9,7 @@ timer refreshes what changed every few seconds; it stops when another tab is cho
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,9 +24,11 @@ from labeling_app.operator.rounds import build_rounds_section, curve_values
 from labeling_app.operator.status import build_status_section, pool_status_markdown
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
-from storage import Database, list_annotators, status_counts
+from storage import Database, audit_events, list_annotators, status_counts
 
 USER_COLUMNS = ["username", "role", "active", "judgments", "created (UTC)"]
+AUDIT_COLUMNS = ["time (UTC)", "who", "action", "address", "parameters"]
+AUDIT_ROWS_SHOWN = 50
 REFRESH_SECONDS = 3.0
 
 __all__ = ["OperatorTab", "build_operator_tab", "pool_status_markdown", "user_rows"]
@@ -39,6 +42,13 @@ class OperatorTab:
     dashboard: Dashboard
     controls: ActionControls
     timer: gr.Timer
+    audit: gr.Dataframe
+
+
+def audit_rows(db: Database, limit: int = AUDIT_ROWS_SHOWN) -> list[list[Any]]:
+    """The latest audit events, newest first, as table rows."""
+    return [[r.created_at.strftime("%Y-%m-%d %H:%M:%S"), r.actor, r.action, r.address,
+             json.dumps(r.params, sort_keys=True)] for r in audit_events(db, limit=limit)]
 
 
 def user_rows(db: Database, per_annotator: dict[str, int]) -> list[list[Any]]:
@@ -62,9 +72,11 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         rounds = build_rounds_section()
         gr.Markdown("### Users")
         users = gr.Dataframe(headers=USER_COLUMNS, interactive=False, label="Users", elem_id="users")
+        gr.Markdown("### Audit log (latest first; `rlhf audit` lists all)")
+        audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, label="Audit log", elem_id="audit")
         memo = gr.State(None)
         timer = gr.Timer(REFRESH_SECONDS, active=False)
-    page = OperatorTab(tab=tab, status=status.summary, users=users,
+    page = OperatorTab(tab=tab, status=status.summary, users=users, audit=audit,
                        dashboard=Dashboard(status=status, quality=quality, rounds=rounds,
                                            min_accuracy=ws.config.reward.min_annotator_accuracy),
                        controls=controls,
@@ -99,6 +111,10 @@ def _wire(ctx: OperatorContext, page: OperatorTab, refresh: gr.Button, memo: gr.
         with ctx.checked(request):
             return curve_values(db, job_id)
 
+    def latest_audit(request: gr.Request) -> list[list[Any]]:
+        with ctx.checked(request):
+            return audit_rows(db)
+
     def stop_timer(request: gr.Request) -> gr.Timer:
         ctx.require(request)
         return gr.Timer(active=False)
@@ -110,6 +126,8 @@ def _wire(ctx: OperatorContext, page: OperatorTab, refresh: gr.Button, memo: gr.
     refresh.click(overview, outputs=[page.status, page.users], api_name="operator_refresh", show_progress="minimal")
     refresh.click(refresh_dashboard, inputs=[dashboard.rounds.job], outputs=everything, api_name="operator_dashboard",
                   api_visibility=OPERATOR_API, queue=False, show_progress="hidden")
+    for opener in (page.tab.select, refresh.click):
+        opener(latest_audit, outputs=[page.audit], **PRIVATE)
     page.timer.tick(tick, inputs=[dashboard.rounds.job, memo], outputs=everything, **PRIVATE)
     dashboard.rounds.job.input(show_curves, inputs=[dashboard.rounds.job], outputs=dashboard.rounds.curve_outputs,
                                **PRIVATE)
@@ -117,8 +135,9 @@ def _wire(ctx: OperatorContext, page: OperatorTab, refresh: gr.Button, memo: gr.
         sibling.select(stop_timer, outputs=[page.timer], **PRIVATE)
     # After an action, refresh through the timer's own path so `memo` stays what this page shows.
     wire_action_controls(ctx, page.controls, page.status,
-                         then=lambda event: event.success(tick, inputs=[dashboard.rounds.job, memo],
-                                                          outputs=everything, **PRIVATE))
+                         then=lambda event: (event.success(tick, inputs=[dashboard.rounds.job, memo],
+                                                           outputs=everything, **PRIVATE),
+                                             event.success(latest_audit, outputs=[page.audit], **PRIVATE)))
 
 
 def _sibling_tabs(tab: gr.Tab) -> list[gr.Tab]:

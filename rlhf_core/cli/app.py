@@ -34,3 +34,13 @@ def open_db(workspace: Path | None, db: str | None):  # noqa: ANN201
     database = ws.database()
     database.upgrade()
     return ws, database
+
+
+def cli_actor() -> str:
+    """Who an audit row names for a shell command: `cli:<login name>`."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"

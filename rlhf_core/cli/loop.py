@@ -133,8 +133,10 @@ def jobs_list(workspace: WorkspaceOpt = None, db: DbOpt = None,
 @jobs_app.command("retry")
 def jobs_retry(job_id: int, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Queue a failed job again."""
-    from storage import retry_job
+    from rlhf_core.cli.app import cli_actor
+    from storage import record_audit, retry_job
 
     _, database = open_db(workspace, db)
     job = retry_job(database, job_id)
+    record_audit(database, cli_actor(), "job_retry", job=job_id, new_job=job.id, kind=job.kind)
     typer.echo(f"Queued job #{job.id} ({job.kind}) as a retry of #{job_id}.")

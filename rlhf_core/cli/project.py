@@ -135,10 +135,13 @@ def user_add(
     password: Annotated[str | None, typer.Option(help="Password (else $RLHF_PASSWORD, else asked)")] = None,
 ) -> None:
     """Add an account."""
-    from storage import create_annotator
+    from rlhf_core.cli.app import cli_actor
+    from storage import create_annotator, record_audit
 
-    _, database = open_db(workspace, db)
-    user = create_annotator(database, name, _read_password(password), role)
+    ws, database = open_db(workspace, db)
+    user = create_annotator(database, name, _read_password(password), role,
+                            min_password_length=ws.config.auth.min_password_length)
+    record_audit(database, cli_actor(), "user_add", user=user.username, role=user.role)
     typer.echo(f"Added {user.role} {user.username!r}.")
 
 
@@ -156,9 +159,11 @@ def user_list(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
 
 @user_app.command("disable")
 def user_disable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
-    """Disable an account (its judgments stay)."""
-    from storage import set_active
+    """Disable an account (its judgments stay): ends its sessions and releases the pairs it holds."""
+    from rlhf_core.cli.app import cli_actor
+    from storage import record_audit, set_active
 
     _, database = open_db(workspace, db)
-    set_active(database, name, False)
-    typer.echo(f"Disabled {name!r}.")
+    ended = set_active(database, name, False)
+    record_audit(database, cli_actor(), "user_disable", user=name, sessions_ended=ended)
+    typer.echo(f"Disabled {name!r} ({ended} open sessions ended).")
