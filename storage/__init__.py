@@ -95,6 +95,7 @@ from storage.users import (
     hash_password,
     list_annotators,
     set_active,
+    set_password,
 )
 from storage.versions import (
     add_policy_version,

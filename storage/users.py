@@ -93,3 +93,16 @@ def set_active(db: Database, username: str, active: bool) -> Annotator:
 def count_annotators(db: Database) -> int:
     with db.session() as s:
         return len(s.exec(select(Annotator.id)).all())
+
+
+def set_password(db: Database, username: str, password: str) -> Annotator:
+    """Replace a user's password (`rlhf quickstart --reset-passwords`); existing sessions stay valid."""
+    if len(password) < 8:
+        raise UserError("password must be at least 8 characters")
+    with db.session() as s:
+        user = s.exec(select(Annotator).where(Annotator.username == username)).first()
+        if user is None:
+            raise UserError(f"no user named {username!r}")
+        user.password_hash = hash_password(password)
+        s.add(user)
+        return user

@@ -13,6 +13,7 @@ from rlhf_core.cli import loop  # noqa: F401
 from rlhf_core.cli import serve  # noqa: F401
 from rlhf_core.cli import data  # noqa: F401
 from rlhf_core.cli import controls  # noqa: F401
+from rlhf_core.cli import quickstart  # noqa: F401
 # isort: on
 from rlhf_core.cli.app import app
 
