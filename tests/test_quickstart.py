@@ -17,9 +17,10 @@ from process_utils import ROOT, log_match, rlhf_process, wait_for
 
 import storage
 from labeling_app import AppServices, serve
-from labeling_app.annotation import start_of_today
+from labeling_app.annotation import Annotation, start_of_today
+from labeling_app.render import NO_PAIRS_MESSAGE, empty_markdown
 from rlhf_core.loop import sampling
-from rlhf_core.loop.sampling import PoolTopper
+from rlhf_core.loop.sampling import PoolTopper, SamplingProgress
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import init_workspace, open_workspace
 
@@ -168,3 +169,18 @@ def test_preparing_state_shows_progress_then_first_pair_without_reload(tiny_ws, 
         context.close()
         topper.wait(120)
         served.close()
+
+
+def test_empty_area_shows_pairs_ready_of_wanted_only_while_sampling(tiny_ws) -> None:  # noqa: ANN001
+    ws, db = tiny_ws
+    user = storage.create_annotator(db, "alice", "correct-horse-9")
+    state: dict[str, SamplingProgress | None] = {"now": SamplingProgress(ready=3, wanted=16)}
+    annotation = Annotation(ws, db, AppServices(sampling_progress=lambda: state["now"]))
+    text = empty_markdown(annotation.screen(user))
+    assert "Preparing the first pairs from the model" in text and "**3 of 16** pairs ready" in text
+    state["now"] = None
+    assert empty_markdown(annotation.screen(user)) == NO_PAIRS_MESSAGE
+    state["now"] = SamplingProgress(ready=0, wanted=16)
+    add_pairs(db, [("a", "b")])
+    shown = annotation.screen(user)
+    assert shown.pair is not None and shown.sampling is None  # a pair on screen: no progress asked for
