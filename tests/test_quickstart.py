@@ -76,9 +76,9 @@ def test_second_run_reuses_workspace_and_keeps_judgments(tmp_path: Path) -> None
     ws = open_workspace(qs)
     assert ws.config.loop.auto_round_every > 0 and ws.config.profile in ("cpu", "gpu")
     db = ws.database()
+    assert storage.count_prompts(db) > 0
+    add_pairs(db, [("kept a", "kept b")])  # (on a prompt of its own)
     prompts = storage.count_prompts(db)
-    assert prompts > 0
-    add_pairs(db, [("kept a", "kept b")])
     user = storage.authenticate(db, "annotator", first["annotator"])
     assert user is not None and user.role == "annotator"
     shown = storage.annotator_screen(db, user.id, lease_seconds=600, since=start_of_today())

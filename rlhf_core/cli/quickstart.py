@@ -91,7 +91,7 @@ def quickstart(
     def ready(url: str) -> None:
         typer.echo(f"\nOpen {url} and log in:")
         for name, password in logins:
-            typer.echo(f"  {name:<10} password: {password}")
+            typer.echo(f"  {name:<10} " + ("(password unchanged)" if password is None else f"password: {password}"))
         if any(p is None for _, p in logins):
             typer.echo("  (passwords were printed when they were made; "
                        f"`rlhf quickstart {directory} --reset-passwords` makes new ones)")
