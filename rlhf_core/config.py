@@ -45,8 +45,9 @@ class SamplingConfig:
     pool_min_open_pairs: int = 20  # the app tops the pool up below this many open pairs
     pool_refill_pairs: int = 16
     # With an empty pool, a top-up first samples this many pairs from one prompt's responses alone (one
-    # small generation batch), so the first pair reaches the page sooner; then the rest (0 = off).
-    first_batch_pairs: int = 2
+    # small generation batch), so the first pair reaches the page sooner; then the rest (0 = off;
+    # `rlhf quickstart` sets 2).
+    first_batch_pairs: int = 0
     # Which of a prompt's per_prompt * (per_prompt - 1) / 2 candidate pairs go to people:
     # "all" | "random" | "uncertainty" (the reward ensemble's disagreement; random until a reward model exists).
     pair_selection: str = "all"

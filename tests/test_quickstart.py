@@ -75,6 +75,7 @@ def test_second_run_reuses_workspace_and_keeps_judgments(tmp_path: Path) -> None
     assert set(first) == {"annotator", "operator"}
     ws = open_workspace(qs)
     assert ws.config.loop.auto_round_every > 0 and ws.config.profile in ("cpu", "gpu")
+    assert ws.config.sampling.first_batch_pairs > 0
     db = ws.database()
     assert storage.count_prompts(db) > 0
     add_pairs(db, [("kept a", "kept b")])  # (on a prompt of its own)

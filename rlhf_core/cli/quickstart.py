@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DIR = "rlhf-quickstart"
 ACCOUNTS = (("annotator", "annotator"), ("operator", "operator"))  # (username, role)
+FIRST_BATCH_PAIRS = 2  # the first pairs from one prompt's responses, before the rest (sampling.first_batch_pairs)
 ROUND_EVERY = 24  # judgments between automatic rounds: a small round on a CPU profile
 
 
@@ -80,6 +81,7 @@ def quickstart(
     ws, created = init_workspace(root, new_profile="auto")
     if created:
         ws.config.loop.auto_round_every = ROUND_EVERY
+        ws.config.sampling.first_batch_pairs = FIRST_BATCH_PAIRS
         ws.config_path.write_text(dump_config(ws.config), encoding="utf-8")
         ws = open_workspace(root)
     database = ws.database()
