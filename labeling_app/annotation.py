@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Any, Protocol
 
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
@@ -75,6 +75,8 @@ class Screen:
     pair: PairView | None
     progress: AnnotatorProgress
     notice: str = ""
+    # With no pair to show: the background sampler's progress (`ready`, `wanted`, `loading`), if it runs.
+    sampling: Any = None
 
 
 def start_of_today() -> datetime:
@@ -107,7 +109,7 @@ class Annotation:
     def screen(self, user: HasId, notice: str = "") -> Screen:
         shown = annotator_screen(self.db, user.id, lease_seconds=self._lease_seconds, since=start_of_today(),
                                  control_rate=self._control_rate)
-        return self._view(shown, notice)
+        return self._sampling(self._view(shown, notice))
 
     def judge(self, user: HasId, token: str | None, verdict: str, strength: str | None = None,
               reason: str | None = None) -> Screen:
@@ -118,12 +120,19 @@ class Annotation:
                                control_rate=self._control_rate)
         if shown.created:
             self._top_up_if_low(shown.progress.pairs_open)
-        return self._view(shown, verdict=VERDICTS.get(verdict, verdict))
+        return self._sampling(self._view(shown, verdict=VERDICTS.get(verdict, verdict)))
 
     def skip(self, user: HasId, token: str | None) -> Screen:
         shown = skip_shown(self.db, user.id, token=token, lease_seconds=self._lease_seconds,
                            since=start_of_today(), control_rate=self._control_rate)
-        return self._view(shown)
+        return self._sampling(self._view(shown))
+
+    def _sampling(self, screen: Screen) -> Screen:
+        """With no pair to show, add what the background sampler is doing (the "preparing" screen)."""
+        progress = self.services.sampling_progress
+        if screen.pair is not None or progress is None:
+            return screen
+        return replace(screen, sampling=progress())
 
     @staticmethod
     def _view(shown: AnnotatorScreen, notice: str = "", verdict: str = "") -> Screen:

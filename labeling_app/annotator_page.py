@@ -90,13 +90,13 @@ def build_annotator_page(annotation: Annotation, sessions: SessionStore) -> Anno
                                 max_length=MAX_REASON_CHARS, elem_id="reason", scale=2)
         gr.Markdown(LEGEND, elem_id="shortcut-legend")
     with gr.Column(elem_id="empty-area"):
-        gr.Markdown(NO_PAIRS_MESSAGE, elem_id="no-pairs")
+        empty = gr.Markdown(NO_PAIRS_MESSAGE, elem_id="no-pairs")
         check = gr.Button("Check now", size="sm", variant="secondary", elem_id="btn-check")
     token = gr.Textbox(visible=False, elem_id="serve-token")
 
     page = AnnotatorPage(
         annotation=annotation, sessions=sessions,
-        screen_outputs=[prompt, left, right, token, progress, notice, strength, reason],
+        screen_outputs=[prompt, left, right, token, progress, notice, strength, reason, empty],
         token=token, notice=notice, strength=strength, reason=reason, buttons=buttons, check=check,
     )
     _wire(page)

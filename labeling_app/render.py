@@ -24,6 +24,17 @@ NO_PAIRS_MESSAGE = (
 )
 
 
+def empty_markdown(screen: Screen) -> str:
+    """The "nothing to judge" area: live progress while the model prepares pairs, else NO_PAIRS_MESSAGE."""
+    sampling = screen.sampling
+    if sampling is None:
+        return NO_PAIRS_MESSAGE
+    step = ("Loading the model (the first time it is converted, which takes a little while) ..."
+            if sampling.loading else f"**{sampling.ready} of {sampling.wanted}** pairs ready")
+    return (f"### Preparing the first pairs from the model\n{step}\n\n"
+            "The first pair shows here as soon as it exists. No need to reload.")
+
+
 def plain_markdown(text: str) -> str:
     """`text` for a Markdown component with every Markdown and HTML construct neutralized."""
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>])", r"\\\1", html.escape(str(text), quote=False))
@@ -59,6 +70,7 @@ def screen_values(screen: Screen) -> list[Any]:
         screen.notice,  # fixed sentences with numbers only; never user or model text
         None,  # strength: back to none
         "",  # reason: cleared
+        empty_markdown(screen),  # numbers and fixed sentences only
     ]
 
 

@@ -22,3 +22,6 @@ class AppServices:
     pool_topper: PoolTopper | None = None
     # Operator's "sample N more pairs": returns something printable (a job id, a message) or None.
     request_pairs: Callable[[int], Any] | None = None
+    # The background sampler's state for the "preparing the first pairs" screen: a `SamplingProgress`
+    # (rlhf_core.loop.sampling) while a top-up runs, else None. Must be cheap (no database, no model).
+    sampling_progress: Callable[[], Any] | None = None

@@ -44,6 +44,10 @@ class SamplingConfig:
     batch_size: int = 8
     pool_min_open_pairs: int = 20  # the app tops the pool up below this many open pairs
     pool_refill_pairs: int = 16
+    # With an empty pool, a top-up first samples this many pairs from one prompt's responses alone (one
+    # small generation batch), so the first pair reaches the page sooner; then the rest (0 = off;
+    # `rlhf quickstart` sets 2).
+    first_batch_pairs: int = 0
     # Which of a prompt's per_prompt * (per_prompt - 1) / 2 candidate pairs go to people:
     # "all" | "random" | "uncertainty" (the reward ensemble's disagreement; random until a reward model exists).
     pair_selection: str = "all"
@@ -229,6 +233,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: policy.group_size must be at least 2")
     if config.sampling.pair_selection not in ("all", "random", "uncertainty"):
         raise ConfigError(f"{where}: sampling.pair_selection must be all, random or uncertainty")
+    if config.sampling.first_batch_pairs < 0:
+        raise ConfigError(f"{where}: sampling.first_batch_pairs must be 0 (off) or more")
     if config.sampling.max_pairs_per_prompt < 0:
         raise ConfigError(f"{where}: sampling.max_pairs_per_prompt must be 0 (no cap) or more")
     if not 0.0 <= config.labeling.control_rate <= 1.0:

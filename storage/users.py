@@ -134,3 +134,4 @@ def set_role(db: Database, username: str, role: str) -> int:
 def count_annotators(db: Database) -> int:
     with db.session() as s:
         return len(s.exec(select(Annotator.id)).all())
+

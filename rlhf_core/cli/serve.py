@@ -15,13 +15,17 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db
+
+if TYPE_CHECKING:
+    from rlhf_core.workspace import Workspace
+    from storage import Database
 
 WORKER_STOP_SECONDS = 30.0  # a worker mid-job unwinds its training step; then it is killed
 PARENT_CHECK_SECONDS = 1.0
@@ -124,6 +128,14 @@ def serve(
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a training worker process")] = False,
 ) -> None:
     """The labeling page and operator page; also starts a worker unless --no-worker."""
+    ws, database = open_db(workspace, db)
+    run_server(ws, database, db, host=host, port=port, no_worker=no_worker)
+
+
+def run_server(ws: Workspace, database: Database, db: str | None, *, host: str, port: int, no_worker: bool = False,
+               on_ready: Callable[[str], None] | None = None) -> None:
+    """Serve the app, the pool sampler and (unless `no_worker`) a worker until SIGTERM/SIGINT, then stop
+    them in order. `on_ready(url)` runs once the page is up (`rlhf quickstart` prints its logins there)."""
     import logging
 
     from labeling_app import AppServices
@@ -131,10 +143,9 @@ def serve(
     from rlhf_core.loop.sampling import PoolTopper
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    ws, database = open_db(workspace, db)
     topper = PoolTopper(ws, database)
     services = AppServices(pool_topper=topper, request_pairs=lambda n: "sampling started" if topper.request_pairs(n)
-                           else "sampling is already running")
+                           else "sampling is already running", sampling_progress=topper.progress)
     with stop_signals() as stop:
         worker_proc = None if no_worker else start_worker(str(ws.root), db)
         if worker_proc is not None:
@@ -144,6 +155,8 @@ def serve(
             topper.request_top_up()
             served = serve_app(ws, database, services, host=host, port=port, block=False)
             typer.echo(f"Serving on {served.url} (Ctrl-C or SIGTERM to stop)", err=False)
+            if on_ready is not None:
+                on_ready(served.url)
             while not stop.wait(1.0):
                 if worker_proc is not None and worker_proc.poll() is not None:
                     typer.echo(f"warning: worker process {worker_proc.pid} exited with code "

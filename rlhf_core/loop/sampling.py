@@ -9,7 +9,7 @@ import math
 import random
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
 
@@ -116,6 +116,16 @@ def sample_pairs(
     return result
 
 
+@dataclass(frozen=True)
+class SamplingProgress:
+    """A running top-up as the labeling page shows it: `ready` of `wanted` pairs written so far;
+    `loading` while the model is still being loaded (or converted, the first time)."""
+
+    ready: int
+    wanted: int
+    loading: bool = False
+
+
 class PoolTopper:
     """Keeps at least `pool_min_open_pairs` unjudged pairs by sampling in a background thread.
 
@@ -132,6 +142,7 @@ class PoolTopper:
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.last_result: SampleResult | None = None
+        self._progress: SamplingProgress | None = None
 
     @property
     def busy(self) -> bool:
@@ -151,6 +162,10 @@ class PoolTopper:
             self._thread.start()
             return True
 
+    def progress(self) -> SamplingProgress | None:
+        """The running top-up's progress, or None when nothing samples (no database, no lock)."""
+        return self._progress if self.busy else None
+
     def wait(self, timeout: float | None = None) -> None:
         thread = self._thread
         if thread is not None:
@@ -167,15 +182,38 @@ class PoolTopper:
         return not thread.is_alive()
 
     def _run(self, n: int) -> None:
+        self._progress = SamplingProgress(ready=0, wanted=n, loading=self._stack is None)
         try:
             if self._stack is None:
                 self._stack = self._stack_factory(self.ws)
-            self.last_result = sample_pairs(self.ws, self.db, self._stack, n_pairs=n, progress=False)
+            self._progress = SamplingProgress(ready=0, wanted=n)
+            first = self.ws.config.sampling.first_batch_pairs
+            result = SampleResult(policy_version=0)
+            if 0 < first < n and open_pair_count(self.db) == 0:
+                result = self._sample(self._one_prompt_batches(), first, n, 0)
+            if result.pairs < n:
+                rest = self._sample(self.ws, n - result.pairs, n, result.pairs)
+                rest.pairs += result.pairs
+                rest.pair_ids = result.pair_ids + rest.pair_ids
+                result = rest
+            self.last_result = result
             self.last_error = None
-            log.info("pool top-up: %d new pairs from policy v%d", self.last_result.pairs,
-                     self.last_result.policy_version)
+            log.info("pool top-up: %d new pairs from policy v%d", result.pairs, result.policy_version)
         except SamplerStopped:
             log.info("pool top-up stopped; the pairs of whole prompts written so far are kept")
         except Exception as exc:  # noqa: BLE001 - a background thread must report, not die silently
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.exception("pool top-up failed")
+        finally:
+            self._progress = None
+
+    def _one_prompt_batches(self) -> Workspace:
+        """This workspace with generation batches of one prompt's responses: the first pairs sooner."""
+        sampling = replace(self.ws.config.sampling, batch_size=self.ws.config.sampling.per_prompt)
+        return replace(self.ws, config=replace(self.ws.config, sampling=sampling))
+
+    def _sample(self, ws: Workspace, n_pairs: int, wanted: int, before: int) -> SampleResult:
+        def on_progress(fraction: float, _text: str) -> None:
+            self._progress = SamplingProgress(ready=min(wanted, before + round(fraction * n_pairs)), wanted=wanted)
+
+        return sample_pairs(ws, self.db, self._stack, n_pairs=n_pairs, progress=False, on_progress=on_progress)
