@@ -171,6 +171,8 @@ def test_a_smaller_configured_limit_is_what_import_enforces(
 def app_on(tmp_path: Path, db) -> Iterator[tuple[str, object]]:  # noqa: ANN001 - conftest's db (SQLite, PostgreSQL)
     """The app served on the conftest database (SQLite, then PostgreSQL), with one annotator."""
     ws, _ = init_workspace(tmp_path / "ws", db_url=db.url)
+    # These tests send more refused logins than the throttle allows; throttling has its own tests.
+    ws.config.auth.max_failures = 100
     create_annotator(db, "alice", PASSWORD)
     served = serve(ws, db, None, port=free_port(), block=False, quiet=True)
     yield served.url, db
