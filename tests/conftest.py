@@ -90,6 +90,16 @@ def browser():
         chromium.close()
 
 
+@pytest.fixture
+def page(browser):  # noqa: ANN001, ANN201
+    """A fresh browser context and page per test (cookies not shared), 15 s default timeout."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
 def shrink_for_tiny_rounds(config) -> None:  # noqa: ANN001
     """Training sizes that make a whole round on the tiny model take seconds on a CPU."""
     config.sampling.max_new_tokens = 10

@@ -31,15 +31,6 @@ def app(tmp_path: Path) -> Iterator[RunningApp]:
     running.close()
 
 
-@pytest.fixture
-def page(browser):  # noqa: ANN001, ANN201
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
 def _leases(app: RunningApp) -> int:
     with app.db.session() as s:
         return s.exec(select(func.count()).select_from(Lease)).one()

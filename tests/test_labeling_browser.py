@@ -32,15 +32,6 @@ def app(tmp_path: Path) -> Iterator[RunningApp]:
     running.close()
 
 
-@pytest.fixture
-def page(browser):  # noqa: ANN001, ANN201
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
 def _sample_side(text: str) -> str:
     """Test texts are 'sample a of N' / 'sample b of N'."""
     return re.match(r"sample ([ab]) of", text).group(1)

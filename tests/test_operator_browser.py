@@ -75,15 +75,6 @@ def loop_app(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tin
         db.dispose()
 
 
-@pytest.fixture
-def page(browser):  # noqa: ANN001, ANN201
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
 def _table_rows(page, elem_id: str) -> list[list[str]]:  # noqa: ANN001
     """The body rows of a gr.Dataframe (a virtual table: rows and cells are ARIA grid roles)."""
     rows = page.locator(f"#{elem_id} [role=row]").all()

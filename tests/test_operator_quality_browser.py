@@ -71,15 +71,6 @@ def quality_app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QualityApp
         db.dispose()
 
 
-@pytest.fixture
-def page(browser):  # noqa: ANN001, ANN201
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
-
-
 def _table_rows(page, elem_id: str) -> list[list[str]]:  # noqa: ANN001
     rows = page.locator(f"#{elem_id} [role=row]").all()
     cells = [[c.strip() for c in row.locator("[role=gridcell]").all_inner_texts()] for row in rows]
