@@ -152,3 +152,15 @@ def seed_judged_pairs(db, n_prompts: int, annotators: dict[str, bool]) -> None: 
 def judged_pairs():
     """`seed_judged_pairs`, handed to tests as a fixture."""
     return seed_judged_pairs
+
+
+@pytest.fixture
+def one_thread():  # noqa: ANN201
+    """One torch thread for the test: tiny matmuls gain nothing from a second one, and OpenMP
+    spin-waiting on a shared 2-core machine turned a 2 s training run into 40 s."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,8 @@ import httpx
 import pytest
 from browser_utils import PASSWORD, RunningApp, add_pairs, start_app
 from gradio_client import Client
-from process_utils import kill_session
 from test_cli import rlhf
-from test_multiprocess import start_servers, workspace_on
+from test_multiprocess import start_servers, stop_servers, workspace_on
 
 import storage
 from labeling_app import AppServices
@@ -67,13 +65,7 @@ def test_throttle_holds_across_two_app_processes(db: Database, tmp_path: Path) -
             for client in (on_b, on_a):
                 assert client.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 429
     finally:
-        for _, proc in servers:
-            proc.send_signal(signal.SIGTERM)
-        for _, proc in servers:
-            try:
-                proc.wait(30)
-            finally:
-                kill_session(proc.pid)
+        stop_servers(servers)
     assert failed_login_count(db, username="alice") == 3
 
 

@@ -52,6 +52,11 @@ def two_servers(db: Database, tmp_path: Path) -> Iterator[list[tuple[str, object
     create_annotator(db, "alice", PASSWORD)
     servers = start_servers(ws, db, 2, tmp_path)
     yield servers
+    stop_servers(servers)
+
+
+def stop_servers(servers: list[tuple[str, object]]) -> None:
+    """SIGTERM every server, wait for each, and kill whatever a server leaves behind."""
     for _, proc in servers:
         proc.send_signal(signal.SIGTERM)
     for _, proc in servers:

@@ -27,11 +27,8 @@ PROMPTS = [[{"role": "user", "content": f"tell me about topic {i}"}] for i in ra
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matmuls: a second thread only spins on a shared 2-core machine
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread) -> None:  # noqa: ANN001 - conftest's fixture
+    """Every test here runs with one torch thread."""
 
 
 @pytest.fixture

@@ -29,13 +29,8 @@ SUMMARY_KEYS = {"reward_mean", "kl_per_token", "kl_per_sequence", "entropy", "re
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny matmuls gain nothing from a second thread, and OpenMP spin-waiting on a shared 2-core
-    # machine turned a 2 s training run into 40 s.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread) -> None:  # noqa: ANN001 - conftest's fixture
+    """Every test here runs with one torch thread."""
 
 
 @pytest.fixture
