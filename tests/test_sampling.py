@@ -70,6 +70,22 @@ def test_identical_responses_are_not_paired(tiny_ws, monkeypatch) -> None:
     assert storage.status_counts(db)["counts"]["pairs"] == 0
 
 
+def test_sampling_stops_at_the_prompts_the_pairs_need(tiny_ws, monkeypatch) -> None:
+    ws, db = tiny_ws
+    ws.config.sampling.batch_size = 18  # room for six prompts in one batch
+    calls: list[int] = []
+
+    def distinct(stack, conversations, **_kw):
+        calls.append(len(conversations))
+        return [(f"answer number {i}", 3) for i in range(len(conversations))]
+
+    monkeypatch.setattr(sampling, "generate_responses", distinct)
+    result = sample_pairs(ws, db, load_stack(ws), n_pairs=4, per_prompt=3, progress=False)
+    # Three pairs per prompt: two prompts make the four pairs; the other four are not sampled.
+    assert calls == [6]
+    assert (result.prompts, result.pairs) == (2, 6)
+
+
 def test_pool_topper_fills_in_background(tiny_ws) -> None:
     ws, db = tiny_ws
     ws.config.sampling.pool_min_open_pairs = 2

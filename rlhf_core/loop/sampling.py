@@ -83,10 +83,12 @@ def sample_pairs(
                   "per_prompt": per_prompt, "policy_version": version_id, "pair_selection": method}
     prompts_per_batch = max(1, cfg.batch_size // per_prompt)
     bar = tqdm(total=n_pairs, desc=f"sampling pairs (policy v{version_id})", unit="pair", disable=not progress)
-    for start in range(0, len(prompts), prompts_per_batch):
-        if result.pairs >= n_pairs:
-            break
-        batch = prompts[start:start + prompts_per_batch]
+    start = 0
+    while start < len(prompts) and result.pairs < n_pairs:
+        # No more prompts than the missing pairs need (a duplicate response costs a pair; the next batch makes up).
+        wanted = math.ceil((n_pairs - result.pairs) / per_prompt_pairs)
+        batch = prompts[start:start + min(prompts_per_batch, wanted)]
+        start += len(batch)
         conversations = [prompt_messages(p) for p in batch for _ in range(per_prompt)]
         responses = generate_responses(stack, conversations, max_new_tokens=cfg.max_new_tokens,
                                        temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
