@@ -8,11 +8,12 @@
 Each (gold, algorithm) combination runs in its own fresh workspace, one after the other. Prints per round:
 reward-model held-out accuracy, KL per token of the new policy to the base and to the round's reference,
 mean gold score of policy and base samples, the gold win rate of the policy vs the base and vs the previous
-version on the same eval prompts, mean response length, the reward-length correlation, wall time and the
-load average. Target (issue 12): gold win rate vs the base >= --target after the last round with KL per
-token to the base <= --kl-bound, and the last round's win rate above round 1's (later rounds add).
+version on the same eval prompts, mean response length, the reward-length correlation, the round's wall
+time (sample, judge, reward model, policy update), the gold evaluation's time, and the load average. Target (issue 12): gold win rate vs the base >= --target after the last round with KL per
+token to the base <= --kl-bound, and the last round's win rate above round 1's (later rounds add). Target
+(issue 13): each round within --round-target seconds (300 with the CPU defaults on 2 cores).
 `--json F` writes one row per round: round, judgments, rm_heldout_accuracy, kl_per_token (to the base),
-gold_win_rate, win_rate_vs_previous, policy_length_mean, seconds, plus gold, algo, policy_version,
+gold_win_rate, win_rate_vs_previous, policy_length_mean, seconds, eval_seconds, plus gold, algo, policy_version,
 kl_to_reference_per_token, kl_per_sequence, policy_gold_mean, base_gold_mean, reward_length_corr, loadavg.
 """
 
@@ -111,6 +112,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set policy.steps=12 (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the per-round figures here")
+    parser.add_argument("--round-target", type=float, default=300.0,
+                        help="seconds per round (sample, judge, reward model, policy update; the gold evaluation "
+                             "after it is not counted); issue 13's CPU target for 300 judgments on 2 cores is 300")
     parser.add_argument("--target", type=float, default=0.75, help="gold win rate vs the base to reach (default 0.75)")
     parser.add_argument("--kl-bound", type=float, default=0.1,
                         help="KL per token to the base (nats) the last round must stay under (default 0.1)")
@@ -146,7 +150,11 @@ def main() -> None:
     for gold, algo, reports, seconds in results:
         passed, line = verdict(reports, args.target, args.kl_bound)
         per_round = ", ".join(f"{r.seconds:.0f}" for r in reports)
-        print(f"  {gold:>10} {algo:>5}: {line}; wall time {seconds:.0f} s (per round: {per_round} s)")
+        slowest = max(r.seconds for r in reports)
+        timed = "PASS" if slowest <= args.round_target else "MISS"
+        evals = ", ".join(f"{r.eval_seconds:.0f}" for r in reports)
+        print(f"  {gold:>10} {algo:>5}: {line}; round time {per_round} s (target <= {args.round_target:.0f} s "
+              f"per round: {timed}); gold evaluation {evals} s; wall time {seconds:.0f} s")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

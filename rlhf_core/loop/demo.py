@@ -58,7 +58,8 @@ class RoundReport:
     base_gold_mean: float
     policy_length_mean: float
     reward_length_corr: float | None  # Pearson r of reward-model score and response length in training samples
-    seconds: float
+    seconds: float  # the round itself: sample, (simulated) judging, reward model, policy update
+    eval_seconds: float  # the gold evaluation after it (a measurement, not part of a round)
 
 
 def shrink_for_cpu(config: Config) -> None:
@@ -99,6 +100,7 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
     gold = get_gold(settings.gold, **settings.gold_options)
     stack = load_stack(ws)
     previous_scores: list[float] | None = None
+    base_responses: list[tuple[str, int]] | None = None  # the base never changes: sampled once
     for r in range(1, settings.rounds + 1):
         started = time.time()
         log(f"round {r}: sampling pairs from the current policy")
@@ -109,10 +111,13 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
                                   seed=settings.seed + r, kinds=("train",), progress=progress)
         log(f"round {r}: training reward model and policy")
         result = run_round(ws, db, stack, algo=settings.algo, sample_next=False, progress=progress)
+        round_seconds = time.time() - started
         version = get_policy(db, result.policy_version)
         metrics = json.loads(version.metrics_json)
         ev: GoldEvaluation = gold_evaluation(ws, db, stack, gold, n_prompts=settings.eval_prompts,
-                                             seed=settings.seed, progress=progress)
+                                             seed=settings.seed, progress=progress,
+                                             base_responses=base_responses)
+        base_responses = ev.base_responses
         yield RoundReport(
             round=r, policy_version=result.policy_version, algo=version.algorithm, judgments=sim.judgments,
             rm_heldout_accuracy=metrics.get("rm_heldout_accuracy"),
@@ -122,7 +127,7 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
             win_rate_vs_previous=gold_win_rate(ev.policy_scores, previous_scores or ev.base_scores),
             policy_gold_mean=ev.policy_gold_mean, base_gold_mean=ev.base_gold_mean,
             policy_length_mean=ev.policy_length_mean, reward_length_corr=metrics.get("reward_length_corr"),
-            seconds=round(time.time() - started, 1),
+            seconds=round(round_seconds, 1), eval_seconds=round(time.time() - started - round_seconds, 1),
         )
         previous_scores = ev.policy_scores
     db.dispose()
@@ -135,14 +140,14 @@ def _num(value: float | None, spec: str) -> str:
 def format_table(reports: list[RoundReport]) -> str:
     header = (f"{'round':>5} {'policy':>6} {'algo':>5} {'judg.':>6} {'RM acc':>7} {'KL base':>8} {'KL ref':>8} "
               f"{'gold(policy)':>12} {'gold(base)':>10} {'win vs base':>11} {'win vs prev':>11} {'len':>6} "
-              f"{'r(len)':>6} {'secs':>7}")
+              f"{'r(len)':>6} {'secs':>7} {'eval s':>6}")
     lines = [header, "-" * len(header)]
     for r in reports:
         lines.append(f"{r.round:>5} {'v' + str(r.policy_version):>6} {r.algo:>5} {r.judgments:>6} "
                      f"{_num(r.rm_heldout_accuracy, '.3f'):>7} {_num(r.kl_per_token, '.4f'):>8} "
                      f"{_num(r.kl_to_reference_per_token, '.4f'):>8} {r.policy_gold_mean:>12.3f} "
                      f"{r.base_gold_mean:>10.3f} {r.gold_win_rate:>11.1%} {r.win_rate_vs_previous:>11.1%} "
-                     f"{r.policy_length_mean:>6.1f} {_num(r.reward_length_corr, '.2f'):>6} {r.seconds:>7.1f}")
+                     f"{r.policy_length_mean:>6.1f} {_num(r.reward_length_corr, '.2f'):>6} {r.seconds:>7.1f} {r.eval_seconds:>6.0f}")
     return "\n".join(lines)
 
 

@@ -90,11 +90,17 @@ class GoldEvaluation:
     base_length_mean: float
     policy_scores: list[float] = field(default_factory=list)  # gold score per eval prompt, in prompt order
     base_scores: list[float] = field(default_factory=list)
+    base_responses: list[tuple[str, int]] = field(default_factory=list)  # (text, tokens): reusable next round
 
 
 def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_prompts: int = 48,  # noqa: ANN001
-                    seed: int = 0, progress: bool = False) -> GoldEvaluation:
-    """Sample the current policy and the base once per eval prompt and compare them with `gold`."""
+                    seed: int = 0, progress: bool = False,
+                    base_responses: list[tuple[str, int]] | None = None) -> GoldEvaluation:
+    """Sample the current policy and the base once per eval prompt and compare them with `gold`.
+
+    The base is sampled with its own seed, so its responses do not depend on the policy's; pass an earlier
+    evaluation's `base_responses` (same prompts and settings) to skip sampling the unchanged base again.
+    """
     import torch
 
     from rlhf_core.loop.gold import gold_win_rate
@@ -105,12 +111,17 @@ def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_p
         raise ValueError("no eval prompts: import some with `rlhf prompts import FILE --split eval`")
     cfg = ws.config.sampling
     conversations = [prompt_messages(p) for p in prompts]
-    torch.manual_seed(seed)
     gen = dict(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                batch_size=cfg.batch_size)
+    torch.manual_seed(seed)
     policy_out = generate_responses(stack, conversations, adapter="policy", progress=progress and "gold eval: policy",
                                     **gen)
-    base_out = generate_responses(stack, conversations, adapter=None, progress=progress and "gold eval: base", **gen)
+    if base_responses is not None and len(base_responses) == len(conversations):
+        base_out = base_responses
+    else:
+        torch.manual_seed(seed + 1)
+        base_out = generate_responses(stack, conversations, adapter=None, progress=progress and "gold eval: base",
+                                      **gen)
     policy_scores = [gold(c, text) for c, (text, _) in zip(conversations, policy_out)]
     base_scores = [gold(c, text) for c, (text, _) in zip(conversations, base_out)]
     return GoldEvaluation(
@@ -118,5 +129,5 @@ def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_p
         policy_gold_mean=sum(policy_scores) / len(policy_scores), base_gold_mean=sum(base_scores) / len(base_scores),
         policy_length_mean=sum(n for _, n in policy_out) / len(policy_out),
         base_length_mean=sum(n for _, n in base_out) / len(base_out),
-        policy_scores=policy_scores, base_scores=base_scores,
+        policy_scores=policy_scores, base_scores=base_scores, base_responses=list(base_out),
     )

@@ -93,7 +93,8 @@ class MergedCopy:
         self.device = next(base.parameters()).device
         with torch.device("meta"):
             self.model = type(base)(base.config)
-        self.model.to_empty(device=self.device)
+        # Allocated in `dtype` at once: a float32 copy first would briefly hold a third model in memory.
+        self.model.to(dtype).to_empty(device=self.device)
         self._lora_layers = {name: m for name, m in base.named_modules() if isinstance(m, LoraLayer)}
         own = dict(self.model.named_parameters())
         for name, param in base.named_parameters():
@@ -106,7 +107,6 @@ class MergedCopy:
                 own_buffers[name].data.copy_(buf)
         if getattr(base.config, "tie_word_embeddings", False):
             self.model.tie_weights()
-        self.model.to(dtype)
         self.model.eval()
         self.model.requires_grad_(False)
         self.model.generation_config = base.generation_config
@@ -149,10 +149,14 @@ def _pick(logits: Tensor, params: SamplingParams, generator: torch.Generator | N
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def _cache_keyword(model: nn.Module) -> str:
-    """`cache` (transformers >= 5.2x) or `past_key_values` (earlier), whichever the model's forward takes."""
+def _causal_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
+    """(decoder, lm_head, the decoder's cache keyword) of a causal LM, or of a PEFT model around one
+    (the decoder's LoRA layers then apply the active adapter). The keyword is `cache` in transformers
+    >= 5.2x and `past_key_values` before."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    decoder = getattr(base, base.base_model_prefix)
+    keyword = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+    return decoder, base.lm_head, keyword
 
 
 @torch.no_grad()
@@ -165,10 +169,18 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
     """
     n = input_ids.shape[0]
     cache = DynamicCache(config=model.config)
-    cache_arg = _cache_keyword(model)
+    decoder, head, cache_arg = _causal_parts(model)
+
+    def next_logits(ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
+        # The head on the last position's [B, H] states: a plain matmul. (The causal LM's own
+        # `logits_to_keep=1` hands the head a strided [B, 1, H] slice, which torch multiplies as a
+        # batched matmul against a copy of the head's weight per row: seconds and GBs per prefill.)
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                         **{cache_arg: cache}).last_hidden_state
+        return head(hidden[:, -1])
+
     positions = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                   use_cache=True, logits_to_keep=1, **{cache_arg: cache}).logits[:, -1]
+    logits = next_logits(input_ids, attention_mask, positions)
     alive = torch.arange(n, device=input_ids.device)
     last = positions[:, -1]
     out: list[list[int]] = [[] for _ in range(n)]
@@ -189,8 +201,7 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
             attention_mask, last, alive, tokens = attention_mask[keep], last[keep], alive[keep], tokens[keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
         last = last + 1
-        logits = model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=last[:, None],
-                       use_cache=True, **{cache_arg: cache}).logits[:, -1]
+        logits = next_logits(tokens[:, None], attention_mask, last[:, None])
     return out
 
 
@@ -202,8 +213,8 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class Sampler:
-    """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, the decoding
-    settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
+    """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, the
+    decoding settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
 
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], params: SamplingParams, *, adapter: str | None = "policy",
