@@ -147,7 +147,8 @@ def format_table(reports: list[RoundReport]) -> str:
                      f"{_num(r.rm_heldout_accuracy, '.3f'):>7} {_num(r.kl_per_token, '.4f'):>8} "
                      f"{_num(r.kl_to_reference_per_token, '.4f'):>8} {r.policy_gold_mean:>12.3f} "
                      f"{r.base_gold_mean:>10.3f} {r.gold_win_rate:>11.1%} {r.win_rate_vs_previous:>11.1%} "
-                     f"{r.policy_length_mean:>6.1f} {_num(r.reward_length_corr, '.2f'):>6} {r.seconds:>7.1f} {r.eval_seconds:>6.0f}")
+                     f"{r.policy_length_mean:>6.1f} {_num(r.reward_length_corr, '.2f'):>6} {r.seconds:>7.1f} "
+                     f"{r.eval_seconds:>6.0f}")
     return "\n".join(lines)
 
 
