@@ -11,7 +11,8 @@ mean gold score of policy and base samples, the gold win rate of the policy vs t
 version on the same eval prompts, mean response length, the reward-length correlation, the round's wall
 time (sample, judge, reward model, policy update), the gold evaluation's time, and the load average.
 Target (issue 12): gold win rate vs the base >= --target after the last round with KL per token to the
-base <= --kl-bound, and the last round's win rate above round 1's (later rounds add). Target (issue 13): each round within --round-target seconds (300 with the CPU defaults on 2 cores).
+base <= --kl-bound, and the last round's win rate above round 1's (later rounds add).
+Target (issue 13): each round within --round-target seconds (300 with the CPU defaults on 2 cores).
 `--json F` writes one row per round: round, judgments, rm_heldout_accuracy, kl_per_token (to the base),
 gold_win_rate, win_rate_vs_previous, policy_length_mean, seconds, eval_seconds, plus gold, algo, policy_version,
 kl_to_reference_per_token, kl_per_sequence, policy_gold_mean, base_gold_mean, reward_length_corr, loadavg.
