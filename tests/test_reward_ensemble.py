@@ -281,3 +281,46 @@ def test_packed_pairs_score_like_separate_sequences(stack: ModelStack, pooling: 
         separate = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask)
     torch.testing.assert_close(packed_c, separate[:5], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(packed_r, separate[5:], atol=1e-4, rtol=1e-4)
+
+
+def test_small_training_batches_attend_eagerly_with_sdpa_results(stack: ModelStack, monkeypatch) -> None:
+    """CPU training forwards of small batches use eager attention (a faster backward than torch's CPU flash
+    kernel): scores and LoRA gradients equal sdpa's, with the packed pairs' boolean 4D mask too."""
+    import rlhf_core.models.stack as stack_module
+    from rlhf_core.training.reward_data import encode_pairs
+    from rlhf_core.training.reward_model import pair_member_scores
+
+    monkeypatch.setattr(stack, "checkpoint_min_tokens", None)  # as `auto` for small batches: no checkpointing
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in stack.model.named_parameters():
+            if ".reward." in name and "lora_B" in name:
+                p.normal_(0, 0.05)
+    stack.set_reward_head(2, "mean")
+    pairs = encode_pairs(stack.tokenizer, marker_examples(5), 64)
+    config = stack.model.get_base_model().config
+    kernels: list[str] = []
+    layer = stack._decoder().layers[0]
+    hook = layer.register_forward_pre_hook(lambda *_: kernels.append(config._attn_implementation))
+
+    def scores_and_grads() -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        params = stack.trainable_parameters("reward")
+        with stack.use("reward"):
+            chosen, rejected, _ = pair_member_scores(stack, pairs)
+            (chosen - rejected).pow(2).sum().backward()
+        grads = [p.grad.clone() for p in params if p.grad is not None]
+        stack.freeze_adapters()
+        for p in params:
+            p.grad = None
+        return chosen.detach(), rejected.detach(), grads
+
+    eager = scores_and_grads()
+    monkeypatch.setattr(stack_module, "EAGER_ATTENTION_MAX", 0)
+    sdpa = scores_and_grads()
+    hook.remove()
+    assert kernels == ["eager", "sdpa"] and config._attn_implementation == "sdpa"
+    torch.testing.assert_close(eager[0], sdpa[0], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(eager[1], sdpa[1], atol=1e-4, rtol=1e-4)
+    assert len(eager[2]) == len(sdpa[2]) > 0
+    for a, b in zip(eager[2], sdpa[2], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-3)
