@@ -103,7 +103,7 @@ def main() -> None:
     parser.add_argument("--judgments", type=int, default=300, help="simulated judgments per round (at most)")
     parser.add_argument("--annotators", type=int, default=3)
     parser.add_argument("--gold", default="sentiment", help=f"comma-separated gold preferences: {available_gold()}")
-    parser.add_argument("--keyword", default=None, help="the word the 'keyword' gold rewards (default: please)")
+    parser.add_argument("--keyword", default=None, help="the word the 'keyword' gold rewards (default: you)")
     parser.add_argument("--noise", type=float, default=0.1, help="label noise of the simulated annotators")
     parser.add_argument("--algo", default=None,
                         help=f"comma-separated: {', '.join(POLICY_ALGORITHMS)} (default: the config's policy.algo)")

@@ -67,7 +67,7 @@ _NEXT_OPEN = (select(P.c.id)
                      ~exists(select(J.c.id).where(J.c.pair_id == P.c.id, J.c.annotator_id == _ANN)),
                      ~exists(select(K.c.id).where(K.c.pair_id == P.c.id, K.c.annotator_id == _ANN)),
                      _HAS_FREE_SLOT)
-              .order_by(P.c.priority.desc(), P.c.info_score.desc(), P.c.id).limit(1))
+              .order_by(P.c.priority.desc(), P.c.round.desc(), P.c.info_score.desc(), P.c.id).limit(1))
 _NEXT_OPEN_LOCKED = _NEXT_OPEN.with_for_update(skip_locked=True, of=P)
 _STILL_FREE = select(P.c.id).where(P.c.id == _PAIR, _HAS_FREE_SLOT)
 

@@ -72,8 +72,9 @@ class Pair(SQLModel, table=True):
     """Two samples of one prompt to be judged by `judgments_wanted` (k) annotators.
 
     Open (served from the pool) while n_judgments < judgments_wanted, in the order of the partial
-    index: priority, then info_score (how informative the sampler judged the pair), both highest
-    first, then oldest. A control pair (kind "control", see ControlPair) has judgments_wanted 0, so
+    index: priority, then round (the newest policy's pairs first: on-policy judgments are what the
+    next update learns most from, and online DPO trains on them only), then info_score (how
+    informative the sampler judged the pair), all highest first, then oldest. A control pair (kind "control", see ControlPair) has judgments_wanted 0, so
     it is never open and never counts as such: `next_pair_for` mixes it in by its own path.
     """
 
@@ -93,7 +94,7 @@ class Pair(SQLModel, table=True):
 
 # Columns in the serving order (descending where served highest first), so the first open pair is
 # read off the index without a sort; partial, because most pairs are closed once judged.
-Index("ix_pair_open_priority", Pair.priority.desc(), Pair.info_score.desc(), Pair.id,
+Index("ix_pair_open_priority", Pair.priority.desc(), Pair.round.desc(), Pair.info_score.desc(), Pair.id,
       sqlite_where=text("n_judgments < judgments_wanted"), postgresql_where=text("n_judgments < judgments_wanted"))
 
 

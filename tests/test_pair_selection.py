@@ -68,6 +68,26 @@ def test_open_pairs_are_served_by_priority_then_info_score_then_age(db) -> None:
     assert order == [urgent.id, high.id, tied.id, mid.id, low.id, plain.id]
 
 
+def test_the_newest_rounds_pairs_are_served_first(db) -> None:
+    """At equal priority, pairs of a later round (sampled from a newer policy) come before older
+    leftovers, whatever their info scores."""
+    pid = prompt_id(db)
+
+    def pair(round_: int, score: float) -> int:
+        (row,) = storage.record_generations(db, prompt_id=pid, policy_version_id=0, responses=[("x", 1), ("y", 1)],
+                                            gen_params={}, pairs=[(0, 1)], round=round_, selection="uncertainty",
+                                            info_scores=[score])
+        return row.id
+
+    old_sure, old_unsure, new_sure, new_unsure = pair(1, 0.1), pair(1, 0.9), pair(2, 0.1), pair(2, 0.9)
+    user = storage.create_annotator(db, "ann", "password123").id
+    order = []
+    while (served := storage.next_pair_for(db, user)) is not None:
+        order.append(served.pair_id)
+        storage.record_judgment(db, pair_id=served.pair_id, annotator_id=user, choice="a")
+    assert order == [new_unsure, new_sure, old_unsure, old_sure]
+
+
 def test_next_pair_reads_the_first_open_pair_off_the_partial_index(sqlite_db) -> None:
     db = sqlite_db
     for _ in range(3):

@@ -62,8 +62,9 @@ def test_gold_preferences_score_hand_examples():
     assert sentiment(NO_PROMPT, "I love this, wonderful!") > 0.5 > -0.3 > sentiment(NO_PROMPT, "This is terrible.")
     assert get_gold("longer")(NO_PROMPT, "abcd") == 4.0 and get_gold("LENGTH")(NO_PROMPT, "abc") == 3.0
     assert get_gold("shorter")(NO_PROMPT, "ab") > get_gold("shorter")(NO_PROMPT, "abc")
-    please = get_gold("keyword")
+    please = get_gold("keyword", keyword="please")
     assert please(NO_PROMPT, "Please help, please! I was pleased.") == 2.0  # whole words only
+    assert get_gold("keyword")(NO_PROMPT, "You and yours: thank you.") == 2.0  # the default word, "you"
     assert get_gold("keyword", keyword="thank you")(NO_PROMPT, "Thank you, thank you") == 2.0
     assert get_gold("keyword", keyword="Hi", case_sensitive=True)(NO_PROMPT, "Hi hi HI") == 1.0
     assert set(GOLD_PREFERENCES) == {"sentiment", "longer", "shorter", "keyword"}

@@ -14,7 +14,10 @@ from collections.abc import Callable, Sequence
 
 GoldScore = Callable[[list[dict[str, str]], str], float]
 
-DEFAULT_KEYWORD = "please"
+# A word the default model says unprompted now and then, so a preference for it can be learned and
+# reinforced: "you" is in 17.7% of 1,200 SmolLM2-135M-Instruct answers to the built-in prompts ("please":
+# 0.3%, which made the keyword gold a tie on nearly every pair).
+DEFAULT_KEYWORD = "you"
 
 
 class GoldPreferenceError(ValueError):
