@@ -74,8 +74,8 @@ class Pair(SQLModel, table=True):
     Open (served from the pool) while n_judgments < judgments_wanted, in the order of the partial
     index: priority, then round (the newest policy's pairs first: on-policy judgments are what the
     next update learns most from, and online DPO trains on them only), then info_score (how
-    informative the sampler judged the pair), all highest first, then oldest. A control pair (kind "control", see ControlPair) has judgments_wanted 0, so
-    it is never open and never counts as such: `next_pair_for` mixes it in by its own path.
+    informative the sampler judged the pair), all highest first, then oldest. A control pair (kind
+    "control", see ControlPair) has judgments_wanted 0, so it is never open and never counts as such: `next_pair_for` mixes it in by its own path.
     """
 
     id: int | None = Field(default=None, primary_key=True)
