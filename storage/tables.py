@@ -75,7 +75,8 @@ class Pair(SQLModel, table=True):
     index: priority, then round (the newest policy's pairs first: on-policy judgments are what the
     next update learns most from, and online DPO trains on them only), then info_score (how
     informative the sampler judged the pair), all highest first, then oldest. A control pair (kind
-    "control", see ControlPair) has judgments_wanted 0, so it is never open and never counts as such: `next_pair_for` mixes it in by its own path.
+    "control", see ControlPair) has judgments_wanted 0, so it is never open and never
+    counts as such: `next_pair_for` mixes it in by its own path.
     """
 
     id: int | None = Field(default=None, primary_key=True)
