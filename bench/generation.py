@@ -108,9 +108,9 @@ def main() -> None:
     model_dir = resolve_model_dir(args.model, cache)
     tok = load_tokenizer(model_dir)
     data = Path(__file__).resolve().parent.parent / "rlhf_core" / "data" / "demo_prompts.jsonl"
-    conversations = (read_prompt_file(data) * 8)[: args.prompts]
-    prompts = [prompt_token_ids(tok, c) for c in conversations]
     profile = profile_config("gpu" if device.type == "cuda" else "cpu")
+    conversations = (read_prompt_file(data, max_prompt_chars=profile.labeling.max_prompt_chars) * 8)[: args.prompts]
+    prompts = [prompt_token_ids(tok, c) for c in conversations]
     batch = profile.sampling.batch_size
     mode, gen_dtype = resolve_mode(profile.model.generation, device)
     quantized = device.type == "cuda"  # the product's quantize_4bit = "auto"

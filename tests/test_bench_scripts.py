@@ -75,3 +75,13 @@ def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path:
     assert stdout.count("win rate vs base") >= 4 and "shorter   dpo:" in stdout
     assert {p.name for p in (tmp_path / "ws").iterdir()} == {"longer-dpo", "longer-grpo", "shorter-dpo",
                                                               "shorter-grpo"}
+
+
+def test_generation_bench_measures_every_variant(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "generation.json"
+    _run("bench/generation.py", "--model", str(tiny_model_dir), "--prompts", "4", "--max-new-tokens", "4",
+         "--repeats", "1", "--json", str(out), timeout=900)
+    figures = json.loads(out.read_text())
+    for variants in figures["results"].values():
+        assert {"hf-base", "ours-v0", "ours-trained"} <= set(variants)
+        assert all(v["tokens"] > 0 and v["tokens_per_s"] > 0 for v in variants.values())
