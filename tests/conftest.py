@@ -100,6 +100,17 @@ def page(browser):  # noqa: ANN001, ANN201
     context.close()
 
 
+@pytest.fixture
+def app(tmp_path: Path):  # noqa: ANN201
+    """A running labeling app with one annotator (alice) and one operator (olga); a module that needs
+    other users or services defines its own `app`."""
+    from browser_utils import start_app
+
+    running = start_app(tmp_path / "ws", users={"alice": "annotator", "olga": "operator"})
+    yield running
+    running.close()
+
+
 def shrink_for_tiny_rounds(config) -> None:  # noqa: ANN001
     """Training sizes that make a whole round on the tiny model take seconds on a CPU."""
     config.sampling.max_new_tokens = 10

@@ -5,11 +5,9 @@ including the round the operator just started."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from browser_utils import RunningApp, add_pairs, login, start_app
+from browser_utils import RunningApp, add_pairs, login
 from sqlmodel import func, select
 
 from rlhf_core.loop.simulate import simulate_annotators
@@ -22,13 +20,6 @@ pytestmark = [
 ]
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[RunningApp]:
-    running = start_app(tmp_path / "ws", users={"alice": "annotator", "olga": "operator"})
-    yield running
-    running.close()
 
 
 def _leases(app: RunningApp) -> int:

@@ -4,8 +4,6 @@ rendering of hostile text, and a pair appearing without reload when the pool was
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from browser_utils import (
@@ -13,7 +11,6 @@ from browser_utils import (
     add_pairs,
     login,
     shown_texts,
-    start_app,
     wait_for_new_pair,
 )
 from sqlmodel import select
@@ -23,13 +20,6 @@ from storage import Judgment, Skip, judgment_rows
 pytestmark = pytest.mark.browser
 
 playwright_api = pytest.importorskip("playwright.sync_api")
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[RunningApp]:
-    running = start_app(tmp_path / "ws", users={"alice": "annotator", "olga": "operator"})
-    yield running
-    running.close()
 
 
 def _sample_side(text: str) -> str:

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import re
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import datasets
 import httpx
 import pytest
-from browser_utils import PASSWORD, RunningApp, add_pairs, start_app
+from browser_utils import PASSWORD, RunningApp, add_pairs
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -31,13 +30,6 @@ OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable thr
     ("/operator_refresh", ()), ("/import_controls", (None,)),
 ]
 PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer"}
-
-
-@pytest.fixture
-def app(tmp_path: Path) -> Iterator[RunningApp]:
-    running = start_app(tmp_path / "ws", users={"alice": "annotator", "olga": "operator"})
-    yield running
-    running.close()
 
 
 def client(app: RunningApp, user: str, downloads: Path | None = None) -> Client:

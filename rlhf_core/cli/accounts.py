@@ -1,4 +1,4 @@
-"""`rlhf user enable|set-password|set-role` and `rlhf audit`: the account lifecycle and the audit log.
+"""`rlhf user disable|enable|set-password|set-role` and `rlhf audit`: the account lifecycle and the audit log.
 Every change ends the user's open sessions (they log in again under the new state) and writes one
 audit row."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,14 +14,27 @@ import typer
 from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, cli_actor, open_db, user_app
 
 
-@user_app.command("enable")
-def user_enable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
-    """Enable a disabled account again."""
+def _set_active(name: str, active: bool, workspace: Path | None, db: str | None) -> int:
+    """Enable or disable an account and audit it; returns how many of its open sessions ended."""
     from storage import record_audit, set_active
 
     _, database = open_db(workspace, db)
-    ended = set_active(database, name, True)
-    record_audit(database, cli_actor(), "user_enable", user=name, sessions_ended=ended)
+    ended = set_active(database, name, active)
+    record_audit(database, cli_actor(), "user_enable" if active else "user_disable", user=name, sessions_ended=ended)
+    return ended
+
+
+@user_app.command("disable")
+def user_disable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """Disable an account (its judgments stay): ends its sessions and releases the pairs it holds."""
+    ended = _set_active(name, False, workspace, db)
+    typer.echo(f"Disabled {name!r} ({ended} open sessions ended).")
+
+
+@user_app.command("enable")
+def user_enable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """Enable a disabled account again."""
+    _set_active(name, True, workspace, db)
     typer.echo(f"Enabled {name!r}.")
 
 

@@ -1,4 +1,4 @@
-"""`rlhf` commands for the project itself: init, status, prompts and user accounts."""
+"""`rlhf` commands for the project itself: init, status, prompts, adding and listing user accounts."""
 
 from __future__ import annotations
 
@@ -156,14 +156,3 @@ def user_list(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     for u in list_annotators(database):
         typer.echo(f"{u.username:<24}{u.role:<12}{'yes' if u.active else 'no':<8}{counts.get(u.username, 0)}")
 
-
-@user_app.command("disable")
-def user_disable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
-    """Disable an account (its judgments stay): ends its sessions and releases the pairs it holds."""
-    from rlhf_core.cli.app import cli_actor
-    from storage import record_audit, set_active
-
-    _, database = open_db(workspace, db)
-    ended = set_active(database, name, False)
-    record_audit(database, cli_actor(), "user_disable", user=name, sessions_ended=ended)
-    typer.echo(f"Disabled {name!r} ({ended} open sessions ended).")
