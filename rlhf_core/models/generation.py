@@ -149,14 +149,16 @@ def _pick(logits: Tensor, params: SamplingParams, generator: torch.Generator | N
     return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
 
-def _causal_parts(model: nn.Module) -> tuple[nn.Module, nn.Module, str]:
-    """(decoder, lm_head, the decoder's cache keyword) of a causal LM, or of a PEFT model around one
-    (the decoder's LoRA layers then apply the active adapter). The keyword is `cache` in transformers
-    >= 5.2x and `past_key_values` before."""
+def decoder_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(decoder, lm_head) of a causal LM, or of a PEFT model around one (the decoder's LoRA layers then
+    apply the active adapter)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = getattr(base, base.base_model_prefix)
-    keyword = "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
-    return decoder, base.lm_head, keyword
+    return getattr(base, base.base_model_prefix), base.lm_head
+
+
+def _cache_keyword(decoder: nn.Module) -> str:
+    """`cache` (transformers >= 5.2x) or `past_key_values` (earlier), whichever the decoder's forward takes."""
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
 @torch.no_grad()
@@ -169,7 +171,8 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
     """
     n = input_ids.shape[0]
     cache = DynamicCache(config=model.config)
-    decoder, head, cache_arg = _causal_parts(model)
+    decoder, head = decoder_and_head(model)
+    cache_arg = _cache_keyword(decoder)
 
     def next_logits(ids: Tensor, mask: Tensor, positions: Tensor) -> Tensor:
         # The head on the last position's [B, H] states: a plain matmul. (The causal LM's own
@@ -213,8 +216,8 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class Sampler:
-    """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, the
-    decoding settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
+    """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, the decoding
+    settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
 
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], params: SamplingParams, *, adapter: str | None = "policy",

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from rlhf_core.algorithms.policy_losses import entropy_from_logits, gather_logprobs
 from rlhf_core.models.adapter_files import AdapterFiles
-from rlhf_core.models.generation import MergedCopy, Sampler, native_bf16, resolve_mode
+from rlhf_core.models.generation import MergedCopy, Sampler, decoder_and_head, native_bf16, resolve_mode
 from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device
 
 ADAPTERS = ("policy", "value", "reward")
@@ -264,8 +264,7 @@ class ModelStack(AdapterFiles, Sampler):
 
     # -- forward passes --------------------------------------------------------------
     def _decoder(self) -> nn.Module:
-        base = self.model.get_base_model()
-        return getattr(base, base.base_model_prefix)
+        return decoder_and_head(self.model)[0]
 
     def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
                       ) -> Tensor:
