@@ -262,17 +262,22 @@ def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqli
     assert served.pair_id == max(rows, key=lambda p: (p.info_score, -p.id)).id
 
 
+def perturb_reward_adapter(stack: ModelStack) -> None:
+    """A non-identity reward adapter (seeded): LoRA B matrices start at zero."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in stack.model.named_parameters():
+            if ".reward." in name and "lora_B" in name:
+                p.normal_(0, 0.05)
+
+
 @pytest.mark.parametrize("pooling", ["last", "mean"])
 def test_packed_pairs_score_like_separate_sequences(stack: ModelStack, pooling: str) -> None:
     """One row per pair with the prompt computed once gives the scores of the 2B separate sequences."""
     from rlhf_core.training.reward_data import encode_pairs, pair_batch
     from rlhf_core.training.reward_model import pair_member_scores
 
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in stack.model.named_parameters():
-            if ".reward." in name and "lora_B" in name:
-                p.normal_(0, 0.05)  # a non-identity reward adapter
+    perturb_reward_adapter(stack)
     stack.set_reward_head(3, pooling)
     pairs = encode_pairs(stack.tokenizer, marker_examples(5), 64)
     with torch.no_grad():
@@ -291,11 +296,7 @@ def test_small_training_batches_attend_eagerly_with_sdpa_results(stack: ModelSta
     from rlhf_core.training.reward_model import pair_member_scores
 
     monkeypatch.setattr(stack, "checkpoint_min_tokens", None)  # as `auto` for small batches: no checkpointing
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in stack.model.named_parameters():
-            if ".reward." in name and "lora_B" in name:
-                p.normal_(0, 0.05)
+    perturb_reward_adapter(stack)
     stack.set_reward_head(2, "mean")
     pairs = encode_pairs(stack.tokenizer, marker_examples(5), 64)
     config = stack.model.get_base_model().config
