@@ -120,3 +120,16 @@ def test_worker_killed_mid_job_is_marked_failed_on_restart(tmp_path, tiny_model_
     assert counts["judgments"] == 1  # nothing recorded before the crash was lost
     assert storage.current_policy(db).id == 0  # the previous policy is still the one served
     assert storage.next_pair_for(db, user.id) is not None or counts["pairs_open"] == 0
+
+
+def test_worker_until_empty_runs_every_queued_job_then_exits(tmp_path, tiny_model_dir) -> None:
+    ws, _ = init_workspace(tmp_path / "ws", model=str(tiny_model_dir))
+    db = ws.database()
+    # No judgments and no reward model yet: each fails at once.
+    jobs = [storage.enqueue_job(db, kind, {}) for kind in ("train_rm", "train_policy")]
+    out = subprocess.run([sys.executable, "-m", "rlhf_core", "worker", "--until-empty", "--workspace", str(ws.root)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [storage.get_job(db, j.id).status for j in jobs] == ["failed", "failed"]
+    assert out.stdout.splitlines()[-3:] == [f"job #{jobs[0].id} train_rm: failed",
+                                            f"job #{jobs[1].id} train_policy: failed", "queue empty"]

@@ -66,6 +66,7 @@ def worker(
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
     once: Annotated[bool, typer.Option(help="Run at most one job, then exit")] = False,
+    until_empty: Annotated[bool, typer.Option(help="Run queued jobs until the queue is empty, then exit")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue")] = 2.0,
     stale_after: Annotated[float, typer.Option(help="Fail running jobs with no heartbeat for this long (s)")] = 120.0,
     parent_pid: Annotated[int | None, typer.Option(hidden=True, help="Exit when this process is gone")] = None,
@@ -84,9 +85,13 @@ def worker(
     ws, database = open_db(workspace, db)
     w = Worker(ws, database, poll_seconds=poll, stale_after_seconds=stale_after)
     try:
-        if once:
-            job = w.run_once()
-            typer.echo("queue empty" if job is None else f"job #{job.id} {job.kind}: {job.status}")
+        if once or until_empty:
+            say = typer.echo if w.dp.is_main else (lambda _text: None)  # one report per launch
+            while (job := w.run_once()) is not None:
+                say(f"job #{job.id} {job.kind}: {job.status}")
+                if once:
+                    return
+            say("queue empty")
             return
         typer.echo(f"Worker {w.worker_id} on {database.display_url()} (Ctrl-C to stop)")
         w.run_forever()

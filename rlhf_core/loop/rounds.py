@@ -37,7 +37,10 @@ def scaled(on_progress: ProgressFn | None, start: float, end: float, label: str)
 def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None, job_id: int | None = None,
               sample_next: bool = True, progress: bool = True, on_progress: ProgressFn | None = None,
               dp: DataParallel | None = None) -> RoundResult:
-    """Run the training half of a round now. A failure leaves the previous versions in place."""
+    """Run the training half of a round now. A failure leaves the previous versions in place.
+
+    With `dp` this is the main process's part; the other processes join both trainings through
+    `follow_round` and leave the sampling to it."""
     started = time.time()
     report = on_progress or (lambda _f, _m: None)
     report(0.0, "training reward model")
@@ -45,7 +48,7 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
                              on_progress=scaled(on_progress, 0.0, 0.3, "reward model"), dp=dp)
     report(0.3, "updating policy")
     policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
-                                 on_progress=scaled(on_progress, 0.3, 0.9, "policy"))
+                                 on_progress=scaled(on_progress, 0.3, 0.9, "policy"), dp=dp)
     round_metrics = {"rm_version": rm.id, "rm_heldout_accuracy": rm.heldout_accuracy,
                      "rm_heldout_loss": rm.heldout_loss, "rm_trained_on": rm.trained_on}
     update_policy_metrics(db, policy.id, round_metrics)
@@ -58,3 +61,12 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
                "seconds": round(time.time() - started, 1)}
     report(1.0, f"round done: policy v{policy.id}")
     return RoundResult(policy_version=policy.id, reward_model_version=rm.id, new_pairs=new_pairs, metrics=metrics)
+
+
+def follow_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None, dp: DataParallel,
+                 train_reward: bool = True) -> None:
+    """A non-main data-parallel process's share of a round (`train_reward`) or of a policy update: the
+    same trainings as the main process's `run_round`, in the same order, recording nothing."""
+    if train_reward:
+        run_reward_training(ws, db, stack, progress=False, dp=dp)
+    run_policy_training(ws, db, stack, algo=algo, progress=False, dp=dp)

@@ -111,7 +111,7 @@ class Worker:
 
     def _run_once_distributed(self) -> Job | None:
         """Under `accelerate launch`: the main process claims the job and tells the others, which join
-        the data-parallel part (reward-model training) and otherwise wait for the main one."""
+        the data-parallel parts (reward-model training, policy updates) and otherwise wait for the main one."""
         job = None
         if self.dp.is_main:
             self.recover()
@@ -128,14 +128,21 @@ class Worker:
         return get_job(self.db, job_id)
 
     def _follow(self, job: Job) -> None:
-        """A non-main process's share of a job: the reward-model training of `train_rm` and `round`."""
-        if job.kind in ("train_rm", "round"):
-            from rlhf_core.training.reward_service import run_reward_training
+        """A non-main process's share of a job: the reward-model training of `train_rm` and `round`, and
+        the policy update of `train_policy` and `round` (sampling and evaluation are the main one's)."""
+        params = json.loads(job.params_json)
+        try:
+            if job.kind == "train_rm":
+                from rlhf_core.training.reward_service import run_reward_training
 
-            try:
                 run_reward_training(self.ws, self.db, self.stack, progress=False, dp=self.dp)
-            except ValueError:  # too few judgments: the main process records the error
-                pass
+            elif job.kind in ("train_policy", "round"):
+                from rlhf_core.loop.rounds import follow_round
+
+                follow_round(self.ws, self.db, self.stack, algo=params.get("algo"), dp=self.dp,
+                             train_reward=job.kind == "round")
+        except ValueError:  # missing data (too few judgments, no prompts): the main process records the error
+            pass
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
@@ -201,7 +208,7 @@ class Worker:
             from rlhf_core.training.policy import run_policy_training
 
             pv = run_policy_training(ws, db, self.stack, algo=params.get("algo"), job_id=job.id,
-                                     progress=self.progress, on_progress=on_progress)
+                                     progress=self.progress, on_progress=on_progress, dp=self.dp)
             return {"policy_version": pv.id}
         if job.kind == "round":
             from rlhf_core.loop.rounds import run_round

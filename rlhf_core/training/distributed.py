@@ -1,13 +1,17 @@
 """Data parallel training over the processes that `accelerate launch` (or torchrun) starts.
 
-    accelerate launch --num_processes 2 -m rlhf_core worker            # two GPUs of one machine
-    accelerate launch --cpu --num_processes 2 -m rlhf_core worker      # two CPU processes (gloo)
+    accelerate launch --multi_gpu --num_processes 2 -m rlhf_core worker    # two GPUs of one machine
+    torchrun --nproc_per_node 2 -m rlhf_core worker                        # two CPU processes (gloo)
+
+(`accelerate launch --cpu` starts one process, whatever `--num_processes` says.)
 
 Every process holds the whole model stack and reads the same data in the same seeded order; each
 takes its shard of every batch, and the gradients are summed across processes before the optimizer
 step, with each process's loss normalised by the whole batch. So all processes make the same update,
 the adapters stay identical, and the result equals one process training on the full batches (up to
-floating-point summation order). Only the main process writes to the database and to disk. With no
+floating-point summation order). Policy updates shard the step's prompts for generation, scoring and
+the log-prob passes, gather the rollout so every process computes the same advantages, and then
+split each minibatch the same way. Only the main process writes to the database and to disk. With no
 launcher, `DataParallel()` is one process and every method is a no-op.
 """
 
@@ -70,6 +74,14 @@ class DataParallel:
         tensor = torch.tensor([value], dtype=torch.float64)
         torch.distributed.all_reduce(tensor)
         return float(tensor)
+
+    def gather(self, items: Sequence[T]) -> list[T]:
+        """Every process's `items`, concatenated in rank order, on every process (picklable objects)."""
+        if not self.enabled:
+            return list(items)
+        boxes: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(boxes, list(items))
+        return [item for box in boxes for item in box]
 
     def broadcast(self, obj: Any) -> Any:
         """The main process's `obj`, on every process."""

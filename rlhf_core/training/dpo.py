@@ -32,6 +32,7 @@ from rlhf_core.config import PolicyConfig
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
 from rlhf_core.models.batching import SequenceBatch
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.ppo import clipped_step, make_optimizer
 from rlhf_core.training.reward_data import EncodedPair, PreferenceExample, encode_pairs, pair_batch, preference_examples
 from rlhf_core.training.rollout import (
@@ -82,12 +83,14 @@ def dpo_examples(db: Database, current: PolicyVersion, cfg: PolicyConfig, *, min
 
 
 def reward_ranked_pairs(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn,
-                        cfg: PolicyConfig) -> tuple[list[EncodedPair], int]:
+                        cfg: PolicyConfig, generator: torch.Generator | None = None) -> tuple[list[EncodedPair], int]:
     """Best-of-n vs worst-of-n pairs: `cfg.group_size` fresh policy samples per prompt, ranked by
     `score_fn`. Uses the sampled token ids as they are (exactly what the policy produced). Returns
     (pairs, groups skipped because their best and worst scored the same or read the same)."""
+    if not prompts:
+        return [], 0
     rollout = generate_rollout(stack, prompts, samples_per_prompt=cfg.group_size, max_new_tokens=cfg.max_new_tokens,
-                               temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens)
+                               temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens, generator=generator)
     scores = score_fn(rollout).detach().float().cpu().reshape(-1, cfg.group_size)
     pairs, skipped = [], 0
     for group, row in enumerate(scores):
@@ -107,18 +110,24 @@ def _batch(stack: ModelStack, pairs: Sequence[EncodedPair]) -> SequenceBatch:
 
 
 @torch.no_grad()
-def reference_logprobs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> tuple[Tensor, Tensor]:
-    """Sequence log-probs of chosen and rejected responses under the reference: ([N], [N]) nats, eval mode."""
-    chosen, rejected = [], []
+def reference_logprobs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int,
+                       dp: DataParallel | None = None) -> tuple[Tensor, Tensor]:
+    """Sequence log-probs of chosen and rejected responses under the reference: ([N], [N]) nats, eval
+    mode. With `dp`, each process measures its share of the pairs and all get the whole."""
+    dp = dp or DataParallel(single=True)
+    mine = dp.shard(range(len(pairs)))
+    found: list[tuple[int, float, float]] = []
     with eval_mode(stack.model), stack.reference():
-        for start in range(0, len(pairs), batch_size):
-            b = _batch(stack, pairs[start:start + batch_size])
+        for start in range(0, len(mine), batch_size):
+            rows = mine[start:start + batch_size]
+            b = _batch(stack, [pairs[i] for i in rows])
             logp, _ = stack.token_logprobs(b.input_ids, b.attention_mask, response_mask=b.response_mask)
-            seq = sequence_logprobs(logp, b.response_mask)
-            n = len(seq) // 2
-            chosen.append(seq[:n])
-            rejected.append(seq[n:])
-    return torch.cat(chosen), torch.cat(rejected)
+            seq = sequence_logprobs(logp, b.response_mask).tolist()
+            found += zip(rows, seq[:len(rows)], seq[len(rows):], strict=True)
+    chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
+    for i, c, r in dp.gather(found):
+        chosen[i], rejected[i] = c, r
+    return chosen.to(stack.device), rejected.to(stack.device)
 
 
 def _response_logits(stack: ModelStack, ids: Tensor, mask: Tensor, response_mask: Tensor) -> Tensor:
@@ -129,14 +138,16 @@ def _response_logits(stack: ModelStack, ids: Tensor, mask: Tensor, response_mask
 
 
 @torch.no_grad()
-def heldout_kl(stack: ModelStack, probe: Rollout) -> dict[str, float]:
+def heldout_kl(stack: ModelStack, probe: Rollout, dp: DataParallel | None = None) -> dict[str, float]:
     """Exact KL(π‖π_ref) per token over the vocabulary at the response positions of held-out sequences
-    (and KL to the base, the same number when the reference is the base). Nats/token; eval mode."""
+    (and KL to the base, the same number when the reference is the base). Nats/token; eval mode.
+    With `dp`, each process measures its share of the sequences and the sums are shared."""
+    dp = dp or DataParallel(single=True)
     b = probe.batch
     totals = {"ref": 0.0, "base": 0.0}
     tokens = 0
     with eval_mode(stack.model):
-        for index in torch.arange(probe.size).split(KL_CHUNK_ROWS):
+        for index in torch.tensor(dp.shard(range(probe.size)), dtype=torch.long).split(KL_CHUNK_ROWS):
             ids, mask, response = b.input_ids[index], b.attention_mask[index], b.response_mask[index]
             with stack.use("policy"):
                 logits = _response_logits(stack, ids, mask, response)
@@ -147,6 +158,8 @@ def heldout_kl(stack: ModelStack, probe: Rollout) -> dict[str, float]:
                 with base_model(stack):
                     totals["base"] += float(kl_from_logits(logits, _response_logits(stack, ids, mask, response)).sum())
             tokens += logits.shape[0]
+    totals = {key: dp.sum(value) for key, value in totals.items()}
+    tokens = dp.sum(tokens)
     ref = totals["ref"] / max(1, tokens)
     base = ref if stack.reference_path is None else totals["base"] / max(1, tokens)
     return dict(zip(HELDOUT_KL_KEYS, (ref, base), strict=True))
@@ -164,7 +177,7 @@ def _split_prompts(prompts: list[list[dict[str, str]]], cfg: PolicyConfig, rng: 
 def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[str, str]]], score_fn: ScoreFn | None,
               cfg: PolicyConfig, *, max_length: int = 512, on_step: Callable[[dict[str, Any]], None] | None = None,
               on_progress: Callable[[float, str], None] | None = None, progress: bool = True,
-              max_grad_norm: float = 1.0) -> PolicyTrainResult:
+              max_grad_norm: float = 1.0, dp: DataParallel | None = None) -> PolicyTrainResult:
     """`cfg.dpo_epochs` passes of DPO over the judged pairs (encoded like the reward model's, at most
     `max_length` tokens) plus `cfg.dpo_rm_pairs` reward-ranked pairs, `cfg.dpo_batch_size` pairs per
     AdamW step at `cfg.dpo_learning_rate`, against the stack's reference. The held-out KL is measured
@@ -173,8 +186,12 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
 
     prompts: train conversations (held-out probes and reward-model pairs are drawn from them);
     score_fn: the reward model (needed for `dpo_rm_pairs`; without it the summary has no reward figures).
-    Trains the `policy` adapter in place; adapters are frozen again on return.
+    Trains the `policy` adapter in place; adapters are frozen again on return. With `dp` (several
+    processes), each process samples its share of the reward-ranked groups and measures its share of
+    the reference and held-out passes; each step's pairs are split among the processes and the
+    gradients summed, so all make the update one process would.
     """
+    dp = dp or DataParallel(single=True)
     if cfg.dpo_rm_pairs and score_fn is None:
         raise ValueError("policy.dpo_rm_pairs needs a reward model to rank samples: train one first (rlhf train-rm)")
     torch.manual_seed(cfg.seed)
@@ -182,47 +199,59 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
     started = time.perf_counter()
     probe_prompts, rm_prompts = _split_prompts(prompts, cfg, rng)
     pairs = encode_pairs(stack.tokenizer, examples.examples, max_length)
-    rm_pairs, rm_skipped = reward_ranked_pairs(stack, rm_prompts, score_fn, cfg) if rm_prompts else ([], 0)
+    # Each process samples its own prompts with its own stream (one process keeps torch's global one).
+    sampling = torch.Generator(device=stack.device).manual_seed(cfg.seed * 7919 + dp.rank) if dp.enabled else None
+    rm_pairs, rm_skipped = reward_ranked_pairs(stack, dp.shard(rm_prompts), score_fn, cfg, sampling)
+    rm_pairs, rm_skipped = dp.gather(rm_pairs), int(dp.sum(rm_skipped))
     pairs += rm_pairs
     if not pairs:
         raise ValueError("DPO has no pairs: the reward model ranked every group's samples the same; "
                          "judge this round's pairs or raise policy.group_size")
+    # The same held-out probe in every process: drawn from its own generator, seeded alike.
     probe = generate_rollout(stack, probe_prompts, samples_per_prompt=1, max_new_tokens=cfg.max_new_tokens,
-                             temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens)
-    ref_chosen, ref_rejected = reference_logprobs(stack, pairs, cfg.dpo_batch_size)
+                             temperature=cfg.temperature, min_new_tokens=cfg.min_new_tokens,
+                             generator=torch.Generator(device=stack.device).manual_seed(cfg.seed))
+    ref_chosen, ref_rejected = reference_logprobs(stack, pairs, cfg.dpo_batch_size, dp)
+    order = torch.Generator().manual_seed(cfg.seed)  # every process draws the same batches
     optimizer = make_optimizer(stack, ("policy",), replace(cfg, learning_rate=cfg.dpo_learning_rate))
     total = cfg.dpo_epochs * math.ceil(len(pairs) / cfg.dpo_batch_size)
 
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=total, desc="dpo policy update", unit="step", disable=not progress)
+    bar = tqdm(total=total, desc="dpo policy update", unit="step", disable=not (progress and dp.is_main))
     stop = False
     try:
         for epoch in range(cfg.dpo_epochs):
-            order = torch.randperm(len(pairs))
-            for index in order.split(cfg.dpo_batch_size):
+            for index in torch.randperm(len(pairs), generator=order).split(cfg.dpo_batch_size):
                 t0 = time.perf_counter()
-                b = _batch(stack, [pairs[i] for i in index.tolist()])
-                stack.model.train()
-                with stack.use("policy"):  # forward and backward under one adapter context (checkpointing)
-                    logp, _ = stack.token_logprobs(b.input_ids, b.attention_mask, response_mask=b.response_mask)
-                    seq = sequence_logprobs(logp, b.response_mask)
-                    n = len(index)
-                    loss, parts = dpo_loss(seq[:n], seq[n:], ref_chosen[index.to(ref_chosen.device)],
-                                           ref_rejected[index.to(ref_rejected.device)], cfg.dpo_beta,
-                                           cfg.dpo_label_smoothing)
-                    loss.backward()
-                norms = clipped_step(optimizer, max_grad_norm)
+                mine = index[dp.rank::dp.world]  # this process's share of the step's pairs
+                share = len(mine) / len(index)  # the loss and its metrics are means over pairs
+                parts = dict.fromkeys(("dpo_loss", "chosen_reward", "rejected_reward", "reward_margin",
+                                       "reward_accuracy", "logp_chosen", "logp_rejected"), 0.0)
+                if len(mine):
+                    b = _batch(stack, [pairs[i] for i in mine.tolist()])
+                    stack.model.train()
+                    with stack.use("policy"):  # forward and backward under one adapter context (checkpointing)
+                        logp, _ = stack.token_logprobs(b.input_ids, b.attention_mask, response_mask=b.response_mask)
+                        seq = sequence_logprobs(logp, b.response_mask)
+                        n = len(mine)
+                        loss, loss_parts = dpo_loss(seq[:n], seq[n:], ref_chosen[mine.to(ref_chosen.device)],
+                                                    ref_rejected[mine.to(ref_rejected.device)], cfg.dpo_beta,
+                                                    cfg.dpo_label_smoothing)
+                        (loss * share).backward()
+                    parts = {"dpo_loss": float(loss.detach()), **{k: float(v) for k, v in loss_parts.items()},
+                             "logp_chosen": float(seq[:n].detach().mean()),
+                             "logp_rejected": float(seq[n:].detach().mean())}
+                parts = {key: dp.sum(value * share) for key, value in parts.items()}
+                norms = clipped_step(optimizer, max_grad_norm, dp)
                 step = len(history)
                 # The held-out KL costs about a quarter of a step (two or three passes with full-vocabulary
                 # logits), so it is measured every dpo_kl_every steps, and always on the last one.
                 measure = step % cfg.dpo_kl_every == 0 or step + 1 == total
-                kl = heldout_kl(stack, probe) if measure else dict.fromkeys(HELDOUT_KL_KEYS)
+                kl = heldout_kl(stack, probe, dp) if measure else dict.fromkeys(HELDOUT_KL_KEYS)
                 stop = measure and 0.0 < cfg.max_kl_per_token < kl["heldout_kl_per_token"]
                 seconds = time.perf_counter() - t0
-                row = {"step": step, "epoch": epoch + 1, "dpo_loss": float(loss.detach()),
-                       **{k: float(v) for k, v in parts.items()},
-                       "logp_chosen": float(seq[:n].detach().mean()), "logp_rejected": float(seq[n:].detach().mean()),
-                       **kl, **norms, "pairs": n, "samples": 2 * n, "seconds": seconds, "kl_stop": float(stop)}
+                row = {"step": step, "epoch": epoch + 1, **parts, **kl, **norms, "pairs": len(index),
+                       "samples": 2 * len(index), "seconds": seconds, "kl_stop": float(stop)}
                 history.append({k: finite(v) if isinstance(v, float) else v for k, v in row.items()})
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['dpo_loss']:.3f}", acc=f"{row['reward_accuracy']:.2f}",
@@ -233,8 +262,10 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
                     on_progress(len(history) / total, f"dpo step {len(history)}/{total}: loss {row['dpo_loss']:.3f}, "
                                 f"implicit reward accuracy {row['reward_accuracy']:.2f}")
                 if stop:
-                    bar.write(f"held-out KL to the reference {row['heldout_kl_per_token']:.4f} nats/token exceeds "
-                              f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
+                    if dp.is_main:
+                        bar.write(f"held-out KL to the reference {row['heldout_kl_per_token']:.4f} nats/token "
+                                  f"exceeds policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates "
+                                  "this round")
                     break
             if stop:
                 break
@@ -245,7 +276,8 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
 
     summary = summarize(history, 0.0, DPO_SUMMARY_KEYS)
     summary.pop("reward_mean_first")  # no rollouts before the update; the reward figures come from after it
-    summary.update(_after_training(stack, probe_prompts, score_fn, cfg))
+    if dp.is_main:  # the summary's fresh samples: only the process that records the version needs them
+        summary.update(_after_training(stack, probe_prompts, score_fn, cfg))
     summary.update({"pairs_human": len(pairs) - len(rm_pairs), "pairs_rm": len(rm_pairs),
                     "rm_groups_skipped": rm_skipped,
                     **{k: v for k, v in examples.stats.items() if k != "decisive"},

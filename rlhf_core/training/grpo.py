@@ -21,6 +21,7 @@ from rlhf_core.algorithms.masked import masked_mean
 from rlhf_core.algorithms.policy_losses import grpo_loss
 from rlhf_core.config import PolicyConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.ppo import clipped_step
 from rlhf_core.training.rollout import (
     Rollout,
@@ -35,16 +36,20 @@ from rlhf_core.training.rollout import (
 
 def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: PolicyConfig,
                 optimizer: torch.optim.Optimizer, *, logprobs: RolloutLogprobs | None = None,
-                max_grad_norm: float = 1.0) -> dict[str, float]:
+                max_grad_norm: float = 1.0, dp: DataParallel | None = None,
+                generator: torch.Generator | None = None) -> dict[str, float]:
     """`cfg.update_epochs` passes of GRPO minibatch steps on one rollout of `rollout.group_size`
     samples per prompt.
 
     scores: [B] sequence scores (reward units; only their order and spread within a group matter).
-    `optimizer` covers the `policy` adapter. Returns the rollout's metrics plus the update's means
-    over minibatches: loss, clip_fraction, kl_k3 (nats/token, the penalized estimate), approx_kl
-    (k3 of old‖new, nats/token) and the gradient norm; zero_advantage_groups counts groups whose
-    samples all scored the same (they teach nothing but the KL term).
+    `optimizer` covers the `policy` adapter. With `dp`, every process holds the whole (gathered)
+    rollout, trains on its share of each minibatch (drawn from `generator`, seeded alike everywhere)
+    and the gradients are summed: the update one process would make. Returns the rollout's metrics
+    plus the update's means over minibatches: loss, clip_fraction, kl_k3 (nats/token, the penalized
+    estimate), approx_kl (k3 of old‖new, nats/token) and the gradient norm; zero_advantage_groups
+    counts groups whose samples all scored the same (they teach nothing but the KL term).
     """
+    dp = dp or DataParallel(single=True)
     lp = logprobs if logprobs is not None else rollout_logprobs(stack, rollout, cfg.minibatch_size)
     device = rollout.batch.input_ids.device
     scores = scores.detach().float().to(device)
@@ -55,30 +60,39 @@ def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: Policy
     unit = scores.std(unbiased=False) if dr_grpo and cfg.whiten_rewards and scores.numel() > 1 else None
     advantages = grpo_advantages(scores / (unit + 1e-6) if unit is not None else scores, rollout.group_size,
                                  scale_by_std=not dr_grpo)
+    mask = rollout.batch.response_mask
 
     stats: dict[str, list[float]] = defaultdict(list)
     was_training = stack.model.training
     stack.model.train()
     try:
-        for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs):
-            ids, attn, m = minibatch_rows(rollout.batch, index)
-            w = m.shape[1]
-            old = cut(lp.old_logp, index, w)
-            # Forward and backward under one adapter context (ModelStack's checkpointing would also
-            # recompute through the forward's adapter if backward ran outside it).
-            with stack.use("policy"):
-                logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
-                loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, index, w), advantages[index.to(device)], m,
-                                        cfg.clip_eps, cfg.kl_beta, loss_type=cfg.loss_type,
-                                        max_tokens=cfg.max_new_tokens)
-                loss.backward()
-            for key, value in clipped_step(optimizer, max_grad_norm).items():
+        for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs, generator):
+            mine = index[dp.rank::dp.world]  # this process's share of the minibatch
+            # Both loss types are means over the minibatch's sequences; the metrics are over its tokens.
+            share = len(mine) / len(index)
+            token_share = float(mask[mine].sum() / mask[index].sum().clamp(min=1))
+            loss_value, token_parts = 0.0, dict.fromkeys(("clip_fraction", "kl_k3", "approx_kl"), 0.0)
+            if len(mine):
+                ids, attn, m = minibatch_rows(rollout.batch, mine)
+                w = m.shape[1]
+                old = cut(lp.old_logp, mine, w)
+                # Forward and backward under one adapter context (ModelStack's checkpointing would also
+                # recompute through the forward's adapter if backward ran outside it).
+                with stack.use("policy"):
+                    logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
+                    loss, parts = grpo_loss(logp, old, cut(lp.ref_logp, mine, w), advantages[mine.to(device)], m,
+                                            cfg.clip_eps, cfg.kl_beta, loss_type=cfg.loss_type,
+                                            max_tokens=cfg.max_new_tokens)
+                    (loss * share).backward()
+                loss_value = loss.item()
+                # k3 with the roles swapped is (ratio − 1) − log ratio: the same approx KL PPO reports.
+                token_parts = {"clip_fraction": float(parts["clip_fraction"]), "kl_k3": float(parts["kl"]),
+                               "approx_kl": float(masked_mean(kl_k3(old, logp.detach()), m))}
+            for key, value in clipped_step(optimizer, max_grad_norm, dp).items():
                 stats[key].append(value)
-            stats["loss"].append(loss.item())
-            stats["clip_fraction"].append(float(parts["clip_fraction"]))
-            stats["kl_k3"].append(float(parts["kl"]))
-            # k3 with the roles swapped is (ratio − 1) − log ratio: the same approx KL PPO reports.
-            stats["approx_kl"].append(float(masked_mean(kl_k3(old, logp.detach()), m)))
+            stats["loss"].append(dp.sum(loss_value * share))
+            for key, value in token_parts.items():
+                stats[key].append(dp.sum(value * token_share))
     finally:
         stack.model.train(was_training)
 

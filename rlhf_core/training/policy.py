@@ -24,10 +24,18 @@ from tqdm.auto import tqdm
 from rlhf_core.algorithms.kl_control import adaptive_kl_beta
 from rlhf_core.config import POLICY_ALGORITHMS, PolicyConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.dpo import dpo_examples, train_dpo
 from rlhf_core.training.grpo import grpo_update
-from rlhf_core.training.ppo import fresh_critic, make_optimizer, ppo_update
-from rlhf_core.training.rollout import ScoreFn, generate_rollout, reward_model_scores, rollout_logprobs, rollout_metrics
+from rlhf_core.training.ppo import fresh_critic, make_optimizer, ppo_update, rollout_values
+from rlhf_core.training.rollout import (
+    ScoreFn,
+    gather_rollout,
+    generate_rollout,
+    reward_model_scores,
+    rollout_logprobs,
+    rollout_metrics,
+)
 from rlhf_core.training.run_log import PolicyTrainResult, StepLog, finite, show, summarize
 from rlhf_core.training.workspace_stack import activate_policy, activate_reward_model, adapter_dir
 from rlhf_core.workspace import Workspace
@@ -48,7 +56,8 @@ RL_ALGORITHMS = ("ppo", "grpo")  # rollout -> score -> update; DPO trains on pre
 
 def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn, cfg: PolicyConfig, *,
                  algo: str | None = None, on_step: Callable[[dict[str, Any]], None] | None = None,
-                 progress: bool = True, max_grad_norm: float = 1.0) -> PolicyTrainResult:
+                 progress: bool = True, max_grad_norm: float = 1.0, dp: DataParallel | None = None
+                 ) -> PolicyTrainResult:
     """`cfg.steps` iterations of: sample `cfg.prompts_per_step` prompts (seeded) -> roll out the policy
     (`cfg.group_size` samples per prompt for GRPO, one for PPO) -> score -> PPO or GRPO update.
 
@@ -56,44 +65,61 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     adapter in place (and `value` for PPO); the adapters are frozen again on return. The KL
     coefficient starts at `cfg.kl_beta`; with `cfg.kl_control = "adaptive"` each step's KL moves it
     for the next step (each row logs the `kl_beta` its update used; the summary's `kl_beta` is the
-    value a next round would start from).
+    value a next round would start from). With `dp` (several processes), each process rolls out,
+    scores and measures its share of the step's prompts; the shares are gathered and every process
+    makes the same update (`grpo_update` / `ppo_update`).
     """
     algo = algo or cfg.algo
+    dp = dp or DataParallel(single=True)
     if algo not in RL_ALGORITHMS:
         raise ValueError(f"unknown policy algorithm {algo!r} for rollouts; expected one of {', '.join(RL_ALGORITHMS)}")
     if not prompts:
         raise ValueError("no prompts to train the policy on")
+    per_step = min(cfg.prompts_per_step, len(prompts))
+    if per_step < dp.world:
+        raise ValueError(f"{per_step} prompts per step cannot be shared by {dp.world} training processes: raise "
+                         "policy.prompts_per_step (or import more train prompts), or launch fewer processes")
     torch.manual_seed(cfg.seed)
     rng = random.Random(cfg.seed)
+    # Minibatch order: the same in every process. Sampling: another stream per process (one process keeps
+    # torch's global generator).
+    order = torch.Generator().manual_seed(cfg.seed)
+    sampling = (torch.Generator(device=stack.device).manual_seed(cfg.seed * 7919 + dp.rank)
+                if dp.enabled else None)
     samples_per_prompt = cfg.group_size if algo == "grpo" else 1
     optimizer = make_optimizer(stack, ("policy", "value") if algo == "ppo" else ("policy",), cfg)
     update = ppo_update if algo == "ppo" else grpo_update
     beta = cfg.kl_beta
+    pad = stack.tokenizer.pad_token_id
 
     history: list[dict[str, Any]] = []
     started = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=f"{algo} policy update", unit="step", disable=not progress)
+    bar = tqdm(range(cfg.steps), desc=f"{algo} policy update", unit="step", disable=not (progress and dp.is_main))
     try:
         for step in bar:
             t0 = time.perf_counter()
-            chosen = rng.sample(prompts, min(cfg.prompts_per_step, len(prompts)))
+            chosen = dp.shard(rng.sample(prompts, per_step))
             rollout = generate_rollout(stack, chosen, samples_per_prompt=samples_per_prompt,
                                        max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
-                                       min_new_tokens=cfg.min_new_tokens)
+                                       min_new_tokens=cfg.min_new_tokens, generator=sampling)
             logprobs = rollout_logprobs(stack, rollout, cfg.minibatch_size)
             scores = score_fn(rollout).detach().float()
             if scores.shape != (rollout.size,):
                 raise ValueError(f"the score function returned shape {tuple(scores.shape)}; expected "
                                  f"({rollout.size},), one score per response")
+            values = rollout_values(stack, rollout, cfg.minibatch_size) if algo == "ppo" else None
+            rollout, logprobs, scores, values = gather_rollout(dp, rollout, logprobs, scores, values, pad)
             metrics = rollout_metrics(rollout, logprobs, scores)
             kl = metrics["kl_k3_per_token"]
             stop = 0.0 < cfg.max_kl_per_token < kl
             if stop:  # the policy has drifted far enough: keep it as it is and end the round's updates
-                bar.write(f"policy KL to the reference {kl:.4f} nats/token exceeds "
-                          f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
+                if dp.is_main:
+                    bar.write(f"policy KL to the reference {kl:.4f} nats/token exceeds "
+                              f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
             else:
+                extra = {"values": values} if algo == "ppo" else {}
                 metrics = update(stack, rollout, scores, replace(cfg, kl_beta=beta), optimizer, logprobs=logprobs,
-                                 max_grad_norm=max_grad_norm)
+                                 max_grad_norm=max_grad_norm, dp=dp, generator=order, **extra)
             seconds = time.perf_counter() - t0
             row = {"step": step, **{k: finite(None if v is None else float(v)) for k, v in metrics.items()},
                    "samples": rollout.size, "seconds": seconds, "samples_per_s": rollout.size / seconds,
@@ -143,15 +169,18 @@ def starting_kl_beta(cfg: PolicyConfig, current: PolicyVersion) -> float:
 
 def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None,
                         job_id: int | None = None, progress: bool = True,
-                        on_progress: Callable[[float, str], None] | None = None) -> PolicyVersion:
+                        on_progress: Callable[[float, str], None] | None = None,
+                        dp: DataParallel | None = None) -> PolicyVersion | None:
     """Train the next policy version and record it: PPO/GRPO against the current reward model, or DPO
     on the judged pairs sampled from the current version (plus reward-model-ranked pairs, if configured).
 
     Continues the current policy adapter on the workspace's train-split prompts, saves it under
     `adapter_dir(ws, "policy", current.id + 1)` and only then adds the PolicyVersion row (with the
     summary metrics) and the per-step training logs (phase "policy", also to TensorBoard when
-    `logging.report_to` says so).
+    `logging.report_to` says so). With `dp`, every process trains its share (`train_policy`,
+    `train_dpo`); only the main one logs, saves and records (the others return None).
     """
+    dp = dp or DataParallel(single=True)
     cfg = ws.config.policy
     algo = algo or cfg.algo
     if algo not in ALGORITHMS:
@@ -173,9 +202,11 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
         activate_reward_model(stack, db)
     _activate_value(stack, current)
     stack.set_reference(reference_adapter(db, cfg.reference, current))
-    log = StepLog(ws, "policy", f"policy-v{current.id + 1:04d}-{algo}")
+    log = StepLog(ws, "policy", f"policy-v{current.id + 1:04d}-{algo}") if dp.is_main else None
 
     def report(row: dict[str, Any]) -> None:
+        if log is None:
+            return
         log.add(row)
         if on_progress and algo in RL_ALGORITHMS:
             on_progress((row["step"] + 1) / cfg.steps,
@@ -188,11 +219,15 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     try:
         if examples is not None:
             result = train_dpo(stack, examples, prompts, score_fn, round_cfg, max_length=ws.config.reward.max_length,
-                               on_step=report, on_progress=on_progress, progress=progress)
+                               on_step=report, on_progress=on_progress, progress=progress, dp=dp)
         else:
-            result = train_policy(stack, prompts, score_fn, round_cfg, algo=algo, on_step=report, progress=progress)
+            result = train_policy(stack, prompts, score_fn, round_cfg, algo=algo, on_step=report, progress=progress,
+                                  dp=dp)
     finally:
-        log.close()
+        if log is not None:
+            log.close()
+    if log is None:
+        return None
 
     out = adapter_dir(ws, "policy", current.id + 1)
     stack.save_adapter("policy", out)

@@ -20,6 +20,7 @@ from rlhf_core.algorithms.masked import masked_whiten
 from rlhf_core.algorithms.policy_losses import explained_variance, ppo_policy_loss, ppo_value_loss
 from rlhf_core.config import PolicyConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.rollout import (
     Rollout,
     RolloutLogprobs,
@@ -56,8 +57,12 @@ def make_optimizer(stack: ModelStack, adapters: tuple[str, ...], cfg: PolicyConf
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, weight_decay=0.0)
 
 
-def clipped_step(optimizer: torch.optim.Optimizer, max_grad_norm: float) -> dict[str, float]:
-    """Clip each parameter group's gradient norm to `max_grad_norm`, step, and return the pre-clip norms."""
+def clipped_step(optimizer: torch.optim.Optimizer, max_grad_norm: float, dp: DataParallel | None = None
+                 ) -> dict[str, float]:
+    """Sum the gradients over the data-parallel processes (with `dp`), clip each parameter group's
+    gradient norm to `max_grad_norm`, step, and return the pre-clip norms."""
+    if dp is not None and dp.enabled:
+        dp.sum_gradients([p for group in optimizer.param_groups for p in group["params"]])
     norms = {}
     for group in optimizer.param_groups:
         params = [p for p in group["params"] if p.grad is not None]
@@ -93,46 +98,56 @@ def ppo_advantages(scores: Tensor, lp: RolloutLogprobs, values: Tensor, mask: Te
 
 def ppo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: PolicyConfig,
                optimizer: torch.optim.Optimizer, *, logprobs: RolloutLogprobs | None = None,
-               max_grad_norm: float = 1.0) -> dict[str, float]:
+               values: Tensor | None = None, max_grad_norm: float = 1.0, dp: DataParallel | None = None,
+               generator: torch.Generator | None = None) -> dict[str, float]:
     """`cfg.update_epochs` passes of clipped-PPO minibatch steps on one rollout.
 
     scores: [B] sequence scores of the rollout's responses (reward units). `optimizer` covers the
-    `policy` and `value` adapters (see `make_optimizer`); `logprobs` defaults to a fresh
-    `rollout_logprobs`. Returns the rollout's metrics plus the update's means over minibatches:
-    policy_loss, value_loss, clip_fraction, value_clip_fraction, approx_kl (nats/token), grad norms,
-    and explained_variance of the critic on this rollout.
+    `policy` and `value` adapters (see `make_optimizer`); `logprobs` and the critic's `values`
+    ([B, T-1]) default to fresh passes. With `dp`, every process holds the whole (gathered) rollout,
+    trains on its share of each minibatch (drawn from `generator`, seeded alike everywhere) and the
+    gradients are summed: the update one process would make. Returns the rollout's metrics plus the
+    update's means over minibatches: policy_loss, value_loss, clip_fraction, value_clip_fraction,
+    approx_kl (nats/token), grad norms, and explained_variance of the critic on this rollout.
     """
+    dp = dp or DataParallel(single=True)
     lp = logprobs if logprobs is not None else rollout_logprobs(stack, rollout, cfg.minibatch_size)
     mask = rollout.batch.response_mask
-    old_values = rollout_values(stack, rollout, cfg.minibatch_size)
+    old_values = values if values is not None else rollout_values(stack, rollout, cfg.minibatch_size)
     advantages, returns, rewards = ppo_advantages(scores, lp, old_values, mask, cfg)
 
     stats: dict[str, list[float]] = defaultdict(list)
     was_training = stack.model.training
     stack.model.train()
     try:
-        for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs):
-            ids, attn, m = minibatch_rows(rollout.batch, index)
-            w = m.shape[1]
-            # Forward and backward under one adapter context (ModelStack's checkpointing would also
-            # recompute through the forward's adapter if backward ran outside it).
-            with stack.use("policy"):
-                logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
-                policy_loss, clip_fraction, approx_kl = ppo_policy_loss(
-                    logp, cut(lp.old_logp, index, w), cut(advantages, index, w), m, cfg.clip_eps)
-                policy_loss.backward()
-            with stack.use("value"):
-                values = stack.values(ids, attn)
-                value_loss, value_clip_fraction = ppo_value_loss(
-                    values, cut(old_values, index, w), cut(returns, index, w), m, cfg.value_clip)
-                value_loss.backward()
-            for key, value in clipped_step(optimizer, max_grad_norm).items():
+        for index in minibatches(rollout.size, cfg.minibatch_size, cfg.update_epochs, generator):
+            mine = index[dp.rank::dp.world]  # this process's share of the minibatch
+            # Both losses are means over the minibatch's tokens: a share weighs by its tokens.
+            share = float(mask[mine].sum() / mask[index].sum().clamp(min=1))
+            parts = dict.fromkeys(("policy_loss", "value_loss", "clip_fraction", "value_clip_fraction",
+                                   "approx_kl"), 0.0)
+            if len(mine):
+                ids, attn, m = minibatch_rows(rollout.batch, mine)
+                w = m.shape[1]
+                # Forward and backward under one adapter context (ModelStack's checkpointing would also
+                # recompute through the forward's adapter if backward ran outside it).
+                with stack.use("policy"):
+                    logp, _ = stack.token_logprobs(ids, attn, response_mask=m)
+                    policy_loss, clip_fraction, approx_kl = ppo_policy_loss(
+                        logp, cut(lp.old_logp, mine, w), cut(advantages, mine, w), m, cfg.clip_eps)
+                    (policy_loss * share).backward()
+                with stack.use("value"):
+                    new_values = stack.values(ids, attn)
+                    value_loss, value_clip_fraction = ppo_value_loss(
+                        new_values, cut(old_values, mine, w), cut(returns, mine, w), m, cfg.value_clip)
+                    (value_loss * share).backward()
+                parts = {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
+                         "clip_fraction": float(clip_fraction), "value_clip_fraction": float(value_clip_fraction),
+                         "approx_kl": float(approx_kl)}
+            for key, value in clipped_step(optimizer, max_grad_norm, dp).items():
                 stats[key].append(value)
-            stats["policy_loss"].append(policy_loss.item())
-            stats["value_loss"].append(value_loss.item())
-            stats["clip_fraction"].append(float(clip_fraction))
-            stats["value_clip_fraction"].append(float(value_clip_fraction))
-            stats["approx_kl"].append(float(approx_kl))
+            for key, value in parts.items():
+                stats[key].append(dp.sum(value * share))
     finally:
         stack.model.train(was_training)
 

@@ -43,7 +43,7 @@ def run_reward_training(
     saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
     points at a complete adapter. Per-step metrics go to the training logs under phase "reward".
     With `dp`, every process trains its share; only the main one saves and records (the others
-    return None).
+    wait for it, then return None).
     """
     dp = dp or DataParallel(single=True)
     def report(fraction: float, message: str) -> None:
@@ -83,6 +83,7 @@ def run_reward_training(
     result = train_reward_model(stack, train, heldout, cfg, on_step=on_step, progress=progress and dp.is_main,
                                 fresh_head=not warm, dp=dp)
     if not dp.is_main:
+        dp.barrier()  # until the main process has recorded the version: a round's policy update reads it next
         return None
     version_number = len(list_reward_models(db)) + 1
     report(0.92, f"saving reward model v{version_number}")
@@ -101,6 +102,7 @@ def run_reward_training(
         db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,
         heldout_loss=result.heldout_loss, metrics=metrics,
     )
+    dp.barrier()
     acc = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
     report(1.0, f"reward model v{version_number} trained: held-out accuracy {acc}")
     return version

@@ -24,6 +24,7 @@ from rlhf_core.algorithms.masked import masked_mean
 from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_token_ids
 from rlhf_core.models.generation import SamplingParams
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.distributed import DataParallel
 
 
 @dataclass
@@ -68,8 +69,10 @@ class RolloutLogprobs:
 @torch.no_grad()
 def generate_rollout(stack: ModelStack, prompts: list[list[dict[str, str]]], *, samples_per_prompt: int,
                      max_new_tokens: int, temperature: float, top_p: float = 1.0, min_new_tokens: int = 0,
-                     max_prompt_tokens: int | None = None, batch_size: int = 64) -> Rollout:
-    """Sample `samples_per_prompt` responses per conversation through the `policy` adapter."""
+                     max_prompt_tokens: int | None = None, batch_size: int = 64,
+                     generator: torch.Generator | None = None) -> Rollout:
+    """Sample `samples_per_prompt` responses per conversation through the `policy` adapter (random
+    draws from `generator` on the stack's device, or torch's global generator)."""
     tok = stack.tokenizer
     eos, pad = tok.eos_token_id, tok.pad_token_id
     prompt_ids = [prompt_token_ids(tok, m, max_prompt_tokens) for m in prompts for _ in range(samples_per_prompt)]
@@ -77,7 +80,7 @@ def generate_rollout(stack: ModelStack, prompts: list[list[dict[str, str]]], *, 
                             min_new_tokens=min(min_new_tokens, max_new_tokens))
     # A GPU decodes the whole rollout in one batch (per-token launch overhead dominates a small model).
     batch = len(prompt_ids) if stack.device.type == "cuda" else batch_size
-    responses = stack.sample(prompt_ids, params, adapter="policy", batch_size=batch)
+    responses = stack.sample(prompt_ids, params, adapter="policy", batch_size=batch, generator=generator)
     truncated = torch.tensor([not r or r[-1] != eos for r in responses])
     batch = build_sequences(prompt_ids, responses, pad).to(stack.device)
     return Rollout(
@@ -85,6 +88,43 @@ def generate_rollout(stack: ModelStack, prompts: list[list[dict[str, str]]], *, 
         response_ids=responses, texts=[tok.decode(r, skip_special_tokens=True) for r in responses],
         batch=batch, group_size=samples_per_prompt, truncated=truncated,
     )
+
+
+def gather_rollout(dp: DataParallel, rollout: Rollout, lp: RolloutLogprobs, scores: Tensor, values: Tensor | None,
+                   pad_id: int) -> tuple[Rollout, RolloutLogprobs, Tensor, Tensor | None]:
+    """Every process's share of a step's rollout, joined in rank order on every process: the responses,
+    their scores, log-probs (and critic values, for PPO), so that all processes compute the same
+    advantages and metrics. The per-token tensors keep their columns (positions start at 0 in every
+    row) and are padded with zeros to the joined batch's width."""
+    if not dp.enabled:
+        return rollout, lp, scores, values
+    widths = rollout.batch.attention_mask.sum(dim=1).tolist()
+
+    def rows(x: Tensor | None) -> list[Tensor | None]:
+        return [None if x is None else x[i, :max(0, w - 1)].cpu() for i, w in enumerate(widths)]
+
+    local = list(zip(rollout.messages, rollout.prompt_ids, rollout.response_ids, rollout.texts,
+                     rollout.truncated.tolist(), scores.detach().float().cpu().tolist(), rows(lp.old_logp),
+                     rows(lp.ref_logp), rows(lp.entropy), rows(lp.base_logp), rows(values), strict=True))
+    joined = list(zip(*dp.gather(local), strict=True))
+    messages, prompt_ids, response_ids, texts, truncated, joined_scores = joined[:6]
+    device = rollout.batch.input_ids.device
+    batch = build_sequences(list(prompt_ids), list(response_ids), pad_id).to(device)
+
+    def padded(column: tuple[Tensor | None, ...]) -> Tensor | None:
+        if column[0] is None:
+            return None
+        out = torch.zeros(len(column), batch.response_mask.shape[1], dtype=column[0].dtype)
+        for i, row in enumerate(column):
+            out[i, :len(row)] = row
+        return out.to(device)
+
+    old, ref, entropy, base, joined_values = (padded(c) for c in joined[6:])
+    gathered = Rollout(messages=list(messages), prompt_ids=list(prompt_ids), response_ids=list(response_ids),
+                       texts=list(texts), batch=batch, group_size=rollout.group_size,
+                       truncated=torch.tensor(truncated, dtype=torch.bool))
+    return (gathered, RolloutLogprobs(old, ref, entropy, base), torch.tensor(joined_scores, device=device),
+            joined_values)
 
 
 def reward_model_scores(stack: ModelStack) -> ScoreFn:
@@ -109,10 +149,12 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def minibatches(n: int, size: int, epochs: int = 1) -> Iterator[Tensor]:
-    """Row indices for `epochs` shuffled passes over n rows (torch's global RNG, so seeded runs repeat)."""
+def minibatches(n: int, size: int, epochs: int = 1, generator: torch.Generator | None = None) -> Iterator[Tensor]:
+    """Row indices for `epochs` shuffled passes over n rows, drawn from `generator` (or torch's global
+    generator), so seeded runs repeat. Data-parallel processes pass generators seeded alike: they must
+    agree on every minibatch, whatever else each one draws (dropout, sampling)."""
     for _ in range(epochs):
-        order = torch.randperm(n)
+        order = torch.randperm(n, generator=generator)
         yield from order.split(max(1, size))
 
 
