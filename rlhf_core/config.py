@@ -82,6 +82,9 @@ class RewardConfig:
     lora_dropout: float = 0.0
     learning_rate: float = 2e-4
     epochs: int = 3
+    # At most this many optimizer steps per training (0 = no cap): with warm_start, a round's reward model costs
+    # the same however many judgments have piled up (each round continues the last one on a sample of them all).
+    max_steps: int = 0
     batch_size: int = 8
     eval_fraction: float = 0.2  # held-out share of prompts
     max_length: int = 512
@@ -243,6 +246,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: labeling.max_prompt_chars must be at least 1")
     if config.reward.ensemble < 1:
         raise ConfigError(f"{where}: reward.ensemble must be at least 1")
+    if config.reward.max_steps < 0:
+        raise ConfigError(f"{where}: reward.max_steps must be at least 0 (0 = no cap)")
     if config.reward.pooling not in ("last", "mean"):
         raise ConfigError(f"{where}: reward.pooling must be last or mean")
     if config.reward.head_init not in ("random", "probe"):

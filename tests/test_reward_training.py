@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -204,6 +205,17 @@ def test_strength_margin_is_used_when_configured(tiny_model_dir: Path):
     assert results[True]["reward_margin"] == pytest.approx(results[False]["reward_margin"])
     # −log σ(d − 1) > −log σ(d): the "strong" margin of 1.0 raises the same batch's loss.
     assert results[True]["loss"] > results[False]["loss"]
+
+
+def test_max_steps_caps_training_and_ends_the_last_epoch_early(tiny_model_dir: Path):
+    train, heldout = split_by_prompt(synthetic_examples(n_prompts=20), 0.25, 0)  # 30 pairs: 4 steps per epoch
+    stack = ModelStack.load(tiny_model_dir, device=CPU)
+    capped = replace(FAST, epochs=3, max_steps=6)
+    result = train_reward_model(stack, train, heldout, capped, progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 1, 1, 1, 2, 2]
+    assert result.steps == 6 and result.best_epoch in (1, 2)
+    uncapped = train_reward_model(stack, train, heldout, replace(capped, max_steps=0), progress=False)
+    assert uncapped.steps == 12 and {r["epoch"] for r in uncapped.history} == {1, 2, 3}
 
 
 # --------------------------------------------------------------------------- service

@@ -208,6 +208,16 @@ def _restore(stack: ModelStack, state: dict[str, torch.Tensor]) -> None:
     stack.heads["reward"].load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
 
 
+def step_budget(n_train: int, cfg: RewardConfig) -> tuple[int, int]:
+    """(optimizer steps, epochs begun) for `n_train` pairs: `cfg.epochs` passes of `cfg.batch_size`,
+    at most `cfg.max_steps` steps in all when that is set (the last pass may then be partial)."""
+    per_epoch = math.ceil(n_train / cfg.batch_size)
+    total = per_epoch * cfg.epochs
+    if cfg.max_steps > 0:
+        total = min(total, cfg.max_steps)
+    return total, math.ceil(total / per_epoch) if per_epoch else 0
+
+
 def train_reward_model(
     stack: ModelStack, train: Sequence[PreferenceExample], heldout: Sequence[PreferenceExample],
     cfg: RewardConfig, *, on_step: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
@@ -215,7 +225,8 @@ def train_reward_model(
 ) -> RewardTrainResult:
     """Fit the `reward` adapter (LoRA trunk + K-member head; the base stays frozen) on `train`.
 
-    Up to `cfg.epochs` passes in length-grouped batches of `cfg.batch_size` pairs (seeded), AdamW
+    Up to `cfg.epochs` passes (and at most `cfg.max_steps` steps, when set) in length-grouped batches
+    of `cfg.batch_size` pairs (seeded), AdamW
     with gradient-norm clipping at 1.0. The loss is the members' bootstrap-weighted Bradley-Terry
     loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
     `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
@@ -251,15 +262,17 @@ def train_reward_model(
         log_nu = torch.zeros((), device=stack.device, requires_grad=True)
         params = [*params, log_nu]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    steps_per_epoch = math.ceil(len(train_pairs) / cfg.batch_size)
+    total_steps, epochs = step_budget(len(train_pairs), cfg)
     history: list[dict[str, float]] = []
     best = (math.inf, 0, None)  # (held-out loss, epoch, state)
     early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
-    bar = tqdm(total=steps_per_epoch * cfg.epochs, desc="reward model", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(1, epochs + 1):
             stack.model.train()
             for batch in length_grouped_batches(train_pairs, cfg.batch_size, rng):
+                if len(history) == total_steps:  # reward.max_steps: the last epoch ends early
+                    break
                 mine = dp.shard(batch)  # this process's share; the others take the rest
                 chunk = [train_pairs[i] for i in mine]
                 optimizer.zero_grad(set_to_none=True)
@@ -293,15 +306,15 @@ def train_reward_model(
                 figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
                 history[-1]["heldout_loss"] = figures.loss
                 if figures.loss < best[0]:
-                    best = (figures.loss, epoch, _snapshot(stack) if epoch < cfg.epochs else None)
+                    best = (figures.loss, epoch, _snapshot(stack) if epoch < epochs else None)
     finally:
         bar.close()
         stack.model.eval()
         stack.freeze_adapters()
-    best_epoch = best[1] if early else cfg.epochs
+    best_epoch = best[1] if early else epochs
     if early and best[2] is not None:  # a later epoch was worse on held-out pairs: go back
         _restore(stack, best[2])
-    last_epoch = [r["loss"] for r in history if r["epoch"] == cfg.epochs]
+    last_epoch = [r["loss"] for r in history if r["epoch"] == epochs]
     return RewardTrainResult(
         heldout=heldout_figures(stack, heldout_pairs, cfg.batch_size), train_loss=sum(last_epoch) / len(last_epoch),
         steps=len(history), n_train=len(train_pairs), n_heldout=len(heldout_pairs), best_epoch=best_epoch,
