@@ -163,6 +163,8 @@ def test_reward_model_learns_marker_preference(trained):
     assert result.n_train == 90 and result.n_heldout == len(heldout) == 30
     assert result.heldout_accuracy > 0.9
     assert result.heldout_loss < 0.3 and result.train_loss < result.history[0]["loss"]
+    # The kept epoch's figures describe the weights kept (re-measured here).
+    assert (result.heldout_accuracy, result.heldout_loss) == pytest.approx(evaluate_reward_model(stack, heldout, FAST))
     assert result.steps == len(result.history) == len(steps) == 4 * 12
     assert set(steps[0]) >= {"step", "loss", "accuracy", "reward_margin", "lr"}
     assert [s["step"] for s in steps] == list(range(1, 49)) and steps[0]["lr"] == FAST.learning_rate

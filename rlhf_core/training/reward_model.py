@@ -264,7 +264,7 @@ def train_reward_model(
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     total_steps, epochs = step_budget(len(train_pairs), cfg)
     history: list[dict[str, float]] = []
-    best = (math.inf, 0, None)  # (held-out loss, epoch, state)
+    best = (math.inf, 0, None, None)  # (held-out loss, epoch, state, figures)
     early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
     bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
     try:
@@ -306,7 +306,7 @@ def train_reward_model(
                 figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
                 history[-1]["heldout_loss"] = figures.loss
                 if figures.loss < best[0]:
-                    best = (figures.loss, epoch, _snapshot(stack) if epoch < epochs else None)
+                    best = (figures.loss, epoch, _snapshot(stack) if epoch < epochs else None, figures)
     finally:
         bar.close()
         stack.model.eval()
@@ -315,8 +315,10 @@ def train_reward_model(
     if early and best[2] is not None:  # a later epoch was worse on held-out pairs: go back
         _restore(stack, best[2])
     last_epoch = [r["loss"] for r in history if r["epoch"] == epochs]
+    # The kept epoch's figures were measured on exactly the weights kept: no second pass over the held-out pairs.
+    heldout = best[3] if early else heldout_figures(stack, heldout_pairs, cfg.batch_size)
     return RewardTrainResult(
-        heldout=heldout_figures(stack, heldout_pairs, cfg.batch_size), train_loss=sum(last_epoch) / len(last_epoch),
+        heldout=heldout, train_loss=sum(last_epoch) / len(last_epoch),
         steps=len(history), n_train=len(train_pairs), n_heldout=len(heldout_pairs), best_epoch=best_epoch,
         tie_log_nu=None if log_nu is None else float(log_nu.detach()), probe_l2=probe_l2, history=history,
     )
