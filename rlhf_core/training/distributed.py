@@ -69,11 +69,20 @@ class DataParallel:
             torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
 
     def sum(self, value: float) -> float:
+        return self.sums({"value": value})["value"]
+
+    def sums(self, values: dict[str, float]) -> dict[str, float]:
+        """Each value summed over the processes, in one collective."""
         if not self.enabled:
-            return value
-        tensor = torch.tensor([value], dtype=torch.float64)
+            return dict(values)
+        tensor = torch.tensor(list(values.values()), dtype=torch.float64)
         torch.distributed.all_reduce(tensor)
-        return float(tensor)
+        return dict(zip(values, tensor.tolist(), strict=True))
+
+    def sampling_generator(self, device: torch.device, seed: int) -> torch.Generator | None:
+        """A random stream of this process's own for sampling (so the processes do not draw the same
+        numbers for different prompts); None with one process, which keeps torch's global generator."""
+        return torch.Generator(device=device).manual_seed(seed * 7919 + self.rank) if self.enabled else None
 
     def gather(self, items: Sequence[T]) -> list[T]:
         """Every process's `items`, concatenated in rank order, on every process (picklable objects)."""

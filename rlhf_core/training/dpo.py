@@ -158,10 +158,9 @@ def heldout_kl(stack: ModelStack, probe: Rollout, dp: DataParallel | None = None
                 with base_model(stack):
                     totals["base"] += float(kl_from_logits(logits, _response_logits(stack, ids, mask, response)).sum())
             tokens += logits.shape[0]
-    totals = {key: dp.sum(value) for key, value in totals.items()}
-    tokens = dp.sum(tokens)
-    ref = totals["ref"] / max(1, tokens)
-    base = ref if stack.reference_path is None else totals["base"] / max(1, tokens)
+    totals = dp.sums({**totals, "tokens": tokens})
+    ref = totals["ref"] / max(1, totals["tokens"])
+    base = ref if stack.reference_path is None else totals["base"] / max(1, totals["tokens"])
     return dict(zip(HELDOUT_KL_KEYS, (ref, base), strict=True))
 
 
@@ -199,9 +198,8 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
     started = time.perf_counter()
     probe_prompts, rm_prompts = _split_prompts(prompts, cfg, rng)
     pairs = encode_pairs(stack.tokenizer, examples.examples, max_length)
-    # Each process samples its own prompts with its own stream (one process keeps torch's global one).
-    sampling = torch.Generator(device=stack.device).manual_seed(cfg.seed * 7919 + dp.rank) if dp.enabled else None
-    rm_pairs, rm_skipped = reward_ranked_pairs(stack, dp.shard(rm_prompts), score_fn, cfg, sampling)
+    rm_pairs, rm_skipped = reward_ranked_pairs(stack, dp.shard(rm_prompts), score_fn, cfg,
+                                               dp.sampling_generator(stack.device, cfg.seed))
     rm_pairs, rm_skipped = dp.gather(rm_pairs), int(dp.sum(rm_skipped))
     pairs += rm_pairs
     if not pairs:
@@ -241,7 +239,7 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
                     parts = {"dpo_loss": float(loss.detach()), **{k: float(v) for k, v in loss_parts.items()},
                              "logp_chosen": float(seq[:n].detach().mean()),
                              "logp_rejected": float(seq[n:].detach().mean())}
-                parts = {key: dp.sum(value * share) for key, value in parts.items()}
+                parts = dp.sums({key: value * share for key, value in parts.items()})
                 norms = clipped_step(optimizer, max_grad_norm, dp)
                 step = len(history)
                 # The held-out KL costs about a quarter of a step (two or three passes with full-vocabulary

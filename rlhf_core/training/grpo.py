@@ -90,9 +90,9 @@ def grpo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: Policy
                                "approx_kl": float(masked_mean(kl_k3(old, logp.detach()), m))}
             for key, value in clipped_step(optimizer, max_grad_norm, dp).items():
                 stats[key].append(value)
-            stats["loss"].append(dp.sum(loss_value * share))
-            for key, value in token_parts.items():
-                stats[key].append(dp.sum(value * token_share))
+            shared = dp.sums({"loss": loss_value * share, **{k: v * token_share for k, v in token_parts.items()}})
+            for key, value in shared.items():
+                stats[key].append(value)
     finally:
         stack.model.train(was_training)
 

@@ -84,8 +84,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     # Minibatch order: the same in every process. Sampling: another stream per process (one process keeps
     # torch's global generator).
     order = torch.Generator().manual_seed(cfg.seed)
-    sampling = (torch.Generator(device=stack.device).manual_seed(cfg.seed * 7919 + dp.rank)
-                if dp.enabled else None)
+    sampling = dp.sampling_generator(stack.device, cfg.seed)
     samples_per_prompt = cfg.group_size if algo == "grpo" else 1
     optimizer = make_optimizer(stack, ("policy", "value") if algo == "ppo" else ("policy",), cfg)
     update = ppo_update if algo == "ppo" else grpo_update

@@ -146,8 +146,8 @@ def ppo_update(stack: ModelStack, rollout: Rollout, scores: Tensor, cfg: PolicyC
                          "approx_kl": float(approx_kl)}
             for key, value in clipped_step(optimizer, max_grad_norm, dp).items():
                 stats[key].append(value)
-            for key, value in parts.items():
-                stats[key].append(dp.sum(value * share))
+            for key, value in dp.sums({key: value * share for key, value in parts.items()}).items():
+                stats[key].append(value)
     finally:
         stack.model.train(was_training)
 

@@ -226,9 +226,9 @@ def train_reward_model(
     """Fit the `reward` adapter (LoRA trunk + K-member head; the base stays frozen) on `train`.
 
     Up to `cfg.epochs` passes (and at most `cfg.max_steps` steps, when set) in length-grouped batches
-    of `cfg.batch_size` pairs (seeded), AdamW
-    with gradient-norm clipping at 1.0. The loss is the members' bootstrap-weighted Bradley-Terry
-    loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
+    of `cfg.batch_size` pairs (seeded), AdamW with gradient-norm clipping at 1.0. The loss is the
+    members' bootstrap-weighted Bradley-Terry loss −log σ(r_c − r_r − margin) (margin from strength
+    when `cfg.use_strength_margin`), or with
     `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
     With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
     With `cfg.head_init == "probe"` a fresh head first gets a linear probe fit on the trunk's features.
@@ -292,10 +292,11 @@ def train_reward_model(
                 dp.sum_gradients(params)
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP_NORM)
                 optimizer.step()
-                correct, decisive, margin_sum = (dp.sum(v) for v in (correct, decisive, margin_sum))
-                row = {"step": len(history) + 1, "epoch": epoch, "loss": dp.sum(loss_value),
-                       "accuracy": correct / decisive if decisive else math.nan,
-                       "reward_margin": margin_sum / decisive if decisive else math.nan,
+                total = dp.sums({"correct": correct, "decisive": decisive, "margin": margin_sum, "loss": loss_value})
+                decisive = total["decisive"]
+                row = {"step": len(history) + 1, "epoch": epoch, "loss": total["loss"],
+                       "accuracy": total["correct"] / decisive if decisive else math.nan,
+                       "reward_margin": total["margin"] / decisive if decisive else math.nan,
                        "grad_norm": float(grad_norm), "lr": optimizer.param_groups[0]["lr"]}
                 history.append(row)
                 bar.update(1)
