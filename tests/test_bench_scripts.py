@@ -68,11 +68,16 @@ def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path:
     for row in rows:
         assert ISSUE_KEYS <= row.keys() and row["kl_per_token"] is not None and row["loadavg"]
         assert 0.0 <= row["win_rate_vs_previous"] <= 1.0
+        phases = row["phase_seconds"]
+        assert set(phases) == {"sample", "judge", "reward_model", "policy", "other"}
+        assert phases["reward_model"] > 0 and phases["policy"] > 0 and phases["other"] >= 0
+        assert abs(sum(phases.values()) - row["seconds"]) < 1.0
         if row["round"] == 1:  # round 1's previous version is the base
             assert row["win_rate_vs_previous"] == row["gold_win_rate"]
         else:  # with reference = previous, the KL to the base is not the KL to the reference
             assert row["kl_per_token"] != row["kl_to_reference_per_token"]
     assert stdout.count("win rate vs base") >= 4 and "shorter   dpo:" in stdout
+    assert "round 2 seconds by phase: sample" in stdout
     assert {p.name for p in (tmp_path / "ws").iterdir()} == {"longer-dpo", "longer-grpo", "shorter-dpo",
                                                               "shorter-grpo"}
 

@@ -46,6 +46,9 @@ def test_full_round_through_jobs_and_worker(tiny_ws, algo) -> None:
     assert policy.algorithm == algo and policy.round == 1 and policy.parent_id == 0
     for key in ("rm_heldout_accuracy", "reward_mean", "kl_per_token", "entropy", "response_length"):
         assert key in metrics, key
+    # Where the round's time went: both trainings timed, within the job's own duration.
+    assert 0 < metrics["reward_seconds"] and 0 < metrics["policy_seconds"]
+    assert metrics["reward_seconds"] + metrics["policy_seconds"] <= (done.finished_at - done.started_at).total_seconds() + 1
     if algo == "ppo":
         assert metrics["value_loss"] is not None
     logs = storage.training_logs(db, job_id=job.id)

@@ -60,6 +60,8 @@ class RoundReport:
     reward_length_corr: float | None  # Pearson r of reward-model score and response length in training samples
     seconds: float  # the round itself: sample, (simulated) judging, reward model, policy update
     eval_seconds: float  # the gold evaluation after it (a measurement, not part of a round)
+    # The round's seconds by phase: sample, judge, reward_model, policy, other (loading, saving, bookkeeping).
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def shrink_for_cpu(config: Config) -> None:
@@ -105,15 +107,20 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
         started = time.time()
         log(f"round {r}: sampling pairs from the current policy")
         sample_pairs(ws, db, stack, n_pairs=settings.judgments_per_round, progress=progress)
+        sampled = time.time()
         log(f"round {r}: {settings.annotators} simulated annotators judge by gold '{settings.gold}'")
         sim = simulate_annotators(db, annotators=settings.annotators, judgments=settings.judgments_per_round,
                                   gold=settings.gold, gold_options=settings.gold_options, noise=settings.noise,
                                   seed=settings.seed + r, kinds=("train",), progress=progress)
+        judged = time.time()
         log(f"round {r}: training reward model and policy")
         result = run_round(ws, db, stack, algo=settings.algo, sample_next=False, progress=progress)
         round_seconds = time.time() - started
         version = get_policy(db, result.policy_version)
         metrics = json.loads(version.metrics_json)
+        phases = {"sample": sampled - started, "judge": judged - sampled,
+                  "reward_model": result.metrics["reward_seconds"], "policy": result.metrics["policy_seconds"]}
+        phases["other"] = max(0.0, round_seconds - sum(phases.values()))
         ev: GoldEvaluation = gold_evaluation(ws, db, stack, gold, n_prompts=settings.eval_prompts,
                                              seed=settings.seed, progress=progress,
                                              base_responses=base_responses)
@@ -128,6 +135,7 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
             policy_gold_mean=ev.policy_gold_mean, base_gold_mean=ev.base_gold_mean,
             policy_length_mean=ev.policy_length_mean, reward_length_corr=metrics.get("reward_length_corr"),
             seconds=round(round_seconds, 1), eval_seconds=round(time.time() - started - round_seconds, 1),
+            phase_seconds={k: round(v, 3) for k, v in phases.items()},
         )
         previous_scores = ev.policy_scores
     db.dispose()
@@ -149,6 +157,10 @@ def format_table(reports: list[RoundReport]) -> str:
                      f"{r.base_gold_mean:>10.3f} {r.gold_win_rate:>11.1%} {r.win_rate_vs_previous:>11.1%} "
                      f"{r.policy_length_mean:>6.1f} {_num(r.reward_length_corr, '.2f'):>6} {r.seconds:>7.1f} "
                      f"{r.eval_seconds:>6.0f}")
+    for r in reports:
+        if r.phase_seconds:
+            lines.append(f"round {r.round} seconds by phase: "
+                         + ", ".join(f"{name.replace('_', ' ')} {s:.0f}" for name, s in r.phase_seconds.items()))
     return "\n".join(lines)
 
 
