@@ -288,6 +288,32 @@ def test_packed_pairs_score_like_separate_sequences(stack: ModelStack, pooling: 
     torch.testing.assert_close(packed_r, separate[5:], atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_heldout_scoring_scores_each_distinct_response_once_with_the_pairs_scores(stack: ModelStack,
+                                                                                  pooling: str) -> None:
+    """All pairs among a prompt's samples (shared responses, more than a row's slots) score as pair by pair."""
+    from rlhf_core.training.reward_data import encode_pairs, packed_unique_responses
+    from rlhf_core.training.reward_model import pair_member_scores, score_pairs
+
+    perturb_reward_adapter(stack)
+    stack.set_reward_head(3, pooling)
+    examples = []
+    for pid, n in ((0, 8), (1, 3), (2, 4)):  # 28 + 3 + 6 pairs from 15 distinct responses
+        texts = [f"answer {pid} " + "river " * k + "banana" * (k % 2) for k in range(n)]
+        examples += [PreferenceExample([{"role": "user", "content": f"q{pid}"}], a, b, None, pid)
+                     for i, a in enumerate(texts) for b in texts[i + 1:]]
+    pairs = encode_pairs(stack.tokenizer, examples, 64)
+    batches, places = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, rows_per_batch=2)
+    assert sum(int(b.present.sum()) for b in batches) == 15  # each distinct response once
+    assert max(b.response_masks.shape[1] for b in batches) == 6  # prompt 0's 8 responses take two rows
+    assert len(places) == len(pairs) == 37
+    with torch.no_grad():
+        unique_c, unique_r = score_pairs(stack, pairs, batch_size=2)
+        pair_c, pair_r, _ = pair_member_scores(stack, pairs)
+    torch.testing.assert_close(unique_c, pair_c.float(), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(unique_r, pair_r.float(), atol=1e-4, rtol=1e-4)
+
+
 def test_small_training_batches_attend_eagerly_with_sdpa_results(stack: ModelStack, monkeypatch) -> None:
     """CPU training forwards of small batches use eager attention (a faster backward than torch's CPU flash
     kernel): scores and LoRA gradients equal sdpa's, with the packed pairs' boolean 4D mask too."""

@@ -346,21 +346,21 @@ class ModelStack(AdapterFiles, Sampler):
         """Each reward-head member's score: [B, T] -> [B, K] (K = `reward_members_count`)."""
         return self.heads["reward"](self.reward_features(input_ids, attention_mask, response_mask))
 
-    def packed_reward_members(self, packed) -> tuple[Tensor, Tensor]:  # noqa: ANN001 - training.reward_data.PackedPairs
-        """Member scores [B, K] of the chosen and the rejected response of pairs packed with their shared
-        prompt (one row per pair), read like `reward_members` reads them."""
+    def packed_reward_members(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
+        """Member scores [B, S, K] of the responses packed with their shared prompt (S per row), read
+        like `reward_members` reads them (an empty slot scores the head's bias)."""
         with self.use("reward"):
             hidden = self.hidden_states(packed.input_ids, packed.attention_mask, packed.position_ids)
         rows = torch.arange(hidden.shape[0], device=hidden.device)
-        sides = []
-        for mask, last in ((packed.chosen_mask, packed.chosen_last), (packed.rejected_mask, packed.rejected_last)):
+        slots = []
+        for k in range(packed.response_masks.shape[1]):
             if self.reward_pooling == "mean":
-                weights = mask.to(hidden.dtype).unsqueeze(-1)
+                weights = packed.response_masks[:, k].to(hidden.dtype).unsqueeze(-1)
                 features = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
             else:
-                features = hidden[rows, last]
-            sides.append(self.heads["reward"](features.float()))
-        return sides[0], sides[1]
+                features = hidden[rows, packed.last[:, k]]
+            slots.append(self.heads["reward"](features.float()))
+        return torch.stack(slots, dim=1)
 
     def reward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None) -> Tensor:
         """The reward model's score of each sequence, the mean of its members: [B, T] -> [B]."""

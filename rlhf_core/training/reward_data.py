@@ -140,51 +140,99 @@ def pair_batch(pairs: Sequence[EncodedPair], pad_id: int, *, with_margin: bool
 
 
 @dataclass
-class PackedPairs:
-    """B pairs packed one per row as [prompt | chosen | rejected], so the shared prompt is computed once.
+class PackedResponses:
+    """Rows of [prompt | response 1 | ... | response S]: each prompt computed once for all its responses.
 
-    The rejected tokens see the prompt and themselves, never the chosen ones (a [B, 1, L, L] boolean
-    attention mask), and their positions continue from the prompt, so every token gets exactly the
-    hidden state it would get in its own prompt + response sequence. Rows are right-padded; a pad
-    token sees only itself. `*_mask` [B, L] mark each response's tokens, `*_last` [B] its last one.
+    Every response's tokens see the prompt and themselves, never another response (a [B, 1, L, L]
+    boolean attention mask), and their positions continue from the prompt, so every token gets exactly
+    the hidden state it would get in its own prompt + response sequence. Rows are right-padded; a pad
+    token sees only itself. `response_masks` [B, S, L] mark each response's tokens and `last` [B, S]
+    its last one; a row with fewer than S responses has empty slots (no tokens, `present` False).
     """
 
     input_ids: Tensor
     attention_mask: Tensor
     position_ids: Tensor
-    chosen_mask: Tensor
-    rejected_mask: Tensor
-    chosen_last: Tensor
-    rejected_last: Tensor
+    response_masks: Tensor
+    last: Tensor
+    present: Tensor
 
-    def to(self, device) -> PackedPairs:  # noqa: ANN001
-        return PackedPairs(*(getattr(self, f.name).to(device) for f in fields(self)))
+    def to(self, device) -> PackedResponses:  # noqa: ANN001
+        return PackedResponses(*(getattr(self, f.name).to(device) for f in fields(self)))
 
 
-def packed_pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> PackedPairs:
-    """Pack B pairs for one forward pass over B rows of length max(P + C + R) (see PackedPairs)."""
-    width = max(len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs)
-    n = len(pairs)
+def packed_response_batch(rows: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]], pad_id: int
+                          ) -> PackedResponses:
+    """Pack (prompt, responses) rows for one forward pass over len(rows) rows (see PackedResponses)."""
+    width = max(len(prompt) + sum(len(r) for r in responses) for prompt, responses in rows)
+    slots = max(len(responses) for _, responses in rows)
+    n = len(rows)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
     positions = torch.zeros((n, width), dtype=torch.long)
     allowed = torch.zeros((n, width, width), dtype=torch.bool)
-    chosen_mask = torch.zeros((n, width), dtype=torch.bool)
-    rejected_mask = torch.zeros((n, width), dtype=torch.bool)
+    masks = torch.zeros((n, slots, width), dtype=torch.bool)
+    last = torch.zeros((n, slots), dtype=torch.long)
+    present = torch.zeros((n, slots), dtype=torch.bool)
     causal = torch.ones((width, width), dtype=torch.bool).tril()
-    for i, pair in enumerate(pairs):
-        p, c, r = len(pair.prompt), len(pair.chosen), len(pair.rejected)
-        ids[i, :p + c + r] = torch.tensor(pair.prompt + pair.chosen + pair.rejected)
-        positions[i, :p + c] = torch.arange(p + c)
-        positions[i, p + c:p + c + r] = torch.arange(p, p + r)
-        allowed[i, :p + c, :p + c] = causal[:p + c, :p + c]
-        allowed[i, p + c:p + c + r, :p] = True
-        allowed[i, p + c:p + c + r, p + c:p + c + r] = causal[:r, :r]
-        pad = torch.arange(p + c + r, width)
+    for i, (prompt, responses) in enumerate(rows):
+        p = len(prompt)
+        ids[i, :p] = torch.tensor(list(prompt), dtype=torch.long)
+        positions[i, :p] = torch.arange(p)
+        allowed[i, :p, :p] = causal[:p, :p]
+        start = p
+        for k, response in enumerate(responses):
+            r = len(response)
+            if r == 0:
+                raise ValueError("a packed response needs at least one token")
+            end = start + r
+            ids[i, start:end] = torch.tensor(list(response), dtype=torch.long)
+            positions[i, start:end] = torch.arange(p, p + r)
+            allowed[i, start:end, :p] = True
+            allowed[i, start:end, start:end] = causal[:r, :r]
+            masks[i, k, start:end] = True
+            last[i, k], present[i, k] = end - 1, True
+            start = end
+        pad = torch.arange(start, width)
         allowed[i, pad, pad] = True  # a pad query must see something, or softmax gives NaN
-        chosen_mask[i, p:p + c] = True
-        rejected_mask[i, p + c:p + c + r] = True
-    return PackedPairs(ids, allowed.unsqueeze(1), positions, chosen_mask, rejected_mask,
-                       chosen_mask.long().cumsum(1).argmax(1), rejected_mask.long().cumsum(1).argmax(1))
+    return PackedResponses(ids, allowed.unsqueeze(1), positions, masks, last, present)
+
+
+def packed_pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> PackedResponses:
+    """B pairs one per row as [prompt | chosen | rejected]: slot 0 chosen, slot 1 rejected."""
+    return packed_response_batch([(p.prompt, (p.chosen, p.rejected)) for p in pairs], pad_id)
+
+
+def packed_unique_responses(pairs: Sequence[EncodedPair], pad_id: int, rows_per_batch: int, max_slots: int = 6
+                            ) -> tuple[list[PackedResponses], list[tuple[int, int, int, int, int, int]]]:
+    """`pairs` regrouped so that every distinct (prompt, response) is scored once: rows of a prompt with
+    up to `max_slots` of its distinct responses (a prompt with n samples has up to n(n-1)/2 pairs but n
+    responses; the cap keeps a row's quadratic attention small when a prompt has collected many).
+
+    Returns the batches (at most `rows_per_batch` rows each) and, per pair, where its chosen and its
+    rejected response sit: (batch, row, slot) of the chosen, then of the rejected, rows counted per batch.
+    """
+    where: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, int]] = {}  # (prompt, response) -> (row, slot)
+    rows: list[tuple[tuple[int, ...], list[tuple[int, ...]]]] = []
+    open_row: dict[tuple[int, ...], int] = {}  # prompt -> its row that still has a free slot
+    for pair in pairs:
+        prompt = tuple(pair.prompt)
+        for response in (tuple(pair.chosen), tuple(pair.rejected)):
+            if (prompt, response) in where:
+                continue
+            row = open_row.get(prompt)
+            if row is None or len(rows[row][1]) >= max_slots:
+                row = open_row[prompt] = len(rows)
+                rows.append((prompt, []))
+            where[prompt, response] = (row, len(rows[row][1]))
+            rows[row][1].append(response)
+    batches = [packed_response_batch(rows[start:start + rows_per_batch], pad_id)
+               for start in range(0, len(rows), rows_per_batch)]
+    places = []
+    for pair in pairs:
+        prompt = tuple(pair.prompt)
+        (rc, sc), (rr, sr) = where[prompt, tuple(pair.chosen)], where[prompt, tuple(pair.rejected)]
+        places.append((rc // rows_per_batch, rc % rows_per_batch, sc, rr // rows_per_batch, rr % rows_per_batch, sr))
+    return batches, places
 
 
 def length_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:

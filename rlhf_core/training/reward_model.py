@@ -38,6 +38,7 @@ from rlhf_core.training.reward_data import (
     encode_pairs,
     length_grouped_batches,
     packed_pair_batch,
+    packed_unique_responses,
     pair_batch,
 )
 
@@ -84,25 +85,29 @@ def pair_member_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_
     """Member scores of chosen and rejected ([B, K] each) from one forward pass over the B pairs, each
     packed with its shared prompt (computed once), and the strength margins [B] (None unless `with_margin`)."""
     packed = packed_pair_batch(pairs, stack.tokenizer.pad_token_id).to(stack.device)
-    r_c, r_r = stack.packed_reward_members(packed)
+    scores = stack.packed_reward_members(packed)
+    r_c, r_r = scores[:, 0], scores[:, 1]
     margin = margins_from_strength([p.strength for p in pairs]).to(stack.device) if with_margin else None
     return r_c, r_r, margin
 
 
 @torch.no_grad()
 def score_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Member scores [N, K] of the chosen and the rejected side of every pair, in eval mode."""
+    """Member scores [N, K] of the chosen and the rejected side of every pair, in eval mode.
+
+    Each distinct (prompt, response) is scored once, in rows of a prompt with all its responses
+    (`packed_unique_responses`): a prompt's n samples form up to n(n-1)/2 pairs, so pairs from all of
+    a prompt's candidates cost about a third of scoring them pair by pair."""
     was_training = stack.model.training
     stack.model.eval()
-    chosen, rejected = [], []
+    batches, places = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, max(1, batch_size))
     try:
-        for start in range(0, len(pairs), batch_size):
-            r_c, r_r, _ = pair_member_scores(stack, pairs[start:start + batch_size])
-            chosen.append(r_c.float().cpu())
-            rejected.append(r_r.float().cpu())
+        scored = [stack.packed_reward_members(batch.to(stack.device)).float().cpu() for batch in batches]
     finally:
         stack.model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
+    chosen = torch.stack([scored[b][row, slot] for b, row, slot, *_ in places])
+    rejected = torch.stack([scored[b][row, slot] for *_, b, row, slot in places])
+    return chosen, rejected
 
 
 def heldout_figures(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> HeldoutFigures:
