@@ -77,6 +77,8 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "mean-lr5e-4-ens5": {"pooling": "mean", "learning_rate": 5e-4, "ensemble": 5},
     "mean-lr5e-4-probe": {"pooling": "mean", "learning_rate": 5e-4, "head_init": "probe"},
     "probe-init-mean-es": {"head_init": "probe", "pooling": "mean", "epochs": 3, "early_stopping": True},
+    "by-prompt": {"group_by_prompt": True},
+    "by-pair": {"group_by_prompt": False},
 }
 
 

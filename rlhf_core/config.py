@@ -85,7 +85,10 @@ class RewardConfig:
     # At most this many optimizer steps per training (0 = no cap): with warm_start, a round's reward model costs
     # the same however many judgments have piled up (each round continues the last one on a sample of them all).
     max_steps: int = 0
-    batch_size: int = 8
+    batch_size: int = 8  # pairs per optimizer step (at least; with group_by_prompt, whole prompts fill it)
+    # All of a prompt's judged pairs in one batch, each response computed once for all its pairs (InstructGPT's
+    # reward-model batching); false: pairs drawn one by one.
+    group_by_prompt: bool = False
     eval_fraction: float = 0.2  # held-out share of prompts
     max_length: int = 512
     use_strength_margin: bool = False

@@ -289,10 +289,11 @@ def test_packed_pairs_score_like_separate_sequences(stack: ModelStack, pooling: 
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_heldout_scoring_scores_each_distinct_response_once_with_the_pairs_scores(stack: ModelStack,
-                                                                                  pooling: str) -> None:
-    """All pairs among a prompt's samples (shared responses, more than a row's slots) score as pair by pair."""
-    from rlhf_core.training.reward_data import encode_pairs, packed_unique_responses
+def test_pairs_sharing_prompts_score_each_distinct_response_once_as_separate_sequences(stack: ModelStack,
+                                                                                       pooling: str) -> None:
+    """All pairs among a prompt's samples (shared responses, more than a row's slots): scored once per
+    distinct response, in training (with gradients) and held-out scoring, they equal the 2B separate sequences."""
+    from rlhf_core.training.reward_data import encode_pairs, packed_unique_responses, pair_batch
     from rlhf_core.training.reward_model import pair_member_scores, score_pairs
 
     perturb_reward_adapter(stack)
@@ -307,11 +308,32 @@ def test_heldout_scoring_scores_each_distinct_response_once_with_the_pairs_score
     assert sum(int(b.present.sum()) for b in batches) == 15  # each distinct response once
     assert max(b.response_masks.shape[1] for b in batches) == 6  # prompt 0's 8 responses take two rows
     assert len(places) == len(pairs) == 37
+    batch, _ = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=False)
     with torch.no_grad():
-        unique_c, unique_r = score_pairs(stack, pairs, batch_size=2)
-        pair_c, pair_r, _ = pair_member_scores(stack, pairs)
-    torch.testing.assert_close(unique_c, pair_c.float(), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(unique_r, pair_r.float(), atol=1e-4, rtol=1e-4)
+        separate = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask).float()
+        held_c, held_r = score_pairs(stack, pairs, batch_size=2)
+    train_c, train_r, _ = pair_member_scores(stack, pairs)
+    for chosen, rejected in ((held_c, held_r), (train_c.detach().float(), train_r.detach().float())):
+        torch.testing.assert_close(chosen, separate[:37], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(rejected, separate[37:], atol=1e-4, rtol=1e-4)
+    assert train_c.requires_grad  # the training path keeps the graph
+
+
+def test_prompt_grouped_batches_keep_each_prompts_pairs_together() -> None:
+    from rlhf_core.training.reward_data import EncodedPair, prompt_grouped_batches
+
+    rng = random.Random(0)
+    pairs = [EncodedPair(prompt=[100 + p], chosen=[c, 1], rejected=[c + 50, 1, 2], strength=None) for p in range(30)
+             for c in range(1 + p % 6)]  # 30 prompts with 1 to 6 pairs: 105 pairs
+    for batch_size in (1, 8, 20):
+        batches = prompt_grouped_batches(pairs, batch_size, rng)
+        assert sorted(i for b in batches for i in b) == list(range(len(pairs)))  # every pair once
+        for b in batches:
+            prompts = {pairs[i].prompt[0] for i in b}
+            assert all(sum(1 for q in pairs if q.prompt[0] == p) == sum(1 for i in b if pairs[i].prompt[0] == p)
+                       for p in prompts)  # a prompt's pairs are never split
+        assert sum(len(b) < batch_size for b in batches) <= 1  # at least batch_size pairs, bar the last one
+    assert prompt_grouped_batches(pairs, 8, random.Random(1)) != prompt_grouped_batches(pairs, 8, random.Random(2))
 
 
 def test_small_training_batches_attend_eagerly_with_sdpa_results(stack: ModelStack, monkeypatch) -> None:

@@ -197,11 +197,6 @@ def packed_response_batch(rows: Sequence[tuple[Sequence[int], Sequence[Sequence[
     return PackedResponses(ids, allowed.unsqueeze(1), positions, masks, last, present)
 
 
-def packed_pair_batch(pairs: Sequence[EncodedPair], pad_id: int) -> PackedResponses:
-    """B pairs one per row as [prompt | chosen | rejected]: slot 0 chosen, slot 1 rejected."""
-    return packed_response_batch([(p.prompt, (p.chosen, p.rejected)) for p in pairs], pad_id)
-
-
 def packed_unique_responses(pairs: Sequence[EncodedPair], pad_id: int, rows_per_batch: int, max_slots: int = 6
                             ) -> tuple[list[PackedResponses], list[tuple[int, int, int, int, int, int]]]:
     """`pairs` regrouped so that every distinct (prompt, response) is scored once: rows of a prompt with
@@ -233,6 +228,41 @@ def packed_unique_responses(pairs: Sequence[EncodedPair], pad_id: int, rows_per_
         (rc, sc), (rr, sr) = where[prompt, tuple(pair.chosen)], where[prompt, tuple(pair.rejected)]
         places.append((rc // rows_per_batch, rc % rows_per_batch, sc, rr // rows_per_batch, rr % rows_per_batch, sr))
     return batches, places
+
+
+def prompt_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Indices of `pairs` in batches of whole prompts, batch order shuffled (one epoch).
+
+    All of a prompt's pairs go into one batch, as InstructGPT trained its reward model on all
+    comparisons of a prompt together: each response is computed once for all its pairs
+    (`packed_unique_responses`), and a prompt's correlated comparisons make one step, not several.
+    Prompts are shuffled, sorted by length within windows of 16 batches (little padding), and added
+    to a batch until it holds at least `batch_size` pairs.
+    """
+    units: dict[tuple[int, ...], list[int]] = {}
+    for i, pair in enumerate(pairs):
+        units.setdefault(tuple(pair.prompt), []).append(i)
+    order = list(units.values())
+    rng.shuffle(order)
+
+    def tokens(unit: list[int]) -> int:  # the prompt once, each distinct response once
+        responses = {r for i in unit for r in (tuple(pairs[i].chosen), tuple(pairs[i].rejected))}
+        return len(pairs[unit[0]].prompt) + sum(len(r) for r in responses)
+
+    per_batch = max(1.0, batch_size / (len(pairs) / max(1, len(order))))  # prompts per batch, about
+    window = max(1, round(16 * per_batch))
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for start in range(0, len(order), window):
+        for unit in sorted(order[start:start + window], key=tokens):
+            current += unit
+            if len(current) >= batch_size:
+                batches.append(current)
+                current = []
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
 
 
 def length_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:

@@ -37,9 +37,9 @@ from rlhf_core.training.reward_data import (
     PreferenceExample,
     encode_pairs,
     length_grouped_batches,
-    packed_pair_batch,
     packed_unique_responses,
     pair_batch,
+    prompt_grouped_batches,
 )
 
 GRAD_CLIP_NORM = 1.0
@@ -82,11 +82,13 @@ class RewardTrainResult:
 
 def pair_member_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_margin: bool = False
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Member scores of chosen and rejected ([B, K] each) from one forward pass over the B pairs, each
-    packed with its shared prompt (computed once), and the strength margins [B] (None unless `with_margin`)."""
-    packed = packed_pair_batch(pairs, stack.tokenizer.pad_token_id).to(stack.device)
-    scores = stack.packed_reward_members(packed)
-    r_c, r_r = scores[:, 0], scores[:, 1]
+    """Member scores of chosen and rejected ([B, K] each) from one forward pass over the B pairs, and the
+    strength margins [B] (None unless `with_margin`). Each distinct (prompt, response) is computed once,
+    packed with its prompt (`packed_unique_responses`): pairs of one prompt share the prompt and responses."""
+    (packed,), places = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, rows_per_batch=len(pairs))
+    scores = stack.packed_reward_members(packed.to(stack.device))  # [rows, slots, K]
+    r_c = scores[[row for _, row, *_ in places], [slot for _, _, slot, *_ in places]]
+    r_r = scores[[row for *_, row, _ in places], [slot for *_, slot in places]]
     margin = margins_from_strength([p.strength for p in pairs]).to(stack.device) if with_margin else None
     return r_c, r_r, margin
 
@@ -213,14 +215,21 @@ def _restore(stack: ModelStack, state: dict[str, torch.Tensor]) -> None:
     stack.heads["reward"].load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
 
 
-def step_budget(n_train: int, cfg: RewardConfig) -> tuple[int, int]:
-    """(optimizer steps, epochs begun) for `n_train` pairs: `cfg.epochs` passes of `cfg.batch_size`,
-    at most `cfg.max_steps` steps in all when that is set (the last pass may then be partial)."""
-    per_epoch = math.ceil(n_train / cfg.batch_size)
-    total = per_epoch * cfg.epochs
-    if cfg.max_steps > 0:
-        total = min(total, cfg.max_steps)
-    return total, math.ceil(total / per_epoch) if per_epoch else 0
+def batch_schedule(pairs: Sequence[EncodedPair], cfg: RewardConfig, rng: random.Random) -> list[list[list[int]]]:
+    """The batches of every pass a training makes, epoch by epoch: `cfg.epochs` passes (whole prompts per
+    batch with `cfg.group_by_prompt`, else length-grouped pairs), cut after `cfg.max_steps` steps in all
+    when that is set (the last pass may then be partial, and later ones are dropped)."""
+    make = prompt_grouped_batches if cfg.group_by_prompt else length_grouped_batches
+    schedule, steps = [], 0
+    for _ in range(cfg.epochs):
+        batches = make(pairs, cfg.batch_size, rng)
+        if cfg.max_steps > 0:
+            batches = batches[:cfg.max_steps - steps]
+        if not batches:
+            break
+        schedule.append(batches)
+        steps += len(batches)
+    return schedule
 
 
 def train_reward_model(
@@ -230,10 +239,10 @@ def train_reward_model(
 ) -> RewardTrainResult:
     """Fit the `reward` adapter (LoRA trunk + K-member head; the base stays frozen) on `train`.
 
-    Up to `cfg.epochs` passes (and at most `cfg.max_steps` steps, when set) in length-grouped batches
-    of `cfg.batch_size` pairs (seeded), AdamW with gradient-norm clipping at 1.0. The loss is the
-    members' bootstrap-weighted Bradley-Terry loss −log σ(r_c − r_r − margin) (margin from strength
-    when `cfg.use_strength_margin`), or with
+    Up to `cfg.epochs` passes (and at most `cfg.max_steps` steps, when set) in batches of at least
+    `cfg.batch_size` pairs, whole prompts each with `cfg.group_by_prompt` (`batch_schedule`, seeded),
+    AdamW with gradient-norm clipping at 1.0. The loss is the members' bootstrap-weighted Bradley-Terry
+    loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
     `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
     With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
     With `cfg.head_init == "probe"` a fresh head first gets a linear probe fit on the trunk's features.
@@ -241,7 +250,8 @@ def train_reward_model(
     False keeps the loaded one (a warm start). With `dp` (several processes, `training.distributed`)
     each process trains on its share of every batch and the gradients are summed: the same result
     as one process. `on_step` receives {"step", "epoch", "loss",
-    "accuracy", "reward_margin", "grad_norm", "lr"}. The adapter is frozen and in eval mode after.
+    "accuracy", "reward_margin", "grad_norm", "lr"} and "steps_total", the training's planned steps.
+    The adapter is frozen and in eval mode after.
     """
     if not train:
         raise ValueError("no training examples: the reward model needs at least one decisive judgment")
@@ -267,17 +277,16 @@ def train_reward_model(
         log_nu = torch.zeros((), device=stack.device, requires_grad=True)
         params = [*params, log_nu]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
-    total_steps, epochs = step_budget(len(train_pairs), cfg)
+    schedule = batch_schedule(train_pairs, cfg, rng)
+    total_steps, epochs = sum(map(len, schedule)), len(schedule)
     history: list[dict[str, float]] = []
     best = (math.inf, 0, None, None)  # (held-out loss, epoch, state, figures)
     early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
     bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
     try:
-        for epoch in range(1, epochs + 1):
+        for epoch, batches in enumerate(schedule, start=1):
             stack.model.train()
-            for batch in length_grouped_batches(train_pairs, cfg.batch_size, rng):
-                if len(history) == total_steps:  # reward.max_steps: the last epoch ends early
-                    break
+            for batch in batches:
                 mine = dp.shard(batch)  # this process's share; the others take the rest
                 chunk = [train_pairs[i] for i in mine]
                 optimizer.zero_grad(set_to_none=True)
@@ -307,7 +316,7 @@ def train_reward_model(
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
                 if on_step is not None:
-                    on_step(dict(row))
+                    on_step({**row, "steps_total": total_steps})
             if early:
                 figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
                 history[-1]["heldout_loss"] = figures.loss

@@ -16,7 +16,7 @@ from typing import Any
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import preference_examples, split_by_prompt
-from rlhf_core.training.reward_model import step_budget, train_reward_model
+from rlhf_core.training.reward_model import train_reward_model
 from rlhf_core.training.run_log import record_training_steps
 from rlhf_core.training.workspace_stack import adapter_dir
 from rlhf_core.workspace import Workspace
@@ -72,10 +72,9 @@ def run_reward_training(
         stack.load_adapter("reward", Path(previous.adapter_path))
     else:
         stack.reset_adapter("reward")
-    total_steps = step_budget(len(train), cfg)[0]
-
     def on_step(row: dict[str, float]) -> None:
-        report(0.05 + 0.85 * row["step"] / total_steps, f"step {row['step']}/{total_steps}, loss {row['loss']:.3f}")
+        total = row["steps_total"]
+        report(0.05 + 0.85 * row["step"] / total, f"step {row['step']}/{total}, loss {row['loss']:.3f}")
 
     report(0.05, f"training on {len(train)} judgments, {len(heldout)} held out"
                  + (f" (warm start from reward model v{previous.id})" if warm else ""))
