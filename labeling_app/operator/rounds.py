@@ -21,7 +21,8 @@ from labeling_app.operator.common import DASH, fmt_num, fmt_pct, is_number
 from storage import TRAINING_KINDS, Database, Job, list_jobs, pair_selection_counts, training_logs
 
 ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/token to base", "KL/seq.",
-                 "entropy", "length", "reward~length r", "clip frac.", "value loss", "win rate vs base"]
+                 "entropy", "length", "reward~length r", "clip frac.", "value loss", "win rate vs base",
+                 "training time (RM + policy)"]
 # (rounds_table key, chart title, y axis title, y axis d3 format); the x axis is the policy version.
 VERSION_CHARTS = (("rm_heldout_accuracy", "RM held-out accuracy", "accuracy", ".0%"),
                   ("reward_mean", "mean reward", "reward", None),
@@ -88,6 +89,14 @@ def _win_rate(row: dict[str, Any]) -> str:
     return f"{fmt_pct(rate)} (n={n})" if n else fmt_pct(rate)
 
 
+def _training_time(row: dict[str, Any]) -> str:
+    """A round's reward-model and policy training time, e.g. "1:46 + 2:14" (rounds run as one job)."""
+    parts = [row.get("reward_seconds"), row.get("policy_seconds")]
+    if not all(is_number(p) for p in parts):
+        return DASH
+    return " + ".join(f"{int(p) // 60}:{int(p) % 60:02d}" for p in parts)
+
+
 def round_rows(rounds: list[dict[str, Any]]) -> list[list[Any]]:
     """Table rows, newest version first; missing metrics read "—"."""
     rows = []
@@ -97,7 +106,7 @@ def round_rows(rounds: list[dict[str, Any]]) -> list[list[Any]]:
                      fmt_num(r["reward_mean"]), fmt_num(r["kl_per_token"]), fmt_num(r["kl_base_per_token"]),
                      fmt_num(r["kl_per_sequence"]), fmt_num(r["entropy"]), fmt_num(r["response_length"]),
                      fmt_num(r["reward_length_corr"], 2), fmt_num(r["clip_fraction"]), fmt_num(r["value_loss"]),
-                     _win_rate(r)])
+                     _win_rate(r), _training_time(r)])
     return rows
 
 

@@ -24,7 +24,8 @@ from storage import (
 )
 
 ROUND_METRICS = ("rm_heldout_accuracy", "reward_mean", "kl_per_token", "kl_base_per_token", "kl_per_sequence",
-                 "entropy", "response_length", "reward_length_corr", "clip_fraction", "value_loss", "human_win_rate")
+                 "entropy", "response_length", "reward_length_corr", "clip_fraction", "value_loss", "human_win_rate",
+                 "reward_seconds", "policy_seconds")
 
 
 def live_status(db: Database) -> dict[str, Any]:
