@@ -304,10 +304,10 @@ def test_pairs_sharing_prompts_score_each_distinct_response_once_as_separate_seq
         examples += [PreferenceExample([{"role": "user", "content": f"q{pid}"}], a, b, None, pid)
                      for i, a in enumerate(texts) for b in texts[i + 1:]]
     pairs = encode_pairs(stack.tokenizer, examples, 64)
-    batches, places = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, rows_per_batch=2)
+    batches, chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, rows_per_batch=2)
     assert sum(int(b.present.sum()) for b in batches) == 15  # each distinct response once
     assert max(b.response_masks.shape[1] for b in batches) == 6  # prompt 0's 8 responses take two rows
-    assert len(places) == len(pairs) == 37
+    assert len(chosen) == len(rejected) == len(pairs) == 37 and int(torch.cat([chosen, rejected]).max()) == 14
     batch, _ = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=False)
     with torch.no_grad():
         separate = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask).float()

@@ -198,36 +198,34 @@ def packed_response_batch(rows: Sequence[tuple[Sequence[int], Sequence[Sequence[
 
 
 def packed_unique_responses(pairs: Sequence[EncodedPair], pad_id: int, rows_per_batch: int, max_slots: int = 6
-                            ) -> tuple[list[PackedResponses], list[tuple[int, int, int, int, int, int]]]:
+                            ) -> tuple[list[PackedResponses], Tensor, Tensor]:
     """`pairs` regrouped so that every distinct (prompt, response) is scored once: rows of a prompt with
     up to `max_slots` of its distinct responses (a prompt with n samples has up to n(n-1)/2 pairs but n
     responses; the cap keeps a row's quadratic attention small when a prompt has collected many).
 
-    Returns the batches (at most `rows_per_batch` rows each) and, per pair, where its chosen and its
-    rejected response sit: (batch, row, slot) of the chosen, then of the rejected, rows counted per batch.
+    Returns the batches (at most `rows_per_batch` rows each) and, per pair, the index of its chosen and
+    of its rejected response ([B] each) among the distinct responses in packing order: batch by batch,
+    row by row, slot by slot, which is the order of `scores[batch.present]` concatenated over the batches.
     """
-    where: dict[tuple[tuple[int, ...], tuple[int, ...]], tuple[int, int]] = {}  # (prompt, response) -> (row, slot)
+    seen: set[tuple[tuple[int, ...], tuple[int, ...]]] = set()  # (prompt, response)
     rows: list[tuple[tuple[int, ...], list[tuple[int, ...]]]] = []
-    open_row: dict[tuple[int, ...], int] = {}  # prompt -> its row that still has a free slot
+    open_row: dict[tuple[int, ...], int] = {}  # prompt -> its newest row
     for pair in pairs:
         prompt = tuple(pair.prompt)
         for response in (tuple(pair.chosen), tuple(pair.rejected)):
-            if (prompt, response) in where:
-                continue
-            row = open_row.get(prompt)
-            if row is None or len(rows[row][1]) >= max_slots:
-                row = open_row[prompt] = len(rows)
-                rows.append((prompt, []))
-            where[prompt, response] = (row, len(rows[row][1]))
-            rows[row][1].append(response)
+            if (prompt, response) not in seen:
+                seen.add((prompt, response))
+                row = open_row.get(prompt)
+                if row is None or len(rows[row][1]) >= max_slots:
+                    row = open_row[prompt] = len(rows)
+                    rows.append((prompt, []))
+                rows[row][1].append(response)
+    order = {(prompt, r): i for i, (prompt, r) in enumerate((p, r) for p, responses in rows for r in responses)}
     batches = [packed_response_batch(rows[start:start + rows_per_batch], pad_id)
                for start in range(0, len(rows), rows_per_batch)]
-    places = []
-    for pair in pairs:
-        prompt = tuple(pair.prompt)
-        (rc, sc), (rr, sr) = where[prompt, tuple(pair.chosen)], where[prompt, tuple(pair.rejected)]
-        places.append((rc // rows_per_batch, rc % rows_per_batch, sc, rr // rows_per_batch, rr % rows_per_batch, sr))
-    return batches, places
+    chosen = torch.tensor([order[tuple(p.prompt), tuple(p.chosen)] for p in pairs], dtype=torch.long)
+    rejected = torch.tensor([order[tuple(p.prompt), tuple(p.rejected)] for p in pairs], dtype=torch.long)
+    return batches, chosen, rejected
 
 
 def prompt_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:

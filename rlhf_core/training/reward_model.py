@@ -85,10 +85,10 @@ def pair_member_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_
     """Member scores of chosen and rejected ([B, K] each) from one forward pass over the B pairs, and the
     strength margins [B] (None unless `with_margin`). Each distinct (prompt, response) is computed once,
     packed with its prompt (`packed_unique_responses`): pairs of one prompt share the prompt and responses."""
-    (packed,), places = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, rows_per_batch=len(pairs))
-    scores = stack.packed_reward_members(packed.to(stack.device))  # [rows, slots, K]
-    r_c = scores[[row for _, row, *_ in places], [slot for _, _, slot, *_ in places]]
-    r_r = scores[[row for *_, row, _ in places], [slot for *_, slot in places]]
+    (packed,), chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, len(pairs))
+    packed = packed.to(stack.device)
+    scores = stack.packed_reward_members(packed)[packed.present]  # [distinct responses, K]
+    r_c, r_r = scores[chosen.to(stack.device)], scores[rejected.to(stack.device)]
     margin = margins_from_strength([p.strength for p in pairs]).to(stack.device) if with_margin else None
     return r_c, r_r, margin
 
@@ -102,14 +102,13 @@ def score_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
     a prompt's candidates cost about a third of scoring them pair by pair."""
     was_training = stack.model.training
     stack.model.eval()
-    batches, places = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, max(1, batch_size))
+    batches, chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, max(1, batch_size))
     try:
-        scored = [stack.packed_reward_members(batch.to(stack.device)).float().cpu() for batch in batches]
+        scores = torch.cat([stack.packed_reward_members(b.to(stack.device))[b.present.to(stack.device)].float().cpu()
+                            for b in batches])
     finally:
         stack.model.train(was_training)
-    chosen = torch.stack([scored[b][row, slot] for b, row, slot, *_ in places])
-    rejected = torch.stack([scored[b][row, slot] for *_, b, row, slot in places])
-    return chosen, rejected
+    return scores[chosen], scores[rejected]
 
 
 def heldout_figures(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> HeldoutFigures:
