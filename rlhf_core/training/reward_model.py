@@ -2,10 +2,11 @@
 trunk with K bootstrap heads, early stopping on held-out loss, and the held-out figures a round
 stores (accuracy, loss, calibration). The service that runs it on a workspace is `reward_service`.
 
-Each step scores B pairs in one forward pass over their 2B sequences ([2B, T] right-padded), the
-score read per `RewardConfig.pooling`. An ensemble of K members shares the trunk; member k weighs
-training example i by a Poisson(1) bootstrap count (member 0 sees every example once), so the
-members disagree where the data is thin, which is what active pair selection asks about.
+Each step scores B pairs in one forward pass, every distinct response packed once behind its prompt
+(`reward_data.packed_unique_responses`), the score read per `RewardConfig.pooling`. An ensemble of K
+members shares the trunk; member k weighs training example i by a Poisson(1) bootstrap count (member 0
+sees every example once), so the members disagree where the data is thin, which is what active pair
+selection asks about.
 """
 
 from __future__ import annotations
