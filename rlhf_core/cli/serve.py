@@ -90,8 +90,10 @@ def worker(
             while (job := w.run_once()) is not None:
                 say(f"job #{job.id} {job.kind}: {job.status}")
                 if once:
-                    return
-            say("queue empty")
+                    break
+            else:
+                say("queue empty")
+            w.dp.close()  # a launch's processes leave the process group together before they exit
             return
         typer.echo(f"Worker {w.worker_id} on {database.display_url()} (Ctrl-C to stop)")
         w.run_forever()

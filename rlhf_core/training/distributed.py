@@ -45,6 +45,13 @@ class DataParallel:
     def enabled(self) -> bool:
         return self.world > 1
 
+    def close(self) -> None:
+        """Leave the process group (after a barrier), so no collective's thread is torn down mid-exit
+        (gloo aborts the process with "terminate called without an active exception" otherwise)."""
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+            torch.distributed.destroy_process_group()
+
     @property
     def is_main(self) -> bool:
         return self.rank == 0
