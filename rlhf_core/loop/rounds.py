@@ -44,17 +44,17 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
     started = time.time()
     report = on_progress or (lambda _f, _m: None)
     report(0.0, "training reward model")
-    phase = time.time()
     rm = run_reward_training(ws, db, stack, job_id=job_id, progress=progress,
                              on_progress=scaled(on_progress, 0.0, 0.3, "reward model"), dp=dp)
-    reward_seconds, phase = time.time() - phase, time.time()
+    reward_done = time.time()
     report(0.3, "updating policy")
     policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
                                  on_progress=scaled(on_progress, 0.3, 0.9, "policy"), dp=dp)
     # Where a round's time goes (the operator page and bench/loop_efficacy.py show it).
     round_metrics = {"rm_version": rm.id, "rm_heldout_accuracy": rm.heldout_accuracy,
                      "rm_heldout_loss": rm.heldout_loss, "rm_trained_on": rm.trained_on,
-                     "reward_seconds": round(reward_seconds, 3), "policy_seconds": round(time.time() - phase, 3)}
+                     "reward_seconds": round(reward_done - started, 3),
+                     "policy_seconds": round(time.time() - reward_done, 3)}
     update_policy_metrics(db, policy.id, round_metrics)
     new_pairs = 0
     if sample_next:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 
 import torch
@@ -38,7 +38,7 @@ class EncodedPair:
 
     @property
     def tokens(self) -> int:
-        """Tokens of both sequences, prompt counted twice (as they are scored)."""
+        """Tokens of both sequences, prompt counted twice: the length `length_grouped_batches` sorts by."""
         return 2 * len(self.prompt) + len(self.chosen) + len(self.rejected)
 
 
@@ -155,7 +155,11 @@ class PackedResponses:
     position_ids: Tensor
     response_masks: Tensor
     last: Tensor
-    present: Tensor
+
+    @property
+    def present(self) -> Tensor:
+        """[B, S]: which slots hold a response."""
+        return self.response_masks.any(dim=-1)
 
     def to(self, device) -> PackedResponses:  # noqa: ANN001
         return PackedResponses(*(getattr(self, f.name).to(device) for f in fields(self)))
@@ -172,7 +176,6 @@ def packed_response_batch(rows: Sequence[tuple[Sequence[int], Sequence[Sequence[
     allowed = torch.zeros((n, width, width), dtype=torch.bool)
     masks = torch.zeros((n, slots, width), dtype=torch.bool)
     last = torch.zeros((n, slots), dtype=torch.long)
-    present = torch.zeros((n, slots), dtype=torch.bool)
     causal = torch.ones((width, width), dtype=torch.bool).tril()
     for i, (prompt, responses) in enumerate(rows):
         p = len(prompt)
@@ -190,11 +193,11 @@ def packed_response_batch(rows: Sequence[tuple[Sequence[int], Sequence[Sequence[
             allowed[i, start:end, :p] = True
             allowed[i, start:end, start:end] = causal[:r, :r]
             masks[i, k, start:end] = True
-            last[i, k], present[i, k] = end - 1, True
+            last[i, k] = end - 1
             start = end
         pad = torch.arange(start, width)
         allowed[i, pad, pad] = True  # a pad query must see something, or softmax gives NaN
-    return PackedResponses(ids, allowed.unsqueeze(1), positions, masks, last, present)
+    return PackedResponses(ids, allowed.unsqueeze(1), positions, masks, last)
 
 
 def packed_unique_responses(pairs: Sequence[EncodedPair], pad_id: int, rows_per_batch: int, max_slots: int = 6
@@ -228,6 +231,25 @@ def packed_unique_responses(pairs: Sequence[EncodedPair], pad_id: int, rows_per_
     return batches, chosen, rejected
 
 
+def _windowed_batches(units: list[list[int]], tokens: Callable[[list[int]], int], batch_size: int, window: int,
+                      rng: random.Random) -> list[list[int]]:
+    """Units (lists of pair indices kept together) shuffled, sorted by `tokens` within windows of `window`
+    units, and added to a batch until it holds at least `batch_size` pairs; batch order shuffled."""
+    rng.shuffle(units)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for start in range(0, len(units), window):
+        for unit in sorted(units[start:start + window], key=tokens):
+            current += unit
+            if len(current) >= batch_size:
+                batches.append(current)
+                current = []
+    if current:
+        batches.append(current)
+    rng.shuffle(batches)
+    return batches
+
+
 def prompt_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:
     """Indices of `pairs` in batches of whole prompts, batch order shuffled (one epoch).
 
@@ -240,27 +262,13 @@ def prompt_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: r
     units: dict[tuple[int, ...], list[int]] = {}
     for i, pair in enumerate(pairs):
         units.setdefault(tuple(pair.prompt), []).append(i)
-    order = list(units.values())
-    rng.shuffle(order)
 
     def tokens(unit: list[int]) -> int:  # the prompt once, each distinct response once
         responses = {r for i in unit for r in (tuple(pairs[i].chosen), tuple(pairs[i].rejected))}
         return len(pairs[unit[0]].prompt) + sum(len(r) for r in responses)
 
-    per_batch = max(1.0, batch_size / (len(pairs) / max(1, len(order))))  # prompts per batch, about
-    window = max(1, round(16 * per_batch))
-    batches: list[list[int]] = []
-    current: list[int] = []
-    for start in range(0, len(order), window):
-        for unit in sorted(order[start:start + window], key=tokens):
-            current += unit
-            if len(current) >= batch_size:
-                batches.append(current)
-                current = []
-    if current:
-        batches.append(current)
-    rng.shuffle(batches)
-    return batches
+    per_batch = max(1.0, batch_size / (len(pairs) / max(1, len(units))))  # prompts per batch, about
+    return _windowed_batches(list(units.values()), tokens, batch_size, max(1, round(16 * per_batch)), rng)
 
 
 def length_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: random.Random) -> list[list[int]]:
@@ -269,12 +277,5 @@ def length_grouped_batches(pairs: Sequence[EncodedPair], batch_size: int, rng: r
     Shuffles, then sorts by length within windows of 16 batches, so a batch pads little while
     the data still arrives in a random order (as `group_by_length` does in transformers).
     """
-    order = list(range(len(pairs)))
-    rng.shuffle(order)
-    window = 16 * batch_size
-    batches: list[list[int]] = []
-    for start in range(0, len(order), window):
-        chunk = sorted(order[start:start + window], key=lambda i: pairs[i].tokens)
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
+    return _windowed_batches([[i] for i in range(len(pairs))], lambda unit: pairs[unit[0]].tokens, batch_size,
+                             16 * batch_size, rng)

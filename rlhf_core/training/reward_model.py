@@ -105,8 +105,11 @@ def score_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
     stack.model.eval()
     batches, chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, max(1, batch_size))
     try:
-        scores = torch.cat([stack.packed_reward_members(b.to(stack.device))[b.present.to(stack.device)].float().cpu()
-                            for b in batches])
+        parts = []
+        for batch in batches:
+            batch = batch.to(stack.device)
+            parts.append(stack.packed_reward_members(batch)[batch.present].float().cpu())
+        scores = torch.cat(parts)
     finally:
         stack.model.train(was_training)
     return scores[chosen], scores[rejected]
