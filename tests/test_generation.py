@@ -69,6 +69,16 @@ def test_merged_copy_follows_the_adapter_and_leaves_it_unchanged(stack: ModelSta
     assert changed == use_mode(stack, "adapter", None).sample(PROMPTS, GREEDY)
 
 
+def test_bfloat16_merged_copy_keeps_the_rotary_frequencies_in_float32(stack: ModelStack) -> None:
+    copy = MergedCopy(stack.model, torch.bfloat16)
+    base = dict(stack.model.get_base_model().named_buffers())
+    own = dict(copy.model.named_buffers())
+    assert any("inv_freq" in name for name in own)
+    for name, buf in own.items():
+        assert buf.dtype == base[name].dtype and torch.equal(buf, base[name]), name
+    assert next(copy.model.parameters()).dtype == torch.bfloat16
+
+
 def test_merged_copy_resyncs_only_when_weights_changed(stack: ModelStack) -> None:
     copy = MergedCopy(stack.model, torch.float32)
     model = copy.sync("policy")

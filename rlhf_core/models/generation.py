@@ -101,10 +101,13 @@ class MergedCopy:
             if "lora_" in name or name.split(".base_layer.")[0] in self._lora_layers:
                 continue
             own[name].data.copy_(param.detach())
-        own_buffers = dict(self.model.named_buffers())
-        for name, buf in base.named_buffers():  # rotary frequencies are non-persistent buffers
-            if name in own_buffers:
-                own_buffers[name].data.copy_(buf)
+        # Buffers (the rotary frequencies) keep the base's dtype: rounded to bfloat16, the angle of
+        # position p drifts by about p * 2**-9 radians, which moves attention in long responses.
+        own_modules = dict(self.model.named_modules())
+        for name, buf in base.named_buffers():
+            owner, _, attr = name.rpartition(".")
+            if owner in own_modules and attr in own_modules[owner]._buffers:
+                own_modules[owner]._buffers[attr] = buf.detach().clone()
         if getattr(base.config, "tie_word_embeddings", False):
             self.model.tie_weights()
         self.model.eval()
