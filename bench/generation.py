@@ -18,7 +18,12 @@ Variants:
 
 "trained" adapters carry random LoRA weights (std 0.02 on B): decoding cost does not depend on values.
 
-    python bench/generation.py [--prompts 32] [--max-new-tokens 64] [--all] [--json F]
+    python bench/generation.py [--prompts 32] [--max-new-tokens 64] [--all] [--json F] [--profile F]
+
+`--profile F` also runs each measured variant once more under `torch.profiler` and writes into the
+text file F, per workload and variant: host calls per decoded token (kernel launches, host-device
+synchronizations and copies on CUDA) and the operators that take the most self time, on the host and,
+on CUDA, on the device. It is how to see why one decoding loop is slower than another on a GPU.
 """
 
 from __future__ import annotations
@@ -100,6 +105,8 @@ def main() -> None:
     parser.add_argument("--workloads", default="natural,forced")
     parser.add_argument("--variants", default="", help="comma list: only these variants (default: all)")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--profile", type=Path,
+                        help="also write a profiler summary of each variant into this text file")
     args = parser.parse_args()
 
     load_before = os.getloadavg()[0]
@@ -161,6 +168,7 @@ def main() -> None:
     if args.variants:
         variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
     results: dict[str, dict[str, dict[str, float]]] = {}
+    profiles: list[str] = []
     for workload in args.workloads.split(","):
         forced = workload == "forced"
         for name, make in variants.items():
@@ -170,6 +178,10 @@ def main() -> None:
                                                       "tokens_per_s": tokens / seconds}
             print(f"  {workload:<8} {name:<18} {tokens / seconds:8.1f} tok/s  ({tokens} tokens in {seconds:.2f} s; "
                   f"variant took {time.perf_counter() - t0:.0f} s)", flush=True)
+            if args.profile:
+                summary = profile_summary(make(args.max_new_tokens, forced), device)
+                profiles.append(f"=== {workload} / {name}\n{summary}")
+                args.profile.write_text("\n".join(profiles))
 
     name = torch.cuda.get_device_name() if device.type == "cuda" else f"cpu ({platform.processor() or 'x86_64'})"
     env = {"device": name,
@@ -194,6 +206,38 @@ def main() -> None:
     if args.json:
         args.json.write_text(json.dumps({"environment": env, "results": results, "ratios": ratios}, indent=2))
         print(f"figures written to {args.json}")
+    if args.profile:
+        print(f"profiles written to {args.profile}")
+
+
+HOST_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cudaStreamSynchronize", "cudaDeviceSynchronize",
+              "cudaEventSynchronize", "cudaMemcpyAsync", "aten::item", "aten::_local_scalar_dense", "aten::nonzero")
+
+
+def profile_summary(fn, device: torch.device, rows: int = 25) -> str:
+    """One run of `fn` (returning token lists) under torch.profiler: host calls per decoded token and the
+    operators with the most self time on the host (and on the device, on CUDA)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    t0 = time.perf_counter()
+    with profile(activities=activities) as prof:
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    seconds = time.perf_counter() - t0
+    tokens = max(1, sum(len(r) for r in out))
+    events = prof.key_averages()
+    counts = {e.key: e.count for e in events}
+    lines = [f"{tokens} tokens in {seconds:.2f} s under the profiler ({len(out)} responses, longest "
+             f"{max((len(r) for r in out), default=0)} tokens)", "host calls per response token:"]
+    lines += [f"  {key:<28} {counts[key] / tokens:8.2f}" for key in HOST_CALLS if key in counts]
+    aten = sum(e.count for e in events if e.key.startswith("aten::"))
+    lines.append(f"  {'aten operators':<28} {aten / tokens:8.2f}")
+    lines += ["", "by self host time:", events.table(sort_by="self_cpu_time_total", row_limit=rows)]
+    if device.type == "cuda":
+        lines += ["", "by self device time:", events.table(sort_by="self_cuda_time_total", row_limit=rows)]
+    return "\n".join(lines) + "\n"
 
 
 def _compiled(model, tok, prompts, max_new: int, forced: bool):

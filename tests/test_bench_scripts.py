@@ -85,8 +85,13 @@ def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path:
 def test_generation_bench_measures_every_variant(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "generation.json"
     _run("bench/generation.py", "--model", str(tiny_model_dir), "--prompts", "4", "--max-new-tokens", "4",
-         "--repeats", "1", "--json", str(out), timeout=900)
+         "--repeats", "1", "--json", str(out), "--profile", str(tmp_path / "profile.txt"), timeout=900)
     figures = json.loads(out.read_text())
+    sections = (tmp_path / "profile.txt").read_text().split("=== ")[1:]
+    assert [s.splitlines()[0] for s in sections] == [f"{w} / {v}" for w in ("natural", "forced")
+                                                   for v in ("hf-base", "before-v0", "before-trained", "ours-v0",
+                                                             "ours-trained")]
+    assert all("aten operators" in s and "by self host time:" in s and "aten::mm" in s for s in sections)
     for variants in figures["results"].values():
         assert {"hf-base", "ours-v0", "ours-trained"} <= set(variants)
         assert all(v["tokens"] > 0 and v["tokens_per_s"] > 0 for v in variants.values())
