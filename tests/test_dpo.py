@@ -124,6 +124,38 @@ def margins(stack: ModelStack, examples: list[PreferenceExample]) -> torch.Tenso
     return seq[:len(examples)] - seq[len(examples):]
 
 
+def test_packed_pair_logprobs_equal_separate_sequences_with_gradients(stack: ModelStack) -> None:
+    """Each pair's prompt once with both responses packed behind it (a response shared by two pairs once):
+    the same whole-response log-probs as the 2B separate prompt + response sequences, and the same gradient."""
+    from rlhf_core.training.dpo import pair_logprobs
+
+    texts = ["short", "a somewhat longer answer here", "river " * 7, "banana split"]
+    examples = [PreferenceExample(PROMPTS[p], texts[a], texts[b], None, p)
+                for p, a, b in ((0, 0, 1), (0, 1, 2), (1, 3, 0), (2, 2, 3), (2, 1, 0))]
+    pairs = encode_pairs(stack.tokenizer, examples, 512)
+    with torch.no_grad():  # a non-zero policy delta, so the adapter's gradient path is exercised
+        for name, p in stack.model.named_parameters():
+            if ".policy." in name and "lora_B" in name:
+                p.normal_(0, 0.05)
+    params = stack.trainable_parameters("policy")
+    stack.model.train()
+    grads = []
+    with stack.use("policy"):
+        batch, _ = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=False)
+        logp, _ = stack.token_logprobs(batch.input_ids, batch.attention_mask, response_mask=batch.response_mask)
+        separate = sequence_logprobs(logp, batch.response_mask)
+        chosen, rejected = pair_logprobs(stack, pairs)
+        for value in (separate[:5] - separate[5:], chosen - rejected):
+            grads.append(torch.autograd.grad(value.sum(), params))
+    torch.testing.assert_close(chosen, separate[:5], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(rejected, separate[5:], atol=1e-4, rtol=1e-4)
+    assert bool((chosen < 0).all()) and bool((chosen != rejected).all())
+    for packed_grad, separate_grad in zip(grads[1], grads[0], strict=True):
+        torch.testing.assert_close(packed_grad, separate_grad, atol=1e-4, rtol=1e-3)
+    assert any(float(g.abs().sum()) > 0 for g in grads[1])
+    stack.freeze_adapters()
+
+
 def test_dpo_round_moves_the_policy_margin_towards_the_judgments(workspace, sqlite_db, stack) -> None:
     db = sqlite_db
     sample_pairs(workspace, db, stack, n_pairs=12, progress=False)
@@ -180,6 +212,7 @@ def test_dpo_with_reward_model_pairs_and_the_previous_version_as_reference(works
 def test_dpo_round_through_the_worker_and_its_curves(tmp_path: Path, tiny_model_dir: Path, tiny_rounds) -> None:
     ws, _ = init_workspace(tmp_path / "ws", model=str(tiny_model_dir))
     tiny_rounds(ws.config)
+    ws.config.reward.batch_size = 4  # at least two reward-model steps (a curve) from the ~8 decisive judgments
     db = ws.database()
     try:
         storage.add_prompts(db, PROMPTS)

@@ -362,6 +362,18 @@ class ModelStack(AdapterFiles, Sampler):
             slots.append(self.heads["reward"](features.float()))
         return torch.stack(slots, dim=1)
 
+    def packed_response_logprobs(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
+        """Whole-response log-probs [B, S] (nats, float32) of the responses packed with their shared prompt,
+        through the active adapter: what `token_logprobs` summed over each response would give for its own
+        prompt + response sequence (an empty slot has 0). The LM head projects response tokens only."""
+        hidden = self.hidden_states(packed.input_ids, packed.attention_mask, packed.position_ids)
+        rows, slots, cols = packed.response_masks.nonzero(as_tuple=True)  # every response token, once
+        with self._autocast():
+            logits = self.model.get_base_model().lm_head(hidden[rows, packed.predictors()[rows, cols]])
+        logp = gather_logprobs(logits.float(), packed.input_ids[rows, cols])
+        n, s = packed.response_masks.shape[:2]
+        return torch.zeros(n * s, device=logp.device).index_add(0, rows * s + slots, logp).view(n, s)
+
     def reward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None) -> Tensor:
         """The reward model's score of each sequence, the mean of its members: [B, T] -> [B]."""
         return self.reward_members(input_ids, attention_mask, response_mask).mean(dim=-1)

@@ -26,15 +26,20 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from rlhf_core.algorithms.dpo import dpo_loss, sequence_logprobs
+from rlhf_core.algorithms.dpo import dpo_loss
 from rlhf_core.algorithms.kl import kl_from_logits
 from rlhf_core.config import PolicyConfig
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
-from rlhf_core.models.batching import SequenceBatch
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.ppo import clipped_step, make_optimizer
-from rlhf_core.training.reward_data import EncodedPair, PreferenceExample, encode_pairs, pair_batch, preference_examples
+from rlhf_core.training.reward_data import (
+    EncodedPair,
+    PreferenceExample,
+    encode_pairs,
+    packed_unique_responses,
+    preference_examples,
+)
 from rlhf_core.training.rollout import (
     Rollout,
     ScoreFn,
@@ -104,9 +109,15 @@ def reward_ranked_pairs(stack: ModelStack, prompts: list[list[dict[str, str]]], 
     return pairs, skipped
 
 
-def _batch(stack: ModelStack, pairs: Sequence[EncodedPair]) -> SequenceBatch:
-    """Chosen rows then rejected rows ([2B, T]) on the stack's device."""
-    return pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=False)[0].to(stack.device)
+def pair_logprobs(stack: ModelStack, pairs: Sequence[EncodedPair]) -> tuple[Tensor, Tensor]:
+    """Whole-response log-probs of the pairs' chosen and rejected responses through the active adapter
+    ([B], [B] nats), in one forward pass: each pair's prompt computed once, its two responses packed
+    behind it (`PackedResponses`; a response shared by several pairs is computed once)."""
+    (packed,), chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id,
+                                                          rows_per_batch=len(pairs))
+    packed = packed.to(stack.device)
+    seq = stack.packed_response_logprobs(packed)[packed.present]
+    return seq[chosen.to(seq.device)], seq[rejected.to(seq.device)]
 
 
 @torch.no_grad()
@@ -120,10 +131,8 @@ def reference_logprobs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_si
     with eval_mode(stack.model), stack.reference():
         for start in range(0, len(mine), batch_size):
             rows = mine[start:start + batch_size]
-            b = _batch(stack, [pairs[i] for i in rows])
-            logp, _ = stack.token_logprobs(b.input_ids, b.attention_mask, response_mask=b.response_mask)
-            seq = sequence_logprobs(logp, b.response_mask).tolist()
-            found += zip(rows, seq[:len(rows)], seq[len(rows):], strict=True)
+            chosen, rejected = pair_logprobs(stack, [pairs[i] for i in rows])
+            found += zip(rows, chosen.tolist(), rejected.tolist(), strict=True)
     chosen, rejected = torch.zeros(len(pairs)), torch.zeros(len(pairs))
     for i, c, r in dp.gather(found):
         chosen[i], rejected[i] = c, r
@@ -226,19 +235,16 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
                 parts = dict.fromkeys(("dpo_loss", "chosen_reward", "rejected_reward", "reward_margin",
                                        "reward_accuracy", "logp_chosen", "logp_rejected"), 0.0)
                 if len(mine):
-                    b = _batch(stack, [pairs[i] for i in mine.tolist()])
                     stack.model.train()
                     with stack.use("policy"):  # forward and backward under one adapter context (checkpointing)
-                        logp, _ = stack.token_logprobs(b.input_ids, b.attention_mask, response_mask=b.response_mask)
-                        seq = sequence_logprobs(logp, b.response_mask)
-                        n = len(mine)
-                        loss, loss_parts = dpo_loss(seq[:n], seq[n:], ref_chosen[mine.to(ref_chosen.device)],
+                        chosen, rejected = pair_logprobs(stack, [pairs[i] for i in mine.tolist()])
+                        loss, loss_parts = dpo_loss(chosen, rejected, ref_chosen[mine.to(ref_chosen.device)],
                                                     ref_rejected[mine.to(ref_rejected.device)], cfg.dpo_beta,
                                                     cfg.dpo_label_smoothing)
                         (loss * share).backward()
                     parts = {"dpo_loss": float(loss.detach()), **{k: float(v) for k, v in loss_parts.items()},
-                             "logp_chosen": float(seq[:n].detach().mean()),
-                             "logp_rejected": float(seq[n:].detach().mean())}
+                             "logp_chosen": float(chosen.detach().mean()),
+                             "logp_rejected": float(rejected.detach().mean())}
                 parts = dp.sums({key: value * share for key, value in parts.items()})
                 norms = clipped_step(optimizer, max_grad_norm, dp)
                 step = len(history)

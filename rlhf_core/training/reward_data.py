@@ -161,6 +161,18 @@ class PackedResponses:
         """[B, S]: which slots hold a response."""
         return self.response_masks.any(dim=-1)
 
+    def predictors(self) -> Tensor:
+        """[B, L]: the position whose hidden state predicts each token. The one before it, except for a
+        response's first token: that follows the prompt, not the response packed before it, so the
+        prompt's last position predicts it."""
+        n, width = self.input_ids.shape
+        source = (torch.arange(width, device=self.input_ids.device) - 1).clamp(min=0).expand(n, width).clone()
+        first = self.response_masks.to(torch.int8).argmax(dim=-1)  # [B, S]: each slot's first token
+        prompt_last = (first[:, :1] - 1).clamp(min=0).expand_as(first)
+        present = self.present
+        source[present.nonzero(as_tuple=True)[0], first[present]] = prompt_last[present]
+        return source
+
     def to(self, device) -> PackedResponses:  # noqa: ANN001
         return PackedResponses(*(getattr(self, f.name).to(device) for f in fields(self)))
 
