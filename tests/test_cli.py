@@ -112,14 +112,20 @@ def test_db_override_points_at_another_database(ws: Path, tmp_path: Path) -> Non
 
 
 def test_demo_runs_a_round_on_a_small_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+    # Gold "longer": the tiny model's answers are near-ties for sentiment, too few decisive judgments of 8.
     out = rlhf("demo", "-w", str(tmp_path / "demo"), "--model", str(tiny_model_dir), "--rounds", "1",
-               "--judgments", "8").stdout
+               "--judgments", "8", "--gold", "longer").stdout
     assert "No GPU: using smaller" in out
     table = [line.split() for line in out.splitlines() if line.strip().startswith("1 ") and " v1 " in line]
     assert table and table[-1][2:4] == ["grpo", "8"]  # round 1, policy v1, algorithm, 8 judgments
     status = json.loads(rlhf("status", "--json", "-w", str(tmp_path / "demo")).stdout)
     assert status["versions"] == {"policy": 1, "reward_model": 1}
     assert status["counts"]["judgments"] == 8
+    few = rlhf("demo", "-w", str(tmp_path / "few"), "--model", str(tiny_model_dir), "--rounds", "1",
+               "--judgments", "2", check=False)
+    assert few.returncode == 1 and "Traceback" not in few.stderr, few.stderr
+    assert few.stderr.strip().splitlines()[-1].startswith(
+        "error: need at least 4 decisive (a/b) judgments to train a reward model, have ")
 
 
 def test_algo_must_be_ppo_grpo_or_dpo(ws: Path) -> None:

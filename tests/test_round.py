@@ -18,7 +18,8 @@ def tiny_ws(tmp_path, tiny_model_dir, tiny_rounds):
     ws, _ = init_workspace(tmp_path / "ws", model=str(tiny_model_dir))
     tiny_rounds(ws.config)
     db = ws.database()
-    storage.add_prompts(db, [[{"role": "user", "content": f"say something about item {i}"}] for i in range(12)])
+    # 16 prompts for 12 pairs: a prompt whose samples are identical or empty gives none.
+    storage.add_prompts(db, [[{"role": "user", "content": f"say something about item {i}"}] for i in range(16)])
     storage.add_prompts(db, [[{"role": "user", "content": f"eval question {i}"}] for i in range(4)], split="eval")
     yield ws, db
     db.dispose()

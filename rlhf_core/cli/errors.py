@@ -25,8 +25,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors += [ExportError, GoldPreferenceError, SimulationError]
     try:
         from rlhf_core.models.loading import ModelLoadError
+        from rlhf_core.training.reward_service import NotEnoughJudgmentsError
 
-        errors.append(ModelLoadError)
+        errors += [ModelLoadError, NotEnoughJudgmentsError]
     except ImportError:
         pass
     return tuple(errors)

@@ -363,9 +363,8 @@ class ModelStack(AdapterFiles, Sampler):
         return torch.stack(slots, dim=1)
 
     def packed_response_logprobs(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
-        """Whole-response log-probs [B, S] (nats, float32) of the responses packed with their shared prompt,
-        through the active adapter: what `token_logprobs` summed over each response would give for its own
-        prompt + response sequence (an empty slot has 0). The LM head projects response tokens only."""
+        """Whole-response log-probs [B, S] (nats) of the responses packed behind their prompt, through the active
+        adapter: each as its own prompt + response sequence would give (an empty slot: 0); head on responses only."""
         hidden = self.hidden_states(packed.input_ids, packed.attention_mask, packed.position_ids)
         rows, slots, cols = packed.response_masks.nonzero(as_tuple=True)  # every response token, once
         with self._autocast():

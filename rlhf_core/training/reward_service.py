@@ -32,14 +32,18 @@ from storage import (
 MIN_DECISIVE_JUDGMENTS = 4
 
 
+class NotEnoughJudgmentsError(ValueError):
+    """Too few decisive judgments to train a reward model: the person's move is to collect more."""
+
+
 def run_reward_training(
     ws: Workspace, db: Database, stack, *, job_id: int | None = None, progress: bool = True,  # noqa: ANN001
     on_progress: Callable[[float, str], None] | None = None, dp: DataParallel | None = None,
 ) -> RewardModelVersion | None:
     """Train the next reward model on all train-pair judgments and record a new version.
 
-    Raises ValueError when fewer than MIN_DECISIVE_JUDGMENTS a/b judgments exist. The adapter is
-    saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
+    Raises NotEnoughJudgmentsError (a ValueError) when fewer than MIN_DECISIVE_JUDGMENTS a/b judgments
+    exist. The adapter is saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
     points at a complete adapter. Per-step metrics go to the training logs under phase "reward".
     With `dp`, every process trains its share; only the main one saves and records (the others
     wait for it, then return None).
@@ -60,7 +64,7 @@ def run_reward_training(
     examples, stats = preference_examples(rows, include_ties=cfg.ties == "davidson")
     decisive = sum(not ex.tie for ex in examples)
     if decisive < MIN_DECISIVE_JUDGMENTS:
-        raise ValueError(
+        raise NotEnoughJudgmentsError(
             f"need at least {MIN_DECISIVE_JUDGMENTS} decisive (a/b) judgments to train a reward model, "
             f"have {decisive} ({stats['ties_excluded']} ties and {stats['both_bad_excluded']} both-bad "
             "excluded); collect more"
