@@ -25,7 +25,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors += [ExportError, GoldPreferenceError, SimulationError]
     try:
         from rlhf_core.models.loading import ModelLoadError
-        from rlhf_core.training.reward_service import NotEnoughJudgmentsError
+        from rlhf_core.training.reward_data import NotEnoughJudgmentsError
 
         errors += [ModelLoadError, NotEnoughJudgmentsError]
     except ImportError:

@@ -14,6 +14,10 @@ from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_tok
 from storage import JudgmentRow
 
 
+class NotEnoughJudgmentsError(ValueError):
+    """Too few decisive judgments to train a reward model: the person's move is to collect more."""
+
+
 @dataclass(frozen=True)
 class PreferenceExample:
     """One decisive judgment: under `prompt_messages`, `chosen` was preferred to `rejected`."""

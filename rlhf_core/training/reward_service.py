@@ -15,7 +15,7 @@ from typing import Any
 
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
 from rlhf_core.training.distributed import DataParallel
-from rlhf_core.training.reward_data import preference_examples, split_by_prompt
+from rlhf_core.training.reward_data import NotEnoughJudgmentsError, preference_examples, split_by_prompt
 from rlhf_core.training.reward_model import train_reward_model
 from rlhf_core.training.run_log import record_training_steps
 from rlhf_core.training.workspace_stack import adapter_dir
@@ -30,10 +30,6 @@ from storage import (
 )
 
 MIN_DECISIVE_JUDGMENTS = 4
-
-
-class NotEnoughJudgmentsError(ValueError):
-    """Too few decisive judgments to train a reward model: the person's move is to collect more."""
 
 
 def run_reward_training(
