@@ -39,8 +39,8 @@ def run_reward_training(
     """Train the next reward model on all train-pair judgments and record a new version.
 
     Raises NotEnoughJudgmentsError (a ValueError) when fewer than MIN_DECISIVE_JUDGMENTS a/b judgments
-    exist. The adapter is saved to `adapter_dir(ws, "reward", n)` before the version row is written, so a row always
-    points at a complete adapter. Per-step metrics go to the training logs under phase "reward".
+    exist. The adapter is saved to `adapter_dir(ws, "reward", n)` before the version row is written, so
+    a row always points at a complete adapter. Per-step metrics go to the training logs under phase "reward".
     With `dp`, every process trains its share; only the main one saves and records (the others
     wait for it, then return None).
     """
