@@ -37,7 +37,7 @@ from rlhf_core.training.reward_data import (
     EncodedPair,
     PreferenceExample,
     encode_pairs,
-    packed_unique_responses,
+    per_pair_values,
     preference_examples,
 )
 from rlhf_core.training.rollout import (
@@ -113,11 +113,7 @@ def pair_logprobs(stack: ModelStack, pairs: Sequence[EncodedPair]) -> tuple[Tens
     """Whole-response log-probs of the pairs' chosen and rejected responses through the active adapter
     ([B], [B] nats), in one forward pass: each pair's prompt computed once, its two responses packed
     behind it (`PackedResponses`; a response shared by several pairs is computed once)."""
-    (packed,), chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id,
-                                                          rows_per_batch=len(pairs))
-    packed = packed.to(stack.device)
-    seq = stack.packed_response_logprobs(packed)[packed.present]
-    return seq[chosen.to(seq.device)], seq[rejected.to(seq.device)]
+    return per_pair_values(pairs, stack.tokenizer.pad_token_id, stack.device, stack.packed_response_logprobs)
 
 
 @torch.no_grad()

@@ -247,6 +247,17 @@ def packed_unique_responses(pairs: Sequence[EncodedPair], pad_id: int, rows_per_
     return batches, chosen, rejected
 
 
+def per_pair_values(pairs: Sequence[EncodedPair], pad_id: int, device: torch.device,
+                    values: Callable[[PackedResponses], Tensor]) -> tuple[Tensor, Tensor]:
+    """`values` ([B, S, ...] per packed slot, e.g. reward scores or log-probs) of each pair's chosen and
+    rejected response, from one forward pass: the pairs packed as one batch by `packed_unique_responses`,
+    so each distinct (prompt, response) is computed once and the graph is kept."""
+    (packed,), chosen, rejected = packed_unique_responses(pairs, pad_id, rows_per_batch=len(pairs))
+    packed = packed.to(device)
+    found = values(packed)[packed.present]  # [distinct responses, ...]
+    return found[chosen.to(found.device)], found[rejected.to(found.device)]
+
+
 def _windowed_batches(units: list[list[int]], tokens: Callable[[list[int]], int], batch_size: int, window: int,
                       rng: random.Random) -> list[list[int]]:
     """Units (lists of pair indices kept together) shuffled, sorted by `tokens` within windows of `window`

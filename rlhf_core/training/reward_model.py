@@ -40,6 +40,7 @@ from rlhf_core.training.reward_data import (
     length_grouped_batches,
     packed_unique_responses,
     pair_batch,
+    per_pair_values,
     prompt_grouped_batches,
 )
 
@@ -86,10 +87,7 @@ def pair_member_scores(stack: ModelStack, pairs: Sequence[EncodedPair], *, with_
     """Member scores of chosen and rejected ([B, K] each) from one forward pass over the B pairs, and the
     strength margins [B] (None unless `with_margin`). Each distinct (prompt, response) is computed once,
     packed with its prompt (`packed_unique_responses`): pairs of one prompt share the prompt and responses."""
-    (packed,), chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, len(pairs))
-    packed = packed.to(stack.device)
-    scores = stack.packed_reward_members(packed)[packed.present]  # [distinct responses, K]
-    r_c, r_r = scores[chosen.to(stack.device)], scores[rejected.to(stack.device)]
+    r_c, r_r = per_pair_values(pairs, stack.tokenizer.pad_token_id, stack.device, stack.packed_reward_members)
     margin = margins_from_strength([p.strength for p in pairs]).to(stack.device) if with_margin else None
     return r_c, r_r, margin
 
