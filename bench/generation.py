@@ -13,8 +13,11 @@ Variants:
   `sampling.batch_size`); reproduced here because the product no longer contains it;
 - ours-v0 / ours-trained: `ModelStack.sample` with the workspace defaults (`model.generation = "auto"`,
   `sampling.batch_size` of the CPU or GPU profile);
-- with --all: hf-base-bf16, ours-adapter (our decoding loop through the unmerged adapter, float32),
-  ours-merged-fp32 (float32 merged copy), and hf-static-compile (static KV cache + torch.compile).
+- ours-v0-sdpa-any / ours-trained-sdpa-any (CUDA only): the same, with torch's own choice of
+  attention kernel while decoding instead of `generation.DECODING_SDPA_BACKENDS`;
+- with --all (or named in --variants): hf-base-bf16, ours-adapter (our decoding loop through the
+  unmerged adapter, float32), ours-merged-fp32 (float32 merged copy), and hf-static-compile (static KV
+  cache + torch.compile).
 
 "trained" adapters carry random LoRA weights (std 0.02 on B): decoding cost does not depend on values.
 
@@ -43,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from rlhf_core.config import Config, profile_config  # noqa: E402
 from rlhf_core.data.prompt_files import read_prompt_file  # noqa: E402
+from rlhf_core.models import generation  # noqa: E402
 from rlhf_core.models.batching import left_pad, prompt_token_ids  # noqa: E402
 from rlhf_core.models.generation import SamplingParams, native_bf16, resolve_mode  # noqa: E402
 from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device, resolve_model_dir  # noqa: E402
@@ -144,6 +148,16 @@ def main() -> None:
                                 min_new_tokens=max_new if forced else 0)
         return lambda: stack.sample(prompts, params, adapter=adapter, batch_size=batch)
 
+    def any_attention(make):
+        """A sampler run with torch's own attention-kernel choice while decoding."""
+        def run() -> list[list[int]]:
+            chosen, generation.DECODING_SDPA_BACKENDS = generation.DECODING_SDPA_BACKENDS, None
+            try:
+                return make()
+            finally:
+                generation.DECODING_SDPA_BACKENDS = chosen
+        return run
+
     variants: dict[str, object] = {
         "hf-base": lambda m, f: (lambda: hf_generate(plain, tok, prompts, m, f, len(prompts))),
         "before-v0": lambda m, f: before_sampler(None, m, f),
@@ -151,22 +165,30 @@ def main() -> None:
         "ours-v0": lambda m, f: ours_sampler(ours, None, m, f),
         "ours-trained": lambda m, f: ours_sampler(ours, "policy", m, f),
     }
-    if args.all:
+    if device.type == "cuda":
+        variants.update({
+            "ours-v0-sdpa-any": lambda m, f: any_attention(ours_sampler(ours, None, m, f)),
+            "ours-trained-sdpa-any": lambda m, f: any_attention(ours_sampler(ours, "policy", m, f)),
+        })
+    wanted = set(args.variants.split(",")) if args.variants else set()
+    extra = {"hf-base-bf16", "ours-adapter-fp32", "ours-merged-fp32", "hf-static-compile"}
+    if args.all or wanted & extra:
         plain_bf16 = load_causal_lm(model_dir, quantize_4bit=False, device=device, dtype=torch.bfloat16)
+        variants["hf-base-bf16"] = lambda m, f: (lambda: hf_generate(plain_bf16, tok, prompts, m, f, len(prompts)))
+    if args.all or wanted & (extra - {"hf-base-bf16"}):
         adapter_stack = ModelStack.load(model_dir, device=device, generation="adapter")
         merged32 = ModelStack.load(model_dir, device=device, generation="merged")
         merged32.generation_dtype = torch.float32
         for stack in (adapter_stack, merged32):
             randomize_policy(stack)
         variants.update({
-            "hf-base-bf16": lambda m, f: (lambda: hf_generate(plain_bf16, tok, prompts, m, f, len(prompts))),
             "ours-adapter-fp32": lambda m, f: ours_sampler(adapter_stack, "policy", m, f),
             "ours-merged-fp32": lambda m, f: ours_sampler(merged32, "policy", m, f),
             "hf-static-compile": lambda m, f: _compiled(plain, tok, prompts, m, f),
         })
 
-    if args.variants:
-        variants = {k: v for k, v in variants.items() if k in args.variants.split(",")}
+    if wanted:
+        variants = {k: v for k, v in variants.items() if k in wanted}
     results: dict[str, dict[str, dict[str, float]]] = {}
     profiles: list[str] = []
     for workload in args.workloads.split(","):
@@ -187,6 +209,7 @@ def main() -> None:
     env = {"device": name,
            "threads": torch.get_num_threads(), "torch": torch.__version__, "native_bf16": native_bf16(device),
            "ours": f"generation {mode} ({gen_dtype}), batch {batch}", "prompts": args.prompts,
+           "decoding_attention": attention_choice(device, gen_dtype or torch.float32, ours.model.config),
            "max_new_tokens": args.max_new_tokens, "load_average": {"before": load_before, "after": os.getloadavg()[0]}}
     print(f"\nenvironment: {json.dumps(env)}")
     ratios = {}
@@ -208,6 +231,25 @@ def main() -> None:
         print(f"figures written to {args.json}")
     if args.profile:
         print(f"profiles written to {args.profile}")
+
+
+def attention_choice(device: torch.device, dtype: torch.dtype, config) -> dict[str, str]:
+    """Which attention kernel torch picks for one decoding step of the default batch (a query of one
+    position against 200 keys, with a padding mask), by itself and under DECODING_SDPA_BACKENDS."""
+    if device.type != "cuda":
+        return {}
+    from torch.nn.attention import SDPBackend
+
+    heads, kv = config.num_attention_heads, getattr(config, "num_key_value_heads", config.num_attention_heads)
+    dim = config.hidden_size // heads
+    q = torch.randn(64, heads, 1, dim, device=device, dtype=dtype)
+    k = torch.randn(64, kv, 200, dim, device=device, dtype=dtype).repeat_interleave(heads // kv, dim=1)
+    mask = torch.ones(64, 1, 1, 200, device=device, dtype=torch.bool)
+    names = {int(b): name for name, b in SDPBackend.__members__.items()}
+    choice = {"torch": names.get(int(torch._fused_sdp_choice(q, k, k, attn_mask=mask)), "?")}
+    with generation.decoding_attention(device):
+        choice["ours"] = names.get(int(torch._fused_sdp_choice(q, k, k, attn_mask=mask)), "?")
+    return choice
 
 
 HOST_CALLS = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cudaStreamSynchronize", "cudaDeviceSynchronize",

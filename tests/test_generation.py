@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from rlhf_core.models.batching import left_pad
-from rlhf_core.models.generation import MergedCopy, SamplingParams, decode, length_batches, resolve_mode
+from rlhf_core.models.generation import (
+    MergedCopy,
+    SamplingParams,
+    decode,
+    decoding_attention,
+    length_batches,
+    resolve_mode,
+)
 from rlhf_core.models.stack import ModelStack
 
 PROMPTS = [[5, 6, 7, 8, 9], [10, 11, 12], [13, 14, 15, 16, 17, 18, 19], [20, 21]]
@@ -129,6 +136,17 @@ def test_resolve_mode() -> None:
     assert mode == "merged" and dtype in (torch.bfloat16, torch.float32)
     with pytest.raises(ValueError, match="model.generation"):
         resolve_mode("fast", cpu)
+
+
+def test_decoding_attention_leaves_out_cudnn_on_cuda_only() -> None:
+    # The kernel flags are process-wide, so the CUDA choice can be checked on a CPU-only machine.
+    before = torch.backends.cuda.cudnn_sdp_enabled()
+    with decoding_attention(torch.device("cuda")):
+        assert not torch.backends.cuda.cudnn_sdp_enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert torch.backends.cuda.cudnn_sdp_enabled() == before
+    with decoding_attention(torch.device("cpu")):
+        assert torch.backends.cuda.cudnn_sdp_enabled() == before
 
 
 def test_4bit_base_merges_by_dequantizing(tiny_model_dir: Path) -> None:

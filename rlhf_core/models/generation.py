@@ -19,6 +19,7 @@ trains on it; its log-probs are always recomputed by the training model.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,11 @@ from transformers import DynamicCache
 from rlhf_core.models.batching import left_pad
 
 GENERATION_MODES = ("auto", "merged", "adapter")
+
+# Attention kernels allowed while decoding on CUDA (names of torch.nn.attention.SDPBackend); None lets
+# torch choose. Decoding gives attention a new key length at every step and a smaller batch whenever
+# rows finish; the cuDNN backend plans its kernel per new shape.
+DECODING_SDPA_BACKENDS: tuple[str, ...] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
 
 @dataclass(frozen=True)
@@ -164,6 +170,15 @@ def _cache_keyword(decoder: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
 
 
+def decoding_attention(device: torch.device) -> contextlib.AbstractContextManager:
+    """The attention-kernel choice for decoding on `device` (`DECODING_SDPA_BACKENDS`, on CUDA only)."""
+    if device.type != "cuda" or DECODING_SDPA_BACKENDS is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, name) for name in DECODING_SDPA_BACKENDS])
+
+
 @torch.no_grad()
 def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: SamplingParams, eos_id: int,
            generator: torch.Generator | None = None) -> list[list[int]]:
@@ -172,6 +187,12 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
     Returns B lists of new token ids, each ending with `eos_id` or cut at `params.max_new_tokens`.
     A row leaves the batch (its KV-cache rows dropped) as soon as it has emitted eos.
     """
+    with decoding_attention(input_ids.device):
+        return _decode(model, input_ids, attention_mask, params, eos_id, generator)
+
+
+def _decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: SamplingParams, eos_id: int,
+            generator: torch.Generator | None) -> list[list[int]]:
     n = input_ids.shape[0]
     cache = DynamicCache(config=model.config)
     decoder, head = decoder_and_head(model)
@@ -187,24 +208,26 @@ def decode(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, params: 
 
     positions = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
     logits = next_logits(input_ids, attention_mask, positions)
-    alive = torch.arange(n, device=input_ids.device)
+    alive = list(range(n))  # the prompt row of each batch row
     last = positions[:, -1]
     out: list[list[int]] = [[] for _ in range(n)]
     for step in range(params.max_new_tokens):
         if step < params.min_new_tokens:
             logits[:, eos_id] = float("-inf")
         tokens = _pick(logits, params, generator)
-        for row, token in zip(alive.tolist(), tokens.tolist(), strict=True):
+        picked = tokens.tolist()  # the step's one wait for the device
+        for row, token in zip(alive, picked, strict=True):
             out[row].append(token)
         if step == params.max_new_tokens - 1:
             break
-        finished = tokens == eos_id
-        if bool(finished.any()):
-            keep = (~finished).nonzero().squeeze(1)
-            if keep.numel() == 0:
-                break
-            cache.batch_select_indices(keep)
-            attention_mask, last, alive, tokens = attention_mask[keep], last[keep], alive[keep], tokens[keep]
+        keep = [i for i, token in enumerate(picked) if token != eos_id]
+        if not keep:
+            break
+        if len(keep) < len(picked):
+            index = torch.tensor(keep, device=tokens.device)
+            cache.batch_select_indices(index)
+            attention_mask, last, tokens = attention_mask[index], last[index], tokens[index]
+            alive = [alive[i] for i in keep]
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones(attention_mask.shape[0], 1)], dim=1)
         last = last + 1
         logits = next_logits(tokens[:, None], attention_mask, last[:, None])
