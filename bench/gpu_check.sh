@@ -28,15 +28,15 @@ run() {  # name, time limit (s), command...
 # One round first: it is the GPU target (< 3 minutes). Then generation speed with a profiler
 # summary of each variant (why one decoding loop is slower than another), then the training steps
 # against TRL. PPO memory is a host-memory (RSS) figure, for CPU machines: not measured here.
-run round 240 "$PY" bench/loop_efficacy.py --model "$MODEL" --rounds 1 --judgments 256 --eval-prompts 64 \
+run round 170 "$PY" bench/loop_efficacy.py --model "$MODEL" --rounds 1 --judgments 256 --eval-prompts 64 \
   --set sampling.per_prompt=4 --set sampling.batch_size=128 --set sampling.max_new_tokens=128 \
   --set reward.epochs=2 --set reward.batch_size=16 --set policy.steps=8 --set policy.prompts_per_step=32 \
   --set policy.group_size=8 --set policy.max_new_tokens=128 --set policy.minibatch_size=32 \
   --json "$OUT_DIR/round.json"
-run generation 120 "$PY" bench/generation.py --model "$MODEL" --prompts 64 --max-new-tokens 128 --repeats 1 \
-  --workloads natural --variants hf-base,ours-v0,ours-trained --json "$OUT_DIR/generation.json" \
+run generation 130 "$PY" bench/generation.py --model "$MODEL" --prompts 64 --max-new-tokens 128 --repeats 1 \
+  --workloads natural --variants hf-base,ours-v0,ours-trained,ours-v0-sdpa-any --json "$OUT_DIR/generation.json" \
   --profile "$OUT_DIR/generation-profile.txt"
-run train_step 120 "$PY" bench/train_step.py --model "$MODEL" --only reward --only grpo --batch-size 16 --prompts 8 \
+run train_step 180 "$PY" bench/train_step.py --model "$MODEL" --only reward --only grpo --batch-size 16 --prompts 8 \
   --group-size 8 --max-new-tokens 128 --minibatch-size 16 --json "$OUT_DIR/train_step.json"
 echo "gpu check done in $(( $(date +%s) - started )) s (status $status); figures in $OUT_DIR"
 exit $status

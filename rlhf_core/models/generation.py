@@ -34,8 +34,10 @@ from rlhf_core.models.batching import left_pad
 GENERATION_MODES = ("auto", "merged", "adapter")
 
 # Attention kernels allowed while decoding on CUDA (names of torch.nn.attention.SDPBackend); None lets
-# torch choose. Decoding gives attention a new key length at every step and a smaller batch whenever
-# rows finish; the cuDNN backend plans its kernel per new shape.
+# torch choose. Torch prefers cuDNN attention on Hopper GPUs, and cuDNN plans its kernel per new
+# shape: decoding makes a new one at every step (the key length grows, finished rows leave the batch).
+# Measured on an H200 (`bench/generation.py`, 64 prompts x 128 tokens): 659 tokens/s with cuDNN,
+# 1571 with the memory-efficient kernel that is chosen without it.
 DECODING_SDPA_BACKENDS: tuple[str, ...] | None = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
 
