@@ -31,9 +31,8 @@ from transformers import AutoModelForCausalLM
 
 from rlhf_core.algorithms import entropy_from_logits, gather_logprobs, ppo_policy_loss, ppo_value_loss
 from rlhf_core.config import PolicyConfig
-from rlhf_core.models.batching import build_sequences, left_pad, prompt_token_ids, split_generated
+from rlhf_core.models.batching import build_sequences, last_token_index, left_pad, prompt_token_ids, split_generated
 from rlhf_core.models.loading import load_tokenizer
-from rlhf_core.models.stack import last_token_index
 from rlhf_core.training.policy import train_policy
 from rlhf_core.training.ppo import clipped_step, fresh_critic, ppo_advantages
 from rlhf_core.training.rollout import RolloutLogprobs, cut, minibatch_rows, minibatches, reward_model_scores

@@ -5,9 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhf_core.models.batching import build_sequences, prompt_token_ids, response_token_ids
+from rlhf_core.models.batching import (
+    build_sequences,
+    first_response_column,
+    last_token_index,
+    prompt_token_ids,
+    response_token_ids,
+)
+from rlhf_core.models.generation import SamplingParams
 from rlhf_core.models.loading import load_causal_lm
-from rlhf_core.models.stack import ModelStack, first_response_column, last_token_index
+from rlhf_core.models.stack import ModelStack
 
 
 def _batch(stack: ModelStack):
@@ -93,3 +100,44 @@ def test_reset_adapter_restores_weights_and_head(tiny_model_dir, tmp_path) -> No
     assert not torch.equal(before, changed)
     stack.freeze_adapters()
     assert not any(p.requires_grad for p in stack.heads.parameters())
+
+
+def _perturb_policy(stack: ModelStack) -> None:
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for name, p in stack.model.named_parameters():
+            if ".policy." in name and "lora_B" in name:
+                p.normal_(0, 0.05)
+
+
+def test_bfloat16_stack_stores_lora_bases_in_bfloat16_with_the_same_results(tiny_model_dir) -> None:
+    """precision bf16: the frozen Linear weights under LoRA are stored in bfloat16 and LoRA inputs are not
+    cast to float32 by PEFT. Autocast rounded both to bfloat16 for every matmul before, so log-probs and
+    LoRA gradients are those of float32-stored weights."""
+    stored = ModelStack.load(tiny_model_dir, device="cpu", seed=1, precision="bf16", gradient_checkpointing=False)
+    rounded = ModelStack.load(tiny_model_dir, device="cpu", seed=1, precision="bf16", gradient_checkpointing=False)
+    for layer in rounded.model.modules():  # as before: float32 weights, rounded by autocast at each matmul,
+        if hasattr(layer, "get_base_layer") and isinstance(layer.get_base_layer(), torch.nn.Linear):
+            layer.get_base_layer().float()
+            layer.cast_input_dtype_enabled = True  # and PEFT's cast of each LoRA input to float32
+    dtypes = {name: p.dtype for name, p in stored.model.named_parameters()}
+    assert dtypes["base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"] == torch.bfloat16
+    assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n or "norm" in n or "embed" in n)
+    batch = _batch(stored)
+    grads = []
+    for stack in (stored, rounded):
+        _perturb_policy(stack)
+        stack.trainable_parameters("policy")
+        with stack.use("policy"):
+            logp, _ = stack.token_logprobs(batch.input_ids, batch.attention_mask, response_mask=batch.response_mask)
+            (logp * batch.response_mask).sum().backward()
+        grads.append({n: p.grad.clone() for n, p in stack.model.named_parameters() if p.grad is not None})
+        assert grads[-1], "the policy adapter got no gradient"
+        grads[-1]["logp"] = logp.detach()
+    assert grads[0].keys() == grads[1].keys()
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], rtol=1e-3, atol=1e-6), name
+    # Decoding through the adapter runs under the same autocast (float32 inputs would not meet bfloat16 weights).
+    stored.generation_mode = "adapter"
+    params = SamplingParams(max_new_tokens=4, temperature=0.0)
+    assert all(len(r) >= 1 for r in stored.sample([batch.input_ids[0, :3].tolist()], params))

@@ -81,3 +81,18 @@ def split_generated(generated: Tensor, prompt_width: int, eos_id: int, pad_id: i
             row = row[: row.index(eos_id) + 1]
         out.append(row)
     return out
+
+
+def first_response_column(response_mask: Tensor) -> int:
+    """The first column of a [B, T-1] response mask that any row uses (0 when none does)."""
+    used = response_mask.any(dim=0).nonzero()
+    return int(used[0]) if len(used) else 0
+
+
+def last_token_index(attention_mask: Tensor) -> Tensor:
+    """Index of the last real (mask == 1) token per row, for any padding side. [B, T] -> [B].
+
+    Reads the mask, not token ids, so it is right even when pad == eos (as in SmolLM2).
+    """
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.long()).argmax(dim=1)

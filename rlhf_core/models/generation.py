@@ -244,8 +244,8 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
 
 
 class Sampler:
-    """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, the decoding
-    settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
+    """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, `_autocast`, the
+    decoding settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
 
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], params: SamplingParams, *, adapter: str | None = "policy",
@@ -284,8 +284,9 @@ class Sampler:
             if self._merged is None:
                 self._merged = MergedCopy(self.model, self.generation_dtype)
             return decode(self._merged.sync(adapter), ids, mask, params, eos, generator)
-        if adapter is None:
-            with self.model.disable_adapter():  # the bare base, whatever the KL reference is
+        with self._autocast():  # the training passes' precision (the base's LoRA layers may be stored in it)
+            if adapter is None:
+                with self.model.disable_adapter():  # the bare base, whatever the KL reference is
+                    return decode(self.model, ids, mask, params, eos, generator)
+            with self.use(adapter):
                 return decode(self.model, ids, mask, params, eos, generator)
-        with self.use(adapter):
-            return decode(self.model, ids, mask, params, eos, generator)

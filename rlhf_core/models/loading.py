@@ -227,3 +227,33 @@ def load_causal_lm(
         raise ModelLoadError(f"Could not load a causal LM from {model_dir}: {exc}") from exc
     model.eval()
     return model
+
+
+def prepare_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    """Fit a PEFT model whose passes all run under `dtype` autocast; returns how many tensors changed dtype.
+
+    - The frozen float32 Linear layers under LoRA adapters are stored in `dtype`: autocast rounded them
+      to it for every matmul anyway (so results are the same), and each rounded copy lived until
+      backward, so a training pass held those weights twice. 4-bit layers, embeddings, norms and the LM
+      head stay as they are.
+    - PEFT no longer casts a LoRA layer's input to its float32 weights (autocast casts for the matmul):
+      that cast made a float32 copy of each bfloat16 input (o_proj, down_proj), kept for backward.
+    - On CPU, the other weights are copied out of the loaded file's memory map, so that the mapping
+      (whose float32 pages the conversion read) is released.
+    """
+    from peft.tuners.lora import LoraLayer
+
+    converted = set()
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.cast_input_dtype_enabled = False
+            base = module.get_base_layer()
+            weight = getattr(base, "weight", None)
+            if isinstance(base, torch.nn.Linear) and weight.dtype == torch.float32 and not weight.requires_grad:
+                base.to(dtype)
+                converted.update(id(p) for p in base.parameters())
+    with torch.no_grad():
+        for param in model.parameters():
+            if converted and param.device.type == "cpu" and id(param) not in converted and not param.requires_grad:
+                param.data = param.data.clone()
+    return len(converted)

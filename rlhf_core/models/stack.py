@@ -19,8 +19,9 @@ from torch import Tensor, nn
 
 from rlhf_core.algorithms.policy_losses import entropy_from_logits, gather_logprobs
 from rlhf_core.models.adapter_files import AdapterFiles
+from rlhf_core.models.batching import first_response_column, last_token_index
 from rlhf_core.models.generation import MergedCopy, Sampler, decoder_and_head, native_bf16, resolve_mode
-from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device
+from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device, prepare_for_autocast
 
 ADAPTERS = ("policy", "value", "reward")
 REFERENCE = "reference"  # the optional frozen earlier policy adapter
@@ -50,21 +51,6 @@ class LoraSettings:
                           target_modules=list(LORA_TARGETS), bias="none", task_type="CAUSAL_LM")
 
 
-def first_response_column(response_mask: Tensor) -> int:
-    """The first column of a [B, T-1] response mask that any row uses (0 when none does)."""
-    used = response_mask.any(dim=0).nonzero()
-    return int(used[0]) if len(used) else 0
-
-
-def last_token_index(attention_mask: Tensor) -> Tensor:
-    """Index of the last real (mask == 1) token per row, for any padding side. [B, T] -> [B].
-
-    Reads the mask, not token ids, so it is right even when pad == eos (as in SmolLM2).
-    """
-    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
-    return (positions * attention_mask.long()).argmax(dim=1)
-
-
 class ModelStack(AdapterFiles, Sampler):
     """The frozen base + adapters + heads. Use `with stack.use("policy"):` to pick an adapter."""
 
@@ -84,8 +70,11 @@ class ModelStack(AdapterFiles, Sampler):
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         bf16 = precision == "bf16" or (precision == "auto" and native_bf16(self.device))
-        # Forward passes run under bfloat16 autocast (LoRA weights, heads and losses stay float32).
+        # Passes run under bfloat16 autocast (LoRA weights, heads and losses stay float32; the frozen base
+        # weights under LoRA are stored in bfloat16: autocast's own rounding, once instead of per pass).
         self.autocast_dtype: torch.dtype | None = torch.bfloat16 if bf16 else None
+        if bf16:
+            prepare_for_autocast(model, torch.bfloat16)
         self._checkpoint_modules: list[nn.Module] = []
         self.checkpoint_min_tokens: int | None = None  # None: never checkpoint; 0: always
         self._checkpointing_on = False
