@@ -7,7 +7,8 @@ workloads: "natural" (a response ends at its end-of-turn token, as in the produc
 (end-of-turn suppressed, every response exactly M tokens: pure decoding speed).
 
 Variants:
-- hf-base: plain `transformers` `generate` on the bare base model, float32 (the reference);
+- hf-base: plain `transformers` `generate` on the bare base model in the device's default dtype (float32 on
+  CPU, bfloat16 on CUDA; the reference);
 - before-v0 / before-trained: the sampler before this change (HF `generate` through the PEFT model,
   adapters disabled or the policy adapter applied unmerged, float32, batches of 8 = the old
   `sampling.batch_size`); reproduced here because the product no longer contains it;

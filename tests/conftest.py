@@ -175,3 +175,20 @@ def one_thread():  # noqa: ANN201
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def perturb_adapter(stack, adapter: str, seed: int = 0) -> None:  # noqa: ANN001 - a ModelStack
+    """A non-identity `adapter` (seeded): its LoRA B matrices start at zero."""
+    import torch
+
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for name, p in stack.model.named_parameters():
+            if f".{adapter}." in name and "lora_B" in name:
+                p.normal_(0, 0.05)
+
+
+@pytest.fixture
+def perturb():
+    """`perturb_adapter`, handed to tests as a fixture."""
+    return perturb_adapter

@@ -102,15 +102,7 @@ def test_reset_adapter_restores_weights_and_head(tiny_model_dir, tmp_path) -> No
     assert not any(p.requires_grad for p in stack.heads.parameters())
 
 
-def _perturb_policy(stack: ModelStack) -> None:
-    torch.manual_seed(3)
-    with torch.no_grad():
-        for name, p in stack.model.named_parameters():
-            if ".policy." in name and "lora_B" in name:
-                p.normal_(0, 0.05)
-
-
-def test_bfloat16_stack_stores_lora_bases_in_bfloat16_with_the_same_results(tiny_model_dir) -> None:
+def test_bfloat16_stack_stores_lora_bases_in_bfloat16_with_the_same_results(perturb, tiny_model_dir) -> None:
     """precision bf16: the frozen Linear weights under LoRA are stored in bfloat16 and LoRA inputs are not
     cast to float32 by PEFT. Autocast rounded both to bfloat16 for every matmul before, so log-probs and
     LoRA gradients are those of float32-stored weights."""
@@ -126,7 +118,7 @@ def test_bfloat16_stack_stores_lora_bases_in_bfloat16_with_the_same_results(tiny
     batch = _batch(stored)
     grads = []
     for stack in (stored, rounded):
-        _perturb_policy(stack)
+        perturb(stack, "policy", seed=3)
         stack.trainable_parameters("policy")
         with stack.use("policy"):
             logp, _ = stack.token_logprobs(batch.input_ids, batch.attention_mask, response_mask=batch.response_mask)

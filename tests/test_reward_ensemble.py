@@ -262,22 +262,13 @@ def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqli
     assert served.pair_id == max(rows, key=lambda p: (p.info_score, -p.id)).id
 
 
-def perturb_reward_adapter(stack: ModelStack) -> None:
-    """A non-identity reward adapter (seeded): LoRA B matrices start at zero."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in stack.model.named_parameters():
-            if ".reward." in name and "lora_B" in name:
-                p.normal_(0, 0.05)
-
-
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_packed_pairs_score_like_separate_sequences(stack: ModelStack, pooling: str) -> None:
+def test_packed_pairs_score_like_separate_sequences(perturb, stack: ModelStack, pooling: str) -> None:
     """One row per pair with the prompt computed once gives the scores of the 2B separate sequences."""
     from rlhf_core.training.reward_data import encode_pairs, pair_batch
     from rlhf_core.training.reward_model import pair_member_scores
 
-    perturb_reward_adapter(stack)
+    perturb(stack, "reward")
     stack.set_reward_head(3, pooling)
     pairs = encode_pairs(stack.tokenizer, marker_examples(5), 64)
     with torch.no_grad():
@@ -289,14 +280,14 @@ def test_packed_pairs_score_like_separate_sequences(stack: ModelStack, pooling: 
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_pairs_sharing_prompts_score_each_distinct_response_once_as_separate_sequences(stack: ModelStack,
+def test_pairs_sharing_prompts_score_each_distinct_response_once_as_separate_sequences(perturb, stack: ModelStack,
                                                                                        pooling: str) -> None:
     """All pairs among a prompt's samples (shared responses, more than a row's slots): scored once per
     distinct response, in training (with gradients) and held-out scoring, they equal the 2B separate sequences."""
     from rlhf_core.training.reward_data import encode_pairs, packed_unique_responses, pair_batch
     from rlhf_core.training.reward_model import pair_member_scores, score_pairs
 
-    perturb_reward_adapter(stack)
+    perturb(stack, "reward")
     stack.set_reward_head(3, pooling)
     examples = []
     for pid, n in ((0, 8), (1, 3), (2, 4)):  # 28 + 3 + 6 pairs from 15 distinct responses
@@ -336,7 +327,7 @@ def test_prompt_grouped_batches_keep_each_prompts_pairs_together() -> None:
     assert prompt_grouped_batches(pairs, 8, random.Random(1)) != prompt_grouped_batches(pairs, 8, random.Random(2))
 
 
-def test_small_training_batches_attend_eagerly_with_sdpa_results(stack: ModelStack, monkeypatch) -> None:
+def test_small_training_batches_attend_eagerly_with_sdpa_results(perturb, stack: ModelStack, monkeypatch) -> None:
     """CPU training forwards of small batches use eager attention (a faster backward than torch's CPU flash
     kernel): scores and LoRA gradients equal sdpa's, with the packed pairs' boolean 4D mask too."""
     import rlhf_core.models.stack as stack_module
@@ -344,7 +335,7 @@ def test_small_training_batches_attend_eagerly_with_sdpa_results(stack: ModelSta
     from rlhf_core.training.reward_model import pair_member_scores
 
     monkeypatch.setattr(stack, "checkpoint_min_tokens", None)  # as `auto` for small batches: no checkpointing
-    perturb_reward_adapter(stack)
+    perturb(stack, "reward")
     stack.set_reward_head(2, "mean")
     pairs = encode_pairs(stack.tokenizer, marker_examples(5), 64)
     config = stack.model.get_base_model().config
