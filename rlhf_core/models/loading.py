@@ -229,8 +229,8 @@ def load_causal_lm(
     return model
 
 
-def prepare_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> int:
-    """Fit a PEFT model whose passes all run under `dtype` autocast; returns how many tensors changed dtype.
+def prepare_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Fit a PEFT model whose passes all run under `dtype` autocast.
 
     - The frozen float32 Linear layers under LoRA adapters are stored in `dtype`: autocast rounded them
       to it for every matmul anyway (so results are the same), and each rounded copy lived until
@@ -252,8 +252,9 @@ def prepare_for_autocast(model: torch.nn.Module, dtype: torch.dtype) -> int:
             if isinstance(base, torch.nn.Linear) and weight.dtype == torch.float32 and not weight.requires_grad:
                 base.to(dtype)
                 converted.update(id(p) for p in base.parameters())
+    if not converted:
+        return
     with torch.no_grad():
         for param in model.parameters():
-            if converted and param.device.type == "cpu" and id(param) not in converted and not param.requires_grad:
+            if param.device.type == "cpu" and id(param) not in converted and not param.requires_grad:
                 param.data = param.data.clone()
-    return len(converted)
