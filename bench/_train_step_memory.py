@@ -58,7 +58,7 @@ def _start(s: BenchSettings) -> dict[str, float]:
     return {"rss_after_imports_mb": current_rss_mb(), "peak_rss_after_imports_mb": peak_rss_mb()}
 
 
-def _finish(s: BenchSettings, start: dict[str, float], after_load: float) -> dict[str, Any]:
+def _finish(s: BenchSettings, start: dict[str, float], after_load: tuple[float, float]) -> dict[str, Any]:
     synchronize(s.device)
     if s.device == "cuda":
         peak = torch.cuda.max_memory_allocated() / 2**20
@@ -66,13 +66,16 @@ def _finish(s: BenchSettings, start: dict[str, float], after_load: float) -> dic
     else:
         peak = peak_rss_mb() - start["rss_after_imports_mb"]
         method = "peak RSS (ru_maxrss) - RSS after imports"
-    return {"peak_mb": peak, "method": method, "notes": {**start, "after_load_mb": after_load}}
+    return {"peak_mb": peak, "method": method,
+            "notes": {**start, "after_load_mb": after_load[0], "peak_by_end_of_load_mb": after_load[1]}}
 
 
-def _loaded_mb(s: BenchSettings, start: dict[str, float]) -> float:
+def _loaded_mb(s: BenchSettings, start: dict[str, float]) -> tuple[float, float]:
+    """Memory in use once the models are loaded, and the peak so far (loading's own high-water mark)."""
     if s.device == "cuda":
-        return torch.cuda.memory_allocated() / 2**20
-    return current_rss_mb() - start["rss_after_imports_mb"]
+        return torch.cuda.memory_allocated() / 2**20, torch.cuda.max_memory_allocated() / 2**20
+    base = start["rss_after_imports_mb"]
+    return current_rss_mb() - base, peak_rss_mb() - base
 
 
 def ppo_shared(s: BenchSettings) -> dict[str, Any]:

@@ -176,7 +176,8 @@ def describe(env: dict, s: BenchSettings, results: dict, args: argparse.Namespac
         if task in results:
             r = results[task]
             lines.append(f"  {task}: peak {', '.join(f'{x:.0f}' for x in r['peak_mb_runs'])} MiB; "
-                         f"{r['notes']['after_load_mb']:.0f} MiB once the models are loaded; "
+                         f"{r['notes']['after_load_mb']:.0f} MiB once the models are loaded "
+                         f"(peak while loading {r['notes']['peak_by_end_of_load_mb']:.0f}); "
                          f"mean response tokens {r['notes']['response_tokens']:.1f}")
     return "\n".join(lines)
 

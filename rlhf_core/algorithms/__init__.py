@@ -1,16 +1,17 @@
-"""The pure math of RLHF: Bradley-Terry preferences and the KL-regularized optimum (`preference`),
-KL estimators (`kl`), the adaptive KL coefficient (`kl_control`), masked statistics (`masked`), GAE,
-KL-shaped rewards and group-normalised advantages (`advantages`), PPO/GRPO/Dr. GRPO losses and log-prob
-gathering (`policy_losses`), the DPO loss (`dpo`), Pearson correlation (`correlation`), and annotator
-agreement statistics (`agreement`). Every function takes tensors (or plain Python values) and
-returns them: no model, no IO, and no import of any other part of the project, so each is tested
-against numbers worked out by hand. The names are re-exported here for convenience.
+"""The pure math of RLHF: Bradley-Terry preferences and the KL-regularized optimum (`preference`), KL estimators
+(`kl`), the adaptive KL coefficient (`kl_control`), masked statistics (`masked`), GAE, KL-shaped rewards and
+group-normalised advantages (`advantages`), PPO/GRPO/Dr. GRPO losses and log-prob gathering (`policy_losses`),
+log-probs through a vocabulary projection in chunks (`head_logprobs`), the DPO loss (`dpo`), Pearson
+correlation (`correlation`), and annotator agreement statistics (`agreement`). Every function takes tensors
+(or plain Python values) and returns them: no model, no IO, and no import of any other part of the project, so
+each is tested against numbers worked out by hand. The names are re-exported here for convenience.
 """
 
 from rlhf_core.algorithms.advantages import compute_gae, grpo_advantages, per_token_rewards
 from rlhf_core.algorithms.agreement import cohens_kappa, fleiss_kappa, majority_agreement, position_bias, tie_rate
 from rlhf_core.algorithms.correlation import pearson_correlation
 from rlhf_core.algorithms.dpo import dpo_loss, sequence_logprobs
+from rlhf_core.algorithms.head_logprobs import linear_logprobs
 from rlhf_core.algorithms.kl import kl_from_logits, kl_k1, kl_k2, kl_k3, sequence_kl
 from rlhf_core.algorithms.kl_control import adaptive_kl_beta
 from rlhf_core.algorithms.masked import masked_mean, masked_var, masked_whiten

@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import Tensor, nn
 
-from rlhf_core.algorithms.policy_losses import entropy_from_logits, gather_logprobs
+from rlhf_core.algorithms.head_logprobs import linear_logprobs
 from rlhf_core.models.adapter_files import AdapterFiles
 from rlhf_core.models.batching import first_response_column, last_token_index
 from rlhf_core.models.generation import MergedCopy, Sampler, decoder_and_head, native_bf16, resolve_mode
@@ -297,15 +297,19 @@ class ModelStack(AdapterFiles, Sampler):
         """
         hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         start = first_response_column(response_mask) if response_mask is not None else 0
-        with self._autocast():
-            logits = self.model.get_base_model().lm_head(hidden[:, start:])
-        logits = logits.float()
-        logp = gather_logprobs(logits, input_ids[:, start + 1:])
-        entropy = entropy_from_logits(logits) if with_entropy else None
+        logp, entropy = self._head_logprobs(hidden[:, start:], input_ids[:, start + 1:], with_entropy=with_entropy)
         if start:
             logp = nn.functional.pad(logp, (start, 0))
             entropy = nn.functional.pad(entropy, (start, 0)) if entropy is not None else None
         return logp, entropy
+
+    def _head_logprobs(self, hidden: Tensor, tokens: Tensor, *, with_entropy: bool = False
+                       ) -> tuple[Tensor, Tensor | None]:
+        """Log-probs of `tokens` [...] from the hidden states [..., H] before them, through the LM head in
+        vocabulary chunks (never the [..., V] logits; see algorithms.head_logprobs), in autocast's dtype."""
+        head = self.model.get_base_model().lm_head
+        return linear_logprobs(hidden, head.weight, tokens, bias=head.bias, compute_dtype=self.autocast_dtype,
+                               with_entropy=with_entropy)
 
     def scalar_head(self, name: str, hidden: Tensor) -> Tensor:
         return self.heads[name](hidden.float()).squeeze(-1)
@@ -356,9 +360,7 @@ class ModelStack(AdapterFiles, Sampler):
         adapter: each as its own prompt + response sequence would give (an empty slot: 0); head on responses only."""
         hidden = self.hidden_states(packed.input_ids, packed.attention_mask, packed.position_ids)
         rows, slots, cols = packed.response_masks.nonzero(as_tuple=True)  # every response token, once
-        with self._autocast():
-            logits = self.model.get_base_model().lm_head(hidden[rows, packed.predictors()[rows, cols]])
-        logp = gather_logprobs(logits.float(), packed.input_ids[rows, cols])
+        logp, _ = self._head_logprobs(hidden[rows, packed.predictors()[rows, cols]], packed.input_ids[rows, cols])
         n, s = packed.response_masks.shape[:2]
         return torch.zeros(n * s, device=logp.device).index_add(0, rows * s + slots, logp).view(n, s)
 
