@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rlhf_core.config import POLICY_ALGORITHMS, Config  # noqa: E402
+from rlhf_core.config import POLICY_ALGORITHMS, apply_overrides  # noqa: E402
 from rlhf_core.loop.demo import LoopSettings, RoundReport, format_table, prepare_workspace, run_loop  # noqa: E402
 from rlhf_core.loop.gold import GoldPreferenceError, available_gold, get_gold  # noqa: E402
 
@@ -48,16 +48,6 @@ def loadavg() -> str:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         return "n/a"
-
-
-def apply_overrides(config: Config, items: list[str]) -> None:
-    """`section.key=value` strings written over the config, each value parsed as the key's type."""
-    for item in items:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        target = getattr(config, section)
-        current = getattr(target, name)
-        setattr(target, name, value == "true" if isinstance(current, bool) else type(current)(value))
 
 
 def verdict(reports: list[RoundReport], target: float, kl_bound: float) -> tuple[bool, str]:

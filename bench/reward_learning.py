@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _reward_probe import fit_linear_probe  # noqa: E402
 
 from rlhf_core.algorithms.preference import expected_calibration_error  # noqa: E402
-from rlhf_core.config import apply_profile  # noqa: E402
+from rlhf_core.config import apply_overrides, apply_profile  # noqa: E402
 from rlhf_core.loop.demo import prepare_workspace  # noqa: E402
 from rlhf_core.loop.gold import get_gold  # noqa: E402
 from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs  # noqa: E402
@@ -79,6 +79,11 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "probe-init-mean-es": {"head_init": "probe", "pooling": "mean", "epochs": 3, "early_stopping": True},
     "by-prompt": {"group_by_prompt": True},
     "by-pair": {"group_by_prompt": False},
+    "depths-0-1": {"feature_depths": [0.0, 1.0]},
+    "depths-0-half-1": {"feature_depths": [0.0, 0.5, 1.0]},
+    "depths-0-half-1-probe": {"feature_depths": [0.0, 0.5, 1.0], "head_init": "probe"},
+    "depths-0-half-1-lr5e-4": {"feature_depths": [0.0, 0.5, 1.0], "learning_rate": 5e-4},
+    "last-layer": {"feature_depths": [1.0]},
 }
 
 
@@ -153,12 +158,7 @@ def main() -> None:
     base_root = Path(tempfile.mkdtemp(prefix="rlhf-reward-bench-"))
     ws = prepare_workspace(base_root / "pool", model=args.model)
     apply_profile(ws.config, "auto")
-    for item in args.set:
-        key, _, value = item.partition("=")
-        section, _, name = key.partition(".")
-        current = getattr(getattr(ws.config, section), name)
-        parsed = value == "true" if isinstance(current, bool) else type(current)(value)
-        setattr(getattr(ws.config, section), name, parsed)
+    apply_overrides(ws.config, args.set)
     db = ws.database()
     stack = load_stack(ws)
     train_prompts = list_prompts(db, split="train")
@@ -231,10 +231,12 @@ def main() -> None:
                                 "seconds": round(time.perf_counter() - t0, 1), "judgments": len(examples)}
             print(f"  candidate {name:<14} gold accuracy {candidates[name]['accuracy']:.3f}, "
                   f"ECE {candidates[name]['ece']:.3f} ({candidates[name]['seconds']} s)", flush=True)
-        for pooling in ("last", "mean"):
+        probes = [("last", (1.0,)), ("mean", (1.0,)), ("mean", (0.0, 0.5, 1.0))]
+        for pooling, depths in probes:
             t0 = time.perf_counter()
-            l2 = fit_linear_probe(stack, examples, pooling=pooling, max_length=ws.config.reward.max_length)
-            name = f"linear-probe-{pooling}"
+            l2 = fit_linear_probe(stack, examples, pooling=pooling, max_length=ws.config.reward.max_length,
+                                  depths=depths)
+            name = f"linear-probe-{pooling}" + ("" if depths == (1.0,) else "-depths-" + "-".join(map(str, depths)))
             candidates[name] = {**measure(stack, heldout, args.noise, ws.config.reward.max_length),
                                 "judgments": len(examples), "l2": l2, "seconds": round(time.perf_counter() - t0, 1)}
             print(f"  candidate {name:<14} gold accuracy {candidates[name]['accuracy']:.3f}, "

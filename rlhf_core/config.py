@@ -101,6 +101,9 @@ class RewardConfig:
     # Features the head reads: "mean" (mean of the response tokens) or "last" (last token, as TRL). Measured on the
     # default model (bench/reward_learning.py, 300 judgments, gold sentiment): mean 0.665 vs last 0.557 held-out.
     pooling: str = "mean"
+    # Which layers' pooled states the head reads, as fractions of the depth (0 = token embeddings, 1 = the last
+    # layer), concatenated and standardized on the training responses (models/reward_head.py).
+    feature_depths: list[float] = field(default_factory=lambda: [1.0])
     warm_start: bool = False  # start from the current reward model instead of from scratch
     early_stopping: bool = True  # keep the epoch with the lowest held-out loss (needs eval_fraction > 0)
     ties: str = "drop"  # "drop": ties are left out of Bradley-Terry; "davidson": modelled (Davidson 1970)
@@ -203,6 +206,8 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         expected = type(default)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
+        if expected is list and isinstance(value, list):  # lists of fractions: 1 means 1.0
+            value = [float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value]
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             raise ConfigError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
         kwargs[key] = value
@@ -254,6 +259,11 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.max_steps must be at least 0 (0 = no cap)")
     if config.reward.pooling not in ("last", "mean"):
         raise ConfigError(f"{where}: reward.pooling must be last or mean")
+    depths = config.reward.feature_depths
+    if not isinstance(depths, list) or not depths or not all(
+            isinstance(d, int | float) and not isinstance(d, bool) and 0 <= d <= 1 for d in depths):
+        raise ConfigError(f"{where}: reward.feature_depths must be a non-empty list of fractions in [0, 1] "
+                          f"(0 = token embeddings, 1 = last layer), got {depths!r}")
     if config.reward.head_init not in ("random", "probe"):
         raise ConfigError(f"{where}: reward.head_init must be random or probe")
     if config.reward.ties not in ("drop", "davidson"):
@@ -304,7 +314,29 @@ def _validate_logging(logging: LoggingConfig, where: Path | str) -> None:
                           "pip install 'rlhf-loop[tensorboard]' (or set report_to = \"none\")")
 
 
+def apply_overrides(config: Config, items: list[str]) -> None:
+    """`section.key=value` strings (benchmarks' --set) written over `config`, each value parsed as the key's
+    type (a list as comma-separated numbers), then validated."""
+    for item in items:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        target = getattr(config, section, None)
+        if target is None or not dataclasses.is_dataclass(target) or not hasattr(target, name):
+            raise ConfigError(f"--set {item!r}: no setting {key!r} (expected section.key=value)")
+        current = getattr(target, name)
+        if isinstance(current, bool):
+            parsed: Any = value == "true"
+        elif isinstance(current, list):
+            parsed = [float(v) for v in value.split(",") if v.strip()]
+        else:
+            parsed = type(current)(value)
+        setattr(target, name, parsed)
+    validate(config, "--set")
+
+
 def _toml_value(value: Any) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):

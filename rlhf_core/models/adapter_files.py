@@ -14,6 +14,8 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from rlhf_core.models.reward_head import load_head_state
+
 
 class AdapterFiles:
     def _adapter_state(self, name: str) -> dict[str, Tensor]:
@@ -33,7 +35,8 @@ class AdapterFiles:
         tmp.replace(directory / "adapter.safetensors")
         meta = {"adapter": name, "lora": asdict(self.loras[name]), "base_model": str(self.model_dir)}
         if name == "reward":
-            meta.update(members=self.reward_members_count, pooling=self.reward_pooling)
+            meta.update(members=self.reward_members_count, pooling=self.reward_pooling,
+                        feature_depths=list(self.reward_depths))
         (directory / "adapter.json").write_text(json.dumps(meta, indent=2))
         return directory
 
@@ -53,8 +56,10 @@ class AdapterFiles:
             meta_path = Path(directory) / "adapter.json"
             meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
             members = head["weight"].shape[0] if "weight" in head else 1
-            self.set_reward_head(members, meta.get("pooling", "last"))
-        if head:
+            self.set_reward_head(members, meta.get("pooling", "last"), meta.get("feature_depths", (1.0,)))
+            if head:
+                load_head_state(self.heads[name], head)
+        elif head:
             self.heads[name].load_state_dict(head)
 
     def reset_adapter(self, name: str) -> None:

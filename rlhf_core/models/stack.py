@@ -19,14 +19,13 @@ from torch import Tensor, nn
 
 from rlhf_core.algorithms.head_logprobs import linear_logprobs
 from rlhf_core.models.adapter_files import AdapterFiles
-from rlhf_core.models.batching import first_response_column, last_token_index
+from rlhf_core.models.batching import first_response_column
 from rlhf_core.models.generation import MergedCopy, Sampler, decoder_and_head, native_bf16, resolve_mode
 from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device, prepare_for_autocast
+from rlhf_core.models.reward_head import RewardHead, RewardScoring
 
 ADAPTERS = ("policy", "value", "reward")
 REFERENCE = "reference"  # the optional frozen earlier policy adapter
-HEADS = ("value", "reward")
-REWARD_POOLINGS = ("last", "mean")
 # Activation checkpointing "auto": batches with fewer tokens keep their activations. At 2,400 tokens a
 # reward-model step of SmolLM2-135M (bfloat16 autocast, CPU) was 20% faster without checkpointing and its
 # peak memory grew by 3% (1.72 -> 1.77 GiB), so recomputation only pays for big batches.
@@ -51,7 +50,7 @@ class LoraSettings:
                           target_modules=list(LORA_TARGETS), bias="none", task_type="CAUSAL_LM")
 
 
-class ModelStack(AdapterFiles, Sampler):
+class ModelStack(AdapterFiles, RewardScoring, Sampler):
     """The frozen base + adapters + heads. Use `with stack.use("policy"):` to pick an adapter."""
 
     def __init__(self, model: nn.Module, tokenizer, model_dir: Path, quantized: bool,
@@ -79,11 +78,10 @@ class ModelStack(AdapterFiles, Sampler):
         self.checkpoint_min_tokens: int | None = None  # None: never checkpoint; 0: always
         self._checkpointing_on = False
         hidden = model.get_base_model().config.hidden_size
-        self.heads = nn.ModuleDict({name: nn.Linear(hidden, 1) for name in HEADS}).to(self.device, torch.float32)
-        for head in self.heads.values():
-            nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
-            nn.init.zeros_(head.bias)
-        self.reward_pooling = "last"
+        self.heads = nn.ModuleDict({"value": nn.Linear(hidden, 1), "reward": RewardHead(hidden, 1)})
+        self.heads.to(self.device, torch.float32)
+        nn.init.normal_(self.heads["value"].weight, std=1.0 / (hidden + 1) ** 0.5)
+        nn.init.zeros_(self.heads["value"].bias)
         self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
         self.reference_path: Path | None = None
         self._reference_params: list[nn.Parameter] = []
@@ -255,18 +253,23 @@ class ModelStack(AdapterFiles, Sampler):
     def _decoder(self) -> nn.Module:
         return decoder_and_head(self.model)[0]
 
-    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None
-                      ) -> Tensor:
-        """Last-layer hidden states through the active adapter: [B, T] -> [B, T, H] (bfloat16 under autocast).
+    def hidden_states(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor | None = None,
+                      layers: list[int] | None = None) -> Tensor | list[Tensor]:
+        """Last-layer hidden states through the active adapter: [B, T] -> [B, T, H] (bfloat16 under autocast);
+        with `layers`, a list of the states after each of those layers (0 = the embeddings; the last
+        layer's is the normalized output, as without `layers`).
 
         attention_mask: [B, T] (1 = real token, causal attention), or a [B, 1, T, T] boolean mask of
         which tokens each token may see (packed sequences, with their `position_ids` [B, T]).
         """
         self._checkpoint_for(input_ids.numel())
+        last_only = layers is None or layers == [self.model.get_base_model().config.num_hidden_layers]
         with self._attention_for(input_ids, attention_mask) as attention_mask, self._autocast():
             out = self._decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                  use_cache=False)
-        return out.last_hidden_state
+                                  use_cache=False, output_hidden_states=not last_only)
+        if layers is None:
+            return out.last_hidden_state
+        return [out.last_hidden_state] if last_only else [out.hidden_states[i] for i in layers]
 
     @contextmanager
     def _attention_for(self, input_ids: Tensor, attention_mask: Tensor) -> Iterator[Tensor]:
@@ -314,47 +317,6 @@ class ModelStack(AdapterFiles, Sampler):
     def scalar_head(self, name: str, hidden: Tensor) -> Tensor:
         return self.heads[name](hidden.float()).squeeze(-1)
 
-    def reward_features(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None
-                        ) -> Tensor:
-        """The features the reward head reads, through the `reward` adapter: [B, T] -> [B, H] float32.
-
-        Per `reward_pooling`: "last" reads the last real token (by the attention mask, so pad == eos
-        is safe); "mean" averages the response tokens (`response_mask` [B, T-1], aligned with
-        log-probs; without it, every real token).
-        """
-        with self.use("reward"):
-            hidden = self.hidden_states(input_ids, attention_mask)
-        if self.reward_pooling == "mean":
-            if response_mask is not None:
-                weights = nn.functional.pad(response_mask.to(hidden.dtype), (1, 0))  # token t+1 <- column t
-            else:
-                weights = attention_mask.to(hidden.dtype)
-            features = (hidden * weights.unsqueeze(-1)).sum(dim=1) / weights.sum(dim=1, keepdim=True).clamp(min=1)
-        else:
-            features = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_token_index(attention_mask)]
-        return features.float()
-
-    def reward_members(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None
-                       ) -> Tensor:
-        """Each reward-head member's score: [B, T] -> [B, K] (K = `reward_members_count`)."""
-        return self.heads["reward"](self.reward_features(input_ids, attention_mask, response_mask))
-
-    def packed_reward_members(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
-        """Member scores [B, S, K] of the responses packed with their shared prompt (S per row), read
-        like `reward_members` reads them (an empty slot scores the head's bias)."""
-        with self.use("reward"):
-            hidden = self.hidden_states(packed.input_ids, packed.attention_mask, packed.position_ids)
-        rows = torch.arange(hidden.shape[0], device=hidden.device)
-        slots = []
-        for k in range(packed.response_masks.shape[1]):
-            if self.reward_pooling == "mean":
-                weights = packed.response_masks[:, k].to(hidden.dtype).unsqueeze(-1)
-                features = (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
-            else:
-                features = hidden[rows, packed.last[:, k]]
-            slots.append(self.heads["reward"](features.float()))
-        return torch.stack(slots, dim=1)
-
     def packed_response_logprobs(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
         """Whole-response log-probs [B, S] (nats) of the responses packed behind their prompt, through the active
         adapter: each as its own prompt + response sequence would give (an empty slot: 0); head on responses only."""
@@ -363,26 +325,6 @@ class ModelStack(AdapterFiles, Sampler):
         logp, _ = self._head_logprobs(hidden[rows, packed.predictors()[rows, cols]], packed.input_ids[rows, cols])
         n, s = packed.response_masks.shape[:2]
         return torch.zeros(n * s, device=logp.device).index_add(0, rows * s + slots, logp).view(n, s)
-
-    def reward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None) -> Tensor:
-        """The reward model's score of each sequence, the mean of its members: [B, T] -> [B]."""
-        return self.reward_members(input_ids, attention_mask, response_mask).mean(dim=-1)
-
-    def set_reward_head(self, members: int, pooling: str) -> None:
-        """A freshly initialised reward head with `members` outputs reading `pooling` features."""
-        if pooling not in REWARD_POOLINGS:
-            raise ValueError(f"reward pooling must be one of {', '.join(REWARD_POOLINGS)}, not {pooling!r}")
-        hidden = self.heads["reward"].in_features
-        head = nn.Linear(hidden, members).to(self.device, torch.float32)
-        nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
-        nn.init.zeros_(head.bias)
-        head.requires_grad_(False)
-        self.heads["reward"] = head
-        self.reward_pooling = pooling
-
-    @property
-    def reward_members_count(self) -> int:
-        return self.heads["reward"].out_features
 
     def values(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Critic value of each prefix, aligned with `token_logprobs`: [B, T] -> [B, T-1]."""

@@ -150,6 +150,7 @@ def _batch_loss(r_c: torch.Tensor, r_r: torch.Tensor, chunk: Sequence[EncodedPai
 
 
 PROBE_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+STANDARDIZE_PAIRS = 128  # responses of this many training pairs (x2) give a fresh head its feature statistics
 
 
 @torch.no_grad()
@@ -171,6 +172,16 @@ def pair_features(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: i
     return torch.cat(chosen), torch.cat(rejected)
 
 
+def standardize_head(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int, seed: int = 0) -> None:
+    """Fit a fresh reward head's feature standardization on (a sample of STANDARDIZE_PAIRS of) the training
+    pairs' responses, as the trunk computes them now."""
+    sample = list(pairs)
+    if len(sample) > STANDARDIZE_PAIRS:
+        sample = random.Random(seed).sample(sample, STANDARDIZE_PAIRS)
+    chosen, rejected = pair_features(stack, sample, batch_size)
+    stack.heads["reward"].fit_standardization(torch.cat([chosen, rejected]).to(stack.device))
+
+
 def fit_head_by_probe(stack: ModelStack, train: Sequence[EncodedPair], heldout: Sequence[EncodedPair],
                       weights: torch.Tensor, batch_size: int) -> float:
     """Set each head member to a linear Bradley-Terry fit on the current features (its bootstrap
@@ -179,21 +190,21 @@ def fit_head_by_probe(stack: ModelStack, train: Sequence[EncodedPair], heldout: 
     PROBE_L2_GRID with the lowest held-out loss (the middle one without held-out pairs); returned.
     """
     decisive = [i for i, p in enumerate(train) if not p.tie]
+    head = stack.heads["reward"]
     fc, fr = pair_features(stack, [train[i] for i in decisive], batch_size)
-    diff = fc - fr
+    diff = head.standardize(fc) - head.standardize(fr)  # the features as the head reads them
     scale = diff.std(dim=0).clamp(min=1e-6) if len(decisive) > 1 else torch.ones(diff.shape[1])
     held = [p for p in heldout if not p.tie]
     l2 = PROBE_L2_GRID[1]
     if held:
         hc, hr = pair_features(stack, held, batch_size)
-        held_diff = ((hc - hr) / scale).double()
+        held_diff = ((head.standardize(hc) - head.standardize(hr)) / scale).double()
 
         def heldout_loss(candidate: float) -> float:
             theta = fit_linear_bt(diff / scale, None, candidate)
             return float(torch.nn.functional.softplus(-(held_diff @ theta)).mean())
 
         l2 = min(PROBE_L2_GRID, key=heldout_loss)
-    head = stack.heads["reward"]
     with torch.no_grad():
         for k in range(head.out_features):
             theta = fit_linear_bt(diff / scale, weights[k, decisive], l2)
@@ -247,10 +258,11 @@ def train_reward_model(
     `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
     With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
     With `cfg.head_init == "probe"` a fresh head first gets a linear probe fit on the trunk's features.
-    `fresh_head` (default) starts the head over with `cfg.ensemble` members and `cfg.pooling`;
-    False keeps the loaded one (a warm start). With `dp` (several processes, `training.distributed`)
-    each process trains on its share of every batch and the gradients are summed: the same result
-    as one process. `on_step` receives {"step", "epoch", "loss",
+    `fresh_head` (default) starts the head over with `cfg.ensemble` members reading `cfg.pooling` features
+    of the layers at `cfg.feature_depths`, standardized on the training responses (`standardize_head`);
+    False keeps the loaded one (a warm start) if it reads the same features. With `dp` (several
+    processes, `training.distributed`) each process trains on its share of every batch and the
+    gradients are summed: the same result as one process. `on_step` receives {"step", "epoch", "loss",
     "accuracy", "reward_margin", "grad_norm", "lr"} and "steps_total", the training's planned steps.
     The adapter is frozen and in eval mode after.
     """
@@ -264,8 +276,12 @@ def train_reward_model(
     rng = random.Random(cfg.seed)
     train_pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
     heldout_pairs = encode_pairs(stack.tokenizer, heldout, cfg.max_length)
-    if fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling:
-        stack.set_reward_head(cfg.ensemble, cfg.pooling)
+    depths = tuple(float(d) for d in cfg.feature_depths)
+    if (fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling
+            or stack.reward_depths != depths):
+        stack.set_reward_head(cfg.ensemble, cfg.pooling, depths)
+        standardize_head(stack, train_pairs, cfg.batch_size, cfg.seed)
+        fresh_head = True
     weights = bootstrap_weights(len(train_pairs), cfg.ensemble, torch.Generator().manual_seed(cfg.seed))
     probe_l2 = None
     if cfg.head_init == "probe" and fresh_head:
