@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_core.config import Config, ConfigError, dump_config, load_config
+from rlhf_core.config import Config, ConfigError, apply_overrides, dump_config, load_config
 
 
 def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
@@ -17,6 +17,7 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     config.policy.algo, config.policy.kl_control, config.policy.loss_type = "dpo", "adaptive", "dr_grpo"
     config.policy.dpo_label_smoothing, config.policy.dpo_rm_pairs = 0.1, 16
     config.logging.dir = "tb"
+    config.reward.feature_depths = [0.0, 0.5, 1.0]
     path = tmp_path / "rlhf.toml"
     path.write_text(dump_config(config))
     assert load_config(path) == config
@@ -32,6 +33,9 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     ("policy", "dpo_beta = 0", "policy.dpo_beta and policy.dpo_learning_rate must be > 0"),
     ("policy", "dpo_kl_every = 0", "policy.dpo_epochs, dpo_batch_size and dpo_kl_every must be at least 1"),
     ("policy", "dpo_rm_pairs = -1", "policy.dpo_past_rounds and policy.dpo_rm_pairs must be 0 or more"),
+    ("reward", "feature_depths = [0, 1.5]", "reward.feature_depths must be a non-empty list of fractions"),
+    ("reward", "feature_depths = []", "reward.feature_depths must be a non-empty list of fractions"),
+    ("reward", "feature_depths = 1.0", "feature_depths must be list"),
     ("logging", 'report_to = "wandb"', "logging.report_to must be none or tensorboard"),
     ("model", 'quantize_4bit = "maybe"', "model.quantize_4bit must be auto, true or false"),
     ("auth", "max_failures = 0", "auth.max_failures must be between 1 and 1000"),
@@ -49,3 +53,21 @@ def test_numbered_reference_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "rlhf.toml"
     path.write_text('[policy]\nreference = "3"\n')
     assert load_config(path).policy.reference == "3"
+
+
+def test_whole_numbers_in_a_list_of_fractions_load_as_floats(tmp_path: Path) -> None:
+    path = tmp_path / "rlhf.toml"
+    path.write_text("[reward]\nfeature_depths = [0, 0.5, 1]\n")
+    assert load_config(path).reward.feature_depths == [0.0, 0.5, 1.0]
+
+
+def test_benchmark_overrides_parse_each_type_and_are_validated() -> None:
+    config = Config()
+    apply_overrides(config, ["reward.feature_depths=0,0.5,1", "reward.warm_start=true", "reward.epochs=4",
+                             "policy.kl_beta=0.2"])
+    assert config.reward.feature_depths == [0.0, 0.5, 1.0]
+    assert (config.reward.warm_start, config.reward.epochs, config.policy.kl_beta) == (True, 4, 0.2)
+    with pytest.raises(ConfigError, match="no setting 'reward.depth'"):
+        apply_overrides(config, ["reward.depth=1"])
+    with pytest.raises(ConfigError, match="reward.feature_depths must be"):
+        apply_overrides(config, ["reward.feature_depths=2"])

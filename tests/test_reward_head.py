@@ -1,0 +1,145 @@
+"""The reward head on the tiny model: standardized features of several layers, read the same way in
+every path (separate sequences, packed pairs), fitted on training responses, saved and loaded."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf_core.config import RewardConfig
+from rlhf_core.models.batching import build_sequences, prompt_token_ids, response_token_ids
+from rlhf_core.models.reward_head import RewardHead
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.reward_data import PreferenceExample, encode_pairs
+from rlhf_core.training.reward_model import pair_features, train_reward_model
+
+CPU = torch.device("cpu")
+DEPTHS = (0.0, 0.5, 1.0)
+
+
+@pytest.fixture
+def stack(tiny_model_dir: Path) -> ModelStack:
+    return ModelStack.load(tiny_model_dir, device=CPU)
+
+
+def examples(n: int = 12) -> list[PreferenceExample]:
+    words = "apple river garden music window yellow quiet simple".split()
+    return [PreferenceExample([{"role": "user", "content": f"q{i}"}], " ".join(words[i % 8:]) + " banana",
+                              " ".join(words[: 1 + i % 7]), None, i) for i in range(n)]
+
+
+def test_head_standardizes_its_features_before_the_members_read_them() -> None:
+    head = RewardHead(hidden_size=2, members=1, depths=(0.0, 1.0))
+    features = torch.tensor([[1.0, 10.0, 100.0, -5.0], [3.0, 30.0, 300.0, 5.0]])
+    head.fit_standardization(features)
+    torch.testing.assert_close(head.feature_shift, torch.tensor([2.0, 20.0, 200.0, 0.0]))
+    torch.testing.assert_close(head.feature_scale, torch.tensor([2**0.5, 10 * 2**0.5, 100 * 2**0.5, 50**0.5]))
+    with torch.no_grad():
+        head.weight.copy_(torch.tensor([[1.0, 0.0, 0.0, 2.0]]))
+        head.bias.fill_(0.5)
+    # Standardized, both rows are (∓1/√2, ...): scores 0.5 + (∓1 ∓ 2)/√2.
+    expected = torch.tensor([[0.5 - 3 / 2**0.5], [0.5 + 3 / 2**0.5]])
+    torch.testing.assert_close(head(features), expected)
+    assert head.layer_indices(30) == [0, 30] and RewardHead(4, 1, depths=DEPTHS).layer_indices(30) == [0, 15, 30]
+    with pytest.raises(ValueError, match="fractions in"):
+        RewardHead(4, 1, depths=(1.5,))
+
+
+def test_features_of_several_depths_are_the_pooled_hidden_states_of_those_layers(perturb, stack: ModelStack) -> None:
+    perturb(stack, "reward")
+    stack.set_reward_head(2, "mean", DEPTHS)
+    tok = stack.tokenizer
+    prompt = prompt_token_ids(tok, [{"role": "user", "content": "name a fruit"}])
+    batch = build_sequences([prompt, prompt], [response_token_ids(tok, "a banana", 16),
+                                               response_token_ids(tok, "an apple, I think", 16)], tok.pad_token_id)
+    with torch.no_grad():
+        got = stack.reward_features(batch.input_ids, batch.attention_mask, batch.response_mask)
+        with stack.use("reward"):
+            out = stack._decoder()(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                   output_hidden_states=True, use_cache=False)
+    layers = stack.model.get_base_model().config.num_hidden_layers
+    assert got.shape == (2, 3 * stack.model.get_base_model().config.hidden_size)
+    weights = torch.nn.functional.pad(batch.response_mask, (1, 0)).float().unsqueeze(-1)
+    expected = torch.cat([(out.hidden_states[i] * weights).sum(1) / weights.sum(1) for i in (0, layers // 2, layers)],
+                         dim=-1)
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(got[:, :32], got[:, -32:])  # different layers, different numbers
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_packed_pairs_read_several_depths_like_separate_sequences(perturb, stack: ModelStack, pooling: str) -> None:
+    from rlhf_core.training.reward_data import pair_batch
+    from rlhf_core.training.reward_model import pair_member_scores
+
+    perturb(stack, "reward")
+    stack.set_reward_head(3, pooling, DEPTHS)
+    head = stack.heads["reward"]
+    with torch.no_grad():
+        head.feature_shift.normal_(0, 0.1)
+        head.feature_scale.uniform_(0.5, 2.0)
+    pairs = encode_pairs(stack.tokenizer, examples(5), 64)
+    with torch.no_grad():
+        packed_c, packed_r, _ = pair_member_scores(stack, pairs)
+        batch, _ = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=False)
+        separate = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask)
+    torch.testing.assert_close(packed_c, separate[:5], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(packed_r, separate[5:], atol=1e-4, rtol=1e-4)
+
+
+def test_a_fresh_head_is_standardized_on_the_training_responses_and_saved_with_them(stack: ModelStack,
+                                                                                   tmp_path: Path) -> None:
+    cfg = RewardConfig(epochs=1, batch_size=4, ensemble=2, pooling="mean", feature_depths=list(DEPTHS),
+                       eval_fraction=0.0, early_stopping=False, max_length=64)
+    train = examples(12)
+    pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
+    stack.set_reward_head(2, "mean", DEPTHS)
+    chosen, rejected = pair_features(stack, pairs, 4)  # the identity adapter: the features training starts from
+    features = torch.cat([chosen, rejected])
+    train_reward_model(stack, train, [], cfg, progress=False)
+    head = stack.heads["reward"]
+    assert head.depths == DEPTHS and head.in_features == features.shape[1]
+    torch.testing.assert_close(head.feature_shift, features.mean(0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(head.feature_scale, features.std(0).clamp(min=1e-6), atol=1e-5, rtol=1e-4)
+
+    directory = stack.save_adapter("reward", tmp_path / "rm")
+    assert json.loads((directory / "adapter.json").read_text())["feature_depths"] == list(DEPTHS)
+    scores = stack.reward_members(*_batch(stack)).detach()
+    stack.reset_adapter("reward")
+    assert stack.reward_depths == (1.0,)
+    stack.load_adapter("reward", directory)
+    assert stack.reward_depths == DEPTHS and stack.reward_pooling == "mean"
+    torch.testing.assert_close(stack.reward_members(*_batch(stack)).detach(), scores)
+
+
+def test_a_head_saved_before_standardization_loads_as_raw_features(stack: ModelStack, tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    stack.set_reward_head(1, "last")
+    with torch.no_grad():
+        stack.heads["reward"].weight.normal_()
+    directory = stack.save_adapter("reward", tmp_path / "old")
+    tensors = {k: v for k, v in load_file(str(directory / "adapter.safetensors")).items()
+               if k not in ("head.feature_shift", "head.feature_scale")}
+    save_file(tensors, str(directory / "adapter.safetensors"))
+    meta = json.loads((directory / "adapter.json").read_text())
+    del meta["feature_depths"]
+    (directory / "adapter.json").write_text(json.dumps(meta))
+    scores = stack.reward_members(*_batch(stack)).detach()
+
+    stack.reset_adapter("reward")
+    stack.load_adapter("reward", directory)
+    head = stack.heads["reward"]
+    assert torch.equal(head.feature_shift, torch.zeros_like(head.feature_shift))
+    assert torch.equal(head.feature_scale, torch.ones_like(head.feature_scale))
+    torch.testing.assert_close(stack.reward_members(*_batch(stack)).detach(), scores)
+
+
+def _batch(stack: ModelStack) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    tok = stack.tokenizer
+    prompt = prompt_token_ids(tok, [{"role": "user", "content": "q"}])
+    b = build_sequences([prompt, prompt], [response_token_ids(tok, "a river", 16),
+                                           response_token_ids(tok, "quiet music banana", 16)], tok.pad_token_id)
+    return b.input_ids, b.attention_mask, b.response_mask
