@@ -102,12 +102,17 @@ class RewardConfig:
     # default model (bench/reward_learning.py, 300 judgments, gold sentiment): mean 0.665 vs last 0.557 held-out.
     pooling: str = "mean"
     # Which layers' pooled states the head reads, as fractions of the depth (0 = token embeddings, 1 = the last
-    # layer), concatenated and standardized on the training responses (models/reward_head.py).
-    feature_depths: list[float] = field(default_factory=lambda: [1.0])
+    # layer), concatenated and standardized on the training responses (models/reward_head.py). Measured
+    # (bench/reward_learning.py, 300 judgments, with head_init "probe"): [0, 0.5, 1] vs [1] gold accuracy
+    # keyword 0.824 vs 0.463 (the last layer, from a random head), sentiment 0.656 vs 0.635.
+    feature_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
     warm_start: bool = False  # start from the current reward model instead of from scratch
     early_stopping: bool = True  # keep the epoch with the lowest held-out loss (needs eval_fraction > 0)
     ties: str = "drop"  # "drop": ties are left out of Bradley-Terry; "davidson": modelled (Davidson 1970)
-    head_init: str = "random"  # "probe": fit the head on the frozen features first, then fine-tune (LP-FT)
+    # "probe": fit the head members as linear probes on the features first, then fine-tune (LP-FT; the probe alone
+    # is an early-stopping candidate). With few decisive judgments a random head barely moves in the steps there
+    # are (keyword, 300 judgments, ~60 decisive: 0.566 random vs 0.824 probe-initialized). "random": no probe.
+    head_init: str = "probe"
     seed: int = 0
 
 

@@ -17,7 +17,7 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     config.policy.algo, config.policy.kl_control, config.policy.loss_type = "dpo", "adaptive", "dr_grpo"
     config.policy.dpo_label_smoothing, config.policy.dpo_rm_pairs = 0.1, 16
     config.logging.dir = "tb"
-    config.reward.feature_depths = [0.0, 0.5, 1.0]
+    config.reward.feature_depths = [0.25, 1.0]
     path = tmp_path / "rlhf.toml"
     path.write_text(dump_config(config))
     assert load_config(path) == config

@@ -149,7 +149,8 @@ def marker_examples(n_prompts: int = 24) -> list[PreferenceExample]:
 
 def test_early_stopping_keeps_the_epoch_with_the_lowest_heldout_loss(stack: ModelStack) -> None:
     train, heldout = split_by_prompt(marker_examples(), 0.25, 0)
-    cfg = RewardConfig(learning_rate=3e-3, epochs=4, batch_size=8, max_length=64, early_stopping=True, ensemble=3)
+    cfg = RewardConfig(learning_rate=3e-3, epochs=4, batch_size=8, max_length=64, early_stopping=True, ensemble=3,
+                       head_init="random")
     result = train_reward_model(stack, train, heldout, cfg, progress=False)
     losses = [row["heldout_loss"] for row in result.history if "heldout_loss" in row]
     assert len(losses) == 4 and stack.reward_members_count == 3

@@ -143,3 +143,21 @@ def _batch(stack: ModelStack) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     b = build_sequences([prompt, prompt], [response_token_ids(tok, "a river", 16),
                                            response_token_ids(tok, "quiet music banana", 16)], tok.pad_token_id)
     return b.input_ids, b.attention_mask, b.response_mask
+
+
+def test_the_probe_alone_is_kept_when_fine_tuning_makes_the_heldout_loss_worse(stack: ModelStack) -> None:
+    """With head_init "probe", the probe before any step is early stopping's "epoch 0": a learning rate
+    that wrecks the model in one epoch leaves the probe, LoRA untouched, and its held-out figures."""
+    from rlhf_core.training.reward_data import split_by_prompt
+    from rlhf_core.training.reward_model import heldout_figures
+
+    train, heldout = split_by_prompt(examples(24), 0.25, 0)
+    cfg = RewardConfig(learning_rate=1.0, epochs=1, batch_size=8, max_length=64, early_stopping=True, ensemble=2,
+                       head_init="probe", feature_depths=list(DEPTHS))
+    lora_before = {k: v.clone() for k, v in stack._adapter_state("reward").items()}
+    result = train_reward_model(stack, train, heldout, cfg, progress=False)
+    assert result.best_epoch == 0 and result.steps > 0
+    assert result.history[-1]["heldout_loss"] > result.heldout_loss  # the epoch was worse and was dropped
+    assert all(torch.equal(v, lora_before[k]) for k, v in stack._adapter_state("reward").items())
+    again = heldout_figures(stack, encode_pairs(stack.tokenizer, heldout, 64), 8)
+    assert again.loss == pytest.approx(result.heldout_loss, abs=1e-5)

@@ -202,7 +202,9 @@ def test_strength_margin_is_used_when_configured(tiny_model_dir: Path):
     results = {}
     for use_margin in (False, True):
         stack = ModelStack.load(tiny_model_dir, device=CPU)
-        cfg = RewardConfig(learning_rate=1e-3, epochs=1, batch_size=4, use_strength_margin=use_margin)
+        # A random head: a probe would separate four copies of one pair at once (loss 0 either way).
+        cfg = RewardConfig(learning_rate=1e-3, epochs=1, batch_size=4, use_strength_margin=use_margin,
+                           head_init="random")
         results[use_margin] = train_reward_model(stack, examples, [], cfg, progress=False).history[0]
     assert results[True]["reward_margin"] == pytest.approx(results[False]["reward_margin"])
     # −log σ(d − 1) > −log σ(d): the "strong" margin of 1.0 raises the same batch's loss.

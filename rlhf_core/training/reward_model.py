@@ -172,33 +172,47 @@ def pair_features(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: i
     return torch.cat(chosen), torch.cat(rejected)
 
 
-def standardize_head(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int, seed: int = 0) -> None:
-    """Fit a fresh reward head's feature standardization on (a sample of STANDARDIZE_PAIRS of) the training
-    pairs' responses, as the trunk computes them now."""
-    sample = list(pairs)
-    if len(sample) > STANDARDIZE_PAIRS:
-        sample = random.Random(seed).sample(sample, STANDARDIZE_PAIRS)
-    chosen, rejected = pair_features(stack, sample, batch_size)
-    stack.heads["reward"].fit_standardization(torch.cat([chosen, rejected]).to(stack.device))
+def start_head(stack: ModelStack, train: Sequence[EncodedPair], heldout: Sequence[EncodedPair], weights: torch.Tensor,
+               cfg: RewardConfig) -> float | None:
+    """A fresh reward head for `cfg` (members, pooling, feature depths): its feature standardization fitted
+    on training responses as the trunk computes them now (the decisive pairs' with `cfg.head_init ==
+    "probe"`, else a sample of STANDARDIZE_PAIRS pairs), then with "probe" its members fitted on those same
+    features (`fit_head_by_probe`). Returns the probe's L2 strength, or None."""
+    stack.set_reward_head(cfg.ensemble, cfg.pooling, cfg.feature_depths)
+    probe = cfg.head_init == "probe"
+    decisive = [i for i, p in enumerate(train) if not p.tie]
+    sample = decisive if probe else list(range(len(train)))
+    if not probe and len(sample) > STANDARDIZE_PAIRS:
+        sample = random.Random(cfg.seed).sample(sample, STANDARDIZE_PAIRS)
+    chosen, rejected = pair_features(stack, [train[i] for i in sample], cfg.batch_size)
+    if len(sample):
+        stack.heads["reward"].fit_standardization(torch.cat([chosen, rejected]).to(stack.device))
+    if not probe or not decisive:
+        return None
+    return fit_head_by_probe(stack, (chosen, rejected), heldout, weights[:, decisive], cfg.batch_size)
 
 
-def fit_head_by_probe(stack: ModelStack, train: Sequence[EncodedPair], heldout: Sequence[EncodedPair],
-                      weights: torch.Tensor, batch_size: int) -> float:
+def fit_head_by_probe(stack: ModelStack, train_features: tuple[torch.Tensor, torch.Tensor],
+                      heldout: Sequence[EncodedPair], weights: torch.Tensor, batch_size: int) -> float:
     """Set each head member to a linear Bradley-Terry fit on the current features (its bootstrap
     weights), before fine-tuning the trunk: "linear probe, then fine-tune" (Kumar et al. 2022),
-    which starts the LoRA from a useful head instead of a random one. The L2 strength is the one of
-    PROBE_L2_GRID with the lowest held-out loss (the middle one without held-out pairs); returned.
+    which starts the LoRA from a useful head instead of a random one.
+
+    train_features: `pair_features` (chosen, rejected) [N, F] of N decisive training pairs; weights:
+    [K, N] the members' bootstrap weights of those pairs. The L2 strength is the one of PROBE_L2_GRID
+    with the lowest held-out loss (the middle one without held-out pairs); returned.
     """
-    decisive = [i for i, p in enumerate(train) if not p.tie]
     head = stack.heads["reward"]
-    fc, fr = pair_features(stack, [train[i] for i in decisive], batch_size)
-    diff = head.standardize(fc) - head.standardize(fr)  # the features as the head reads them
-    scale = diff.std(dim=0).clamp(min=1e-6) if len(decisive) > 1 else torch.ones(diff.shape[1])
+    fc, fr = train_features
+    diff = head.standardize(fc.to(head.weight.device)) - head.standardize(fr.to(head.weight.device))
+    diff = diff.cpu()  # the features as the head reads them
+    scale = diff.std(dim=0).clamp(min=1e-6) if len(diff) > 1 else torch.ones(diff.shape[1])
     held = [p for p in heldout if not p.tie]
     l2 = PROBE_L2_GRID[1]
     if held:
         hc, hr = pair_features(stack, held, batch_size)
-        held_diff = ((head.standardize(hc) - head.standardize(hr)) / scale).double()
+        held_diff = ((head.standardize(hc.to(head.weight.device)) - head.standardize(hr.to(head.weight.device)))
+                     .cpu() / scale).double()
 
         def heldout_loss(candidate: float) -> float:
             theta = fit_linear_bt(diff / scale, None, candidate)
@@ -207,7 +221,7 @@ def fit_head_by_probe(stack: ModelStack, train: Sequence[EncodedPair], heldout: 
         l2 = min(PROBE_L2_GRID, key=heldout_loss)
     with torch.no_grad():
         for k in range(head.out_features):
-            theta = fit_linear_bt(diff / scale, weights[k, decisive], l2)
+            theta = fit_linear_bt(diff / scale, weights[k], l2)
             head.weight[k].copy_((theta / scale.double()).float().to(head.weight.device))
         head.bias.zero_()
     return l2
@@ -257,10 +271,11 @@ def train_reward_model(
     loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
     `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
     With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
-    With `cfg.head_init == "probe"` a fresh head first gets a linear probe fit on the trunk's features.
-    `fresh_head` (default) starts the head over with `cfg.ensemble` members reading `cfg.pooling` features
-    of the layers at `cfg.feature_depths`, standardized on the training responses (`standardize_head`);
-    False keeps the loaded one (a warm start) if it reads the same features. With `dp` (several
+    `fresh_head` (default) starts the head over (`start_head`): `cfg.ensemble` members reading
+    `cfg.pooling` features of the layers at `cfg.feature_depths`, standardized on the training responses,
+    and with `cfg.head_init == "probe"` fitted as linear probes on them first (then the probe before any
+    step, "epoch 0", is an early-stopping candidate too). False keeps the loaded head (a warm start)
+    if it reads the features `cfg` asks for. With `dp` (several
     processes, `training.distributed`) each process trains on its share of every batch and the
     gradients are summed: the same result as one process. `on_step` receives {"step", "epoch", "loss",
     "accuracy", "reward_margin", "grad_norm", "lr"} and "steps_total", the training's planned steps.
@@ -276,16 +291,16 @@ def train_reward_model(
     rng = random.Random(cfg.seed)
     train_pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
     heldout_pairs = encode_pairs(stack.tokenizer, heldout, cfg.max_length)
-    depths = tuple(float(d) for d in cfg.feature_depths)
-    if (fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling
-            or stack.reward_depths != depths):
-        stack.set_reward_head(cfg.ensemble, cfg.pooling, depths)
-        standardize_head(stack, train_pairs, cfg.batch_size, cfg.seed)
-        fresh_head = True
     weights = bootstrap_weights(len(train_pairs), cfg.ensemble, torch.Generator().manual_seed(cfg.seed))
     probe_l2 = None
-    if cfg.head_init == "probe" and fresh_head:
-        probe_l2 = fit_head_by_probe(stack, train_pairs, heldout_pairs, weights, cfg.batch_size)
+    early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
+    best = (math.inf, 0, None, None)  # (held-out loss, epoch, state, figures)
+    if (fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling
+            or stack.reward_depths != tuple(float(d) for d in cfg.feature_depths)):
+        probe_l2 = start_head(stack, train_pairs, heldout_pairs, weights, cfg)
+        if early and probe_l2 is not None:  # the probe alone is a candidate too ("epoch 0")
+            figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
+            best = (figures.loss, 0, _snapshot(stack), figures)
 
     stack.freeze_adapters()
     params = stack.trainable_parameters("reward")
@@ -297,8 +312,6 @@ def train_reward_model(
     schedule = batch_schedule(train_pairs, cfg, rng)
     total_steps, epochs = sum(map(len, schedule)), len(schedule)
     history: list[dict[str, float]] = []
-    best = (math.inf, 0, None, None)  # (held-out loss, epoch, state, figures)
-    early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
     bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
     try:
         for epoch, batches in enumerate(schedule, start=1):
