@@ -86,6 +86,7 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "depths-0-half-1-probe-lr5e-4": {"feature_depths": [0.0, 0.5, 1.0], "head_init": "probe", "learning_rate": 5e-4},
     "last-layer-probe": {"feature_depths": [1.0], "head_init": "probe"},
     "last-layer": {"feature_depths": [1.0]},
+    "uncalibrated": {"calibrate": False},
 }
 
 

@@ -1,9 +1,11 @@
 """The reward head on the tiny model: standardized features of several layers, read the same way in
-every path (separate sequences, packed pairs), fitted on training responses, saved and loaded."""
+every path (separate sequences, packed pairs), fitted on training responses, saved and loaded; the
+probe start and temperature scaling."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -161,3 +163,38 @@ def test_the_probe_alone_is_kept_when_fine_tuning_makes_the_heldout_loss_worse(s
     assert all(torch.equal(v, lora_before[k]) for k, v in stack._adapter_state("reward").items())
     again = heldout_figures(stack, encode_pairs(stack.tokenizer, heldout, 64), 8)
     assert again.loss == pytest.approx(result.heldout_loss, abs=1e-5)
+
+
+def test_temperature_scaling_by_hand() -> None:
+    from rlhf_core.algorithms import fit_temperature
+
+    # Three of four held-out gaps of +1 agree with the label: mean softplus(−s·gap) is least where
+    # σ(s) = 3/4, s = ln 3.
+    assert fit_temperature(torch.tensor([1.0, -1.0, 1.0, 1.0])) == pytest.approx(math.log(3), abs=1e-6)
+    assert fit_temperature(torch.tensor([2.0, -2.0, 2.0, 2.0])) == pytest.approx(math.log(3) / 2, abs=1e-6)
+    assert fit_temperature(torch.tensor([0.5, 2.0])) == pytest.approx(10.0, rel=1e-6)  # separated: the bound
+    assert fit_temperature(torch.tensor([])) == 1.0
+
+
+def test_calibration_scales_the_head_and_keeps_the_rankings(stack: ModelStack) -> None:
+    from rlhf_core.training.reward_data import split_by_prompt
+    from rlhf_core.training.reward_model import MIN_CALIBRATION_PAIRS, score_pairs
+
+    train, heldout = split_by_prompt(examples(80), 0.25, 0)
+    encoded = encode_pairs(stack.tokenizer, heldout, 64)
+    assert len(encoded) >= MIN_CALIBRATION_PAIRS
+    results, scores = {}, {}
+    for calibrate in (False, True):
+        cfg = RewardConfig(learning_rate=3e-3, epochs=1, batch_size=8, max_length=64, ensemble=2,
+                           head_init="random", calibrate=calibrate, eval_fraction=0.25)
+        stack.reset_adapter("reward")
+        results[calibrate] = train_reward_model(stack, train, heldout, cfg, progress=False)
+        scores[calibrate] = score_pairs(stack, encoded, 8)
+    plain, calibrated = results[False], results[True]
+    assert plain.temperature is None and calibrated.temperature is not None
+    assert calibrated.temperature != pytest.approx(1.0)
+    for side in (0, 1):  # same training, scores scaled by the temperature
+        torch.testing.assert_close(scores[True][side], scores[False][side] * calibrated.temperature,
+                                   atol=1e-4, rtol=1e-4)
+    assert calibrated.heldout_accuracy == plain.heldout_accuracy
+    assert calibrated.heldout_loss <= plain.heldout_loss + 1e-9

@@ -29,6 +29,7 @@ from rlhf_core.algorithms.preference import (
     bradley_terry_loss,
     bt_accuracy,
     bt_probability,
+    fit_temperature,
     margins_from_strength,
     optimal_policy,
 )

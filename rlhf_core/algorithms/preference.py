@@ -184,3 +184,34 @@ def fit_linear_bt(diff: Tensor, weights: Tensor | None = None, l2: float = 1e-2,
 
     optimizer.step(closure)
     return theta.detach()
+
+
+def fit_temperature(gaps: Tensor, low: float = 0.1, high: float = 10.0, iterations: int = 100) -> float:
+    """Temperature scaling of a Bradley-Terry model (Guo et al. 2017): the factor s in [low, high] that
+    minimises mean softplus(−s·gap) over held-out decisive pairs, gap = r_chosen − r_rejected [N].
+
+    The loss is convex in s, hence unimodal in log s: a golden-section search on log s finds it. Scores
+    multiplied by s keep every ranking (accuracy, pair selection) and make σ(s·gap) calibrated on those
+    pairs. Perfectly separated pairs push s to `high`, hence the bounds.
+    """
+    g = gaps.detach().double().flatten()
+    if g.numel() == 0:
+        return 1.0
+
+    def loss(log_s: float) -> float:
+        return float(F.softplus(-math.exp(log_s) * g).mean())
+
+    a, b = math.log(low), math.log(high)
+    ratio = (math.sqrt(5) - 1) / 2
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = loss(c), loss(d)
+    for _ in range(iterations):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = loss(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = loss(d)
+    return math.exp((a + b) / 2)

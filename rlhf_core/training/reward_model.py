@@ -25,6 +25,7 @@ from rlhf_core.algorithms.preference import (
     bt_accuracy,
     davidson_log_likelihood,
     fit_linear_bt,
+    fit_temperature,
     margins_from_strength,
     symmetric_calibration_error,
     weighted_bt_loss,
@@ -71,6 +72,7 @@ class RewardTrainResult:
     best_epoch: int
     tie_log_nu: float | None = None  # Davidson's tie parameter log ν, when ties were modelled
     probe_l2: float | None = None  # the L2 strength of the head's probe fit (head_init = "probe")
+    temperature: float | None = None  # the factor the head's scores were scaled by (calibrate), or None
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -124,6 +126,23 @@ def heldout_figures(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size:
                           calibration_error=symmetric_calibration_error(r_c, r_r), n=len(decisive))
 
 
+def calibrate_head(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> tuple[float, HeldoutFigures]:
+    """Scale the reward head (every member's weights and bias) by the temperature that makes σ(r_c − r_r)
+    of the ensemble mean calibrated on the decisive pairs among `pairs` (`fit_temperature`); returns the
+    factor and the held-out figures after scaling (accuracy is unchanged by it)."""
+    decisive = [p for p in pairs if not p.tie]
+    r_c, r_r = score_pairs(stack, decisive, batch_size)
+    r_c, r_r = r_c.mean(dim=1), r_r.mean(dim=1)
+    factor = fit_temperature(r_c - r_r)
+    head = stack.heads["reward"]
+    with torch.no_grad():
+        head.weight.mul_(factor)
+        head.bias.mul_(factor)
+    r_c, r_r = r_c * factor, r_r * factor
+    return factor, HeldoutFigures(accuracy=float(bt_accuracy(r_c, r_r)), loss=float(bradley_terry_loss(r_c, r_r)),
+                                  calibration_error=symmetric_calibration_error(r_c, r_r), n=len(decisive))
+
+
 def evaluate_reward_model(stack: ModelStack, examples: Sequence[PreferenceExample], cfg: RewardConfig
                           ) -> tuple[float | None, float | None]:
     """(accuracy, BT loss) of the current `reward` adapter on `examples`; (None, None) if empty.
@@ -150,6 +169,7 @@ def _batch_loss(r_c: torch.Tensor, r_r: torch.Tensor, chunk: Sequence[EncodedPai
 
 
 PROBE_L2_GRID = (1e-3, 1e-2, 1e-1, 1.0)
+MIN_CALIBRATION_PAIRS = 16  # fewer decisive held-out pairs: no temperature fit (it would chase noise)
 STANDARDIZE_PAIRS = 128  # responses of this many training pairs (x2) give a fresh head its feature statistics
 
 
@@ -360,10 +380,14 @@ def train_reward_model(
     if early and best[2] is not None:  # a later epoch was worse on held-out pairs: go back
         _restore(stack, best[2])
     last_epoch = [r["loss"] for r in history if r["epoch"] == epochs]
-    # The kept epoch's figures were measured on exactly the weights kept: no second pass over the held-out pairs.
-    heldout = best[3] if early else heldout_figures(stack, heldout_pairs, cfg.batch_size)
+    temperature = None
+    if cfg.calibrate and sum(not p.tie for p in heldout_pairs) >= MIN_CALIBRATION_PAIRS:
+        temperature, heldout = calibrate_head(stack, heldout_pairs, cfg.batch_size)
+    else:  # the kept epoch's figures were measured on exactly the weights kept: no second pass
+        heldout = best[3] if early else heldout_figures(stack, heldout_pairs, cfg.batch_size)
     return RewardTrainResult(
         heldout=heldout, train_loss=sum(last_epoch) / len(last_epoch),
         steps=len(history), n_train=len(train_pairs), n_heldout=len(heldout_pairs), best_epoch=best_epoch,
-        tie_log_nu=None if log_nu is None else float(log_nu.detach()), probe_l2=probe_l2, history=history,
+        tie_log_nu=None if log_nu is None else float(log_nu.detach()), probe_l2=probe_l2, temperature=temperature,
+        history=history,
     )

@@ -92,6 +92,8 @@ def run_reward_training(
         **stats, "n_train": result.n_train, "n_heldout": result.n_heldout, "train_loss": result.train_loss,
         "steps": result.steps, "epochs": cfg.epochs, "best_epoch": result.best_epoch,
         "learning_rate": cfg.learning_rate, "ensemble": cfg.ensemble, "pooling": cfg.pooling,
+        "feature_depths": list(cfg.feature_depths), "head_init": cfg.head_init, "probe_l2": result.probe_l2,
+        "temperature": result.temperature,
         "warm_start_from": previous.id if warm else None, "ties": cfg.ties, "tie_log_nu": result.tie_log_nu,
         "heldout_calibration_error": result.heldout.calibration_error,
         "annotators_left_out": sorted(left_out), "seconds": round(time.perf_counter() - started, 3),
