@@ -264,13 +264,19 @@ def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqli
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_packed_pairs_score_like_separate_sequences(perturb, stack: ModelStack, pooling: str) -> None:
-    """One row per pair with the prompt computed once gives the scores of the 2B separate sequences."""
+@pytest.mark.parametrize("depths", [(1.0,), (0.0, 0.5, 1.0)])
+def test_packed_pairs_score_like_separate_sequences(perturb, stack: ModelStack, pooling: str,
+                                                    depths: tuple[float, ...]) -> None:
+    """One row per pair with the prompt computed once gives the scores of the 2B separate sequences
+    (features of one or several layers, standardized)."""
     from rlhf_core.training.reward_data import encode_pairs, pair_batch
     from rlhf_core.training.reward_model import pair_member_scores
 
     perturb(stack, "reward")
-    stack.set_reward_head(3, pooling)
+    stack.set_reward_head(3, pooling, depths)
+    with torch.no_grad():
+        stack.heads["reward"].feature_shift.normal_(0, 0.1)
+        stack.heads["reward"].feature_scale.uniform_(0.5, 2.0)
     pairs = encode_pairs(stack.tokenizer, marker_examples(5), 64)
     with torch.no_grad():
         packed_c, packed_r, _ = pair_member_scores(stack, pairs)

@@ -1,6 +1,6 @@
 """The reward head on the tiny model: standardized features of several layers, read the same way in
-every path (separate sequences, packed pairs), fitted on training responses, saved and loaded; the
-probe start and temperature scaling."""
+every path, fitted on training responses, saved and loaded; the probe start and temperature scaling
+(packed pairs against separate sequences: test_reward_ensemble)."""
 
 from __future__ import annotations
 
@@ -69,26 +69,6 @@ def test_features_of_several_depths_are_the_pooled_hidden_states_of_those_layers
                          dim=-1)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
     assert not torch.equal(got[:, :32], got[:, -32:])  # different layers, different numbers
-
-
-@pytest.mark.parametrize("pooling", ["last", "mean"])
-def test_packed_pairs_read_several_depths_like_separate_sequences(perturb, stack: ModelStack, pooling: str) -> None:
-    from rlhf_core.training.reward_data import pair_batch
-    from rlhf_core.training.reward_model import pair_member_scores
-
-    perturb(stack, "reward")
-    stack.set_reward_head(3, pooling, DEPTHS)
-    head = stack.heads["reward"]
-    with torch.no_grad():
-        head.feature_shift.normal_(0, 0.1)
-        head.feature_scale.uniform_(0.5, 2.0)
-    pairs = encode_pairs(stack.tokenizer, examples(5), 64)
-    with torch.no_grad():
-        packed_c, packed_r, _ = pair_member_scores(stack, pairs)
-        batch, _ = pair_batch(pairs, stack.tokenizer.pad_token_id, with_margin=False)
-        separate = stack.reward_members(batch.input_ids, batch.attention_mask, batch.response_mask)
-    torch.testing.assert_close(packed_c, separate[:5], atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(packed_r, separate[5:], atol=1e-4, rtol=1e-4)
 
 
 def test_a_fresh_head_is_standardized_on_the_training_responses_and_saved_with_them(stack: ModelStack,
