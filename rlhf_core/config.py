@@ -82,13 +82,11 @@ class RewardConfig:
     lora_dropout: float = 0.0
     learning_rate: float = 2e-4
     epochs: int = 3
-    # At most this many optimizer steps per training (0 = no cap): with warm_start, a round's reward model costs
-    # the same however many judgments have piled up (each round continues the last one on a sample of them all).
+    # Optimizer steps per training at most (0 = no cap): with warm_start, rounds cost the same as judgments pile up.
     max_steps: int = 0
     batch_size: int = 8  # pairs per optimizer step (at least; with group_by_prompt, whole prompts fill it)
-    # All of a prompt's judged pairs in one batch, each response computed once for all its pairs (InstructGPT's
-    # reward-model batching); false: pairs drawn one by one. Measured (bench/reward_learning.py, gold sentiment, 300
-    # judgments of all six pairs per prompt, 2 epochs): 0.61x the time but 0.596 vs 0.647 gold accuracy, so off.
+    # All of a prompt's judged pairs in one batch (InstructGPT's batching); false: pairs drawn one by one. Measured
+    # (bench/reward_learning.py, sentiment, 300 judgments): 0.61x the time but 0.596 vs 0.647 gold accuracy, so off.
     group_by_prompt: bool = False
     eval_fraction: float = 0.2  # held-out share of prompts
     max_length: int = 512
@@ -101,26 +99,14 @@ class RewardConfig:
     # Features the head reads: "mean" (mean of the response tokens) or "last" (last token, as TRL). Measured on the
     # default model (bench/reward_learning.py, 300 judgments, gold sentiment): mean 0.665 vs last 0.557 held-out.
     pooling: str = "mean"
-    # Which layers' pooled states the head reads, as fractions of the depth (0 = token embeddings, 1 = the last
-    # layer), concatenated and standardized on the training responses (models/reward_head.py). [0, 0.5, 1] with
-    # head_init "probe" measured better reward models (bench/reward_learning.py, 300 judgments: gold keyword 0.824
-    # vs 0.463, sentiment 0.656 vs 0.594, longer 0.747 vs 0.763) but a policy that gained less from them in the
-    # loop (bench/loop_efficacy.py, one CPU round, sentiment: win vs base 47.7% at KL 0.0002 against 64.1% at
-    # 0.016; [0, 0.5, 1] with a random head 50.0%), so the default stays the last layer until rounds 2-3 are compared.
+    # Layers the head reads, as fractions of the depth (0 = token embeddings, 1 = last), concatenated, standardized.
+    # [0, 0.5, 1] + head_init "probe": better held-out accuracy, less policy gain in a loop round (README), so opt-in.
     feature_depths: list[float] = field(default_factory=lambda: [1.0])
     warm_start: bool = False  # start from the current reward model instead of from scratch
     early_stopping: bool = True  # keep the epoch with the lowest held-out loss (needs eval_fraction > 0)
     ties: str = "drop"  # "drop": ties are left out of Bradley-Terry; "davidson": modelled (Davidson 1970)
-    # "probe": fit the head members as linear probes on the features first, then fine-tune (LP-FT; the probe alone
-    # is an early-stopping candidate). With few decisive judgments a random head barely moves in the steps there
-    # are (keyword, 300 judgments, ~60 decisive, features [0, 0.5, 1]: 0.566 random vs 0.824 probe); see
-    # feature_depths for why "random" stays the default.
-    head_init: str = "random"
-    # Temperature scaling after training: every score is multiplied by the factor that calibrates σ(r_a − r_b) on the
-    # held-out pairs (rankings, hence accuracy and pair selection, unchanged). Off: measured (bench/reward_learning.py,
-    # sentiment, 300 judgments) it raised the calibration error on separate prompts from 0.047 to 0.087; the
-    # held-out split (~50 decisive noisy pairs) is too small to fit the factor on.
-    calibrate: bool = False
+    head_init: str = "random"  # "probe": the head starts as linear probes on the features (LP-FT), then fine-tunes
+    calibrate: bool = False  # temperature-scale the scores on the held-out pairs (measured worse on other prompts)
     seed: int = 0
 
 
@@ -272,11 +258,10 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.max_steps must be at least 0 (0 = no cap)")
     if config.reward.pooling not in ("last", "mean"):
         raise ConfigError(f"{where}: reward.pooling must be last or mean")
-    depths = config.reward.feature_depths
-    if not isinstance(depths, list) or not depths or not all(
-            isinstance(d, int | float) and not isinstance(d, bool) and 0 <= d <= 1 for d in depths):
-        raise ConfigError(f"{where}: reward.feature_depths must be a non-empty list of fractions in [0, 1] "
-                          f"(0 = token embeddings, 1 = last layer), got {depths!r}")
+    if not config.reward.feature_depths or not all(isinstance(d, float) and 0 <= d <= 1
+                                                   for d in config.reward.feature_depths):
+        raise ConfigError(f"{where}: reward.feature_depths must be a non-empty list of fractions in [0, 1], got "
+                          f"{config.reward.feature_depths!r}")
     if config.reward.head_init not in ("random", "probe"):
         raise ConfigError(f"{where}: reward.head_init must be random or probe")
     if config.reward.ties not in ("drop", "davidson"):
@@ -328,22 +313,17 @@ def _validate_logging(logging: LoggingConfig, where: Path | str) -> None:
 
 
 def apply_overrides(config: Config, items: list[str]) -> None:
-    """`section.key=value` strings (benchmarks' --set) written over `config`, each value parsed as the key's
-    type (a list as comma-separated numbers), then validated."""
+    """`section.key=value` strings (benchmarks' --set) over `config`, each parsed as the key's type (a list:
+    comma-separated numbers), then validated."""
+    parsers = {bool: lambda v: v == "true", list: lambda v: [float(x) for x in v.split(",") if x.strip()]}
     for item in items:
         key, _, value = item.partition("=")
         section, _, name = key.partition(".")
         target = getattr(config, section, None)
-        if target is None or not dataclasses.is_dataclass(target) or not hasattr(target, name):
+        if not dataclasses.is_dataclass(target) or not hasattr(target, name):
             raise ConfigError(f"--set {item!r}: no setting {key!r} (expected section.key=value)")
         current = getattr(target, name)
-        if isinstance(current, bool):
-            parsed: Any = value == "true"
-        elif isinstance(current, list):
-            parsed = [float(v) for v in value.split(",") if v.strip()]
-        else:
-            parsed = type(current)(value)
-        setattr(target, name, parsed)
+        setattr(target, name, parsers.get(type(current), type(current))(value))
     validate(config, "--set")
 
 
@@ -379,11 +359,8 @@ def dump_config(config: Config) -> str:
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "sampling": {"per_prompt": 4, "max_new_tokens": 64, "batch_size": 32, "pool_refill_pairs": 32},
-        # Measured with bench/loop_efficacy.py (3 GRPO rounds of 300 judgments, gold sentiment): learning_rate 1e-4
-        # made rounds 2 and 3 add (win vs base 62.5 -> 63.3 -> 84.4%) at KL 0.091 to the base; 2e-4 reached 96.9%
-        # at KL 0.165, over the 0.1 budget; 5e-5 moved the policy too little (57.8% after round 1). The warm-started
-        # reward model with a step budget keeps every round's training about as long as the first round's: 60 steps
-        # made rounds of 295, 307 and 335 s; 45 steps 257, 279 and 295 s (win 59.4 -> 82.8 -> 80.5%, KL 0.117).
+        # bench/loop_efficacy.py, 3 GRPO rounds x 300 judgments (sentiment): lr 1e-4 rounds add at KL ~0.1 (2e-4: KL
+        # 0.165; 5e-5: too little); 45 warm-started reward steps keep rounds near the first's time (README).
         "reward": {"epochs": 2, "batch_size": 8, "max_length": 256, "warm_start": True, "max_steps": 45},
         # --algo dpo, gold keyword: dpo_beta 0.1 drifted to KL 0.25 by round 2 (0.64 by round 3); 0.5 reached 82.0%
         # vs the base at KL 0.073 after round 3.

@@ -28,8 +28,8 @@ REWARD_POOLINGS = ("last", "mean")
 class RewardHead(nn.Linear):
     """K members r_k = w_k · (φ − shift) / scale + b_k over features φ [..., H·len(depths)]."""
 
-    def __init__(self, hidden_size: int, members: int, pooling: str = "last", depths: Sequence[float] = (1.0,)
-                 ) -> None:
+    def __init__(self, hidden_size: int, members: int, pooling: str = "last", depths: Sequence[float] = (1.0,),
+                 *, init: bool = True) -> None:
         if pooling not in REWARD_POOLINGS:
             raise ValueError(f"reward pooling must be one of {', '.join(REWARD_POOLINGS)}, not {pooling!r}")
         if not depths or any(not 0.0 <= d <= 1.0 for d in depths):
@@ -39,8 +39,9 @@ class RewardHead(nn.Linear):
         self.hidden_size, self.pooling, self.depths = hidden_size, pooling, tuple(float(d) for d in depths)
         self.register_buffer("feature_shift", torch.zeros(features))
         self.register_buffer("feature_scale", torch.ones(features))
-        nn.init.normal_(self.weight, std=1.0 / (features + 1) ** 0.5)
-        nn.init.zeros_(self.bias)
+        if init:  # False: the caller draws the weights (ModelStack keeps its heads' seeded draws in their order)
+            nn.init.normal_(self.weight, std=1.0 / (features + 1) ** 0.5)
+            nn.init.zeros_(self.bias)
 
     def standardize(self, features: Tensor) -> Tensor:
         return (features - self.feature_shift) / self.feature_scale

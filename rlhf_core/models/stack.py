@@ -78,10 +78,11 @@ class ModelStack(AdapterFiles, RewardScoring, Sampler):
         self.checkpoint_min_tokens: int | None = None  # None: never checkpoint; 0: always
         self._checkpointing_on = False
         hidden = model.get_base_model().config.hidden_size
-        self.heads = nn.ModuleDict({"value": nn.Linear(hidden, 1), "reward": RewardHead(hidden, 1)})
+        self.heads = nn.ModuleDict({"value": nn.Linear(hidden, 1), "reward": RewardHead(hidden, 1, init=False)})
         self.heads.to(self.device, torch.float32)
-        nn.init.normal_(self.heads["value"].weight, std=1.0 / (hidden + 1) ** 0.5)
-        nn.init.zeros_(self.heads["value"].bias)
+        for head in self.heads.values():
+            nn.init.normal_(head.weight, std=1.0 / (hidden + 1) ** 0.5)
+            nn.init.zeros_(head.bias)
         self._lora_params = [p for n, p in model.named_parameters() if "lora_" in n]
         self.reference_path: Path | None = None
         self._reference_params: list[nn.Parameter] = []
