@@ -53,6 +53,12 @@ def _accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
+def _chunk_positions(tokens: Tensor, start: int, stop: int) -> tuple[Tensor, Tensor]:
+    """[N, 1] whether each token falls in vocabulary rows [start, stop), and its column there (clamped)."""
+    inside = ((tokens >= start) & (tokens < stop)).unsqueeze(-1)
+    return inside, (tokens - start).clamp(0, stop - start - 1).unsqueeze(-1)
+
+
 def _chunk_logits(hidden: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     logits = (hidden @ w.T).to(_accumulation_dtype(w.dtype))
     return logits if b is None else logits + b
@@ -78,9 +84,8 @@ class _LinearLogprobs(torch.autograd.Function):
                 if with_entropy:
                     t = t * scale + (e * z).sum(dim=-1)
                 m = new_m
-                inside = (tokens >= start) & (tokens < stop)
-                local = (tokens - start).clamp(0, stop - start - 1).unsqueeze(-1)
-                picked = torch.where(inside, z.gather(-1, local).squeeze(-1), picked)
+                inside, local = _chunk_positions(tokens, start, stop)
+                picked = torch.where(inside.squeeze(-1), z.gather(-1, local).squeeze(-1), picked)
         lse = m + torch.log(s)
         ctx.save_for_backward(hidden, weight, bias, tokens, lse)
         ctx.dtype, ctx.vocab_chunk = dtype, vocab_chunk
@@ -99,8 +104,7 @@ class _LinearLogprobs(torch.autograd.Function):
             for start, stop, w, b in _chunks(weight, bias, ctx.dtype, ctx.vocab_chunk):
                 # d logp / d z = onehot(token) − softmax(z); times the incoming gradient.
                 dz = torch.exp(_chunk_logits(x, w, b) - lse.unsqueeze(-1)).mul_(-g)
-                inside = ((tokens >= start) & (tokens < stop)).unsqueeze(-1)
-                local = (tokens - start).clamp(0, stop - start - 1).unsqueeze(-1)
+                inside, local = _chunk_positions(tokens, start, stop)
                 dz.scatter_add_(-1, local, g * inside)
                 grad += (dz.to(ctx.dtype) @ w).to(acc)
         return grad.to(hidden.dtype), None, None, None, None, None, None

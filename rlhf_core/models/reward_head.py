@@ -5,10 +5,12 @@ Which layers: `depths`, fractions of the model's depth (0 = the token embeddings
 normalized output; each rounds to the nearest layer), so a setting works for any model. Several are
 concatenated. Why more than the last layer: on SmolLM2-135M, frozen linear probes on mean-pooled
 response states of the embeddings + middle + last layer ordered the "keyword" gold's held-out pairs
-0.87-0.91 where the last layer alone gave 0.60-0.81 (three draws of ~75 decisive judgments), a word-level
-preference being plainest near the embeddings. The middle layers' states run to 10^4 in a few dimensions,
-so every feature is standardized (`feature_shift`, `feature_scale`: fitted on the training responses when
-a head starts fresh, saved with it) before the members read it.
+0.74-0.91 where the last layer alone gave 0.60-0.81 (three draws of ~75 decisive judgments), a word-level
+preference being plainest near the embeddings. The default is still the last layer alone: in a loop round
+the policy gained less from such reward models (see `RewardConfig.feature_depths`). The middle layers'
+states run to 10^4 in a few dimensions, so every feature is standardized (`feature_shift`,
+`feature_scale`: fitted on the training responses when a head starts fresh, saved with it) before the
+members read it.
 
 A mixin of `ModelStack`: it expects `heads`, `device`, `use`, `hidden_states` and `model`.
 """
@@ -36,7 +38,7 @@ class RewardHead(nn.Linear):
             raise ValueError(f"reward feature depths must be fractions in [0, 1], got {list(depths)}")
         features = hidden_size * len(depths)
         super().__init__(features, members)
-        self.hidden_size, self.pooling, self.depths = hidden_size, pooling, tuple(float(d) for d in depths)
+        self.pooling, self.depths = pooling, tuple(float(d) for d in depths)
         self.register_buffer("feature_shift", torch.zeros(features))
         self.register_buffer("feature_scale", torch.ones(features))
         if init:  # False: the caller draws the weights (ModelStack keeps its heads' seeded draws in their order)

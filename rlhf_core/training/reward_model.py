@@ -121,9 +121,13 @@ def heldout_figures(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size:
     if not decisive:
         return HeldoutFigures()
     r_c, r_r = score_pairs(stack, decisive, batch_size)
-    r_c, r_r = r_c.mean(dim=1), r_r.mean(dim=1)
+    return _figures(r_c.mean(dim=1), r_r.mean(dim=1))
+
+
+def _figures(r_c: torch.Tensor, r_r: torch.Tensor) -> HeldoutFigures:
+    """Held-out figures of the ensemble-mean scores [N] of N decisive pairs' chosen and rejected sides."""
     return HeldoutFigures(accuracy=float(bt_accuracy(r_c, r_r)), loss=float(bradley_terry_loss(r_c, r_r)),
-                          calibration_error=symmetric_calibration_error(r_c, r_r), n=len(decisive))
+                          calibration_error=symmetric_calibration_error(r_c, r_r), n=len(r_c))
 
 
 def calibrate_head(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> tuple[float, HeldoutFigures]:
@@ -138,9 +142,7 @@ def calibrate_head(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: 
     with torch.no_grad():
         head.weight.mul_(factor)
         head.bias.mul_(factor)
-    r_c, r_r = r_c * factor, r_r * factor
-    return factor, HeldoutFigures(accuracy=float(bt_accuracy(r_c, r_r)), loss=float(bradley_terry_loss(r_c, r_r)),
-                                  calibration_error=symmetric_calibration_error(r_c, r_r), n=len(decisive))
+    return factor, _figures(r_c * factor, r_r * factor)
 
 
 def evaluate_reward_model(stack: ModelStack, examples: Sequence[PreferenceExample], cfg: RewardConfig
@@ -223,16 +225,15 @@ def fit_head_by_probe(stack: ModelStack, train_features: tuple[torch.Tensor, tor
     with the lowest held-out loss (the middle one without held-out pairs); returned.
     """
     head = stack.heads["reward"]
+    feature_scale = head.feature_scale.cpu()  # differences of standardized features: the shift cancels
     fc, fr = train_features
-    diff = head.standardize(fc.to(head.weight.device)) - head.standardize(fr.to(head.weight.device))
-    diff = diff.cpu()  # the features as the head reads them
+    diff = (fc - fr) / feature_scale
     scale = diff.std(dim=0).clamp(min=1e-6) if len(diff) > 1 else torch.ones(diff.shape[1])
     held = [p for p in heldout if not p.tie]
     l2 = PROBE_L2_GRID[1]
     if held:
         hc, hr = pair_features(stack, held, batch_size)
-        held_diff = ((head.standardize(hc.to(head.weight.device)) - head.standardize(hr.to(head.weight.device)))
-                     .cpu() / scale).double()
+        held_diff = ((hc - hr) / feature_scale / scale).double()
 
         def heldout_loss(candidate: float) -> float:
             theta = fit_linear_bt(diff / scale, None, candidate)
