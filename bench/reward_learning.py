@@ -85,6 +85,12 @@ CANDIDATES: dict[str, dict[str, object]] = {
     "depths-0-half-1-lr5e-4": {"feature_depths": [0.0, 0.5, 1.0], "learning_rate": 5e-4},
     "depths-0-half-1-probe-lr5e-4": {"feature_depths": [0.0, 0.5, 1.0], "head_init": "probe", "learning_rate": 5e-4},
     "last-layer-probe": {"feature_depths": [1.0], "head_init": "probe"},
+    "sum-pool": {"pooling": "sum"},
+    "sum-depths-0-half-1": {"pooling": "sum", "feature_depths": [0.0, 0.5, 1.0]},
+    "sum-depths-0-half-1-probe": {"pooling": "sum", "feature_depths": [0.0, 0.5, 1.0], "head_init": "probe"},
+    "mean-sum-depths-0-half-1-probe": {"pooling": "mean+sum", "feature_depths": [0.0, 0.5, 1.0],
+                                       "head_init": "probe"},
+    "mean-sum-probe": {"pooling": "mean+sum", "head_init": "probe"},
     "last-layer": {"feature_depths": [1.0]},
     "uncalibrated": {"calibrate": False},
 }
@@ -234,7 +240,7 @@ def main() -> None:
                                 "seconds": round(time.perf_counter() - t0, 1), "judgments": len(examples)}
             print(f"  candidate {name:<14} gold accuracy {candidates[name]['accuracy']:.3f}, "
                   f"ECE {candidates[name]['ece']:.3f} ({candidates[name]['seconds']} s)", flush=True)
-        probes = [("last", (1.0,)), ("mean", (1.0,)), ("mean", (0.0, 0.5, 1.0))]
+        probes = [("last", (1.0,)), ("mean", (1.0,)), ("mean", (0.0, 0.5, 1.0)), ("sum", (0.0, 0.5, 1.0))]
         for pooling, depths in probes:
             t0 = time.perf_counter()
             l2 = fit_linear_probe(stack, examples, pooling=pooling, max_length=ws.config.reward.max_length,

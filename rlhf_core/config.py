@@ -256,8 +256,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.ensemble must be at least 1")
     if config.reward.max_steps < 0:
         raise ConfigError(f"{where}: reward.max_steps must be at least 0 (0 = no cap)")
-    if config.reward.pooling not in ("last", "mean"):
-        raise ConfigError(f"{where}: reward.pooling must be last or mean")
+    if config.reward.pooling not in ("last", "mean", "sum", "mean+sum"):
+        raise ConfigError(f"{where}: reward.pooling must be last, mean, sum or mean+sum")
     if not config.reward.feature_depths or not all(isinstance(d, float) and 0 <= d <= 1
                                                    for d in config.reward.feature_depths):
         raise ConfigError(f"{where}: reward.feature_depths must be a non-empty list of fractions in [0, 1], got "

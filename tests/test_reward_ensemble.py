@@ -123,17 +123,25 @@ def test_disagreement_ranks_a_split_pair_above_an_agreed_one(stack: ModelStack) 
     assert select_pairs([(2, 3), (0, 1)], "uncertainty", 1, random.Random(0), None).selection == "random"
 
 
-def test_mean_pooling_averages_the_response_tokens(stack: ModelStack) -> None:
+@pytest.mark.parametrize("pooling", ["mean", "sum", "mean+sum"])
+def test_mean_and_sum_pooling_read_the_response_tokens(stack: ModelStack, pooling: str) -> None:
+    """"mean" averages the response tokens' states, "sum" adds them up, "mean+sum" reads both (the prompt's
+    states are left out)."""
     tok = stack.tokenizer
     prompt = prompt_token_ids(tok, [{"role": "user", "content": "hello there"}])
-    batch = build_sequences([prompt], [response_token_ids(tok, "a small cat sleeps")], tok.pad_token_id)
-    stack.set_reward_head(1, "mean")
+    response = response_token_ids(tok, "a small cat sleeps")
+    batch = build_sequences([prompt, prompt], [response, response[:2]], tok.pad_token_id)
+    stack.set_reward_head(1, pooling)
     with torch.no_grad():
         pooled = stack.reward(batch.input_ids, batch.attention_mask, batch.response_mask)
         with stack.use("reward"):
-            hidden = stack.hidden_states(batch.input_ids, batch.attention_mask)[0, len(prompt):]
-        expected = stack.heads["reward"](hidden.mean(dim=0, keepdim=True)).squeeze()
-    torch.testing.assert_close(pooled.squeeze(), expected, atol=1e-5, rtol=1e-5)
+            hidden = stack.hidden_states(batch.input_ids, batch.attention_mask)
+        for row, n in enumerate((len(response), 2)):
+            states = hidden[row, len(prompt):len(prompt) + n]
+            feature = torch.cat([states.mean(dim=0) if part == "mean" else states.sum(dim=0)
+                                 for part in pooling.split("+")])
+            expected = stack.heads["reward"](feature.unsqueeze(0)).squeeze()
+            torch.testing.assert_close(pooled[row], expected, atol=1e-4, rtol=1e-4)
 
 
 def marker_examples(n_prompts: int = 24) -> list[PreferenceExample]:
@@ -263,7 +271,7 @@ def test_sampling_asks_about_the_most_uncertain_pairs(tiny_model_dir: Path, sqli
     assert served.pair_id == max(rows, key=lambda p: (p.info_score, -p.id)).id
 
 
-@pytest.mark.parametrize("pooling", ["last", "mean"])
+@pytest.mark.parametrize("pooling", ["last", "mean", "sum", "mean+sum"])
 @pytest.mark.parametrize("depths", [(1.0,), (0.0, 0.5, 1.0)])
 def test_packed_pairs_score_like_separate_sequences(perturb, stack: ModelStack, pooling: str,
                                                     depths: tuple[float, ...]) -> None:

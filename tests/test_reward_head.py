@@ -71,13 +71,15 @@ def test_features_of_several_depths_are_the_pooled_hidden_states_of_those_layers
     assert not torch.equal(got[:, :32], got[:, -32:])  # different layers, different numbers
 
 
+@pytest.mark.parametrize("pooling", ["mean", "mean+sum"])
 def test_a_fresh_head_is_standardized_on_the_training_responses_and_saved_with_them(stack: ModelStack,
-                                                                                   tmp_path: Path) -> None:
-    cfg = RewardConfig(epochs=1, batch_size=4, ensemble=2, pooling="mean", feature_depths=list(DEPTHS),
+                                                                                   tmp_path: Path,
+                                                                                   pooling: str) -> None:
+    cfg = RewardConfig(epochs=1, batch_size=4, ensemble=2, pooling=pooling, feature_depths=list(DEPTHS),
                        eval_fraction=0.0, early_stopping=False, max_length=64)
     train = examples(12)
     pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
-    stack.set_reward_head(2, "mean", DEPTHS)
+    stack.set_reward_head(2, pooling, DEPTHS)
     chosen, rejected = pair_features(stack, pairs, 4)  # the identity adapter: the features training starts from
     features = torch.cat([chosen, rejected])
     train_reward_model(stack, train, [], cfg, progress=False)
@@ -92,7 +94,7 @@ def test_a_fresh_head_is_standardized_on_the_training_responses_and_saved_with_t
     stack.reset_adapter("reward")
     assert stack.reward_depths == (1.0,)
     stack.load_adapter("reward", directory)
-    assert stack.reward_depths == DEPTHS and stack.reward_pooling == "mean"
+    assert stack.reward_depths == DEPTHS and stack.reward_pooling == pooling
     torch.testing.assert_close(stack.reward_members(*_batch(stack)).detach(), scores)
 
 

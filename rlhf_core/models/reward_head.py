@@ -24,11 +24,12 @@ from torch import Tensor, nn
 
 from rlhf_core.models.batching import last_token_index
 
-REWARD_POOLINGS = ("last", "mean")
+REWARD_POOLINGS = ("last", "mean", "sum", "mean+sum")
 
 
 class RewardHead(nn.Linear):
-    """K members r_k = w_k · (φ − shift) / scale + b_k over features φ [..., H·len(depths)]."""
+    """K members r_k = w_k · (φ − shift) / scale + b_k over features φ [..., H·len(depths)·P] (P = 2 for
+    pooling "mean+sum", else 1)."""
 
     def __init__(self, hidden_size: int, members: int, pooling: str = "last", depths: Sequence[float] = (1.0,),
                  *, init: bool = True) -> None:
@@ -36,7 +37,7 @@ class RewardHead(nn.Linear):
             raise ValueError(f"reward pooling must be one of {', '.join(REWARD_POOLINGS)}, not {pooling!r}")
         if not depths or any(not 0.0 <= d <= 1.0 for d in depths):
             raise ValueError(f"reward feature depths must be fractions in [0, 1], got {list(depths)}")
-        features = hidden_size * len(depths)
+        features = hidden_size * len(depths) * len(pooling.split("+"))
         super().__init__(features, members)
         self.pooling, self.depths = pooling, tuple(float(d) for d in depths)
         self.register_buffer("feature_shift", torch.zeros(features))
@@ -80,12 +81,15 @@ class RewardScoring:
             return self.hidden_states(input_ids, attention_mask, position_ids, layers=head.layer_indices(layers))
 
     def _pool(self, states: list[Tensor], weights: Tensor | None, last: Tensor | None) -> Tensor:
-        """[B, H·L] float32: per state, the `weights`-weighted mean over tokens ([B, T]) or the token at `last` [B]."""
+        """[B, H·L·P] float32: per state, the `weights`-weighted mean and/or sum over tokens ([B, T]) as the
+        pooling names them ("mean", "sum", "mean+sum": P = 2), or the token at `last` [B]."""
         pooled = []
         for hidden in states:
             if weights is not None:
                 w = weights.to(hidden.dtype).unsqueeze(-1)
-                pooled.append(((hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1)).float())
+                total = (hidden * w).sum(dim=1)
+                for part in self.reward_pooling.split("+"):
+                    pooled.append((total / w.sum(dim=1).clamp(min=1) if part == "mean" else total).float())
             else:
                 pooled.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float())
         return torch.cat(pooled, dim=-1)
@@ -97,10 +101,10 @@ class RewardScoring:
 
         Per `reward_pooling`: "last" reads the last real token (by the attention mask, so pad == eos
         is safe); "mean" averages the response tokens (`response_mask` [B, T-1], aligned with
-        log-probs; without it, every real token).
+        log-probs; without it, every real token); "sum" adds them up; "mean+sum" reads both.
         """
         states = self._reward_states(input_ids, attention_mask)
-        if self.reward_pooling == "mean":
+        if self.reward_pooling != "last":
             weights = attention_mask if response_mask is None else nn.functional.pad(response_mask, (1, 0))
             return self._pool(states, weights, None)  # token t+1 <- log-prob column t
         return self._pool(states, None, last_token_index(attention_mask))
@@ -116,7 +120,7 @@ class RewardScoring:
         states = self._reward_states(packed.input_ids, packed.attention_mask, packed.position_ids)
         slots = []
         for k in range(packed.response_masks.shape[1]):
-            if self.reward_pooling == "mean":
+            if self.reward_pooling != "last":
                 features = self._pool(states, packed.response_masks[:, k], None)
             else:
                 features = self._pool(states, None, packed.last[:, k])
