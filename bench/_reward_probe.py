@@ -22,4 +22,4 @@ def fit_linear_probe(stack, examples, *, pooling: str, max_length: int, batch_si
     encoded_train, encoded_val = encode_pairs(tok, train, max_length), encode_pairs(tok, val, max_length)
     cfg = RewardConfig(ensemble=1, pooling=pooling, feature_depths=list(depths), head_init="probe",
                        batch_size=batch_size)
-    return start_head(stack, encoded_train, encoded_val, torch.ones(1, len(encoded_train)), cfg)
+    return start_head(stack, encoded_train, encoded_val, torch.ones(1, len(encoded_train)), cfg)[0]

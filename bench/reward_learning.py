@@ -18,7 +18,8 @@ preference, per selection method and judgment budget, and for candidate reward-m
    to the budget; the reward model is retrained on all judgments (`run_reward_training`) and measured.
 4. Candidates: on the random method's final judgments, each `--candidates` setting is trained and
    measured the same way, plus a frozen-feature linear probe (logistic Bradley-Terry on the frozen
-   base's pooled hidden states, L2 picked on a held-out split) as the baseline to beat.
+   base's pooled hidden states, L2 picked on a held-out split) as the baseline to beat (`--no-probes`
+   skips them).
 """
 
 from __future__ import annotations
@@ -152,6 +153,7 @@ def main() -> None:
     parser.add_argument("--budgets", default="100,200,300")
     parser.add_argument("--selection", default="random,uncertainty")
     parser.add_argument("--candidates", default="", help=f"comma list of {', '.join(CANDIDATES)}, or all")
+    parser.add_argument("--no-probes", action="store_true", help="with --candidates: skip the frozen linear probes")
     parser.add_argument("--per-prompt", type=int, default=4)
     parser.add_argument("--max-pairs", type=int, default=2, help="pairs per prompt offered to people")
     parser.add_argument("--model", default="default")
@@ -240,7 +242,8 @@ def main() -> None:
                                 "seconds": round(time.perf_counter() - t0, 1), "judgments": len(examples)}
             print(f"  candidate {name:<14} gold accuracy {candidates[name]['accuracy']:.3f}, "
                   f"ECE {candidates[name]['ece']:.3f} ({candidates[name]['seconds']} s)", flush=True)
-        probes = [("last", (1.0,)), ("mean", (1.0,)), ("mean", (0.0, 0.5, 1.0)), ("sum", (0.0, 0.5, 1.0))]
+        probes = [] if args.no_probes else [("last", (1.0,)), ("mean", (1.0,)), ("mean", (0.0, 0.5, 1.0)),
+                                            ("sum", (0.0, 0.5, 1.0))]
         for pooling, depths in probes:
             t0 = time.perf_counter()
             l2 = fit_linear_probe(stack, examples, pooling=pooling, max_length=ws.config.reward.max_length,

@@ -144,7 +144,9 @@ def test_the_probe_alone_is_kept_when_fine_tuning_makes_the_heldout_loss_worse(s
     assert result.history[-1]["heldout_loss"] > result.heldout_loss  # the epoch was worse and was dropped
     assert all(torch.equal(v, lora_before[k]) for k, v in stack._adapter_state("reward").items())
     again = heldout_figures(stack, encode_pairs(stack.tokenizer, heldout, 64), 8)
-    assert again.loss == pytest.approx(result.heldout_loss, abs=1e-5)
+    assert again.loss == pytest.approx(result.heldout_loss, abs=1e-5)  # epoch 0's figures, read from the probe's
+    assert again.accuracy == result.heldout.accuracy  # features, are those of a scoring pass
+    assert again.calibration_error == pytest.approx(result.heldout.calibration_error, abs=1e-5)
 
 
 def test_temperature_scaling_by_hand() -> None:

@@ -114,18 +114,22 @@ class RewardScoring:
         """Each reward-head member's score: [B, T] -> [B, K] (K = `reward_members_count`)."""
         return self.heads["reward"](self.reward_features(input_ids, attention_mask, response_mask))
 
-    def packed_reward_members(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
-        """Member scores [B, S, K] of the responses packed with their shared prompt (S per row), read
-        like `reward_members` reads them (an empty slot scores the head's bias)."""
+    def packed_reward_features(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
+        """Features [B, S, F] of the responses packed with their shared prompt (S per row), read like
+        `reward_features` reads them."""
         states = self._reward_states(packed.input_ids, packed.attention_mask, packed.position_ids)
         slots = []
         for k in range(packed.response_masks.shape[1]):
             if self.reward_pooling != "last":
-                features = self._pool(states, packed.response_masks[:, k], None)
+                slots.append(self._pool(states, packed.response_masks[:, k], None))
             else:
-                features = self._pool(states, None, packed.last[:, k])
-            slots.append(self.heads["reward"](features))
+                slots.append(self._pool(states, None, packed.last[:, k]))
         return torch.stack(slots, dim=1)
+
+    def packed_reward_members(self, packed) -> Tensor:  # noqa: ANN001 - training.reward_data.PackedResponses
+        """Member scores [B, S, K] of the packed responses (`packed_reward_features`; an empty slot scores
+        the head's bias)."""
+        return self.heads["reward"](self.packed_reward_features(packed))
 
     def reward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor | None = None) -> Tensor:
         """The reward model's score of each sequence, the mean of its members: [B, T] -> [B]."""

@@ -40,7 +40,6 @@ from rlhf_core.training.reward_data import (
     encode_pairs,
     length_grouped_batches,
     packed_unique_responses,
-    pair_batch,
     per_pair_values,
     prompt_grouped_batches,
 )
@@ -101,6 +100,20 @@ def score_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
     Each distinct (prompt, response) is scored once, in rows of a prompt with all its responses
     (`packed_unique_responses`): a prompt's n samples form up to n(n-1)/2 pairs, so pairs from all of
     a prompt's candidates cost about a third of scoring them pair by pair."""
+    return _read_pairs(stack, pairs, batch_size, stack.packed_reward_members)
+
+
+@torch.no_grad()
+def pair_features(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The reward head's input features [N, F] of the chosen and the rejected side, in eval mode (each
+    distinct response read once, as `score_pairs` does)."""
+    return _read_pairs(stack, pairs, batch_size, stack.packed_reward_features)
+
+
+def _read_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int,
+                read: Callable[..., torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """`read` ([B, S, ·] per packed batch) of every pair's chosen and rejected response, in eval mode."""
     was_training = stack.model.training
     stack.model.eval()
     batches, chosen, rejected = packed_unique_responses(pairs, stack.tokenizer.pad_token_id, max(1, batch_size))
@@ -108,11 +121,11 @@ def score_pairs(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
         parts = []
         for batch in batches:
             batch = batch.to(stack.device)
-            parts.append(stack.packed_reward_members(batch)[batch.present].float().cpu())
-        scores = torch.cat(parts)
+            parts.append(read(batch)[batch.present].float().cpu())
+        values = torch.cat(parts)
     finally:
         stack.model.train(was_training)
-    return scores[chosen], scores[rejected]
+    return values[chosen], values[rejected]
 
 
 def heldout_figures(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int) -> HeldoutFigures:
@@ -175,31 +188,12 @@ MIN_CALIBRATION_PAIRS = 16  # fewer decisive held-out pairs: no temperature fit 
 STANDARDIZE_PAIRS = 128  # responses of this many training pairs (x2) give a fresh head its feature statistics
 
 
-@torch.no_grad()
-def pair_features(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The reward head's input features [N, H] of the chosen and the rejected side, in eval mode."""
-    was_training = stack.model.training
-    stack.model.eval()
-    chosen, rejected = [], []
-    try:
-        for start in range(0, len(pairs), batch_size):
-            batch, _ = pair_batch(pairs[start:start + batch_size], stack.tokenizer.pad_token_id, with_margin=False)
-            batch = batch.to(stack.device)
-            f = stack.reward_features(batch.input_ids, batch.attention_mask, batch.response_mask).cpu()
-            chosen.append(f[: len(f) // 2])
-            rejected.append(f[len(f) // 2:])
-    finally:
-        stack.model.train(was_training)
-    return torch.cat(chosen), torch.cat(rejected)
-
-
 def start_head(stack: ModelStack, train: Sequence[EncodedPair], heldout: Sequence[EncodedPair], weights: torch.Tensor,
-               cfg: RewardConfig) -> float | None:
+               cfg: RewardConfig) -> tuple[float | None, HeldoutFigures | None]:
     """A fresh reward head for `cfg` (members, pooling, feature depths): its feature standardization fitted
     on training responses as the trunk computes them now (the decisive pairs' with `cfg.head_init ==
     "probe"`, else a sample of STANDARDIZE_PAIRS pairs), then with "probe" its members fitted on those same
-    features (`fit_head_by_probe`). Returns the probe's L2 strength, or None."""
+    features (`fit_head_by_probe`). Returns the probe's L2 strength and held-out figures, or Nones."""
     stack.set_reward_head(cfg.ensemble, cfg.pooling, cfg.feature_depths)
     probe = cfg.head_init == "probe"
     decisive = [i for i, p in enumerate(train) if not p.tie]
@@ -210,19 +204,21 @@ def start_head(stack: ModelStack, train: Sequence[EncodedPair], heldout: Sequenc
     if len(sample):
         stack.heads["reward"].fit_standardization(torch.cat([chosen, rejected]).to(stack.device))
     if not probe or not decisive:
-        return None
+        return None, None
     return fit_head_by_probe(stack, (chosen, rejected), heldout, weights[:, decisive], cfg.batch_size)
 
 
 def fit_head_by_probe(stack: ModelStack, train_features: tuple[torch.Tensor, torch.Tensor],
-                      heldout: Sequence[EncodedPair], weights: torch.Tensor, batch_size: int) -> float:
+                      heldout: Sequence[EncodedPair], weights: torch.Tensor, batch_size: int
+                      ) -> tuple[float, HeldoutFigures | None]:
     """Set each head member to a linear Bradley-Terry fit on the current features (its bootstrap
     weights), before fine-tuning the trunk: "linear probe, then fine-tune" (Kumar et al. 2022),
     which starts the LoRA from a useful head instead of a random one.
 
     train_features: `pair_features` (chosen, rejected) [N, F] of N decisive training pairs; weights:
     [K, N] the members' bootstrap weights of those pairs. The L2 strength is the one of PROBE_L2_GRID
-    with the lowest held-out loss (the middle one without held-out pairs); returned.
+    with the lowest held-out loss (the middle one without held-out pairs); returned, with the fitted
+    head's held-out figures (None without decisive held-out pairs), read from the same features.
     """
     head = stack.heads["reward"]
     feature_scale = head.feature_scale.cpu()  # differences of standardized features: the shift cancels
@@ -245,7 +241,10 @@ def fit_head_by_probe(stack: ModelStack, train_features: tuple[torch.Tensor, tor
             theta = fit_linear_bt(diff / scale, weights[k], l2)
             head.weight[k].copy_((theta / scale.double()).float().to(head.weight.device))
         head.bias.zero_()
-    return l2
+        if not held:
+            return l2, None
+        device = head.weight.device
+        return l2, _figures(head(hc.to(device)).mean(dim=1).cpu(), head(hr.to(device)).mean(dim=1).cpu())
 
 
 def _snapshot(stack: ModelStack) -> dict[str, torch.Tensor]:
@@ -318,9 +317,8 @@ def train_reward_model(
     best = (math.inf, 0, None, None)  # (held-out loss, epoch, state, figures)
     if (fresh_head or stack.reward_members_count != cfg.ensemble or stack.reward_pooling != cfg.pooling
             or stack.reward_depths != tuple(float(d) for d in cfg.feature_depths)):
-        probe_l2 = start_head(stack, train_pairs, heldout_pairs, weights, cfg)
-        if early and probe_l2 is not None:  # the probe alone is a candidate too ("epoch 0")
-            figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
+        probe_l2, figures = start_head(stack, train_pairs, heldout_pairs, weights, cfg)
+        if early and figures is not None:  # the probe alone is a candidate too ("epoch 0")
             best = (figures.loss, 0, _snapshot(stack), figures)
 
     stack.freeze_adapters()
