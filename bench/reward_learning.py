@@ -215,12 +215,13 @@ def main() -> None:
                                 seed=step, kinds=("train",), progress=False)
             t0 = time.perf_counter()
             run_reward_training(mws, mdb, stack, progress=False)
-            row = {"judgments": len(judgment_rows(mdb)), **measure(stack, heldout, args.noise,
-                                                                 ws.config.reward.max_length),
+            rows = judgment_rows(mdb)
+            row = {"judgments": len(rows), "decisive": sum(r.choice in ("a", "b") for r in rows),
+                   **measure(stack, heldout, args.noise, ws.config.reward.max_length),
                    "seconds": round(time.perf_counter() - t0, 1)}
             curves.setdefault(method, []).append(row)
-            print(f"  {method:<12} {row['judgments']:>4} judgments: gold accuracy {row['accuracy']:.3f}, "
-                  f"ECE {row['ece']:.3f} (reward model {row['seconds']} s)", flush=True)
+            print(f"  {method:<12} {row['judgments']:>4} judgments ({row['decisive']} decisive): gold accuracy "
+                  f"{row['accuracy']:.3f}, ECE {row['ece']:.3f} (reward model {row['seconds']} s)", flush=True)
 
     candidates: dict[str, dict] = {}
     names = list(CANDIDATES) if args.candidates == "all" else [c for c in args.candidates.split(",") if c]

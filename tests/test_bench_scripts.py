@@ -95,3 +95,18 @@ def test_generation_bench_measures_every_variant(tmp_path: Path, tiny_model_dir:
     for variants in figures["results"].values():
         assert {"hf-base", "ours-v0", "ours-trained"} <= set(variants)
         assert all(v["tokens"] > 0 and v["tokens_per_s"] > 0 for v in variants.values())
+
+
+def test_reward_learning_bench_writes_curves_and_candidates(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "curves.json"
+    stdout = _run("bench/reward_learning.py", "--model", str(tiny_model_dir), "--gold", "longer", "--budgets", "8,16",
+                  "--candidates", "sum-pool", "--json", str(out), timeout=900)
+    report = json.loads(out.read_text())
+    assert report["gold"] == "longer" and set(report["curves"]) == {"random", "uncertainty"}
+    for rows in report["curves"].values():
+        assert [r["judgments"] for r in rows] == [8, 16]
+        for row in rows:
+            assert 0 <= row["decisive"] <= row["judgments"]
+            assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ece"] <= 1.0
+    assert {"sum-pool", "linear-probe-sum-depths-0.0-0.5-1.0"} <= set(report["candidates"])
+    assert "uncertainty reaches random's 16-judgment accuracy" in stdout
