@@ -73,6 +73,9 @@ class AuthConfig:
     cooldown_seconds: int = 900
     min_password_length: int = 8  # new accounts and new passwords (NIST SP 800-63B: at least 8)
 
+# How the reward head pools a response's token states: their mean, sum, both, or the last token (TRL's).
+REWARD_POOLINGS = ("last", "mean", "sum", "mean+sum")
+
 
 @dataclass
 class RewardConfig:
@@ -96,9 +99,7 @@ class RewardConfig:
     # K reward heads on one LoRA trunk, each on a bootstrap resample; scored by their mean, their spread is the
     # uncertainty that pair selection uses. Heads are cheap: the trunk's pass is shared.
     ensemble: int = 3
-    # Features the head reads: "mean" or "sum" of the response tokens' states, both ("mean+sum": gold counts and
-    # lengths are sums), or the last token ("last", TRL's). Measured in the README's "Reward model" section.
-    pooling: str = "mean+sum"
+    pooling: str = "mean+sum"  # gold counts and lengths are sums, which a mean hides (README, "Reward model")
     # Layers the head reads, as fractions of the depth (0 = token embeddings, 1 = last), concatenated, standardized.
     feature_depths: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
     warm_start: bool = False  # start from the current reward model instead of from scratch
@@ -255,8 +256,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.ensemble must be at least 1")
     if config.reward.max_steps < 0:
         raise ConfigError(f"{where}: reward.max_steps must be at least 0 (0 = no cap)")
-    if config.reward.pooling not in ("last", "mean", "sum", "mean+sum"):
-        raise ConfigError(f"{where}: reward.pooling must be last, mean, sum or mean+sum")
+    if config.reward.pooling not in REWARD_POOLINGS:
+        raise ConfigError(f"{where}: reward.pooling must be one of {', '.join(REWARD_POOLINGS)}")
     if not config.reward.feature_depths or not all(isinstance(d, float) and 0 <= d <= 1
                                                    for d in config.reward.feature_depths):
         raise ConfigError(f"{where}: reward.feature_depths must be a non-empty list of fractions in [0, 1], got "

@@ -25,9 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from rlhf_core.config import REWARD_POOLINGS
 from rlhf_core.models.batching import last_token_index
-
-REWARD_POOLINGS = ("last", "mean", "sum", "mean+sum")
 
 
 class RewardHead(nn.Linear):
