@@ -1,6 +1,6 @@
 """The annotator's side of the app, free of Gradio: serve a pair, judge it, skip it, progress.
 
-Each event is one storage call and so one database transaction (`storage.serving`): the
+Each event is one storage call and so one database transaction (`storage.labeling.serving`): the
 verdict is matched against the serve the page showed (an opaque token, `"<pair id>:<lease time>"`),
 recorded, and the next pair is leased, all at once. Which sample was on the left comes from the
 server's lease, never from the client.

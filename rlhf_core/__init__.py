@@ -10,7 +10,7 @@
   preferences, the demo, the operator page's data.
 - `data/`: prompt files, preference export, the built-in prompt sets.
 - `cli/`: the `rlhf` command line.
-- `config.py` (typed `rlhf.toml`) and `workspace.py` (a project directory) are read by every room.
+- `config/` (typed `rlhf.toml`) and `workspace.py` (a project directory) are read by every room.
 
 This file imports nothing, so `import rlhf_core` is cheap.
 """

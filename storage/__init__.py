@@ -1,15 +1,33 @@
 """The only package that talks to the database. Everything else calls these functions."""
 
-from storage.controls import (
-    ControlImportResult,
-    ControlJudgment,
-    ControlSpec,
-    add_control_pairs,
-    control_judgments,
-    count_control_pairs,
+from storage.accounts.sessions import (
+    AuditRow,
+    SessionUser,
+    audit_events,
+    end_session,
+    end_sessions_of,
+    failed_login_count,
+    login_cooldown_left,
+    open_session_count,
+    record_audit,
+    record_login_attempt,
+    session_user,
+    start_session,
+)
+from storage.accounts.users import (
+    UserError,
+    authenticate,
+    check_password,
+    count_annotators,
+    create_annotator,
+    get_annotator,
+    hash_password,
+    list_annotators,
+    set_active,
+    set_password,
+    set_role,
 )
 from storage.db import Database, DatabaseError, normalize_url
-from storage.export_queries import pair_kinds
 from storage.jobs import (
     TRAINING_KINDS,
     JobError,
@@ -29,7 +47,15 @@ from storage.jobs import (
     training_logs,
     update_job_progress,
 )
-from storage.pairs import (
+from storage.labeling.controls import (
+    ControlImportResult,
+    ControlJudgment,
+    ControlSpec,
+    add_control_pairs,
+    control_judgments,
+    count_control_pairs,
+)
+from storage.labeling.pairs import (
     OUTCOMES,
     SCREEN_PICKS,
     AnnotatorProgress,
@@ -46,9 +72,7 @@ from storage.pairs import (
     record_generations,
     serve_token,
 )
-from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
-from storage.queries import JudgmentRow, judgment_rows, judgments_per_day, pair_selection_counts, status_counts
-from storage.serving import (
+from storage.labeling.serving import (
     annotator_progress,
     annotator_screen,
     next_pair_for,
@@ -57,19 +81,14 @@ from storage.serving import (
     skip_shown,
     submit_verdict,
 )
-from storage.sessions import (
-    AuditRow,
-    SessionUser,
-    audit_events,
-    end_session,
-    end_sessions_of,
-    failed_login_count,
-    login_cooldown_left,
-    open_session_count,
-    record_audit,
-    record_login_attempt,
-    session_user,
-    start_session,
+from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
+from storage.queries import (
+    JudgmentRow,
+    judgment_rows,
+    judgments_per_day,
+    pair_kinds,
+    pair_selection_counts,
+    status_counts,
 )
 from storage.tables import (
     CHOICES,
@@ -92,19 +111,6 @@ from storage.tables import (
     Skip,
     TrainingLog,
     utcnow,
-)
-from storage.users import (
-    UserError,
-    authenticate,
-    check_password,
-    count_annotators,
-    create_annotator,
-    get_annotator,
-    hash_password,
-    list_annotators,
-    set_active,
-    set_password,
-    set_role,
 )
 from storage.versions import (
     add_policy_version,

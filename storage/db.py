@@ -138,9 +138,28 @@ class Database:
         if current == script.get_current_head():
             return
         cfg = self._alembic_config()
-        with self.engine.begin() as conn:
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
+        if not self.is_sqlite:
+            with self.engine.begin() as conn:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+            return
+        # SQLite alters a column by rebuilding its table (copy, drop, rename); dropping a table that other
+        # rows point at fails while foreign keys are enforced, so, as SQLite's documentation prescribes,
+        # migrations run with them off (a pragma that only takes effect outside a transaction) and every
+        # reference is checked before the transaction commits.
+        with self._turn, self.engine.connect() as conn:
+            raw = conn.connection.driver_connection  # the sqlite3 connection: no transaction begun for a pragma
+            raw.execute("PRAGMA foreign_keys=OFF")
+            try:
+                with conn.begin():
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise DatabaseError(f"schema upgrade of {self.display_url()} left broken references "
+                                            f"({broken[:3]}); nothing was changed")
+            finally:
+                raw.execute("PRAGMA foreign_keys=ON")
 
     def display_url(self) -> str:
         return make_url(self.url).render_as_string(hide_password=True)

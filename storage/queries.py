@@ -1,8 +1,9 @@
-"""Read models: judgment rows for training/export and counts for status views."""
+"""Read models: judgment rows for training/export, counts for status views, and small lookups (pair kinds)."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -145,3 +146,12 @@ def judgments_per_day(db: Database, *, days: int = 30) -> list[dict[str, Any]]:
         ).all()
     counts = Counter((created.strftime("%Y-%m-%d"), name) for name, created in rows)
     return [{"day": d, "annotator": a, "judgments": n} for (d, a), n in sorted(counts.items())]
+
+
+def pair_kinds(db: Database, pair_ids: Iterable[int]) -> dict[int, str]:
+    """Each existing pair's kind ("train", "eval_vs_base", ...); unknown ids are left out."""
+    ids = sorted(set(pair_ids))
+    if not ids:
+        return {}
+    with db.session() as s:
+        return dict(s.exec(select(Pair.id, Pair.kind).where(Pair.id.in_(ids))).all())

@@ -59,12 +59,21 @@ class PolicyVersion(SQLModel, table=True):
 
 
 class Sample(SQLModel, table=True):
+    """A response: sampled from policy version `policy_version_id`, or written by a system outside
+    the loop and imported (`rlhf pairs import`: no policy version, `system` names its writer)."""
+
     id: int | None = Field(default=None, primary_key=True)
     prompt_id: int = Field(foreign_key="prompt.id", index=True)
-    policy_version_id: int = Field(foreign_key="policyversion.id", index=True)
+    policy_version_id: int | None = Field(default=None, foreign_key="policyversion.id", index=True)
     text: str = Field(sa_column=Column(Text, nullable=False))
     token_count: int = 0
     gen_params_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    # Imported responses: the system that wrote them (a leaderboard's entry); None for policy samples,
+    # whose system is their policy version ("v0", "v1", ...).
+    system: str | None = Field(default=None, max_length=128)
+    # Why sampling ended: "eos" (the model ended its turn) or "length" (cut at max_new_tokens); None when
+    # unknown (imported, or sampled before this was recorded).
+    finish_reason: str | None = Field(default=None, max_length=8)
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -90,6 +99,10 @@ class Pair(SQLModel, table=True):
     priority: int = Field(default=0, index=True)
     selection: str = Field(default="all", max_length=16, sa_column_kwargs={"server_default": "all"})
     info_score: float = Field(default=0.0, sa_column_kwargs={"server_default": "0"})
+    # Where the pair came from: "" for pairs the loop sampled, else the name of the imported file or
+    # dataset (`rlhf pairs import FILE --name SOURCE`); `metadata_json` keeps an import's own fields.
+    source: str = Field(default="", max_length=255, sa_column_kwargs={"server_default": ""})
+    metadata_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -162,6 +175,41 @@ class RewardModelVersion(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class PriorPreference(SQLModel, table=True):
+    """A judgment from an existing preference dataset (`rlhf preferences import`): under the prompt,
+    `chosen` was preferred to `rejected`. No annotator, never served; reward-model training counts it
+    with `weight` relative to a human judgment. `content_hash` (prompt and both texts) makes a repeated
+    import add nothing."""
+
+    __tablename__ = "prior_preference"
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    chosen: str = Field(sa_column=Column(Text, nullable=False))
+    rejected: str = Field(sa_column=Column(Text, nullable=False))
+    source: str = Field(default="", max_length=255)
+    weight: float = 1.0
+    content_hash: str = Field(index=True, unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Demonstration(SQLModel, table=True):
+    """A good answer to a prompt for supervised fine-tuning (stage 1): written on the labeling page
+    (`author_id`, and the pair it was written from) or imported (`source`). Where it is an edit of a
+    response, `edited_sample_id` is that response, and the pair "edited > original" is a preference.
+    `content_hash` (prompt and text) makes a repeat (a double click, a second import) add nothing."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    prompt_id: int = Field(foreign_key="prompt.id", index=True)
+    text: str = Field(sa_column=Column(Text, nullable=False))
+    author_id: int | None = Field(default=None, foreign_key="annotator.id", index=True)
+    source: str = Field(default="", max_length=255)
+    pair_id: int | None = Field(default=None, foreign_key="pair.id")
+    edited_sample_id: int | None = Field(default=None, foreign_key="sample.id")
+    content_hash: str = Field(index=True, unique=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
 class Job(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     kind: str = Field(max_length=32)
@@ -192,7 +240,7 @@ class TrainingLog(SQLModel, table=True):
 class LoginSession(SQLModel, table=True):
     """A login. The browser holds a random token; this row holds its SHA-256, so every app process
     accepts the login and a copy of the database logs nobody in. Ended by logout (or by an
-    operator: `storage.sessions.end_sessions_of`) or by time."""
+    operator: `storage.accounts.sessions.end_sessions_of`) or by time."""
 
     __tablename__ = "login_session"
 

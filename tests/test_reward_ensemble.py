@@ -207,7 +207,7 @@ def test_low_accuracy_annotators_are_left_out_of_training(tiny_model_dir: Path, 
                                                           judged_pairs) -> None:
     from rlhf_core.data.annotator_quality import low_accuracy_annotators
     from storage import get_annotator
-    from storage.controls import ControlSpec, add_control_pairs
+    from storage.labeling.controls import ControlSpec, add_control_pairs
 
     judged_pairs(sqlite_db, 8, {"good": True, "bad": False})
     # One control pair that "good" gets right and "bad" gets wrong.

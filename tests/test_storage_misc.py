@@ -303,3 +303,47 @@ def test_migrations_match_the_table_definitions(db) -> None:
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
     assert diff == []
+
+
+def test_the_outside_data_migration_rebuilds_samples_and_keeps_every_reference(tmp_path) -> None:
+    """0008 makes sample.policy_version_id nullable (imported responses have no version): on SQLite the
+    sample table is rebuilt under judged pairs that point at it; rows, references and the foreign-key
+    check survive."""
+    from alembic import command
+
+    import storage
+
+    db = storage.Database(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = db._alembic_config()
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0007_serve_newest")
+        for sql in [
+            "INSERT INTO policyversion (id, algorithm, round, metrics_json, created_at) VALUES (0, 'base', 0, '{}', "
+            "'2026-01-01')",
+            "INSERT INTO annotator (id, username, password_hash, role, active, created_at) VALUES (1, 'early', 'x', "
+            "'annotator', 1, '2026-01-01')",
+            "INSERT INTO prompt (id, messages_json, content_hash, source, split, created_at) VALUES "
+            "(1, '[{\"role\": \"user\", \"content\": \"kept\"}]', 'h', '', 'train', '2026-01-01')",
+            "INSERT INTO sample (id, prompt_id, policy_version_id, text, token_count, gen_params_json, created_at) "
+            "VALUES (1, 1, 0, 'one', 1, '{}', '2026-01-01'), (2, 1, 0, 'two', 1, '{}', '2026-01-01')",
+            "INSERT INTO pair (id, prompt_id, sample_a_id, sample_b_id, round, kind, judgments_wanted, n_judgments, "
+            "priority, selection, info_score, created_at) VALUES (1, 1, 1, 2, 0, 'train', 1, 1, 0, 'all', 0, "
+            "'2026-01-01')",
+            "INSERT INTO judgment (id, pair_id, annotator_id, choice, left_side, created_at) VALUES "
+            "(1, 1, 1, 'a', 'a', '2026-01-01')",
+        ]:
+            conn.exec_driver_sql(sql)
+    db.upgrade()
+    try:
+        assert db.current_revision() == db.head_revision()
+        (row,) = storage.judgment_rows(db)
+        assert (row.text_a, row.text_b, row.choice, row.version_a) == ("one", "two", "a", 0)
+        with db.session() as s:
+            assert s.get(storage.Pair, 1).source == ""
+            s.add(storage.Sample(prompt_id=1, text="imported", system="gpt-x"))  # no policy version
+        with pytest.raises(IntegrityError):  # references are enforced again after the migration
+            with db.session() as s:
+                s.add(storage.Sample(prompt_id=999, policy_version_id=0, text="orphan"))
+    finally:
+        db.dispose()

@@ -24,10 +24,10 @@ from storage import (
     create_annotator,
     get_annotator,
     next_pair_for,
+    pair_kinds,
     record_judgment,
     skip_pair,
 )
-from storage.export_queries import pair_kinds
 
 SIM_USER_PREFIX = "sim-"
 

@@ -8,7 +8,7 @@ annotators' live leases below k), otherwise it is refused with `SlotTaken`. The 
 count update are one guarded UPDATE of the pair row (row-locked first on PostgreSQL), so racing
 submissions cannot both take the last slot.
 
-A verdict is matched against the serve the page showed (its serve token, `storage.pairs`); which
+A verdict is matched against the serve the page showed (its serve token, `storage.labeling.pairs`); which
 sample was on the left comes from the lease, never from the client. Statements are built once at
 import (Core, bound parameters): building a SQLAlchemy expression per call cost more than running it.
 """
@@ -25,9 +25,9 @@ from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, selec
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from storage.controls import CONTROL_KIND, next_control_pair
 from storage.db import Database
-from storage.pairs import (
+from storage.labeling.controls import CONTROL_KIND, next_control_pair
+from storage.labeling.pairs import (
     AnnotatorProgress,
     AnnotatorScreen,
     JudgmentError,
@@ -98,7 +98,7 @@ _TEXTS_AND_PROGRESS = select(*_TEXT_COLS, *_PROGRESS_COLS).select_from(_PAIR_TEX
 _PAIR_ROW = select(P.c.id).where(P.c.id == _PAIR)
 _PAIR_ROW_LOCKED = _PAIR_ROW.with_for_update()
 _JUDGMENT = select(J).where(J.c.pair_id == _PAIR, J.c.annotator_id == _ANN)
-# A control pair (known answer, `storage.controls`) wants no judgments of its own (k = 0): every
+# A control pair (known answer, `storage.labeling.controls`) wants no judgments of its own (k = 0): every
 # annotator it was served to may judge it.
 _IS_CONTROL = P.c.kind == CONTROL_KIND
 _TAKE_SLOT_LIVE = (update(P).where(P.c.id == _PAIR, or_(P.c.n_judgments < P.c.judgments_wanted, _IS_CONTROL))

@@ -1,5 +1,5 @@
 """Samples and pairs: storing generations, pairing them, counting open pairs; and the types and
-checks that serving and judging (`storage.serving`) share with their callers."""
+checks that serving and judging (`storage.labeling.serving`) share with their callers."""
 
 from __future__ import annotations
 

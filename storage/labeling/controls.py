@@ -144,7 +144,7 @@ _UNSEEN_CONTROLS = (
 def next_control_pair(conn: Connection, annotator_id: int, control_rate: float, rng: random.Random) -> int | None:
     """With probability `control_rate`, a control pair this annotator was never served (no judgment,
     skip or lease of theirs), chosen at random; else None. Draws from `rng` only when the rate is > 0.
-    Runs inside the caller's transaction (`storage.serving`)."""
+    Runs inside the caller's transaction (`storage.labeling.serving`)."""
     if control_rate <= 0.0 or rng.random() >= control_rate:
         return None
     unseen = conn.execute(_UNSEEN_CONTROLS, {"annotator": annotator_id}).scalars().all()

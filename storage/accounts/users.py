@@ -10,8 +10,8 @@ import secrets
 from sqlalchemy import delete, update
 from sqlmodel import select
 
+from storage.accounts.sessions import end_sessions_of
 from storage.db import Database
-from storage.sessions import end_sessions_of
 from storage.tables import ROLES, Annotator, Lease
 
 _SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1

@@ -1,0 +1,105 @@
+"""Checks of a whole `Config`: each setting's allowed values, in one sentence naming the key."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from rlhf_core.config.sections import (
+    POLICY_ALGORITHMS,
+    REWARD_POOLINGS,
+    AuthConfig,
+    Config,
+    ConfigError,
+    LoggingConfig,
+    PolicyConfig,
+)
+
+
+def validate(config: Config, where: Path | str = "config") -> None:
+    if config.model.quantize_4bit not in ("auto", "true", "false"):
+        raise ConfigError(f"{where}: model.quantize_4bit must be auto, true or false")
+    if config.model.generation not in ("auto", "merged", "adapter"):
+        raise ConfigError(f"{where}: model.generation must be auto, merged or adapter")
+    if config.model.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"{where}: model.precision must be auto, bf16 or fp32")
+    if config.model.activation_checkpointing not in ("auto", "on", "off"):
+        raise ConfigError(f"{where}: model.activation_checkpointing must be auto, on or off")
+    if config.policy.algo not in POLICY_ALGORITHMS:
+        raise ConfigError(f"{where}: policy.algo must be ppo, grpo or dpo")
+    if config.sampling.per_prompt < 2:
+        raise ConfigError(f"{where}: sampling.per_prompt must be at least 2 to form pairs")
+    if config.labeling.judgments_per_pair < 1:
+        raise ConfigError(f"{where}: labeling.judgments_per_pair must be at least 1")
+    if config.policy.reference not in ("base", "previous") and not config.policy.reference.isdigit():
+        raise ConfigError(f"{where}: policy.reference must be base, previous or a policy version number")
+    if config.policy.group_size < 2:
+        raise ConfigError(f"{where}: policy.group_size must be at least 2")
+    if config.sampling.pair_selection not in ("all", "random", "uncertainty"):
+        raise ConfigError(f"{where}: sampling.pair_selection must be all, random or uncertainty")
+    if config.sampling.first_batch_pairs < 0:
+        raise ConfigError(f"{where}: sampling.first_batch_pairs must be 0 (off) or more")
+    if config.sampling.max_pairs_per_prompt < 0:
+        raise ConfigError(f"{where}: sampling.max_pairs_per_prompt must be 0 (no cap) or more")
+    if not 0.0 <= config.labeling.control_rate <= 1.0:
+        raise ConfigError(f"{where}: labeling.control_rate must be between 0 and 1")
+    if config.labeling.max_prompt_chars < 1:
+        raise ConfigError(f"{where}: labeling.max_prompt_chars must be at least 1")
+    if config.reward.ensemble < 1:
+        raise ConfigError(f"{where}: reward.ensemble must be at least 1")
+    if config.reward.max_steps < 0:
+        raise ConfigError(f"{where}: reward.max_steps must be at least 0 (0 = no cap)")
+    if config.reward.pooling not in REWARD_POOLINGS:
+        raise ConfigError(f"{where}: reward.pooling must be one of {', '.join(REWARD_POOLINGS)}")
+    if not config.reward.feature_depths or not all(isinstance(d, float) and 0 <= d <= 1
+                                                   for d in config.reward.feature_depths):
+        raise ConfigError(f"{where}: reward.feature_depths must be a non-empty list of fractions in [0, 1], got "
+                          f"{config.reward.feature_depths!r}")
+    if config.reward.head_init not in ("random", "probe"):
+        raise ConfigError(f"{where}: reward.head_init must be random or probe")
+    if config.reward.ties not in ("drop", "davidson"):
+        raise ConfigError(f"{where}: reward.ties must be drop or davidson")
+    if not 0 < config.labeling.session_hours <= 24 * 90:
+        raise ConfigError(f"{where}: labeling.session_hours must be above 0 and at most 2160 (90 days)")
+    if not 0.0 <= config.reward.min_annotator_accuracy <= 1.0:
+        raise ConfigError(f"{where}: reward.min_annotator_accuracy must be between 0 and 1")
+    _validate_policy_update(config.policy, where)
+    _validate_logging(config.logging, where)
+    _validate_auth(config.auth, where)
+
+
+def _validate_auth(auth: AuthConfig, where: Path | str) -> None:
+    if not 1 <= auth.max_failures <= 1000:
+        raise ConfigError(f"{where}: auth.max_failures must be between 1 and 1000")
+    for key in ("window_seconds", "cooldown_seconds"):
+        if not 1 <= getattr(auth, key) <= 7 * 86400:
+            raise ConfigError(f"{where}: auth.{key} must be between 1 and 604800 (7 days)")
+    if not 8 <= auth.min_password_length <= 1024:
+        raise ConfigError(f"{where}: auth.min_password_length must be between 8 and 1024")
+
+
+def _validate_policy_update(policy: PolicyConfig, where: Path | str) -> None:
+    if policy.kl_control not in ("fixed", "adaptive"):
+        raise ConfigError(f"{where}: policy.kl_control must be fixed or adaptive")
+    if policy.target_kl <= 0 or policy.kl_horizon < 1:
+        raise ConfigError(f"{where}: policy.target_kl must be > 0 and policy.kl_horizon at least 1")
+    if policy.loss_type not in ("grpo", "dr_grpo"):
+        raise ConfigError(f"{where}: policy.loss_type must be grpo or dr_grpo")
+    if policy.dpo_beta <= 0 or policy.dpo_learning_rate <= 0:
+        raise ConfigError(f"{where}: policy.dpo_beta and policy.dpo_learning_rate must be > 0")
+    if not 0.0 <= policy.dpo_label_smoothing < 0.5:
+        raise ConfigError(f"{where}: policy.dpo_label_smoothing must be at least 0 and below 0.5")
+    if policy.dpo_epochs < 1 or policy.dpo_batch_size < 1 or policy.dpo_kl_every < 1:
+        raise ConfigError(f"{where}: policy.dpo_epochs, dpo_batch_size and dpo_kl_every must be at least 1")
+    if policy.dpo_past_rounds < 0 or policy.dpo_rm_pairs < 0:
+        raise ConfigError(f"{where}: policy.dpo_past_rounds and policy.dpo_rm_pairs must be 0 or more")
+
+
+def _validate_logging(logging: LoggingConfig, where: Path | str) -> None:
+    if logging.report_to not in ("none", "tensorboard"):
+        raise ConfigError(f"{where}: logging.report_to must be none or tensorboard")
+    if not logging.dir.strip():
+        raise ConfigError(f"{where}: logging.dir must name a folder (relative to the workspace)")
+    if logging.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise ConfigError(f"{where}: logging.report_to = \"tensorboard\" needs the tensorboard package: "
+                          "pip install 'rlhf-loop[tensorboard]' (or set report_to = \"none\")")

@@ -1,0 +1,4 @@
+"""The annotation flow's rows: samples and pairs as the sampler writes them (`pairs`), serving a pair
+to an annotator with its lease and recording a verdict or a skip (`serving`), and control pairs with a
+known answer mixed into annotators' streams (`controls`).
+"""
