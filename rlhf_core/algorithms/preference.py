@@ -109,6 +109,19 @@ def weighted_mean_over_members(nll: Tensor, weights: Tensor, normalizer: Tensor 
     return ((nll * weights).sum(dim=1) / total.clamp(min=1e-8)).mean()
 
 
+def normalized_example_weights(weights: Tensor) -> Tensor:
+    """Per-example loss weights [N] (>= 0, e.g. 1 per human judgment and `reward.prior_weight` per prior
+    one) divided by their mean, so they average 1: all-equal weights give exactly 1 each (the unweighted
+    loss), and a weighted mean over a batch keeps its bootstrap-count normalizer. [N] -> [N] float32."""
+    weights = weights.detach().float()
+    if weights.numel() and (not torch.isfinite(weights).all() or (weights < 0).any()):
+        raise ValueError("example weights must be finite and >= 0")
+    mean = weights.mean() if weights.numel() else torch.tensor(1.0)
+    if mean <= 0:
+        raise ValueError("example weights are all 0: nothing to train on")
+    return weights / mean
+
+
 def bootstrap_weights(n: int, k: int, generator: torch.Generator | None = None) -> Tensor:
     """[K, n] bootstrap counts: member k sees example i Poisson(1) times (the online bootstrap).
 

@@ -28,6 +28,7 @@ class PreferenceExample:
     strength: str | None
     prompt_id: int
     tie: bool = False  # judged a tie: `chosen` and `rejected` are just sides a and b
+    weight: float = 1.0  # relative to one human judgment (a prior judgment: reward.prior_weight)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class EncodedPair:
     rejected: list[int]
     strength: str | None
     tie: bool = False
+    weight: float = 1.0  # the example's weight in the loss (PreferenceExample.weight)
 
     @property
     def tokens(self) -> int:
@@ -123,7 +125,8 @@ def encode_pair(tokenizer, example: PreferenceExample, max_length: int) -> Encod
     prompt_budget = max_length - max(len(chosen), len(rejected))
     if len(prompt) > prompt_budget:
         prompt = prompt[-prompt_budget:]
-    return EncodedPair(prompt=prompt, chosen=chosen, rejected=rejected, strength=example.strength, tie=example.tie)
+    return EncodedPair(prompt=prompt, chosen=chosen, rejected=rejected, strength=example.strength, tie=example.tie,
+                      weight=example.weight)
 
 
 def encode_pairs(tokenizer, examples: Sequence[PreferenceExample], max_length: int) -> list[EncodedPair]:

@@ -27,6 +27,7 @@ from rlhf_core.algorithms.preference import (
     fit_linear_bt,
     fit_temperature,
     margins_from_strength,
+    normalized_example_weights,
     symmetric_calibration_error,
     weighted_bt_loss,
     weighted_mean_over_members,
@@ -288,7 +289,8 @@ def train_reward_model(
     Up to `cfg.epochs` passes (and at most `cfg.max_steps` steps, when set) in batches of at least
     `cfg.batch_size` pairs, whole prompts each with `cfg.group_by_prompt` (`batch_schedule`, seeded),
     AdamW with gradient-norm clipping at 1.0. The loss is the members' bootstrap-weighted Bradley-Terry
-    loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), or with
+    loss −log σ(r_c − r_r − margin) (margin from strength when `cfg.use_strength_margin`), each example
+    also weighted by its `weight` relative to the mean (`normalized_example_weights`), or with
     `cfg.ties == "davidson"` the negative log-likelihood under Davidson's tie model, ties included.
     With `cfg.early_stopping` and held-out pairs, the epoch with the lowest held-out loss is kept.
     `fresh_head` (default) starts the head over (`start_head`): `cfg.ensemble` members reading
@@ -311,7 +313,11 @@ def train_reward_model(
     rng = random.Random(cfg.seed)
     train_pairs = encode_pairs(stack.tokenizer, train, cfg.max_length)
     heldout_pairs = encode_pairs(stack.tokenizer, heldout, cfg.max_length)
-    weights = bootstrap_weights(len(train_pairs), cfg.ensemble, torch.Generator().manual_seed(cfg.seed))
+    counts = bootstrap_weights(len(train_pairs), cfg.ensemble, torch.Generator().manual_seed(cfg.seed))
+    # Each example's weight (normalised to mean 1) scales its bootstrap count in the loss's numerator;
+    # batches stay normalised by the counts alone, so a batch of down-weighted examples moves the model
+    # less (all-ones weights: exactly the unweighted loss).
+    weights = counts * normalized_example_weights(torch.tensor([p.weight for p in train_pairs]))
     probe_l2 = None
     early = cfg.early_stopping and any(not p.tie for p in heldout_pairs)
     best = (math.inf, 0, None, None)  # (held-out loss, epoch, state, figures)
@@ -346,7 +352,7 @@ def train_reward_model(
                     with stack.use("reward"):
                         r_c, r_r, margin = pair_member_scores(stack, chunk, with_margin=cfg.use_strength_margin)
                         loss = _batch_loss(r_c, r_r, chunk, weights[:, mine], margin, log_nu,
-                                           weights[:, batch].sum(dim=1))
+                                           counts[:, batch].sum(dim=1))
                         loss.backward()
                     loss_value = float(loss.detach())
                     keep = [i for i, p in enumerate(chunk) if not p.tie]
