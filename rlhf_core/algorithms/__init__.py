@@ -1,10 +1,12 @@
 """The pure math of RLHF: Bradley-Terry preferences and the KL-regularized optimum (`preference`), KL estimators
 (`kl`), the adaptive KL coefficient (`kl_control`), masked statistics (`masked`), GAE, KL-shaped rewards and
 group-normalised advantages (`advantages`), PPO/GRPO/Dr. GRPO losses and log-prob gathering (`policy_losses`),
-log-probs through a vocabulary projection in chunks (`head_logprobs`), the DPO loss (`dpo`), Pearson
-correlation (`correlation`), and annotator agreement statistics (`agreement`). Every function takes tensors
-(or plain Python values) and returns them: no model, no IO, and no import of any other part of the project, so
-each is tested against numbers worked out by hand. The names are re-exported here for convenience.
+log-probs through a vocabulary projection in chunks (`head_logprobs`), the DPO loss (`dpo`), the SFT loss on
+answer tokens (`sft`), Pearson correlation (`correlation`), annotator agreement statistics (`agreement`), and CrowdBT's annotator
+reliabilities and position bias (`crowd_bt`).
+Every function takes tensors (or plain Python values) and returns them: no model, no IO, and no import of any
+other part of the project, so each is tested against numbers worked out by hand. The names are re-exported
+here for convenience.
 """
 
 from rlhf_core.algorithms.advantages import compute_gae, grpo_advantages, per_token_rewards
@@ -33,5 +35,6 @@ from rlhf_core.algorithms.preference import (
     margins_from_strength,
     optimal_policy,
 )
+from rlhf_core.algorithms.sft import masked_nll_sum, perplexity, sft_loss
 
 __all__ = [name for name in dir() if not name.startswith("_")]
