@@ -3,8 +3,6 @@ and recovery of known annotator reliabilities from synthetic judgments."""
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -13,8 +11,8 @@ from rlhf_core.algorithms.crowd_bt import (
     FOLLOW,
     KNOWN_DIFF,
     LEFT,
-    CrowdLabels,
     ReliabilityPrior,
+    bt_weights,
     crowd_bt_diff_gradient,
     crowd_bt_nll,
     crowd_bt_probability,
@@ -23,9 +21,7 @@ from rlhf_core.algorithms.crowd_bt import (
     follows_preference,
     reliability_m_step,
     responsibilities,
-    weighted_crowd_bt_loss,
 )
-from rlhf_core.algorithms.preference import weighted_bt_loss
 
 D = torch.tensor([1.5], dtype=torch.float64)  # the seeds' σ(2.0 − 0.5) = 0.8176
 
@@ -77,27 +73,15 @@ def test_left_bias_adds_the_shown_left_side():
             float(crowd_bt_diff_gradient(D, t(eta), t(lam), t(left))), rel=1e-9)
 
 
-def test_weighted_loss_is_bradley_terry_at_eta_one_and_weights_members():
-    r_c = t(2.0, 0.3, -1.0, 0.5, 1.0, 0.0).reshape(3, 2)
-    r_r = t(0.5, 0.1, 0.0, 0.5, -1.0, 0.2).reshape(3, 2)
-    weights = t(1, 2, 0, 1, 1, 3).reshape(2, 3)
-    ones = torch.ones(3, dtype=torch.float64)
-    bt = CrowdLabels(eta=ones, left_bias=0 * ones, chosen_left=ones)
-    margin = t(0.0, 0.5, 1.0)
-    assert float(weighted_crowd_bt_loss(r_c, r_r, weights, bt, margin)) == pytest.approx(
-        float(weighted_bt_loss(r_c, r_r, weights, margin)), rel=1e-12)
-    # By hand for member 0 (weights 1, 2, 0), η = 0.8: nll_i = −log(0.8σ(d) + 0.2σ(−d)), d = 1.5, −1, 2.
-    noisy = CrowdLabels(eta=0.8 * ones, left_bias=0 * ones, chosen_left=ones)
-    nll = [-math.log(0.8 / (1 + math.exp(-d)) + 0.2 / (1 + math.exp(d))) for d in (1.5, -1.0, 2.0)]
-    member0 = (nll[0] + 2 * nll[1]) / 3
-    member1 = (nll_d(0.2, 0.8) + nll_d(0.0, 0.8) + 3 * nll_d(-0.2, 0.8)) / 5  # d = 0.2, 0, −0.2
-    assert float(weighted_crowd_bt_loss(r_c, r_r, weights, noisy)) == pytest.approx((member0 + member1) / 2, rel=1e-9)
-    assert noisy.take([2, 0]).eta.tolist() == [0.8, 0.8]
-    assert noisy.information().tolist() == pytest.approx([0.6] * 3)
-
-
-def nll_d(d: float, eta: float) -> float:
-    return -math.log(eta / (1 + math.exp(-d)) + (1 - eta) / (1 + math.exp(d)))
+def test_bt_weights_match_crowd_bt_at_zero_difference():
+    # d = 0: CrowdBT's ∂log P/∂d over Bradley-Terry's 1/2. Right pick: 2η − 1 = 0.6 whatever λ; left pick
+    # with λ = 0.5: 0.5·0.6/1.5 = 0.2; η = 0.2: −0.6 (turned around).
+    eta, lam, left = t(0.8, 0.8, 0.8, 0.2, 1.0), t(0.0, 0.5, 0.5, 0.0, 0.0), t(1.0, 0.0, 1.0, 0.0, 1.0)
+    weights = bt_weights(eta, lam, left)
+    assert weights.tolist() == pytest.approx([0.6, 0.6, 0.2, -0.6, 1.0])
+    assert torch.allclose(weights, crowd_bt_diff_gradient(torch.zeros(5, dtype=torch.float64), eta, lam, left) / 0.5)
+    shares = responsibilities(torch.zeros(5, dtype=torch.float64), eta, lam, left)
+    assert torch.allclose(weights, shares[:, FOLLOW] - shares[:, FLIP])
 
 
 def test_responsibilities_and_m_step_by_hand():

@@ -15,7 +15,9 @@ EM fits η and λ: the E-step splits each judgment into "followed", "flipped" an
 posterior shares (`responsibilities`); the M-step counts them per annotator under Beta priors that trust a
 new annotator (`reliability_m_step`); with a linear scorer the reward's M-step is a weighted Bradley-Terry
 fit on both orientations (`fit_crowd_bt_linear`). Judgments with a known answer (control pairs) enter as
-d = ±`KNOWN_DIFF`. Pure functions: tensors in, tensors out; B judgments, J annotators, K ensemble members.
+d = ±`KNOWN_DIFF`. A neural reward model trains on Bradley-Terry with each judgment weighted by
+`bt_weights`: CrowdBT's gradient at d = 0, relative to Bradley-Terry's. Pure functions: tensors in, tensors
+out; B judgments, J annotators.
 """
 
 from __future__ import annotations
@@ -41,25 +43,6 @@ class ReliabilityPrior:
     eta_flip: float = 1.0
     left: float = 0.5
     not_left: float = 4.5
-
-
-@dataclass(frozen=True)
-class CrowdLabels:
-    """The annotator model of B judgments: η [B] and λ [B] of each judgment's annotator, and whether the
-    picked side was shown on the left [B] (float 0/1)."""
-
-    eta: Tensor
-    left_bias: Tensor
-    chosen_left: Tensor
-
-    def take(self, index: Tensor | list[int]) -> CrowdLabels:
-        """The rows `index` of every field."""
-        index = torch.as_tensor(index, dtype=torch.long)
-        return CrowdLabels(self.eta[index], self.left_bias[index], self.chosen_left[index])
-
-    def information(self) -> Tensor:
-        """(1 − λ)·|2η − 1| [B]: how much a label says about the preference (0 for a coin or a left-clicker)."""
-        return (1 - self.left_bias) * (2 * self.eta - 1).abs()
 
 
 def _log_parts(diff: Tensor, eta: Tensor, left_bias: Tensor, chosen_left: Tensor) -> Tensor:
@@ -88,23 +71,6 @@ def crowd_bt_diff_gradient(diff: Tensor, eta: Tensor, left_bias: Tensor, chosen_
     sig = torch.sigmoid(diff)
     eta, left_bias = eta.to(diff), left_bias.to(diff)
     return (1 - left_bias) * (2 * eta - 1) * sig * (1 - sig) / crowd_bt_probability(diff, eta, left_bias, chosen_left)
-
-
-def weighted_crowd_bt_loss(r_chosen: Tensor, r_rejected: Tensor, weights: Tensor, labels: CrowdLabels,
-                           margin: Tensor | None = None, normalizer: Tensor | None = None) -> Tensor:
-    """The CrowdBT negative log-likelihood of an ensemble of K scorers with their own example weights:
-    r_chosen, r_rejected [B, K] member scores of the picked and the other side; weights [K, B]; labels: the
-    B judgments' annotator model; margin [B] is subtracted from d as in `weighted_bt_loss`. Each member's
-    loss is its weighted mean; returns their mean over K (nats). `normalizer` [K] replaces the weight sums."""
-    diff = r_chosen - r_rejected
-    if margin is not None:
-        diff = diff - margin.to(diff).unsqueeze(-1)
-    k = diff.shape[1]
-    nll = crowd_bt_nll(diff.T, *(t.to(diff).unsqueeze(0).expand(k, -1) for t in
-                                 (labels.eta, labels.left_bias, labels.chosen_left)))  # [K, B]
-    weights = weights.to(nll)
-    total = weights.sum(dim=1) if normalizer is None else normalizer.to(nll)
-    return ((nll * weights).sum(dim=1) / total.clamp(min=1e-8)).mean()
 
 
 def responsibilities(diff: Tensor, eta: Tensor, left_bias: Tensor, chosen_left: Tensor) -> Tensor:
@@ -179,6 +145,18 @@ def fit_crowd_bt_linear(features_diff: Tensor, annotator: Tensor, chosen_left: T
         shares = responsibilities(diff, eta[all_annotators], left_bias[all_annotators], all_left)
         eta, left_bias = reliability_m_step(shares, all_annotators, n_annotators, prior)
     return theta, eta, left_bias
+
+
+def bt_weights(eta: Tensor, left_bias: Tensor, chosen_left: Tensor) -> Tensor:
+    """Signed Bradley-Terry weights [B] that match CrowdBT to first order: ∂log P/∂d at d = 0 divided by
+    Bradley-Terry's σ(0) = 1/2, which is (1 − λ)(2η − 1) / (1 − λ + 2λℓ).
+
+    A pick shown on the right counts with 2η − 1 whatever λ (a left-clicker did not make it); a pick shown on
+    the left is discounted by the chance that it was a click. Negative: the label says the opposite of the
+    preference (train on it turned around, with the absolute weight). Equal to E[followed] − E[flipped] at d = 0.
+    """
+    eta, left_bias, chosen_left = eta.double(), left_bias.double(), chosen_left.double()
+    return (1 - left_bias) * (2 * eta - 1) / (1 - left_bias + 2 * left_bias * chosen_left)
 
 
 def follows_preference(eta: Tensor, left_bias: Tensor) -> Tensor:

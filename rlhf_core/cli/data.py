@@ -9,13 +9,18 @@ from typing import Annotated
 import typer
 
 from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db
+from rlhf_core.loop.crowd import ANNOTATOR_KINDS
 
 
 @app.command()
 def simulate(
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
-    annotators: Annotated[int, typer.Option(help="Simulated annotators (users sim-1..sim-K)")] = 3,
+    annotators: Annotated[int | None, typer.Option(help="Honest simulated annotators (users sim-1..sim-K; default 3)")
+                          ] = None,
+    crowd: Annotated[str | None, typer.Option(
+        help=f"A crowd instead, e.g. honest:3,random:1,left:1 (kinds: {', '.join(ANNOTATOR_KINDS)}; users "
+             "sim-<kind>-<i>)")] = None,
     judgments: Annotated[int, typer.Option(help="Judgments to record in total")] = 100,
     gold: Annotated[str, typer.Option(help="Hidden preference: sentiment, longer, shorter or keyword")] = "sentiment",
     noise: Annotated[float, typer.Option(help="Probability of flipping a decisive label")] = 0.0,
@@ -23,16 +28,19 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
 ) -> None:
     """Judge pending pairs with simulated annotators, through the same storage path as people."""
-    from rlhf_core.loop.simulate import simulate_annotators
+    from rlhf_core.loop.simulate import SimulationError, simulate_annotators
 
+    if annotators is not None and crowd is not None:
+        raise SimulationError("give --annotators (honest ones) or --crowd, not both")
     ws, database = open_db(workspace, db)
     options = {"keyword": keyword} if keyword else None
-    result = simulate_annotators(database, annotators=annotators, judgments=judgments, gold=gold, noise=noise,
-                                 seed=seed, gold_options=options, control_rate=ws.config.labeling.control_rate)
-    typer.echo(f"Recorded {result.judgments} judgments ({result.ties} ties, {result.flipped} flipped by noise); "
+    result = simulate_annotators(database, annotators=3 if annotators is None else annotators, judgments=judgments,
+                                 gold=gold, noise=noise, seed=seed, gold_options=options,
+                                 control_rate=ws.config.labeling.control_rate, crowd=crowd)
+    typer.echo(f"Recorded {result.judgments} judgments ({result.ties} ties, {result.flipped} against the gold); "
                f"stopped: {result.stopped}.")
     for name, n in result.per_annotator.items():
-        typer.echo(f"  {name:<10} {n}")
+        typer.echo(f"  {name:<16} {n:<6} {result.kinds[name]}")
 
 
 @app.command()
