@@ -9,8 +9,38 @@
 - `loop/`: sampling pairs, rounds, the job worker, evaluation, simulated annotators and gold
   preferences, the demo, the operator page's data.
 - `data/`: prompt files, preference export, the built-in prompt sets.
+- `model_export/`: versions out in the ecosystem's formats (merged HF model, PEFT adapter, transformers
+  reward model) with model cards.
 - `cli/`: the `rlhf` command line.
 - `config/` (typed `rlhf.toml`) and `workspace.py` (a project directory) are read by every room.
 
-This file imports nothing, so `import rlhf_core` is cheap.
+This file imports nothing of the project, so `import rlhf_core` is cheap; its one function,
+`reward_function`, reads an exported reward model with transformers alone (imported when called).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+
+def reward_function(directory: str | Path, *, device: str | None = None, batch_size: int = 8
+                    ) -> Callable[..., list[float]]:
+    """A TRL reward function (`prompts, completions, **kwargs -> list[float]`) scoring with the reward
+    model that `rlhf export-model --what reward` wrote to `directory`; pass it as `reward_funcs` to TRL's
+    GRPOTrainer. Prompts and completions may be strings or chat message lists (TRL's conversational
+    form). `device`: where the model runs (default: CUDA when present, else CPU).
+    """
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    directory = str(Path(directory).expanduser())
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True).to(device).eval()
+
+    def rlhf_reward(prompts: list, completions: list, **kwargs: object) -> list[float]:
+        return model.score_texts(tokenizer, list(prompts), list(completions), batch_size=batch_size)
+
+    rlhf_reward.model, rlhf_reward.tokenizer = model, tokenizer  # for callers that want to look inside
+    return rlhf_reward

@@ -84,6 +84,7 @@ from storage.labeling.serving import (
 from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
 from storage.queries import (
     JudgmentRow,
+    count_judgments,
     judgment_rows,
     judgments_per_day,
     pair_kinds,
@@ -119,6 +120,7 @@ from storage.versions import (
     current_reward_model,
     ensure_base_policy,
     get_policy,
+    get_reward_model,
     list_policies,
     list_reward_models,
     update_policy_metrics,

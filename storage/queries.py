@@ -155,3 +155,12 @@ def pair_kinds(db: Database, pair_ids: Iterable[int]) -> dict[int, str]:
         return {}
     with db.session() as s:
         return dict(s.exec(select(Pair.id, Pair.kind).where(Pair.id.in_(ids))).all())
+
+
+def count_judgments(db: Database, *, before: datetime | None = None) -> int:
+    """Judgments recorded (before `before`, when given), of every kind."""
+    query = select(func.count()).select_from(Judgment)
+    if before is not None:
+        query = query.where(Judgment.created_at < before)
+    with db.session() as s:
+        return s.exec(query).one()

@@ -85,3 +85,8 @@ def current_reward_model(db: Database) -> RewardModelVersion | None:
 def list_reward_models(db: Database) -> list[RewardModelVersion]:
     with db.session() as s:
         return list(s.exec(select(RewardModelVersion).order_by(RewardModelVersion.id)))
+
+
+def get_reward_model(db: Database, version_id: int) -> RewardModelVersion | None:
+    with db.session() as s:
+        return s.get(RewardModelVersion, version_id)

@@ -29,7 +29,9 @@ RLHF_CORE_LAYERS: dict[str, set[str]] = {
     "data": {"algorithms", "config", "workspace", "storage"},
     "training": {"algorithms", "models", "config", "workspace", "data", "storage"},
     "loop": {"algorithms", "models", "training", "data", "config", "workspace", "storage"},
-    "cli": {"algorithms", "models", "training", "loop", "data", "config", "workspace", "storage", "labeling_app"},
+    "model_export": {"algorithms", "models", "training", "loop", "data", "config", "workspace", "storage"},
+    "cli": {"algorithms", "models", "training", "loop", "data", "config", "workspace", "storage", "labeling_app",
+            "model_export"},
 }
 
 

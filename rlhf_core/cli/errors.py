@@ -24,6 +24,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     errors += [ExportError, GoldPreferenceError, SimulationError]
     try:
+        from rlhf_core.loop.playground import VersionChoiceError
+        from rlhf_core.model_export.request import ModelExportError
+
+        errors += [ModelExportError, VersionChoiceError]
+    except ImportError:
+        pass
+    try:
         from rlhf_core.models.loading import ModelLoadError
         from rlhf_core.training.reward_data import NotEnoughJudgmentsError
 

@@ -81,14 +81,18 @@ def resolve_mode(mode: str, device: torch.device) -> tuple[str, torch.dtype | No
     return "merged", torch.bfloat16 if fast else torch.float32
 
 
-def _dense_weight(layer: nn.Module) -> Tensor:
-    """The weight of a (possibly 4-bit bitsandbytes) Linear as a dense float32 tensor [out, in]."""
-    weight = layer.weight
-    if getattr(weight, "quant_state", None) is not None:
+def _dense(param: Tensor) -> Tensor:
+    """A parameter as a dense tensor: a 4-bit bitsandbytes weight de-quantized (float32), others as they are."""
+    if getattr(param, "quant_state", None) is not None:
         import bitsandbytes.functional as bnbf
 
-        return bnbf.dequantize_4bit(weight.data, weight.quant_state).float()
-    return weight.detach().float()
+        return bnbf.dequantize_4bit(param.data, param.quant_state).float()
+    return param.detach()
+
+
+def _dense_weight(layer: nn.Module) -> Tensor:
+    """The weight of a (possibly 4-bit bitsandbytes) Linear as a dense float32 tensor [out, in]."""
+    return _dense(layer.weight).float()
 
 
 class MergedCopy:
@@ -108,7 +112,7 @@ class MergedCopy:
         for name, param in base.named_parameters():
             if "lora_" in name or name.split(".base_layer.")[0] in self._lora_layers:
                 continue
-            own[name].data.copy_(param.detach())
+            own[name].data.copy_(_dense(param))  # a 4-bit layer outside the LoRA targets: de-quantized
         # Buffers (the rotary frequencies) keep the base's dtype: rounded to bfloat16, the angle of
         # position p drifts by about p * 2**-9 radians, which moves attention in long responses.
         own_modules = dict(self.model.named_modules())

@@ -233,5 +233,6 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     # Always, so a GRPO round between two PPO rounds passes the critic on instead of dropping it.
     stack.save_adapter("value", out / "value")
     log.save(db, job_id)
+    # Which base the adapter learned on: an export merges into the same (de-quantized 4-bit, or full precision).
     return add_policy_version(db, parent_id=current.id, adapter_path=str(out), algorithm=algo,
-                              round=current.round + 1, metrics=result.summary)
+                              round=current.round + 1, metrics={**result.summary, "base_4bit": stack.quantized})

@@ -97,6 +97,7 @@ def run_reward_training(
         "warm_start_from": previous.id if warm else None, "ties": cfg.ties, "tie_log_nu": result.tie_log_nu,
         "heldout_calibration_error": result.heldout.calibration_error,
         "annotators_left_out": sorted(left_out), "seconds": round(time.perf_counter() - started, 3),
+        "base_4bit": stack.quantized,
     }
     version = add_reward_model_version(
         db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,
