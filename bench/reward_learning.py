@@ -122,7 +122,7 @@ def measure(stack, heldout: list[dict], noise: float, max_length: int) -> dict[s
     return {"accuracy": accuracy, "ece": ece}
 
 
-def sample_responses(ws, db, stack, prompts, per_prompt: int, progress: str) -> list[list[tuple[str, int]]]:
+def sample_responses(ws, db, stack, prompts, per_prompt: int, progress: str) -> list[list[tuple]]:
     cfg = ws.config.sampling
     convs = [prompt_messages(p) for p in prompts for _ in range(per_prompt)]
     out = generate_responses(stack, convs, max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature,
@@ -134,7 +134,7 @@ def offer_pairs(ws, db, stack, prompts, responses, method: str, max_pairs: int, 
     """Store the method's choice of pairs for these prompts (as `sample_pairs` does); returns the count."""
     n = 0
     for prompt, mine in zip(prompts, responses):
-        texts = [t for t, _ in mine]
+        texts = [r[0] for r in mine]
         keep, _, _ = distinct_responses(texts)
         scores = response_member_scores(stack, [prompt_messages(prompt)] * len(texts), texts,
                                         max_length=ws.config.reward.max_length) if scored else None

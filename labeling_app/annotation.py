@@ -25,6 +25,7 @@ from storage import (
     parse_serve_token,
     skip_shown,
     submit_verdict,
+    undo_judgment,
 )
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ NOTICES = {
     "not_yours": "Pair #{pair} is not assigned to you; here is your current pair.",
     "shown_again": "Pair #{pair} was shown again (in another tab?); please judge it again.",
     "slot_taken": "Not saved: your time on pair #{pair} ran out and it went to someone else. Here is your next pair.",
+    "undone": "Took back your verdict on pair #{pair}; judge it again.",
+    "undo_too_late": "Too late to undo: a verdict is final after its undo time or your next verdict.",
 }
 
 parse_token = parse_serve_token
@@ -66,6 +69,9 @@ class PairView:
     turns: list[tuple[str, str]]  # (role, content) in conversation order
     left_text: str
     right_text: str
+    # Token counts of responses sampling cut at max_new_tokens (None: the response ended, or unknown).
+    left_cut_tokens: int | None = None
+    right_cut_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +83,8 @@ class Screen:
     notice: str = ""
     # With no pair to show: the background sampler's progress (`ready`, `wanted`, `loading`), if it runs.
     sampling: Any = None
+    # The judgment this event saved, while it may be taken back ("Undo"); None otherwise.
+    undo_id: int | None = None
 
 
 def start_of_today() -> datetime:
@@ -99,6 +107,10 @@ class Annotation:
     def _control_rate(self) -> float:
         return self.ws.config.labeling.control_rate
 
+    @property
+    def undo_seconds(self) -> float:
+        return self.ws.config.labeling.undo_seconds
+
     def current_pair(self, user: HasId) -> PairView | None:
         """The pair leased to `user` (the same one again on reload), or None when nothing is left."""
         return self.screen(user).pair
@@ -120,7 +132,20 @@ class Annotation:
                                control_rate=self._control_rate)
         if shown.created:
             self._top_up_if_low(shown.progress.pairs_open)
-        return self._sampling(self._view(shown, verdict=VERDICTS.get(verdict, verdict)))
+        screen = self._view(shown, verdict=VERDICTS.get(verdict, verdict))
+        if self.undo_seconds > 0 and shown.outcome in ("saved", "already_saved"):
+            screen = replace(screen, undo_id=shown.judgment_id)
+        return self._sampling(screen)
+
+    def undo(self, user: HasId, undo_id: str | int | None, address: str = "") -> Screen:
+        """Take back the judgment `undo_id` (what the page got with "Saved") and show its pair again,
+        or say it is too late (window over, a later verdict, or undone already)."""
+        text = str(undo_id or "").strip()
+        seconds = self.undo_seconds
+        shown = undo_judgment(self.db, user.id, judgment_id=int(text) if text.isdigit() and seconds > 0 else None,
+                              undo_seconds=seconds, lease_seconds=self._lease_seconds, since=start_of_today(),
+                              address=address, control_rate=self._control_rate)
+        return self._sampling(self._view(shown))
 
     def skip(self, user: HasId, token: str | None) -> Screen:
         shown = skip_shown(self.db, user.id, token=token, lease_seconds=self._lease_seconds,
@@ -141,6 +166,7 @@ class Annotation:
         pair = shown.pair
         view = None if pair is None else PairView(
             pair_id=pair.pair_id, token=shown.token, left_text=pair.left_text, right_text=pair.right_text,
+            left_cut_tokens=pair.left_cut_tokens, right_cut_tokens=pair.right_cut_tokens,
             turns=[(m.get("role", ""), m.get("content", "")) for m in pair.prompt_messages])
         return Screen(pair=view, progress=shown.progress, notice=notice)
 

@@ -1,4 +1,5 @@
-"""The annotator's page: prompt, responses A (left) and B (right), verdict buttons, progress.
+"""The annotator's page: prompt, responses A (left) and B (right) as Markdown (or raw text, toggled on
+the page), verdict buttons, progress, and "Undo" for a few seconds after each verdict.
 
 Handlers are thin: find the logged-in user (cached session lookup), call `Annotation` (one
 database transaction), render plain values with `render`. No lock is held around Python work:
@@ -15,7 +16,7 @@ import gradio as gr
 
 from labeling_app.annotation import Annotation, Screen, own_notice
 from labeling_app.auth import SessionStore, current_user
-from labeling_app.render import NO_PAIRS_MESSAGE, SCREEN_JS, screen_values
+from labeling_app.render import NO_PAIRS_MESSAGE, RAW_TOGGLE_JS, screen_js, screen_values
 from labeling_app.shortcuts import LEGEND
 from storage import STRENGTHS, JudgmentError, SessionUser
 
@@ -36,6 +37,9 @@ class AnnotatorPage:
     reason: gr.Textbox
     buttons: dict[str, gr.Button]
     check: gr.Button
+    undo: gr.Button
+    undo_token: gr.Textbox
+    raw_toggle: gr.Checkbox
 
     def user(self, request: gr.Request) -> SessionUser:
         return current_user(self.sessions, self.annotation.db, request)
@@ -53,7 +57,8 @@ class AnnotatorPage:
 
     def on_screen(self, event: Any) -> None:  # noqa: ANN401 - a Gradio dependency
         """Chain the client-side area switch after an event that shows a screen."""
-        event.then(None, inputs=[self.token], js=SCREEN_JS, queue=False, show_progress="hidden")
+        event.then(None, inputs=[self.token, self.undo_token], js=screen_js(self.annotation.undo_seconds),
+                   queue=False, show_progress="hidden")
 
 
 def _refusal(message: str) -> str:
@@ -67,14 +72,15 @@ def build_annotator_page(annotation: Annotation, sessions: SessionStore) -> Anno
     with gr.Row(elem_id="status-row"):
         progress = gr.Markdown(elem_id="progress")
         notice = gr.Markdown(elem_id="notice")
+        undo = gr.Button("Undo  [U]", size="sm", variant="secondary", scale=0, min_width=110, elem_id="btn-undo")
     with gr.Column(elem_id="pair-area"):
-        prompt = gr.Textbox(label="Prompt", interactive=False, lines=1, max_lines=16, elem_id="prompt",
-                            autoscroll=False)
+        raw_toggle = gr.Checkbox(False, label="Show raw text (no Markdown formatting)", container=False,
+                                 elem_id="raw-toggle")
+        # Panes are server-rendered, sanitized HTML (rich_text); no script of Gradio's runs on them.
+        prompt = gr.HTML(elem_id="prompt", elem_classes=["pane"], js_on_load=None)
         with gr.Row(equal_height=True):
-            left = gr.Textbox(label="A", interactive=False, lines=6, max_lines=40, elem_id="response-left",
-                              elem_classes=["response"], autoscroll=False)
-            right = gr.Textbox(label="B", interactive=False, lines=6, max_lines=40, elem_id="response-right",
-                               elem_classes=["response"], autoscroll=False)
+            left = gr.HTML(elem_id="response-left", elem_classes=["pane", "response"], js_on_load=None)
+            right = gr.HTML(elem_id="response-right", elem_classes=["pane", "response"], js_on_load=None)
         with gr.Row(elem_id="verdicts"):
             buttons = {
                 "left": gr.Button("◀ A better  [1]", variant="primary", elem_id="btn-left"),
@@ -93,11 +99,13 @@ def build_annotator_page(annotation: Annotation, sessions: SessionStore) -> Anno
         empty = gr.Markdown(NO_PAIRS_MESSAGE, elem_id="no-pairs")
         check = gr.Button("Check now", size="sm", variant="secondary", elem_id="btn-check")
     token = gr.Textbox(visible=False, elem_id="serve-token")
+    undo_token = gr.Textbox(visible=False, elem_id="undo-token")
 
     page = AnnotatorPage(
         annotation=annotation, sessions=sessions,
-        screen_outputs=[prompt, left, right, token, progress, notice, strength, reason, empty],
+        screen_outputs=[prompt, left, right, token, progress, notice, strength, reason, empty, undo_token],
         token=token, notice=notice, strength=strength, reason=reason, buttons=buttons, check=check,
+        undo=undo, undo_token=undo_token, raw_toggle=raw_toggle,
     )
     _wire(page)
     return page
@@ -131,3 +139,11 @@ def _wire(page: AnnotatorPage) -> None:
 
     page.on_screen(page.check.click(check, inputs=[page.notice], outputs=page.screen_outputs,
                                     api_visibility="private", **FAST))
+
+    def undo(undo_id: str, request: gr.Request) -> list[Any]:
+        client = getattr(request, "client", None)
+        return page.run(lambda: page.annotation.undo(page.user(request), undo_id, getattr(client, "host", "") or ""))
+
+    page.on_screen(page.undo.click(undo, inputs=[page.undo_token], outputs=page.screen_outputs,
+                                   api_name="undo_judgment", **FAST))
+    page.raw_toggle.change(None, inputs=[page.raw_toggle], js=RAW_TOGGLE_JS, queue=False, show_progress="hidden")

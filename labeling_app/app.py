@@ -20,6 +20,7 @@ from labeling_app.auth import (
 from labeling_app.gate import DbGate
 from labeling_app.operator.page import build_operator_tab
 from labeling_app.render import SCREEN_CSS, plain_markdown
+from labeling_app.rich_text import PANE_CSS, cut_off_guideline
 from labeling_app.services import AppServices
 from labeling_app.shortcuts import SHORTCUTS_JS
 from rlhf_core.workspace import Workspace
@@ -30,18 +31,19 @@ TITLE = "rlhf-loop · labeling"
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
 CSS = """
-#pair-area .response textarea, #prompt textarea { font-size: 15px; line-height: 1.45; }
 #verdicts button { min-height: 48px; font-size: 16px; }
-#shortcut-legend, #progress { font-size: 13px; opacity: 0.85; }
+#shortcut-legend, #progress { font-size: 13px; }
 #notice p { margin: 0; }
-""" + SCREEN_CSS
+""" + SCREEN_CSS + PANE_CSS
 
 
 def _guidelines(ws: Workspace) -> str:
+    """The workspace's guidelines file, then how to judge responses cut at the token limit."""
     try:
-        return ws.guidelines_path.read_text(encoding="utf-8")
+        text = ws.guidelines_path.read_text(encoding="utf-8")
     except OSError:
-        return f"No guidelines yet: write them in `{plain_markdown(str(ws.guidelines_path))}`."
+        text = f"No guidelines yet: write them in `{plain_markdown(str(ws.guidelines_path))}`."
+    return text + "\n\n" + cut_off_guideline(ws.config.labeling.truncated_advice)
 
 
 def session_store(ws: Workspace, db: Database) -> SessionStore:

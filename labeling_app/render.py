@@ -1,5 +1,6 @@
-"""Screen state to Gradio outputs. Prompts and model outputs only ever go into read-only
-textboxes (`<textarea>` values), so no HTML, Markdown, script or image in them is interpreted.
+"""Screen state to Gradio outputs. Prompts and model outputs are shown as Markdown rendered and
+sanitized on the server (`rich_text`: an allowlist of tags, no links, images or scripts) beside
+their raw text, which the page's "show raw text" toggle swaps in; no text of theirs is ever HTML.
 
 Outputs are plain values only: Gradio rebuilds a component for every update dict it is sent, even
 for `gr.skip()` (~0.3 ms each), which dominated the cost of a judgment before
@@ -13,6 +14,7 @@ import re
 from typing import Any
 
 from labeling_app.annotation import Screen
+from labeling_app.rich_text import pane_html, prompt_html
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
@@ -62,27 +64,32 @@ def screen_values(screen: Screen) -> list[Any]:
     judge") follows the token on the client (`SCREEN_JS`), so no component is rebuilt per event."""
     pair = screen.pair
     return [
-        prompt_text(pair.turns) if pair else "",
-        pair.left_text if pair else "",
-        pair.right_text if pair else "",
+        prompt_html(pair.turns, prompt_text(pair.turns), role_label) if pair else "",
+        pane_html("Response A", pair.left_text, cut_tokens=pair.left_cut_tokens) if pair else "",
+        pane_html("Response B", pair.right_text, cut_tokens=pair.right_cut_tokens) if pair else "",
         pair.token if pair else "",
         progress_markdown(screen),
         screen.notice,  # fixed sentences with numbers only; never user or model text
         None,  # strength: back to none
         "",  # reason: cleared
         empty_markdown(screen),  # numbers and fixed sentences only
+        str(screen.undo_id or ""),  # the judgment "Undo" takes back; "" hides the button
     ]
 
 
 # Runs in the browser after every screen event (no server call): shows the pair area while a pair
 # is served, else the "nothing to judge" area, and while that shows, presses its "Check now"
-# button every few seconds, so a new pair appears without a reload.
+# button every few seconds, so a new pair appears without a reload. After a saved verdict it shows
+# "Undo" for the undo window (the server checks the window again).
 POLL_SECONDS = 3.0
 _SCREEN_JS = """
-(token) => {
+(token, undo) => {
   const empty = !token;
   document.body.classList.toggle("rlhf-empty", empty);
   document.body.classList.add("rlhf-ready");
+  clearTimeout(window.__rlhfUndo);
+  document.body.classList.toggle("rlhf-can-undo", !!undo);
+  if (undo) window.__rlhfUndo = setTimeout(() => document.body.classList.remove("rlhf-can-undo"), __UNDO_MS__);
   clearTimeout(window.__rlhfPoll);
   if (empty) {
     window.__rlhfPoll = setTimeout(() => {
@@ -92,11 +99,22 @@ _SCREEN_JS = """
   }
 }
 """
-SCREEN_JS = _SCREEN_JS.replace("__POLL_MS__", str(int(POLL_SECONDS * 1000)))
+
+
+def screen_js(undo_seconds: float) -> str:
+    """SCREEN_JS for a page whose undo window is `undo_seconds`."""
+    return (_SCREEN_JS.replace("__POLL_MS__", str(int(POLL_SECONDS * 1000)))
+            .replace("__UNDO_MS__", str(int(undo_seconds * 1000))))
+
+
+# The "show raw text" toggle: a class on the page, no server call.
+RAW_TOGGLE_JS = "(raw) => { document.body.classList.toggle('rlhf-raw', !!raw); }"
 
 # Before the first screen event has run, neither area shows.
 SCREEN_CSS = """
 body:not(.rlhf-ready) #pair-area, body:not(.rlhf-ready) #empty-area { display: none !important; }
 body.rlhf-empty #pair-area { display: none !important; }
 body:not(.rlhf-empty) #empty-area { display: none !important; }
+body:not(.rlhf-can-undo) #btn-undo { display: none !important; }
+body.rlhf-raw .pane .rendered, body:not(.rlhf-raw) .pane .raw { display: none !important; }
 """

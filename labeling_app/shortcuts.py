@@ -12,12 +12,13 @@ BUTTON_KEYS: dict[str, tuple[str, ...]] = {
     "btn-tie": ("3", "t"),
     "btn-both-bad": ("4", "n"),
     "btn-skip": ("5", "s"),
+    "btn-undo": ("u",),  # shown for labeling.undo_seconds after a verdict
 }
 STRENGTH_KEYS: tuple[str, ...] = ("q", "w", "e")  # slight, clear, strong
 
 LEGEND = (
     "**Keys:** `1`/`A` A better · `2`/`B` B better · `3`/`T` tie · `4`/`N` both bad (neither) · "
-    "`5`/`S` skip · `Q`/`W`/`E` strength slight/clear/strong · `Esc` leaves the reason box "
+    "`5`/`S` skip · `U` undo the last verdict · `Q`/`W`/`E` strength slight/clear/strong · `Esc` leaves the reason box "
     "(keys are off while you type there)"
 )
 

@@ -28,6 +28,35 @@ from storage.accounts.users import (
     set_role,
 )
 from storage.db import Database, DatabaseError, normalize_url
+from storage.demonstrations import (
+    MAX_DEMONSTRATION_CHARS,
+    DemonstrationError,
+    DemonstrationImportResult,
+    DemonstrationRow,
+    DemonstrationSpec,
+    SavedDemonstration,
+    add_demonstrations,
+    check_demonstration_text,
+    demonstration_counts,
+    demonstration_rows,
+    record_demonstration,
+)
+from storage.imports import (
+    IMPORTED_KIND,
+    MAX_SYSTEM_CHARS,
+    ImportCounts,
+    PairSpec,
+    PriorRow,
+    PriorSpec,
+    SystemJudgment,
+    add_imported_pairs,
+    add_prior_preferences,
+    imported_pair_counts,
+    policy_system,
+    prior_counts,
+    prior_preference_rows,
+    system_judgments,
+)
 from storage.jobs import (
     TRAINING_KINDS,
     JobError,
@@ -56,6 +85,7 @@ from storage.labeling.controls import (
     count_control_pairs,
 )
 from storage.labeling.pairs import (
+    FINISH_REASONS,
     OUTCOMES,
     SCREEN_PICKS,
     AnnotatorProgress,
@@ -81,6 +111,7 @@ from storage.labeling.serving import (
     skip_shown,
     submit_verdict,
 )
+from storage.labeling.undo import UNDO_ACTION, undo_judgment
 from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
 from storage.queries import (
     JudgmentRow,
@@ -93,7 +124,9 @@ from storage.queries import (
 )
 from storage.tables import (
     CHOICES,
+    IMPORTED_SPLIT,
     PAIR_SELECTIONS,
+    PRIOR_SPLIT,
     ROLES,
     STRENGTHS,
     Annotator,

@@ -75,15 +75,21 @@ def login(page, url: str, username: str, password: str = PASSWORD) -> None:  # n
     page.get_by_role("button", name="Login").click()
 
 
+# A pane's raw text (always in the page; shown by the "show raw text" toggle) and its rendered Markdown.
+LEFT_RAW, RIGHT_RAW, PROMPT_RAW = "#response-left .raw", "#response-right .raw", "#prompt .raw"
+PAIR_SHOWN = "#response-left .rendered"  # visible while a pair is on screen (and raw text is off)
+
+
 def shown_texts(page) -> tuple[str, str]:  # noqa: ANN001
-    return (page.locator("#response-left textarea").input_value(),
-            page.locator("#response-right textarea").input_value())
+    """The raw texts of the responses on the left and on the right."""
+    return page.locator(LEFT_RAW).text_content(), page.locator(RIGHT_RAW).text_content()
 
 
 def wait_for_new_pair(page, previous_left: str, timeout_ms: int = 10_000) -> None:  # noqa: ANN001
     """Wait until the left response differs from `previous_left` (the next pair is on screen)."""
     page.wait_for_function(
-        "prev => { const t = document.querySelector('#response-left textarea');"
-        " return t && t.offsetParent !== null && t.value !== '' && t.value !== prev; }",
+        "prev => { const t = document.querySelector('#response-left .raw');"
+        " const pane = document.querySelector('#response-left');"
+        " return t && pane.offsetParent !== null && t.textContent !== '' && t.textContent !== prev; }",
         arg=previous_left, timeout=timeout_ms,
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from browser_utils import RunningApp, add_pairs, login
+from browser_utils import LEFT_RAW, PAIR_SHOWN, RunningApp, add_pairs, login
 from sqlmodel import func, select
 
 from rlhf_core.loop.simulate import simulate_annotators
@@ -30,16 +30,16 @@ def _leases(app: RunningApp) -> int:
 def test_a_disabled_annotators_open_page_is_refused_on_the_next_click(app: RunningApp, page) -> None:  # noqa: ANN001
     add_pairs(app.db, [(f"sample a of {i}", f"sample b of {i}") for i in range(3)])
     login(page, app.url, "alice")
-    page.wait_for_selector("#response-left textarea")
+    page.wait_for_selector(PAIR_SHOWN)
     assert _leases(app) == 1
     set_active(app.db, "alice", False)  # what `rlhf user disable alice` does
     assert _leases(app) == 0  # her pair is free for others at once
-    left_before = page.locator("#response-left textarea").input_value()
+    left_before = page.locator(LEFT_RAW).text_content()
     page.click("#btn-left")
     time.sleep(3.0)  # the click's event has long answered: refused (account disabled, session ended)
     assert judgment_rows(app.db) == [] and _leases(app) == 0
     assert "Saved" not in page.locator("#notice").inner_text()
-    assert page.locator("#response-left textarea").input_value() == left_before  # no next pair served
+    assert page.locator(LEFT_RAW).text_content() == left_before  # no next pair served
 
 
 def test_operator_page_shows_the_latest_audit_rows(app: RunningApp, page) -> None:  # noqa: ANN001

@@ -80,6 +80,7 @@ def test_operator_events_refuse_annotators_even_through_the_api(app: RunningApp,
 def test_internal_events_are_not_public_api(app: RunningApp) -> None:
     endpoints = set(client(app, "alice").view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/judge_left", "/judge_right", "/judge_tie", "/judge_both_bad", "/skip_pair", "/next_pair",
+                         "/undo_judgment",
                          "/operator_overview", "/operator_refresh", "/sample_pairs"}
 
 

@@ -7,6 +7,8 @@ import re
 
 import pytest
 from browser_utils import (
+    PAIR_SHOWN,
+    PROMPT_RAW,
     RunningApp,
     add_pairs,
     login,
@@ -30,7 +32,7 @@ def _sample_side(text: str) -> str:
 def test_judge_with_mouse_and_keyboard_then_skip(app: RunningApp, page) -> None:  # noqa: ANN001
     add_pairs(app.db, [(f"sample a of {i}", f"sample b of {i}") for i in range(7)])
     login(page, app.url, "alice")
-    page.wait_for_selector("#response-left textarea")
+    page.wait_for_selector(PAIR_SHOWN)
     expected: list[tuple[str, str, str]] = []  # (text on the left, choice, left side)
 
     def act(action) -> None:  # noqa: ANN001
@@ -97,11 +99,11 @@ def test_hostile_text_renders_inert(app: RunningApp, page) -> None:  # noqa: ANN
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     page.on("request", lambda r: requests.append(r.url))
     login(page, app.url, "alice")
-    page.wait_for_selector("#response-left textarea")
+    page.wait_for_selector(PAIR_SHOWN)
     page.wait_for_timeout(1500)  # give any injected image or script the time to fire
     left, right = shown_texts(page)
     assert sorted([left, right]) == ["a: " + HOSTILE, "b: " + HOSTILE]
-    prompt = page.locator("#prompt textarea").input_value()  # each turn headed by its role
+    prompt = page.locator(PROMPT_RAW).text_content()  # each turn headed by its role
     assert prompt.startswith(f"── System ──\n{HOSTILE}\n\n── User ──\n{HOSTILE} [")  # plus the test's unique tag
     assert dialogs == []
     assert page.locator("img[src='x'], img[src*='127.0.0.2']").count() == 0
@@ -117,7 +119,7 @@ def test_empty_pool_message_then_new_pair_without_reload(app: RunningApp, page) 
     assert page.locator("#pair-area").is_hidden()
     page.on("framenavigated", lambda f: navigations.append(f.url))
     add_pairs(app.db, [("sample a of late", "sample b of late")])
-    page.wait_for_selector("#response-left textarea", state="visible", timeout=12_000)
+    page.wait_for_selector(PAIR_SHOWN, state="visible", timeout=12_000)
     assert sorted(shown_texts(page)) == ["sample a of late", "sample b of late"]
     assert page.locator("#no-pairs").is_hidden()
     assert navigations == []

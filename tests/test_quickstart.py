@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from browser_utils import add_pairs, free_port, login, shown_texts
+from browser_utils import PAIR_SHOWN, add_pairs, free_port, login, shown_texts
 from process_utils import ROOT, log_match, rlhf_process, wait_for
 
 import storage
@@ -161,7 +161,7 @@ def test_preparing_state_shows_progress_then_first_pair_without_reload(tiny_ws, 
         navigations: list[str] = []
         page.on("framenavigated", lambda f: navigations.append(f.url))
         release.set()
-        page.wait_for_selector("#response-left textarea", state="visible", timeout=60_000)
+        page.wait_for_selector(PAIR_SHOWN, state="visible", timeout=60_000)
         assert all(shown_texts(page))
         assert page.locator("#no-pairs").is_hidden()
         assert navigations == []

@@ -126,7 +126,7 @@ def test_login_form_checks(username: str, password: str, ok: bool) -> None:
 
 @pytest.mark.browser
 def test_log_out_button_ends_the_session_for_every_tab(tmp_path: Path, browser) -> None:  # noqa: ANN001
-    from browser_utils import add_pairs, login, start_app
+    from browser_utils import PAIR_SHOWN, add_pairs, login, start_app
 
     app = start_app(tmp_path / "ws", users={"alice": "annotator"})
     try:
@@ -135,7 +135,7 @@ def test_log_out_button_ends_the_session_for_every_tab(tmp_path: Path, browser) 
         page = context.new_page()
         page.set_default_timeout(15_000)
         login(page, app.url, "alice")
-        page.wait_for_selector("#response-left textarea")
+        page.wait_for_selector(PAIR_SHOWN)
         cookies = context.cookies()
         assert open_session_count(app.db, "alice") == 1
         page.get_by_text("Log out", exact=True).click()

@@ -7,8 +7,11 @@ project, so every layer may read it.
 from rlhf_core.config.files import apply_overrides, dump_config, load_config
 from rlhf_core.config.profiles import PROFILES, apply_profile, profile_config, resolve_profile
 from rlhf_core.config.sections import (
+    ANNOTATOR_MODELS,
+    DEMONSTRATION_MODES,
     POLICY_ALGORITHMS,
     REWARD_POOLINGS,
+    TRUNCATED_ADVICE,
     AuthConfig,
     Config,
     ConfigError,
@@ -19,6 +22,7 @@ from rlhf_core.config.sections import (
     PolicyConfig,
     RewardConfig,
     SamplingConfig,
+    SFTConfig,
 )
 from rlhf_core.config.validation import validate
 

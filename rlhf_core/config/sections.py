@@ -10,6 +10,8 @@ class ConfigError(ValueError):
 
 
 POLICY_ALGORITHMS = ("ppo", "grpo", "dpo")
+# `labeling.demonstrations`: whether (and how often) the labeling page offers "Write a better answer".
+DEMONSTRATION_MODES = ("off", "optional", "every_n")
 
 
 @dataclass
@@ -56,6 +58,27 @@ class LabelingConfig:
     control_rate: float = 0.1  # share of served pairs that are control pairs (known answer), when any exist
     max_prompt_chars: int = 20_000  # longer prompts are refused at import
     session_hours: float = 12.0  # a login lasts this long (sessions live in the database; logout ends one)
+    # A mis-click is not final at once: an annotator may take back their last judgment this long after
+    # saving it ("Undo" on the page; 0 turns undo off).
+    undo_seconds: float = 10.0
+    # What the guidelines tell annotators about responses cut at the token limit (a key of TRUNCATED_ADVICE):
+    # a judgment that punishes the cut teaches the reward model a length limit it never sees.
+    truncated_advice: str = "judge_content"
+    # Stage 1: besides judging, annotators may write a better answer (or edit one of the two responses) for
+    # SFT. "off" (the A/B flow stays fast), "optional" (a closed panel under every pair) or "every_n" (the
+    # panel opens on every `demonstration_every`-th pair an annotator is served).
+    demonstrations: str = "off"
+    demonstration_every: int = 10
+
+
+# The guidelines' sentence on cut responses, per `labeling.truncated_advice`.
+TRUNCATED_ADVICE = {
+    "judge_content": "Judge a cut-off response by what it says up to the cut. Do not count the cut itself "
+                     "against it: the limit is the sampler's, not the model's choice.",
+    "prefer_complete": "If a cut-off response and a complete one are otherwise about equally good, prefer the "
+                       "complete one; otherwise judge the cut-off response by what it says up to the cut.",
+    "skip": "Skip pairs in which a response is cut off (Skip, key 5); they are left for the model's next samples.",
+}
 
 
 @dataclass
@@ -69,6 +92,10 @@ class AuthConfig:
 
 # How the reward head pools a response's token states: their mean, sum, both, or the last token (TRL's).
 REWARD_POOLINGS = ("last", "mean", "sum", "mean+sum")
+# How reward-model training treats annotators (`reward.annotator_model`): "none" (every judgment counts alike),
+# "threshold" (leave out those below `min_annotator_accuracy` on control pairs), "crowd_bt" (CrowdBT: each
+# annotator's reliability and left-side bias estimated with the reward model, judgments weighted by them).
+ANNOTATOR_MODELS = ("none", "threshold", "crowd_bt")
 
 
 @dataclass
@@ -88,8 +115,11 @@ class RewardConfig:
     eval_fraction: float = 0.2  # held-out share of prompts
     max_length: int = 512
     use_strength_margin: bool = False
-    # Judgments of annotators whose control-pair accuracy is below this are left out of training (0 = keep all).
+    # Judgments of annotators whose control-pair accuracy is below this are left out of training (0 = keep all),
+    # with annotator_model "threshold" or "crowd_bt".
     min_annotator_accuracy: float = 0.0
+    # One of ANNOTATOR_MODELS. Issue 29 measured crowd_bt against none and threshold (README, "Annotator model").
+    annotator_model: str = "threshold"
     # K reward heads on one LoRA trunk, each on a bootstrap resample; scored by their mean, their spread is the
     # uncertainty that pair selection uses. Heads are cheap: the trunk's pass is shared.
     ensemble: int = 3
@@ -101,6 +131,13 @@ class RewardConfig:
     ties: str = "drop"  # "drop": ties are left out of Bradley-Terry; "davidson": modelled (Davidson 1970)
     head_init: str = "probe"  # linear probes on the features first, then fine-tune all (LP-FT); or "random"
     calibrate: bool = False  # temperature-scale the scores on the held-out pairs (measured worse on other prompts)
+    # Decisive judgments of imported pairs (`rlhf pairs import`) are human preferences like any other: trained on.
+    use_imported_pairs: bool = True
+    # Weight of a prior judgment (`rlhf preferences import`) relative to a human one (times its own --weight).
+    prior_weight: float = 1.0
+    # Train also on "edited > original" for every demonstration written as an edit of a response on the labeling
+    # page (a cheap preference). Off until measured (README, "Demonstrations and SFT").
+    use_edits: bool = False
     seed: int = 0
 
 
@@ -113,7 +150,7 @@ class PolicyConfig:
     learning_rate: float = 5e-5
     kl_beta: float = 0.05
     # The KL anchor: "base" (adapters off), "previous" (the policy version the round starts from, frozen),
-    # or a policy version number such as "3".
+    # "sft" (the newest SFT version: the seeds' objective, KL to the SFT policy), or a version number such as "3".
     reference: str = "base"
     # Stop a round's updates once a rollout's KL to the reference exceeds this (nats/token; 0 = never).
     # With reference = "previous" it bounds each round's step (a trust region per round); DPO checks it
@@ -168,6 +205,27 @@ class LoggingConfig:
 @dataclass
 class LoopConfig:
     auto_round_every: int = 0  # start a round after this many new judgments (0 = only by hand)
+    # A round updates the policy only if its reward model is measurably better than chance: the 95% Wilson lower
+    # bound of its held-out accuracy (decisive held-out judgments) must exceed this (0 = always update).
+    min_reward_confidence: float = 0.5
+    # Stage 1 first: a round that starts while no SFT version exists fine-tunes on the demonstrations before
+    # training the reward model and updating the policy (`rlhf demo` / bench: before round 1's pairs).
+    sft_first: bool = False
+
+
+@dataclass
+class SFTConfig:
+    """Supervised fine-tuning of the `policy` adapter on demonstrations (`rlhf train-sft`, stage 1)."""
+
+    learning_rate: float = 2e-4  # LoRA only, as the reward model's
+    epochs: int = 3
+    max_steps: int = 0  # optimizer steps at most (0 = no cap)
+    batch_size: int = 8  # demonstrations per optimizer step
+    max_length: int = 512  # prompt + answer tokens; a long prompt keeps its end, a long answer its start
+    # Held-out share of prompts: their demonstrations measure the held-out NLL that picks the epoch kept.
+    eval_fraction: float = 0.2
+    early_stopping: bool = True  # keep the epoch (0 = the version it started from) with the lowest held-out NLL
+    seed: int = 0
 
 
 @dataclass
@@ -181,4 +239,5 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    sft: SFTConfig = field(default_factory=SFTConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -6,11 +6,15 @@ import importlib.util
 from pathlib import Path
 
 from rlhf_core.config.sections import (
+    ANNOTATOR_MODELS,
+    DEMONSTRATION_MODES,
     POLICY_ALGORITHMS,
     REWARD_POOLINGS,
+    TRUNCATED_ADVICE,
     AuthConfig,
     Config,
     ConfigError,
+    LabelingConfig,
     LoggingConfig,
     PolicyConfig,
 )
@@ -31,8 +35,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: sampling.per_prompt must be at least 2 to form pairs")
     if config.labeling.judgments_per_pair < 1:
         raise ConfigError(f"{where}: labeling.judgments_per_pair must be at least 1")
-    if config.policy.reference not in ("base", "previous") and not config.policy.reference.isdigit():
-        raise ConfigError(f"{where}: policy.reference must be base, previous or a policy version number")
+    if config.policy.reference not in ("base", "previous", "sft") and not config.policy.reference.isdigit():
+        raise ConfigError(f"{where}: policy.reference must be base, previous, sft or a policy version number")
     if config.policy.group_size < 2:
         raise ConfigError(f"{where}: policy.group_size must be at least 2")
     if config.sampling.pair_selection not in ("all", "random", "uncertainty"):
@@ -64,8 +68,59 @@ def validate(config: Config, where: Path | str = "config") -> None:
     if not 0.0 <= config.reward.min_annotator_accuracy <= 1.0:
         raise ConfigError(f"{where}: reward.min_annotator_accuracy must be between 0 and 1")
     _validate_policy_update(config.policy, where)
+    _validate_annotators_and_gate(config, where)
     _validate_logging(config.logging, where)
     _validate_auth(config.auth, where)
+    _validate_labeling_page(config.labeling, where)
+    _validate_demonstrations(config, where)
+    _validate_outside_data(config, where)
+
+
+def _validate_outside_data(config: Config, where: Path | str) -> None:
+    """Prior judgments from existing preference datasets (`rlhf preferences import`)."""
+    weight = config.reward.prior_weight
+    if not (isinstance(weight, int | float) and 0 <= weight < float("inf")):
+        raise ConfigError(f"{where}: reward.prior_weight must be a number >= 0 (1 = as much as a human judgment, "
+                          "0 = priors unused)")
+
+
+def _validate_demonstrations(config: Config, where: Path | str) -> None:
+    """Stage 1: the labeling page's demonstration panel and supervised fine-tuning."""
+    labeling, sft = config.labeling, config.sft
+    if labeling.demonstrations not in DEMONSTRATION_MODES:
+        raise ConfigError(f"{where}: labeling.demonstrations must be one of {', '.join(DEMONSTRATION_MODES)}")
+    if labeling.demonstration_every < 1:
+        raise ConfigError(f"{where}: labeling.demonstration_every must be at least 1")
+    if sft.learning_rate <= 0 or sft.epochs < 1 or sft.batch_size < 1 or sft.max_steps < 0:
+        raise ConfigError(f"{where}: sft.learning_rate must be > 0, sft.epochs and sft.batch_size at least 1, "
+                          "sft.max_steps 0 (no cap) or more")
+    if sft.max_length < 4:
+        raise ConfigError(f"{where}: sft.max_length must be at least 4 tokens")
+    if not 0.0 <= sft.eval_fraction < 1.0:
+        raise ConfigError(f"{where}: sft.eval_fraction must be at least 0 and below 1")
+
+
+def _validate_labeling_page(labeling: LabelingConfig, where: Path | str) -> None:
+    if not 0 <= labeling.undo_seconds <= 3600:
+        raise ConfigError(f"{where}: labeling.undo_seconds must be between 0 (no undo) and 3600")
+    if labeling.truncated_advice not in TRUNCATED_ADVICE:
+        raise ConfigError(f"{where}: labeling.truncated_advice must be one of {', '.join(TRUNCATED_ADVICE)}")
+
+
+def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
+    """reward.annotator_model and loop.min_reward_confidence (issue 29)."""
+    reward = config.reward
+    if reward.annotator_model not in ANNOTATOR_MODELS:
+        raise ConfigError(f"{where}: reward.annotator_model must be one of {', '.join(ANNOTATOR_MODELS)}")
+    if reward.annotator_model == "none" and reward.min_annotator_accuracy > 0:
+        raise ConfigError(f"{where}: reward.min_annotator_accuracy is not used with reward.annotator_model = "
+                          "\"none\"; set annotator_model = \"threshold\" or \"crowd_bt\", or "
+                          "min_annotator_accuracy = 0")
+    if reward.annotator_model == "crowd_bt" and reward.ties != "drop":
+        raise ConfigError(f"{where}: reward.annotator_model = \"crowd_bt\" models decisive judgments only; "
+                          "set reward.ties = \"drop\" (or another annotator_model)")
+    if not 0.0 <= config.loop.min_reward_confidence < 1.0:
+        raise ConfigError(f"{where}: loop.min_reward_confidence must be at least 0 (0 = no gate) and below 1")
 
 
 def _validate_auth(auth: AuthConfig, where: Path | str) -> None:

@@ -102,7 +102,7 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
     gold = get_gold(settings.gold, **settings.gold_options)
     stack = load_stack(ws)
     previous_scores: list[float] | None = None
-    base_responses: list[tuple[str, int]] | None = None  # the base never changes: sampled once
+    base_responses: list[tuple] | None = None  # the base never changes: sampled once
     for r in range(1, settings.rounds + 1):
         started = time.time()
         log(f"round {r}: sampling pairs from the current policy")

@@ -68,7 +68,7 @@ def human_win_rates(db: Database) -> dict[int, dict[str, float]]:
     wins: dict[int, float] = defaultdict(float)
     counts: dict[int, int] = defaultdict(int)
     for row in judgment_rows(db, kinds=(EVAL_KIND,)):
-        if row.choice == "both_bad":
+        if row.choice == "both_bad" or row.version_a is None or row.version_b is None:  # None: imported
             continue
         policy_side = "a" if row.version_a != 0 else "b"
         version = row.version_a if policy_side == "a" else row.version_b
@@ -90,12 +90,12 @@ class GoldEvaluation:
     base_length_mean: float
     policy_scores: list[float] = field(default_factory=list)  # gold score per eval prompt, in prompt order
     base_scores: list[float] = field(default_factory=list)
-    base_responses: list[tuple[str, int]] = field(default_factory=list)  # (text, tokens): reusable next round
+    base_responses: list[tuple] = field(default_factory=list)  # (text, tokens, finish): reusable next round
 
 
 def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_prompts: int = 48,  # noqa: ANN001
                     seed: int = 0, progress: bool = False,
-                    base_responses: list[tuple[str, int]] | None = None) -> GoldEvaluation:
+                    base_responses: list[tuple] | None = None) -> GoldEvaluation:
     """Sample the current policy and the base once per eval prompt and compare them with `gold`.
 
     The base is sampled with its own seed, so its responses do not depend on the policy's; pass an earlier
@@ -122,12 +122,12 @@ def gold_evaluation(ws: Workspace, db: Database, stack: ModelStack, gold, *, n_p
         torch.manual_seed(seed + 1)
         base_out = generate_responses(stack, conversations, adapter=None, progress=progress and "gold eval: base",
                                       **gen)
-    policy_scores = [gold(c, text) for c, (text, _) in zip(conversations, policy_out)]
-    base_scores = [gold(c, text) for c, (text, _) in zip(conversations, base_out)]
+    policy_scores = [gold(c, text) for c, (text, *_) in zip(conversations, policy_out)]
+    base_scores = [gold(c, text) for c, (text, *_) in zip(conversations, base_out)]
     return GoldEvaluation(
         policy_version=version, prompts=len(prompts), win_rate=gold_win_rate(policy_scores, base_scores),
         policy_gold_mean=sum(policy_scores) / len(policy_scores), base_gold_mean=sum(base_scores) / len(base_scores),
-        policy_length_mean=sum(n for _, n in policy_out) / len(policy_out),
-        base_length_mean=sum(n for _, n in base_out) / len(base_out),
+        policy_length_mean=sum(r[1] for r in policy_out) / len(policy_out),
+        base_length_mean=sum(r[1] for r in base_out) / len(base_out),
         policy_scores=policy_scores, base_scores=base_scores, base_responses=list(base_out),
     )

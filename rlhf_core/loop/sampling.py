@@ -8,8 +8,10 @@ import logging
 import math
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from tqdm.auto import tqdm
 
@@ -41,19 +43,31 @@ class SampleResult:
     pair_ids: list[int] = field(default_factory=list)
 
 
+class GeneratedResponse(NamedTuple):
+    """One sampled response as `record_generations` stores it."""
+
+    text: str
+    token_count: int  # new tokens, eos included
+    finish_reason: str  # "eos" or "length"
+
+
 def generate_responses(stack: ModelStack, conversations: list[list[dict[str, str]]], *, max_new_tokens: int,
                        temperature: float, top_p: float, adapter: str | None = "policy",
-                       batch_size: int = 32, progress: str | None = None) -> list[tuple[str, int]]:
-    """One sampled response per conversation: `(text, token count)`, in input order.
+                       batch_size: int = 32, progress: str | None = None) -> list[GeneratedResponse]:
+    """One sampled response per conversation: `(text, token count, finish reason)`, in input order.
 
-    `adapter` None samples the bare base model (version 0). `progress`: a tqdm bar with this label.
+    The finish reason is "eos" when the response's last token is eos (the model ended its turn),
+    else "length" (cut at `max_new_tokens`); the page marks cut responses and the operator page
+    counts them. `adapter` None samples the bare base model (version 0). `progress`: a tqdm bar
+    with this label.
     """
     tok = stack.tokenizer
     prompts = [prompt_token_ids(tok, c) for c in conversations]
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
     with tqdm(total=len(prompts), desc=progress, unit="response", disable=progress is None) as bar:
         responses = stack.sample(prompts, params, adapter=adapter, batch_size=batch_size, on_batch=bar.update)
-    return [(tok.decode(r, skip_special_tokens=True).strip(), len(r)) for r in responses]
+    return [GeneratedResponse(tok.decode(r, skip_special_tokens=True).strip(), len(r),
+                              "eos" if r and r[-1] == tok.eos_token_id else "length") for r in responses]
 
 
 def sample_pairs(
@@ -92,11 +106,11 @@ def sample_pairs(
         conversations = [prompt_messages(p) for p in batch for _ in range(per_prompt)]
         responses = generate_responses(stack, conversations, max_new_tokens=cfg.max_new_tokens,
                                        temperature=cfg.temperature, top_p=cfg.top_p, batch_size=cfg.batch_size)
-        scores = response_member_scores(stack, conversations, [t for t, _ in responses],
+        scores = response_member_scores(stack, conversations, [r[0] for r in responses],
                                         max_length=ws.config.reward.max_length) if scored else None
         for i, prompt in enumerate(batch):
             mine = responses[i * per_prompt:(i + 1) * per_prompt]
-            keep, identical, empty = distinct_responses([text for text, _ in mine])
+            keep, identical, empty = distinct_responses([r[0] for r in mine])
             chosen = select_pairs(candidate_pairs(keep), method, cfg.max_pairs_per_prompt,
                                   random.Random(f"{version_id}-{prompt.id}"),
                                   None if scores is None else scores[i * per_prompt:(i + 1) * per_prompt])
@@ -132,7 +146,8 @@ class PoolTopper:
     """Keeps at least `pool_min_open_pairs` unjudged pairs by sampling in a background thread.
 
     Requests never wait on the model: `request_top_up` returns at once and at most one sampling
-    thread runs. The model is loaded on first use and kept for later top-ups.
+    thread runs. The model is loaded on first use and kept for later top-ups; `model()` lends it to
+    others in the serving process (the operator page's "Try it"), one user at a time.
     """
 
     def __init__(self, ws: Workspace, db: Database,
@@ -141,6 +156,7 @@ class PoolTopper:
         self._stack_factory = stack_factory
         self._stack: ModelStack | None = None
         self._lock = threading.Lock()
+        self._model_lock = threading.Lock()  # one user of the stack at a time: a top-up or a `model()` borrower
         self._thread: threading.Thread | None = None
         self.last_error: str | None = None
         self.last_result: SampleResult | None = None
@@ -164,6 +180,15 @@ class PoolTopper:
             self._thread.start()
             return True
 
+    @contextmanager
+    def model(self) -> Iterator[ModelStack]:
+        """The sampler's model stack (loaded on first use), held for the caller until the block ends; a
+        top-up waits meanwhile, and the caller waits for a running top-up's current pass."""
+        with self._model_lock:
+            if self._stack is None:
+                self._stack = self._stack_factory(self.ws)
+            yield self._stack
+
     def progress(self) -> SamplingProgress | None:
         """The running top-up's progress, or None when nothing samples (no database, no lock)."""
         return self._progress if self.busy else None
@@ -184,6 +209,10 @@ class PoolTopper:
         return not thread.is_alive()
 
     def _run(self, n: int) -> None:
+        with self._model_lock:
+            self._top_up(n)
+
+    def _top_up(self, n: int) -> None:
         self._progress = SamplingProgress(ready=0, wanted=n, loading=self._stack is None)
         try:
             if self._stack is None:

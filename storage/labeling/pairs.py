@@ -21,6 +21,7 @@ MAX_RATIONALE_CHARS = 5000
 # the rest are invisible on every page that shows a reason.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 P = Pair.__table__
+FINISH_REASONS = ("eos", "length", None)  # why sampling ended (Sample.finish_reason); None: unknown
 
 
 class JudgmentError(ValueError):
@@ -42,6 +43,9 @@ class ServedPair:
     left_side: str  # which sample ("a" or "b") is shown on the left
     expires_at: datetime
     served_at: datetime | None = None  # when this lease was (re)drawn; names the serve in the page's token
+    # Each side's token count when sampling cut it at max_new_tokens (Sample.finish_reason "length"), else None.
+    left_cut_tokens: int | None = None
+    right_cut_tokens: int | None = None
 
 
 @dataclass(frozen=True)
@@ -74,8 +78,9 @@ def parse_serve_token(token: str | None) -> tuple[int, str] | None:
     return int(pair_id), stamp
 
 
-# What happened to the verdict (or skip) an annotator event carried; the page words each one.
-OUTCOMES = ("saved", "already_saved", "skipped", "no_token", "not_yours", "shown_again", "slot_taken")
+# What happened to the verdict (or skip, or undo) an annotator event carried; the page words each one.
+OUTCOMES = ("saved", "already_saved", "skipped", "no_token", "not_yours", "shown_again", "slot_taken",
+            "undone", "undo_too_late")
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,7 @@ class AnnotatorScreen:
     outcome: str = ""  # one of OUTCOMES, or "" for a plain look
     outcome_pair: int | None = None  # the pair the outcome is about
     created: bool = False  # a new judgment row was written
+    judgment_id: int | None = None  # the row a "saved" outcome wrote (what an undo names)
 
 
 SCREEN_PICKS = ("left", "right", "tie", "both_bad")
@@ -122,12 +128,13 @@ def choice_from_screen(pick: str, left_side: str) -> str:
 
 
 def record_generations(
-    db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple[str, int]],
+    db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple],
     gen_params: dict[str, Any], pairs: list[tuple[int, int]], round: int = 0, judgments_wanted: int = 1,
     priority: int = 0, kind: str = "train", info_scores: list[float] | None = None, selection: str = "all",
 ) -> list[Pair]:
-    """Store one prompt's sampled responses `(text, token_count)` and the pairs between them
-    (`pairs` holds indices into `responses`), atomically.
+    """Store one prompt's sampled responses `(text, token_count)` or `(text, token_count,
+    finish_reason)` (see `sample_rows`) and the pairs between them (`pairs` holds indices into
+    `responses`), atomically.
 
     selection: the method that chose these pairs (`PAIR_SELECTIONS`). info_scores: one per pair, how
     informative the sampler judged it (higher is served first among pairs of equal priority);
@@ -136,11 +143,7 @@ def record_generations(
     _check_selection(selection)
     scores = _checked_scores(info_scores, len(pairs))
     with db.session() as s:
-        samples = [
-            Sample(prompt_id=prompt_id, policy_version_id=policy_version_id, text=text, token_count=n,
-                   gen_params_json=json.dumps(gen_params))
-            for text, n in responses
-        ]
+        samples = sample_rows(prompt_id, policy_version_id, responses, gen_params)
         s.add_all(samples)
         s.flush()
         rows = [
@@ -170,12 +173,25 @@ def _checked_scores(info_scores: list[float] | None, n_pairs: int) -> list[float
     return scores
 
 
-def add_samples(db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple[str, int]],
+def sample_rows(prompt_id: int, policy_version_id: int | None, responses: list[tuple],
+                gen_params: dict[str, Any]) -> list[Sample]:
+    """Sample rows for `responses`: `(text, token_count)`, or `(text, token_count, finish_reason)`
+    with finish_reason "eos" (the model ended), "length" (cut at max_new_tokens) or None (unknown)."""
+    rows = []
+    for text, n, *rest in responses:
+        reason = rest[0] if rest else None
+        if reason not in FINISH_REASONS:
+            raise ValueError(f"finish_reason must be one of eos, length or None, not {reason!r}")
+        rows.append(Sample(prompt_id=prompt_id, policy_version_id=policy_version_id, text=text, token_count=n,
+                           finish_reason=reason, gen_params_json=json.dumps(gen_params)))
+    return rows
+
+
+def add_samples(db: Database, *, prompt_id: int, policy_version_id: int, responses: list[tuple],
                 gen_params: dict[str, Any]) -> list[int]:
-    """Store responses `(text, token_count)` without pairing them; returns their ids in order."""
+    """Store responses (as `sample_rows` takes them) without pairing them; returns their ids in order."""
     with db.session() as s:
-        samples = [Sample(prompt_id=prompt_id, policy_version_id=policy_version_id, text=text, token_count=n,
-                          gen_params_json=json.dumps(gen_params)) for text, n in responses]
+        samples = sample_rows(prompt_id, policy_version_id, responses, gen_params)
         s.add_all(samples)
         s.flush()
         return [sample.id for sample in samples]

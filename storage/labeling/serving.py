@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,7 +89,9 @@ _PROGRESS_COLS = (_MINE.scalar_subquery().label("judged_total"),
                   select(func.count()).select_from(P).where(P.c.n_judgments < P.c.judgments_wanted)
                   .scalar_subquery().label("pairs_open"))
 _PROGRESS = select(*_PROGRESS_COLS)
-_TEXT_COLS = (PR.c.messages_json, SA.c.text.label("text_a"), SB.c.text.label("text_b"))
+_TEXT_COLS = (PR.c.messages_json, SA.c.text.label("text_a"), SB.c.text.label("text_b"),
+              SA.c.finish_reason.label("finish_a"), SA.c.token_count.label("tokens_a"),
+              SB.c.finish_reason.label("finish_b"), SB.c.token_count.label("tokens_b"))
 _PAIR_TEXTS = (P.join(PR, PR.c.id == P.c.prompt_id).join(SA, SA.c.id == P.c.sample_a_id)
                .join(SB, SB.c.id == P.c.sample_b_id))
 _TEXTS = select(*_TEXT_COLS).select_from(_PAIR_TEXTS).where(P.c.id == _PAIR)
@@ -187,10 +189,13 @@ def lease_next(conn: Connection, annotator_id: int, *, now: datetime, lease_seco
 
 def _served(lease: LeaseRow, row: Any) -> ServedPair:
     r = row
-    left, right = (r.text_a, r.text_b) if lease.left_side == "a" else (r.text_b, r.text_a)
+    cut_a = r.tokens_a if r.finish_a == "length" else None
+    cut_b = r.tokens_b if r.finish_b == "length" else None
+    (left, left_cut), (right, right_cut) = (((r.text_a, cut_a), (r.text_b, cut_b)) if lease.left_side == "a"
+                                            else ((r.text_b, cut_b), (r.text_a, cut_a)))
     return ServedPair(pair_id=lease.pair_id, prompt_messages=json.loads(r.messages_json),
                       left_text=left, right_text=right, left_side=lease.left_side, expires_at=lease.expires_at,
-                      served_at=lease.served_at)
+                      served_at=lease.served_at, left_cut_tokens=left_cut, right_cut_tokens=right_cut)
 
 
 def served_pair(conn: Connection, lease: LeaseRow) -> ServedPair:
@@ -369,13 +374,14 @@ def submit_verdict(db: Database, annotator_id: int, *, token: str | None, pick: 
             return _screen(conn, ev, now, outcome, pair_id)
         latency_ms = max(0, int((now - lease.served_at).total_seconds() * 1000))
         try:
-            _, created = record_on(conn, pair_id=lease.pair_id, annotator_id=annotator_id,
-                                   choice=choice_from_screen(pick, lease.left_side), strength=strength,
-                                   rationale=rationale, latency_ms=latency_ms, require_served=True, now=now,
-                                   locking=ev.locking, lease=lease)
+            row, created = record_on(conn, pair_id=lease.pair_id, annotator_id=annotator_id,
+                                     choice=choice_from_screen(pick, lease.left_side), strength=strength,
+                                     rationale=rationale, latency_ms=latency_ms, require_served=True, now=now,
+                                     locking=ev.locking, lease=lease)
         except SlotTaken:
             return _screen(conn, ev, now, "slot_taken", lease.pair_id)
-        return _screen(conn, ev, now, "saved" if created else "already_saved", lease.pair_id, created)
+        shown = _screen(conn, ev, now, "saved" if created else "already_saved", lease.pair_id, created)
+        return replace(shown, judgment_id=row["id"])  # what the page's undo names (storage.labeling.undo)
 
 
 def skip_shown(db: Database, annotator_id: int, *, token: str | None, lease_seconds: int, since: datetime,
