@@ -31,7 +31,9 @@ def training_logs(db: Database, *, phase: str | None = None, job_id: int | None 
 
 
 # -- the job queue ------------------------------------------------------------------------
-TRAINING_KINDS = ("train_rm", "train_policy", "round")
+# The job kinds that train: one at a time across all workers. rlhf_core.loop.worker.JOB_KINDS is the table
+# of job kinds (storage imports nothing of rlhf_core); a test keeps this list equal to its training kinds.
+TRAINING_KINDS = ("train_rm", "train_policy", "round", "train_sft")
 
 
 class JobError(ValueError):

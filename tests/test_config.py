@@ -24,7 +24,7 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("section,line,message", [
-    ("policy", 'reference = "v2"', "policy.reference must be base, previous or a policy version number"),
+    ("policy", 'reference = "v2"', "policy.reference must be base, previous, sft or a policy version number"),
     ("policy", 'algo = "a2c"', "policy.algo must be ppo, grpo or dpo"),
     ("policy", 'kl_control = "pid"', "policy.kl_control must be fixed or adaptive"),
     ("policy", "target_kl = 0", "policy.target_kl must be > 0"),

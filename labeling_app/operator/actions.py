@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf_core.config import POLICY_ALGORITHMS
 from rlhf_core.data.control_files import import_control_file
 from rlhf_core.data.export import FORMATS, ExportError, ExportResult, export_preferences
 from rlhf_core.data.file_checks import InputFileError
@@ -26,7 +27,7 @@ from storage import (
     utcnow,
 )
 
-ALGORITHMS = {"GRPO": "grpo", "PPO": "ppo", "DPO": "dpo"}
+ALGORITHMS = {algo.upper(): algo for algo in POLICY_ALGORITHMS}  # the round picker reads the one table (config)
 MAX_EVAL_PROMPTS = 1000
 STAGED_ZIP_LIFETIME_S = 3600.0
 

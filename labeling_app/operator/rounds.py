@@ -18,7 +18,8 @@ import gradio as gr
 import pandas as pd
 
 from labeling_app.operator.common import DASH, fmt_num, fmt_pct, is_number
-from storage import TRAINING_KINDS, Database, Job, list_jobs, pair_selection_counts, training_logs
+from rlhf_core.loop.worker import training_kinds
+from storage import Database, Job, list_jobs, pair_selection_counts, training_logs
 
 ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/token to base", "KL/seq.",
                  "entropy", "length", "reward~length r", "clip frac.", "value loss", "win rate vs base",
@@ -38,7 +39,9 @@ STEP_CHARTS = (("policy", "reward_mean", "policy: mean reward", "reward", None),
                ("policy", "dpo_loss", "DPO: loss", "DPO loss", None),
                ("policy", "reward_margin", "DPO: implicit reward margin", "β·log-ratio margin", None),
                ("policy", "reward_accuracy", "DPO: implicit reward accuracy", "accuracy", ".0%"),
-               ("policy", "heldout_kl_per_token", "DPO: held-out KL per token", "nats / token", None))
+               ("policy", "heldout_kl_per_token", "DPO: held-out KL per token", "nats / token", None),
+               ("sft", "train_nll", "SFT: NLL per answer token", "nats / token", None),
+               ("sft", "heldout_nll", "SFT: held-out NLL per answer token (each epoch)", "nats / token", None))
 # Policy curves only DPO logs; the other policy curves are PPO/GRPO's (a chart of the other kind stays hidden).
 DPO_STEP_KEYS = {"dpo_loss", "reward_margin", "reward_accuracy", "heldout_kl_per_token"}
 CHARTS_PER_ROW = 4
@@ -49,7 +52,7 @@ ONE_ROUND = ("One trained version so far: its figures are in the table; the char
              "the second round.")
 NO_TRAINING_JOBS = "No training job has run yet, so there are no per-step curves."
 SELECTION_COLUMNS = ["round", "pairs", "selection", "count", "open", "judgments", "mean info score"]
-KIND_LABELS = {"train": "training", "eval_vs_base": "policy vs base"}
+KIND_LABELS = {"train": "training", "eval_vs_base": "policy vs base", "imported": "imported"}
 SELECTION_NOTE = ("_Selection is `sampling.pair_selection`: all pairs of a prompt's samples, a random subset, or "
                   "the ones the reward models disagree on most (uncertainty; served first, highest info score "
                   "first). Evaluation pairs say eval._")
@@ -153,7 +156,8 @@ def selection_values(db: Database) -> list[Any]:
 
 def training_jobs(db: Database) -> list[Job]:
     """Recent jobs that train (and so log per-step metrics), newest first."""
-    return [j for j in list_jobs(db, limit=50) if j.kind in TRAINING_KINDS and j.status != "queued"]
+    kinds = training_kinds()  # the job table's training kinds
+    return [j for j in list_jobs(db, limit=50) if j.kind in kinds and j.status != "queued"]
 
 
 def job_algo(job: Job) -> str | None:
@@ -171,14 +175,16 @@ def chart_expected(phase: str, key: str, logs: list[dict[str, Any]], algo: str |
     rows = [r for r in logs if r["phase"] == phase]
     if rows:
         return any(key in r for r in rows)
+    if phase == "sft" or algo == "sft":  # an SFT job logs SFT steps only; a round, only with loop.sft_first
+        return phase == "sft" and algo == "sft"
     if phase != "policy" or algo is None:
         return True
     return (key in DPO_STEP_KEYS) == (algo == "dpo")
 
 
 def step_frame(logs: list[dict[str, Any]], phase: str, key: str, title: str) -> pd.DataFrame:
-    # Policy steps are logged from 0, reward-model steps from 1; show both counting from 1.
-    offset = 1 if phase == "policy" else 0
+    # Policy and SFT steps are logged from 0, reward-model steps from 1; show all counting from 1.
+    offset = 1 if phase in ("policy", "sft") else 0
     points = [(int(r["step"]) + offset, float(r[key])) for r in logs if r["phase"] == phase and is_number(r.get(key))]
     if len(points) <= NOMINAL_STEPS:
         points = [(str(step), value) for step, value in points]

@@ -71,14 +71,23 @@ def _fmt(value) -> str:  # noqa: ANN001
 
 
 def _check_algo(algo: str | None) -> None:
-    if algo not in (None, "ppo", "grpo", "dpo"):
-        raise typer.BadParameter("must be ppo, grpo or dpo", param_hint="--algo")
+    from rlhf_core.config import POLICY_ALGORITHMS
+
+    if algo is not None and algo not in POLICY_ALGORITHMS:
+        names = f"{', '.join(POLICY_ALGORITHMS[:-1])} or {POLICY_ALGORITHMS[-1]}"
+        raise typer.BadParameter(f"must be {names}", param_hint="--algo")
 
 
 @app.command("train-rm")
 def train_rm(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Retrain the LoRA reward model on all judgments (Bradley-Terry; ties and both-bad left out)."""
     _run_job_now(workspace, db, "train_rm", {})
+
+
+@app.command("train-sft")
+def train_sft(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """Fine-tune the policy on the demonstrations (stage 1; loss on answer tokens only): a policy version "sft"."""
+    _run_job_now(workspace, db, "train_sft", {"algo": "sft"})
 
 
 @app.command("train-policy")

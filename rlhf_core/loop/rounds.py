@@ -13,6 +13,7 @@ from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.policy import run_policy_training
 from rlhf_core.training.reward_service import run_reward_training
+from rlhf_core.training.sft import run_sft_training, sft_first_due
 from rlhf_core.workspace import Workspace
 from storage import Database, update_policy_metrics
 
@@ -41,8 +42,15 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
 
     With `dp` this is the main process's part; the other processes join both trainings through
     `follow_round` and leave the sampling to it."""
-    started = time.time()
+    started = round_started = time.time()
     report = on_progress or (lambda _f, _m: None)
+    sft_metrics: dict[str, Any] = {}
+    if sft_first_due(ws, db):  # stage 1 before the first round (loop.sft_first)
+        report(0.0, "supervised fine-tuning on the demonstrations")
+        sft = run_sft_training(ws, db, stack, job_id=job_id, progress=progress,
+                               on_progress=scaled(on_progress, 0.0, 0.3, "sft"))
+        started = time.time()
+        sft_metrics = {"sft_version": sft.id, "sft_seconds": round(started - round_started, 3)}
     report(0.0, "training reward model")
     rm = run_reward_training(ws, db, stack, job_id=job_id, progress=progress,
                              on_progress=scaled(on_progress, 0.0, 0.3, "reward model"), dp=dp)
@@ -54,7 +62,7 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
     round_metrics = {"rm_version": rm.id, "rm_heldout_accuracy": rm.heldout_accuracy,
                      "rm_heldout_loss": rm.heldout_loss, "rm_trained_on": rm.trained_on,
                      "reward_seconds": round(reward_done - started, 3),
-                     "policy_seconds": round(time.time() - reward_done, 3)}
+                     "policy_seconds": round(time.time() - reward_done, 3), **sft_metrics}
     update_policy_metrics(db, policy.id, round_metrics)
     new_pairs = 0
     if sample_next:
@@ -62,7 +70,7 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
         new_pairs = sample_pairs(ws, db, stack, progress=progress,
                                  on_progress=scaled(on_progress, 0.9, 1.0, "sampling")).pairs
     metrics = {**round_metrics, "policy_version": policy.id, "new_pairs": new_pairs,
-               "seconds": round(time.time() - started, 1)}
+               "seconds": round(time.time() - round_started, 1)}
     report(1.0, f"round done: policy v{policy.id}")
     return RoundResult(policy_version=policy.id, reward_model_version=rm.id, new_pairs=new_pairs, metrics=metrics)
 
@@ -70,7 +78,9 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
 def follow_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None, dp: DataParallel,
                  train_reward: bool = True) -> None:
     """A non-main data-parallel process's share of a round (`train_reward`) or of a policy update: the
-    same trainings as the main process's `run_round`, in the same order, recording nothing."""
+    same trainings as the main process's `run_round`, in the same order, recording nothing. SFT first
+    (`loop.sft_first`) is the main process's alone; here it is only checked that there is data for it."""
     if train_reward:
+        sft_first_due(ws, db)
         run_reward_training(ws, db, stack, progress=False, dp=dp)
     run_policy_training(ws, db, stack, algo=algo, progress=False, dp=dp)

@@ -16,6 +16,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from rlhf_core.models.stack import ModelStack
@@ -38,7 +40,97 @@ from storage import (
 )
 
 log = logging.getLogger(__name__)
-JOB_KINDS = ("sample", "train_rm", "train_policy", "round", "eval_batch")
+ProgressFn = Callable[[float, str], None]
+
+
+# -- the job kinds: one table the worker, the CLI and the operator page read (STYLE.md 12) ----------------
+# Each runner takes (worker, job, params, on_progress) and returns the job's metrics; it imports its service
+# when called, so a worker that never trains never loads the training code.
+def _run_sample(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.sampling import sample_pairs
+
+    result = sample_pairs(w.ws, w.db, w.stack, n_pairs=params.get("pairs"), progress=w.progress,
+                          on_progress=on_progress)
+    return {"pairs": result.pairs, "samples": result.samples, "policy_version": result.policy_version}
+
+
+def _run_train_rm(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.training.reward_service import run_reward_training
+
+    rm = run_reward_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress,
+                             dp=w.dp)
+    return {"reward_model_version": rm.id, "heldout_accuracy": rm.heldout_accuracy}
+
+
+def _run_train_policy(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.training.policy import run_policy_training
+
+    pv = run_policy_training(w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress,
+                             on_progress=on_progress, dp=w.dp)
+    return {"policy_version": pv.id}
+
+
+def _run_round(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.rounds import run_round
+
+    return run_round(w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress,
+                     on_progress=on_progress, dp=w.dp).metrics
+
+
+def _run_eval_batch(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.evaluation import create_eval_batch
+
+    batch = create_eval_batch(w.ws, w.db, w.stack, n_prompts=params.get("prompts", 32), progress=w.progress)
+    return {"policy_version": batch.policy_version, "pairs": len(batch.pair_ids)}
+
+
+def _run_train_sft(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.training.sft import run_sft_training
+
+    pv = run_sft_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress)
+    metrics = json.loads(pv.metrics_json)
+    return {"policy_version": pv.id, **{k: metrics.get(k) for k in ("heldout_nll_before", "heldout_nll", "best_epoch")}}
+
+
+def _follow_train_rm(w: Worker, params: dict[str, Any]) -> None:
+    from rlhf_core.training.reward_service import run_reward_training
+
+    run_reward_training(w.ws, w.db, w.stack, progress=False, dp=w.dp)
+
+
+def _follow_policy(w: Worker, params: dict[str, Any], *, train_reward: bool) -> None:
+    from rlhf_core.loop.rounds import follow_round
+
+    follow_round(w.ws, w.db, w.stack, algo=params.get("algo"), dp=w.dp, train_reward=train_reward)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How the worker runs one kind of job. `trains`: training jobs run one at a time across all workers
+    (storage's TRAINING_KINDS lists the same kinds, since storage imports nothing of rlhf_core). `follow`:
+    a data-parallel non-main process's share (None: the main process does all of it, the others wait)."""
+
+    run: Callable[[Worker, Job, dict[str, Any], ProgressFn], dict[str, Any]]
+    trains: bool
+    description: str
+    follow: Callable[[Worker, dict[str, Any]], None] | None = None
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    "sample": JobKind(_run_sample, False, "sample pairs from the current policy"),
+    "train_rm": JobKind(_run_train_rm, True, "train the reward model", _follow_train_rm),
+    "train_policy": JobKind(_run_train_policy, True, "update the policy (PPO, GRPO or DPO)",
+                            partial(_follow_policy, train_reward=False)),
+    "round": JobKind(_run_round, True, "a round: reward model, policy update, next pairs",
+                     partial(_follow_policy, train_reward=True)),
+    "eval_batch": JobKind(_run_eval_batch, False, "policy-vs-base pairs on eval prompts"),
+    "train_sft": JobKind(_run_train_sft, True, "supervised fine-tuning on the demonstrations (stage 1)"),
+}
+
+
+def training_kinds() -> tuple[str, ...]:
+    """The job kinds that train (and log per-step metrics), in the table's order."""
+    return tuple(kind for kind, spec in JOB_KINDS.items() if spec.trains)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -128,19 +220,12 @@ class Worker:
         return get_job(self.db, job_id)
 
     def _follow(self, job: Job) -> None:
-        """A non-main process's share of a job: the reward-model training of `train_rm` and `round`, and
-        the policy update of `train_policy` and `round` (sampling and evaluation are the main one's)."""
-        params = json.loads(job.params_json)
+        """A non-main process's share of a job (`JobKind.follow`): the reward-model training of `train_rm`
+        and `round`, and the policy update of `train_policy` and `round`; the rest is the main one's."""
+        spec = JOB_KINDS.get(job.kind)
         try:
-            if job.kind == "train_rm":
-                from rlhf_core.training.reward_service import run_reward_training
-
-                run_reward_training(self.ws, self.db, self.stack, progress=False, dp=self.dp)
-            elif job.kind in ("train_policy", "round"):
-                from rlhf_core.loop.rounds import follow_round
-
-                follow_round(self.ws, self.db, self.stack, algo=params.get("algo"), dp=self.dp,
-                             train_reward=job.kind == "round")
+            if spec is not None and spec.follow is not None:
+                spec.follow(self, json.loads(job.params_json))
         except ValueError:  # missing data (too few judgments, no prompts): the main process records the error
             pass
 
@@ -190,34 +275,8 @@ class Worker:
         while not stop.wait(self.heartbeat_seconds):
             heartbeat_job(self.db, job_id)
 
-    def _dispatch(self, job: Job, params: dict[str, Any], on_progress: Callable[[float, str], None]) -> dict:
-        ws, db = self.ws, self.db
-        if job.kind == "sample":
-            from rlhf_core.loop.sampling import sample_pairs
-
-            result = sample_pairs(ws, db, self.stack, n_pairs=params.get("pairs"), progress=self.progress,
-                                  on_progress=on_progress)
-            return {"pairs": result.pairs, "samples": result.samples, "policy_version": result.policy_version}
-        if job.kind == "train_rm":
-            from rlhf_core.training.reward_service import run_reward_training
-
-            rm = run_reward_training(ws, db, self.stack, job_id=job.id, progress=self.progress,
-                                     on_progress=on_progress, dp=self.dp)
-            return {"reward_model_version": rm.id, "heldout_accuracy": rm.heldout_accuracy}
-        if job.kind == "train_policy":
-            from rlhf_core.training.policy import run_policy_training
-
-            pv = run_policy_training(ws, db, self.stack, algo=params.get("algo"), job_id=job.id,
-                                     progress=self.progress, on_progress=on_progress, dp=self.dp)
-            return {"policy_version": pv.id}
-        if job.kind == "round":
-            from rlhf_core.loop.rounds import run_round
-
-            return run_round(ws, db, self.stack, algo=params.get("algo"), job_id=job.id, progress=self.progress,
-                             on_progress=on_progress, dp=self.dp).metrics
-        if job.kind == "eval_batch":
-            from rlhf_core.loop.evaluation import create_eval_batch
-
-            batch = create_eval_batch(ws, db, self.stack, n_prompts=params.get("prompts", 32), progress=self.progress)
-            return {"policy_version": batch.policy_version, "pairs": len(batch.pair_ids)}
-        raise ValueError(f"unknown job kind {job.kind!r} (known: {', '.join(JOB_KINDS)})")
+    def _dispatch(self, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+        spec = JOB_KINDS.get(job.kind)
+        if spec is None:
+            raise ValueError(f"unknown job kind {job.kind!r} (known: {', '.join(JOB_KINDS)})")
+        return spec.run(self, job, params, on_progress)

@@ -37,6 +37,7 @@ from rlhf_core.training.rollout import (
     rollout_metrics,
 )
 from rlhf_core.training.run_log import PolicyTrainResult, StepLog, finite, show, summarize
+from rlhf_core.training.sft import latest_sft_version
 from rlhf_core.training.workspace_stack import activate_policy, activate_reward_model, adapter_dir
 from rlhf_core.workspace import Workspace
 from storage import (
@@ -152,6 +153,12 @@ def reference_adapter(db: Database, reference: str, current: PolicyVersion) -> P
     """Where the configured reference policy's adapter is saved; None for the base model."""
     if reference == "base":
         return None
+    if reference == "sft":  # the seeds' objective: KL to the SFT policy (the KL to the base is logged beside it)
+        version = latest_sft_version(db)
+        if version is None:
+            raise ValueError('policy.reference = "sft" but there is no SFT version yet: run `rlhf train-sft` '
+                             "on demonstrations first (or set loop.sft_first = true)")
+        return Path(version.adapter_path)
     version = current if reference == "previous" else get_policy(db, int(reference))
     if version is None:
         raise ValueError(f"policy.reference = {reference!r}: there is no policy version {reference}")
