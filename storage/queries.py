@@ -27,8 +27,8 @@ class JudgmentRow:
     prompt_split: str
     text_a: str
     text_b: str
-    version_a: int
-    version_b: int
+    version_a: int | None  # None: a response imported from outside the loop (`system_a` names its writer)
+    version_b: int | None
     choice: str
     strength: str | None
     rationale: str | None
@@ -37,6 +37,12 @@ class JudgmentRow:
     round: int
     kind: str
     created_at: datetime
+    system_a: str | None = None  # imported responses: the system that wrote them (None for policy samples)
+    system_b: str | None = None
+    source: str = ""  # the pair's import (`Pair.source`); "" for pairs the loop sampled
+    metadata_json: str | None = None  # an imported record's own `metadata`, as JSON
+    finish_a: str | None = None  # why sampling ended each response: "eos", "length" (cut), None (unknown)
+    finish_b: str | None = None
 
 
 def judgment_rows(
@@ -63,6 +69,8 @@ def judgment_rows(
             prompt_split=pr.split, text_a=a.text, text_b=b.text, version_a=a.policy_version_id,
             version_b=b.policy_version_id, choice=j.choice, strength=j.strength, rationale=j.rationale,
             annotator=name, left_side=j.left_side, round=p.round, kind=p.kind, created_at=j.created_at,
+            system_a=a.system, system_b=b.system, source=p.source, metadata_json=p.metadata_json,
+            finish_a=a.finish_reason, finish_b=b.finish_reason,
         )
         for j, p, pr, a, b, name in rows
     ]

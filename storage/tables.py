@@ -17,10 +17,16 @@ STRENGTHS = ("slight", "clear", "strong")
 SPLITS = ("train", "eval")
 # Prompts of imported control pairs: never sampled, never in a training or eval prompt list.
 CONTROL_SPLIT = "control"
-PAIR_KINDS = ("train", "eval_vs_base", "control")
+# Prompts of imported pairs (`rlhf pairs import`) and of prior preferences (`rlhf preferences import`): like
+# control prompts, never sampled by the loop and in no training or eval prompt list.
+IMPORTED_SPLIT = "imported"
+PRIOR_SPLIT = "prior"
+# "imported": a pair of responses written outside the loop (`storage.imports`): served and judged like a
+# "train" pair, but never on-policy data (online DPO reads "train" pairs only).
+PAIR_KINDS = ("train", "eval_vs_base", "control", "imported")
 # Which method chose a pair for people (`sampling.pair_selection`); evaluation pairs say "eval",
-# control pairs "control".
-PAIR_SELECTIONS = ("all", "random", "uncertainty", "eval", "control")
+# control pairs "control", imported pairs "imported".
+PAIR_SELECTIONS = ("all", "random", "uncertainty", "eval", "control", "imported")
 JOB_STATUSES = ("queued", "running", "done", "failed")
 
 

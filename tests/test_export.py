@@ -35,7 +35,9 @@ from storage import (
 )
 
 COLUMNS = ["prompt", "chosen", "rejected", "pair_id", "prompt_id", "round", "n_annotators", "agreement", "strength",
-           "tie", "policy_version_chosen", "policy_version_rejected", "annotators", "low_accuracy_annotators"]
+           "tie", "policy_version_chosen", "policy_version_rejected", "annotators", "low_accuracy_annotators",
+           "source", "system_chosen", "system_rejected", "metadata", "prior",
+           "finish_reason_chosen", "finish_reason_rejected"]
 
 
 def make_annotators(db: Database, n: int, prefix: str = "ann") -> list[int]:
@@ -170,7 +172,7 @@ def test_round_and_kind_filters(db, judged, tmp_path):
     assert set(rows) == {later} and rows[later]["round"] == 2
     rows, _ = export_rows(db, tmp_path / "eval", kinds=("eval_vs_base",))
     assert set(rows) == {judged["eval"]}
-    with pytest.raises(ExportError, match="no judgments on pairs of kind train in round 7"):
+    with pytest.raises(ExportError, match="no judgments on pairs of kind train, imported in round 7"):
         export_preferences(db, tmp_path / "none", fmt="hf", round=7)
     assert not (tmp_path / "none").exists()
 

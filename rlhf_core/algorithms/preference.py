@@ -1,5 +1,5 @@
 """Preference math: Bradley-Terry probabilities and loss, strength margins, and the closed-form
-optimum of the KL-regularized objective.
+optimum of the KL-regularized objective; and arena-style ratings of systems (Elo scale, bootstrap).
 
 Pure functions: tensors in, tensors out; no models, no IO. B = pairs, K = candidate responses.
 Rewards are in reward units; losses in nats.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -228,3 +229,56 @@ def fit_temperature(gaps: Tensor, low: float = 0.1, high: float = 10.0, iteratio
             d = a + ratio * (b - a)
             fd = loss(d)
     return math.exp((a + b) / 2)
+
+
+# --------------------------------------------------------------------------- systems: arena-style ratings
+# As Chatbot Arena shows them: the win matrix of judgments between systems (ties half a win each side),
+# Bradley-Terry strengths on the Elo scale, expected win rates, bootstrap over judgments. numpy arrays in and
+# out (the strengths are fitted by choix in `rlhf_core.data.leaderboard`); S = systems, N = judgments,
+# R = bootstrap rounds; strengths are natural-log: P(i beats j) = σ(s_i − s_j).
+ELO_SCALE = 400.0 / math.log(10.0)  # Elo points per unit of natural-log strength: 10^(Δ/400) = e^(Δs)
+BASELINE_RATING = 1000.0  # the baseline system's rating; the others are placed relative to it
+
+
+def win_matrix(system_a: np.ndarray, system_b: np.ndarray, score_a: np.ndarray, n_systems: int,
+               counts: np.ndarray | None = None) -> np.ndarray:
+    """[S, S] wins: W[i, j] = how often i beat j. Judgment k (indices `system_a[k]`, `system_b[k]` into the S
+    systems) adds `score_a[k]` (1 = a won, 0 = b won, 0.5 = tie) to W[a, b] and 1 − score_a[k] to W[b, a],
+    times `counts[k]` (e.g. how often a bootstrap resample drew it; None = 1 each)."""
+    a, b = np.asarray(system_a, dtype=np.int64), np.asarray(system_b, dtype=np.int64)
+    score = np.asarray(score_a, dtype=np.float64)
+    weight = np.ones_like(score) if counts is None else np.asarray(counts, dtype=np.float64)
+    wins = np.zeros((n_systems, n_systems))
+    np.add.at(wins, (a, b), weight * score)
+    np.add.at(wins, (b, a), weight * (1.0 - score))
+    return wins
+
+
+def elo_ratings(strengths: np.ndarray, baseline: int) -> np.ndarray:
+    """Ratings [..., S] on the Elo scale Chatbot Arena shows: ELO_SCALE · (s − s_baseline) + BASELINE_RATING,
+    so 400 points more means 10:1 odds of winning. strengths: [..., S] natural-log strengths."""
+    s = np.asarray(strengths, dtype=np.float64)
+    return ELO_SCALE * (s - s[..., baseline:baseline + 1]) + BASELINE_RATING
+
+
+def expected_win_rate(strength: np.ndarray, opponent: np.ndarray) -> np.ndarray:
+    """P(win) = σ(strength − opponent) under Bradley-Terry (ties count half, as in the fit); broadcasts."""
+    return 1.0 / (1.0 + np.exp(-(np.asarray(strength, dtype=np.float64) - np.asarray(opponent, dtype=np.float64))))
+
+
+def bootstrap_counts(n: int, rounds: int, seed: int) -> np.ndarray:
+    """[R, N] how often each of N judgments is drawn in each of R resamples of N with replacement (the
+    nonparametric bootstrap over judgments), from numpy's PCG64 seeded with `seed`."""
+    if n < 1 or rounds < 1:
+        raise ValueError(f"need at least one judgment and one round, got n={n}, rounds={rounds}")
+    indices = np.random.default_rng(seed).integers(0, n, size=(rounds, n))
+    return np.stack([np.bincount(row, minlength=n) for row in indices])
+
+
+def percentile_interval(samples: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """The central `level` interval of bootstrap `samples` [R, ...] along axis 0: the (1 − level)/2 and
+    (1 + level)/2 quantiles (numpy's linear interpolation). Returns (low, high), each [...]."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    values = np.asarray(samples, dtype=np.float64)
+    return np.quantile(values, (1.0 - level) / 2, axis=0), np.quantile(values, (1.0 + level) / 2, axis=0)

@@ -48,6 +48,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Output directory")],
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
+    what: Annotated[str, typer.Option("--what", help="preferences (judged pairs) or demos (SFT demonstrations: "
+                                                     "prompt / completion)")] = "preferences",
     fmt: Annotated[str, typer.Option("--format", help="hf (datasets.save_to_disk), jsonl or parquet")] = "hf",
     round: Annotated[int | None, typer.Option("--round", help="Only pairs sampled in this round")] = None,
     min_agreement: Annotated[float | None, typer.Option(help="Minimum share of judgments agreeing")] = None,
@@ -58,23 +60,71 @@ def export(
     anonymize: Annotated[bool, typer.Option(help="Replace usernames with annotator-1, annotator-2, ...")] = False,
     min_annotator_accuracy: Annotated[float | None, typer.Option(
         help="Mark annotators below this control-pair accuracy (default: reward.min_annotator_accuracy)")] = None,
+    include_prior: Annotated[bool, typer.Option(
+        help="Also export the prior judgments of imported preference datasets (column prior = true)")] = False,
 ) -> None:
-    """Export judged pairs as a TRL-ready preference dataset (prompt / chosen / rejected)."""
+    """Export judged pairs as a TRL-ready preference dataset (prompt / chosen / rejected), or with --what demos
+    the demonstrations as a TRL SFT dataset (prompt / completion)."""
     from rlhf_core.data.export import export_preferences
 
+    if what not in ("preferences", "demos"):
+        raise typer.BadParameter("must be preferences or demos", param_hint="--what")
+    if what == "demos":
+        if round is not None or min_agreement is not None or include_ties or min_annotator_accuracy is not None:
+            raise typer.BadParameter("--round, --min-agreement, --include-ties and --min-annotator-accuracy filter "
+                                     "judged pairs; demonstrations take none of them", param_hint="--what demos")
+        _export_demos(workspace, db, out, fmt=fmt, standard=standard, test_fraction=test_fraction,
+                      overwrite=overwrite, anonymize=anonymize)
+        return
     ws, database = open_db(workspace, db)
     if min_annotator_accuracy is None:
         min_annotator_accuracy = ws.config.reward.min_annotator_accuracy
     result = export_preferences(database, out, fmt=fmt, round=round, min_agreement=min_agreement,
                                 include_ties=include_ties, test_fraction=test_fraction,
                                 conversational=not standard, overwrite=overwrite, anonymize=anonymize,
-                                min_annotator_accuracy=min_annotator_accuracy)
+                                min_annotator_accuracy=min_annotator_accuracy, include_prior=include_prior)
     skipped = ", ".join(f"{k}: {v}" for k, v in result.skipped.items() if v) or "none"
     typer.echo(f"Exported {result.n_rows} pairs ({result.n_train} train, {result.n_test} test) to {result.path} "
                f"as {result.format}; skipped {skipped}.")
     if min_annotator_accuracy > 0:
         typer.echo(f"{result.n_low_accuracy_annotators} annotator(s) below control accuracy "
                    f"{min_annotator_accuracy:g}: listed in the low_accuracy_annotators column.")
+
+
+def _export_demos(workspace, db, out: Path, *, fmt: str, standard: bool, test_fraction: float,  # noqa: ANN001
+                  overwrite: bool, anonymize: bool) -> None:
+    from rlhf_core.data.demonstration_files import export_demonstrations
+
+    _, database = open_db(workspace, db)
+    result = export_demonstrations(database, out, fmt=fmt, test_fraction=test_fraction, conversational=not standard,
+                                   overwrite=overwrite, anonymize=anonymize)
+    typer.echo(f"Exported {result.n_rows} demonstrations ({result.n_train} train, {result.n_test} test) to "
+               f"{result.path} as {result.format}: TRL's SFTTrainer trains on the train split as it is.")
+
+
+demos_app = typer.Typer(no_args_is_help=True, help="Demonstrations: good answers for supervised fine-tuning.")
+app.add_typer(demos_app, name="demos")
+
+
+@demos_app.command("import")
+def demos_import(
+    file: Annotated[Path, typer.Argument(help="JSONL, CSV or a datasets directory in TRL's SFT formats: messages "
+                                              "(ending with the answer), or prompt + completion")],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    name: Annotated[str | None, typer.Option(help="Source name stored with them (default: the file name)")] = None,
+) -> None:
+    """Import demonstrations in one transaction: a bad record refuses the whole file; repeats are skipped."""
+    from rlhf_core.cli.app import cli_actor
+    from rlhf_core.data.demonstration_files import import_demonstration_file
+    from storage import demonstration_counts
+
+    ws, database = open_db(workspace, db)
+    result = import_demonstration_file(database, file, imported_by=cli_actor(), name=name,
+                                       max_prompt_chars=ws.config.labeling.max_prompt_chars)
+    total = demonstration_counts(database)["demonstrations"]
+    typer.echo(f"Imported {result.added} demonstrations ({result.duplicates} duplicates skipped; "
+               f"{result.prompts_added} new train prompts); {total} in all. Fine-tune on them: rlhf train-sft")
 
 
 @app.command()

@@ -19,10 +19,11 @@ def user_errors() -> tuple[type[BaseException], ...]:
     errors: list[type[BaseException]] = [ConfigError, PromptFileError, InputFileError, WorkspaceError, DatabaseError,
                                          JudgmentError, UserError, JobError]
     from rlhf_core.data.export import ExportError
+    from rlhf_core.data.leaderboard import LeaderboardError
     from rlhf_core.loop.gold import GoldPreferenceError
     from rlhf_core.loop.simulate import SimulationError
 
-    errors += [ExportError, GoldPreferenceError, SimulationError]
+    errors += [ExportError, GoldPreferenceError, SimulationError, LeaderboardError]
     try:
         from rlhf_core.loop.playground import VersionChoiceError
         from rlhf_core.model_export.request import ModelExportError

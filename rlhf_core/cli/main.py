@@ -14,6 +14,7 @@ from rlhf_core.cli import serve  # noqa: F401
 from rlhf_core.cli import data  # noqa: F401
 from rlhf_core.cli import models  # noqa: F401
 from rlhf_core.cli import controls  # noqa: F401
+from rlhf_core.cli import imports  # noqa: F401
 from rlhf_core.cli import accounts  # noqa: F401
 from rlhf_core.cli import quickstart  # noqa: F401
 # isort: on

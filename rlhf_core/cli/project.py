@@ -53,11 +53,13 @@ def status(
 ) -> None:
     """Counts, versions, jobs, and each annotator's accuracy on control pairs and agreement with the majority."""
     from rlhf_core.data.annotator_quality import annotator_quality_report
+    from rlhf_core.data.leaderboard import outside_data_status
     from storage import status_counts
 
     ws, database = open_db(workspace, db)
     info = status_counts(database)
     info["annotator_quality"] = annotator_quality_report(database)
+    info.update(outside_data_status(database))
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -78,6 +80,14 @@ def status(
     jobs = info["jobs"]
     running = ", ".join(f"#{j['id']} {j['kind']} {j['progress']:.0%}" for j in jobs["running"]) or "none"
     typer.echo(f"jobs       running: {running}; queued: {jobs['queued']}")
+    for source, n in info["imported_pairs"].items():
+        typer.echo(f"imported   {source}: {n['pairs']} pairs ({n['open']} open)")
+    for source, n in info["prior_preferences"].items():
+        typer.echo(f"prior      {source}: {n} judgments (reward training only; never served)")
+    if info["leaderboard"]["systems"]:
+        best = info["leaderboard"]["systems"][0]
+        typer.echo(f"leaderboard {len(info['leaderboard']['systems'])} systems, first {best['system']} "
+                   f"({best['rating']:.0f}); rlhf leaderboard for the table")
 
 
 def _share(rate: float | None, ci: list[float] | None, n: int) -> str:

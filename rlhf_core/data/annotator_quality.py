@@ -21,7 +21,7 @@ from rlhf_core.algorithms.agreement import (
 from storage import Database, JudgmentRow, control_judgments, judgment_rows
 
 # Pairs whose judgments count for agreement with the majority; control pairs have their own figure.
-AGREEMENT_KINDS = ("train", "eval_vs_base")
+AGREEMENT_KINDS = ("train", "eval_vs_base", "imported")
 
 
 def control_counts(db: Database) -> dict[str, tuple[int, int]]:

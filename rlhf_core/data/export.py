@@ -19,11 +19,12 @@ import random
 from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 from rlhf_core.data.annotator_quality import low_accuracy_annotators
-from storage import STRENGTHS, Database, JudgmentRow, judgment_rows, utcnow
+from rlhf_core.data.export_card import dataset_features as _features
+from rlhf_core.data.export_card import render_card
+from storage import STRENGTHS, Database, JudgmentRow, judgment_rows, prior_preference_rows, utcnow
 
 FORMATS = ("hf", "jsonl", "parquet")
 SKIP_REASONS = ("no_majority", "majority_both_bad", "majority_tie", "below_min_agreement")
@@ -43,19 +44,26 @@ class PairVerdict:
     low_accuracy_annotators: those of `annotators` whose control-pair accuracy is below the threshold.
     """
 
-    pair_id: int
+    pair_id: int | None  # None: a prior judgment
     prompt_id: int
     prompt_messages: list[dict[str, str]]
-    round: int
+    round: int | None
     text_a: str
     text_b: str
-    version_a: int
-    version_b: int
+    version_a: int | None  # None: an imported response (`system_a` names its writer)
+    version_b: int | None
     label: str | None
     agreement: float
     strength: str | None
     annotators: tuple[str, ...]
     low_accuracy_annotators: tuple[str, ...] = ()
+    system_a: str | None = None  # imported pairs: the systems that wrote the responses
+    system_b: str | None = None
+    source: str = ""  # the import's name; "" for sampled pairs
+    metadata_json: str | None = None  # an imported record's `metadata`
+    prior: bool = False  # a prior judgment (`rlhf preferences import`), exported with --include-prior
+    finish_a: str | None = None  # "eos", "length" (cut at max_new_tokens) or None (unknown, imported)
+    finish_b: str | None = None
 
 
 @dataclass
@@ -99,8 +107,16 @@ def aggregate_pairs(rows: Sequence[JudgmentRow], low_accuracy: Collection[str] =
             label=label, agreement=len(majority) / len(judged), strength=strength,
             annotators=tuple(sorted(r.annotator for r in judged)),
             low_accuracy_annotators=tuple(sorted(r.annotator for r in judged if r.annotator in low_accuracy)),
+            system_a=first.system_a, system_b=first.system_b, source=first.source, metadata_json=first.metadata_json,
+            finish_a=first.finish_a, finish_b=first.finish_b,
         ))
     return verdicts
+
+
+def prior_verdicts(db: Database) -> list[PairVerdict]:
+    """Prior judgments (`rlhf preferences import`) as rows: chosen is side a, no annotators, no pair."""
+    return [PairVerdict(None, r.prompt_id, r.prompt_messages, None, r.chosen, r.rejected, None, None, "a", 1.0, None,
+                        (), source=r.source, prior=True) for r in prior_preference_rows(db)]
 
 
 def pseudonyms(rows: Sequence[JudgmentRow]) -> dict[str, str]:
@@ -159,6 +175,11 @@ def preference_row(verdict: PairVerdict, *, conversational: bool) -> dict[str, o
         "policy_version_rejected": verdict.version_a if b_wins else verdict.version_b,
         "annotators": list(verdict.annotators),
         "low_accuracy_annotators": list(verdict.low_accuracy_annotators),
+        "source": verdict.source, "system_chosen": verdict.system_b if b_wins else verdict.system_a,
+        "system_rejected": verdict.system_a if b_wins else verdict.system_b, "metadata": verdict.metadata_json,
+        "prior": verdict.prior,
+        "finish_reason_chosen": verdict.finish_b if b_wins else verdict.finish_a,
+        "finish_reason_rejected": verdict.finish_a if b_wins else verdict.finish_b,
     }
 
 
@@ -174,34 +195,6 @@ def held_out_prompt_ids(prompt_ids: Sequence[int], test_fraction: float, seed: i
     if test_fraction > 0 and len(prompts) >= 2:
         n_test = max(n_test, 1)
     return set(prompts[:min(n_test, max(len(prompts) - 1, 0))])
-
-
-# Column -> dtype after prompt/chosen/rejected; one source for the `datasets` schema and the card's YAML.
-METADATA_COLUMNS = {
-    "pair_id": "int64", "prompt_id": "int64", "round": "int64", "n_annotators": "int64", "agreement": "float64",
-    "strength": "string", "tie": "bool", "policy_version_chosen": "int64", "policy_version_rejected": "int64",
-    "annotators": "list of string", "low_accuracy_annotators": "list of string",
-}
-
-
-def _features(conversational: bool):
-    from datasets import Features, List, Value
-
-    text = List({"role": Value("string"), "content": Value("string")}) if conversational else Value("string")
-    meta = {name: List(Value("string")) if dtype == "list of string" else Value(dtype)
-            for name, dtype in METADATA_COLUMNS.items()}
-    return Features({"prompt": text, "chosen": text, "rejected": text, **meta})
-
-
-def _yaml_features(conversational: bool) -> list[dict[str, object]]:
-    """The schema in the Hub card's `dataset_info.features` form, so JSON Lines reload with the same types."""
-    def text(name: str) -> dict[str, object]:  # a fresh dict each time: YAML would alias a shared one
-        message = [{"name": "role", "dtype": "string"}, {"name": "content", "dtype": "string"}]
-        return {"name": name, "list": message} if conversational else {"name": name, "dtype": "string"}
-
-    meta = [{"name": name, "list": "string"} if dtype == "list of string" else {"name": name, "dtype": dtype}
-            for name, dtype in METADATA_COLUMNS.items()]
-    return [text(name) for name in ("prompt", "chosen", "rejected")] + meta
 
 
 def _nothing_to_export(n_pairs: int, skipped: dict[str, int], kinds: Sequence[str], round: int | None) -> ExportError:
@@ -229,80 +222,11 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         (out / stale).unlink(missing_ok=True)
 
 
-def render_card(
-    result: ExportResult, kept: Sequence[PairVerdict], *, round: int | None, min_agreement: float | None,
-    include_ties: bool, test_fraction: float, kinds: Sequence[str], exported_at: datetime, anonymized: bool = False,
-    min_annotator_accuracy: float = 0.0,
-) -> str:
-    """The dataset card (README.md): YAML header for the Hub and `load_dataset`, then how the data came to be."""
-    import yaml
-
-    # No `configs` block: `load_dataset(dir)` finds train.*/test.* by name anyway, and with `configs`
-    # datasets 5.2 keys its cache on the relative file names, so a re-export would reload stale rows.
-    header = {"pretty_name": "rlhf-loop human preferences", "tags": ["rlhf", "human-feedback", "preference"],
-              "dataset_info": {"features": _yaml_features(result.conversational)}}
-    per_pair = Counter(len(v.annotators) for v in kept)
-    ties = sum(v.label == "tie" for v in kept)
-    skipped = "; ".join(f"{reason.replace('_', ' ')}: {n}" for reason, n in result.skipped.items() if n) or "none"
-    form = ("conversational: `prompt` is a list of chat messages, `chosen`/`rejected` are one assistant message"
-            if result.conversational else "standard: `prompt`, `chosen` and `rejected` are plain strings")
-    ties_text = (f"included ({ties} rows) with `tie: true` and chosen/rejected in the pair's own a/b order, "
-                 "which carries no preference: filter them out before Bradley-Terry or DPO training"
-                 if include_ties else "left out")
-    counts = ", ".join(f"{k}: {n} pairs" for k, n in sorted(per_pair.items()))
-    load = (f'datasets.load_from_disk("{result.path}")' if result.format == "hf"
-            else f'datasets.load_dataset("{result.path}")')
-    low_rows = sum(bool(v.low_accuracy_annotators) for v in kept)
-    low_text = (f"minimum {min_annotator_accuracy:g} on control pairs; {result.n_low_accuracy_annotators} "
-                f"annotator(s) below it, in `low_accuracy_annotators` of {low_rows} row(s). Their judgments "
-                "still count in each pair's label: filter on that column to leave them out"
-                if min_annotator_accuracy > 0 else "no minimum (`low_accuracy_annotators` is empty)")
-    who = "pseudonyms `annotator-N`, the same N for the same person within this export" if anonymized \
-        else "their usernames"
-    body = f"""# rlhf-loop human preferences
-
-Collected by online RLHF with rlhf-loop: responses sampled from the policy were paired and shown to
-annotators in a browser, sides in random order; each annotator chose A better, B better, tie or both bad
-(optionally with a strength: slight, clear, strong). Exported {exported_at:%Y-%m-%d %H:%M} UTC.
-
-## Contents
-- rows: {result.n_rows} (train {result.n_train}, test {result.n_test}); splits are by prompt, about \
-{test_fraction:.0%} of prompts held out, so no prompt is in both. An empty split is not written.
-- read: {result.n_judgments} judgments on {result.n_pairs_judged} pairs of kind {", ".join(kinds)}, \
-round {"all" if round is None else round}
-- judgments per exported pair: {counts}
-- pairs left out: {skipped}
-
-## How judgments became rows
-- One row per pair. Its label is the choice most of its annotators made (plurality over a, b, tie,
-  both bad); when two choices share the top count there is no majority and the pair is left out.
-- `agreement` is the share of the pair's judgments that agree with that label.
-  Minimum agreement: {"none" if min_agreement is None else min_agreement}.
-- Ties: {ties_text}.
-- Both bad: never exported: it says neither response is acceptable but orders nothing.
-- Control pairs (operator-made pairs with a known answer, used to measure annotators) are never exported.
-- Annotator accuracy: {low_text}
-
-## Format
-TRL preference format, {form}. TRL's RewardTrainer and DPOTrainer use `prompt`, `chosen` and
-`rejected` and ignore the other columns: `pair_id`, `prompt_id`, `round`, `n_annotators`, `agreement`,
-`strength` (the majority's most common strength, or null), `tie`, `policy_version_chosen`,
-`policy_version_rejected` (0 = base model), `annotators` ({who}) and `low_accuracy_annotators` (those of
-`annotators` whose accuracy on control pairs was below the minimum above; empty when it is off).
-
-```python
-import datasets
-ds = {load}
-```
-"""
-    return "---\n" + yaml.safe_dump(header, sort_keys=False) + "---\n\n" + body
-
-
 def export_preferences(
     db: Database, out: Path, *, fmt: str, round: int | None = None, min_agreement: float | None = None,
     include_ties: bool = False, test_fraction: float = 0.1, seed: int = 0, conversational: bool = True,
-    kinds: Sequence[str] = ("train",), overwrite: bool = False, anonymize: bool = False,
-    min_annotator_accuracy: float = 0.0,
+    kinds: Sequence[str] = ("train", "imported"), overwrite: bool = False, anonymize: bool = False,
+    min_annotator_accuracy: float = 0.0, include_prior: bool = False,
 ) -> ExportResult:
     """Write the judged pairs of `kinds` (optionally one `round`) as a train/test preference dataset in `out`.
 
@@ -315,8 +239,8 @@ def export_preferences(
     No prompt appears in both splits. `anonymize` replaces usernames with `annotator-N` (numbered in
     the order of their first judgment, consistent within the export). `min_annotator_accuracy` (the
     workspace's `reward.min_annotator_accuracy`; 0 = off) marks, in each row's `low_accuracy_annotators`,
-    the annotators whose control-pair accuracy is below it. Raises ExportError when no pair qualifies.
-    """
+    the annotators whose control-pair accuracy is below it. `include_prior` adds the prior judgments (`prior`
+    true). Raises ExportError when no pair qualifies."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not 0.0 <= test_fraction < 1.0:
@@ -331,7 +255,7 @@ def export_preferences(
         names = pseudonyms(rows)
         rows = pseudonymized(rows)
         low = {names[name] for name in low}
-    verdicts = aggregate_pairs(rows, low)
+    verdicts = aggregate_pairs(rows, low) + (prior_verdicts(db) if include_prior else [])
     skipped = dict.fromkeys(SKIP_REASONS, 0)
     kept = []
     for verdict in verdicts:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from rlhf_core.algorithms.preference import margins_from_strength
 from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_token_ids, response_token_ids
-from storage import JudgmentRow
+from storage import JudgmentRow, PriorRow
 
 
 class NotEnoughJudgmentsError(ValueError):
@@ -29,6 +29,8 @@ class PreferenceExample:
     prompt_id: int
     tie: bool = False  # judged a tie: `chosen` and `rejected` are just sides a and b
     weight: float = 1.0  # relative to one human judgment (a prior judgment: reward.prior_weight)
+    annotator: str | None = None  # who judged it (None: not a person's judgment); read by reward.annotator_model
+    chosen_left: bool | None = None  # the chosen side was shown on the left (CrowdBT's position bias)
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,8 @@ def preference_examples(rows: Sequence[JudgmentRow], *, include_ties: bool = Fal
         if row.choice in ("a", "b"):
             chosen, rejected = (row.text_a, row.text_b) if row.choice == "a" else (row.text_b, row.text_a)
             examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=chosen, rejected=rejected,
-                                              strength=row.strength, prompt_id=row.prompt_id))
+                                              strength=row.strength, prompt_id=row.prompt_id, annotator=row.annotator,
+                                              chosen_left=row.choice == row.left_side))
             stats["decisive"] += 1
         elif row.choice == "tie" and include_ties:
             examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.text_a,
@@ -84,6 +87,14 @@ def preference_examples(rows: Sequence[JudgmentRow], *, include_ties: bool = Fal
             raise ValueError(f"judgment {row.judgment_id} has unknown choice {row.choice!r}; "
                              "expected a, b, tie or both_bad")
     return examples, stats
+
+
+def prior_examples(rows: Sequence[PriorRow], prior_weight: float) -> list[PreferenceExample]:
+    """Prior judgments (`rlhf preferences import`) as examples weighted `row.weight * prior_weight` relative to
+    a human judgment; rows of weight 0 are left out."""
+    return [PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.chosen, rejected=row.rejected,
+                              strength=None, prompt_id=row.prompt_id, weight=row.weight * prior_weight)
+            for row in rows if row.weight * prior_weight > 0]
 
 
 def split_by_prompt(examples: Sequence[PreferenceExample], eval_fraction: float, seed: int
