@@ -1,6 +1,8 @@
 """The reward-model service: train the next reward model version of a workspace on its judgments.
 
-Reads every judgment of training pairs (control pairs never are), leaves out annotators below
+Reads every judgment of training pairs (and of imported pairs with `reward.use_imported_pairs`; control pairs
+never), adds the prior judgments of imported preference datasets to the training side at `reward.prior_weight`
+each (never held out, unless there is nothing else), leaves out annotators below
 `reward.min_annotator_accuracy` on control pairs, splits by prompt, trains (from scratch, or from
 the current version with `reward.warm_start`), saves the adapter and only then records the
 `RewardModelVersion` with its held-out accuracy, loss and calibration error.
@@ -14,8 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
+from rlhf_core.training.annotators.crowd_weights import (
+    known_judgments,
+    prepare_crowd_training,
+    reliability_after_training,
+    reliability_metrics,
+)
 from rlhf_core.training.distributed import DataParallel
-from rlhf_core.training.reward_data import NotEnoughJudgmentsError, preference_examples, split_by_prompt
+from rlhf_core.training.reward_data import (
+    NotEnoughJudgmentsError,
+    preference_examples,
+    prior_examples,
+    split_by_prompt,
+)
 from rlhf_core.training.reward_model import train_reward_model
 from rlhf_core.training.run_log import record_training_steps
 from rlhf_core.training.workspace_stack import adapter_dir
@@ -27,6 +40,7 @@ from storage import (
     current_reward_model,
     judgment_rows,
     list_reward_models,
+    prior_preference_rows,
 )
 
 MIN_DECISIVE_JUDGMENTS = 4
@@ -52,26 +66,36 @@ def run_reward_training(
     cfg = ws.config.reward
     started = time.perf_counter()
     report(0.0, "reading judgments")
-    rows = judgment_rows(db, kinds=("train",))
+    rows = judgment_rows(db, kinds=("train", "imported") if cfg.use_imported_pairs else ("train",))
     left_out: set[str] = set()
     if cfg.min_annotator_accuracy > 0:
         left_out = low_accuracy_annotators(db, cfg.min_annotator_accuracy)
         rows = without_annotators(rows, left_out)
     examples, stats = preference_examples(rows, include_ties=cfg.ties == "davidson")
-    decisive = sum(not ex.tie for ex in examples)
+    priors = prior_examples(prior_preference_rows(db), cfg.prior_weight) if cfg.prior_weight > 0 else []
+    stats["prior_judgments"] = len(priors)
+    decisive = sum(not ex.tie for ex in examples) + len(priors)
     if decisive < MIN_DECISIVE_JUDGMENTS:
         raise NotEnoughJudgmentsError(
             f"need at least {MIN_DECISIVE_JUDGMENTS} decisive (a/b) judgments to train a reward model, "
             f"have {decisive} ({stats['ties_excluded']} ties and {stats['both_bad_excluded']} both-bad "
             "excluded); collect more"
         )
-    train, heldout = split_by_prompt(examples, cfg.eval_fraction, cfg.seed)
+    # Prior judgments only train: held-out figures measure the human judgments (priors alone: their own split).
+    train, heldout = split_by_prompt(examples or priors, cfg.eval_fraction, cfg.seed)
+    if examples:
+        train += priors
     previous = current_reward_model(db)
     warm = cfg.warm_start and previous is not None
     if warm:
         stack.load_adapter("reward", Path(previous.adapter_path))
     else:
         stack.reset_adapter("reward")
+    crowd = None
+    if cfg.annotator_model == "crowd_bt":  # CrowdBT: judgments weighted by their annotator's reliability
+        report(0.02, "estimating annotator reliability")
+        crowd = prepare_crowd_training(stack, db, train, heldout, cfg, previous, warm)
+        judged, train, heldout = train + heldout, crowd.train, crowd.heldout
     def on_step(row: dict[str, float]) -> None:
         total = row["steps_total"]
         report(0.05 + 0.85 * row["step"] / total, f"step {row['step']}/{total}, loss {row['loss']:.3f}")
@@ -83,6 +107,9 @@ def run_reward_training(
     if not dp.is_main:
         dp.barrier()  # until the main process has recorded the version: a round's policy update reads it next
         return None
+    annotators = {"annotator_model": cfg.annotator_model, "heldout_decisive": result.heldout.n}
+    if crowd is not None:
+        annotators |= reliability_metrics(crowd, reliability_after_training(stack, judged, cfg, known_judgments(db)))
     version_number = len(list_reward_models(db)) + 1
     report(0.92, f"saving reward model v{version_number}")
     directory = stack.save_adapter("reward", adapter_dir(ws, "reward", version_number))
@@ -97,7 +124,7 @@ def run_reward_training(
         "warm_start_from": previous.id if warm else None, "ties": cfg.ties, "tie_log_nu": result.tie_log_nu,
         "heldout_calibration_error": result.heldout.calibration_error,
         "annotators_left_out": sorted(left_out), "seconds": round(time.perf_counter() - started, 3),
-        "base_4bit": stack.quantized,
+        "base_4bit": stack.quantized, **annotators,
     }
     version = add_reward_model_version(
         db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,

@@ -65,6 +65,7 @@ class ControlJudgment:
     annotator: str
     choice: str
     expected: str
+    left_side: str = "a"  # which side of the pair was shown on the left
 
 
 def control_hash(spec: ControlSpec) -> str:
@@ -155,12 +156,13 @@ def control_judgments(db: Database) -> list[ControlJudgment]:
     """Every judgment of a control pair, oldest first."""
     with db.session() as s:
         rows = s.exec(
-            select(Annotator.username, Judgment.choice, ControlPair.expected)
+            select(Annotator.username, Judgment.choice, ControlPair.expected, Judgment.left_side)
             .join(Judgment, Judgment.pair_id == ControlPair.pair_id)
             .join(Annotator, Annotator.id == Judgment.annotator_id)
             .order_by(Judgment.id)
         ).all()
-    return [ControlJudgment(annotator=name, choice=choice, expected=expected) for name, choice, expected in rows]
+    return [ControlJudgment(annotator=name, choice=choice, expected=expected, left_side=left)
+            for name, choice, expected, left in rows]
 
 
 def count_control_pairs(db: Database) -> int:
