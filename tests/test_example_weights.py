@@ -3,6 +3,7 @@ normalised so that all-equal weights give exactly the unweighted loss, checked b
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import replace
@@ -11,12 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import storage
 from rlhf_core.algorithms.preference import normalized_example_weights, weighted_bt_loss
 from rlhf_core.config import RewardConfig
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.models.tiny import _OBJECTS, _SUBJECTS, _VERBS
-from rlhf_core.training.reward_data import PreferenceExample, encode_pair
+from rlhf_core.training.reward_data import PreferenceExample, encode_pair, prior_examples
 from rlhf_core.training.reward_model import evaluate_reward_model, train_reward_model
+from storage import PriorRow
 
 CPU = torch.device("cpu")
 WORDS = sorted({w for phrase in _SUBJECTS + _VERBS + _OBJECTS for w in phrase.split()})
@@ -97,3 +100,53 @@ def test_equal_weights_train_exactly_as_unweighted_and_weights_decide_the_direct
     _, right_wins = train(right + [replace(e, weight=0.1) for e in wrong])
     _, wrong_wins = train([replace(e, weight=0.1) for e in right] + wrong)
     assert right_wins >= 0.75 and wrong_wins <= 0.25
+
+
+# --------------------------------------------------------------------------- prior judgments in the service
+
+
+def test_prior_examples_carry_their_weight_times_the_setting() -> None:
+    rows = [PriorRow(id=i, prompt_id=i, prompt_messages=[{"role": "user", "content": "q"}], chosen="a",
+                     rejected="b", source="hh", weight=w) for i, w in enumerate((1.0, 0.5, 0.0))]
+    assert [e.weight for e in prior_examples(rows, 2.0)] == [2.0, 1.0]  # weight 0: left out
+    assert prior_examples(rows, 0.0) == []
+
+
+def test_a_prior_alone_orders_held_out_pairs_and_imported_pairs_train_by_setting(tiny_model_dir: Path, sqlite_db,
+                                                                                 tmp_path: Path) -> None:
+    from rlhf_core.training.reward_data import NotEnoughJudgmentsError
+    from rlhf_core.training.reward_service import run_reward_training
+    from rlhf_core.workspace import init_workspace
+
+    ws, _ = init_workspace(tmp_path / "ws", db_url=sqlite_db.url)
+    ws.config.reward = replace(FAST, epochs=4, early_stopping=True)
+    stack = ModelStack.load(tiny_model_dir, device=CPU)
+    heldout = examples(16, 3, marker="banana")
+    untrained = evaluate_reward_model(stack, heldout, FAST)[0]
+    storage.add_prior_preferences(sqlite_db, [storage.PriorSpec(e.prompt_messages, e.chosen, e.rejected)
+                                              for e in examples(60, 5, marker="banana")], source="old data")
+    ws.config.reward.prior_weight = 0.0
+    with pytest.raises(NotEnoughJudgmentsError):  # priors switched off: nothing to train on
+        run_reward_training(ws, sqlite_db, stack, progress=False)
+    ws.config.reward.prior_weight = 1.0
+    version = run_reward_training(ws, sqlite_db, stack, progress=False)
+    metrics = json.loads(version.metrics_json)
+    assert metrics["prior_judgments"] == 60 and metrics["judgments"] == 0
+    assert metrics["n_train"] + metrics["n_heldout"] == 60 and metrics["n_heldout"] > 0  # priors alone: own split
+    trained = evaluate_reward_model(stack, heldout, FAST)[0]
+    assert untrained < 0.8 and trained >= 0.9, (untrained, trained)  # no human judgment, yet ordered
+
+    # Imported pairs' decisive judgments train only with reward.use_imported_pairs.
+    pairs = [storage.PairSpec(e.prompt_messages, e.chosen, e.rejected, "ours", "theirs")
+             for e in examples(6, 7, marker="banana")]
+    storage.add_imported_pairs(sqlite_db, pairs, source="arena", judgments_wanted=1)
+    user = storage.create_annotator(sqlite_db, "ann", "password123").id
+    while (served := storage.next_pair_for(sqlite_db, user)) is not None:
+        storage.record_judgment(sqlite_db, pair_id=served.pair_id, annotator_id=user, choice="a")
+    ws.config.reward.prior_weight = 0.0
+    ws.config.reward.use_imported_pairs = False
+    with pytest.raises(NotEnoughJudgmentsError):
+        run_reward_training(ws, sqlite_db, stack, progress=False)
+    ws.config.reward.use_imported_pairs = True
+    used = json.loads(run_reward_training(ws, sqlite_db, stack, progress=False).metrics_json)
+    assert used["decisive"] == 6 and used["prior_judgments"] == 0
