@@ -34,8 +34,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     try:
         from rlhf_core.models.loading import ModelLoadError
         from rlhf_core.training.reward_data import NotEnoughJudgmentsError
+        from rlhf_core.training.sft import NoDemonstrationsError
 
-        errors += [ModelLoadError, NotEnoughJudgmentsError]
+        errors += [ModelLoadError, NotEnoughJudgmentsError, NoDemonstrationsError]
     except ImportError:
         pass
     return tuple(errors)
