@@ -36,7 +36,7 @@ def reward_function(directory: str | Path, *, device: str | None = None, batch_s
 
     directory = str(Path(directory).expanduser())
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer = AutoTokenizer.from_pretrained(directory, trust_remote_code=True)  # its config names the custom class
     model = AutoModelForSequenceClassification.from_pretrained(directory, trust_remote_code=True).to(device).eval()
 
     def rlhf_reward(prompts: list, completions: list, **kwargs: object) -> list[float]:

@@ -323,3 +323,31 @@ def test_a_4bit_workspace_exports_from_its_dequantized_base(tmp_path, tiny_model
         assert theirs["greedy"] == ours["greedy"]
     finally:
         db.dispose()
+
+
+def readme_snippets(section: str = "## Use the trained model") -> list[str]:
+    """The python code blocks of README.md's section `section`, in order."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    body = text.split(section, 1)[1].split("\n## ", 1)[0]
+    return [block.split("\n```", 1)[0] for block in body.split("```python\n")[1:]]
+
+
+def test_the_readmes_loading_snippets_run_as_written(trained, tmp_path) -> None:
+    """The three snippets of "Use the trained model", run with the README's export paths pointing at real
+    exports; only the GRPO run is shortened to one step of short answers, on the CPU in float32."""
+    ws, db, _ = trained
+    paths = {"exports/policy-adapter": export_model(ws, db, tmp_path / "adapter", fmt="peft").path,
+             "exports/policy": export_model(ws, db, tmp_path / "policy").path,
+             "exports/reward": export_model(ws, db, tmp_path / "reward", what="reward").path}
+    snippets = readme_snippets()
+    assert len(snippets) == 3
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    for i, code in enumerate(snippets):
+        for placeholder, path in paths.items():  # longest first: "exports/policy-adapter" before "exports/policy"
+            code = code.replace(f'"{placeholder}"', f'"{path}"')
+        code = code.replace("max_steps=100", "max_steps=1").replace("max_completion_length=64",
+                                                                      "max_completion_length=8")
+        code = code.replace("report_to=[]", "report_to=[], use_cpu=True, bf16=False")  # this machine has no GPU
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
+                              timeout=300)
+        assert done.returncode == 0, f"snippet {i + 1}:\n{code}\n{done.stderr[-3000:]}"

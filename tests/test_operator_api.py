@@ -27,7 +27,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignor
 OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable through the API
     ("/operator_dashboard", (None,)), ("/start_round", ("GRPO",)), ("/create_eval_batch", (4,)),
     ("/export_dataset", ("hf", 0.0, False, True)), ("/sample_pairs", (3,)), ("/operator_overview", ()),
-    ("/operator_refresh", ()), ("/import_controls", (None,)),
+    ("/operator_refresh", ()), ("/import_controls", (None,)), ("/try_versions", ("hello", 1, 0, True, 8)),
 ]
 PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer"}
 
@@ -173,3 +173,8 @@ def test_rounds_view_from_stored_metrics(sqlite_db: storage.Database) -> None:
     assert dropdown.value == job.id and reward_curve.visible and kl_curve.sort == ["1", "2", "3"]
     assert not rm_loss.visible and "reward model: loss" in curve_note
     assert len(dpo_curves) == 4 and not any(c.visible for c in dpo_curves) and "DPO" not in curve_note
+
+
+def test_try_it_without_a_model_says_where_to_generate(app: RunningApp) -> None:
+    a, b, note = client(app, "olga").predict("hello", 0, 0, True, 8, api_name="/try_versions")
+    assert "No model is attached to this server" in note and "rlhf generate" in note

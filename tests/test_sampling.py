@@ -96,3 +96,30 @@ def test_pool_topper_fills_in_background(tiny_ws) -> None:
     assert topper.last_error is None
     assert storage.open_pair_count(db) >= 2
     assert topper.request_top_up() is False  # pool is full enough: nothing starts
+
+
+def test_pool_topper_lends_its_model_one_user_at_a_time(tiny_ws) -> None:
+    """`model()` loads the sampler's stack once and lends it; a top-up started meanwhile waits for it back."""
+    import threading
+
+    ws, db = tiny_ws
+    ws.config.sampling.pool_min_open_pairs = 2
+    ws.config.sampling.pool_refill_pairs = 2
+    loads = []
+
+    def counted(w):  # noqa: ANN001, ANN202
+        loads.append(1)
+        return load_stack(w)
+
+    topper = PoolTopper(ws, db, stack_factory=counted)
+    with topper.model() as stack:
+        assert topper.request_top_up() is True  # starts, then waits for the model
+        threading.Event().wait(0.5)
+        assert topper.busy and storage.open_pair_count(db) == 0
+        with stack.use("policy"):  # the borrower uses the stack as it likes
+            pass
+    topper.wait(120)
+    assert topper.last_error is None and storage.open_pair_count(db) >= 2
+    with topper.model() as again:
+        assert again is stack
+    assert loads == [1]

@@ -1,5 +1,6 @@
-"""The operator's tab: live status, actions (rounds, evaluation batches, sampling, export), annotation
-quality, rounds with their charts and training curves, and the user list.
+"""The operator's tab: live status, actions (rounds, evaluation batches, sampling, export), "Try it" (two
+versions' answers to a typed prompt), annotation quality, rounds with their charts and training curves,
+and the user list.
 
 Every event here checks the operator role on the server (`OperatorContext.checked`), including the
 timer's refresh and events only the page fires, so an annotator calling them through the API
@@ -22,6 +23,7 @@ from labeling_app.operator.dashboard import Dashboard
 from labeling_app.operator.quality import build_quality_section
 from labeling_app.operator.rounds import build_rounds_section, curve_values
 from labeling_app.operator.status import build_status_section, pool_status_markdown
+from labeling_app.operator.try_it import build_try_it, wire_try_it
 from labeling_app.services import AppServices
 from rlhf_core.workspace import Workspace
 from storage import Database, audit_events, list_annotators, status_counts
@@ -68,6 +70,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
             refresh = gr.Button("Refresh", elem_id="btn-refresh", scale=0, min_width=100, size="sm")
         status = build_status_section()
         controls = build_action_controls(ctx)
+        try_it = build_try_it(ctx)
         quality = build_quality_section()
         rounds = build_rounds_section()
         gr.Markdown("### Users")
@@ -82,6 +85,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
                        controls=controls,
                        timer=timer)
     _wire(ctx, page, refresh, memo)
+    wire_try_it(ctx, try_it)
     return page
 
 

@@ -147,12 +147,16 @@ def run_server(ws: Workspace, database: Database, db: str | None, *, host: str, 
 
     from labeling_app import AppServices
     from labeling_app import serve as serve_app
+    from rlhf_core.loop.playground import Playground
     from rlhf_core.loop.sampling import PoolTopper
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     topper = PoolTopper(ws, database)
+    playground = Playground(ws, database, topper.model)  # "Try it" borrows the sampler's model
     services = AppServices(pool_topper=topper, request_pairs=lambda n: "sampling started" if topper.request_pairs(n)
-                           else "sampling is already running", sampling_progress=topper.progress)
+                           else "sampling is already running", sampling_progress=topper.progress,
+                           try_versions=lambda prompt, versions, greedy, n: playground.answer(
+                               prompt, versions, greedy=greedy, max_new_tokens=n))
     with stop_signals() as stop:
         worker_proc = None if no_worker else start_worker(str(ws.root), db)
         if worker_proc is not None:

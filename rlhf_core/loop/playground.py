@@ -7,11 +7,13 @@ model gives (`rlhf export-model`; tested). The stack it uses is left holding the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from rlhf_core.data.prompt_files import parse_conversation
+from rlhf_core.workspace import Workspace
 from storage import Database, PolicyVersion, current_policy, get_policy, list_policies
 
 if TYPE_CHECKING:  # the model libraries load only when a version is tried: a refused request prints one line
@@ -102,3 +104,24 @@ def try_versions(stack: ModelStack, db: Database, conversations: list[list[dict[
     finally:
         activate_policy(stack, db)
     return results
+
+
+class Playground:
+    """"Try it" in the serving process: a typed prompt answered by chosen versions, on a model stack
+    borrowed for the duration (`borrow`, e.g. the pool sampler's `PoolTopper.model`), so the page adds
+    no second copy of the model and never decodes beside a top-up on the same weights."""
+
+    def __init__(self, ws: Workspace, db: Database, borrow: Callable[[], AbstractContextManager[ModelStack]]) -> None:
+        self.ws, self.db, self._borrow = ws, db, borrow
+
+    def answer(self, prompt: str, versions: list[int], *, greedy: bool, max_new_tokens: int,
+               seed: int = 0) -> list[TriedResponse]:
+        """One response per version, in order; VersionChoiceError for a bad prompt or version."""
+        conversation = prompt_conversation(prompt, self.ws.config.labeling.max_prompt_chars)
+        resolve_versions(self.db, versions)  # refuse at once, before waiting for the model
+        cfg = self.ws.config.sampling
+        with self._borrow() as stack:
+            per_version = try_versions(stack, self.db, [conversation], versions, greedy=greedy,
+                                       max_new_tokens=max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
+                                       seed=seed)
+        return [rows[0] for rows in per_version]
