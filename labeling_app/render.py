@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import html
 import re
+from functools import lru_cache
 from typing import Any
 
 from labeling_app.annotation import Screen
-from labeling_app.rich_text import pane_html, prompt_html
+from labeling_app.rich_text import CACHED_TEXTS, pane_html, prompt_html
 
 ROLE_LABELS = {"system": "System", "user": "User", "assistant": "Assistant", "tool": "Tool"}
 
@@ -53,6 +54,12 @@ def prompt_text(turns: list[tuple[str, str]]) -> str:
     return "\n\n".join(f"── {role_label(role)} ──\n{text}" for role, text in turns)
 
 
+@lru_cache(maxsize=CACHED_TEXTS)
+def prompt_pane(turns: tuple[tuple[str, str], ...]) -> str:
+    """The prompt's pane (rendered once per process and conversation, as responses are)."""
+    return prompt_html(turns, prompt_text(list(turns)), role_label)
+
+
 def progress_markdown(screen: Screen) -> str:
     p = screen.progress
     return f"**Today:** {p.judged_since} · **Total:** {p.judged_total} · **Pairs left:** {p.pairs_open}"
@@ -64,7 +71,7 @@ def screen_values(screen: Screen) -> list[Any]:
     judge") follows the token on the client (`SCREEN_JS`), so no component is rebuilt per event."""
     pair = screen.pair
     return [
-        prompt_html(pair.turns, prompt_text(pair.turns), role_label) if pair else "",
+        prompt_pane(tuple(pair.turns)) if pair else "",
         pane_html("Response A", pair.left_text, cut_tokens=pair.left_cut_tokens) if pair else "",
         pane_html("Response B", pair.right_text, cut_tokens=pair.right_cut_tokens) if pair else "",
         pair.token if pair else "",

@@ -89,6 +89,7 @@ def raw_html(text: str) -> str:
     return html.escape(text, quote=False)
 
 
+@lru_cache(maxsize=CACHED_TEXTS)
 def pane_html(label: str, text: str, *, cut_tokens: int | None = None) -> str:
     """One response's pane: a heading, a "cut off" mark when sampling stopped at the token limit,
     the rendered Markdown and the raw text (the page shows one of the two)."""

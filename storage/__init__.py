@@ -116,6 +116,7 @@ from storage.prompts import ImportResult, add_prompts, content_hash, count_promp
 from storage.queries import (
     JudgmentRow,
     count_judgments,
+    cut_off_counts,
     judgment_rows,
     judgments_per_day,
     pair_kinds,

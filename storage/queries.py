@@ -172,3 +172,14 @@ def count_judgments(db: Database, *, before: datetime | None = None) -> int:
         query = query.where(Judgment.created_at < before)
     with db.session() as s:
         return s.exec(query).one()
+
+
+def cut_off_counts(db: Database) -> dict[int, tuple[int, int]]:
+    """Per policy version: `(cut, known)`, its sampled responses cut at max_new_tokens (finish_reason
+    "length") and those whose finish reason is known. A rising share of cut responses is a sign of a
+    policy learning that longer is rewarded."""
+    known = Sample.finish_reason.is_not(None)
+    q = (select(Sample.policy_version_id, func.sum(case((Sample.finish_reason == "length", 1), else_=0)),
+                func.count()).where(known, Sample.policy_version_id.is_not(None)).group_by(Sample.policy_version_id))
+    with db.session() as s:
+        return {version: (int(cut or 0), int(n)) for version, cut, n in s.exec(q).all()}

@@ -41,6 +41,9 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     ("auth", "max_failures = 0", "auth.max_failures must be between 1 and 1000"),
     ("auth", "cooldown_seconds = 0", "auth.cooldown_seconds must be between 1 and 604800"),
     ("auth", "min_password_length = 4", "auth.min_password_length must be between 8 and 1024"),
+    ("labeling", "undo_seconds = -1", r"labeling.undo_seconds must be between 0 \(no undo\) and 3600"),
+    ("labeling", 'truncated_advice = "ignore"', "labeling.truncated_advice must be one of judge_content, "
+                                                "prefer_complete, skip"),
 ])
 def test_bad_values_name_the_setting(tmp_path: Path, section: str, line: str, message: str) -> None:
     path = tmp_path / "rlhf.toml"

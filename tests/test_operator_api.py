@@ -157,10 +157,11 @@ def test_rounds_view_from_stored_metrics(sqlite_db: storage.Database) -> None:
                                         "policy_seconds": 74.9})
     table, note, *plots = rounds_values(rounds_table(db))
     assert [row[:2] for row in table] == [["v2", "ppo"], ["v1", "grpo"], ["v0 (base)", "base"]]
-    assert table[0][3] == "75%" and table[0][12] == "0.25" and table[2][4] == "—"
-    # KL to the base beside KL to the reference; the reward-length correlation next to length.
-    assert table[0][5:7] == ["0.02", "0.05"] and table[0][9:11] == ["31.5", "0.81"] and table[1][10] == "—"
-    assert table[0][14] == "1:46 + 1:14" and table[1][14] == "—"  # a round's training time, when it ran as one
+    assert table[0][3] == "75%" and table[0][13] == "0.25" and table[2][4] == "—"
+    # KL to the base beside KL to the reference; the share of cut responses and the reward-length
+    # correlation next to length (no samples with a known end yet: "—").
+    assert table[0][5:7] == ["0.02", "0.05"] and table[0][9:12] == ["31.5", "—", "0.81"] and table[1][11] == "—"
+    assert table[0][15] == "1:46 + 1:14" and table[1][15] == "—"  # a round's training time, when it ran as one
     accuracy = plots[0]
     assert accuracy.visible is True and accuracy.sort == ["v1", "v2"]
     assert "entropy per token" in note and "human win rate vs base" in note

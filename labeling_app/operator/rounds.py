@@ -22,7 +22,7 @@ from rlhf_core.loop.worker import training_kinds
 from storage import Database, Job, list_jobs, pair_selection_counts, training_logs
 
 ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/token to base", "KL/seq.",
-                 "entropy", "length", "reward~length r", "clip frac.", "value loss", "win rate vs base",
+                 "entropy", "length", "cut off", "reward~length r", "clip frac.", "value loss", "win rate vs base",
                  "training time (RM + policy)"]
 # (rounds_table key, chart title, y axis title, y axis d3 format); the x axis is the policy version.
 VERSION_CHARTS = (("rm_heldout_accuracy", "RM held-out accuracy", "accuracy", ".0%"),
@@ -108,8 +108,8 @@ def round_rows(rounds: list[dict[str, Any]]) -> list[list[Any]]:
         rows.append([version, r["algorithm"] or DASH, r["created"], fmt_pct(r["rm_heldout_accuracy"]),
                      fmt_num(r["reward_mean"]), fmt_num(r["kl_per_token"]), fmt_num(r["kl_base_per_token"]),
                      fmt_num(r["kl_per_sequence"]), fmt_num(r["entropy"]), fmt_num(r["response_length"]),
-                     fmt_num(r["reward_length_corr"], 2), fmt_num(r["clip_fraction"]), fmt_num(r["value_loss"]),
-                     _win_rate(r), _training_time(r)])
+                     fmt_pct(r.get("cut_off_share")), fmt_num(r["reward_length_corr"], 2),
+                     fmt_num(r["clip_fraction"]), fmt_num(r["value_loss"]), _win_rate(r), _training_time(r)])
     return rows
 
 

@@ -107,7 +107,9 @@ TRL preference format, {form}. TRL's RewardTrainer and DPOTrainer use `prompt`, 
 `low_accuracy_annotators` (those of `annotators` whose accuracy on control pairs was below the minimum above;
 empty when it is off), `source` (the import a pair or prior came from; empty for sampled pairs),
 `system_chosen`/`system_rejected` (the systems that wrote imported responses), `metadata` (an imported
-record's own fields, JSON) and `prior`.
+record's own fields, JSON), `prior`, and `finish_reason_chosen`/`finish_reason_rejected` (why sampling
+ended the response: `eos` when the model finished, `length` when it was cut at the token limit; null
+when unknown, as for imported responses).
 
 ```python
 import datasets

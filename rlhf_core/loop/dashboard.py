@@ -15,6 +15,7 @@ from storage import (
     CHOICES,
     Database,
     count_control_pairs,
+    cut_off_counts,
     judgment_rows,
     judgments_per_day,
     list_jobs,
@@ -68,6 +69,7 @@ def annotation_quality(db: Database) -> dict[str, Any]:
 def rounds_table(db: Database) -> list[dict[str, Any]]:
     """One row per policy version (version 0 = base) with the metrics the round recorded."""
     win_rates = human_win_rates(db)
+    cut_off = cut_off_counts(db)
     rm_by_id = {rm.id: rm for rm in list_reward_models(db)}
     rows = []
     for version in list_policies(db):
@@ -82,5 +84,8 @@ def rounds_table(db: Database) -> list[dict[str, Any]]:
         if version.id in win_rates:
             row["human_win_rate"] = win_rates[version.id]["win_rate"]
             row["win_rate_judgments"] = win_rates[version.id]["judgments"]
+        cut, known = cut_off.get(version.id, (0, 0))
+        # Share of this version's sampled responses cut at max_new_tokens (None until any has a known end).
+        row["cut_off_share"], row["cut_off_known"] = (cut / known if known else None), known
         rows.append(row)
     return rows
