@@ -28,8 +28,11 @@ OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable thr
     ("/operator_dashboard", (None,)), ("/start_round", ("GRPO",)), ("/create_eval_batch", (4,)),
     ("/export_dataset", ("hf", 0.0, False, True)), ("/sample_pairs", (3,)), ("/operator_overview", ()),
     ("/operator_refresh", ()), ("/import_controls", (None,)), ("/try_versions", ("hello", 1, 0, True, 8)),
+    ("/account_add", ("mallory", "operator")), ("/account_disable", ("olga", "annotator")),
+    ("/account_enable", ("alice", "annotator")), ("/account_reset_password", ("olga", "annotator")),
+    ("/account_set_role", ("alice", "operator")),
 ]
-PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer"}
+PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer", "choices"}
 
 
 def client(app: RunningApp, user: str, downloads: Path | None = None) -> Client:
@@ -67,6 +70,11 @@ def test_every_operator_event_refuses_an_annotator(app: RunningApp) -> None:
             assert refused.status_code == 500 and "Only operators" in refused.text, name
     assert storage.list_jobs(app.db) == []
     assert list(app.ws.exports_dir.iterdir()) == []
+    # No account changed: no new user, nobody disabled, promoted or with a new password.
+    people = {u.username: (u.role, u.active) for u in storage.list_annotators(app.db)}
+    assert "mallory" not in people and people["alice"] == ("annotator", True) and people["olga"] == ("operator", True)
+    assert storage.authenticate(app.db, "olga", PASSWORD) is not None
+    assert {e.action for e in storage.audit_events(app.db, actor="alice")} <= {"login"}
 
 
 def test_operator_starts_one_round_at_a_time(app: RunningApp) -> None:

@@ -11,12 +11,14 @@ timer refreshes what changed every few seconds; it stops when another tab is cho
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from labeling_app.gate import DbGate
+from labeling_app.operator.accounts import build_accounts_section, refresh_choices
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
 from labeling_app.operator.dashboard import Dashboard
@@ -75,6 +77,8 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         rounds = build_rounds_section()
         gr.Markdown("### Users")
         users = gr.Dataframe(headers=USER_COLUMNS, interactive=False, label="Users", elem_id="users")
+        accounts = build_accounts_section(ctx, users,
+                                          lambda: user_rows(db, status_counts(db)["judgments_per_annotator"]))
         gr.Markdown("### Audit log (latest first; `rlhf audit` lists all)")
         audit = gr.Dataframe(headers=AUDIT_COLUMNS, interactive=False, label="Audit log", elem_id="audit")
         memo = gr.State(None)
@@ -85,6 +89,9 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
                        controls=controls,
                        timer=timer)
     _wire(ctx, page, refresh, memo)
+    refresh_choices(ctx, accounts, tab.select, refresh.click)
+    for change in accounts.events:  # an account change shows in the audit log at once
+        change.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
     wire_try_it(ctx, try_it)
     return page
 
@@ -142,6 +149,14 @@ def _wire(ctx: OperatorContext, page: OperatorTab, refresh: gr.Button, memo: gr.
                          then=lambda event: (event.success(tick, inputs=[dashboard.rounds.job, memo],
                                                            outputs=everything, **PRIVATE),
                                              event.success(latest_audit, outputs=[page.audit], **PRIVATE)))
+
+
+def _audit_refresher(ctx: OperatorContext) -> Callable[[gr.Request], list[list[Any]]]:
+    def latest_audit(request: gr.Request) -> list[list[Any]]:
+        with ctx.checked(request):
+            return audit_rows(ctx.db)
+
+    return latest_audit
 
 
 def _sibling_tabs(tab: gr.Tab) -> list[gr.Tab]:
