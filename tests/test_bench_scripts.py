@@ -41,11 +41,45 @@ def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) 
     stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
                   "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
                   "--set", "sampling.max_new_tokens=8", "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8",
-                  "--set", "reward.epochs=1", timeout=900)
+                  "--set", "reward.epochs=1", "--set", "loop.min_reward_confidence=0", timeout=900)
     (report,) = json.loads(out.read_text())
     assert report["round"] == 1 and report["policy_version"] == 1 and report["judgments"] == 12
     assert 0.0 <= report["gold_win_rate"] <= 1.0
     assert "win rate vs base" in stdout and "(target >= 75%)" in stdout
+
+
+def test_loop_efficacy_bench_runs_a_crowd(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "rounds.json"
+    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+                  "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
+                  "--crowd", "honest:1,left:1", "--annotator-models", "crowd_bt", "--set", "sampling.max_new_tokens=8",
+                  "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
+                  "--set", "loop.min_reward_confidence=0.99", timeout=900)
+    (report,) = json.loads(out.read_text())
+    assert report["crowd"] == "honest:1,left:1" and report["annotator_model"] == "crowd_bt"
+    assert set(report["annotators"]) == {"sim-honest-1", "sim-left-1"}
+    assert "round 1: estimated η per annotator" in stdout and "sim-left-1           left" in stdout
+    # No dozen judgments put a 95% lower bound above 0.99: the gate kept the policy, and the bench says so.
+    assert report["policy_version"] == 0 and report["policy_gate"].startswith("reward model v1")
+    assert "policy not updated, reward model v1" in stdout and "policy kept by the gate in rounds [1]" in stdout
+
+
+def test_reward_learning_bench_with_crowds_and_the_crowdkit_baseline(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "crowd.json"
+    stdout = _run("bench/reward_learning.py", "--model", str(tiny_model_dir), "--gold", "longer", "--budgets", "16",
+                  "--crowd", "honest:1,left:1", "--annotator-models", "none,crowd_bt", "--crowdkit",
+                  "--json", str(out), timeout=900)
+    report = json.loads(out.read_text())
+    assert {r["model"] for r in report["runs"].values()} == {
+        "none", "crowd_bt", "crowd-kit BradleyTerry", "crowd-kit NoisyBradleyTerry"}
+    for name, run in report["runs"].items():
+        (row,) = report["curves"][name]
+        assert 0.0 <= row["accuracy"] <= 1.0
+        if run["model"] == "crowd_bt":
+            assert set(row["annotators"]) == {"sim-honest-1", "sim-left-1"}
+        if run["model"] == "crowd-kit NoisyBradleyTerry":
+            assert set(row["workers"]) == {"sim-honest-1", "sim-left-1"}
+    assert "estimated η per annotator after 16 judgments" in stdout and "± 0.000" in stdout
 
 
 ISSUE_KEYS = {"round", "judgments", "rm_heldout_accuracy", "kl_per_token", "gold_win_rate", "win_rate_vs_previous",
@@ -58,7 +92,7 @@ def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path:
                   "--algo", "dpo,grpo", "--gold", "longer,shorter", "--eval-prompts", "4",
                   "--workspace", str(tmp_path / "ws"), "--json", str(out), "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
-                  "--set", "policy.reference=previous",
+                  "--set", "policy.reference=previous", "--set", "loop.min_reward_confidence=0",
                   # One pair per prompt: exactly the judged pairs are sampled, so round 2 judges only pairs
                   # of v1 (the CPU profile's 4 samples per prompt leave v0 pairs open, served first as oldest).
                   "--set", "sampling.per_prompt=2", timeout=1800)
@@ -110,3 +144,14 @@ def test_reward_learning_bench_writes_curves_and_candidates(tmp_path: Path, tiny
             assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["ece"] <= 1.0
     assert {"sum-pool", "linear-probe-sum-depths-0.0-0.5-1.0"} <= set(report["candidates"])
     assert "uncertainty reaches random's 16-judgment accuracy" in stdout
+
+
+def test_reward_learning_bench_with_a_prior_dataset(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "prior.json"
+    stdout = _run("bench/reward_learning.py", "--model", str(tiny_model_dir), "--gold", "longer", "--budgets", "8,16",
+                  "--selection", "random", "--prior", "40", "--json", str(out), timeout=900)
+    report = json.loads(out.read_text())
+    assert set(report["curves"]) == {"random", "random+prior"}
+    assert [r["judgments"] for r in report["curves"]["random+prior"]] == [8, 16]
+    assert "prior dataset: 40 gold-labelled pairs" in stdout
+    assert "random+prior: with 40 prior judgments" in stdout

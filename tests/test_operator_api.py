@@ -28,6 +28,7 @@ OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable thr
     ("/operator_dashboard", (None,)), ("/start_round", ("GRPO",)), ("/create_eval_batch", (4,)),
     ("/export_dataset", ("hf", 0.0, False, True)), ("/sample_pairs", (3,)), ("/operator_overview", ()),
     ("/operator_refresh", ()), ("/import_controls", (None,)), ("/try_versions", ("hello", 1, 0, True, 8)),
+    ("/leaderboard", ("",)), ("/import_pairs", (None,)),
     ("/account_add", ("mallory", "operator")), ("/account_disable", ("olga", "annotator")),
     ("/account_enable", ("alice", "annotator")), ("/account_reset_password", ("olga", "annotator")),
     ("/account_set_role", ("alice", "operator")),
