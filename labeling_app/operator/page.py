@@ -22,6 +22,7 @@ from labeling_app.operator.accounts import build_accounts_section, refresh_choic
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
 from labeling_app.operator.dashboard import Dashboard
+from labeling_app.operator.leaderboard import build_systems_panel, wire_systems_panel
 from labeling_app.operator.quality import build_quality_section
 from labeling_app.operator.rounds import build_rounds_section, curve_values
 from labeling_app.operator.status import build_status_section, pool_status_markdown
@@ -73,6 +74,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         status = build_status_section()
         controls = build_action_controls(ctx)
         try_it = build_try_it(ctx)
+        systems = build_systems_panel()
         quality = build_quality_section()
         rounds = build_rounds_section()
         gr.Markdown("### Users")
@@ -93,6 +95,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
     for change in accounts.events:  # an account change shows in the audit log at once
         change.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
     wire_try_it(ctx, try_it)
+    wire_systems_panel(ctx, systems)
     return page
 
 
