@@ -40,6 +40,7 @@ from storage.demonstrations import (
     demonstration_counts,
     demonstration_rows,
     record_demonstration,
+    served_texts,
 )
 from storage.imports import (
     IMPORTED_KIND,
@@ -158,6 +159,7 @@ from storage.versions import (
     list_policies,
     list_reward_models,
     update_policy_metrics,
+    update_reward_model_metrics,
 )
 
 __all__ = [name for name in dir() if not name.startswith("_")]

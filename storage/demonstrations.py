@@ -111,6 +111,24 @@ def _insert_new(conn: Connection, values: dict) -> int | None:  # noqa: ANN001 -
     return conn.execute(stmt.returning(D.c.id)).scalar()
 
 
+def served_texts(db: Database, annotator_id: int, token: str | None) -> tuple[str, str] | None:
+    """The (left, right) response texts of the serve `token` names, in the sides the annotator was shown;
+    None when that serve is not (or no longer) theirs. JudgmentError for a disabled account."""
+    parsed = parse_serve_token(token)
+    if parsed is None:
+        return None
+    pair_id, stamp = parsed
+    sa, sb = S.alias("sa"), S.alias("sb")
+    with db.transaction() as conn:
+        lease = active_lease_on(conn, pair_id, annotator_id)
+        if lease is None or serve_stamp(lease.served_at) != stamp:
+            return None
+        a, b = conn.execute(select(sa.c.text, sb.c.text)
+                            .select_from(P.join(sa, sa.c.id == P.c.sample_a_id).join(sb, sb.c.id == P.c.sample_b_id))
+                            .where(P.c.id == pair_id)).one()
+    return (a, b) if lease.left_side == "a" else (b, a)
+
+
 def record_demonstration(db: Database, annotator_id: int, *, token: str | None, text: str | None,
                          start_side: str | None = None, actor: str = "", address: str = "",
                          max_chars: int = MAX_DEMONSTRATION_CHARS) -> SavedDemonstration:

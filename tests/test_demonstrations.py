@@ -269,6 +269,8 @@ def test_cli_export_what_demos(tmp_path: Path, capsys, monkeypatch) -> None:  # 
     path.write_bytes(jsonl(*GOOD))
     code, out, err = run_rlhf(capsys, monkeypatch, "demos", "import", str(path), "-w", str(workspace))
     assert code == 0 and "Imported 3 demonstrations" in out, err
+    code, out, _ = run_rlhf(capsys, monkeypatch, "status", "--json", "-w", str(workspace))
+    assert json.loads(out)["demonstrations"] == {"demonstrations": 3, "written": 0, "edits": 0, "imported": 3}
     code, out, err = run_rlhf(capsys, monkeypatch, "export", "--what", "demos", "--format", "jsonl", "--standard",
                               "--out", str(tmp_path / "sft"), "-w", str(workspace))
     assert code == 0 and "Exported 3 demonstrations" in out, err

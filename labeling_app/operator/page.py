@@ -1,6 +1,7 @@
 """The operator's tab: live status, actions (rounds, evaluation batches, sampling, export), "Try it" (two
-versions' answers to a typed prompt), annotation quality, rounds with their charts and training curves,
-and the user list.
+versions' answers to a typed prompt), supervised fine-tuning on demonstrations (stage 1), systems (imported
+pairs and the leaderboard), annotation quality, rounds
+with their charts and training curves, and the user list.
 
 Every event here checks the operator role on the server (`OperatorContext.checked`), including the
 timer's refresh and events only the page fires, so an annotator calling them through the API
@@ -25,6 +26,7 @@ from labeling_app.operator.dashboard import Dashboard
 from labeling_app.operator.leaderboard import build_systems_panel, wire_systems_panel
 from labeling_app.operator.quality import build_quality_section
 from labeling_app.operator.rounds import build_rounds_section, curve_values
+from labeling_app.operator.sft import build_sft_panel, wire_sft_panel
 from labeling_app.operator.status import build_status_section, pool_status_markdown
 from labeling_app.operator.try_it import build_try_it, wire_try_it
 from labeling_app.services import AppServices
@@ -74,6 +76,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         status = build_status_section()
         controls = build_action_controls(ctx)
         try_it = build_try_it(ctx)
+        sft = build_sft_panel()
         systems = build_systems_panel()
         quality = build_quality_section()
         rounds = build_rounds_section()
@@ -95,6 +98,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
     for change in accounts.events:  # an account change shows in the audit log at once
         change.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
     wire_try_it(ctx, try_it)
+    wire_sft_panel(ctx, sft)
     wire_systems_panel(ctx, systems)
     return page
 

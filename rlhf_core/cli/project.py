@@ -54,12 +54,13 @@ def status(
     """Counts, versions, jobs, and each annotator's accuracy on control pairs and agreement with the majority."""
     from rlhf_core.data.annotator_quality import annotator_quality_report
     from rlhf_core.data.leaderboard import outside_data_status
-    from storage import status_counts
+    from storage import demonstration_counts, status_counts
 
     ws, database = open_db(workspace, db)
     info = status_counts(database)
     info["annotator_quality"] = annotator_quality_report(database)
     info.update(outside_data_status(database))
+    info["demonstrations"] = demonstration_counts(database)  # stage 1: {demonstrations, written, edits, imported}
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -84,6 +85,10 @@ def status(
         typer.echo(f"imported   {source}: {n['pairs']} pairs ({n['open']} open)")
     for source, n in info["prior_preferences"].items():
         typer.echo(f"prior      {source}: {n} judgments (reward training only; never served)")
+    d = info["demonstrations"]
+    if d["demonstrations"]:
+        typer.echo(f"demos      {d['demonstrations']} ({d['written']} written on the page, {d['edits']} of them edits; "
+                   f"{d['imported']} imported); rlhf train-sft fine-tunes on them")
     if info["leaderboard"]["systems"]:
         best = info["leaderboard"]["systems"][0]
         typer.echo(f"leaderboard {len(info['leaderboard']['systems'])} systems, first {best['system']} "
@@ -100,8 +105,11 @@ def _quality_line(q: dict | None) -> str:
     """Control accuracy and majority agreement with their 95% intervals, for `rlhf status`."""
     if q is None:
         return ""
-    return (f"control {_share(q['control_accuracy'], q['control_ci'], q['control_judgments'])}; "
+    line = (f"control {_share(q['control_accuracy'], q['control_ci'], q['control_judgments'])}; "
             f"majority {_share(q['majority_agreement'], q['majority_ci'], q['majority_items'])}")
+    if q.get("eta") is not None:  # CrowdBT's estimates with the current reward model
+        line += f"; η {q['eta']:.2f}, left bias {q['left_bias']:.0%}"
+    return line
 
 
 @prompts_app.command("import")
