@@ -9,7 +9,7 @@ the database serialises what must be serialised inside storage's transaction.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import gradio as gr
@@ -132,12 +132,14 @@ def _wire(page: AnnotatorPage) -> None:
     page.on_screen(page.buttons["skip"].click(skip, inputs=[page.token], outputs=page.screen_outputs,
                                               api_name="skip_pair", **FAST))
 
-    def check(notice: str, request: gr.Request) -> list[Any]:
+    def check(notice: str, undo_id: str, request: gr.Request) -> list[Any]:
         """"Check now" (pressed every few seconds by the page while nothing is shown): a new pair?
-        The last notice stays (if it is one of ours), so "Saved: ..." does not vanish meanwhile."""
-        return page.run(lambda: page.annotation.screen(page.user(request), own_notice(notice)))
+        The last notice stays (if it is one of ours), so "Saved: ..." does not vanish meanwhile, and
+        so does Undo for the rest of its window (the server checks the window when it is pressed)."""
+        undo = int(undo_id) if str(undo_id or "").isdigit() else None
+        return page.run(lambda: replace(page.annotation.screen(page.user(request), own_notice(notice)), undo_id=undo))
 
-    page.on_screen(page.check.click(check, inputs=[page.notice], outputs=page.screen_outputs,
+    page.on_screen(page.check.click(check, inputs=[page.notice, page.undo_token], outputs=page.screen_outputs,
                                     api_visibility="private", **FAST))
 
     def undo(undo_id: str, request: gr.Request) -> list[Any]:

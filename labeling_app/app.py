@@ -29,7 +29,13 @@ from storage import Database
 TITLE = "rlhf-loop · labeling"
 # System fonts only: the page must load nothing from other hosts (the default theme pulls Google Fonts).
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
-                       font_mono=["ui-monospace", "SFMono-Regular", "monospace"])
+                       font_mono=["ui-monospace", "SFMono-Regular", "monospace"]).set(
+    # Text contrast of at least 4.5:1 (WCAG AA; axe-core checks it): Soft's indigo-500 labels and
+    # buttons and its grey secondary text are just below.
+    button_primary_background_fill="*primary_600", button_primary_background_fill_hover="*primary_700",
+    checkbox_label_background_fill_selected="*primary_600", block_label_text_color="*primary_700",
+    block_title_text_color="*primary_700", body_text_color_subdued="*neutral_600",
+)
 CSS = """
 #verdicts button { min-height: 48px; font-size: 16px; }
 #shortcut-legend, #progress { font-size: 13px; }
@@ -94,7 +100,7 @@ class ServedApp:
     blocks: gr.Blocks
 
     def close(self) -> None:
-        self.blocks.close()
+        self.blocks.close(verbose=False)  # Gradio would print "Closing server running on port ..."
 
 
 def serve(ws: Workspace, db: Database, services: AppServices | None = None, host: str = "127.0.0.1",
@@ -111,6 +117,6 @@ def serve(ws: Workspace, db: Database, services: AppServices | None = None, host
         server_name=host, server_port=port, auth=make_login_check(db),
         auth_message="Log in with the account your operator gave you.", prevent_thread_lock=not block,
         quiet=quiet, show_error=False, theme=THEME, css=CSS, ssr_mode=False, mcp_server=False,
-        footer_links=["api", "settings"], app_kwargs={"lifespan": install_sessions(sessions)},
+        footer_links=["api", "settings"], app_kwargs={"lifespan": install_sessions(sessions, TITLE)},
     )
     return ServedApp(url=url, blocks=demo)

@@ -13,6 +13,7 @@ seconds everywhere else.
 from __future__ import annotations
 
 import hashlib
+import html
 import math
 import secrets
 import threading
@@ -231,11 +232,12 @@ def _login_route(store: SessionStore) -> Callable[..., Any]:
     return login
 
 
-def install_sessions(store: SessionStore) -> Callable[[Any], Any]:
+def install_sessions(store: SessionStore, title: str = "") -> Callable[[Any], Any]:
     """A FastAPI lifespan (pass as `launch(app_kwargs={"lifespan": ...})`) that, before the server
     takes its first request, puts `store` in place of Gradio's login dict, the database's cookie id in
     place of the random one, and our logout (which ends the session in the database) in place of
-    Gradio's."""
+    Gradio's; with `title`, the page's HTML carries it (Gradio's login page has none, which screen
+    readers need to name the tab)."""
 
     @asynccontextmanager
     async def lifespan(app: Any) -> Any:
@@ -246,9 +248,43 @@ def install_sessions(store: SessionStore) -> Callable[[Any], Any]:
         app.add_api_route("/logout", _logout_route(app, store), methods=["GET"])
         for path in ("/login", "/login/"):
             app.add_api_route(path, _login_route(store), methods=["POST"])
+        for route in app.router.routes:
+            if title and getattr(route, "path", None) == "/" and "GET" in getattr(route, "methods", ()):
+                route.app = _titled(route.app, title)
         yield
 
     return lifespan
+
+
+def _titled(asgi: Any, title: str) -> Callable[..., Awaitable[None]]:  # noqa: ANN401 - an ASGI app
+    """`asgi` with `<title>` put into an HTML answer that has none (Gradio's page template leaves the
+    title to its script, which the login form never runs)."""
+    tag = f"<title>{html.escape(title)}</title>".encode()
+
+    async def app(scope: dict, receive: Callable, send: Callable) -> None:
+        start: dict = {}
+        chunks: list[bytes] = []
+
+        async def capture(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                return
+            if message["type"] != "http.response.body":
+                await send(message)
+                return
+            chunks.append(message.get("body", b""))
+            if message.get("more_body"):
+                return
+            body, headers = b"".join(chunks), list(start.get("headers", []))
+            if b"text/html" in dict(headers).get(b"content-type", b"") and b"<title>" not in body:
+                body = body.replace(b"<head>", b"<head>" + tag, 1)
+            headers = [(k, v) for k, v in headers if k.lower() != b"content-length"]
+            await send({**start, "headers": [*headers, (b"content-length", str(len(body)).encode())]})
+            await send({"type": "http.response.body", "body": body})
+
+        await asgi(scope, receive, capture)
+
+    return app
 
 
 def current_user(store: SessionStore, db: Database, request: gr.Request | None) -> SessionUser | Annotator:

@@ -94,9 +94,12 @@ _SCREEN_JS = """
   const empty = !token;
   document.body.classList.toggle("rlhf-empty", empty);
   document.body.classList.add("rlhf-ready");
-  clearTimeout(window.__rlhfUndo);
-  document.body.classList.toggle("rlhf-can-undo", !!undo);
-  if (undo) window.__rlhfUndo = setTimeout(() => document.body.classList.remove("rlhf-can-undo"), __UNDO_MS__);
+  if ((undo || "") !== (window.__rlhfUndoId || "")) {  // a new verdict (or none): its own window
+    window.__rlhfUndoId = undo || "";
+    clearTimeout(window.__rlhfUndo);
+    document.body.classList.toggle("rlhf-can-undo", !!undo);
+    if (undo) window.__rlhfUndo = setTimeout(() => document.body.classList.remove("rlhf-can-undo"), __UNDO_MS__);
+  }
   clearTimeout(window.__rlhfPoll);
   if (empty) {
     window.__rlhfPoll = setTimeout(() => {

@@ -44,3 +44,37 @@ def cli_actor() -> str:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):
         return "cli"
+
+
+VerboseOpt = Annotated[bool, typer.Option(
+    "--verbose", "-v", help="Also print library warnings and INFO logs (they always go to logs/ in the workspace)")]
+LOGS_DIR = "logs"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def route_logs(root: Path, command: str, verbose: bool = False) -> Path:
+    """Send Python logging (INFO and up) and warnings to `<root>/logs/<command>.log`, and to the console
+    only with `verbose`: the console of a long-running command shows what a person needs (its URL,
+    passwords, progress, one-line errors), not the libraries' chatter. Libraries that keep handlers of
+    their own (transformers) are made to pass their records here instead; their progress bars show only
+    with `verbose`. Call before importing the model stack: bitsandbytes logs a warning at import."""
+    import logging
+    import os
+    import sys
+
+    path = root / LOGS_DIR / f"{command}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handlers: list[logging.Handler] = [logging.FileHandler(path, encoding="utf-8")]
+    if verbose:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, handlers=handlers, force=True)
+    logging.captureWarnings(True)
+    if not verbose:
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_default_handler()
+    hf_logging.enable_propagation()
+    if not verbose:
+        hf_logging.disable_progress_bar()
+    return path

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rlhf_core.cli.app import app
+from rlhf_core.cli.app import VerboseOpt, app, route_logs
 
 if TYPE_CHECKING:
     from rlhf_core.workspace import Workspace
@@ -67,12 +67,14 @@ def quickstart(
     port: Annotated[int, typer.Option(help="Port")] = 7860,
     reset_passwords: Annotated[bool, typer.Option("--reset-passwords",
                                                   help="New passwords for the quickstart accounts")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Make or reuse a workspace with the built-in prompts and two accounts, then serve it (Ctrl-C stops)."""
     root = directory.expanduser().resolve()
     for problem in (directory_problem(root), port_problem(host, port)):
         if problem:
             _fail(problem)
+    route_logs(root, "quickstart", verbose)  # libraries log to <root>/logs/quickstart.log, not the console
     from rlhf_core.cli.serve import run_server
     from rlhf_core.config import dump_config
     from rlhf_core.loop.demo import demo_prompt_files
@@ -101,7 +103,7 @@ def quickstart(
             typer.echo("These passwords are shown once; keep them.")
         typer.echo("The first pairs are being sampled from the model; the page shows their progress.")
 
-    run_server(ws, database, None, host=host, port=port, on_ready=ready)
+    run_server(ws, database, None, host=host, port=port, on_ready=ready, verbose=verbose)
 
 
 def _import_prompts(ws: Workspace, database: Database, files: tuple[Path, Path]) -> int:

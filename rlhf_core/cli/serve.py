@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db
+from rlhf_core.cli.app import DbOpt, VerboseOpt, WorkspaceOpt, app, open_db, open_ws, route_logs
 
 if TYPE_CHECKING:
     from rlhf_core.workspace import Workspace
@@ -70,14 +70,13 @@ def worker(
     poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue")] = 2.0,
     stale_after: Annotated[float, typer.Option(help="Fail running jobs with no heartbeat for this long (s)")] = 120.0,
     parent_pid: Annotated[int | None, typer.Option(hidden=True, help="Exit when this process is gone")] = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Take jobs from the queue and run them (training, sampling, rounds)."""
-    import logging
-
+    route_logs(open_ws(workspace, db).root, "worker", verbose)  # before the model stack's imports log anything
     from rlhf_core.loop.worker import Worker
     from storage import fail_job, list_jobs
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # SIGTERM stops the worker the way Ctrl-C does: the job's code unwinds, then we record it.
     signal.signal(signal.SIGTERM, _interrupt_main)
     if parent_pid is not None:
@@ -106,9 +105,10 @@ def worker(
         typer.echo("worker stopped")
 
 
-def start_worker(workspace: str, db: str | None) -> subprocess.Popen:
-    """`rlhf worker` as a child that exits by itself if this process dies."""
+def start_worker(workspace: str, db: str | None, verbose: bool = False) -> subprocess.Popen:
+    """`rlhf worker` as a child that exits by itself if this process dies (its logs: logs/worker.log)."""
     cmd = [sys.executable, "-m", "rlhf_core", "worker", "--workspace", workspace, "--parent-pid", str(os.getpid())]
+    cmd += ["--verbose"] if verbose else []
     if db:
         cmd += ["--db", db]
     return subprocess.Popen(cmd)
@@ -133,24 +133,24 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 for all)")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port")] = 7860,
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a training worker process")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """The labeling page and operator page; also starts a worker unless --no-worker."""
+    route_logs(open_ws(workspace, db).root, "serve", verbose)
     ws, database = open_db(workspace, db)
-    run_server(ws, database, db, host=host, port=port, no_worker=no_worker)
+    run_server(ws, database, db, host=host, port=port, no_worker=no_worker, verbose=verbose)
 
 
 def run_server(ws: Workspace, database: Database, db: str | None, *, host: str, port: int, no_worker: bool = False,
-               on_ready: Callable[[str], None] | None = None) -> None:
+               on_ready: Callable[[str], None] | None = None, verbose: bool = False) -> None:
     """Serve the app, the pool sampler and (unless `no_worker`) a worker until SIGTERM/SIGINT, then stop
-    them in order. `on_ready(url)` runs once the page is up (`rlhf quickstart` prints its logins there)."""
-    import logging
-
+    them in order. `on_ready(url)` runs once the page is up (`rlhf quickstart` prints its logins there).
+    Logging goes where the caller routed it (`route_logs`); `verbose` passes to the worker."""
     from labeling_app import AppServices
     from labeling_app import serve as serve_app
     from rlhf_core.loop.playground import Playground
     from rlhf_core.loop.sampling import PoolTopper
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     topper = PoolTopper(ws, database)
     playground = Playground(ws, database, topper.model)  # "Try it" borrows the sampler's model
     services = AppServices(pool_topper=topper, request_pairs=lambda n: "sampling started" if topper.request_pairs(n)
@@ -158,13 +158,13 @@ def run_server(ws: Workspace, database: Database, db: str | None, *, host: str, 
                            try_versions=lambda prompt, versions, greedy, n: playground.answer(
                                prompt, versions, greedy=greedy, max_new_tokens=n))
     with stop_signals() as stop:
-        worker_proc = None if no_worker else start_worker(str(ws.root), db)
+        worker_proc = None if no_worker else start_worker(str(ws.root), db, verbose)
         if worker_proc is not None:
             typer.echo(f"Started worker process {worker_proc.pid}.")
         served = None
         try:
             topper.request_top_up()
-            served = serve_app(ws, database, services, host=host, port=port, block=False)
+            served = serve_app(ws, database, services, host=host, port=port, block=False, quiet=True)
             typer.echo(f"Serving on {served.url} (Ctrl-C or SIGTERM to stop)", err=False)
             if on_ready is not None:
                 on_ready(served.url)
