@@ -3,6 +3,9 @@ preference, per selection method and judgment budget, and for candidate reward-m
 
     python bench/reward_learning.py --gold sentiment [--noise 0.1] [--budgets 100,200,300]
         [--selection random,uncertainty] [--candidates default,scratch-3ep,...] [--json F]
+    python bench/reward_learning.py --crowd honest:5 --crowd honest:3,random:1,left:1 --budgets 300
+        --annotator-models none,threshold,crowd_bt --crowdkit --seeds 3
+    python bench/reward_learning.py --gold sentiment --selection random --prior 1000   # with/without a prior
 
 1. Responses: `--per-prompt` (4) responses per prompt are sampled once from the base model with the
    product's sampler, for the training prompts the budgets need (twice as many as the judgments
@@ -16,10 +19,23 @@ preference, per selection method and judgment budget, and for candidate reward-m
    `--max-pairs` per prompt, uncertainty scored by the current reward ensemble) and stored; simulated
    annotators (noise `--noise`) judge through `next_pair_for` (most informative open pair first) up
    to the budget; the reward model is retrained on all judgments (`run_reward_training`) and measured.
+   With `--crowd SPEC` (repeatable) the judges are that simulated crowd (`rlhf_core.loop.crowd`) instead of
+   three honest annotators, pairs are selected at random (so every annotator model sees the same
+   judgments), and each crowd is run per `--annotator-models` entry (`reward.annotator_model`) and seed
+   (`--seeds`: the simulation's and the reward model's); the table gives mean ± standard error over seeds,
+   and crowd_bt's estimated η of each annotator beside its true kind. `--crowdkit` adds the baseline:
+   the crowd's labels aggregated by crowd-kit's BradleyTerry and NoisyBradleyTerry, one label per pair,
+   trained on with the workspace's reward settings (`bench/_crowd.py`); `--oracle` trains on the honest
+   annotators' judgments alone, what a perfect annotator model could keep.
 4. Candidates: on the random method's final judgments, each `--candidates` setting is trained and
    measured the same way, plus a frozen-feature linear probe (logistic Bradley-Terry on the frozen
    base's pooled hidden states, L2 picked on a held-out split) as the baseline to beat (`--no-probes`
    skips them).
+5. Prior (`--prior N`): each selection method runs again on a workspace that also holds N prior judgments
+   (`rlhf preferences import`, weighted by `reward.prior_weight`): pairs of `--prior-per-prompt` base-model
+   responses on training prompts the judgments never use, labelled by the same gold with the same noise
+   (`bench/_prior.py`). Printed: how many judgments with the prior reach the accuracy the last budget
+   reaches without it.
 """
 
 from __future__ import annotations
@@ -42,10 +58,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _crowd import CROWDKIT_METHODS, crowdkit_examples, eta_rows, honest_above_the_rest, mean_se  # noqa: E402
+from _prior import prior_dataset  # noqa: E402
 from _reward_probe import fit_linear_probe  # noqa: E402
 
 from rlhf_core.algorithms.preference import expected_calibration_error  # noqa: E402
 from rlhf_core.config import apply_overrides, apply_profile  # noqa: E402
+from rlhf_core.loop.crowd import kind_of  # noqa: E402
 from rlhf_core.loop.demo import prepare_workspace  # noqa: E402
 from rlhf_core.loop.gold import get_gold  # noqa: E402
 from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs  # noqa: E402
@@ -55,7 +74,14 @@ from rlhf_core.training.reward_data import preference_examples, split_by_prompt 
 from rlhf_core.training.reward_model import train_reward_model  # noqa: E402
 from rlhf_core.training.reward_service import run_reward_training  # noqa: E402
 from rlhf_core.training.workspace_stack import activate_reward_model, load_stack  # noqa: E402
-from storage import judgment_rows, list_prompts, prompt_messages, record_generations  # noqa: E402
+from storage import (  # noqa: E402
+    add_prior_preferences,
+    current_reward_model,
+    judgment_rows,
+    list_prompts,
+    prompt_messages,
+    record_generations,
+)
 
 # Reward-model settings compared by --candidates (changes from the workspace's reward config).
 CANDIDATES: dict[str, dict[str, object]] = {
@@ -160,6 +186,17 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="reward.KEY=VALUE")
     parser.add_argument("--cache", type=Path, help="keep the sampled responses here and reuse them next time")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--crowd", action="append", default=[], metavar="SPEC",
+                        help="a simulated crowd, e.g. honest:3,random:1,left:1 (repeatable); random pair selection")
+    parser.add_argument("--annotator-models", default="", help="with --crowd: comma list of reward.annotator_model "
+                        "values (default: the workspace's)")
+    parser.add_argument("--seeds", type=int, default=1, help="with --crowd: runs per crowd and annotator model")
+    parser.add_argument("--crowdkit", action="store_true", help="with --crowd: the crowd-kit aggregation baseline")
+    parser.add_argument("--oracle", action="store_true",
+                        help="with --crowd: also train on the honest annotators' judgments alone (an upper bound)")
+    parser.add_argument("--prior", type=int, default=0, metavar="N", help="each selection method again with N "
+                        "gold-labelled prior judgments on other prompts (a simulated existing dataset)")
+    parser.add_argument("--prior-per-prompt", type=int, default=6, help="with --prior: responses per prior prompt")
     args = parser.parse_args()
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -192,17 +229,35 @@ def main() -> None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps({"train": responses, "heldout": heldout_responses}))
     heldout = gold_heldout([prompt_messages(p) for p in eval_prompts],
-                           [[t for t, _ in r] for r in heldout_responses], gold, args.noise)
+                           [[t[0] for t in r] for r in heldout_responses], gold, args.noise)
     print(f"held-out: {len(heldout)} gold-ordered pairs; sampling took {time.perf_counter() - started:.0f} s")
 
     curves: dict[str, list[dict]] = {}
     databases = {}
-    for method in methods:
-        root = base_root / method
+    models = [m for m in args.annotator_models.split(",") if m] or [ws.config.reward.annotator_model]
+    runs = [(m, None, None, 0) for m in methods] if not args.crowd else \
+        [("random", c, m, seed) for c in args.crowd for seed in range(args.seeds) for m in models]
+    meta: dict[str, dict] = {}
+    priors = []
+    if args.prior > 0:  # the same methods again, each on a workspace that also holds the prior dataset
+        prior_cache = args.cache / f"prior-{args.prior_per_prompt}.json" if args.cache else None
+        priors = prior_dataset(ws, stack, train_prompts[len(pool):], args.prior, gold, args.noise,
+                               args.prior_per_prompt, prior_cache)
+        print(f"prior dataset: {len(priors)} gold-labelled pairs on prompts the judgments never use")
+        runs += [(f"{m}+prior", None, None, 0) for m in methods] if not args.crowd else []
+    for method, crowd, model, seed in runs:
+        name = method if crowd is None else f"{crowd} | {model} | seed {seed}"
+        method, with_prior = method.removesuffix("+prior"), method.endswith("+prior")
+        root = base_root / (name if crowd is None else f"crowd-{len(databases)}")
         shutil.copytree(base_root / "pool", root, ignore=shutil.ignore_patterns("adapters"))
         mws = replace(ws, root=root, config=copy.deepcopy(ws.config))
+        if crowd is not None:
+            mws.config.reward.annotator_model, mws.config.reward.seed = model, seed
+            meta[name] = {"crowd": crowd, "model": model, "seed": seed}
         mdb = mws.database()
-        databases[method] = (mws, mdb)
+        if with_prior:
+            add_prior_preferences(mdb, priors, source="simulated prior dataset")
+        databases[name] = (mws, mdb)
         stack.reset_adapter("reward")
         offset = 0
         for step, budget in enumerate(budgets):
@@ -211,17 +266,41 @@ def main() -> None:
             scored = method == "uncertainty" and activate_reward_model(stack, mdb) is not None
             offer_pairs(mws, mdb, stack, pool[chunk], responses[chunk], method, args.max_pairs, scored)
             have = len(judgment_rows(mdb))
-            simulate_annotators(mdb, annotators=3, judgments=budget - have, gold=gold, noise=args.noise,
-                                seed=step, kinds=("train",), progress=False)
+            simulate_annotators(mdb, annotators=3, crowd=crowd, judgments=budget - have, gold=gold, noise=args.noise,
+                                seed=step + 1000 * seed, kinds=("train",), progress=False)
             t0 = time.perf_counter()
             run_reward_training(mws, mdb, stack, progress=False)
             rows = judgment_rows(mdb)
             row = {"judgments": len(rows), "decisive": sum(r.choice in ("a", "b") for r in rows),
                    **measure(stack, heldout, args.noise, ws.config.reward.max_length),
                    "seconds": round(time.perf_counter() - t0, 1)}
-            curves.setdefault(method, []).append(row)
-            print(f"  {method:<12} {row['judgments']:>4} judgments ({row['decisive']} decisive): gold accuracy "
+            if crowd is not None:
+                row["annotators"] = json.loads(current_reward_model(mdb).metrics_json).get("annotators")
+            curves.setdefault(name, []).append(row)
+            print(f"  {name:<12} {row['judgments']:>4} judgments ({row['decisive']} decisive): gold accuracy "
                   f"{row['accuracy']:.3f}, ECE {row['ece']:.3f} (reward model {row['seconds']} s)", flush=True)
+
+    baselines = [*(CROWDKIT_METHODS if args.crowdkit else ()), *(["oracle"] if args.oracle else [])]
+    for name in [n for n in meta if meta[n]["model"] == models[0]] if baselines else []:
+        mws, mdb = databases[name]
+        for method in baselines:
+            rows = judgment_rows(mdb, kinds=("train",))
+            if method == "oracle":  # what a perfect annotator model could keep: the honest annotators' judgments
+                examples, workers = preference_examples([r for r in rows if kind_of(r.annotator) == "honest"])[0], {}
+            else:
+                examples, workers = crowdkit_examples(rows, method)
+            train, held = split_by_prompt(examples, mws.config.reward.eval_fraction, mws.config.reward.seed)
+            stack.reset_adapter("reward")
+            t0 = time.perf_counter()
+            train_reward_model(stack, train, held, mws.config.reward, progress=False)
+            row = {"judgments": budgets[-1], "decisive": len(examples), "workers": workers,
+                   **measure(stack, heldout, args.noise, ws.config.reward.max_length),
+                   "seconds": round(time.perf_counter() - t0, 1)}
+            label = "oracle (honest only)" if method == "oracle" else f"crowd-kit {method}"
+            run = f"{meta[name]['crowd']} | {label} | seed {meta[name]['seed']}"
+            meta[run] = {**meta[name], "model": label}
+            curves[run] = [row]
+            print(f"  {run}: {len(examples)} pairs, gold accuracy {row['accuracy']:.3f}", flush=True)
 
     candidates: dict[str, dict] = {}
     names = list(CANDIDATES) if args.candidates == "all" else [c for c in args.candidates.split(",") if c]
@@ -257,19 +336,57 @@ def main() -> None:
 
     print(f"\ngold {args.gold}, noise {args.noise}; {len(heldout)} held-out pairs; load average "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; {time.perf_counter() - started:.0f} s")
-    print(f"{'method':<14}" + "".join(f"{b:>16}" for b in budgets))
+    if meta:
+        print_crowd_table(curves, meta, budgets)
+    if any(method not in meta for method in curves):
+        print(f"{'method':<14}" + "".join(f"{b:>16}" for b in budgets))
     for method, rows in curves.items():
-        print(f"{method:<14}" + "".join(f"{r['accuracy']:>9.3f} ({r['ece']:.3f})" for r in rows))
+        if method not in meta:
+            print(f"{method:<14}" + "".join(f"{r['accuracy']:>9.3f} ({r['ece']:.3f})" for r in rows))
+    for method in [m for m in curves if m.endswith("+prior") and m.removesuffix("+prior") in curves]:
+        plain, target = curves[method.removesuffix("+prior")], curves[method.removesuffix("+prior")][-1]
+        reach = next((r["judgments"] for r in curves[method] if r["accuracy"] >= target["accuracy"]), None)
+        print(f"{method}: with {len(priors)} prior judgments, {reach or 'more than ' + str(budgets[-1])} judgments "
+              f"reach the accuracy {target['judgments']} reach without them ({target['accuracy']:.3f}); first "
+              f"budget {curves[method][0]['accuracy']:.3f} vs {plain[0]['accuracy']:.3f}")
     if "random" in curves and "uncertainty" in curves:
         target = curves["random"][-1]["accuracy"]
         reach = next((r["judgments"] for r in curves["uncertainty"] if r["accuracy"] >= target), None)
         print(f"uncertainty reaches random's {curves['random'][-1]['judgments']}-judgment accuracy ({target:.3f}) "
               f"with {reach if reach is not None else 'more than ' + str(budgets[-1])} judgments")
     if args.json:
-        args.json.write_text(json.dumps({"gold": args.gold, "noise": args.noise, "curves": curves,
+        args.json.write_text(json.dumps({"gold": args.gold, "noise": args.noise, "curves": curves, "runs": meta,
                                          "candidates": candidates, "heldout_pairs": len(heldout),
                                          "load_average": [load_before, os.getloadavg()[0]]}, indent=2))
         print(f"figures written to {args.json}")
+
+
+def print_crowd_table(curves: dict[str, list[dict]], meta: dict[str, dict], budgets: list[int]) -> None:
+    """Per crowd and annotator model: gold accuracy per budget, mean ± SE over seeds (crowd-kit: the last budget
+    only); then each annotator's estimated η beside its kind (crowd_bt, seed 0), and NoisyBradleyTerry's."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for name, m in meta.items():
+        groups.setdefault((m["crowd"], m["model"]), []).append(name)
+    print(f"{'crowd':<30} {'annotator model':<28}" + "".join(f"{b:>18}" for b in budgets) + "  seeds")
+    for (crowd, model), names in groups.items():
+        cells = []
+        for i in range(len(budgets)):
+            # Rows align on the last budget (a crowd-kit run has only that one).
+            values = [curves[n][i - len(budgets) + len(curves[n])]["accuracy"] for n in names
+                      if i >= len(budgets) - len(curves[n])]
+            mean, se = mean_se(values) if values else (None, None)
+            cells.append(f"{mean:>10.3f} ± {se:.3f}" if values else f"{'-':>18}")
+        print(f"{crowd:<30} {model:<28}" + "".join(f"{c:>18}" for c in cells) + f"  {len(names)}")
+    for (crowd, model), names in groups.items():
+        last = curves[names[0]][-1]
+        if last.get("annotators"):
+            print(f"\n{crowd}, {model}, seed 0: estimated η per annotator after {last['judgments']} judgments "
+                  f"(every random/adversarial/left one below every honest one: "
+                  f"{honest_above_the_rest(last['annotators'])})")
+            print("\n".join(eta_rows(last["annotators"])))
+        if last.get("workers"):
+            print(f"\n{crowd}, {model}, seed 0: " + ", ".join(
+                f"{w} skill {v['skill']:.2f} left {v['left_bias']:.2f}" for w, v in sorted(last["workers"].items())))
 
 
 if __name__ == "__main__":

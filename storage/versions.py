@@ -77,6 +77,14 @@ def add_reward_model_version(
         return version
 
 
+def update_reward_model_metrics(db: Database, version_id: int, metrics: dict[str, Any]) -> None:
+    """Merge `metrics` into a reward-model version's stored metrics (e.g. the round's policy gate on it)."""
+    with db.session() as s:
+        version = s.get(RewardModelVersion, version_id)
+        version.metrics_json = json.dumps({**json.loads(version.metrics_json), **metrics})
+        s.add(version)
+
+
 def current_reward_model(db: Database) -> RewardModelVersion | None:
     with db.session() as s:
         return s.exec(select(RewardModelVersion).order_by(RewardModelVersion.id.desc()).limit(1)).first()

@@ -11,16 +11,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_cli import rlhf
 from test_reward_training import CPU, MARKER, WORDS, synthetic_examples
 
+from rlhf_core.algorithms.crowd_bt import fit_crowd_bt_linear
 from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.annotators.crowd_weights import (
+    PRIOR,
     PRIOR_RELIABILITY,
     KnownJudgment,
     Reliability,
     crowd_weighted,
     fit_on_differences,
+    out_of_half_differences,
     stored_reliability,
 )
 from rlhf_core.training.reward_data import PreferenceExample
@@ -75,6 +79,22 @@ def test_reliability_from_fixed_differences_and_controls():
     assert fitted["checked"].eta == pytest.approx(17 / 20, abs=1e-4)  # (8 + 9) / (10 + 10)
 
 
+def test_the_pilot_fits_each_half_in_its_rows_span_exactly():
+    """out_of_half_differences fits on the training rows' coordinates in their span: the same predictions for
+    the other half as a fit on all F features (an L2-penalized linear fit lives in that span)."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 300, generator=g, dtype=torch.float64)
+    annotator, left = torch.randint(0, 3, (60,), generator=g), torch.randint(0, 2, (60,), generator=g).double()
+    folds = torch.arange(60) % 2
+    spanned = out_of_half_differences(x, folds, annotator, left, 3, 0.01)
+    full = torch.zeros(60, dtype=torch.float64)
+    for fold in (0, 1):
+        fit = folds != fold
+        theta, _, _ = fit_crowd_bt_linear(x[fit], annotator[fit], left[fit], 3, l2=0.01, prior=PRIOR, iterations=10)
+        full[~fit] = x[~fit] @ theta
+    assert torch.allclose(spanned, full, atol=2e-3) and float(full.abs().mean()) > 0.3
+
+
 def marker_gold(prompt_messages, text: str) -> float:  # noqa: ANN001
     return float(MARKER in text.split())
 
@@ -117,6 +137,13 @@ def test_crowd_bt_tells_the_crowd_apart_and_learns_what_plain_bt_loses(tiny_mode
             assert est["sim-honest-1"]["judgments"] == 40 and metrics["crowd_turned_around"] > 0
             assert metrics["annotator_weights_from"].startswith("cross-fitted")
             assert set(stored_reliability(current_reward_model(db))) == set(est)
+            # `rlhf status --json` carries them in each annotator's annotator_quality entry.
+            quality = json.loads(rlhf("status", "-w", str(ws.root), "--json").stdout)["annotator_quality"]
+            liar = quality["sim-adversarial-1"]
+            assert liar["eta"] == est["sim-adversarial-1"]["eta"] < 0.5 and liar["eta_judgments"] == 40
+            assert liar["eta_reward_model"] == current_reward_model(db).id and liar["control_accuracy"] is None
+            assert quality["sim-left-1"]["left_bias"] == est["sim-left-1"]["left_bias"]
+            assert 0 < quality["sim-honest-1"]["training_weight"] and "majority_agreement" in liar
         db.dispose()
     # Two honest against one liar and one coin (to the preference): plain Bradley-Terry keeps a weak signal;
     # CrowdBT turns the liar around and discounts the left clicks.

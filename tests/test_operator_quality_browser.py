@@ -31,6 +31,7 @@ GOOD = "\n".join([
     '{"prompt": "Greet me", "response_a": "Go away.", "response_b": "Hello!", "expected": "b"}',
     '{"prompt": "Name a colour", "response_a": "Blue.", "response_b": "Red.", "expected": "tie"}',
 ]) + "\n"
+GATE = "reward model v2: held-out accuracy 20/52 = 38%, 95% lower bound 26%, not above 50% (loop.min_reward_confidence)"
 BAD = GOOD.splitlines()[0] + '\n{"prompt": "p", "response_a": "x", "response_b": "y", "expected": "maybe"}\n'
 
 
@@ -132,5 +133,29 @@ def test_operator_imports_controls_and_reads_quality_selection_and_rm_accuracy(
     page.click("#btn-refresh")
     _wait_for_cell(page, "annotator-quality", "ann")
     # 2 of 3: Wilson 95% interval (21%, 94%); below the workspace's minimum of 70%, so training leaves ann out.
-    assert _table_rows(page, "annotator-quality") == [["ann", "3", "67% (21%–94%)", "0", "—", "left out (below 70%)"]]
+    assert _table_rows(page, "annotator-quality") == [["ann", "3", "67% (21%–94%)", "0", "—", "—", "—",
+                                                       "left out (below 70%)"]]
     assert "3 control pairs imported" in page.locator("#annotator-quality-note").inner_text()
+
+    # A reward model trained with reward.annotator_model = "crowd_bt" stores each annotator's η and left bias:
+    # the table shows them beside control accuracy and agreement, with the weight training gave them.
+    rm = storage.add_reward_model_version(db, adapter_path="/nowhere", trained_on=60, heldout_accuracy=0.7,
+                                          heldout_loss=0.6, metrics={"annotators": {
+                                              "ann": {"eta": 0.62, "left_bias": 0.31, "follows_preference": 0.58,
+                                                      "judgments": 12, "control_judgments": 3,
+                                                      "training_weight": 0.3},
+                                              "sim-left-1": {"eta": 0.88, "left_bias": 0.93, "follows_preference": 0.53,
+                                                             "judgments": 40, "control_judgments": 0,
+                                                             "training_weight": 0.04}},
+                                              # The round on it kept the policy (loop.min_reward_confidence).
+                                              "policy_gate": {"open": False, "lower_bound": 0.26, "reason": GATE}})
+    page.click("#btn-refresh")
+    _wait_for_cell(page, "annotator-quality", "sim-left-1")
+    assert _table_rows(page, "annotator-quality") == [
+        ["ann", "3", "67% (21%–94%)", "0", "—", "0.62", "31%", "left out (below 70%)"],
+        ["sim-left-1", "0", "—", "0", "—", "0.88", "93%", "weight 0.04"]]
+    note = page.locator("#annotator-quality-note").inner_text()
+    assert f"CrowdBT, v{rm.id}" in note and "left bias: how often they pick the side shown on the left" in note
+    # The rounds section says the last round did not update the policy, and why.
+    page.locator("#rounds-note").get_by_text("The last round did not update the policy").wait_for()
+    assert GATE in page.locator("#rounds-note").inner_text()

@@ -30,6 +30,7 @@ def test_one_round_on_the_default_model(tmp_path) -> None:
     cfg.policy.group_size = 2
     cfg.policy.max_new_tokens = 16
     cfg.policy.update_epochs = 1
+    cfg.loop.min_reward_confidence = 0.0  # 18 judgments cannot show a reward model beats chance; mechanics only
     settings = LoopSettings(rounds=1, judgments_per_round=18, annotators=2, gold="sentiment", eval_prompts=6)
     (report,) = list(run_loop(ws, settings, progress=False, log=lambda _m: None))
     assert report.policy_version == 1 and report.judgments == 18

@@ -2,7 +2,7 @@
 
 A full refresh (tab opened, Refresh clicked) sends everything. The timer's refresh sends only what
 changed, so charts do not redraw every few seconds: quality is recomputed when the judgment count
-(or the number of control pairs) moved, rounds when a version or a job's status did, pairs by
+(the number of control pairs, or the reward model) moved, rounds when a version or a job's status did, pairs by
 selection when the pair or judgment count did, and each output is compared with what this
 browser session was last sent (`memo`, kept in a `gr.State`).
 """
@@ -21,7 +21,7 @@ import pandas as pd
 from labeling_app.operator.quality import QualitySection, quality_values
 from labeling_app.operator.rounds import RoundsSection, curve_values, rounds_values, selection_values
 from labeling_app.operator.status import StatusSection, status_values
-from rlhf_core.loop.dashboard import annotation_quality, live_status, rounds_table
+from rlhf_core.loop.dashboard import annotation_quality, live_status, policy_gate_note, rounds_table
 from storage import Database, count_control_pairs
 
 
@@ -65,7 +65,8 @@ class Dashboard:
         info = live_status(db)
         values = status_values(info)
 
-        quality_key = [info["counts"]["judgments"], count_control_pairs(db)]
+        # A new reward model brings new CrowdBT estimates of the annotators.
+        quality_key = [info["counts"]["judgments"], count_control_pairs(db), info["versions"]["reward_model"]]
         if full or memo.get("quality_key") != quality_key:
             values += quality_values(annotation_quality(db), self.min_accuracy)
         else:
@@ -73,7 +74,7 @@ class Dashboard:
 
         rounds_key = json.dumps([info["versions"], [(j["id"], j["status"]) for j in info["recent_jobs"]]])
         if full or memo.get("rounds_key") != rounds_key:
-            values += rounds_values(rounds_table(db)) + curve_values(db, selected_job)
+            values += rounds_values(rounds_table(db), policy_gate_note(db)) + curve_values(db, selected_job)
         else:
             values += [gr.skip()] * (len(self.rounds.outputs) - len(self.rounds.selection_outputs))
         selection_key = [info["counts"]["pairs"], info["counts"]["judgments"]]

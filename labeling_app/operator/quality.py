@@ -1,6 +1,7 @@
 """Annotation quality on the operator tab: Fleiss' kappa, position bias, tie and both-bad rates, and a
 table of each annotator's accuracy on control pairs and agreement with the majority, each with its
-count and 95% Wilson interval. Values come from `rlhf_core.loop.dashboard.annotation_quality`."""
+count and 95% Wilson interval, beside the current reward model's CrowdBT estimates of their reliability η
+and left-side bias. Values come from `rlhf_core.loop.dashboard.annotation_quality`."""
 
 from __future__ import annotations
 
@@ -13,7 +14,10 @@ from labeling_app.operator.common import DASH, fmt_pct, is_number
 
 KAPPA_SCOPE = "Fleiss' kappa over a/b/tie/both_bad on pairs with ≥ 2 judgments"
 AGREEMENT_COLUMNS = ["annotator", "control pairs", "control accuracy (95% CI)", "overlap pairs",
-                     "agreement with majority (95% CI)", "reward model"]
+                     "agreement with majority (95% CI)", "η (CrowdBT)", "left bias", "reward model"]
+ETA_NOTE = ("η: the reward model's estimate (CrowdBT, v{version}) of how often an annotator's label follows the "
+            "preference when they do not pick by position (1 always, 0.5 a coin, below 0.5 the opposite: their "
+            "labels are turned around); left bias: how often they pick the side shown on the left regardless.")
 NO_FIGURES = ("No annotator has a quality figure yet. Import control pairs (Actions) to measure accuracy "
               "against known answers, and set `labeling.judgments_per_pair = 2` (or more) in rlhf.toml to "
               "measure agreement between people.")
@@ -68,16 +72,26 @@ def rate_with_interval(rate: Any, interval: list[float] | None) -> str:
 
 
 def training_use(figures: dict[str, Any], min_accuracy: float) -> str:
-    """Whether reward-model training keeps this annotator's judgments (`reward.min_annotator_accuracy`)."""
+    """Whether reward-model training keeps this annotator's judgments (`reward.min_annotator_accuracy`), and
+    with CrowdBT the mean weight it gave them (1 = a trusted new annotator's)."""
     accuracy = figures["control_accuracy"]
     if min_accuracy > 0 and is_number(accuracy) and accuracy < min_accuracy:
         return f"left out (below {fmt_pct(min_accuracy)})"
+    weight = figures.get("training_weight")
+    if is_number(weight):
+        return f"weight {weight:.2f}" if weight > 0 else "left out (no signal)"
     return "used"
+
+
+def eta_text(figures: dict[str, Any]) -> str:
+    eta = figures.get("eta")
+    return f"{eta:.2f}" if is_number(eta) else DASH
 
 
 def agreement_rows(q: dict[str, Any], min_accuracy: float = 0.0) -> list[list[Any]]:
     return [[name, f["control_judgments"], rate_with_interval(f["control_accuracy"], f["control_ci"]),
              f["majority_items"], rate_with_interval(f["majority_agreement"], f["majority_ci"]),
+             eta_text(f), fmt_pct(f.get("left_bias")),
              training_use(f, min_accuracy)]
             for name, f in sorted(q["annotators"].items())]
 
@@ -86,11 +100,14 @@ def quality_values(q: dict[str, Any], min_accuracy: float = 0.0) -> list[Any]:
     """Values for `QualitySection.outputs` from `annotation_quality(db)`; `min_accuracy` is the
     workspace's `reward.min_annotator_accuracy` (0 = off)."""
     rows = agreement_rows(q, min_accuracy)
-    measured = any(r[1] or r[3] for r in rows)
+    measured = any(r[1] or r[3] or r[5] != DASH for r in rows)
     controls = (f"{q['control_pairs']} control pairs imported" if q["control_pairs"]
                 else "no control pairs imported yet")
     note = (f"_{controls}; accuracy counts judgments of control pairs, agreement counts pairs where the "
             "other raters have a majority._" if measured else NO_FIGURES)
+    versions = {f["eta_reward_model"] for f in q["annotators"].values() if f.get("eta_reward_model")}
+    if versions:
+        note += "  \n_" + ETA_NOTE.format(version=max(versions)) + "_"
     return [quality_markdown(q), gr.Dataframe(value=rows, visible=bool(rows)), note]
 
 

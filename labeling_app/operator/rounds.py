@@ -124,8 +124,9 @@ def _line(frame: pd.DataFrame) -> gr.LinePlot:
     return gr.LinePlot(value=frame, visible=len(frame) >= 2, sort=list(frame.iloc[:, 0]) if text_x else None)
 
 
-def rounds_values(rounds: list[dict[str, Any]]) -> list[Any]:
-    """Values for the table, note and version charts (`RoundsSection.outputs` minus the curves)."""
+def rounds_values(rounds: list[dict[str, Any]], gate_note: str | None = None) -> list[Any]:
+    """Values for the table, note and version charts (`RoundsSection.outputs` minus the curves); `gate_note`
+    (`rlhf_core.loop.dashboard.policy_gate_note`) leads the note when the last round kept the policy."""
     frames = [version_frame(rounds, key, title) for key, title, _, _ in VERSION_CHARTS]
     trained = sum(r["version"] > 0 for r in rounds)
     if trained == 0:
@@ -138,6 +139,8 @@ def rounds_values(rounds: list[dict[str, Any]]) -> list[Any]:
                 + ", ".join(waiting) + "." if waiting else "")
         if "human win rate vs base" in waiting:
             note += " The human win rate needs evaluation batches (Actions) judged by annotators."
+    if gate_note:
+        note = f"**{gate_note}**" + (f"  \n{note}" if note else "")
     return [round_rows(rounds), note, *(_line(frame) for frame in frames)]
 
 

@@ -161,6 +161,11 @@ class PolicyConfig:
     kl_control: str = "fixed"
     target_kl: float = 0.05  # nats/token (k3 estimate of the rollout's KL to the reference)
     kl_horizon: int = 256  # samples
+    # A KL budget over rounds (nats/token to the base; 0 = none): round r may drift up to kl_budget * min(1,
+    # r / kl_budget_rounds) from the base. That share is the round's stop (with max_kl_per_token, the smaller)
+    # and, with kl_control = "adaptive", its target. Needs reference = "base".
+    kl_budget: float = 0.0
+    kl_budget_rounds: int = 3
     # GRPO loss: "grpo" (per-response token mean, advantages / group std) or "dr_grpo" (Dr. GRPO: token sum over a
     # constant length, no std scaling, so length and prompt difficulty do not reweight the gradient).
     loss_type: str = "grpo"

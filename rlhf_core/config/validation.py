@@ -108,7 +108,7 @@ def _validate_labeling_page(labeling: LabelingConfig, where: Path | str) -> None
 
 
 def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
-    """reward.annotator_model and loop.min_reward_confidence (issue 29)."""
+    """reward.annotator_model, policy.kl_budget and loop.min_reward_confidence (issue 29)."""
     reward = config.reward
     if reward.annotator_model not in ANNOTATOR_MODELS:
         raise ConfigError(f"{where}: reward.annotator_model must be one of {', '.join(ANNOTATOR_MODELS)}")
@@ -119,8 +119,18 @@ def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
     if reward.annotator_model == "crowd_bt" and reward.ties != "drop":
         raise ConfigError(f"{where}: reward.annotator_model = \"crowd_bt\" models decisive judgments only; "
                           "set reward.ties = \"drop\" (or another annotator_model)")
+    policy = config.policy
+    if policy.kl_budget < 0 or policy.kl_budget_rounds < 1:
+        raise ConfigError(f"{where}: policy.kl_budget must be at least 0 (0 = none) and policy.kl_budget_rounds at "
+                          "least 1")
+    if policy.kl_budget > 0 and policy.reference != "base":
+        raise ConfigError(f"{where}: policy.kl_budget bounds the KL to the base: it needs policy.reference = \"base\" "
+                          "(or kl_budget = 0)")
     if not 0.0 <= config.loop.min_reward_confidence < 1.0:
         raise ConfigError(f"{where}: loop.min_reward_confidence must be at least 0 (0 = no gate) and below 1")
+    if config.loop.min_reward_confidence > 0 and reward.eval_fraction <= 0:
+        raise ConfigError(f"{where}: loop.min_reward_confidence needs held-out judgments to measure the reward model "
+                          "on: set reward.eval_fraction above 0, or loop.min_reward_confidence = 0 (no gate)")
 
 
 def _validate_auth(auth: AuthConfig, where: Path | str) -> None:

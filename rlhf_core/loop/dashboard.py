@@ -15,6 +15,7 @@ from storage import (
     CHOICES,
     Database,
     count_control_pairs,
+    current_reward_model,
     cut_off_counts,
     judgment_rows,
     judgments_per_day,
@@ -64,6 +65,17 @@ def annotation_quality(db: Database) -> dict[str, Any]:
         "annotators": annotator_quality_report(db, rows),
         "control_pairs": count_control_pairs(db),
     }
+
+
+def policy_gate_note(db: Database) -> str | None:
+    """A sentence when the newest round kept the policy because its reward model was not measurably better
+    than chance (`rlhf_core.loop.rounds.policy_gate`); None otherwise."""
+    rm = current_reward_model(db)
+    gate = json.loads(rm.metrics_json or "{}").get("policy_gate") if rm is not None else None
+    if not gate or gate.get("open", True):
+        return None
+    return (f"The last round did not update the policy: {gate['reason']}. The next pairs come from the current "
+            "policy; the next round trains the reward model on more judgments.")
 
 
 def rounds_table(db: Database) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ from rlhf_core.loop.sampling import sample_pairs
 from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import Workspace, init_workspace
-from storage import add_prompts, count_prompts, get_policy
+from storage import add_prompts, count_prompts, get_policy, get_reward_model
 
 
 @dataclass
@@ -38,6 +38,7 @@ class LoopSettings:
     eval_prompts: int = 48
     seed: int = 0
     gold_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"keyword": "please"} for gold "keyword"
+    crowd: str | None = None  # a crowd spec ("honest:3,random:1,left:1") instead of `annotators` honest ones
 
 
 @dataclass
@@ -62,6 +63,8 @@ class RoundReport:
     eval_seconds: float  # the gold evaluation after it (a measurement, not part of a round)
     # The round's seconds by phase: sample, judge, reward_model, policy, other (loading, saving, bookkeeping).
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    policy_gate: str | None = None  # why the policy was not updated this round (loop.min_reward_confidence), if so
+    annotators: dict[str, Any] = field(default_factory=dict)  # the reward model's CrowdBT estimates, if any
 
 
 def shrink_for_cpu(config: Config) -> None:
@@ -111,7 +114,8 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
         log(f"round {r}: {settings.annotators} simulated annotators judge by gold '{settings.gold}'")
         sim = simulate_annotators(db, annotators=settings.annotators, judgments=settings.judgments_per_round,
                                   gold=settings.gold, gold_options=settings.gold_options, noise=settings.noise,
-                                  seed=settings.seed + r, kinds=("train",), progress=progress)
+                                  seed=settings.seed + r, kinds=("train",), progress=progress, crowd=settings.crowd,
+                                  control_rate=ws.config.labeling.control_rate)  # controls, if the workspace has any
         judged = time.time()
         log(f"round {r}: training reward model and policy")
         result = run_round(ws, db, stack, algo=settings.algo, sample_next=False, progress=progress)
@@ -119,7 +123,7 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
         version = get_policy(db, result.policy_version)
         metrics = json.loads(version.metrics_json)
         phases = {"sample": sampled - started, "judge": judged - sampled,
-                  "reward_model": result.metrics["reward_seconds"], "policy": result.metrics["policy_seconds"]}
+                  "reward_model": result.metrics["reward_seconds"], "policy": result.metrics.get("policy_seconds", 0.0)}
         phases["other"] = max(0.0, round_seconds - sum(phases.values()))
         ev: GoldEvaluation = gold_evaluation(ws, db, stack, gold, n_prompts=settings.eval_prompts,
                                              seed=settings.seed, progress=progress,
@@ -127,7 +131,7 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
         base_responses = ev.base_responses
         yield RoundReport(
             round=r, policy_version=result.policy_version, algo=version.algorithm, judgments=sim.judgments,
-            rm_heldout_accuracy=metrics.get("rm_heldout_accuracy"),
+            rm_heldout_accuracy=result.metrics.get("rm_heldout_accuracy"),
             kl_per_token=metrics.get("kl_base_per_token", metrics.get("kl_per_token")),
             kl_to_reference_per_token=metrics.get("kl_per_token"), kl_per_sequence=metrics.get("kl_per_sequence"),
             gold_win_rate=ev.win_rate,
@@ -136,6 +140,8 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
             policy_length_mean=ev.policy_length_mean, reward_length_corr=metrics.get("reward_length_corr"),
             seconds=round(round_seconds, 1), eval_seconds=round(time.time() - started - round_seconds, 1),
             phase_seconds={k: round(v, 3) for k, v in phases.items()},
+            policy_gate=None if result.metrics.get("policy_updated", True) else result.metrics["policy_gate"],
+            annotators=json.loads(get_reward_model(db, result.reward_model_version).metrics_json).get("annotators", {}),
         )
         previous_scores = ev.policy_scores
     db.dispose()
@@ -161,6 +167,8 @@ def format_table(reports: list[RoundReport]) -> str:
         if r.phase_seconds:
             lines.append(f"round {r.round} seconds by phase: "
                          + ", ".join(f"{name.replace('_', ' ')} {s:.0f}" for name, s in r.phase_seconds.items()))
+        if r.policy_gate:
+            lines.append(f"round {r.round}: policy not updated, {r.policy_gate}")
     return "\n".join(lines)
 
 

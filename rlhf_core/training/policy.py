@@ -173,6 +173,17 @@ def starting_kl_beta(cfg: PolicyConfig, current: PolicyVersion) -> float:
     return float(carried) if isinstance(carried, (int, float)) and carried > 0 else cfg.kl_beta
 
 
+def kl_budget_share(cfg: PolicyConfig, round_number: int) -> dict[str, float]:
+    """With `policy.kl_budget`: the settings that hold round `round_number` to its share of the budget,
+    kl_budget · min(1, round / kl_budget_rounds) nats/token to the base: the KL stop (the smaller of it and
+    max_kl_per_token) and, with the adaptive controller, its target. Round 2 of 3 under 0.1: 0.0667."""
+    if cfg.kl_budget <= 0:
+        return {}
+    share = cfg.kl_budget * min(1.0, round_number / cfg.kl_budget_rounds)
+    out = {"max_kl_per_token": min(share, cfg.max_kl_per_token) if cfg.max_kl_per_token > 0 else share}
+    return {**out, "target_kl": share} if cfg.kl_control == "adaptive" else out
+
+
 def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None,
                         job_id: int | None = None, progress: bool = True,
                         on_progress: Callable[[float, str], None] | None = None,
@@ -220,7 +231,8 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
                         f"KL/token {show(row['kl_per_token'], 4)}")
 
     # A seed per version: each round draws other prompts and samples (a fixed seed would replay the same ones).
-    round_cfg = replace(cfg, seed=cfg.seed + current.id, kl_beta=starting_kl_beta(cfg, current))
+    round_cfg = replace(cfg, seed=cfg.seed + current.id, kl_beta=starting_kl_beta(cfg, current),
+                        **kl_budget_share(cfg, current.round + 1))
     score_fn = reward_model_scores(stack) if has_rm else None
     try:
         if examples is not None:
