@@ -285,6 +285,8 @@ def main() -> None:
         mws, mdb = databases[name]
         for method in baselines:
             rows = judgment_rows(mdb, kinds=("train",))
+            if method == "oracle" and {kind_of(r.annotator) for r in rows} == {"honest"}:
+                continue  # an all-honest crowd is its own oracle
             if method == "oracle":  # what a perfect annotator model could keep: the honest annotators' judgments
                 examples, workers = preference_examples([r for r in rows if kind_of(r.annotator) == "honest"])[0], {}
             else:
