@@ -58,7 +58,8 @@ def test_default_model_exports_the_loops_policy_and_reward_model(tmp_path) -> No
         assert via_peft["greedy"] == ours["greedy"]
 
         reward = export_model(ws, db, tmp_path / "reward", what="reward")
-        responses = ["Sure! Here is a happy little story about a cat.", "No.", "Four.", "Because of Rayleigh scattering."]
+        responses = ["Sure! Here is a happy little story about a cat.", "No.", "Four.",
+                     "Because of Rayleigh scattering."]
         scored = run_script(REWARD_SCRIPT, {"dir": str(reward.path), "prompts": PROMPTS, "responses": responses})
         activate_reward_model(stack, db)
         convs = [[{"role": "user", "content": p}] for p in PROMPTS]
