@@ -64,7 +64,8 @@ def test_quickstart_prints_only_our_lines_and_logs_the_rest(tmp_path: Path, tiny
     assert set(logs) >= {"quickstart.log", "worker.log"}
     assert "alembic" in logs["quickstart.log"] or "httpx" in logs["quickstart.log"]
     if _bitsandbytes_warns_at_import():
-        assert "gemm_4bit_forward" in logs["quickstart.log"] and "gemm_4bit_forward" in logs["worker.log"]
+        # The serving process loaded the model to sample (the worker, stopped before any job, may not have).
+        assert "gemm_4bit_forward" in logs["quickstart.log"]
 
 
 def _bitsandbytes_warns_at_import() -> bool:

@@ -232,7 +232,7 @@ def test_axe_finds_no_serious_problem_on_any_page(app: RunningApp, browser, page
     try:
         login(operator, app.url, "olga")
         operator.get_by_role("tab", name="Operator").click()
-        operator.locator("#users").get_by_text("alice").first.wait_for()
+        operator.locator("#users span.text").get_by_text("alice", exact=True).wait_for()
         assert _serious(operator, axe) == [], "operator tab"
     finally:
         operator.context.close()
