@@ -25,8 +25,8 @@ preference, per selection method and judgment budget, and for candidate reward-m
    (`--seeds`: the simulation's and the reward model's); the table gives mean ± standard error over seeds,
    and crowd_bt's estimated η of each annotator beside its true kind. `--crowdkit` adds the baseline:
    the crowd's labels aggregated by crowd-kit's BradleyTerry and NoisyBradleyTerry, one label per pair,
-   trained on with the workspace's reward settings (`bench/_crowd.py`); `--oracle` trains on the honest
-   annotators' judgments alone, what a perfect annotator model could keep.
+   trained on with the workspace's reward settings (`bench/_crowd.py`; on seed 0's judgments); `--oracle`
+   trains on the honest annotators' judgments alone, what a perfect annotator model could keep.
 4. Candidates: on the random method's final judgments, each `--candidates` setting is trained and
    measured the same way, plus a frozen-feature linear probe (logistic Bradley-Terry on the frozen
    base's pooled hidden states, L2 picked on a held-out split) as the baseline to beat (`--no-probes`
@@ -287,6 +287,8 @@ def main() -> None:
             rows = judgment_rows(mdb, kinds=("train",))
             if method == "oracle" and {kind_of(r.annotator) for r in rows} == {"honest"}:
                 continue  # an all-honest crowd is its own oracle
+            if method != "oracle" and meta[name]["seed"] > 0:
+                continue  # crowd-kit on seed 0's judgments: with one judgment per pair it keeps each label as it is
             if method == "oracle":  # what a perfect annotator model could keep: the honest annotators' judgments
                 examples, workers = preference_examples([r for r in rows if kind_of(r.annotator) == "honest"])[0], {}
             else:
