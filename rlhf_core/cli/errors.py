@@ -6,10 +6,27 @@ Imported only when an error happened, so that `rlhf --help` does not pay for tor
 from __future__ import annotations
 
 import functools
+import sys
+
+# Errors of modules that pull in torch, peft or bitsandbytes (whose import prints a warning): named here and
+# looked up among the modules already imported, since an error raised by one means its module is loaded.
+HEAVY_ERRORS = (
+    ("rlhf_core.models.loading", "ModelLoadError"),
+    ("rlhf_core.training.reward_data", "NotEnoughJudgmentsError"),
+    ("rlhf_core.training.sft", "NoDemonstrationsError"),
+    ("rlhf_core.loop.playground", "VersionChoiceError"),
+    ("rlhf_core.model_export.request", "ModelExportError"),
+)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The error types the CLI prints as one line: the light ones, and those of the heavy modules loaded."""
+    loaded = (getattr(sys.modules.get(module), name, None) for module, name in HEAVY_ERRORS)
+    return light_user_errors() + tuple(error for error in loaded if error is not None)
 
 
 @functools.cache
-def user_errors() -> tuple[type[BaseException], ...]:
+def light_user_errors() -> tuple[type[BaseException], ...]:
     from rlhf_core.config import ConfigError
     from rlhf_core.data.file_checks import InputFileError
     from rlhf_core.data.prompt_files import PromptFileError
@@ -24,20 +41,5 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from rlhf_core.loop.simulate import SimulationError
 
     errors += [ExportError, GoldPreferenceError, SimulationError, LeaderboardError]
-    try:
-        from rlhf_core.loop.playground import VersionChoiceError
-        from rlhf_core.model_export.request import ModelExportError
-
-        errors += [ModelExportError, VersionChoiceError]
-    except ImportError:
-        pass
-    try:
-        from rlhf_core.models.loading import ModelLoadError
-        from rlhf_core.training.reward_data import NotEnoughJudgmentsError
-        from rlhf_core.training.sft import NoDemonstrationsError
-
-        errors += [ModelLoadError, NotEnoughJudgmentsError, NoDemonstrationsError]
-    except ImportError:
-        pass
     return tuple(errors)
 
