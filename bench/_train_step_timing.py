@@ -210,3 +210,70 @@ def grpo_trl(s: BenchSettings) -> dict[str, Any]:
             "cpu_seconds": timer.durations("cpu", per_grpo_step)[s.warmup:],
             "notes": {"response_tokens": sum(timed_lengths) / max(1, len(timed_lengths)),
                       "optimizer_steps_per_grpo_step": per_grpo_step}}
+
+
+# --------------------------------------------------------------------------- SFT (issue 31)
+
+
+def _sft_examples(s: BenchSettings):
+    """Exactly enough demonstrations for `reward_steps` full batches, each on its own prompt (`chat_prompts`: no
+    prompt is shared, so ours gains nothing from packing a prompt's answers), answered by a synthetic pair's
+    chosen response."""
+    from rlhf_core.training.sft import SFTExample
+
+    n = s.reward_steps * s.batch_size
+    answers = preference_pairs(n=n, seed=s.seed)
+    return [SFTExample(prompt, answers[i].chosen, i) for i, prompt in enumerate(chat_prompts(n=n, seed=s.seed))]
+
+
+def _sft_config(s: BenchSettings):
+    from rlhf_core.config import SFTConfig
+
+    return SFTConfig(learning_rate=s.reward_lr, epochs=1, batch_size=s.batch_size, max_length=s.max_length,
+                     eval_fraction=0.0, early_stopping=False, seed=s.seed)
+
+
+def sft_ours(s: BenchSettings) -> dict[str, Any]:
+    """`train_sft` (answers packed behind their prompt, the LM head on answer tokens only); a step's duration is
+    the time between two consecutive on_step reports."""
+    from rlhf_core.training.sft import train_sft
+
+    stack = load_stack(s)
+    stamps = _Stamps(s.device)
+    result = train_sft(stack, _sft_examples(s), [], _sft_config(s), on_step=stamps.stamp, progress=False)
+    return {"seconds": stamps.between("wall")[-s.steps:], "cpu_seconds": stamps.between("cpu")[-s.steps:],
+            "notes": {"answer_tokens_per_step": result.summary["tokens"] / max(1, result.summary["steps"])}}
+
+
+def sft_trl(s: BenchSettings) -> dict[str, Any]:
+    """TRL's SFTTrainer on the same token ids (our encoding: chat-templated prompt, answer + end of turn), the
+    same batches in the same order, completion-only loss (the mean NLL over the batch's answer tokens, as ours)."""
+    from datasets import Dataset
+    from torch.utils.data import SequentialSampler
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    from rlhf_core.models.loading import load_tokenizer
+    from rlhf_core.training.sft import demonstration_batches, encode_demonstration
+
+    class InOrderSFTTrainer(SFTTrainer):
+        def _get_train_sampler(self, *args, **kwargs):
+            return SequentialSampler(self.train_dataset)
+
+    tokenizer = load_tokenizer(s.model_dir)
+    encoded = [encode_demonstration(tokenizer, ex, s.max_length) for ex in _sft_examples(s)]
+    # The batches train_sft draws for its (only) epoch: random.Random(seed), as in train_sft.
+    order = [i for batch in demonstration_batches(encoded, s.batch_size, random.Random(s.seed)) for i in batch]
+    rows = [{"input_ids": encoded[i].prompt + encoded[i].answer,
+             "completion_mask": [0] * len(encoded[i].prompt) + [1] * len(encoded[i].answer)} for i in order]
+    timer = _step_timer(s.device)
+    with tempfile.TemporaryDirectory(prefix="train-step-trl-sft-") as out_dir:
+        args = TRLSFTConfig(**_trainer_args(s, out_dir, s.reward_steps), per_device_train_batch_size=s.batch_size,
+                            learning_rate=s.reward_lr, weight_decay=0.0, max_length=s.max_length,
+                            completion_only_loss=True, packing=False)
+        trainer = InOrderSFTTrainer(
+            model=load_hf(s, AutoModelForCausalLM), args=args, train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer, peft_config=peft_config(s, "CAUSAL_LM"), callbacks=[timer])
+        trainer.train()
+    return {"seconds": timer.durations("wall")[-s.steps:], "cpu_seconds": timer.durations("cpu")[-s.steps:]}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for rlhf_core
 
-TIMING_TASKS = ("reward-ours", "reward-trl", "grpo-ours", "grpo-trl")
+TIMING_TASKS = ("reward-ours", "reward-trl", "grpo-ours", "grpo-trl", "sft-ours", "sft-trl")
 MEMORY_TASKS = ("ppo-shared", "ppo-separate")
 
 

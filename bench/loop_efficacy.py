@@ -13,6 +13,15 @@ time (sample, judge, reward model, policy update), the gold evaluation's time, a
 Target (issue 12): gold win rate vs the base >= --target after the last round with KL per token to the
 base <= --kl-bound, and the last round's win rate above round 1's (later rounds add).
 Target (issue 13): each round within --round-target seconds (300 with the CPU defaults on 2 cores).
+With `--sft N` (issue 31) every combination also runs with stage 1 first: a simulated demonstrator answers N
+train prompts (the gold's best of --demonstration-samples samples, or the gold's own rewrite of it where the gold
+offers one), SFT on them (reported as round 0), then the rounds with policy.reference = "sft" (unless --set names
+another); a last table puts the gold win rate vs the base after SFT and after each round beside the same loop's
+without SFT.
+With `--crowd SPEC` (repeatable) the judges are that simulated crowd (e.g. honest:3,random:1,left:1; see
+rlhf_core.loop.crowd) instead of --annotators honest ones, and each crowd runs once per `--annotator-models`
+entry (reward.annotator_model); after each round the reward model's estimated η of every simulated annotator
+is printed beside its true kind (crowd_bt), and a round whose policy update the gate skipped says why.
 `--json F` writes one row per round: round, judgments, rm_heldout_accuracy, kl_per_token (to the base),
 gold_win_rate, win_rate_vs_previous, policy_length_mean, seconds, eval_seconds, plus gold, algo, policy_version,
 kl_to_reference_per_token, kl_per_sequence, policy_gold_mean, base_gold_mean, reward_length_corr, loadavg.
@@ -33,6 +42,8 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _crowd import eta_rows, honest_above_the_rest  # noqa: E402  (bench/_crowd.py)
 
 from rlhf_core.config import POLICY_ALGORITHMS, apply_overrides  # noqa: E402
 from rlhf_core.loop.demo import LoopSettings, RoundReport, format_table, prepare_workspace, run_loop  # noqa: E402
@@ -64,23 +75,60 @@ def verdict(reports: list[RoundReport], target: float, kl_bound: float) -> tuple
     return passed, line
 
 
+def sft_comparison(results: list[tuple[str, str, list[RoundReport], float]]) -> str:
+    """--sft N: the gold win rate vs the base (and the KL per token to the base) after SFT and after each round,
+    the loop with stage 1 beside the same loop without it."""
+    groups: dict[tuple[str, str], dict[str, dict[int, RoundReport]]] = {}
+    for gold, label, reports, _ in results:
+        run, _, variant = label.rpartition(" ")
+        groups.setdefault((gold, run), {})["with" if variant.startswith("sft") else "without"] = {
+            r.round: r for r in reports}
+
+    def cell(report: RoundReport | None) -> str:
+        return "-" if report is None else f"{report.gold_win_rate:6.1%} (KL {_nats(report.kl_per_token)})"
+
+    lines = ["with vs without SFT: gold win rate vs the base (KL per token to the base)",
+             f"{'gold':>10} {'run':<8} {'stage':>9} {'without SFT':>22} {'with SFT':>22}"]
+    for (gold, run), by in groups.items():
+        without, with_sft = by.get("without", {}), by.get("with", {})
+        for rnd in sorted(set(without) | set(with_sft)):
+            stage = "after SFT" if rnd == 0 else f"round {rnd}"
+            lines.append(f"{gold:>10} {run:<8} {stage:>9} {cell(without.get(rnd)):>22} {cell(with_sft.get(rnd)):>22}")
+    return "\n".join(lines)
+
+
 def run_combination(args: argparse.Namespace, root: Path, gold: str, algo: str | None,
-                    rows: list[dict[str, Any]]) -> tuple[list[RoundReport], float]:
+                    rows: list[dict[str, Any]], crowd: str | None = None, annotator_model: str | None = None,
+                    sft: int = 0) -> tuple[list[RoundReport], float]:
     ws = prepare_workspace(root, model=args.model)
     apply_overrides(ws.config, args.set)
+    if annotator_model:
+        ws.config.reward.annotator_model = annotator_model
     options = {"keyword": args.keyword} if gold == "keyword" and args.keyword else {}
     settings = LoopSettings(rounds=args.rounds, judgments_per_round=args.judgments, annotators=args.annotators,
                             gold=gold, noise=args.noise, algo=algo, eval_prompts=args.eval_prompts,
-                            gold_options=options)
+                            gold_options=options, crowd=crowd, sft_demonstrations=sft,
+                            demonstration_samples=args.demonstration_samples)
+    if sft and not any(item.startswith("policy.reference=") for item in args.set):
+        ws.config.policy.reference = "sft"  # the seeds' objective: the rounds' KL anchored to the SFT policy
+    if sft:
+        print(f"\nstage 1: {sft} simulated demonstrations, SFT, then the rounds with policy.reference = "
+              f"{ws.config.policy.reference}")
     print(f"\n=== gold={gold}{' ' + str(options) if options else ''} algo={algo or ws.config.policy.algo} "
+          f"crowd={crowd or f'honest:{args.annotators}'} annotator_model={ws.config.reward.annotator_model} "
           f"workspace={ws.root} loadavg={loadavg()}")
     print(f"policy config: {ws.config.policy}")
     started = time.time()
     reports: list[RoundReport] = []
     for report in run_loop(ws, settings, progress=True, log=print):
         reports.append(report)
-        rows.append({"gold": gold, **asdict(report), "loadavg": loadavg()})
+        rows.append({"gold": gold, "crowd": crowd, "annotator_model": ws.config.reward.annotator_model,
+                     "sft_demonstrations": sft, **asdict(report), "loadavg": loadavg()})
         print(format_table(reports), flush=True)
+        if report.annotators:
+            print(f"round {report.round}: estimated η per annotator (every random/adversarial/left one below every "
+                  f"honest one: {honest_above_the_rest(report.annotators)})")
+            print("\n".join(eta_rows(report.annotators)), flush=True)
         if args.json:  # after every round, so a long run that is cut short keeps what it measured
             args.json.write_text(json.dumps(rows, indent=2))
     return reports, time.time() - started
@@ -109,6 +157,16 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=0.75, help="gold win rate vs the base to reach (default 0.75)")
     parser.add_argument("--kl-bound", type=float, default=0.1,
                         help="KL per token to the base (nats) the last round must stay under (default 0.1)")
+    parser.add_argument("--crowd", action="append", default=[], metavar="SPEC",
+                        help="a simulated crowd instead of --annotators honest ones, e.g. honest:3,random:1,left:1 "
+                             "(repeatable)")
+    parser.add_argument("--annotator-models", default="",
+                        help="comma-separated reward.annotator_model values to run each crowd with (default: config)")
+    parser.add_argument("--sft", type=int, default=0, metavar="N",
+                        help="also run each combination with stage 1 first: N train prompts answered by a simulated "
+                             "demonstrator, SFT on them, then the rounds with policy.reference = sft; prints both")
+    parser.add_argument("--demonstration-samples", type=int, default=16,
+                        help="the simulated demonstrator's answer is the gold's best of this many samples")
     args = parser.parse_args()
 
     golds = [g.strip() for g in args.gold.split(",") if g.strip()]
@@ -130,22 +188,35 @@ def main() -> None:
           f"judgments={args.judgments} eval_prompts={args.eval_prompts} loadavg={loadavg()}")
     rows: list[dict[str, Any]] = []
     results = []
-    for gold in golds:
-        for algo in algos:
-            root = base if len(golds) * len(algos) == 1 else base / f"{gold}-{algo or 'config'}"
-            reports, seconds = run_combination(args, root, gold, algo, rows)
-            if reports:
-                results.append((gold, reports[-1].algo, reports, seconds))
+    crowds: list[str | None] = args.crowd or [None]
+    models: list[str | None] = [m for m in args.annotator_models.split(",") if m] or [None]
+    variants = [0, args.sft] if args.sft else [0]  # --sft N: the same loop without and with stage 1
+    combinations = [(g, a, c, m, s) for g in golds for a in algos for c in crowds for m in models for s in variants]
+    for gold, algo, crowd, model, sft in combinations:
+        name = f"{gold}-{algo or 'config'}" + (f"-crowd{crowds.index(crowd)}" if crowd else "") + (f"-{model}" if model
+                                                                                                  else "")
+        name += f"-sft{sft}" if sft else ""
+        root = base if len(combinations) == 1 else base / name
+        reports, seconds = run_combination(args, root, gold, algo, rows, crowd, model, sft)
+        if reports:
+            label = f"{reports[-1].algo}" + (f" {crowd}" if crowd else "") + (f" {model}" if model else "")
+            label += f" sft{sft}" if sft else (" no-sft" if args.sft else "")
+            results.append((gold, label, reports, seconds))
 
     print(f"\nsummary (loadavg {loadavg()}):")
     for gold, algo, reports, seconds in results:
+        reports = [r for r in reports if r.round > 0] or reports  # stage 1 (round 0) is not a round
         passed, line = verdict(reports, args.target, args.kl_bound)
         per_round = ", ".join(f"{r.seconds:.0f}" for r in reports)
         slowest = max(r.seconds for r in reports)
         timed = "PASS" if slowest <= args.round_target else "MISS"
         evals = ", ".join(f"{r.eval_seconds:.0f}" for r in reports)
-        print(f"  {gold:>10} {algo:>5}: {line}; round time {per_round} s (target <= {args.round_target:.0f} s "
+        kept = [r.round for r in reports if r.policy_gate] or "none"
+        print(f"  {gold:>10} {algo:>5}: {line}; policy kept by the gate in rounds {kept}; "
+              f"round time {per_round} s (target <= {args.round_target:.0f} s "
               f"per round: {timed}); gold evaluation {evals} s; wall time {seconds:.0f} s")
+    if args.sft:
+        print(f"\n{sft_comparison(results)}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))
 

@@ -9,10 +9,11 @@ On the same model, data and hyper-parameters it measures
   2. seconds per GRPO step (rollout generation + scoring + update): `train_policy(algo="grpo")` vs
      TRL's GRPOTrainer, both scored by the same length function (no reward-model forward on either side);
   3. peak memory of one PPO step (rollout + update): our one base with the policy/value/reward
-     adapters vs four separate models (policy, reference, reward model, critic).
+     adapters vs four separate models (policy, reference, reward model, critic);
+  4. seconds per SFT step on demonstrations: `train_sft` vs TRL's SFTTrainer (completion-only loss, LoRA).
 Every measurement runs in its own fresh worker process (`_train_step_workers.py`); with --repeats the
 ours/theirs order alternates between rounds. Prints ours/theirs ratios.
-Targets (issue 13): time ratio <= 0.8 for both; PPO memory ratio <= 0.4.
+Targets (issue 13): time ratio <= 0.8 for both; PPO memory ratio <= 0.4. Issue 31: SFT step time ratio <= 0.8.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ WORKERS = Path(__file__).resolve().with_name("_train_step_workers.py")
 TIME_TARGET = 0.8
 MEMORY_TARGET = 0.4
 GROUPS = {"reward": ("reward-ours", "reward-trl"), "grpo": ("grpo-ours", "grpo-trl"),
-          "ppo-memory": ("ppo-shared", "ppo-separate")}
+          "ppo-memory": ("ppo-shared", "ppo-separate"), "sft": ("sft-ours", "sft-trl")}
 
 
 @dataclass
@@ -97,7 +98,8 @@ def median(values: list[float]) -> float:
 
 def table_rows(results: dict[str, dict]) -> list[Row]:
     rows = []
-    for group, name in (("reward", "reward-model step"), ("grpo", "GRPO step (rollout + score + update)")):
+    for group, name in (("reward", "reward-model step"), ("grpo", "GRPO step (rollout + score + update)"),
+                        ("sft", "SFT step (answer tokens only)")):
         ours, theirs = results.get(f"{group}-ours"), results.get(f"{group}-trl")
         if ours and theirs:
             rows.append(Row(name, median(ours["seconds"]), median(theirs["seconds"]), "s/step", TIME_TARGET))
@@ -135,7 +137,7 @@ def describe(env: dict, s: BenchSettings, results: dict, args: argparse.Namespac
            "off": "off, both sides"}[s.checkpointing]
         + f"; ours decodes with its own sampler (model.generation = {s.generation}); torch AdamW, grad-norm clip 1.0",
     ]
-    if "reward-ours" in results or "grpo-ours" in results:
+    if "reward-ours" in results or "grpo-ours" in results or "sft-ours" in results:
         lines.append(
             f"timing: median over {args.repeats} run(s) x {s.steps} timed steps, after {s.warmup} warm-up step(s) "
             "per run; each run in a fresh process; loading and trainer setup are not timed. TRL: a TrainerCallback "
@@ -152,6 +154,12 @@ def describe(env: dict, s: BenchSettings, results: dict, args: argparse.Namespac
             f"{s.rollout_size // s.minibatch_size}, num_iterations={s.update_epochs}); loss 'grpo', beta {s.kl_beta}, "
             f"clip {s.clip_eps}, lr {s.policy_lr}, temperature {s.temperature}. Reward on BOTH sides: the same "
             "length function (characters / 100), no reward-model forward.")
+    if "sft-ours" in results:
+        lines.append(f"SFT: {s.batch_size} synthetic demonstrations per step (each on its own chat prompt, answered "
+                     f"by a synthetic chosen response), the same token ids (our encoding, max length {s.max_length}) "
+                     f"in the same batches and order on both sides; loss on the answer tokens only (TRL: "
+                     f"completion_only_loss), lr {s.reward_lr}, no weight decay; ours projects only answer tokens "
+                     "through the LM head.")
     if "ppo-shared" in results:
         method = ("torch.cuda.max_memory_allocated (weights included)" if s.device == "cuda" else
                   "peak RSS (ru_maxrss) minus the RSS right after the imports, before any model loads; "
@@ -163,12 +171,12 @@ def describe(env: dict, s: BenchSettings, results: dict, args: argparse.Namespac
             f"{s.rollout_size} prompts x 1 sample, {s.max_new_tokens} forced new tokens, reward from the reward "
             "model; ours = one base + policy/value/reward adapters; separate = policy (+LoRA), reference, reward "
             f"model (+head), critic (+LoRA +head): four loads of the base; each in a fresh process; {method}.")
-    for task in ("reward-ours", "reward-trl", "grpo-ours", "grpo-trl"):
+    for task in ("reward-ours", "reward-trl", "grpo-ours", "grpo-trl", "sft-ours", "sft-trl"):
         if task in results:
             r = results[task]
             line = (f"  {task}: timed s/step {', '.join(f'{x:.2f}' for x in r['seconds'])} "
                     f"(CPU {', '.join(f'{x:.2f}' for x in r['cpu_seconds'])})")
-            if "notes" in r:
+            if "response_tokens" in r.get("notes", {}):
                 line += (f"; mean response tokens {r['notes']['response_tokens']:.1f}; "
                          f"{r['notes']['optimizer_steps_per_grpo_step']} optimizer steps per GRPO step")
             lines.append(line)

@@ -17,6 +17,7 @@ from labeling_app.auth import (
     install_sessions,
     make_login_check,
 )
+from labeling_app.demonstrations import DEMONSTRATION_CSS, build_demonstration_panel
 from labeling_app.gate import DbGate
 from labeling_app.operator.page import build_operator_tab
 from labeling_app.render import SCREEN_CSS, plain_markdown
@@ -40,7 +41,7 @@ CSS = """
 #verdicts button { min-height: 48px; font-size: 16px; }
 #shortcut-legend, #progress { font-size: 13px; }
 #notice p { margin: 0; }
-""" + SCREEN_CSS + PANE_CSS
+""" + SCREEN_CSS + PANE_CSS + DEMONSTRATION_CSS
 
 
 def _guidelines(ws: Workspace) -> str:
@@ -76,6 +77,7 @@ def build_app(ws: Workspace, db: Database, services: AppServices | None = None,
         with gr.Tabs():
             with gr.Tab("Label", id="label"):
                 page = build_annotator_page(annotation, sessions)
+                build_demonstration_panel(page)  # stage 1: "Write a better answer" (labeling.demonstrations)
             operator = build_operator_tab(ws, db, services, gate)
 
         def page_head(request: gr.Request) -> list[Any]:

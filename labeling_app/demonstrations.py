@@ -4,7 +4,8 @@ Shown when `labeling.demonstrations` is "optional" (a closed panel under every p
 and only shows, on every `labeling.demonstration_every`-th pair an annotator is served); with "off" (the
 default) the page has no panel at all. The annotator writes an answer, or starts from response A or B (the raw
 text, fetched from the server for the serve on screen) and edits it; "Save answer" stores it once (a double
-click adds nothing), and an edit also counts as the preference "edited > original". The text box is a plain
+click adds nothing), and an edit also counts as the preference "edited > original" ("Start blank" forgets the
+response it started from: what is written next is an answer of its own). The text box is a plain
 textarea (inert), its rules are the reason box's (length, no control characters), and every event re-reads the
 user from the session and the lease from the database: nothing the client says about the pair is trusted.
 Writing is never required: the verdict buttons work as before.
@@ -51,6 +52,7 @@ class DemonstrationPanel:
     status: gr.Markdown
     start: dict[str, gr.Button]
     save: gr.Button
+    blank: gr.Button  # an empty box that is no edit of either response
 
 
 def saved_sentence(pair_id: int, created: bool, edited: bool, side: str) -> str:
@@ -82,12 +84,14 @@ def build_demonstration_panel(page: AnnotatorPage) -> DemonstrationPanel | None:
             with gr.Row():
                 start = {side: gr.Button(f"Start from {label}", size="sm", variant="secondary",
                                          elem_id=f"btn-demo-from-{side}") for side, label in SIDES.items()}
+                blank = gr.Button("Start blank", size="sm", variant="secondary", elem_id="btn-demo-blank")
             text = gr.Textbox(label="Your answer", lines=6, max_lines=30, max_length=MAX_DEMONSTRATION_CHARS,
                               placeholder="Write the answer here, or start from A or B above.", elem_id="demo-text")
             save = gr.Button("Save answer", variant="primary", elem_id="btn-demo-save")
             status = gr.Markdown(elem_id="demo-status")
         source = gr.Textbox(visible=False, elem_id="demo-source")
-    panel = DemonstrationPanel(accordion=accordion, text=text, source=source, status=status, start=start, save=save)
+    panel = DemonstrationPanel(accordion=accordion, text=text, source=source, status=status, start=start, save=save,
+                               blank=blank)
     _wire(page, panel, optional)
     return panel
 
@@ -136,6 +140,12 @@ def _wire(page: AnnotatorPage, panel: DemonstrationPanel, optional: bool) -> Non
                      api_name=f"demonstration_from_{side}", **FAST)
     panel.save.click(save, inputs=[page.token, panel.text, panel.source], outputs=[panel.status],
                      api_name="save_demonstration", **FAST)
+    def start_blank(request: gr.Request) -> list[str]:
+        user(request)
+        return ["", "", "Blank: write your own answer."]
+
+    panel.blank.click(start_blank, outputs=[panel.text, panel.source, panel.status], api_name="demonstration_blank",
+                      **FAST)
     clear = [panel.text, panel.source, panel.status]
     if optional:
         page.token.change(None, js=CLEAR_JS, outputs=clear, **FAST)

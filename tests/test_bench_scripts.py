@@ -48,6 +48,20 @@ def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) 
     assert "win rate vs base" in stdout and "(target >= 75%)" in stdout
 
 
+def test_loop_efficacy_bench_compares_the_loop_with_and_without_sft(tmp_path: Path, tiny_model_dir: Path) -> None:
+    out = tmp_path / "rounds.json"
+    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+                  "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
+                  "--sft", "4", "--demonstration-samples", "2", "--set", "sampling.max_new_tokens=8",
+                  "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
+                  "--set", "sft.epochs=1", "--set", "loop.min_reward_confidence=0", timeout=900)
+    rows = json.loads(out.read_text())
+    assert [(r["sft_demonstrations"], r["round"], r["algo"]) for r in rows] == [(0, 1, "grpo"), (4, 0, "sft"),
+                                                                                (4, 1, "grpo")]
+    assert rows[1]["policy_version"] == 1 and rows[2]["policy_version"] == 2
+    assert "with vs without SFT" in stdout and "after SFT" in stdout and "policy.reference = sft" in stdout
+
+
 def test_loop_efficacy_bench_runs_a_crowd(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
     stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",

@@ -155,6 +155,7 @@ def test_sft_service_records_an_sft_version_with_its_figures_and_curves(workspac
     metrics = json.loads(version.metrics_json)
     assert metrics["heldout_nll"] < metrics["heldout_nll_before"]
     assert metrics["demonstrations_train"] == 9 and metrics["demonstrations_heldout"] == 3
+    assert metrics["kl_base_per_token"] > 0 and metrics["response_length"] > 0  # fresh samples, rounds' terms
     logs = storage.training_logs(sqlite_db, phase="sft")
     assert len(logs) == metrics["steps"] == 6 and sum(r.get("heldout_nll") is not None for r in logs) == 2
     assert latest_sft_version(sqlite_db).id == 1
@@ -249,4 +250,76 @@ def test_a_round_with_sft_first_fine_tunes_before_the_reward_model(tmp_path, tin
     again = worker.run_until_done(storage.enqueue_job(db, "round", {}).id, timeout=600)
     assert again.status == "done", again.error
     assert [v.algorithm for v in storage.list_policies(db)] == ["base", "sft", "grpo", "grpo"]
+    db.dispose()
+
+
+def test_reward_use_edits_trains_on_edited_over_original(workspace, sqlite_db, stack) -> None:
+    """Demonstrations written as edits of a response are preferences "edited > original" for the reward model,
+    with `reward.use_edits` only (off by default: not yet measured to help)."""
+    import random
+
+    from rlhf_core.training.reward_data import NotEnoughJudgmentsError
+    from rlhf_core.training.reward_service import run_reward_training
+
+    alice = storage.create_annotator(sqlite_db, "alice", "password123")
+    storage.add_prompts(sqlite_db, [[{"role": "user", "content": f"Name fruit {i}."}] for i in range(6)])
+    for prompt in storage.list_prompts(sqlite_db):
+        storage.record_generations(sqlite_db, prompt_id=prompt.id, policy_version_id=0, gen_params={},
+                                   responses=[("An apple.", 3), ("A pear.", 3)], pairs=[(0, 1)])
+    while (shown := storage.next_pair_for(sqlite_db, alice.id, rng=random.Random(0))) is not None:
+        token = storage.serve_token(shown.pair_id, shown.served_at)
+        storage.record_demonstration(sqlite_db, alice.id, token=token, text=shown.left_text + " A banana is better.",
+                                     start_side="left")
+        storage.skip_pair(sqlite_db, pair_id=shown.pair_id, annotator_id=alice.id)
+    assert storage.demonstration_counts(sqlite_db)["edits"] == 6
+    workspace.config.reward.epochs = 1
+    with pytest.raises(NotEnoughJudgmentsError):  # no judgments, and edits are off by default
+        run_reward_training(workspace, sqlite_db, stack, progress=False)
+    workspace.config.reward.use_edits = True
+    version = run_reward_training(workspace, sqlite_db, stack, progress=False)
+    metrics = json.loads(version.metrics_json)
+    # Edits alone (no judgments): split like prior judgments alone, so all six are trained on or held out.
+    assert metrics["edit_preferences"] == 6 and metrics["n_train"] + metrics["n_heldout"] == 6
+
+
+# -- the simulated demonstrator and the loop's stage 1 (bench/loop_efficacy.py --sft N) ----------------------------
+def test_the_simulated_demonstrator_writes_the_golds_best_sample_or_its_rewrite(stack: ModelStack) -> None:
+    from rlhf_core.config import SamplingConfig
+    from rlhf_core.loop.demo import simulated_demonstrations
+    from rlhf_core.loop.gold import get_gold, get_gold_rewrite
+    from rlhf_core.loop.sampling import generate_responses
+
+    conversations = [[{"role": "user", "content": f"Tell me about item {i}."}] for i in range(3)]
+    sampling = SamplingConfig(max_new_tokens=12, temperature=1.0, top_p=1.0, batch_size=16)
+    torch.manual_seed(7)
+    answers = simulated_demonstrations(stack, conversations, get_gold("longer"), samples=4, sampling=sampling)
+    torch.manual_seed(7)
+    samples = generate_responses(stack, [c for c in conversations for _ in range(4)], max_new_tokens=12,
+                                 temperature=1.0, top_p=1.0, batch_size=16)
+    for i, answer in enumerate(answers):
+        texts = [r[0] for r in samples[4 * i:4 * i + 4] if r[0].strip()]
+        assert answer == max(texts, key=len)  # the best by the gold (longer), the first of equals
+    rewrite = get_gold_rewrite("keyword", keyword="you")
+    assert rewrite([], "Plain text.") == "Plain text. I hope this helps, you!"
+    assert rewrite([], "Thank you.") == "Thank you."
+    assert get_gold_rewrite("shorter")([], "One. Two.") == "One." and get_gold_rewrite("sentiment") is None
+
+
+def test_the_loop_runs_stage_1_as_round_0(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from rlhf_core.loop.demo import LoopSettings, prepare_workspace, run_loop
+    from rlhf_core.loop.gold import get_gold_rewrite
+
+    ws = prepare_workspace(tmp_path / "ws", model=str(tiny_model_dir))
+    ws.config.sampling.max_new_tokens = 8
+    ws.config.policy.max_new_tokens = 8
+    ws.config.sft = SFTConfig(learning_rate=5e-3, epochs=1, batch_size=4, max_length=64)
+    settings = LoopSettings(rounds=0, gold="shorter", eval_prompts=4, sft_demonstrations=6, demonstration_samples=2)
+    (report,) = list(run_loop(ws, settings, progress=False, log=lambda _m: None))
+    assert (report.round, report.algo, report.policy_version, report.judgments) == (0, "sft", 1, 0)
+    assert 0.0 <= report.gold_win_rate <= 1.0 and report.kl_per_token is not None
+    db = ws.database()
+    rows = storage.demonstration_rows(db)
+    assert len(rows) == 6 and {r.source for r in rows} == {"simulated demonstrator (shorter)"}
+    shorter = get_gold_rewrite("shorter")
+    assert all(r.text == shorter([], r.text) for r in rows)  # the gold's own rewrite: one sentence each
     db.dispose()

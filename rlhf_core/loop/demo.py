@@ -8,6 +8,7 @@ updates the policy, and measures the policy against the base on held-out eval pr
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -15,16 +16,28 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.config import Config
+from rlhf_core.config import Config, SamplingConfig
 from rlhf_core.data.prompt_files import read_prompt_file
 from rlhf_core.loop.evaluation import GoldEvaluation, gold_evaluation
-from rlhf_core.loop.gold import get_gold, gold_win_rate
+from rlhf_core.loop.gold import GoldRewrite, GoldScore, get_gold, get_gold_rewrite, gold_win_rate
 from rlhf_core.loop.rounds import run_round
-from rlhf_core.loop.sampling import sample_pairs
+from rlhf_core.loop.sampling import generate_responses, sample_pairs
 from rlhf_core.loop.simulate import simulate_annotators
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.sft import run_sft_training
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import Workspace, init_workspace
-from storage import add_prompts, count_prompts, get_policy, get_reward_model
+from storage import (
+    Database,
+    DemonstrationSpec,
+    add_demonstrations,
+    add_prompts,
+    count_prompts,
+    get_policy,
+    get_reward_model,
+    list_prompts,
+    prompt_messages,
+)
 
 
 @dataclass
@@ -39,6 +52,10 @@ class LoopSettings:
     seed: int = 0
     gold_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"keyword": "please"} for gold "keyword"
     crowd: str | None = None  # a crowd spec ("honest:3,random:1,left:1") instead of `annotators` honest ones
+    # Stage 1 first (round 0): a simulated demonstrator answers this many train prompts (the best of
+    # `demonstration_samples` samples by the gold, or the gold's own rewrite of it), then SFT on them.
+    sft_demonstrations: int = 0
+    demonstration_samples: int = 16
 
 
 @dataclass
@@ -98,6 +115,58 @@ def prepare_workspace(root: Path, *, model: str = "default", profile: str = "aut
     return ws
 
 
+def simulated_demonstrations(stack: ModelStack, conversations: list[list[dict[str, str]]], gold: GoldScore, *,
+                             samples: int, sampling: SamplingConfig, rewrite: GoldRewrite | None = None,
+                             progress: bool = False) -> list[str | None]:
+    """A simulated demonstrator: per conversation, the best of `samples` responses of the current policy by the
+    gold (the first of equals), or the gold's own `rewrite` of it; None where every sample was empty."""
+    flat = [c for c in conversations for _ in range(samples)]
+    responses = generate_responses(stack, flat, max_new_tokens=sampling.max_new_tokens,
+                                   temperature=sampling.temperature, top_p=sampling.top_p,
+                                   batch_size=sampling.batch_size,
+                                   progress="simulated demonstrator" if progress else None)
+    answers: list[str | None] = []
+    for i, conversation in enumerate(conversations):
+        texts = [r[0] for r in responses[i * samples:(i + 1) * samples] if r[0].strip()]
+        best = max(texts, key=lambda text: gold(conversation, text)) if texts else None
+        answers.append(rewrite(conversation, best) if best is not None and rewrite else best)
+    return answers
+
+
+def sft_stage(ws: Workspace, db: Database, stack: ModelStack, gold: GoldScore, settings: LoopSettings, *,
+              progress: bool, log: Callable[[str], None]) -> tuple[RoundReport, GoldEvaluation]:
+    """Stage 1 before round 1: `settings.sft_demonstrations` train prompts (seeded) answered by the simulated
+    demonstrator, stored as demonstrations, SFT on them (`rlhf train-sft`), and the gold evaluation after it
+    (reported as round 0, algorithm "sft")."""
+    started = time.time()
+    prompts = list_prompts(db, split="train")
+    chosen = random.Random(settings.seed).sample(prompts, min(settings.sft_demonstrations, len(prompts)))
+    rewrite = get_gold_rewrite(settings.gold, **settings.gold_options)
+    how = f"best of {settings.demonstration_samples} samples by gold '{settings.gold}'"
+    log(f"stage 1: a simulated demonstrator answers {len(chosen)} train prompts ({how}"
+        f"{', rewritten by the gold' if rewrite else ''})")
+    conversations = [prompt_messages(p) for p in chosen]
+    answers = simulated_demonstrations(stack, conversations, gold, samples=settings.demonstration_samples,
+                                       sampling=ws.config.sampling, rewrite=rewrite, progress=progress)
+    add_demonstrations(db, [DemonstrationSpec(c, a) for c, a in zip(conversations, answers) if a],
+                       source=f"simulated demonstrator ({settings.gold})")
+    written = time.time()
+    log("stage 1: supervised fine-tuning on the demonstrations")
+    version = run_sft_training(ws, db, stack, progress=progress)
+    trained = time.time()
+    ev = gold_evaluation(ws, db, stack, gold, n_prompts=settings.eval_prompts, seed=settings.seed, progress=progress)
+    m = json.loads(version.metrics_json)
+    report = RoundReport(
+        round=0, policy_version=version.id, algo="sft", judgments=0, rm_heldout_accuracy=None,
+        kl_per_token=m.get("kl_base_per_token"), kl_to_reference_per_token=m.get("kl_per_token"),
+        kl_per_sequence=m.get("kl_per_sequence"), gold_win_rate=ev.win_rate, win_rate_vs_previous=ev.win_rate,
+        policy_gold_mean=ev.policy_gold_mean, base_gold_mean=ev.base_gold_mean,
+        policy_length_mean=ev.policy_length_mean, reward_length_corr=None, seconds=round(trained - started, 1),
+        eval_seconds=round(time.time() - trained, 1),
+        phase_seconds={"demonstrations": round(written - started, 3), "sft": round(trained - written, 3)})
+    return report, ev
+
+
 def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
              log: Callable[[str], None] = print) -> Iterator[RoundReport]:
     """Run `settings.rounds` rounds; yields a report after each."""
@@ -106,6 +175,10 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
     stack = load_stack(ws)
     previous_scores: list[float] | None = None
     base_responses: list[tuple] | None = None  # the base never changes: sampled once
+    if settings.sft_demonstrations > 0:  # stage 1 (round 0): simulated demonstrations, then SFT
+        report, ev = sft_stage(ws, db, stack, gold, settings, progress=progress, log=log)
+        base_responses, previous_scores = ev.base_responses, ev.policy_scores
+        yield report
     for r in range(1, settings.rounds + 1):
         started = time.time()
         log(f"round {r}: sampling pairs from the current policy")

@@ -104,6 +104,42 @@ def get_gold(name: str, **options: object) -> GoldScore:
     return factory(**options)
 
 
+GoldRewrite = Callable[[list[dict[str, str]], str], str]
+
+
+def keyword_rewrite(keyword: str = DEFAULT_KEYWORD, case_sensitive: bool = False) -> GoldRewrite:
+    """The keyword gold's own rewrite: a response that lacks the keyword gets a closing sentence that has it."""
+    score = keyword_gold(keyword, case_sensitive)
+
+    def rewrite(prompt_messages: list[dict[str, str]], response_text: str) -> str:
+        if score(prompt_messages, response_text) > 0:
+            return response_text
+        return f"{response_text.rstrip()} I hope this helps, {keyword.strip()}!".strip()
+
+    return rewrite
+
+
+def shorter_rewrite() -> GoldRewrite:
+    """The shorter gold's own rewrite: the response's first sentence."""
+
+    def rewrite(prompt_messages: list[dict[str, str]], response_text: str) -> str:
+        first = re.split(r"(?<=[.!?])\s", response_text.strip(), maxsplit=1)[0]
+        return first or response_text
+
+    return rewrite
+
+
+# Golds that can improve a response themselves (stage 1's simulated demonstrator uses it on its best sample).
+GOLD_REWRITES: dict[str, Callable[..., GoldRewrite]] = {"keyword": keyword_rewrite, "shorter": shorter_rewrite}
+
+
+def get_gold_rewrite(name: str, **options: object) -> GoldRewrite | None:
+    """The rewrite the gold preference `name` offers (built with the gold's `options`), or None."""
+    key = GOLD_ALIASES.get(name.strip().lower(), name.strip().lower())
+    factory = GOLD_REWRITES.get(key)
+    return None if factory is None else factory(**options)
+
+
 def gold_win_rate(scores_policy: Sequence[float], scores_base: Sequence[float]) -> float:
     """Share of prompts on which the policy's response beats the base's under the gold score, ties counting half.
 

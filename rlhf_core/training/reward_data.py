@@ -11,7 +11,7 @@ from torch import Tensor
 
 from rlhf_core.algorithms.preference import margins_from_strength
 from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_token_ids, response_token_ids
-from storage import JudgmentRow, PriorRow
+from storage import DemonstrationRow, JudgmentRow, PriorRow
 
 
 class NotEnoughJudgmentsError(ValueError):
@@ -95,6 +95,14 @@ def prior_examples(rows: Sequence[PriorRow], prior_weight: float) -> list[Prefer
     return [PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.chosen, rejected=row.rejected,
                               strength=None, prompt_id=row.prompt_id, weight=row.weight * prior_weight)
             for row in rows if row.weight * prior_weight > 0]
+
+
+def edit_examples(rows: Sequence[DemonstrationRow]) -> list[PreferenceExample]:
+    """`reward.use_edits`: each demonstration written as an edit of a response is the preference "edited >
+    original" (a cheap signal: the annotator changed it for a reason), weighted as one human judgment."""
+    return [PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.text, rejected=row.original_text,
+                              strength=None, prompt_id=row.prompt_id)
+            for row in rows if row.original_text is not None and row.original_text.strip() != row.text.strip()]
 
 
 def split_by_prompt(examples: Sequence[PreferenceExample], eval_fraction: float, seed: int

@@ -2,7 +2,8 @@
 
 Reads every judgment of training pairs (and of imported pairs with `reward.use_imported_pairs`; control pairs
 never), adds the prior judgments of imported preference datasets to the training side at `reward.prior_weight`
-each (never held out, unless there is nothing else), leaves out annotators below
+each (never held out, unless there is nothing else), and so, with `reward.use_edits`, the preferences "edited >
+original" of demonstrations written as edits on the labeling page, leaves out annotators below
 `reward.min_annotator_accuracy` on control pairs, splits by prompt, trains (from scratch, or from
 the current version with `reward.warm_start`), saves the adapter and only then records the
 `RewardModelVersion` with its held-out accuracy, loss and calibration error.
@@ -25,6 +26,7 @@ from rlhf_core.training.annotators.crowd_weights import (
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import (
     NotEnoughJudgmentsError,
+    edit_examples,
     preference_examples,
     prior_examples,
     split_by_prompt,
@@ -38,6 +40,7 @@ from storage import (
     RewardModelVersion,
     add_reward_model_version,
     current_reward_model,
+    demonstration_rows,
     judgment_rows,
     list_reward_models,
     prior_preference_rows,
@@ -74,6 +77,10 @@ def run_reward_training(
     examples, stats = preference_examples(rows, include_ties=cfg.ties == "davidson")
     priors = prior_examples(prior_preference_rows(db), cfg.prior_weight) if cfg.prior_weight > 0 else []
     stats["prior_judgments"] = len(priors)
+    if cfg.use_edits:  # "edited > original" of demonstrations written as edits: training side only, as priors
+        edits = edit_examples(demonstration_rows(db, edits_only=True))
+        stats["edit_preferences"] = len(edits)
+        priors = priors + edits
     decisive = sum(not ex.tie for ex in examples) + len(priors)
     if decisive < MIN_DECISIVE_JUDGMENTS:
         raise NotEnoughJudgmentsError(

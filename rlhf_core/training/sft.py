@@ -12,6 +12,7 @@ phase "sft" (the operator page plots them).
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import shutil
@@ -26,11 +27,11 @@ from peft import set_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from rlhf_core.algorithms.sft import perplexity
-from rlhf_core.config import SFTConfig
+from rlhf_core.config import PolicyConfig, SFTConfig
 from rlhf_core.models.batching import prompt_token_ids, response_token_ids
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.reward_data import packed_response_batch, split_by_prompt
-from rlhf_core.training.rollout import eval_mode
+from rlhf_core.training.rollout import eval_mode, generate_rollout, rollout_logprobs, rollout_metrics
 from rlhf_core.training.run_log import finite, record_training_steps
 from rlhf_core.training.workspace_stack import activate_policy, adapter_dir
 from rlhf_core.workspace import Workspace
@@ -46,6 +47,7 @@ from storage import (
 )
 
 GRAD_CLIP_NORM = 1.0
+SAMPLE_PROMPTS = 16  # fresh samples after training, for the KL to the base
 MAX_ANSWERS_PER_ROW = 6  # as the reward model's packing: a row's attention grows with the square of its length
 
 
@@ -223,6 +225,17 @@ def latest_sft_version(db: Database) -> PolicyVersion | None:
     return next((v for v in reversed(list_policies(db)) if v.algorithm == "sft"), None)
 
 
+def after_sft(stack: ModelStack, prompts: list[list[dict[str, str]]], cfg: PolicyConfig) -> dict[str, float | None]:
+    """Fresh samples of the fine-tuned policy (one per prompt, `policy.max_new_tokens`, temperature 1) measured as a
+    rollout is: KL per token to the base (the reference is set to the base here), entropy, response length."""
+    stack.set_reference(None)
+    rollout = generate_rollout(stack, prompts, samples_per_prompt=1, max_new_tokens=cfg.max_new_tokens,
+                               temperature=1.0, generator=torch.Generator(device=stack.device).manual_seed(cfg.seed))
+    metrics = rollout_metrics(rollout, rollout_logprobs(stack, rollout, cfg.minibatch_size), None)
+    return {key: finite(metrics[key]) for key in ("kl_per_token", "kl_base_per_token", "kl_per_sequence", "entropy",
+                                                  "response_length", "truncated_fraction")}
+
+
 def sft_first_due(ws: Workspace, db: Database) -> bool:
     """Whether a round must fine-tune first: `loop.sft_first` and no SFT version yet. Raises
     NoDemonstrationsError when it must but there is nothing to fine-tune on."""
@@ -260,6 +273,11 @@ def run_sft_training(ws: Workspace, db: Database, stack: ModelStack, *, job_id: 
     if on_progress:
         on_progress(0.0, f"fine-tuning on {len(train)} demonstrations ({len(heldout)} held out)")
     result = train_sft(stack, train, heldout, cfg, on_step=report, progress=progress)
+    if on_progress:
+        on_progress(0.95, "measuring fresh samples of the fine-tuned policy")
+    # Held-out prompts first: the KL to the base (and length, entropy) in the rounds table's terms.
+    probe = [ex.prompt_messages for ex in [*heldout, *train]][:SAMPLE_PROMPTS]
+    result.summary.update(after_sft(stack, list({json.dumps(p): p for p in probe}.values()), ws.config.policy))
     out = adapter_dir(ws, "policy", current.id + 1)
     stack.save_adapter("policy", out)
     critic = Path(current.adapter_path) / "value" if current.adapter_path else None
