@@ -3,6 +3,7 @@ training (`reward_model`) and service (`reward_service`), data-parallel helpers 
 rollouts (`rollout`), the PPO and GRPO updates (`ppo`, `grpo`), online DPO on judged pairs (`dpo`), supervised
 fine-tuning on demonstrations (`sft`, stage 1), the policy training loop and service (`policy`), the record
 of a training run: per-step logs to the database and TensorBoard and the round summary (`run_log`), and
-loading a workspace's model with its saved policy and reward versions (`workspace_stack`). It builds on `models` and `algorithms`, reads and
-writes versions through `storage`, and knows nothing of the job queue or UI.
+loading a workspace's model with its saved policy and reward versions (`workspace_stack`). It builds on
+`models` and `algorithms`, reads and writes versions through `storage`, and knows nothing of the job queue
+or UI.
 """
