@@ -111,15 +111,19 @@ def test_db_override_points_at_another_database(ws: Path, tmp_path: Path) -> Non
     assert "zed" not in rlhf("user", "list", "-w", str(ws)).stdout
 
 
-def test_demo_runs_a_round_on_a_small_model(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_demo_runs_a_gated_round_on_a_small_model(tmp_path: Path, tiny_model_dir: Path) -> None:
     # Gold "longer": the tiny model's answers are near-ties for sentiment, too few decisive judgments of 8.
     out = rlhf("demo", "-w", str(tmp_path / "demo"), "--model", str(tiny_model_dir), "--rounds", "1",
                "--judgments", "8", "--gold", "longer").stdout
     assert "No GPU: using smaller" in out
-    table = [line.split() for line in out.splitlines() if line.strip().startswith("1 ") and " v1 " in line]
-    assert table and table[-1][2:4] == ["grpo", "8"]  # round 1, policy v1, algorithm, 8 judgments
+    # Eight judgments leave a handful held out: the reward model is trained (v1), but the 95% lower bound of its
+    # held-out accuracy cannot clear loop.min_reward_confidence, so the round keeps policy v0 and says why.
+    table = [line.split() for line in out.splitlines() if line.strip().startswith("1 ") and " v0 " in line]
+    assert table and table[-1][1:4] == ["v0", "base", "8"]  # round 1, policy kept, 8 judgments
+    assert "round 1: policy not updated, reward model v1: held-out accuracy" in out
+    assert "(loop.min_reward_confidence)" in out
     status = json.loads(rlhf("status", "--json", "-w", str(tmp_path / "demo")).stdout)
-    assert status["versions"] == {"policy": 1, "reward_model": 1}
+    assert status["versions"] == {"policy": 0, "reward_model": 1}
     assert status["counts"]["judgments"] == 8
     few = rlhf("demo", "-w", str(tmp_path / "few"), "--model", str(tiny_model_dir), "--rounds", "1",
                "--judgments", "2", check=False)

@@ -179,10 +179,12 @@ def test_rounds_view_from_stored_metrics(sqlite_db: storage.Database) -> None:
     storage.finish_job(db, job.id, {})
     storage.add_training_logs(db, phase="policy", job_id=job.id,
                               rows=[{"step": s, "reward_mean": 0.1 * s, "kl_per_token": 0.01} for s in range(3)])
-    dropdown, reward_curve, kl_curve, length_curve, rm_loss, *dpo_curves, curve_note = curve_values(db, None)
+    dropdown, reward_curve, kl_curve, length_curve, rm_loss, *other_curves, curve_note = curve_values(db, None)
     assert dropdown.value == job.id and reward_curve.visible and kl_curve.sort == ["1", "2", "3"]
     assert not rm_loss.visible and "reward model: loss" in curve_note
-    assert len(dpo_curves) == 4 and not any(c.visible for c in dpo_curves) and "DPO" not in curve_note
+    # DPO's four curves and SFT's two stay hidden for a GRPO round, and are not awaited in the note.
+    assert len(other_curves) == 6 and not any(c.visible for c in other_curves)
+    assert "DPO" not in curve_note and "SFT" not in curve_note
 
 
 def test_try_it_without_a_model_says_where_to_generate(app: RunningApp) -> None:
