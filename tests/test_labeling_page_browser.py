@@ -198,7 +198,8 @@ def test_an_operator_adds_a_user_who_then_logs_in(app: RunningApp, browser, page
 
     carol = browser.new_context().new_page()
     try:
-        add_pairs(app.db, [("sample a", "sample b")])
+        # Two pairs: olga's own labeling tab polls for work and may lease one of them first.
+        add_pairs(app.db, [("sample a", "sample b"), ("sample c", "sample d")])
         login(carol, app.url, "carol", password)
         carol.wait_for_selector(PAIR_SHOWN)
         assert "Signed in as carol (annotator)" in carol.locator("#whoami").inner_text()
