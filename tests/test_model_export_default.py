@@ -29,6 +29,7 @@ def test_default_model_exports_the_loops_policy_and_reward_model(tmp_path) -> No
     cfg.model.precision, cfg.model.generation = "fp32", "adapter"  # the loop's exact passes, to compare with
     cfg.sampling.max_new_tokens, cfg.sampling.per_prompt, cfg.sampling.batch_size = 24, 3, 12
     cfg.reward.epochs = 1
+    cfg.loop.min_reward_confidence = 0.0  # 18 judgments cannot show a reward model beats chance: export mechanics
     cfg.policy.steps, cfg.policy.prompts_per_step, cfg.policy.group_size = 2, 2, 2
     cfg.policy.max_new_tokens, cfg.policy.update_epochs, cfg.policy.learning_rate = 16, 1, 1e-3
     ws.config_path.write_text(dump_config(cfg))
