@@ -111,6 +111,7 @@ def test_db_override_points_at_another_database(ws: Path, tmp_path: Path) -> Non
     assert "zed" not in rlhf("user", "list", "-w", str(ws)).stdout
 
 
+@pytest.mark.slow  # subprocesses that load models: ~16 s on 2 cores (CI runs the slow suite too)
 def test_demo_runs_a_gated_round_on_a_small_model(tmp_path: Path, tiny_model_dir: Path) -> None:
     # Gold "longer": the tiny model's answers are near-ties for sentiment, too few decisive judgments of 8.
     out = rlhf("demo", "-w", str(tmp_path / "demo"), "--model", str(tiny_model_dir), "--rounds", "1",

@@ -143,6 +143,7 @@ def rlhf(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+@pytest.mark.slow  # subprocesses that load models: ~16 s on 2 cores (CI runs the slow suite too)
 def test_import_commands_leaderboard_and_status_json(tmp_path: Path) -> None:
     import storage
     from rlhf_core.workspace import open_workspace

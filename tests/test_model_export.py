@@ -290,6 +290,7 @@ def test_a_killed_export_leaves_no_directory_at_out(trained, tmp_path) -> None:
     assert not out.exists()
 
 
+@pytest.mark.slow  # subprocesses that load models: ~16 s on 2 cores (CI runs the slow suite too)
 def test_generate_prints_two_versions_side_by_side(trained) -> None:
     ws, db, stack = trained
     done = rlhf("generate", "-w", str(ws.root), "--greedy", "--compare", "0", "--max-new-tokens", "6", "--json",
@@ -332,6 +333,7 @@ def readme_snippets(section: str = "## Use the trained model") -> list[str]:
     return [block.split("\n```", 1)[0] for block in body.split("```python\n")[1:]]
 
 
+@pytest.mark.slow  # subprocesses that load models: ~16 s on 2 cores (CI runs the slow suite too)
 def test_the_readmes_loading_snippets_run_as_written(trained, tmp_path) -> None:
     """The three snippets of "Use the trained model", run with the README's export paths pointing at real
     exports; only the GRPO run is shortened to one step of short answers, on the CPU in float32."""
