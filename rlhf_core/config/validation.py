@@ -118,7 +118,8 @@ def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
                           "min_annotator_accuracy = 0")
     if reward.annotator_model == "crowd_bt" and reward.ties != "drop":
         raise ConfigError(f"{where}: reward.annotator_model = \"crowd_bt\" (the default) models decisive "
-                          "judgments only; set reward.ties = \"drop\", or annotator_model = \"threshold\" to model ties")
+                          "judgments only; set reward.ties = \"drop\", or annotator_model = \"threshold\" to "
+                          "model ties")
     policy = config.policy
     if policy.kl_budget < 0 or policy.kl_budget_rounds < 1:
         raise ConfigError(f"{where}: policy.kl_budget must be at least 0 (0 = none) and policy.kl_budget_rounds at "
