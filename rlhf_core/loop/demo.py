@@ -184,7 +184,9 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
         log(f"round {r}: sampling pairs from the current policy")
         sample_pairs(ws, db, stack, n_pairs=settings.judgments_per_round, progress=progress)
         sampled = time.time()
-        log(f"round {r}: {settings.annotators} simulated annotators judge by gold '{settings.gold}'")
+        judges = (f"the crowd {settings.crowd} judges" if settings.crowd
+                  else f"{settings.annotators} simulated annotators judge")
+        log(f"round {r}: {judges} by gold '{settings.gold}'")
         sim = simulate_annotators(db, annotators=settings.annotators, judgments=settings.judgments_per_round,
                                   gold=settings.gold, gold_options=settings.gold_options, noise=settings.noise,
                                   seed=settings.seed + r, kinds=("train",), progress=progress, crowd=settings.crowd,
