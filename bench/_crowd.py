@@ -9,7 +9,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from rlhf_core.loop.crowd import kind_of
+from rlhf_core.simulator.crowd import kind_of
 from rlhf_core.training.reward_data import PreferenceExample
 from storage import JudgmentRow
 

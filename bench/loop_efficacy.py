@@ -19,7 +19,7 @@ offers one), SFT on them (reported as round 0), then the rounds with policy.refe
 another); a last table puts the gold win rate vs the base after SFT and after each round beside the same loop's
 without SFT.
 With `--crowd SPEC` (repeatable) the judges are that simulated crowd (e.g. honest:3,random:1,left:1; see
-rlhf_core.loop.crowd) instead of --annotators honest ones, and each crowd runs once per `--annotator-models`
+rlhf_core.simulator.crowd) instead of --annotators honest ones, and each crowd runs once per `--annotator-models`
 entry (reward.annotator_model); after each round the reward model's estimated η of every simulated annotator
 is printed beside its true kind (crowd_bt), and a round whose policy update the gate skipped says why.
 `--json F` writes one row per round: round, judgments, rm_heldout_accuracy, kl_per_token (to the base),
@@ -45,9 +45,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _crowd import eta_rows, honest_above_the_rest  # noqa: E402  (bench/_crowd.py)
 
-from rlhf_core.config import POLICY_ALGORITHMS, apply_overrides  # noqa: E402
-from rlhf_core.loop.demo import LoopSettings, RoundReport, format_table, prepare_workspace, run_loop  # noqa: E402
-from rlhf_core.loop.gold import GoldPreferenceError, available_gold, get_gold  # noqa: E402
+from rlhf_core.config import apply_overrides  # noqa: E402
+from rlhf_core.registry import round_algorithms  # noqa: E402
+from rlhf_core.simulator.demo import LoopSettings, RoundReport, format_table, prepare_workspace, run_loop  # noqa: E402
+from rlhf_core.simulator.gold import GoldPreferenceError, available_gold, get_gold  # noqa: E402
 
 
 def _nats(value: float | None) -> str:
@@ -144,7 +145,7 @@ def main() -> None:
     parser.add_argument("--keyword", default=None, help="the word the 'keyword' gold rewards (default: you)")
     parser.add_argument("--noise", type=float, default=0.1, help="label noise of the simulated annotators")
     parser.add_argument("--algo", default=None,
-                        help=f"comma-separated: {', '.join(POLICY_ALGORITHMS)} (default: the config's policy.algo)")
+                        help=f"comma-separated: {', '.join(round_algorithms())} (default: the config's policy.algo)")
     parser.add_argument("--eval-prompts", type=int, default=64, help="held-out prompts the gold win rates rest on")
     parser.add_argument("--workspace", type=Path, default=None,
                         help="folder for the workspaces, one subfolder per combination (default: a new temp dir)")
@@ -172,8 +173,8 @@ def main() -> None:
     golds = [g.strip() for g in args.gold.split(",") if g.strip()]
     algos: list[str | None] = [a.strip() for a in args.algo.split(",") if a.strip()] if args.algo else [None]
     for algo in algos:
-        if algo is not None and algo not in POLICY_ALGORITHMS:
-            parser.error(f"--algo: unknown algorithm {algo!r}; expected {', '.join(POLICY_ALGORITHMS)}")
+        if algo is not None and algo not in round_algorithms():
+            parser.error(f"--algo: unknown algorithm {algo!r}; expected {', '.join(round_algorithms())}")
     for gold in golds:
         try:
             get_gold(gold, **({"keyword": args.keyword} if gold == "keyword" and args.keyword else {}))

@@ -11,7 +11,7 @@ preference, per selection method and judgment budget, and for candidate reward-m
    product's sampler, for the training prompts the budgets need (twice as many as the judgments
    would use, so selection has a choice) and for the held-out prompts (the built-in eval split).
 2. Held-out set: every pair of distinct held-out responses the gold does not tie, labelled by the
-   gold (`rlhf_core.loop.gold.get_gold`). Accuracy = share of pairs the reward model orders like the
+   gold (`rlhf_core.simulator.gold.get_gold`). Accuracy = share of pairs the reward model orders like the
    gold (not like the noisy labels); ECE = calibration of σ(r_a − r_b) against the simulated
    annotators' label probability (1 − noise for the gold's side), both orientations.
 3. Curves: per selection method a fresh workspace on the same prompts and responses. Round by round,
@@ -19,7 +19,7 @@ preference, per selection method and judgment budget, and for candidate reward-m
    `--max-pairs` per prompt, uncertainty scored by the current reward ensemble) and stored; simulated
    annotators (noise `--noise`) judge through `next_pair_for` (most informative open pair first) up
    to the budget; the reward model is retrained on all judgments (`run_reward_training`) and measured.
-   With `--crowd SPEC` (repeatable) the judges are that simulated crowd (`rlhf_core.loop.crowd`) instead of
+   With `--crowd SPEC` (repeatable) the judges are that simulated crowd (`rlhf_core.simulator.crowd`) instead of
    three honest annotators, pairs are selected at random (so every annotator model sees the same
    judgments), and each crowd is run per `--annotator-models` entry (`reward.annotator_model`) and seed
    (`--seeds`: the simulation's and the reward model's); the table gives mean ± standard error over seeds,
@@ -64,12 +64,12 @@ from _reward_probe import fit_linear_probe  # noqa: E402
 
 from rlhf_core.algorithms.preference import expected_calibration_error  # noqa: E402
 from rlhf_core.config import apply_overrides, apply_profile  # noqa: E402
-from rlhf_core.loop.crowd import kind_of  # noqa: E402
-from rlhf_core.loop.demo import prepare_workspace  # noqa: E402
-from rlhf_core.loop.gold import get_gold  # noqa: E402
+from rlhf_core.simulator.crowd import kind_of  # noqa: E402
+from rlhf_core.simulator.demo import prepare_workspace  # noqa: E402
+from rlhf_core.simulator.gold import get_gold  # noqa: E402
 from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs  # noqa: E402
 from rlhf_core.loop.sampling import generate_responses  # noqa: E402
-from rlhf_core.loop.simulate import simulate_annotators  # noqa: E402
+from rlhf_core.simulator.simulate import simulate_annotators  # noqa: E402
 from rlhf_core.training.reward_data import preference_examples, split_by_prompt  # noqa: E402
 from rlhf_core.training.reward_model import train_reward_model  # noqa: E402
 from rlhf_core.training.reward_service import run_reward_training  # noqa: E402

@@ -26,5 +26,5 @@ class AppServices:
     # (rlhf_core.loop.sampling) while a top-up runs, else None. Must be cheap (no database, no model).
     sampling_progress: Callable[[], Any] | None = None
     # The operator's "Try it": (prompt, [version ids], greedy, max new tokens) -> one response per version
-    # (`TriedResponse`s of rlhf_core.loop.playground), generated in this process; may take seconds.
+    # (`TriedResponse`s of rlhf_core.service.playground), generated in this process; may take seconds.
     try_versions: Callable[[str, list[int], bool, int], list[Any]] | None = None

@@ -59,7 +59,6 @@ from storage.imports import (
     system_judgments,
 )
 from storage.jobs import (
-    TRAINING_KINDS,
     JobError,
     active_job,
     add_training_logs,

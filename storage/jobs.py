@@ -31,9 +31,6 @@ def training_logs(db: Database, *, phase: str | None = None, job_id: int | None 
 
 
 # -- the job queue ------------------------------------------------------------------------
-# The job kinds that train: one at a time across all workers. rlhf_core.loop.worker.JOB_KINDS is the table
-# of job kinds (storage imports nothing of rlhf_core); a test keeps this list equal to its training kinds.
-TRAINING_KINDS = ("train_rm", "train_policy", "round", "train_sft")
 
 
 class JobError(ValueError):
@@ -53,10 +50,12 @@ def enqueue_job(db: Database, kind: str, params: dict[str, Any] | None = None, *
         return job
 
 
-def claim_next_job(db: Database, worker_id: str, kinds: tuple[str, ...] | None = None) -> Job | None:
+def claim_next_job(db: Database, worker_id: str, kinds: tuple[str, ...] | None = None, *,
+                   training_kinds: tuple[str, ...] = ()) -> Job | None:
     """Atomically take the oldest queued job for this worker, or None.
 
-    Training jobs run one at a time across all workers: none is claimed while another runs.
+    Training jobs (`training_kinds`, the job table's: rlhf_core.registry.training_kinds()) run one at a
+    time across all workers: none is claimed while another runs.
     PostgreSQL workers serialise claims with a transaction-level advisory lock and skip rows
     other workers hold (`FOR UPDATE SKIP LOCKED`); SQLite serialises with BEGIN IMMEDIATE.
     """
@@ -65,13 +64,13 @@ def claim_next_job(db: Database, worker_id: str, kinds: tuple[str, ...] | None =
         if not db.is_sqlite:
             s.exec(text("SELECT pg_advisory_xact_lock(4242)"))
         training_running = s.exec(
-            select(Job.id).where(Job.status == "running", Job.kind.in_(TRAINING_KINDS))
+            select(Job.id).where(Job.status == "running", Job.kind.in_(training_kinds))
         ).first() is not None
         q = select(Job).where(Job.status == "queued").order_by(Job.id).limit(1)
         if kinds:
             q = q.where(Job.kind.in_(kinds))
         if training_running:
-            q = q.where(Job.kind.not_in(TRAINING_KINDS))
+            q = q.where(Job.kind.not_in(training_kinds))
         if not db.is_sqlite:
             q = q.with_for_update(skip_locked=True)
         job = s.exec(q).first()

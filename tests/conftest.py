@@ -195,3 +195,19 @@ def perturb_adapter(stack, adapter: str, seed: int = 0) -> None:  # noqa: ANN001
 def perturb():
     """`perturb_adapter`, handed to tests as a fixture."""
     return perturb_adapter
+
+
+def import_kind(db, kind: str, path, *, source: str | None = None, imported_by: str = "test",  # noqa: ANN001, ANN201
+                judgments_wanted: int | None = None, max_prompt_chars: int | None = None, **options):
+    """An import kind's importer (the action service's, without the workspace and audit), with a default config:
+    `judgments_wanted` and `max_prompt_chars` set labeling.judgments_per_pair and labeling.max_prompt_chars."""
+    from rlhf_core.config import Config
+    from rlhf_core.registry import IMPORT_KINDS, resolve
+
+    config = Config()
+    if judgments_wanted is not None:
+        config.labeling.judgments_per_pair = judgments_wanted
+    if max_prompt_chars is not None:
+        config.labeling.max_prompt_chars = max_prompt_chars
+    return resolve(IMPORT_KINDS[kind].importer)(db, Path(path), config=config, imported_by=imported_by, source=source,
+                                                options=options)

@@ -10,7 +10,7 @@ import pytest
 from browser_utils import LEFT_RAW, PAIR_SHOWN, RunningApp, add_pairs, login
 from sqlmodel import func, select
 
-from rlhf_core.loop.simulate import simulate_annotators
+from rlhf_core.simulator.simulate import simulate_annotators
 from storage import Lease, judgment_rows, record_audit, set_active
 
 pytestmark = [

@@ -19,7 +19,7 @@ from test_multiprocess import start_servers, stop_servers, workspace_on
 import storage
 from labeling_app import AppServices
 from rlhf_core.config import dump_config
-from rlhf_core.loop.simulate import simulate_annotators
+from rlhf_core.simulator.simulate import simulate_annotators
 from rlhf_core.workspace import open_workspace
 from storage import Database, audit_events, create_annotator, failed_login_count, record_audit
 

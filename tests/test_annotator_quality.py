@@ -18,7 +18,7 @@ from rlhf_core.algorithms.agreement import annotator_quality, below_accuracy, wi
 from rlhf_core.config import Config
 from rlhf_core.data.annotator_quality import annotator_quality_report, low_accuracy_annotators, without_annotators
 from rlhf_core.data.export import export_preferences
-from rlhf_core.loop.dashboard import annotation_quality
+from rlhf_core.service.dashboard import annotation_quality
 
 # Wilson 95% intervals worked out by hand with z = 1.96 (z² = 3.8415):
 #   centre = (p + z²/2n) / (1 + z²/n), half = z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n)

@@ -69,7 +69,7 @@ MALFORMED: list[tuple[str, str, bytes, str]] = [
     ("row with an extra field", "p.csv", b"prompt,id\nfirst,1\nsecond,2,oops\n",
      "p.csv:3: 3 fields where the header has 2"),
     ("row with a missing field", "p.csv", b"prompt,id\nfirst\n", "p.csv:2: 1 fields where the header has 2"),
-    ("no prompt column", "p.csv", b"question,id\nx,1\n", "p.csv:1: a CSV file needs the column(s) prompt"),
+    ("no prompt column", "p.csv", b"question,id\nx,1\n", "p.csv:1: a CSV file needs a 'prompt' column"),
     ("raw NUL in CSV", "p.csv", b"prompt\nok\nbad\x00row\n", "p.csv:3: prompt contains the control character U+0000"),
     ("control character in CSV", "p.csv", b"prompt\nok\n\"multi\nline\"\nbell\x07\n",
      "p.csv:5: prompt contains the control character U+0007"),

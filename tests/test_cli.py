@@ -68,7 +68,7 @@ def test_prompt_import_formats_duplicates_and_errors(ws: Path, tmp_path: Path) -
     assert proc.returncode == 1 and f"{broken}:2" in proc.stderr
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("text\nhello\n")
-    assert "needs the column(s) prompt" in rlhf("prompts", "import", str(bad_csv), "-w", str(ws), check=False).stderr
+    assert "needs a 'prompt' column" in rlhf("prompts", "import", str(bad_csv), "-w", str(ws), check=False).stderr
     counts = json.loads(rlhf("status", "--json", "-w", str(ws)).stdout)["counts"]
     assert counts["prompts"] == 4  # nothing from the rejected files was written
 

@@ -13,14 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from conftest import import_kind
 from sqlalchemy import update
 from sqlmodel import select
 
 import storage
-from rlhf_core.data.control_files import import_control_file, read_control_file
+from rlhf_core.data.control_files import read_control_file
 from rlhf_core.data.export import export_preferences
 from rlhf_core.data.file_checks import InputFileError
-from rlhf_core.loop.dashboard import annotation_quality
+from rlhf_core.service.dashboard import annotation_quality
 from storage import ControlPair, Lease, Pair, Prompt
 
 
@@ -63,10 +64,10 @@ def test_jsonl_and_csv_files_import_and_a_repeat_adds_nothing(db, tmp_path: Path
     csv_file = tmp_path / "controls.csv"
     csv_file.write_text('prompt,response_a,response_b,expected\n"Capital of France, please?",Paris,Rome,a\n'
                         "Say something,ok,fine,tie\n", encoding="utf-8")
-    first = import_control_file(db, jsonl, imported_by="olga")
+    first = import_kind(db, "controls", jsonl, imported_by="olga")
     assert (first.added, first.duplicates) == (2, 0)
-    assert import_control_file(db, csv_file, imported_by="olga").added == 2
-    again = import_control_file(db, jsonl, imported_by="olga")
+    assert import_kind(db, "controls", csv_file, imported_by="olga").added == 2
+    again = import_kind(db, "controls", jsonl, imported_by="olga")
     assert (again.added, again.duplicates) == (0, 2)
     assert storage.count_control_pairs(db) == 4
 
@@ -124,7 +125,7 @@ def test_malformed_control_file_is_refused_whole_with_one_line_naming_the_line(
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     with pytest.raises(InputFileError) as caught:
-        import_control_file(db, path, imported_by="olga")
+        import_kind(db, "controls", path, imported_by="olga")
     text = str(caught.value)
     assert message in text and str(path) in text and "\n" not in text
     counts = storage.status_counts(db)["counts"]

@@ -1,4 +1,4 @@
-"""Simulated crowds (rlhf_core.loop.crowd): each kind of annotator behaves as specified when it judges through
+"""Simulated crowds (rlhf_core.simulator.crowd): each kind of annotator behaves as specified when it judges through
 the real serving path (`next_pair_for` randomises the sides, `choice_from_screen` maps the click back), the
 crowd spec is read or refused in one line, and simulated annotators judge control pairs too.
 
@@ -14,8 +14,9 @@ import pytest
 from test_cli import rlhf
 from test_simulate import add_pairs, chosen_and_rejected
 
-from rlhf_core.loop.crowd import ANNOTATOR_KINDS, CrowdSpecError, GoldView, crowd_members, kind_of, parse_crowd
-from rlhf_core.loop.simulate import SimulationError, simulate_annotators
+from rlhf_core.registry import CROWD_KINDS
+from rlhf_core.simulator.crowd import CrowdSpecError, GoldView, crowd_members, kind_of, parse_crowd
+from rlhf_core.simulator.simulate import SimulationError, simulate_annotators
 from rlhf_core.workspace import init_workspace
 from storage import ControlSpec, add_control_pairs, control_judgments, judgment_rows
 
@@ -41,7 +42,7 @@ def test_crowd_spec_names_users_by_kind_and_refuses_bad_specs():
     assert crowd_members("honest:2,adversarial:1") == [("sim-honest-1", "honest"), ("sim-honest-2", "honest"),
                                                         ("sim-adversarial-1", "adversarial")]
     assert kind_of("sim-lazy-3") == "lazy" and kind_of("sim-3") is None and kind_of("sim-bored-1") is None
-    assert set(ANNOTATOR_KINDS) == {"honest", "random", "left", "adversarial", "lazy"}
+    assert set(CROWD_KINDS) == {"honest", "random", "left", "adversarial", "lazy"}
     for spec, message in [("honest:3,sloppy:1", "unknown annotator kind 'sloppy'; kinds: honest, random"),
                           ("honest:0", "at least 1, got '0'"), ("honest:two", "got 'two'"),
                           ("left:1,left:2", "named twice"), (" , ", "names no annotator")]:

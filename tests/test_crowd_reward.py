@@ -15,9 +15,9 @@ from test_cli import rlhf
 from test_reward_training import CPU, MARKER, WORDS, synthetic_examples
 
 from rlhf_core.algorithms.crowd_bt import fit_crowd_bt_linear
-from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.models.stack import ModelStack
-from rlhf_core.training.annotators.crowd_weights import (
+from rlhf_core.simulator.simulate import simulate_annotators
+from rlhf_core.training.crowd_weights import (
     PRIOR,
     PRIOR_RELIABILITY,
     KnownJudgment,

@@ -7,8 +7,8 @@ import random
 import pytest
 
 import storage
-from rlhf_core.loop.dashboard import annotation_quality, live_status, rounds_table
 from rlhf_core.loop.evaluation import EVAL_KIND, human_win_rates
+from rlhf_core.service.dashboard import annotation_quality, live_status, rounds_table
 
 
 def _pairs(db, n: int, *, kind: str = "train", versions=(0, 0), k: int = 2) -> list[int]:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import import_kind
 
 import storage
 from rlhf_core.cli.main import main as rlhf_main
@@ -174,7 +175,7 @@ MALFORMED: list[tuple[str, str, bytes, str]] = [
                                                                                     "content": "a"}]}),
      "d.jsonl:1: messages[0] must be"),
     ("empty file", "d.jsonl", b"\n\n", "d.jsonl: no demonstrations found"),
-    ("CSV without the columns", "d.csv", b"question,answer\nx,y\n", "d.csv:1: a CSV file needs the columns"),
+    ("CSV without the columns", "d.csv", b"question,answer\nx,y\n", "d.csv:1: a CSV file needs a 'prompt' column"),
     ("ragged CSV", "d.csv", b"prompt,completion\nx,y\nz\n", "d.csv:3: 1 fields where the header has 2"),
     ("unclosed quote in CSV", "d.csv", b'prompt,completion\n"x,y\nz,w\n', "d.csv:2: malformed CSV"),
     ("bad messages cell", "d.csv", b'messages\n"[{not json"\n', "d.csv:2: the messages cell is not valid JSON"),
@@ -227,9 +228,7 @@ def test_refused_files_write_nothing_on_either_database(db, tmp_path: Path, case
     _, name, content, _ = next(c for c in MALFORMED if c[0] == case)
     (tmp_path / name).write_bytes(jsonl(GOOD[1]) + content)
     with pytest.raises(InputFileError):
-        from rlhf_core.data.demonstration_files import import_demonstration_file
-
-        import_demonstration_file(db, tmp_path / name, imported_by="test")
+        import_kind(db, "demonstrations", tmp_path / name, imported_by="test")
     assert demonstration_counts(db)["demonstrations"] == 0 and count_prompts(db) == 0
 
 

@@ -13,15 +13,15 @@ import torch
 from test_annotator_quality import build_example
 
 import storage
-from labeling_app.operator.rounds import STEP_CHARTS, curve_values, rounds_values
+from labeling_app.operator.rounds import curve_values, rounds_values, step_charts
 from rlhf_core.algorithms.dpo import sequence_logprobs
 from rlhf_core.config import Config, PolicyConfig
-from rlhf_core.loop.dashboard import rounds_table
 from rlhf_core.loop.sampling import sample_pairs
-from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.loop.worker import Worker
 from rlhf_core.models.batching import prompt_token_ids
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.service.dashboard import rounds_table
+from rlhf_core.simulator.simulate import simulate_annotators
 from rlhf_core.training.dpo import DPOExamples, dpo_examples, reward_ranked_pairs, train_dpo
 from rlhf_core.training.policy import run_policy_training
 from rlhf_core.training.reward_data import PreferenceExample, encode_pairs, pair_batch
@@ -235,7 +235,7 @@ def test_dpo_round_through_the_worker_and_its_curves(tmp_path: Path, tiny_model_
         assert table[0][:2] == ["v1", "dpo"] and table[0][6] != "—"  # KL to the base, next to KL/token
         dropdown, *plots, note = curve_values(db, None)
         assert dropdown.value == job.id
-        shown = {spec[1] for spec, plot in zip(STEP_CHARTS, plots, strict=True) if plot.visible}
+        shown = {chart.key for (_, chart), plot in zip(step_charts(), plots, strict=True) if plot.visible}
         assert shown >= {"dpo_loss", "reward_margin", "reward_accuracy", "heldout_kl_per_token", "loss"}
         assert not shown & {"reward_mean", "response_length"}  # PPO/GRPO curves stay hidden for DPO
         assert "mean reward" not in note

@@ -13,6 +13,7 @@ import pytest
 
 import storage
 from rlhf_core.loop.worker import Worker
+from rlhf_core.registry import training_kinds
 from rlhf_core.workspace import init_workspace
 
 
@@ -28,14 +29,15 @@ def test_only_one_training_job_runs_at_a_time(db) -> None:
     rm = storage.enqueue_job(db, "train_rm")
     policy = storage.enqueue_job(db, "train_policy")
     sample = storage.enqueue_job(db, "sample")
-    claimed = storage.claim_next_job(db, "w1")
+    kinds = training_kinds()  # the job table's, as the worker passes them
+    claimed = storage.claim_next_job(db, "w1", training_kinds=kinds)
     assert claimed.id == rm.id and claimed.status == "running"
     # Another worker may sample meanwhile, but must not start a second training job.
-    second = storage.claim_next_job(db, "w2")
+    second = storage.claim_next_job(db, "w2", training_kinds=kinds)
     assert second.id == sample.id
-    assert storage.claim_next_job(db, "w3") is None
+    assert storage.claim_next_job(db, "w3", training_kinds=kinds) is None
     storage.finish_job(db, rm.id, {"ok": 1})
-    assert storage.claim_next_job(db, "w3").id == policy.id
+    assert storage.claim_next_job(db, "w3", training_kinds=kinds).id == policy.id
 
 
 def test_stale_job_fails_and_can_be_retried(db) -> None:

@@ -20,11 +20,11 @@ from process_utils import ROOT
 
 import storage
 from rlhf_core.config import dump_config
-from rlhf_core.loop.playground import try_versions
-from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.loop.worker import Worker
 from rlhf_core.model_export.service import ModelExportError, export_model
 from rlhf_core.models.batching import build_sequences, prompt_token_ids, response_token_ids
+from rlhf_core.service.playground import try_versions
+from rlhf_core.simulator.simulate import simulate_annotators
 from rlhf_core.training.workspace_stack import activate_policy, activate_reward_model, load_stack
 from rlhf_core.workspace import init_workspace
 

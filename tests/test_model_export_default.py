@@ -10,9 +10,9 @@ from test_model_export import MERGED_SCRIPT, REWARD_SCRIPT, loop_view, run_scrip
 
 import storage
 from rlhf_core.config import dump_config
-from rlhf_core.loop.demo import LoopSettings, prepare_workspace, run_loop
 from rlhf_core.model_export.service import export_model
 from rlhf_core.models.batching import build_sequences, prompt_token_ids, response_token_ids
+from rlhf_core.simulator.demo import LoopSettings, prepare_workspace, run_loop
 from rlhf_core.training.workspace_stack import activate_reward_model, load_stack
 
 pytestmark = pytest.mark.slow

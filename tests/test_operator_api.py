@@ -18,8 +18,8 @@ from gradio_client.exceptions import AppError
 
 import storage
 from labeling_app.operator.rounds import curve_values, rounds_values
-from rlhf_core.loop.dashboard import rounds_table
-from rlhf_core.loop.simulate import simulate_annotators
+from rlhf_core.service.dashboard import rounds_table
+from rlhf_core.simulator.simulate import simulate_annotators
 
 # Gradio's queue builds Dataframe payloads with pandas options pandas 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")

@@ -18,8 +18,8 @@ from browser_utils import PASSWORD, free_port, login
 
 import storage
 from labeling_app import ServedApp, serve
-from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.loop.worker import Worker
+from rlhf_core.simulator.simulate import simulate_annotators
 from rlhf_core.workspace import Workspace, init_workspace
 
 pytestmark = [

@@ -12,15 +12,16 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import import_kind
 from sqlmodel import select
 
 import storage
 from rlhf_core.config import PolicyConfig
 from rlhf_core.data.export import export_preferences
 from rlhf_core.data.file_checks import InputFileError
-from rlhf_core.data.pair_files import import_pair_file, read_pair_file
-from rlhf_core.data.preference_files import import_preference_file, read_preference_file
-from rlhf_core.loop.dashboard import annotation_quality
+from rlhf_core.data.pair_files import read_pair_file
+from rlhf_core.data.preference_files import read_preference_file
+from rlhf_core.service.dashboard import annotation_quality
 from rlhf_core.training.dpo import dpo_examples
 from storage import Pair, Prompt, Sample
 from storage.tables import PriorPreference
@@ -56,12 +57,13 @@ def test_pair_files_import_in_every_format_and_a_repeat_adds_nothing(db, tmp_pat
                         '""hi""}]",Hello!,Go away.,gamma,,"{""judge"": ""me""}"\n', encoding="utf-8")
     datasets.Dataset.from_list([{"prompt": "from a dataset", "response_a": "x", "response_b": "y"}]).save_to_disk(
         str(tmp_path / "ds"))
-    assert import_pair_file(db, first, judgments_wanted=2) == storage.ImportCounts(added=3, duplicates=0)
-    assert import_pair_file(db, csv_file, source="csv import", judgments_wanted=2).added == 1
-    assert import_pair_file(db, tmp_path / "ds", judgments_wanted=2).added == 1
+    first_import = import_kind(db, "pairs", first, judgments_wanted=2)
+    assert (first_import.added, first_import.duplicates) == (3, 0)
+    assert import_kind(db, "pairs", csv_file, source="csv import", judgments_wanted=2).added == 1
+    assert import_kind(db, "pairs", tmp_path / "ds", judgments_wanted=2).added == 1
     # The same pairs again, and one of them with its sides swapped: duplicates.
     swapped = {**pair_records(1)[0], "response_a": "beta says 0", "response_b": "alpha says 0"}
-    again = import_pair_file(db, jsonl(tmp_path / "again.jsonl", [*pair_records(3), swapped]), judgments_wanted=2)
+    again = import_kind(db, "pairs", jsonl(tmp_path / "again.jsonl", [*pair_records(3), swapped]), judgments_wanted=2)
     assert (again.added, again.duplicates) == (0, 4)
 
     with db.session() as s:
@@ -102,17 +104,17 @@ def test_preference_datasets_import_in_trl_and_hh_forms_and_a_repeat_adds_nothin
         ("2 + 2?", "4", "5"), ("Say hi", "Hi!", "No."), ("Name a color", "Blue", "Seven"),
         ("Tell me a joke.", "Why did the cat sit?", "No.")]
     assert [m["role"] for m in specs[3].messages] == ["user", "assistant", "user"]
-    result = import_preference_file(db, tmp_path / "prefs.jsonl", source="hh-sample", weight=0.5)
+    result = import_kind(db, "preferences", tmp_path / "prefs.jsonl", source="hh-sample", weight=0.5)
     assert (result.added, result.duplicates) == (4, 0)
     csv_file = tmp_path / "prefs.csv"
     csv_file.write_text('prompt,chosen,rejected\n"Capital of France?",Paris,"[not a list, plain text]"\n'
                         '"[{""role"": ""user"", ""content"": ""Say hi""}]","[{""role"": ""assistant"", '
                         '""content"": ""Hi!""}]","[{""role"": ""assistant"", ""content"": ""No.""}]"\n',
                         encoding="utf-8")
-    assert import_preference_file(db, csv_file).added == 1  # its second row repeats a JSONL record
+    assert import_kind(db, "preferences", csv_file).added == 1  # its second row repeats a JSONL record
     datasets.Dataset.from_list([{"chosen": HH_CHOSEN, "rejected": HH_REJECTED + " Really."}]).save_to_disk(
         str(tmp_path / "hh"))
-    assert import_preference_file(db, tmp_path / "hh").added == 1
+    assert import_kind(db, "preferences", tmp_path / "hh").added == 1
     assert storage.prior_counts(db) == {"hh": 1, "hh-sample": 4, "prefs.csv": 1}
     rows = storage.prior_preference_rows(db)
     assert [r.weight for r in rows] == [0.5] * 4 + [1.0, 1.0] and rows[4].rejected == "[not a list, plain text]"
@@ -200,7 +202,7 @@ def test_malformed_pair_file_is_refused_whole(db, tmp_path: Path, name: str, con
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     with pytest.raises(InputFileError) as caught:
-        import_pair_file(db, path, judgments_wanted=1)
+        import_kind(db, "pairs", path, judgments_wanted=1)
     text = str(caught.value)
     assert message in text and str(path) in text and "\n" not in text
     assert nothing_written(db)
@@ -212,7 +214,7 @@ def test_malformed_preference_file_is_refused_whole(db, tmp_path: Path, name: st
     path = tmp_path / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
     with pytest.raises(InputFileError) as caught:
-        import_preference_file(db, path)
+        import_kind(db, "preferences", path)
     text = str(caught.value)
     assert message in text and str(path) in text and "\n" not in text
     assert nothing_written(db)
@@ -222,10 +224,10 @@ def test_bad_weight_format_and_name_are_refused_with_nothing_written(tmp_path: P
     path = tmp_path / "p.jsonl"
     path.write_text(GOOD_PREF, encoding="utf-8")
     for kwargs, message in (({"weight": -1.0}, "--weight must be a finite number >= 0"),
-                            ({"weight": float("nan")}, "--weight must be"), ({"fmt": "xml"}, "unknown format 'xml'"),
+                            ({"weight": float("nan")}, "--weight must be"), ({"format": "xml"}, "unknown format 'xml'"),
                             ({"source": "  "}, "the import's name (--name) is empty")):
         with pytest.raises(InputFileError, match=re.escape(message)):
-            import_preference_file(sqlite_db, path, **kwargs)
+            import_kind(sqlite_db, "preferences", path, **kwargs)
     assert nothing_written(sqlite_db)
     with pytest.raises(InputFileError, match="'prompt' must be text"):
         read_preference_file(jsonl(tmp_path / "f.jsonl", [{"prompt": 1, "chosen": "a", "rejected": "b"}]),
@@ -239,7 +241,7 @@ def test_bad_weight_format_and_name_are_refused_with_nothing_written(tmp_path: P
 
 
 def test_imported_pairs_are_served_like_sampled_ones_k_no_repeat_and_sides_at_random(db, tmp_path: Path) -> None:
-    import_pair_file(db, jsonl(tmp_path / "a.jsonl", pair_records(12)), judgments_wanted=2)
+    import_kind(db, "pairs", jsonl(tmp_path / "a.jsonl", pair_records(12)), judgments_wanted=2)
     users = [storage.create_annotator(db, f"ann{i}", "password123").id for i in range(3)]
     seen: dict[int, list[int]] = {u: [] for u in users}
     lefts = set()
@@ -261,7 +263,7 @@ def test_imported_pairs_are_served_like_sampled_ones_k_no_repeat_and_sides_at_ra
 
 
 def test_imported_pairs_train_the_reward_model_by_setting_but_are_never_on_policy_dpo_data(db, tmp_path: Path) -> None:
-    import_pair_file(db, jsonl(tmp_path / "a.jsonl", pair_records(5)), judgments_wanted=1)
+    import_kind(db, "pairs", jsonl(tmp_path / "a.jsonl", pair_records(5)), judgments_wanted=1)
     user = storage.create_annotator(db, "ann", "password123").id
     while (served := storage.next_pair_for(db, user)) is not None:
         storage.record_judgment(db, pair_id=served.pair_id, annotator_id=user, choice="a")
@@ -275,8 +277,8 @@ def test_imported_pairs_train_the_reward_model_by_setting_but_are_never_on_polic
 
 
 def test_prior_judgments_stay_out_of_agreement_and_exports_unless_asked(db, tmp_path: Path) -> None:
-    import_pair_file(db, jsonl(tmp_path / "a.jsonl", pair_records(4)), judgments_wanted=1)
-    import_preference_file(db, jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": f"good {i}",
+    import_kind(db, "pairs", jsonl(tmp_path / "a.jsonl", pair_records(4)), judgments_wanted=1)
+    import_kind(db, "preferences", jsonl(tmp_path / "p.jsonl", [{"prompt": f"q{i}", "chosen": f"good {i}",
                                                               "rejected": f"bad {i}"} for i in range(3)]))
     user = storage.create_annotator(db, "ann", "password123").id
     while (served := storage.next_pair_for(db, user)) is not None:

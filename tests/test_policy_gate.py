@@ -15,8 +15,8 @@ from test_reward_training import MARKER, WORDS
 import storage
 from labeling_app.operator.rounds import rounds_values
 from rlhf_core.config import Config, ConfigError, validate
-from rlhf_core.loop.dashboard import policy_gate_note, rounds_table
 from rlhf_core.loop.rounds import policy_gate, run_round
+from rlhf_core.service.dashboard import policy_gate_note, rounds_table
 from rlhf_core.training.reward_data import PreferenceExample, split_by_prompt
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import init_workspace

@@ -51,7 +51,7 @@ def test_auto_profile_follows_the_hardware() -> None:
 
 
 def test_expected_duration_comes_from_the_last_job_of_the_kind(sqlite_db) -> None:
-    from rlhf_core.cli.loop import expected_duration
+    from rlhf_core.cli.jobs import expected_duration
 
     assert "No earlier run" in expected_duration(sqlite_db, "round")
     job = enqueue_job(sqlite_db, "round", {})

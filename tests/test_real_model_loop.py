@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import storage
-from rlhf_core.loop.demo import LoopSettings, prepare_workspace, run_loop
 from rlhf_core.models.loading import resolve_model_dir
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.simulator.demo import LoopSettings, prepare_workspace, run_loop
 from rlhf_core.training.rollout import generate_rollout, rollout_logprobs
 
 pytestmark = pytest.mark.slow

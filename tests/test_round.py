@@ -8,8 +8,8 @@ import json
 import pytest
 
 import storage
-from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.loop.worker import Worker
+from rlhf_core.simulator.simulate import simulate_annotators
 from rlhf_core.workspace import init_workspace
 
 

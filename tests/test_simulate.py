@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import func, select
 
-from rlhf_core.loop.gold import GOLD_PREFERENCES, GoldPreferenceError, get_gold, gold_win_rate
-from rlhf_core.loop.simulate import SimulationError, simulate_annotators
+from rlhf_core.registry import GOLDS
+from rlhf_core.simulator.gold import GoldPreferenceError, get_gold, gold_win_rate
+from rlhf_core.simulator.simulate import SimulationError, simulate_annotators
 from storage import (
     SCREEN_PICKS,
     Database,
@@ -67,7 +68,7 @@ def test_gold_preferences_score_hand_examples():
     assert get_gold("keyword")(NO_PROMPT, "You and yours: thank you.") == 2.0  # the default word, "you"
     assert get_gold("keyword", keyword="thank you")(NO_PROMPT, "Thank you, thank you") == 2.0
     assert get_gold("keyword", keyword="Hi", case_sensitive=True)(NO_PROMPT, "Hi hi HI") == 1.0
-    assert set(GOLD_PREFERENCES) == {"sentiment", "longer", "shorter", "keyword"}
+    assert set(GOLDS) == {"sentiment", "longer", "shorter", "keyword"}
 
 
 def test_get_gold_errors_list_what_is_available():

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from browser_utils import PAIR_SHOWN, RunningApp, login, shown_texts, wait_for_new_pair
+from conftest import import_kind
 from sqlmodel import select
 
 import storage
-from rlhf_core.data.pair_files import import_pair_file
 from storage import Judgment, Pair
 
 pytestmark = [
@@ -35,7 +35,7 @@ def pair_file(path: Path, n: int, systems: tuple[str, str] = ("alpha", "beta"), 
 
 def test_imported_pairs_are_judged_on_the_page_like_sampled_ones(app: RunningApp, page, tmp_path: Path) -> None:
     db = app.db
-    import_pair_file(db, pair_file(tmp_path / "arena.jsonl", 4), judgments_wanted=2)
+    import_kind(db, "pairs", pair_file(tmp_path / "arena.jsonl", 4), judgments_wanted=2)
     bob = storage.create_annotator(db, "bob", "password123").id
     login(page, app.url, "alice")
     page.wait_for_selector(PAIR_SHOWN)
@@ -87,7 +87,7 @@ def test_operator_uploads_pairs_and_reads_the_leaderboard(app: RunningApp, page,
     page.locator("#pairs-file").get_by_text("arena.jsonl").wait_for()
     page.click("#btn-import-pairs")
     page.locator("#pairs-result").get_by_text("Imported 6 pairs from arena.jsonl").wait_for()
-    import_pair_file(db, pair_file(tmp_path / "more.jsonl", 6, ("beta", "gamma"), start=10), judgments_wanted=1)
+    import_kind(db, "pairs", pair_file(tmp_path / "more.jsonl", 6, ("beta", "gamma"), start=10), judgments_wanted=1)
     judge = storage.create_annotator(db, "judge", "password123").id
     while (served := storage.next_pair_for(db, judge)) is not None:  # alpha > beta > gamma, one tie each
         text_a = served.left_text if served.left_side == "a" else served.right_text

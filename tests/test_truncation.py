@@ -14,7 +14,7 @@ import storage
 from labeling_app.operator.rounds import ROUND_COLUMNS, round_rows
 from rlhf_core.data.export import export_preferences
 from rlhf_core.loop import sampling
-from rlhf_core.loop.dashboard import rounds_table
+from rlhf_core.service.dashboard import rounds_table
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import init_workspace
 

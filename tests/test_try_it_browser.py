@@ -14,7 +14,7 @@ from test_model_export import train_a_version
 
 import storage
 from labeling_app import AppServices, serve
-from rlhf_core.loop.playground import Playground, try_versions
+from rlhf_core.service.playground import Playground, try_versions
 from rlhf_core.training.workspace_stack import load_stack
 
 pytestmark = [pytest.mark.browser,

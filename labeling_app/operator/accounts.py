@@ -11,7 +11,6 @@ API by name or index (`OperatorContext.checked`).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,18 +19,10 @@ import gradio as gr
 
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.render import plain_markdown
-from storage import (
-    ROLES,
-    UserError,
-    create_annotator,
-    list_annotators,
-    record_audit,
-    set_active,
-    set_password,
-    set_role,
-)
+from rlhf_core.service.accounts import add_user, change_password, change_role, set_user_active
+from rlhf_core.service.actor import ActionRefused, Actor
+from storage import ROLES, list_annotators
 
-PASSWORD_BYTES = 12  # secrets.token_urlsafe: 16 characters, 96 bits
 ACTIONS = ("disable", "enable", "reset password", "set role")
 
 
@@ -45,14 +36,6 @@ class AccountsSection:
     buttons: dict[str, gr.Button]  # one per ACTIONS entry
     result: gr.Markdown
     events: list[Any] = field(default_factory=list)  # each change's event, for the page to chain refreshes to
-
-
-def generated_password(min_length: int) -> str:
-    """A random URL-safe password of at least `min_length` characters."""
-    password = secrets.token_urlsafe(PASSWORD_BYTES)
-    while len(password) < min_length:
-        password += secrets.token_urlsafe(PASSWORD_BYTES)
-    return password
 
 
 def _shown_once(name: str, password: str, what: str, note: str = "") -> str:
@@ -103,19 +86,16 @@ def _picker(ctx: OperatorContext, current: str | None) -> gr.Dropdown:
 def _wire(ctx: OperatorContext, section: AccountsSection, users: gr.Dataframe,
           user_rows: Callable[[], list[list[Any]]]) -> None:
     outputs = [section.result, section.who, users]
-    min_length = ctx.ws.config.auth.min_password_length
 
     def done(message: str, current: str | None) -> list[Any]:
         return [message, _picker(ctx, current), user_rows()]
 
     def account_add(name: str, role: str, request: gr.Request) -> list[Any]:
         with ctx.checked(request) as operator:
-            password = generated_password(min_length)
             try:
-                user = create_annotator(ctx.db, name or "", password, role, min_password_length=min_length)
-            except UserError as exc:
+                user, password = add_user(ctx.ws, ctx.db, name or "", role, ctx.actor(operator, request))
+            except ActionRefused as exc:
                 return [f"Not added: {plain_markdown(str(exc))}.", gr.skip(), gr.skip()]
-            _audit(ctx, operator, request, "user_add", user=user.username, role=user.role)
             return done(_shown_once(user.username, password, f"Added {user.role}"), user.username)
 
     def change(action: str) -> Callable[..., list[Any]]:
@@ -123,12 +103,9 @@ def _wire(ctx: OperatorContext, section: AccountsSection, users: gr.Dataframe,
             with ctx.checked(request) as operator:
                 if not name:
                     return ["Pick a user to change first.", gr.skip(), gr.skip()]
-                if name == operator.username and action in ("disable", "set role"):
-                    return ["Not done: you cannot disable or demote your own account here (another operator "
-                            "can, or `rlhf user` from a shell).", gr.skip(), gr.skip()]
                 try:
-                    message = _apply(ctx, operator, request, action, name, role, min_length)
-                except UserError as exc:
+                    message = _apply(ctx, ctx.actor(operator, request), action, name, role)
+                except ActionRefused as exc:
                     return [f"Not done: {plain_markdown(str(exc))}.", gr.skip(), gr.skip()]
                 return done(message, name)
 
@@ -144,26 +121,15 @@ def _wire(ctx: OperatorContext, section: AccountsSection, users: gr.Dataframe,
                                            api_visibility=OPERATOR_API, queue=False, show_progress="hidden"))
 
 
-def _audit(ctx: OperatorContext, operator: Any, request: gr.Request, action: str, **params: Any) -> None:  # noqa: ANN401
-    """The CLI's audit row for an account change (its `user` parameter names the account changed)."""
-    client = getattr(request, "client", None)
-    record_audit(ctx.db, operator.username, action, address=getattr(client, "host", "") or "", **params)
-
-
-def _apply(ctx: OperatorContext, operator: Any, request: gr.Request, action: str, name: str, role: str,  # noqa: ANN401
-           min_length: int) -> str:
-    """Do one change to `name`'s account and audit it (the CLI's action names); the page's sentence."""
+def _apply(ctx: OperatorContext, actor: Actor, action: str, name: str, role: str) -> str:
+    """Do one change to `name`'s account through the action service (which audits it); the page's sentence."""
     who = f"**{plain_markdown(name)}**"
     if action in ("disable", "enable"):
-        ended = set_active(ctx.db, name, action == "enable")
-        _audit(ctx, operator, request, f"user_{action}", user=name, sessions_ended=ended)
+        ended = set_user_active(ctx.db, name, action == "enable", actor).sessions_ended
         return f"{action.capitalize()}d {who} ({ended} open sessions ended" + (
             ", the pairs they held freed)." if action == "disable" else ").")
     if action == "reset password":
-        password = generated_password(min_length)
-        ended = set_password(ctx.db, name, password, min_password_length=min_length)
-        _audit(ctx, operator, request, "user_set_password", user=name, sessions_ended=ended)
-        return _shown_once(name, password, "New password for", f" ({ended} open sessions ended)")
-    ended = set_role(ctx.db, name, role)
-    _audit(ctx, operator, request, "user_set_role", user=name, role=role, sessions_ended=ended)
+        change = change_password(ctx.ws, ctx.db, name, actor)
+        return _shown_once(name, change.password, "New password for", f" ({change.sessions_ended} open sessions ended)")
+    ended = change_role(ctx.db, name, role, actor).sessions_ended
     return f"{who} is now {role} ({ended} open sessions ended)."

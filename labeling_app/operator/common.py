@@ -18,8 +18,9 @@ import gradio as gr
 from labeling_app.auth import require_user
 from labeling_app.gate import DbGate
 from labeling_app.services import AppServices
+from rlhf_core.service.actor import Actor, audit
 from rlhf_core.workspace import Workspace
-from storage import Annotator, Database, record_audit
+from storage import Annotator, Database
 
 DASH = "—"
 # Operator actions are callable through the API (and role-checked there) but not listed in the public
@@ -41,10 +42,14 @@ class OperatorContext:
         with self.gate:
             yield require_user(self.db, request, role="operator")
 
-    def audit(self, user: Annotator, request: gr.Request | None, action: str, **params: Any) -> None:
-        """One audit row for an operator action: who, from which address, with which parameters."""
+    def actor(self, user: Annotator, request: gr.Request | None) -> Actor:
+        """The operator as the action service's actor: their name and client address."""
         client = getattr(request, "client", None)
-        record_audit(self.db, user.username, action, address=getattr(client, "host", "") or "", **params)
+        return Actor.operator(user.username, getattr(client, "host", "") or "")
+
+    def audit(self, user: Annotator, request: gr.Request | None, action: str, **params: Any) -> None:
+        """One audit row for an operator action that is no service action (sampling, "Try it")."""
+        audit(self.db, self.actor(user, request), action, **params)
 
     def require(self, request: gr.Request | None) -> Annotator:
         """The operator check alone, for events whose work must not hold the gate (long exports)."""

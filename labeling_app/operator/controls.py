@@ -1,6 +1,6 @@
 """The Actions block of the operator tab: start a round, queue an evaluation batch, sample more pairs,
 export the dataset, import control pairs. Every handler checks the operator role on the server first, then calls
-`actions` (or the app's sampler) and renders a sentence."""
+the action service (`rlhf_core.service`: the CLI's rules and audit) or the app's sampler and renders a sentence."""
 
 from __future__ import annotations
 
@@ -10,24 +10,18 @@ from pathlib import Path
 
 import gradio as gr
 
-from labeling_app.operator.actions import (
-    ALGORITHMS,
-    MAX_EVAL_PROMPTS,
-    ActionRefused,
-    ExportStaging,
-    create_eval_batch,
-    export_dataset,
-    export_summary,
-    import_controls,
-    start_round,
-)
+from labeling_app.operator.actions import ExportStaging, export_summary, export_zip
 from labeling_app.operator.common import OPERATOR_API, OperatorContext
 from labeling_app.operator.status import pool_status_markdown
 from labeling_app.render import plain_markdown
-from rlhf_core.data.export import FORMATS, ExportError
+from rlhf_core.loop.job_rules import MAX_EVAL_PROMPTS, MAX_SAMPLE_PAIRS, refuse_sample
+from rlhf_core.registry import EXPORT_FORMATS, FILE_SUFFIXES, POLICY_ALGORITHMS, round_algorithms
+from rlhf_core.service.actor import ActionRefused
+from rlhf_core.service.imports import import_file
+from rlhf_core.service.jobs import queue_eval_batch, start_round
 from storage import status_counts
 
-MAX_PAIRS_PER_REQUEST = 10_000
+MAX_PAIRS_PER_REQUEST = MAX_SAMPLE_PAIRS
 REFUSED = "**Not started:** "
 NOT_IMPORTED = "**Not imported:** "
 CONTROLS_HELP = (
@@ -60,12 +54,18 @@ class ActionControls:
     controls_result: gr.Markdown
 
 
+def round_choices() -> dict[str, str]:
+    """The round picker's labels ("GRPO") and the algorithms they name, from the algorithm table."""
+    return {POLICY_ALGORITHMS[name].label: name for name in round_algorithms()}
+
+
 def build_action_controls(ctx: OperatorContext) -> ActionControls:
     gr.Markdown("### Actions")
-    default_algo = next((k for k, v in ALGORITHMS.items() if v == ctx.ws.config.policy.algo), "GRPO")
+    choices = round_choices()
+    default_algo = next((k for k, v in choices.items() if v == ctx.ws.config.policy.algo), None)
     with gr.Row(equal_height=True):
         with gr.Column(variant="panel"):
-            algo = gr.Radio(list(ALGORITHMS), value=default_algo, label="Policy update", elem_id="round-algo")
+            algo = gr.Radio(list(choices), value=default_algo, label="Policy update", elem_id="round-algo")
             start = gr.Button("Start round", variant="primary", elem_id="btn-start-round")
         with gr.Column(variant="panel"):
             eval_prompts = gr.Number(value=32, precision=0, minimum=1, maximum=MAX_EVAL_PROMPTS,
@@ -78,7 +78,7 @@ def build_action_controls(ctx: OperatorContext) -> ActionControls:
     result = gr.Markdown(elem_id="sample-result")
     with gr.Accordion("Export the preference dataset", open=False, elem_id="export"):
         with gr.Row(equal_height=False):
-            fmt = gr.Radio(list(FORMATS), value="hf", label="Format", elem_id="export-format",
+            fmt = gr.Radio(list(EXPORT_FORMATS), value="hf", label="Format", elem_id="export-format",
                            info="hf: datasets.load_from_disk; jsonl / parquet: datasets.load_dataset")
             min_agreement = gr.Slider(0.0, 1.0, value=0.0, step=0.05, label="Minimum agreement",
                                       info="share of a pair's judgments that agree with its label",
@@ -93,7 +93,7 @@ def build_action_controls(ctx: OperatorContext) -> ActionControls:
     with gr.Accordion("Import control pairs", open=False, elem_id="controls"):
         gr.Markdown(CONTROLS_HELP)
         with gr.Row(equal_height=True):
-            controls_file = gr.File(label="Control-pair file", file_types=[".jsonl", ".csv"], type="filepath",
+            controls_file = gr.File(label="Control-pair file", file_types=list(FILE_SUFFIXES), type="filepath",
                                     elem_id="controls-file")
             import_button = gr.Button("Import control pairs", elem_id="btn-import-controls", scale=0, min_width=160)
         controls_result = gr.Markdown(elem_id="controls-result")
@@ -112,23 +112,22 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
 
     def queue_round(algo_label: str, request: gr.Request) -> str:
         with ctx.checked(request) as user:
-            algo = ALGORITHMS.get(algo_label)
+            choices = round_choices()
+            algo = choices.get(algo_label)
             if algo is None:
-                raise gr.Error(f"Choose one of {', '.join(ALGORITHMS)}.", print_exception=False)
+                raise gr.Error(f"Choose one of {', '.join(choices)}.", print_exception=False)
             try:
-                job = start_round(db, algo, requested_by=user.username)
+                job = start_round(ctx.ws, db, algo, ctx.actor(user, request))
             except ActionRefused as exc:
                 return REFUSED + str(exc)
-            ctx.audit(user, request, "start_round", job=job.id, algo=algo)
         return f"Queued round job **#{job.id}** ({algo_label}). Its progress shows under Live status."
 
-    def queue_eval_batch(prompts: float | None, request: gr.Request) -> str:
+    def queue_eval(prompts: float | None, request: gr.Request) -> str:
         with ctx.checked(request) as user:
             try:
-                job = create_eval_batch(db, int(prompts or 0))
+                job = queue_eval_batch(ctx.ws, db, int(prompts or 0), ctx.actor(user, request))
             except ActionRefused as exc:
                 return REFUSED + str(exc)
-            ctx.audit(user, request, "eval_batch", job=job.id, prompts=int(prompts or 0))
         return (f"Queued evaluation batch job **#{job.id}** ({int(prompts or 0)} eval prompts). Its pairs go to "
                 "annotators first; the human win rate appears under Rounds as they are judged.")
 
@@ -140,8 +139,8 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
             return ("No sampler is attached to this server (it runs without a model). "
                     "Run `rlhf sample --pairs N` instead.", status)
         count = int(n or 0)
-        if not 1 <= count <= MAX_PAIRS_PER_REQUEST:
-            raise gr.Error(f"Ask for between 1 and {MAX_PAIRS_PER_REQUEST} pairs.", print_exception=False)
+        if (refused := refuse_sample(ctx.ws, db, {"pairs": count})) is not None:  # the `rlhf sample` job's rule
+            raise gr.Error(refused, print_exception=False)
         result = services.request_pairs(count)  # outside the gate: it may write jobs or pairs itself
         ctx.audit(user, request, "sample_pairs", pairs=count)
         done = f"Requested {count} more pairs." + (f" {plain_markdown(str(result))}" if result is not None else "")
@@ -155,12 +154,10 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
         # Not under the gate: writing the dataset takes seconds and must not stall annotators; its one
         # read waits for SQLite's write lock like the worker process does.
         try:
-            exported = export_dataset(ctx.ws, db, staging, fmt=fmt, min_agreement=min_agreement,
-                                      include_ties=bool(include_ties), anonymize=bool(anonymize))
-        except ExportError as exc:
+            exported = export_zip(ctx.ws, db, staging, ctx.actor(user, request), fmt=fmt, min_agreement=min_agreement,
+                                  include_ties=bool(include_ties), anonymize=bool(anonymize))
+        except ActionRefused as exc:
             return f"**Nothing exported:** {exc}", gr.File(value=None, visible=False)  # our own sentence
-        ctx.audit(user, request, "export", format=fmt, min_agreement=min_agreement, include_ties=bool(include_ties),
-                  anonymize=bool(anonymize), rows=exported.result.n_rows)
         return export_summary(exported), gr.File(value=str(exported.zip_path), visible=True)
 
     def import_control_pairs(path: str | None, request: gr.Request) -> str:
@@ -168,15 +165,15 @@ def wire_action_controls(ctx: OperatorContext, controls: ActionControls, summary
             if not path:
                 return NOT_IMPORTED + "choose a JSONL or CSV file first."
             try:
-                done = import_controls(ctx.ws, db, Path(path), imported_by=user.username)
+                done = import_file(ctx.ws, db, "controls", path, ctx.actor(user, request), source=Path(path).name,
+                                   shown_name=Path(path).name)
             except ActionRefused as exc:
                 return NOT_IMPORTED + plain_markdown(str(exc))
-            ctx.audit(user, request, "import_controls", file=Path(path).name)
-        return plain_markdown(done)
+        return plain_markdown(done.summary)
 
     round_event = controls.start_round.click(queue_round, inputs=[controls.algo], outputs=[controls.result],
                                              api_name="start_round", api_visibility=OPERATOR_API, queue=False)
-    eval_event = controls.eval_batch.click(queue_eval_batch, inputs=[controls.eval_prompts],
+    eval_event = controls.eval_batch.click(queue_eval, inputs=[controls.eval_prompts],
                                            outputs=[controls.result], api_name="create_eval_batch",
                                            api_visibility=OPERATOR_API, queue=False)
     sample_event = controls.sample.click(request_pairs, inputs=[controls.n_pairs], outputs=[controls.result, summary],

@@ -21,7 +21,7 @@ import pandas as pd
 from labeling_app.operator.quality import QualitySection, quality_values
 from labeling_app.operator.rounds import RoundsSection, curve_values, rounds_values, selection_values
 from labeling_app.operator.status import StatusSection, status_values
-from rlhf_core.loop.dashboard import annotation_quality, live_status, policy_gate_note, rounds_table
+from rlhf_core.service.dashboard import annotation_quality, live_status, policy_gate_note, rounds_table
 from storage import Database, count_control_pairs
 
 

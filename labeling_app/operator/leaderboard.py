@@ -14,10 +14,10 @@ import gradio as gr
 
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.render import plain_markdown
-from rlhf_core.data.file_checks import InputFileError
 from rlhf_core.data.leaderboard import Leaderboard, LeaderboardError, format_leaderboard, system_leaderboard
-from rlhf_core.data.pair_files import import_pair_file
-from storage import open_pair_count
+from rlhf_core.registry import FILE_SUFFIXES
+from rlhf_core.service.actor import ActionRefused
+from rlhf_core.service.imports import import_file
 
 COLUMNS = ["system", "rating", "95% interval", "win rate vs baseline", "95% interval ", "judgments", "ties"]
 HELP = ("Upload pairs of responses that other systems wrote (JSONL or CSV: `prompt` or `messages`, `response_a`, "
@@ -44,7 +44,7 @@ def build_systems_panel() -> SystemsPanel:
     with gr.Accordion("Systems: imported pairs and leaderboard", open=False, elem_id="systems") as panel:
         gr.Markdown(HELP)
         with gr.Row(equal_height=True):
-            pairs_file = gr.File(label="Pair file", file_types=[".jsonl", ".csv"], type="filepath",
+            pairs_file = gr.File(label="Pair file", file_types=list(FILE_SUFFIXES), type="filepath",
                                  elem_id="pairs-file")
             import_pairs = gr.Button("Import pairs", elem_id="btn-import-pairs", scale=0, min_width=140)
         import_result = gr.Markdown(elem_id="pairs-result")
@@ -120,15 +120,10 @@ def wire_systems_panel(ctx: OperatorContext, panel: SystemsPanel) -> None:
                 return NOT_IMPORTED + "choose a JSONL or CSV file first."
             name = Path(path).name
             try:
-                labeling = ctx.ws.config.labeling
-                done = import_pair_file(db, path, source=name, judgments_wanted=labeling.judgments_per_pair,
-                                        max_prompt_chars=labeling.max_prompt_chars)
-            except InputFileError as exc:
-                return NOT_IMPORTED + plain_markdown(str(exc).replace(str(path), name))
-            ctx.audit(user, request, "pairs_import", source=name, added=done.added, duplicates=done.duplicates)
-            open_now = open_pair_count(db)
-        return plain_markdown(f"Imported {done.added} pairs from {name} ({done.duplicates} already there); "
-                              f"{open_now} pairs open in all.")
+                done = import_file(ctx.ws, db, "pairs", path, ctx.actor(user, request), source=name, shown_name=name)
+            except ActionRefused as exc:
+                return NOT_IMPORTED + plain_markdown(str(exc))
+        return plain_markdown(done.summary)
 
     panel.panel.expand(show, inputs=[panel.baseline], outputs=[panel.table, panel.chart, panel.note], **PRIVATE)
     panel.refresh.click(show, inputs=[panel.baseline], outputs=[panel.table, panel.chart, panel.note],

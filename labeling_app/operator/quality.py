@@ -1,7 +1,7 @@
 """Annotation quality on the operator tab: Fleiss' kappa, position bias, tie and both-bad rates, and a
 table of each annotator's accuracy on control pairs and agreement with the majority, each with its
 count and 95% Wilson interval, beside the current reward model's CrowdBT estimates of their reliability η
-and left-side bias. Values come from `rlhf_core.loop.dashboard.annotation_quality`."""
+and left-side bias. Values come from `rlhf_core.service.dashboard.annotation_quality`."""
 
 from __future__ import annotations
 

@@ -3,7 +3,7 @@ accuracy, KL to the reference and to the base, and the reward-length correlation
 pairs of each round by the method that selected them, charts of the round metrics across versions,
 and per-step training curves of one training job (from `training_logs`; PPO/GRPO or DPO curves).
 
-Values come from `rlhf_core.loop.dashboard.rounds_table`, `storage.pair_selection_counts` and
+Values come from `rlhf_core.service.dashboard.rounds_table`, `storage.pair_selection_counts` and
 `storage.training_logs`. A line needs two
 points, so a chart is shown once two versions (or steps) have a value; until then a sentence says why.
 """
@@ -18,7 +18,7 @@ import gradio as gr
 import pandas as pd
 
 from labeling_app.operator.common import DASH, fmt_num, fmt_pct, is_number
-from rlhf_core.loop.worker import training_kinds
+from rlhf_core.registry import POLICY_ALGORITHMS, Chart, training_kinds
 from storage import Database, Job, list_jobs, pair_selection_counts, training_logs
 
 ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/token to base", "KL/seq.",
@@ -31,19 +31,22 @@ VERSION_CHARTS = (("rm_heldout_accuracy", "RM held-out accuracy", "accuracy", ".
                   ("entropy", "entropy per token", "nats / token", None),
                   ("response_length", "response length", "tokens", "~f"),
                   ("human_win_rate", "human win rate vs base", "win rate", ".0%"))
-# (phase, training_logs key, chart title, y axis title, y axis d3 format); the x axis is the step of that phase.
-STEP_CHARTS = (("policy", "reward_mean", "policy: mean reward", "reward", None),
-               ("policy", "kl_per_token", "policy: KL per token", "nats / token", None),
-               ("policy", "response_length", "policy: response length", "tokens", "~f"),
-               ("reward", "loss", "reward model: loss", "Bradley-Terry loss", None),
-               ("policy", "dpo_loss", "DPO: loss", "DPO loss", None),
-               ("policy", "reward_margin", "DPO: implicit reward margin", "β·log-ratio margin", None),
-               ("policy", "reward_accuracy", "DPO: implicit reward accuracy", "accuracy", ".0%"),
-               ("policy", "heldout_kl_per_token", "DPO: held-out KL per token", "nats / token", None),
-               ("sft", "train_nll", "SFT: NLL per answer token", "nats / token", None),
-               ("sft", "heldout_nll", "SFT: held-out NLL per answer token (each epoch)", "nats / token", None))
-# Policy curves only DPO logs; the other policy curves are PPO/GRPO's (a chart of the other kind stays hidden).
-DPO_STEP_KEYS = {"dpo_loss", "reward_margin", "reward_accuracy", "heldout_kl_per_token"}
+# The per-step curves: the reward model's loss, then each policy algorithm's charts (the algorithm table's), as
+# (phase, chart); the x axis is the step of that phase.
+REWARD_CHARTS = (("reward", Chart("loss", "reward model: loss", "Bradley-Terry loss")),)
+
+
+def step_charts() -> list[tuple[str, Chart]]:
+    """Every (phase, chart) the training curves can show, each once (PPO and GRPO share theirs)."""
+    charts, seen = list(REWARD_CHARTS), {("reward", "loss")}
+    for algorithm in POLICY_ALGORITHMS.values():
+        for chart in algorithm.charts:
+            if (algorithm.phase, chart.key) not in seen:
+                seen.add((algorithm.phase, chart.key))
+                charts.append((algorithm.phase, chart))
+    return charts
+
+
 CHARTS_PER_ROW = 4
 NOMINAL_STEPS = 25  # up to this many steps, one labelled tick per step (no "1.5" between steps)
 NO_ROUNDS = ("No rounds yet: policy v0 is the base model. Once annotators have judged some pairs, start a round "
@@ -126,7 +129,7 @@ def _line(frame: pd.DataFrame) -> gr.LinePlot:
 
 def rounds_values(rounds: list[dict[str, Any]], gate_note: str | None = None) -> list[Any]:
     """Values for the table, note and version charts (`RoundsSection.outputs` minus the curves); `gate_note`
-    (`rlhf_core.loop.dashboard.policy_gate_note`) leads the note when the last round kept the policy."""
+    (`rlhf_core.service.dashboard.policy_gate_note`) leads the note when the last round kept the policy."""
     frames = [version_frame(rounds, key, title) for key, title, _, _ in VERSION_CHARTS]
     trained = sum(r["version"] > 0 for r in rounds)
     if trained == 0:
@@ -174,20 +177,22 @@ def job_label(job: Job) -> str:
 
 def chart_expected(phase: str, key: str, logs: list[dict[str, Any]], algo: str | None) -> bool:
     """Whether a job should have a curve for (phase, key): its rows of that phase carry the key, or, before
-    that phase has logged anything, the key belongs to the job's algorithm (PPO/GRPO or DPO)."""
+    that phase has logged anything, the chart is one of the job's algorithm's (the algorithm table's)."""
     rows = [r for r in logs if r["phase"] == phase]
     if rows:
         return any(key in r for r in rows)
-    if phase == "sft" or algo == "sft":  # an SFT job logs SFT steps only; a round, only with loop.sft_first
-        return phase == "sft" and algo == "sft"
-    if phase != "policy" or algo is None:
+    spec = POLICY_ALGORITHMS.get(algo) if algo else None
+    # An algorithm outside rounds (SFT) logs its own phase only; its phase is logged by it (or a round's first stage).
+    if (spec is not None and not spec.in_rounds) or phase not in ("policy", "reward"):
+        return spec is not None and phase == spec.phase and any(c.key == key for c in spec.charts)
+    if phase != "policy" or spec is None:
         return True
-    return (key in DPO_STEP_KEYS) == (algo == "dpo")
+    return any(c.key == key for c in spec.charts)
 
 
 def step_frame(logs: list[dict[str, Any]], phase: str, key: str, title: str) -> pd.DataFrame:
-    # Policy and SFT steps are logged from 0, reward-model steps from 1; show all counting from 1.
-    offset = 1 if phase in ("policy", "sft") else 0
+    # Policy-algorithm steps are logged from 0, reward-model steps from 1; show all counting from 1.
+    offset = 0 if phase == "reward" else 1
     points = [(int(r["step"]) + offset, float(r[key])) for r in logs if r["phase"] == phase and is_number(r.get(key))]
     if len(points) <= NOMINAL_STEPS:
         points = [(str(step), value) for step, value in points]
@@ -203,12 +208,13 @@ def curve_values(db: Database, selected: int | None) -> list[Any]:
     job_id = selected if selected in ids else (ids[0] if ids else None)
     dropdown = gr.Dropdown(choices=choices, value=job_id, visible=bool(jobs))
     if job_id is None:
-        return [dropdown, *(gr.LinePlot(visible=False) for _ in STEP_CHARTS), NO_TRAINING_JOBS]
+        return [dropdown, *(gr.LinePlot(visible=False) for _ in step_charts()), NO_TRAINING_JOBS]
     logs = training_logs(db, job_id=job_id)
     algo = job_algo(next(j for j in jobs if j.id == job_id))
-    frames = [step_frame(logs, phase, key, title) for phase, key, title, _, _ in STEP_CHARTS]
-    waiting = [spec[2] for spec, frame in zip(STEP_CHARTS, frames, strict=True)
-               if len(frame) < 2 and chart_expected(spec[0], spec[1], logs, algo)]
+    charts = step_charts()
+    frames = [step_frame(logs, phase, chart.key, chart.title) for phase, chart in charts]
+    waiting = [chart.title for (phase, chart), frame in zip(charts, frames, strict=True)
+               if len(frame) < 2 and chart_expected(phase, chart.key, logs, algo)]
     if not logs:
         note = f"Job #{job_id} has logged no training steps yet (each phase logs its steps when it finishes)."
     elif waiting:
@@ -236,12 +242,13 @@ def build_rounds_section() -> RoundsSection:
     gr.Markdown("#### Training curves")
     job = gr.Dropdown(label="Training job", choices=[], interactive=True, elem_id="curve-job", visible=False)
     step_plots = []
-    for start in range(0, len(STEP_CHARTS), CHARTS_PER_ROW):
+    charts = step_charts()
+    for start in range(0, len(charts), CHARTS_PER_ROW):
         with gr.Row(equal_height=True):
-            for phase, key, title, y_title, y_format in STEP_CHARTS[start:start + CHARTS_PER_ROW]:
-                step_plots.append(gr.LinePlot(x="step", y=title, title=title, y_title=y_title,
-                                              y_axis_format=y_format, height=200, visible=False,
-                                              elem_id=f"curve-{phase}-{key}"))
+            for phase, chart in charts[start:start + CHARTS_PER_ROW]:
+                step_plots.append(gr.LinePlot(x="step", y=chart.title, title=chart.title, y_title=chart.y_title,
+                                              y_axis_format=chart.y_format, height=200, visible=False,
+                                              elem_id=f"curve-{phase}-{chart.key}"))
     step_note = gr.Markdown(elem_id="curves-note")
     return RoundsSection(table=table, note=note, version_plots=version_plots, job=job, step_plots=step_plots,
                          step_note=step_note, selection=selection, selection_note=selection_note)

@@ -11,16 +11,11 @@ from dataclasses import dataclass
 import gradio as gr
 
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext, fmt_num
+from rlhf_core.loop.job_rules import NO_DEMONSTRATIONS as NONE_YET
+from rlhf_core.service.actor import ActionRefused
+from rlhf_core.service.jobs import start_sft
 from rlhf_core.training.sft import latest_sft_version
-from storage import Database, Job, active_job, demonstration_counts, enqueue_job
-
-NONE_YET = ("No demonstrations yet. Let annotators write them on the labeling page (`labeling.demonstrations = "
-            "\"optional\"` or `\"every_n\"` in rlhf.toml, then restart `rlhf serve`) or import a file: "
-            "`rlhf demos import FILE` (TRL's SFT formats).")
-
-
-class SFTRefused(ValueError):
-    """SFT cannot start now; the message says why and what to do."""
+from storage import Database, demonstration_counts
 
 
 @dataclass
@@ -49,16 +44,6 @@ def sft_summary(db: Database, mode: str) -> str:
             f"(epoch {m.get('best_epoch', '—')} kept).")
 
 
-def start_sft(db: Database, requested_by: str) -> Job:
-    """Queue a `train_sft` job; refused without demonstrations or while one is queued or running."""
-    if demonstration_counts(db)["demonstrations"] == 0:
-        raise SFTRefused(NONE_YET)
-    pending = active_job(db, "train_sft")
-    if pending is not None:
-        raise SFTRefused(f"SFT is already under way: job #{pending.id} ({pending.status}).")
-    return enqueue_job(db, "train_sft", {"algo": "sft", "trigger": "operator", "requested_by": requested_by})
-
-
 def build_sft_panel() -> SFTPanel:
     with gr.Accordion("Supervised fine-tuning (stage 1)", open=False, elem_id="sft") as panel:
         summary = gr.Markdown(elem_id="sft-summary")
@@ -77,10 +62,9 @@ def wire_sft_panel(ctx: OperatorContext, panel: SFTPanel) -> None:
     def start(request: gr.Request) -> tuple[str, str]:
         with ctx.checked(request) as user:
             try:
-                job = start_sft(ctx.db, user.username)
-            except SFTRefused as exc:
+                job = start_sft(ctx.ws, ctx.db, ctx.actor(user, request))
+            except ActionRefused as exc:
                 return "**Not started:** " + str(exc), sft_summary(ctx.db, mode)
-            ctx.audit(user, request, "start_sft", job=job.id)
             return (f"Queued SFT job **#{job.id}**: it fine-tunes the current policy on every demonstration and "
                     "makes the next policy version. Progress under Live status.", sft_summary(ctx.db, mode))
 

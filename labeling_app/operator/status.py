@@ -1,5 +1,5 @@
 """Live status on the operator tab: pool counts, versions, the running job with its progress, recent
-jobs, and judgments per annotator and per day. Values come from `rlhf_core.loop.dashboard.live_status`."""
+jobs, and judgments per annotator and per day. Values come from `rlhf_core.service.dashboard.live_status`."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from typing import Any
 import gradio as gr
 
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
-from rlhf_core.loop.playground import MAX_TRY_TOKENS, VersionChoiceError, version_choices
+from rlhf_core.service.playground import MAX_TRY_TOKENS, VersionChoiceError, version_choices
 
 NO_MODEL = ("No model is attached to this server (it runs without a sampler), so nothing can be generated "
             "here: run `rlhf generate --version N --compare M \"PROMPT\"` on a machine with the workspace.")
@@ -62,7 +62,7 @@ def build_try_it(ctx: OperatorContext) -> TryIt:
                  max_new_tokens=max_new_tokens, generate=generate, answer_a=answer_a, answer_b=answer_b, note=note)
 
 
-def _label(response: Any) -> str:  # noqa: ANN401 - rlhf_core.loop.playground.TriedResponse
+def _label(response: Any) -> str:  # noqa: ANN401 - rlhf_core.service.playground.TriedResponse
     cut = ", cut off" if response.finish_reason == "length" else ""
     return f"v{response.version} answers ({response.tokens} tokens{cut})"
 

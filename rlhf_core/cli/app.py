@@ -1,6 +1,9 @@
-"""The typer app, its command groups and the options every command shares (`--workspace`, `--db`).
+"""The typer app and what every command shares: the `--workspace`/`--db` options, the `--algo` option (a round
+algorithm of the registry), the shell user as the actor of audited actions, and logging to the workspace.
 
-Command modules (`project`, `loop`, `data`) import `app` from here and register on it.
+Command modules import `app` from here and register on it. Plugins named in `$RLHF_PLUGINS` (comma-separated
+modules that register their own entries: algorithms, golds, ...) are imported first, so the commands' choices
+and help see their kinds.
 """
 
 from __future__ import annotations
@@ -10,11 +13,10 @@ from typing import Annotated
 
 import typer
 
+from rlhf_core.registry import load_plugins, round_algorithms, spoken_list
+
+load_plugins()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="rlhf-loop: an online human-feedback loop.")
-prompts_app = typer.Typer(no_args_is_help=True, help="Manage prompts.")
-user_app = typer.Typer(no_args_is_help=True, help="Manage annotator and operator accounts.")
-app.add_typer(prompts_app, name="prompts")
-app.add_typer(user_app, name="user")
 
 WorkspaceOpt = Annotated[
     Path | None,
@@ -36,14 +38,22 @@ def open_db(workspace: Path | None, db: str | None):  # noqa: ANN201
     return ws, database
 
 
-def cli_actor() -> str:
-    """Who an audit row names for a shell command: `cli:<login name>`."""
-    import getpass
+def shell():  # noqa: ANN201 - rlhf_core.service.actor.Actor, imported when a command runs
+    """The actor of a shell command's audited actions: `cli:<login name>`."""
+    from rlhf_core.service.actor import Actor
 
-    try:
-        return f"cli:{getpass.getuser()}"
-    except (KeyError, OSError):
-        return "cli"
+    return Actor.shell()
+
+
+def _round_algorithm(value: str | None) -> str | None:
+    if value is not None and value not in round_algorithms():
+        raise typer.BadParameter(f"must be {spoken_list(round_algorithms())}")
+    return value
+
+
+AlgoOpt = Annotated[str | None, typer.Option(
+    "--algo", callback=_round_algorithm,
+    help=f"{spoken_list(round_algorithms())} (default: policy.algo in rlhf.toml)")]
 
 
 VerboseOpt = Annotated[bool, typer.Option(

@@ -14,7 +14,7 @@ HEAVY_ERRORS = (
     ("rlhf_core.models.loading", "ModelLoadError"),
     ("rlhf_core.training.reward_data", "NotEnoughJudgmentsError"),
     ("rlhf_core.training.sft", "NoDemonstrationsError"),
-    ("rlhf_core.loop.playground", "VersionChoiceError"),
+    ("rlhf_core.service.playground", "VersionChoiceError"),
     ("rlhf_core.model_export.request", "ModelExportError"),
 )
 
@@ -37,9 +37,12 @@ def light_user_errors() -> tuple[type[BaseException], ...]:
                                          JudgmentError, UserError, JobError]
     from rlhf_core.data.export import ExportError
     from rlhf_core.data.leaderboard import LeaderboardError
-    from rlhf_core.loop.gold import GoldPreferenceError
-    from rlhf_core.loop.simulate import SimulationError
+    from rlhf_core.registry import PluginError, UnknownKind
+    from rlhf_core.service.actor import ActionRefused
+    from rlhf_core.simulator.gold import GoldPreferenceError
+    from rlhf_core.simulator.simulate import SimulationError
 
-    errors += [ExportError, GoldPreferenceError, SimulationError, LeaderboardError]
+    errors += [ExportError, GoldPreferenceError, SimulationError, LeaderboardError, ActionRefused, UnknownKind,
+               PluginError]
     return tuple(errors)
 

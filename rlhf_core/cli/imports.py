@@ -1,45 +1,77 @@
-"""`rlhf pairs import`, `rlhf preferences import` and `rlhf leaderboard`: data from outside the loop (pairs of
-other systems' responses to judge, prior judgments from existing preference datasets) and the arena-style
-ranking of the systems that judged pairs name."""
+"""`rlhf <kind> import FILE` for every import kind of `rlhf_core.registry.IMPORT_KINDS` (prompts, controls, pairs,
+preferences, demos): each reads JSONL, CSV or a datasets directory through the one reader, goes through the
+action service (`rlhf_core.service.imports`, the operator page's path) and prints its one-sentence outcome. A bad
+record refuses the whole file with one line naming the file, the line and the fix."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, cli_actor, open_db
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db, shell
+from rlhf_core.registry import IMPORT_KINDS, PREFERENCE_FORMATS
 
-pairs_app = typer.Typer(no_args_is_help=True, help="Pairs of responses written outside the loop, judged like ours.")
-preferences_app = typer.Typer(no_args_is_help=True, help="Prior judgments from existing preference datasets.")
-app.add_typer(pairs_app, name="pairs")
-app.add_typer(preferences_app, name="preferences")
+
+def _group(kind: str, help: str) -> typer.Typer:
+    group = typer.Typer(no_args_is_help=True, help=help)
+    app.add_typer(group, name=IMPORT_KINDS[kind].command)
+    return group
+
+
+def _run(kind: str, file: Path, workspace: Path | None, db: str | None, **options: Any) -> None:
+    from rlhf_core.service.imports import import_file
+
+    ws, database = open_db(workspace, db)
+    typer.echo(import_file(ws, database, kind, file, shell(), **options).summary)
+
+
+def _file_help(kind: str) -> str:
+    return f"JSONL, CSV or a datasets directory: {IMPORT_KINDS[kind].schema.describe()}"
+
+
+NameOpt = Annotated[str | None, typer.Option("--name", help="Source recorded with them (default: the file's name)")]
+
+prompts_app = _group("prompts", "Manage prompts.")
+controls_app = _group("controls", "Control pairs: known answers that measure annotators.")
+pairs_app = _group("pairs", "Pairs of responses written outside the loop, judged like ours.")
+preferences_app = _group("preferences", "Prior judgments from existing preference datasets.")
+demos_app = _group("demonstrations", "Demonstrations: good answers for supervised fine-tuning.")
+
+
+@prompts_app.command("import")
+def prompts_import(
+    file: Annotated[Path, typer.Argument(help=_file_help("prompts"))],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    split: Annotated[str, typer.Option(help="train or eval")] = "train",
+) -> None:
+    """Import prompts in one transaction; duplicates are skipped and counted."""
+    if split not in ("train", "eval"):
+        raise typer.BadParameter("must be train or eval", param_hint="--split")
+    _run("prompts", file, workspace, db, source=file.name, split=split)
+
+
+@controls_app.command("import")
+def controls_import(
+    file: Annotated[Path, typer.Argument(help=_file_help("controls") + " (a, b, tie or both_bad)")],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Import control pairs in one transaction: a bad line refuses the whole file; repeats are skipped."""
+    _run("controls", file, workspace, db)
 
 
 @pairs_app.command("import")
 def pairs_import(
-    file: Annotated[Path, typer.Argument(help="JSONL, CSV or a datasets dir: prompt (or messages), response_a, "
-                                              "response_b; optional system_a, system_b, metadata")],
+    file: Annotated[Path, typer.Argument(help=_file_help("pairs"))],
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
-    name: Annotated[str | None, typer.Option("--name", help="Source recorded with the pairs (default: the "
-                                                            "file's name)")] = None,
+    name: NameOpt = None,
 ) -> None:
     """Import pairs to be judged like sampled ones (k judgments each); a bad record refuses the whole file."""
-    from rlhf_core.data.pair_files import import_name, import_pair_file
-    from storage import open_pair_count, record_audit
-
-    ws, database = open_db(workspace, db)
-    k = ws.config.labeling.judgments_per_pair
-    result = import_pair_file(database, file, source=name, judgments_wanted=k,
-                              max_prompt_chars=ws.config.labeling.max_prompt_chars)
-    source = import_name(name, file)
-    record_audit(database, cli_actor(), "pairs_import", source=source, added=result.added,
-                 duplicates=result.duplicates)
-    typer.echo(f"Imported {result.added} pairs as '{source}' ({result.duplicates} duplicates skipped), "
-               f"{k} judgment(s) wanted each; {open_pair_count(database)} pairs open in all.")
+    _run("pairs", file, workspace, db, source=name)
 
 
 @preferences_app.command("import")
@@ -48,47 +80,23 @@ def preferences_import(
                                               "preference form, or HH-style chosen/rejected transcripts")],
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
-    name: Annotated[str | None, typer.Option("--name", help="Source recorded with the judgments (default: the "
-                                                            "file's name)")] = None,
+    name: NameOpt = None,
     weight: Annotated[float, typer.Option(help="Weight of each judgment relative to a human one (times "
                                                "reward.prior_weight)")] = 1.0,
-    fmt: Annotated[str, typer.Option("--format", help="auto, standard, conversational or hh")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=f"auto (each record's form), {', '.join(PREFERENCE_FORMATS)}"
+                                   )] = "auto",
 ) -> None:
     """Import prior judgments: used by reward-model training, never shown to annotators."""
-    from rlhf_core.data.pair_files import import_name
-    from rlhf_core.data.preference_files import import_preference_file
-    from storage import prior_counts, record_audit
-
-    ws, database = open_db(workspace, db)
-    result = import_preference_file(database, file, source=name, weight=weight, fmt=fmt,
-                                    max_prompt_chars=ws.config.labeling.max_prompt_chars)
-    source = import_name(name, file)
-    record_audit(database, cli_actor(), "preferences_import", source=source, weight=weight, added=result.added,
-                 duplicates=result.duplicates)
-    total = sum(prior_counts(database).values())
-    typer.echo(f"Imported {result.added} prior judgments as '{source}' with weight {weight:g} "
-               f"({result.duplicates} duplicates skipped); {total} in all, used by reward-model training at "
-               f"reward.prior_weight = {ws.config.reward.prior_weight:g}.")
+    _run("preferences", file, workspace, db, source=name, weight=weight, format=fmt)
 
 
-@app.command()
-def leaderboard(
+@demos_app.command("import")
+def demos_import(
+    file: Annotated[Path, typer.Argument(help="JSONL, CSV or a datasets directory in TRL's SFT formats: messages "
+                                              "(ending with the answer), or prompt + completion")],
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
-    baseline: Annotated[str | None, typer.Option(help="System the ratings and win rates are measured against "
-                                                      "(default: v0, the base model, else the most judged)")] = None,
-    rounds: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals")] = 200,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+    name: NameOpt = None,
 ) -> None:
-    """Rank the systems that judged pairs name (imported systems, policy versions v0, v1, ...), arena-style."""
-    from rlhf_core.data.leaderboard import format_leaderboard, system_leaderboard
-
-    if rounds < 1:
-        raise typer.BadParameter("must be at least 1", param_hint="--rounds")
-    _, database = open_db(workspace, db)
-    board = system_leaderboard(database, baseline=baseline, rounds=rounds)
-    if as_json:
-        typer.echo(json.dumps(board.as_dict(), indent=2))
-        return
-    for line in format_leaderboard(board):
-        typer.echo(line)
+    """Import demonstrations in one transaction: a bad record refuses the whole file; repeats are skipped."""
+    _run("demonstrations", file, workspace, db, source=name)

@@ -9,13 +9,13 @@ import typer
 # Importing a command module registers its commands, in the order `rlhf --help` lists them.
 # isort: off
 from rlhf_core.cli import project  # noqa: F401
-from rlhf_core.cli import loop  # noqa: F401
-from rlhf_core.cli import serve  # noqa: F401
-from rlhf_core.cli import data  # noqa: F401
-from rlhf_core.cli import models  # noqa: F401
-from rlhf_core.cli import controls  # noqa: F401
 from rlhf_core.cli import imports  # noqa: F401
-from rlhf_core.cli import accounts  # noqa: F401
+from rlhf_core.cli import users  # noqa: F401
+from rlhf_core.cli import jobs  # noqa: F401
+from rlhf_core.cli import serve  # noqa: F401
+from rlhf_core.cli import exports  # noqa: F401
+from rlhf_core.cli import simulation  # noqa: F401
+from rlhf_core.cli import models  # noqa: F401
 from rlhf_core.cli import quickstart  # noqa: F401
 # isort: on
 from rlhf_core.cli.app import app

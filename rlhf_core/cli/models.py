@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, cli_actor, open_db
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db, shell
 
 
 @app.command("export-model")
@@ -36,7 +36,7 @@ def export_model(
 
     typer.echo(f"Exporting {what} v{found.id} ({'reward model' if what == 'reward' else fmt}) ...")
     result = export_model(ws, database, out, what=what, fmt=fmt, version=version, overwrite=overwrite,
-                          actor=cli_actor())
+                          actor=shell().name)
     typer.echo(f"Wrote {what} v{result.version} to {result.path} in {result.seconds:.1f} s ({result.weights}).")
     typer.echo(f"Model card: {result.path / 'README.md'}")
 
@@ -68,7 +68,7 @@ def generate(
 ) -> None:
     """Print what a policy version answers to a prompt (and, with --compare, another version beside it)."""
     from rlhf_core.data.prompt_files import read_prompt_file
-    from rlhf_core.loop.playground import prompt_conversation, resolve_versions, try_versions, version_label
+    from rlhf_core.service.playground import prompt_conversation, resolve_versions, try_versions, version_label
 
     if (prompt is None) == (file is None):
         raise typer.BadParameter("give a PROMPT or --file F (one of them)")

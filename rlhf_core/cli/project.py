@@ -1,17 +1,14 @@
-"""`rlhf` commands for the project itself: init, status, prompts, adding and listing user accounts."""
+"""`rlhf` commands for the project itself: init, status and the systems leaderboard."""
 
 from __future__ import annotations
 
-import getpass
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db, prompts_app, user_app
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db
 
 
 @app.command()
@@ -112,65 +109,24 @@ def _quality_line(q: dict | None) -> str:
     return line
 
 
-@prompts_app.command("import")
-def prompts_import(
-    file: Annotated[Path, typer.Argument(help="JSONL ({'prompt'} or {'messages'}), CSV, or a datasets dir")],
+@app.command()
+def leaderboard(
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
-    split: Annotated[str, typer.Option(help="train or eval")] = "train",
+    baseline: Annotated[str | None, typer.Option(help="System the ratings and win rates are measured against "
+                                                      "(default: v0, the base model, else the most judged)")] = None,
+    rounds: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Import prompts in one transaction; duplicates are skipped and counted."""
-    from rlhf_core.data.prompt_files import read_prompt_file
-    from storage import add_prompts
+    """Rank the systems that judged pairs name (imported systems, policy versions v0, v1, ...), arena-style."""
+    from rlhf_core.data.leaderboard import format_leaderboard, system_leaderboard
 
-    if split not in ("train", "eval"):
-        raise typer.BadParameter("must be train or eval", param_hint="--split")
-    ws, database = open_db(workspace, db)
-    conversations = read_prompt_file(file, max_prompt_chars=ws.config.labeling.max_prompt_chars)
-    result = add_prompts(database, conversations, split=split, source=file.name)
-    typer.echo(f"Imported {result.added} prompts into split '{split}' ({result.duplicates} duplicates skipped).")
-
-
-def _read_password(password: str | None) -> str:
-    if password:
-        return password
-    if os.environ.get("RLHF_PASSWORD"):
-        return os.environ["RLHF_PASSWORD"]
-    if not sys.stdin.isatty():
-        raise typer.BadParameter("give --password or set RLHF_PASSWORD (no terminal to ask on)")
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Repeat password: "):
-        raise typer.BadParameter("passwords do not match")
-    return first
-
-
-@user_app.command("add")
-def user_add(
-    name: str,
-    workspace: WorkspaceOpt = None,
-    db: DbOpt = None,
-    role: Annotated[str, typer.Option(help="annotator or operator")] = "annotator",
-    password: Annotated[str | None, typer.Option(help="Password (else $RLHF_PASSWORD, else asked)")] = None,
-) -> None:
-    """Add an account."""
-    from rlhf_core.cli.app import cli_actor
-    from storage import create_annotator, record_audit
-
-    ws, database = open_db(workspace, db)
-    user = create_annotator(database, name, _read_password(password), role,
-                            min_password_length=ws.config.auth.min_password_length)
-    record_audit(database, cli_actor(), "user_add", user=user.username, role=user.role)
-    typer.echo(f"Added {user.role} {user.username!r}.")
-
-
-@user_app.command("list")
-def user_list(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
-    """List accounts."""
-    from storage import list_annotators, status_counts
-
+    if rounds < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--rounds")
     _, database = open_db(workspace, db)
-    counts = status_counts(database)["judgments_per_annotator"]
-    typer.echo(f"{'name':<24}{'role':<12}{'active':<8}judgments")
-    for u in list_annotators(database):
-        typer.echo(f"{u.username:<24}{u.role:<12}{'yes' if u.active else 'no':<8}{counts.get(u.username, 0)}")
-
+    board = system_leaderboard(database, baseline=baseline, rounds=rounds)
+    if as_json:
+        typer.echo(json.dumps(board.as_dict(), indent=2))
+        return
+    for line in format_leaderboard(board):
+        typer.echo(line)

@@ -77,7 +77,7 @@ def quickstart(
     route_logs(root, "quickstart", verbose)  # libraries log to <root>/logs/quickstart.log, not the console
     from rlhf_core.cli.serve import run_server
     from rlhf_core.config import dump_config
-    from rlhf_core.loop.demo import demo_prompt_files
+    from rlhf_core.simulator.demo import demo_prompt_files
     from rlhf_core.workspace import init_workspace, open_workspace
 
     ws, created = init_workspace(root, new_profile="auto")

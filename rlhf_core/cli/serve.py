@@ -148,8 +148,8 @@ def run_server(ws: Workspace, database: Database, db: str | None, *, host: str, 
     Logging goes where the caller routed it (`route_logs`); `verbose` passes to the worker."""
     from labeling_app import AppServices
     from labeling_app import serve as serve_app
-    from rlhf_core.loop.playground import Playground
     from rlhf_core.loop.sampling import PoolTopper
+    from rlhf_core.service.playground import Playground
 
     topper = PoolTopper(ws, database)
     playground = Playground(ws, database, topper.model)  # "Try it" borrows the sampler's model

@@ -1,7 +1,7 @@
 """Typed project configuration, read once from `rlhf.toml` and passed down explicitly: the sections
 as dataclasses with working defaults (`sections`), their checks (`validation`), reading, writing and
 overriding a file (`files`), and the cpu/gpu sizing profiles (`profiles`). Imports nothing else of the
-project, so every layer may read it.
+project but the tables of kinds (`rlhf_core.registry`), so every layer may read it.
 """
 
 from rlhf_core.config.files import apply_overrides, dump_config, load_config
@@ -9,7 +9,6 @@ from rlhf_core.config.profiles import PROFILES, apply_profile, profile_config, r
 from rlhf_core.config.sections import (
     ANNOTATOR_MODELS,
     DEMONSTRATION_MODES,
-    POLICY_ALGORITHMS,
     REWARD_POOLINGS,
     TRUNCATED_ADVICE,
     AuthConfig,

@@ -9,7 +9,6 @@ class ConfigError(ValueError):
     """`rlhf.toml` is malformed; the message names the file and the key."""
 
 
-POLICY_ALGORITHMS = ("ppo", "grpo", "dpo")
 # `labeling.demonstrations`: whether (and how often) the labeling page offers "Write a better answer".
 DEMONSTRATION_MODES = ("off", "optional", "every_n")
 
@@ -144,7 +143,7 @@ class RewardConfig:
 
 @dataclass
 class PolicyConfig:
-    algo: str = "grpo"  # ppo | grpo | dpo (online iterative DPO on the round's judged pairs)
+    algo: str = "grpo"  # a round algorithm of rlhf_core.registry.POLICY_ALGORITHMS: ppo, grpo, dpo, ...
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.0

@@ -8,7 +8,6 @@ from pathlib import Path
 from rlhf_core.config.sections import (
     ANNOTATOR_MODELS,
     DEMONSTRATION_MODES,
-    POLICY_ALGORITHMS,
     REWARD_POOLINGS,
     TRUNCATED_ADVICE,
     AuthConfig,
@@ -18,6 +17,7 @@ from rlhf_core.config.sections import (
     LoggingConfig,
     PolicyConfig,
 )
+from rlhf_core.registry import round_algorithms, spoken_list
 
 
 def validate(config: Config, where: Path | str = "config") -> None:
@@ -29,8 +29,8 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: model.precision must be auto, bf16 or fp32")
     if config.model.activation_checkpointing not in ("auto", "on", "off"):
         raise ConfigError(f"{where}: model.activation_checkpointing must be auto, on or off")
-    if config.policy.algo not in POLICY_ALGORITHMS:
-        raise ConfigError(f"{where}: policy.algo must be ppo, grpo or dpo")
+    if config.policy.algo not in round_algorithms():
+        raise ConfigError(f"{where}: policy.algo must be {spoken_list(round_algorithms())}")
     if config.sampling.per_prompt < 2:
         raise ConfigError(f"{where}: sampling.per_prompt must be at least 2 to form pairs")
     if config.labeling.judgments_per_pair < 1:

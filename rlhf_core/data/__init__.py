@@ -1,8 +1,8 @@
-"""Data in and out of a project: reading prompt files (JSONL, CSV, a `datasets` directory) with
-errors that name the line (`prompt_files`, with the strict checks of `file_checks`), importing
-control pairs (`control_files`), each annotator's control accuracy and agreement and who falls below
-the minimum (`annotator_quality`), exporting judged pairs as TRL-ready preference datasets with a
-dataset card (`export`), demonstrations in and out in TRL's SFT formats (`demonstration_files`), and the
-built-in prompt sets shipped as JSONL files in this folder
-(`demo_prompts.jsonl`, `demo_eval_prompts.jsonl`). Needs no model.
+"""Data in and out of a project, no model needed. In: the one reader of import files (`records`: JSONL, CSV
+or a `datasets` directory, checked strictly by `file_checks`) and each import kind's parser and importer
+(`prompt_files`, `control_files`, `pair_files`, `preference_files`, `demonstration_files`; the kinds are the
+registry's). Out: judged pairs as TRL-ready preference datasets (`export`, with its dataset card `export_card`)
+and demonstrations in TRL's SFT format (`demonstration_files`). Views over the judgments: each annotator's
+control accuracy and agreement (`annotator_quality`) and the arena-style systems leaderboard (`leaderboard`).
+The built-in prompt sets ship as JSONL files in this folder (`demo_prompts.jsonl`, `demo_eval_prompts.jsonl`).
 """

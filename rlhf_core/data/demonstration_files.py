@@ -16,65 +16,27 @@ which is the loss `rlhf train-sft` uses).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.data.export import FORMATS, ExportError, held_out_prompt_ids, render_prompt_text
-from rlhf_core.data.file_checks import InputFileError, check_text, iter_lines, read_csv_rows
+from rlhf_core.config import Config
+from rlhf_core.data.export import FORMATS, ExportError, check_out, held_out_prompt_ids, render_prompt_text, write_splits
+from rlhf_core.data.file_checks import InputFileError, check_text
 from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS, PromptFileError, parse_conversation
+from rlhf_core.data.records import ExportOutcome, ImportOutcome, parse_file
+from rlhf_core.registry import IMPORT_KINDS
 from storage import (
     MAX_DEMONSTRATION_CHARS,
     Database,
-    DemonstrationImportResult,
     DemonstrationSpec,
     add_demonstrations,
+    demonstration_counts,
     demonstration_rows,
     utcnow,
 )
 
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 SHAPES = "'messages' (ending with the assistant's answer), or 'prompt' and 'completion'"
-
-
-def _records(path: Path) -> Iterator[tuple[str, Any]]:
-    """(where, record) of every record; `where` is "FILE:LINE" or "DIR: SPLIT row N"."""
-    if path.is_dir():
-        import datasets
-
-        try:
-            ds = datasets.load_from_disk(str(path))
-        except Exception as exc:  # noqa: BLE001 - datasets raises several types here
-            raise InputFileError(f"{path}: not a directory saved by datasets.save_to_disk ({exc})") from None
-        splits = ds.items() if isinstance(ds, datasets.DatasetDict) else [("", ds)]
-        for split, table in splits:
-            for i, row in enumerate(table):
-                yield f"{path}: {split + ' ' if split else ''}row {i}", dict(row)
-    elif path.suffix.lower() in JSONL_SUFFIXES:
-        for number, line in iter_lines(path):
-            try:
-                yield f"{path}:{number}", json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputFileError(f"{path}:{number}: not valid JSON ({exc.msg}); write one JSON object per "
-                                     "line") from None
-    elif path.suffix.lower() == ".csv":
-        rows = read_csv_rows(path, required=())
-        if rows and "messages" not in rows[0][1] and not {"prompt", "completion"} <= set(rows[0][1]):
-            raise InputFileError(f"{path}:1: a CSV file needs the columns 'prompt' and 'completion' (or "
-                                 f"'messages', as JSON); found: {', '.join(rows[0][1])}")
-        for number, row in rows:
-            record: dict[str, Any] = {k: v for k, v in row.items() if k != "messages" or v.strip()}
-            if "messages" in record:
-                try:
-                    record["messages"] = json.loads(record["messages"])
-                except json.JSONDecodeError as exc:
-                    raise InputFileError(f"{path}:{number}: the messages cell is not valid JSON ({exc.msg})") from None
-            yield f"{path}:{number}", record
-    else:
-        raise InputFileError(f"{path}: unknown format {path.suffix or '(no extension)'}; use .jsonl, .csv or a "
-                             "datasets directory")
 
 
 def _prompt(record: dict[str, Any], where: str, max_prompt_chars: int) -> list[dict[str, str]]:
@@ -123,27 +85,25 @@ def demonstration_from_record(record: Any, where: str, *, max_prompt_chars: int 
 
 def read_demonstration_file(path: Path | str, *, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS
                             ) -> list[DemonstrationSpec]:
-    """Every demonstration of a JSONL or CSV file or a `datasets` directory; InputFileError (one line: file,
-    line, fix) for the first bad record, so nothing is written."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file or directory")
-    try:
-        specs = [demonstration_from_record(record, where, max_prompt_chars=max_prompt_chars)
-                 for where, record in _records(path)]
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if not specs:
-        raise InputFileError(f"{path}: no demonstrations found")
-    return specs
+    """Every demonstration of a JSONL or CSV file or a `datasets` directory (every split); InputFileError (one
+    line: file, line, fix) for the first bad record, so nothing is written."""
+    return parse_file(path, IMPORT_KINDS["demonstrations"].schema,
+                      lambda record, where: demonstration_from_record(record, where, max_prompt_chars=max_prompt_chars),
+                      what="demonstrations")
 
 
-def import_demonstration_file(db: Database, path: Path | str, *, imported_by: str, name: str | None = None,
-                              max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> DemonstrationImportResult:
-    """Read `path` whole, then store its demonstrations in one transaction (their new prompts join the train
-    split). Demonstrations already stored are counted as duplicates. The source is `name` or the file name."""
-    specs = read_demonstration_file(path, max_prompt_chars=max_prompt_chars)
-    return add_demonstrations(db, specs, source=name or Path(path).name, actor=imported_by)
+def import_demonstration_file(db: Database, path: Path | str, *, config: Config, imported_by: str,
+                              source: str | None, options: dict[str, Any]) -> ImportOutcome:
+    """The demonstrations import kind: read `path` whole, then store its demonstrations in one transaction (their
+    new prompts join the train split). Repeats are counted as duplicates. The source is `source` or the file name."""
+    specs = read_demonstration_file(path, max_prompt_chars=config.labeling.max_prompt_chars)
+    name = source or Path(path).name
+    result = add_demonstrations(db, specs, source=name, actor=imported_by)
+    total = demonstration_counts(db)["demonstrations"]
+    return ImportOutcome(result.added, result.duplicates,
+                         f"Imported {result.added} demonstrations ({result.duplicates} duplicates skipped; "
+                         f"{result.prompts_added} new train prompts); {total} in all. Fine-tune on them: rlhf "
+                         "train-sft", {"source": name, "prompts_added": result.prompts_added})
 
 
 # -- export ------------------------------------------------------------------------------------------------
@@ -208,10 +168,7 @@ def export_demonstrations(db: Database, out: Path, *, fmt: str = "hf", test_frac
         raise ExportError("nothing to export: no demonstrations yet; import some (rlhf demos import FILE) or let "
                           "annotators write them (labeling.demonstrations in rlhf.toml)")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file; every export format writes a directory (train/test splits + README.md)")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ExportError(f"{out} already exists and is not empty; choose a new path or pass --overwrite")
+    check_out(out, overwrite)
     names: dict[str, str] = {}
     for r in rows:
         if r.author is not None:
@@ -220,23 +177,21 @@ def export_demonstrations(db: Database, out: Path, *, fmt: str = "hf", test_frac
     splits = {name: [_row(r, conversational, names.get(r.author)) for r in rows if (r.prompt_id in held_out) == test]
               for name, test in (("train", False), ("test", True))}
     splits = {name: part for name, part in splits.items() if part}
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet"):
-        (out / stale).unlink(missing_ok=True)
-    if fmt == "jsonl":
-        for name, part in splits.items():
-            (out / f"{name}.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in part),
-                                              encoding="utf-8")
-    else:
-        from datasets import Dataset, DatasetDict
-
-        tables = {name: Dataset.from_list(part) for name, part in splits.items()}
-        if fmt == "hf":
-            DatasetDict(tables).save_to_disk(str(out))
-        else:
-            for name, table in tables.items():
-                table.to_parquet(str(out / f"{name}.parquet"))
+    write_splits(out, splits, fmt)
     result = DemonstrationExport(path=out, format=fmt, conversational=conversational, n_rows=len(rows),
                                  n_train=len(splits.get("train", [])), n_test=len(splits.get("test", [])))
     (out / "README.md").write_text(_card(result, test_fraction, anonymize), encoding="utf-8")
     return result
+
+
+def write_demonstration_export(db: Database, out: Path, *, config: Config, fmt: str, options: dict[str, Any]
+                               ) -> ExportOutcome:
+    """The demos export kind (`rlhf export --what demos`): options `test_fraction`, `standard`, `overwrite`,
+    `anonymize`."""
+    options = dict(options)
+    conversational = not options.pop("standard", False)
+    result = export_demonstrations(db, out, fmt=fmt, conversational=conversational, **options)
+    return ExportOutcome(result.path, result.n_rows,
+                         f"Exported {result.n_rows} demonstrations ({result.n_train} train, {result.n_test} test) to "
+                         f"{result.path} as {result.format}: TRL's SFTTrainer trains on the train split as it is.",
+                         {"result": result})

@@ -20,13 +20,17 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from rlhf_core.config import Config
 from rlhf_core.data.annotator_quality import low_accuracy_annotators
 from rlhf_core.data.export_card import dataset_features as _features
 from rlhf_core.data.export_card import render_card
+from rlhf_core.data.records import ExportOutcome
+from rlhf_core.registry import EXPORT_FORMATS
 from storage import STRENGTHS, Database, JudgmentRow, judgment_rows, prior_preference_rows, utcnow
 
-FORMATS = ("hf", "jsonl", "parquet")
+FORMATS = EXPORT_FORMATS
 SKIP_REASONS = ("no_majority", "majority_both_bad", "majority_tie", "below_min_agreement")
 
 
@@ -212,14 +216,33 @@ def _nothing_to_export(n_pairs: int, skipped: dict[str, int], kinds: Sequence[st
                        f"({reasons})" + (f"; {'; '.join(hints)}" if hints else ""))
 
 
-def _prepare_out(out: Path, overwrite: bool) -> None:
+def check_out(out: Path, overwrite: bool) -> None:
+    """ExportError when `out` is a file, or a non-empty directory without `overwrite`."""
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} is a file; every export format writes a directory (train/test splits + README.md)")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ExportError(f"{out} already exists and is not empty; choose a new path or pass --overwrite")
+
+
+def write_splits(out: Path, splits: dict[str, list[dict[str, object]]], fmt: str, features: Any = None) -> None:
+    """Write each split's rows into the directory `out` (made; stale split files of another format removed) as
+    fmt "hf" (`DatasetDict.save_to_disk`), "jsonl" or "parquet" (train.* / test.*), typed by `features` if given."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("train.jsonl", "test.jsonl", "train.parquet", "test.parquet"):
         (out / stale).unlink(missing_ok=True)
+    if fmt == "jsonl":
+        for name, split in splits.items():
+            lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in split)
+            (out / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
+        return
+    from datasets import Dataset, DatasetDict
+
+    tables = {name: Dataset.from_list(split, features=features) for name, split in splits.items()}
+    if fmt == "hf":
+        DatasetDict(tables).save_to_disk(str(out))
+    else:
+        for name, table in tables.items():
+            table.to_parquet(str(out / f"{name}.parquet"))
 
 
 def export_preferences(
@@ -267,8 +290,6 @@ def export_preferences(
     if not kept:
         raise _nothing_to_export(len(verdicts), skipped, kinds, round)
 
-    from datasets import Dataset, DatasetDict
-
     held_out = held_out_prompt_ids([v.prompt_id for v in kept], test_fraction, seed)
     splits: dict[str, list[dict[str, object]]] = {}
     for name, part in (("train", [v for v in kept if v.prompt_id not in held_out]),
@@ -277,19 +298,8 @@ def export_preferences(
             splits[name] = [preference_row(v, conversational=conversational) for v in part]
 
     out = Path(out)
-    _prepare_out(out, overwrite)
-    if fmt == "jsonl":
-        for name, split in splits.items():
-            lines = (json.dumps(row, ensure_ascii=False) + "\n" for row in split)
-            (out / f"{name}.jsonl").write_text("".join(lines), encoding="utf-8")
-    else:
-        features = _features(conversational)
-        tables = {name: Dataset.from_list(split, features=features) for name, split in splits.items()}
-        if fmt == "hf":
-            DatasetDict(tables).save_to_disk(str(out))
-        else:
-            for name, table in tables.items():
-                table.to_parquet(str(out / f"{name}.parquet"))
+    check_out(out, overwrite)
+    write_splits(out, splits, fmt, _features(conversational))
     result = ExportResult(
         path=out, format=fmt, conversational=conversational, n_rows=len(kept),
         n_train=len(splits.get("train", [])), n_test=len(splits.get("test", [])), n_judgments=len(rows),
@@ -301,3 +311,23 @@ def export_preferences(
                        min_annotator_accuracy=min_annotator_accuracy)
     (out / "README.md").write_text(card, encoding="utf-8")
     return result
+
+
+def write_preference_export(db: Database, out: Path, *, config: Config, fmt: str, options: dict[str, Any]
+                            ) -> ExportOutcome:
+    """The preferences export kind (`rlhf export --what preferences`, the operator page's export): options are
+    `export_preferences`' keywords; `min_annotator_accuracy` defaults to reward.min_annotator_accuracy and
+    `standard` (plain-text prompt/chosen/rejected) to False."""
+    options = dict(options)
+    threshold = options.pop("min_annotator_accuracy", None)
+    threshold = config.reward.min_annotator_accuracy if threshold is None else threshold
+    conversational = not options.pop("standard", False)
+    result = export_preferences(db, out, fmt=fmt, conversational=conversational, min_annotator_accuracy=threshold,
+                                **options)
+    skipped = ", ".join(f"{k}: {v}" for k, v in result.skipped.items() if v) or "none"
+    summary = (f"Exported {result.n_rows} pairs ({result.n_train} train, {result.n_test} test) to {result.path} "
+               f"as {result.format}; skipped {skipped}.")
+    if threshold > 0:
+        summary += (f"\n{result.n_low_accuracy_annotators} annotator(s) below control accuracy {threshold:g}: listed "
+                    "in the low_accuracy_annotators column.")
+    return ExportOutcome(result.path, result.n_rows, summary, {"result": result})

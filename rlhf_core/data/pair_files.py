@@ -5,74 +5,27 @@ prompt (`prompt` text, or `messages` as in prompt files), `response_a`, `respons
 `system_a` / `system_b` (the names of the systems that wrote them, for the leaderboard) and `metadata` (a JSON
 object, kept and exported). In CSV, `messages` and `metadata` cells hold JSON. Other fields are ignored.
 
-Reading is all-or-nothing, as for prompt and control files: the first bad record raises `InputFileError` with
-one line naming the file, the line and what to fix, before anything is written (`file_checks` checks the
-encoding, control characters and CSV structure).
+Reading is all-or-nothing, through the one reader `data.records`: the first bad record raises `InputFileError`
+with one line naming the file, the line and what to fix, before anything is written.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.data.file_checks import InputFileError, check_text, iter_lines, read_csv_rows
+from rlhf_core.config import Config
+from rlhf_core.data.file_checks import InputFileError, check_text
 from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS, PromptFileError, parse_conversation
-from storage import MAX_SYSTEM_CHARS, Database, ImportCounts, PairSpec, add_imported_pairs
+from rlhf_core.data.records import ImportOutcome, parse_file
+from rlhf_core.registry import IMPORT_KINDS
+from storage import MAX_SYSTEM_CHARS, Database, PairSpec, add_imported_pairs, open_pair_count
 
 MAX_RESPONSE_CHARS = 20_000
-JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
 # "v0", "v1", ... name the loop's own policy versions on the leaderboard.
 _POLICY_NAME = re.compile(r"v\d+")
-
-
-def records(path: Path, *, csv_required: tuple[str, ...], json_cells: tuple[str, ...] = ()
-            ) -> Iterator[tuple[str, Any]]:
-    """(where, record) of every record of a JSONL file, a CSV file with a header (cells named in
-    `json_cells` are parsed as JSON when not empty) or a `datasets` directory (its "train" split when it is
-    a DatasetDict). `where` is "FILE:LINE" (or "DIR: row N"). InputFileError for what cannot be read."""
-    if path.is_dir():
-        yield from _dataset_records(path)
-    elif path.suffix.lower() in JSONL_SUFFIXES:
-        for number, line in iter_lines(path):
-            where = f"{path}:{number}"
-            try:
-                yield where, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InputFileError(f"{where}: not valid JSON ({exc.msg}); write one JSON object per line") from None
-    elif path.suffix.lower() == ".csv":
-        for number, row in read_csv_rows(path, required=csv_required):
-            where = f"{path}:{number}"
-            record: dict[str, Any] = dict(row)
-            for cell in json_cells:
-                if not record.get(cell, "").strip():
-                    record.pop(cell, None)
-                    continue
-                try:
-                    record[cell] = json.loads(record[cell])
-                except json.JSONDecodeError as exc:
-                    raise InputFileError(f"{where}: the {cell} cell is not valid JSON ({exc.msg})") from None
-            yield where, record
-    else:
-        raise InputFileError(f"{path}: unknown format {path.suffix or '(no extension)'}; use .jsonl, .csv or a "
-                             "datasets directory")
-
-
-def _dataset_records(path: Path) -> Iterator[tuple[str, Any]]:
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as exc:  # noqa: BLE001 - datasets raises several types here
-        raise InputFileError(f"{path}: not a directory saved by datasets.save_to_disk ({exc})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        if "train" not in ds:
-            raise InputFileError(f"{path}: a DatasetDict needs a 'train' split (found: {', '.join(ds)})")
-        ds = ds["train"]
-    for i, row in enumerate(ds):
-        yield f"{path}: row {i}", dict(row)
 
 
 def required_text(record: dict[str, Any], field: str, where: str, max_chars: int) -> str:
@@ -126,27 +79,23 @@ def pair_from_record(record: Any, where: str, *, max_prompt_chars: int = DEFAULT
 
 def read_pair_file(path: Path | str, *, max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> list[PairSpec]:
     """Every pair of a JSONL or CSV file or a datasets directory; InputFileError (one line: file, line, fix)."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file or directory")
-    found = records(path, csv_required=("response_a", "response_b"), json_cells=("messages", "metadata"))
-    try:
-        pairs = [pair_from_record(record, where, max_prompt_chars=max_prompt_chars) for where, record in found]
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if not pairs:
-        raise InputFileError(f"{path}: no pairs found")
-    return pairs
+    return parse_file(path, IMPORT_KINDS["pairs"].schema,
+                      lambda record, where: pair_from_record(record, where, max_prompt_chars=max_prompt_chars),
+                      what="pairs")
 
 
-def import_pair_file(db: Database, path: Path | str, *, source: str | None = None, judgments_wanted: int,
-                     max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> ImportCounts:
-    """Read `path` whole, then store its pairs in one transaction as kind "imported" under `source` (default:
-    the file's name), each wanting `judgments_wanted` judgments (k). Nothing is written when any record is bad;
-    pairs already stored are counted as duplicates."""
-    pairs = read_pair_file(path, max_prompt_chars=max_prompt_chars)
+def import_pair_file(db: Database, path: Path | str, *, config: Config, imported_by: str, source: str | None,
+                     options: dict[str, Any]) -> ImportOutcome:
+    """The pairs import kind: read `path` whole, then store its pairs in one transaction as kind "imported" under
+    `source` (default: the file's name), each wanting `labeling.judgments_per_pair` judgments (k). Nothing is
+    written when any record is bad; pairs already stored are counted as duplicates."""
+    pairs = read_pair_file(path, max_prompt_chars=config.labeling.max_prompt_chars)
     name = import_name(source, path)
-    return add_imported_pairs(db, pairs, source=name, judgments_wanted=judgments_wanted)
+    k = config.labeling.judgments_per_pair
+    result = add_imported_pairs(db, pairs, source=name, judgments_wanted=k)
+    return ImportOutcome(result.added, result.duplicates,
+                         f"Imported {result.added} pairs as '{name}' ({result.duplicates} duplicates skipped), "
+                         f"{k} judgment(s) wanted each; {open_pair_count(db)} pairs open in all.", {"source": name})
 
 
 def import_name(source: str | None, path: Path | str) -> str:

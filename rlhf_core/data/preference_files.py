@@ -1,8 +1,8 @@
 """Existing preference datasets for `rlhf preferences import`: each record becomes a prior judgment
 ("under this prompt, `chosen` was preferred to `rejected`"), stored with its source and weight, never served.
 
-The formats are registered in PREFERENCE_FORMATS (one entry and one parser each); `--format auto` (the default)
-picks, per record, the first whose fields it has:
+The formats are registered in `rlhf_core.registry.PREFERENCE_FORMATS` (one entry there, one parser here
+each); `--format auto` (the default) picks, per record, the first whose fields it has:
 - "conversational" (TRL's conversational form): `chosen` and `rejected` are lists of chat messages. With a
   `prompt` (a message list) each is one assistant message; without one (TRL's implicit prompt) they are
   whole conversations whose shared beginning is the prompt and which differ in one last assistant message;
@@ -11,7 +11,7 @@ picks, per record, the first whose fields it has:
   ("\\n\\nHuman: ... \\n\\nAssistant: ..."); the conversation before the last "Assistant:" turn, which both
   must share, is the prompt.
 JSONL, CSV (message lists as JSON cells) or a `datasets.save_to_disk` directory, read all-or-nothing like
-every import file (`pair_files.records`, `file_checks`): the first bad record refuses the whole file with one
+every import file (the one reader `data.records`): the first bad record refuses the whole file with one
 line naming the file, the line and what to fix.
 """
 
@@ -19,25 +19,16 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rlhf_core.config import Config
 from rlhf_core.data.file_checks import InputFileError, check_text
-from rlhf_core.data.pair_files import MAX_RESPONSE_CHARS, conversation, import_name, records, required_text
+from rlhf_core.data.pair_files import MAX_RESPONSE_CHARS, conversation, import_name, required_text
 from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS, ROLES
-from storage import Database, ImportCounts, PriorSpec, add_prior_preferences
-
-
-@dataclass(frozen=True)
-class PreferenceFormat:
-    """One import format: which records it reads (`matches`) and how (`parse`: record, where, max prompt
-    characters -> PriorSpec, InputFileError naming `where` otherwise)."""
-
-    description: str
-    matches: Callable[[dict[str, Any]], bool]
-    parse: Callable[[dict[str, Any], str, int], PriorSpec]
+from rlhf_core.data.records import ImportOutcome, parse_file
+from rlhf_core.registry import IMPORT_KINDS, PREFERENCE_FORMATS, resolve
+from storage import Database, PriorSpec, add_prior_preferences, prior_counts
 
 
 def _distinct(spec: PriorSpec, where: str) -> PriorSpec:
@@ -50,7 +41,7 @@ def _distinct(spec: PriorSpec, where: str) -> PriorSpec:
 # ----------------------------------------------------------------------------- TRL standard
 
 
-def _parse_standard(record: dict[str, Any], where: str, max_prompt_chars: int) -> PriorSpec:
+def parse_standard(record: dict[str, Any], where: str, max_prompt_chars: int) -> PriorSpec:
     messages = conversation({"prompt": required_text(record, "prompt", where, max_prompt_chars)}, where,
                             max_prompt_chars)
     chosen, rejected = (required_text(record, f, where, MAX_RESPONSE_CHARS) for f in ("chosen", "rejected"))
@@ -82,7 +73,7 @@ def _answer(completion: list[dict[str, str]], where: str, field: str) -> str:
     return check_text(text, where, field=field, max_chars=MAX_RESPONSE_CHARS)
 
 
-def _parse_conversational(record: dict[str, Any], where: str, max_prompt_chars: int) -> PriorSpec:
+def parse_conversational(record: dict[str, Any], where: str, max_prompt_chars: int) -> PriorSpec:
     chosen, rejected = (_messages(record.get(f), where, f) for f in ("chosen", "rejected"))
     if record.get("prompt") is not None:
         prompt = _messages(record["prompt"], where, "prompt")
@@ -118,7 +109,7 @@ def _hh_turns(text: str, where: str, field: str) -> list[tuple[str, str]]:
     return turns
 
 
-def _parse_hh(record: dict[str, Any], where: str, max_prompt_chars: int) -> PriorSpec:
+def parse_hh(record: dict[str, Any], where: str, max_prompt_chars: int) -> PriorSpec:
     chosen, rejected = (_hh_turns(required_text(record, f, where, max_prompt_chars + MAX_RESPONSE_CHARS), where, f)
                         for f in ("chosen", "rejected"))
     if chosen[:-1] != rejected[:-1]:
@@ -136,14 +127,16 @@ def _is_list(record: dict[str, Any], *fields: str) -> bool:
     return any(isinstance(record.get(f), list) for f in fields)
 
 
-PREFERENCE_FORMATS: dict[str, PreferenceFormat] = {
-    "conversational": PreferenceFormat("TRL conversational: chosen/rejected message lists (prompt optional)",
-                                       lambda r: _is_list(r, "chosen", "rejected", "prompt"), _parse_conversational),
-    "standard": PreferenceFormat("TRL standard: prompt, chosen, rejected strings",
-                                 lambda r: "prompt" in r, _parse_standard),
-    "hh": PreferenceFormat("Anthropic HH: chosen/rejected full transcripts, shared beginning = prompt",
-                           lambda r: "prompt" not in r, _parse_hh),
-}
+def is_conversational(record: dict[str, Any]) -> bool:
+    return _is_list(record, "chosen", "rejected", "prompt")
+
+
+def is_standard(record: dict[str, Any]) -> bool:
+    return "prompt" in record
+
+
+def is_hh(record: dict[str, Any]) -> bool:
+    return "prompt" not in record
 
 
 def prior_from_record(record: Any, where: str, *, fmt: str = "auto",
@@ -155,8 +148,8 @@ def prior_from_record(record: Any, where: str, *, fmt: str = "auto",
         if record.get(field) is None:
             raise InputFileError(f"{where}: no '{field}' field (found: {', '.join(record) or 'none'})")
     if fmt == "auto":
-        fmt = next(name for name, f in PREFERENCE_FORMATS.items() if f.matches(record))
-    return PREFERENCE_FORMATS[fmt].parse(record, where, max_prompt_chars)
+        fmt = next(name for name, f in PREFERENCE_FORMATS.items() if resolve(f.matches)(record))
+    return resolve(PREFERENCE_FORMATS[fmt].parse)(record, where, max_prompt_chars)
 
 
 def read_preference_file(path: Path | str, *, fmt: str = "auto",
@@ -165,18 +158,11 @@ def read_preference_file(path: Path | str, *, fmt: str = "auto",
     path = Path(path).expanduser()
     if fmt != "auto" and fmt not in PREFERENCE_FORMATS:
         raise InputFileError(f"{path}: unknown format {fmt!r}; use auto, {', '.join(PREFERENCE_FORMATS)}")
-    if not path.exists():
-        raise InputFileError(f"{path}: no such file or directory")
-    found = records(path, csv_required=("chosen", "rejected"))
     is_csv = path.is_file() and path.suffix.lower() == ".csv"
-    try:
-        specs = [prior_from_record(_csv_lists(r) if is_csv else r, where, fmt=fmt, max_prompt_chars=max_prompt_chars)
-                 for where, r in found]
-    except OSError as exc:
-        raise InputFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if not specs:
-        raise InputFileError(f"{path}: no preferences found")
-    return specs
+    return parse_file(path, IMPORT_KINDS["preferences"].schema,
+                      lambda r, where: prior_from_record(_csv_lists(r) if is_csv else r, where, fmt=fmt,
+                                                         max_prompt_chars=max_prompt_chars),
+                      what="preferences")
 
 
 def _csv_lists(record: dict[str, Any]) -> dict[str, Any]:
@@ -195,11 +181,21 @@ def _csv_lists(record: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def import_preference_file(db: Database, path: Path | str, *, source: str | None = None, weight: float = 1.0,
-                           fmt: str = "auto", max_prompt_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> ImportCounts:
-    """Read `path` whole, then store its prior judgments in one transaction under `source` (default: the file's
-    name) with `weight`; nothing is written when any record is bad; repeats are counted, not added."""
-    if not weight >= 0 or weight == float("inf"):
+def import_preference_file(db: Database, path: Path | str, *, config: Config, imported_by: str,
+                           source: str | None, options: dict[str, Any]) -> ImportOutcome:
+    """The preferences import kind: read `path` whole (format `options["format"]`, default auto), then store its
+    prior judgments in one transaction under `source` (default: the file's name) with `options["weight"]`
+    (default 1); nothing is written when any record is bad; repeats are counted, not added."""
+    weight = options.get("weight", 1.0)
+    if not isinstance(weight, int | float) or not weight >= 0 or weight == float("inf"):
         raise InputFileError(f"{path}: --weight must be a finite number >= 0, not {weight}")
-    specs = read_preference_file(path, fmt=fmt, max_prompt_chars=max_prompt_chars)
-    return add_prior_preferences(db, specs, source=import_name(source, path), weight=weight)
+    specs = read_preference_file(path, fmt=options.get("format") or "auto",
+                                 max_prompt_chars=config.labeling.max_prompt_chars)
+    name = import_name(source, path)
+    result = add_prior_preferences(db, specs, source=name, weight=weight)
+    total = sum(prior_counts(db).values())
+    return ImportOutcome(result.added, result.duplicates,
+                         f"Imported {result.added} prior judgments as '{name}' with weight {weight:g} "
+                         f"({result.duplicates} duplicates skipped); {total} in all, used by reward-model training "
+                         f"at reward.prior_weight = {config.reward.prior_weight:g}.",
+                         {"source": name, "weight": weight})

@@ -1,4 +1,6 @@
-"""Read prompt files (JSONL, CSV, or a `datasets.save_to_disk` directory) into chat conversations.
+"""Prompts in: prompt files (JSONL, CSV, or a `datasets.save_to_disk` directory, through the one reader
+`data.records`) into chat conversations, and the chat messages of one record (`parse_conversation`, which
+every import kind uses for its prompt).
 
 Parsing is all-or-nothing: the first bad record raises `PromptFileError` naming the file, the
 line (or row) and the reason, before anything is written to the database. Files are read strictly
@@ -9,18 +11,21 @@ characters, no CSV with an unclosed quote or a ragged row, no prompt over
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.config import LabelingConfig
-from rlhf_core.data.file_checks import InputFileError, check_text, iter_lines, read_csv_rows
+from rlhf_core.config import Config, LabelingConfig
+from rlhf_core.data.file_checks import InputFileError, check_text
+from rlhf_core.data.records import ImportOutcome, parse_file
+from rlhf_core.registry import IMPORT_KINDS
+from storage import Database, add_prompts
 
 ROLES = ("system", "user", "assistant")
+SPLITS = ("train", "eval")
 DEFAULT_MAX_PROMPT_CHARS = LabelingConfig().max_prompt_chars
 
 
-class PromptFileError(ValueError):
+class PromptFileError(InputFileError):
     """A prompt file that cannot be imported; the message says where and why."""
 
 
@@ -66,56 +71,28 @@ def _checked(value: str, where: str, field: str) -> str:
         raise PromptFileError(str(exc)) from None
 
 
-def _read_jsonl(path: Path, max_chars: int) -> list[list[dict[str, str]]]:
-    conversations = []
-    for lineno, line in iter_lines(path):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PromptFileError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        conversations.append(parse_conversation(record, f"{path}:{lineno}", max_chars=max_chars))
-    return conversations
-
-
-def _read_csv(path: Path, max_chars: int) -> list[list[dict[str, str]]]:
-    # Line numbers are where each row starts, counting the header as line 1, as an editor shows them.
-    return [parse_conversation({"prompt": row["prompt"]}, f"{path}:{line}", max_chars=max_chars)
-            for line, row in read_csv_rows(path, ("prompt",))]
-
-
-def _read_dataset_dir(path: Path, max_chars: int) -> list[list[dict[str, str]]]:
-    import datasets
-
-    try:
-        ds = datasets.load_from_disk(str(path))
-    except Exception as exc:  # noqa: BLE001 - datasets raises several types here
-        raise PromptFileError(f"{path}: not a directory saved by datasets.save_to_disk ({exc})") from None
-    if isinstance(ds, datasets.DatasetDict):
-        if "train" not in ds:
-            raise PromptFileError(f"{path}: a DatasetDict needs a 'train' split (found: {', '.join(ds)})")
-        ds = ds["train"]
-    return [parse_conversation(dict(row), f"{path}: row {i}", max_chars=max_chars) for i, row in enumerate(ds)]
-
-
 def read_prompt_file(path: Path | str, *, max_prompt_chars: int) -> list[list[dict[str, str]]]:
     """Conversations (lists of `{"role", "content"}`) from a prompt file; raises PromptFileError.
     `max_prompt_chars` is `labeling.max_prompt_chars` of the workspace's config."""
-    path = Path(path).expanduser()
-    if not path.exists():
-        raise PromptFileError(f"{path}: no such file or directory")
     try:
-        if path.is_dir():
-            conversations = _read_dataset_dir(path, max_prompt_chars)
-        elif path.suffix.lower() in (".jsonl", ".json", ".ndjson"):
-            conversations = _read_jsonl(path, max_prompt_chars)
-        elif path.suffix.lower() == ".csv":
-            conversations = _read_csv(path, max_prompt_chars)
-        else:
-            raise PromptFileError(f"{path}: unknown format (use .jsonl, .csv or a datasets directory)")
+        return parse_file(path, IMPORT_KINDS["prompts"].schema,
+                          lambda record, where: parse_conversation(record, where, max_chars=max_prompt_chars),
+                          what="prompts")
+    except PromptFileError:
+        raise
     except InputFileError as exc:  # not UTF-8, malformed CSV: already one line naming file and line
         raise PromptFileError(str(exc)) from None
-    except OSError as exc:
-        raise PromptFileError(f"{path}: cannot read it ({exc.strerror or exc})") from None
-    if not conversations:
-        raise PromptFileError(f"{path}: no prompts found")
-    return conversations
+
+
+def import_prompt_file(db: Database, path: Path | str, *, config: Config, imported_by: str, source: str | None,
+                       options: dict[str, Any]) -> ImportOutcome:
+    """The prompts import kind: every prompt of `path` into split `options["split"]` (train or eval), in one
+    transaction; repeats are skipped and counted."""
+    split = options.get("split") or "train"
+    if split not in SPLITS:
+        raise PromptFileError(f"the split must be {' or '.join(SPLITS)}, not {split!r}")
+    conversations = read_prompt_file(path, max_prompt_chars=config.labeling.max_prompt_chars)
+    result = add_prompts(db, conversations, split=split, source=source or Path(path).name)
+    return ImportOutcome(result.added, result.duplicates,
+                         f"Imported {result.added} prompts into split '{split}' ({result.duplicates} duplicates "
+                         "skipped).", {"split": split})

@@ -1,6 +1,6 @@
-"""The online loop around training: sampling pairs from the current policy (`sampling`), one round
-of reward model -> policy -> next pairs (`rounds`), the job worker (`worker`), policy-vs-base
-evaluation (`evaluation`), gold preferences, simulated annotators and their kinds (`gold`, `simulate`, `crowd`), the
-end-to-end demo (`demo`) and the numbers the operator page shows (`dashboard`). It orchestrates
-`training`, `models` and `data` and stores everything through `storage`.
+"""The online loop around training: sampling pairs from the current policy (`sampling`, with the pair selection
+of `pair_selection`), one round of reward model -> policy -> next pairs (`rounds`), policy-vs-base evaluation
+batches (`evaluation`), and the job worker (`worker`) with what it does for each job kind (`jobs`) and when a job
+request is refused (`job_rules`). It orchestrates `training`, `models` and `data` and stores everything through
+`storage`.
 """

@@ -16,11 +16,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
+from rlhf_core.loop.job_rules import refuse_round
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.registry import JOB_KINDS, resolve, training_kinds
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import Workspace
@@ -41,96 +41,6 @@ from storage import (
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
-
-
-# -- the job kinds: one table the worker, the CLI and the operator page read (STYLE.md 12) ----------------
-# Each runner takes (worker, job, params, on_progress) and returns the job's metrics; it imports its service
-# when called, so a worker that never trains never loads the training code.
-def _run_sample(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
-    from rlhf_core.loop.sampling import sample_pairs
-
-    result = sample_pairs(w.ws, w.db, w.stack, n_pairs=params.get("pairs"), progress=w.progress,
-                          on_progress=on_progress)
-    return {"pairs": result.pairs, "samples": result.samples, "policy_version": result.policy_version}
-
-
-def _run_train_rm(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
-    from rlhf_core.training.reward_service import run_reward_training
-
-    rm = run_reward_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress,
-                             dp=w.dp)
-    return {"reward_model_version": rm.id, "heldout_accuracy": rm.heldout_accuracy}
-
-
-def _run_train_policy(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
-    from rlhf_core.training.policy import run_policy_training
-
-    pv = run_policy_training(w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress,
-                             on_progress=on_progress, dp=w.dp)
-    return {"policy_version": pv.id}
-
-
-def _run_round(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
-    from rlhf_core.loop.rounds import run_round
-
-    return run_round(w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress,
-                     on_progress=on_progress, dp=w.dp).metrics
-
-
-def _run_eval_batch(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
-    from rlhf_core.loop.evaluation import create_eval_batch
-
-    batch = create_eval_batch(w.ws, w.db, w.stack, n_prompts=params.get("prompts", 32), progress=w.progress)
-    return {"policy_version": batch.policy_version, "pairs": len(batch.pair_ids)}
-
-
-def _run_train_sft(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
-    from rlhf_core.training.sft import run_sft_training
-
-    pv = run_sft_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress)
-    metrics = json.loads(pv.metrics_json)
-    return {"policy_version": pv.id, **{k: metrics.get(k) for k in ("heldout_nll_before", "heldout_nll", "best_epoch")}}
-
-
-def _follow_train_rm(w: Worker, params: dict[str, Any]) -> None:
-    from rlhf_core.training.reward_service import run_reward_training
-
-    run_reward_training(w.ws, w.db, w.stack, progress=False, dp=w.dp)
-
-
-def _follow_policy(w: Worker, params: dict[str, Any], *, train_reward: bool) -> None:
-    from rlhf_core.loop.rounds import follow_round
-
-    follow_round(w.ws, w.db, w.stack, algo=params.get("algo"), dp=w.dp, train_reward=train_reward)
-
-
-@dataclass(frozen=True)
-class JobKind:
-    """How the worker runs one kind of job. `trains`: training jobs run one at a time across all workers
-    (storage's TRAINING_KINDS lists the same kinds, since storage imports nothing of rlhf_core). `follow`:
-    a data-parallel non-main process's share (None: the main process does all of it, the others wait)."""
-
-    run: Callable[[Worker, Job, dict[str, Any], ProgressFn], dict[str, Any]]
-    trains: bool
-    description: str
-    follow: Callable[[Worker, dict[str, Any]], None] | None = None
-
-
-JOB_KINDS: dict[str, JobKind] = {
-    "sample": JobKind(_run_sample, False, "sample pairs from the current policy"),
-    "train_rm": JobKind(_run_train_rm, True, "train the reward model", _follow_train_rm),
-    "train_policy": JobKind(_run_train_policy, True, "update the policy (PPO, GRPO or DPO)",
-                            partial(_follow_policy, train_reward=False)),
-    "round": JobKind(_run_round, True, "a round: reward model, policy update, next pairs",
-                     partial(_follow_policy, train_reward=True)),
-    "eval_batch": JobKind(_run_eval_batch, False, "policy-vs-base pairs on eval prompts"),
-    "train_sft": JobKind(_run_train_sft, True, "supervised fine-tuning on the demonstrations (stage 1)"),
-}
-
-
-def training_kinds() -> tuple[str, ...]:
-    """The job kinds that train (and log per-step metrics), in the table's order."""
-    return tuple(kind for kind, spec in JOB_KINDS.items() if spec.trains)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -186,7 +96,10 @@ class Worker:
         every = self.ws.config.loop.auto_round_every
         if every <= 0 or judgments_since_last_round(self.db) < every:
             return None
-        return enqueue_job(self.db, "round", {"trigger": "auto", "algo": self.ws.config.policy.algo})
+        params = {"trigger": "auto", "algo": self.ws.config.policy.algo}
+        if refuse_round(self.ws, self.db, params) is not None:  # the rules a person's request meets
+            return None
+        return enqueue_job(self.db, "round", params)
 
     # -- running jobs ------------------------------------------------------------------
     def run_once(self) -> Job | None:
@@ -195,7 +108,7 @@ class Worker:
             return self._run_once_distributed()
         self.recover()
         self.maybe_start_round()
-        job = claim_next_job(self.db, self.worker_id)
+        job = claim_next_job(self.db, self.worker_id, training_kinds=training_kinds())
         if job is None:
             return None
         self.execute(job)
@@ -208,7 +121,7 @@ class Worker:
         if self.dp.is_main:
             self.recover()
             self.maybe_start_round()
-            job = claim_next_job(self.db, self.worker_id)
+            job = claim_next_job(self.db, self.worker_id, training_kinds=training_kinds())
         job_id = self.dp.broadcast(None if job is None else job.id)
         if job_id is None:
             return None
@@ -225,7 +138,7 @@ class Worker:
         spec = JOB_KINDS.get(job.kind)
         try:
             if spec is not None and spec.follow is not None:
-                spec.follow(self, json.loads(job.params_json))
+                resolve(spec.follow)(self, json.loads(job.params_json))
         except ValueError:  # missing data (too few judgments, no prompts): the main process records the error
             pass
 
@@ -276,7 +189,4 @@ class Worker:
             heartbeat_job(self.db, job_id)
 
     def _dispatch(self, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
-        spec = JOB_KINDS.get(job.kind)
-        if spec is None:
-            raise ValueError(f"unknown job kind {job.kind!r} (known: {', '.join(JOB_KINDS)})")
-        return spec.run(self, job, params, on_progress)
+        return resolve(JOB_KINDS.require(job.kind).run)(self, job, params, on_progress)

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf_core.loop.dashboard import rounds_table
 from rlhf_core.model_export.card import (
     DEFAULT_BASE_HUB_ID,
     MERGED_USAGE,
@@ -38,6 +37,7 @@ from rlhf_core.model_export.writers import (
 )
 from rlhf_core.models.loading import DEFAULT_MODEL, pick_device, resolve_model_dir
 from rlhf_core.models.stack import LoraSettings
+from rlhf_core.service.dashboard import rounds_table
 from rlhf_core.training.workspace_stack import use_4bit
 from rlhf_core.workspace import Workspace
 from storage import (

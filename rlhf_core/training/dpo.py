@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -51,6 +51,9 @@ from rlhf_core.training.rollout import (
 )
 from rlhf_core.training.run_log import PolicyTrainResult, finite, show, summarize
 from storage import Database, PolicyVersion, judgment_rows
+
+if TYPE_CHECKING:
+    from rlhf_core.training.policy import PolicyUpdate
 
 # Per-step DPO metrics the round summary reports as their mean over the last quarter of the steps.
 DPO_SUMMARY_KEYS = ("dpo_loss", "reward_accuracy", "reward_margin", "chosen_reward", "rejected_reward", "logp_chosen",
@@ -85,6 +88,17 @@ def dpo_examples(db: Database, current: PolicyVersion, cfg: PolicyConfig, *, min
             f"(round {current.round}; {stats['ties_excluded']} ties and {stats['both_bad_excluded']} both-bad "
             "left out). Judge this round's pairs first, or set policy.dpo_past_rounds or policy.dpo_rm_pairs")
     return DPOExamples(examples, stats)
+
+
+def train_round(update: PolicyUpdate) -> PolicyTrainResult:
+    """DPO's trainer (`rlhf_core.registry.POLICY_ALGORITHMS["dpo"]`): one round on the judged pairs sampled
+    from the current version (`dpo_examples`) plus reward-ranked pairs, as `train_dpo` describes."""
+    config = update.ws.config
+    examples = dpo_examples(update.db, update.current, update.cfg,
+                            min_annotator_accuracy=config.reward.min_annotator_accuracy)
+    return train_dpo(update.stack, examples, update.prompts, update.score_fn, update.cfg,
+                     max_length=config.reward.max_length, on_step=update.on_step, on_progress=update.on_progress,
+                     progress=update.progress, dp=update.dp)
 
 
 def reward_ranked_pairs(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn,

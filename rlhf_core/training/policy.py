@@ -1,6 +1,7 @@
-"""Policy updates: the PPO/GRPO training loop (`train_policy`) and the service that trains the next
-policy version from the workspace's current policy and reward model (`run_policy_training`), with
-PPO, GRPO or online DPO (`training.dpo`).
+"""Policy updates: the rollout training loop of PPO, GRPO and any other algorithm that rolls out, scores
+and updates (`train_policy`), and the service that trains the next policy version from the workspace's
+current policy and reward model (`run_policy_training`) with the algorithm's trainer from the table
+`rlhf_core.registry.POLICY_ALGORITHMS` (online DPO: `training.dpo`).
 
 The policy adapter continues from the current version; the KL reference is `policy.reference` (the
 base by default; "previous" makes the KL budget a trust region per round, and the KL to the base is
@@ -14,7 +15,7 @@ import json
 import random
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,11 @@ import torch
 from tqdm.auto import tqdm
 
 from rlhf_core.algorithms.kl_control import adaptive_kl_beta
-from rlhf_core.config import POLICY_ALGORITHMS, PolicyConfig
+from rlhf_core.config import Config, PolicyConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.registry import POLICY_ALGORITHMS, PolicyAlgorithm, resolve, round_algorithm
 from rlhf_core.training.distributed import DataParallel
-from rlhf_core.training.dpo import dpo_examples, train_dpo
-from rlhf_core.training.grpo import grpo_update
-from rlhf_core.training.ppo import fresh_critic, make_optimizer, ppo_update, rollout_values
+from rlhf_core.training.ppo import fresh_critic, make_optimizer, rollout_values
 from rlhf_core.training.rollout import (
     ScoreFn,
     gather_rollout,
@@ -51,8 +51,31 @@ from storage import (
     prompt_messages,
 )
 
-ALGORITHMS = POLICY_ALGORITHMS
-RL_ALGORITHMS = ("ppo", "grpo")  # rollout -> score -> update; DPO trains on preference pairs instead
+
+@dataclass
+class PolicyUpdate:
+    """What an algorithm's trainer gets for one round (`PolicyAlgorithm.trainer`): the stack with the current
+    policy, its critic and the reference set up, the train prompts, the round's settings, and the reward
+    model's score function (None without a reward model)."""
+
+    ws: Workspace
+    db: Database
+    stack: ModelStack
+    algorithm: PolicyAlgorithm
+    current: PolicyVersion
+    prompts: list[list[dict[str, str]]]
+    cfg: PolicyConfig  # this round's: its seed, starting KL coefficient and KL budget share applied
+    score_fn: ScoreFn | None
+    on_step: Callable[[dict[str, Any]], None]
+    on_progress: Callable[[float, str], None] | None
+    progress: bool
+    dp: DataParallel
+
+
+def train_with_rollouts(update: PolicyUpdate) -> PolicyTrainResult:
+    """The trainer of rollout algorithms (PPO, GRPO): `train_policy` with the entry's update."""
+    return train_policy(update.stack, update.prompts, update.score_fn, update.cfg, algo=update.algorithm.name,
+                        on_step=update.on_step, progress=update.progress, dp=update.dp)
 
 
 def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn, cfg: PolicyConfig, *,
@@ -60,7 +83,8 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
                  progress: bool = True, max_grad_norm: float = 1.0, dp: DataParallel | None = None
                  ) -> PolicyTrainResult:
     """`cfg.steps` iterations of: sample `cfg.prompts_per_step` prompts (seeded) -> roll out the policy
-    (`cfg.group_size` samples per prompt for GRPO, one for PPO) -> score -> PPO or GRPO update.
+    (`cfg.group_size` samples per prompt for group-sampling algorithms such as GRPO, one for PPO) -> score ->
+    the algorithm's update (`PolicyAlgorithm.update`; a critic's values where it trains the `value` adapter).
 
     prompts: chat conversations; score_fn: a rollout -> [B] scores. Trains the stack's `policy`
     adapter in place (and `value` for PPO); the adapters are frozen again on return. The KL
@@ -70,10 +94,10 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     scores and measures its share of the step's prompts; the shares are gathered and every process
     makes the same update (`grpo_update` / `ppo_update`).
     """
-    algo = algo or cfg.algo
+    spec = POLICY_ALGORITHMS.require(algo or cfg.algo, lambda a: a.uses_rollouts and a.update is not None,
+                                     what="policy algorithm for rollouts")
+    algo, critic = spec.name, "value" in spec.adapters
     dp = dp or DataParallel(single=True)
-    if algo not in RL_ALGORITHMS:
-        raise ValueError(f"unknown policy algorithm {algo!r} for rollouts; expected one of {', '.join(RL_ALGORITHMS)}")
     if not prompts:
         raise ValueError("no prompts to train the policy on")
     per_step = min(cfg.prompts_per_step, len(prompts))
@@ -86,9 +110,9 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     # torch's global generator).
     order = torch.Generator().manual_seed(cfg.seed)
     sampling = dp.sampling_generator(stack.device, cfg.seed)
-    samples_per_prompt = cfg.group_size if algo == "grpo" else 1
-    optimizer = make_optimizer(stack, ("policy", "value") if algo == "ppo" else ("policy",), cfg)
-    update = ppo_update if algo == "ppo" else grpo_update
+    samples_per_prompt = cfg.group_size if spec.group_sampling else 1
+    optimizer = make_optimizer(stack, spec.adapters, cfg)
+    update = resolve(spec.update)
     beta = cfg.kl_beta
     pad = stack.tokenizer.pad_token_id
 
@@ -107,7 +131,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
             if scores.shape != (rollout.size,):
                 raise ValueError(f"the score function returned shape {tuple(scores.shape)}; expected "
                                  f"({rollout.size},), one score per response")
-            values = rollout_values(stack, rollout, cfg.minibatch_size) if algo == "ppo" else None
+            values = rollout_values(stack, rollout, cfg.minibatch_size) if critic else None
             rollout, logprobs, scores, values = gather_rollout(dp, rollout, logprobs, scores, values, pad)
             metrics = rollout_metrics(rollout, logprobs, scores)
             kl = metrics["kl_k3_per_token"]
@@ -117,7 +141,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
                     bar.write(f"policy KL to the reference {kl:.4f} nats/token exceeds "
                               f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
             else:
-                extra = {"values": values} if algo == "ppo" else {}
+                extra = {"values": values} if critic else {}
                 metrics = update(stack, rollout, scores, replace(cfg, kl_beta=beta), optimizer, logprobs=logprobs,
                                  max_grad_norm=max_grad_norm, dp=dp, generator=order, **extra)
             seconds = time.perf_counter() - t0
@@ -184,48 +208,56 @@ def kl_budget_share(cfg: PolicyConfig, round_number: int) -> dict[str, float]:
     return {**out, "target_kl": share} if cfg.kl_control == "adaptive" else out
 
 
+def needs_reward_model(spec: PolicyAlgorithm, config: Config) -> bool:
+    """Whether a round with `spec` scores with the reward model: always, or when its `reward_model_with`
+    setting ("section.key") is above 0 (DPO's policy.dpo_rm_pairs)."""
+    if spec.needs_reward_model:
+        return True
+    if not spec.reward_model_with:
+        return False
+    section, _, key = spec.reward_model_with.partition(".")
+    return getattr(getattr(config, section), key) > 0
+
+
 def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None,
                         job_id: int | None = None, progress: bool = True,
                         on_progress: Callable[[float, str], None] | None = None,
                         dp: DataParallel | None = None) -> PolicyVersion | None:
-    """Train the next policy version and record it: PPO/GRPO against the current reward model, or DPO
-    on the judged pairs sampled from the current version (plus reward-model-ranked pairs, if configured).
+    """Train the next policy version with `algo` (default `policy.algo`; an entry of the algorithm table whose
+    trainer makes one round's update) and record it: PPO/GRPO against the current reward model, DPO on the
+    judged pairs sampled from the current version, and so on.
 
     Continues the current policy adapter on the workspace's train-split prompts, saves it under
     `adapter_dir(ws, "policy", current.id + 1)` and only then adds the PolicyVersion row (with the
     summary metrics) and the per-step training logs (phase "policy", also to TensorBoard when
-    `logging.report_to` says so). With `dp`, every process trains its share (`train_policy`,
-    `train_dpo`); only the main one logs, saves and records (the others return None).
+    `logging.report_to` says so). With `dp`, every process trains its share; only the main one logs,
+    saves and records (the others return None).
     """
     dp = dp or DataParallel(single=True)
     cfg = ws.config.policy
-    algo = algo or cfg.algo
-    if algo not in ALGORITHMS:
-        raise ValueError(f"unknown policy algorithm {algo!r}; expected one of {', '.join(ALGORITHMS)}")
+    spec = round_algorithm(algo or cfg.algo)
+    algo = spec.name
     has_rm = current_reward_model(db) is not None
-    if not has_rm and (algo in RL_ALGORITHMS or cfg.dpo_rm_pairs > 0):
-        why = "" if algo in RL_ALGORITHMS else " (policy.dpo_rm_pairs ranks samples with it)"
+    if not has_rm and needs_reward_model(spec, ws.config):
+        why = "" if spec.needs_reward_model else f" ({spec.reward_model_with} ranks samples with it)"
         raise ValueError(f"no reward model yet{why}: train a reward model first (rlhf train-rm)")
     prompts = [prompt_messages(p) for p in list_prompts(db, split="train")]
     if not prompts:
         raise ValueError("no train-split prompts: import some first (rlhf prompts import FILE --split train)")
 
     current = current_policy(db)
-    # Read before any model work, so a round without data fails at once with what to do.
-    examples = (dpo_examples(db, current, cfg, min_annotator_accuracy=ws.config.reward.min_annotator_accuracy)
-                if algo == "dpo" else None)
     activate_policy(stack, db, current.id)
     if has_rm:
         activate_reward_model(stack, db)
     _activate_value(stack, current)
     stack.set_reference(reference_adapter(db, cfg.reference, current))
-    log = StepLog(ws, "policy", f"policy-v{current.id + 1:04d}-{algo}") if dp.is_main else None
+    log = StepLog(ws, spec.phase, f"policy-v{current.id + 1:04d}-{algo}") if dp.is_main else None
 
     def report(row: dict[str, Any]) -> None:
         if log is None:
             return
         log.add(row)
-        if on_progress and algo in RL_ALGORITHMS:
+        if on_progress and spec.uses_rollouts:
             on_progress((row["step"] + 1) / cfg.steps,
                         f"{algo} step {row['step'] + 1}/{cfg.steps}: reward {show(row['reward_mean'], 3)}, "
                         f"KL/token {show(row['kl_per_token'], 4)}")
@@ -233,14 +265,11 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     # A seed per version: each round draws other prompts and samples (a fixed seed would replay the same ones).
     round_cfg = replace(cfg, seed=cfg.seed + current.id, kl_beta=starting_kl_beta(cfg, current),
                         **kl_budget_share(cfg, current.round + 1))
-    score_fn = reward_model_scores(stack) if has_rm else None
+    update = PolicyUpdate(ws=ws, db=db, stack=stack, algorithm=spec, current=current, prompts=prompts, cfg=round_cfg,
+                          score_fn=reward_model_scores(stack) if has_rm else None, on_step=report,
+                          on_progress=on_progress, progress=progress, dp=dp)
     try:
-        if examples is not None:
-            result = train_dpo(stack, examples, prompts, score_fn, round_cfg, max_length=ws.config.reward.max_length,
-                               on_step=report, on_progress=on_progress, progress=progress, dp=dp)
-        else:
-            result = train_policy(stack, prompts, score_fn, round_cfg, algo=algo, on_step=report, progress=progress,
-                                  dp=dp)
+        result = resolve(spec.trainer)(update)
     finally:
         if log is not None:
             log.close()

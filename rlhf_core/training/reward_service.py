@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
-from rlhf_core.training.annotators.crowd_weights import (
+from rlhf_core.training.crowd_weights import (
     known_judgments,
     prepare_crowd_training,
     reliability_after_training,

@@ -2,7 +2,7 @@
 
 Each simulated annotator is a real user (`sim-1` ... `sim-K`, or with a crowd spec `sim-<kind>-<i>`) that
 asks `next_pair_for` for a pair, sees it with sides randomised exactly as a person would, picks by its kind
-(`rlhf_core.loop.crowd`: honest ones pick the side a gold preference, `rlhf_core.loop.gold`, scores higher)
+(`rlhf_core.simulator.crowd`: honest ones pick the side a gold preference, `rlhf_core.simulator.gold`, scores higher)
 and records the pick with `record_judgment`. So leases, k-overlap, priorities and side randomisation are
 exercised end to end, and the loop can run without people.
 """
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from rlhf_core.loop.crowd import ANNOTATOR_KINDS, CrowdSpecError, GoldView, crowd_members
-from rlhf_core.loop.gold import GoldScore, get_gold
+from rlhf_core.simulator.crowd import CrowdSpecError, GoldView, crowd_members, crowd_pick
+from rlhf_core.simulator.gold import GoldScore, get_gold
 from storage import (
     Database,
     JudgmentError,
@@ -87,9 +87,9 @@ def simulate_annotators(
     "honest:3,random:1,left:1", users sim-<kind>-<i>; `annotators` is then ignored), record up to
     `judgments` judgments, taking turns round-robin.
 
-    gold: a name from `rlhf_core.loop.gold.GOLD_PREFERENCES` (built with `gold_options`) or a score function.
+    gold: a name from `rlhf_core.registry.GOLDS` (built with `gold_options`) or a score function.
     noise: probability in [0, 1] that a decisive label is inverted (ties stay ties), like a careless rater
-        (honest, lazy and adversarial annotators; see `rlhf_core.loop.crowd.ANNOTATOR_KINDS`).
+        (honest, lazy and adversarial annotators; see `rlhf_core.registry.CROWD_KINDS`).
     kinds: pair kinds to judge; a served pair of another kind is skipped (for that simulated user only),
         except control pairs, which are always judged. None judges whatever is served, as a person would
         (including policy-vs-base pairs).
@@ -132,7 +132,7 @@ def simulate_annotators(
                 result.skipped += 1
                 continue
             view = gold_view(score, served)
-            pick = ANNOTATOR_KINDS[result.kinds[name]].pick(view, noise_rng, noise)
+            pick = crowd_pick(result.kinds[name])(view, noise_rng, noise)
             flipped = view.preferred != "tie" and pick == {"left": "right", "right": "left"}[view.preferred]
             try:
                 _, created = record_judgment(db, pair_id=served.pair_id, annotator_id=user_id,

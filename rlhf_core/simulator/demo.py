@@ -18,12 +18,12 @@ from typing import Any
 
 from rlhf_core.config import Config, SamplingConfig
 from rlhf_core.data.prompt_files import read_prompt_file
-from rlhf_core.loop.evaluation import GoldEvaluation, gold_evaluation
-from rlhf_core.loop.gold import GoldRewrite, GoldScore, get_gold, get_gold_rewrite, gold_win_rate
 from rlhf_core.loop.rounds import run_round
 from rlhf_core.loop.sampling import generate_responses, sample_pairs
-from rlhf_core.loop.simulate import simulate_annotators
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.simulator.evaluation import GoldEvaluation, gold_evaluation
+from rlhf_core.simulator.gold import GoldRewrite, GoldScore, get_gold, get_gold_rewrite, gold_win_rate
+from rlhf_core.simulator.simulate import simulate_annotators
 from rlhf_core.training.sft import run_sft_training
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import Workspace, init_workspace

@@ -1,13 +1,16 @@
-"""`rlhf` commands that use the model: sampling, training, rounds, evaluation batches, jobs.
-(`serve` and `worker` live in `rlhf_core.cli.serve`.)"""
+"""`rlhf` commands that queue work for the worker: sampling, training, rounds, evaluation batches, and the job
+list. A request goes through the action service (`rlhf_core.service.jobs`: the operator page's rules and audit),
+then runs here until done, so the command shows progress and exits with the job's outcome."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db
+from rlhf_core.cli.app import AlgoOpt, DbOpt, WorkspaceOpt, app, open_db, shell
 
 
 @app.command()
@@ -36,15 +39,14 @@ def sample(
     )
 
 
-def _run_job_now(workspace, db, kind: str, params: dict) -> None:  # noqa: ANN001
-    """Queue a job and work the queue in this process until it has finished; print its outcome."""
-    import json
-
+def run_job_now(workspace: Path | None, db: str | None, kind: str, params: dict[str, Any]) -> None:
+    """Request a job through the action service and work the queue in this process until it has finished;
+    print its outcome (a refusal or a failure: one `error:` line, exit 1)."""
     from rlhf_core.loop.worker import Worker
-    from storage import enqueue_job
+    from rlhf_core.service.jobs import request_job
 
     ws, database = open_db(workspace, db)
-    job = enqueue_job(database, kind, params)
+    job = request_job(ws, database, kind, params, shell())
     typer.echo(f"Job #{job.id} ({kind}) queued; running it here. {expected_duration(database, kind)}")
     done = Worker(ws, database, progress=True).run_until_done(job.id)
     if done.status == "failed":
@@ -70,46 +72,28 @@ def _fmt(value) -> str:  # noqa: ANN001
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _check_algo(algo: str | None) -> None:
-    from rlhf_core.config import POLICY_ALGORITHMS
-
-    if algo is not None and algo not in POLICY_ALGORITHMS:
-        names = f"{', '.join(POLICY_ALGORITHMS[:-1])} or {POLICY_ALGORITHMS[-1]}"
-        raise typer.BadParameter(f"must be {names}", param_hint="--algo")
-
-
 @app.command("train-rm")
 def train_rm(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Retrain the LoRA reward model on all judgments (Bradley-Terry; ties and both-bad left out)."""
-    _run_job_now(workspace, db, "train_rm", {})
+    run_job_now(workspace, db, "train_rm", {})
 
 
 @app.command("train-sft")
 def train_sft(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Fine-tune the policy on the demonstrations (stage 1; loss on answer tokens only): a policy version "sft"."""
-    _run_job_now(workspace, db, "train_sft", {"algo": "sft"})
+    run_job_now(workspace, db, "train_sft", {"algo": "sft"})
 
 
 @app.command("train-policy")
-def train_policy(
-    workspace: WorkspaceOpt = None,
-    db: DbOpt = None,
-    algo: Annotated[str | None, typer.Option(help="ppo, grpo or dpo (default: policy.algo in rlhf.toml)")] = None,
-) -> None:
+def train_policy(workspace: WorkspaceOpt = None, db: DbOpt = None, algo: AlgoOpt = None) -> None:
     """Update the policy: PPO or GRPO against the current reward model, or DPO on this round's judged pairs."""
-    _check_algo(algo)
-    _run_job_now(workspace, db, "train_policy", {"algo": algo})
+    run_job_now(workspace, db, "train_policy", {"algo": algo})
 
 
 @app.command("round")
-def round_(
-    workspace: WorkspaceOpt = None,
-    db: DbOpt = None,
-    algo: Annotated[str | None, typer.Option(help="ppo, grpo or dpo (default: policy.algo in rlhf.toml)")] = None,
-) -> None:
+def round_(workspace: WorkspaceOpt = None, db: DbOpt = None, algo: AlgoOpt = None) -> None:
     """Run the training half of a round now: reward model, policy update, next pairs."""
-    _check_algo(algo)
-    _run_job_now(workspace, db, "round", {"algo": algo, "trigger": "cli"})
+    run_job_now(workspace, db, "round", {"algo": algo})
 
 
 @app.command("eval-batch")
@@ -119,7 +103,7 @@ def eval_batch(
     prompts: Annotated[int, typer.Option(help="Eval prompts to pair policy against base on")] = 32,
 ) -> None:
     """Create policy-vs-base pairs on eval prompts, so annotators measure the human win rate."""
-    _run_job_now(workspace, db, "eval_batch", {"prompts": prompts})
+    run_job_now(workspace, db, "eval_batch", {"prompts": prompts})
 
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and retry jobs.")
@@ -142,10 +126,8 @@ def jobs_list(workspace: WorkspaceOpt = None, db: DbOpt = None,
 @jobs_app.command("retry")
 def jobs_retry(job_id: int, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Queue a failed job again."""
-    from rlhf_core.cli.app import cli_actor
-    from storage import record_audit, retry_job
+    from rlhf_core.service.jobs import retry
 
     _, database = open_db(workspace, db)
-    job = retry_job(database, job_id)
-    record_audit(database, cli_actor(), "job_retry", job=job_id, new_job=job.id, kind=job.kind)
+    job = retry(database, job_id, shell())
     typer.echo(f"Queued job #{job.id} ({job.kind}) as a retry of #{job_id}.")

@@ -1,4 +1,4 @@
-"""Simulated crowds: the kinds of annotator a real crowd holds, registered in one table.
+"""Simulated crowds: the kinds of annotator a real crowd holds (`rlhf_core.registry.CROWD_KINDS`).
 
 A crowd spec such as "honest:3,random:1,left:1" names how many simulated annotators of each kind judge;
 they are users `sim-<kind>-<i>` (sim-honest-1, sim-honest-2, ..., sim-left-1), so every figure kept per
@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from rlhf_core.registry import CROWD_KINDS, resolve
 
 # `lazy` annotators judge a pair honestly only when the gold tells its responses clearly apart: a pair is
 # "close" when its gold scores differ by less than this share of their magnitudes, |s_l − s_r| < 0.2 (|s_l| +
@@ -72,22 +74,10 @@ def lazy_pick(view: GoldView, rng: random.Random, noise: float) -> str:
     return random_pick(view, rng, noise) if view.close else honest_pick(view, rng, noise)
 
 
-@dataclass(frozen=True)
-class AnnotatorKind:
-    name: str
-    summary: str
-    pick: Callable[[GoldView, random.Random, float], str]
-
-
-ANNOTATOR_KINDS: dict[str, AnnotatorKind] = {kind.name: kind for kind in (
-    AnnotatorKind("honest", "follows the gold preference; a decisive label flipped with probability --noise",
-                  honest_pick),
-    AnnotatorKind("random", "left, right or tie uniformly at random", random_pick),
-    AnnotatorKind("left", "always the side shown on the left", left_pick),
-    AnnotatorKind("adversarial", "the opposite of the gold preference (with --noise)", adversarial_pick),
-    AnnotatorKind("lazy", f"honest where the gold scores differ by at least {LAZY_CLOSE:.0%} of their size, "
-                          "random on closer pairs", lazy_pick),
-)}
+def crowd_pick(kind: str) -> Callable[[GoldView, random.Random, float], str]:
+    """The pick function of the annotator kind `kind` (a `rlhf_core.registry.CROWD_KINDS` name)."""
+    entry = CROWD_KINDS.require(kind)
+    return resolve(entry.pick) if isinstance(entry.pick, str) else entry.pick
 
 
 def parse_crowd(spec: str) -> list[tuple[str, int]]:
@@ -101,9 +91,9 @@ def parse_crowd(spec: str) -> list[tuple[str, int]]:
             continue
         name, _, count = part.partition(":")
         name = name.strip().lower()
-        if name not in ANNOTATOR_KINDS:
+        if name not in CROWD_KINDS:
             raise CrowdSpecError(f"crowd {spec!r}: unknown annotator kind {name!r}; kinds: "
-                                 f"{', '.join(ANNOTATOR_KINDS)}")
+                                 f"{', '.join(CROWD_KINDS)}")
         try:
             n = int(count) if count.strip() else 1
         except ValueError:
@@ -128,6 +118,6 @@ def crowd_members(spec: str | list[tuple[str, int]]) -> list[tuple[str, str]]:
 def kind_of(username: str) -> str | None:
     """The kind in a simulated annotator's name ("sim-left-2" -> "left"); None for anyone else."""
     parts = username.split("-")
-    if len(parts) == 3 and parts[0] == "sim" and parts[1] in ANNOTATOR_KINDS and parts[2].isdigit():
+    if len(parts) == 3 and parts[0] == "sim" and parts[1] in CROWD_KINDS and parts[2].isdigit():
         return parts[1]
     return None

@@ -1,40 +1,83 @@
-"""`rlhf user disable|enable|set-password|set-role` and `rlhf audit`: the account lifecycle and the audit log.
-Every change ends the user's open sessions (they log in again under the new state) and writes one
-audit row."""
+"""`rlhf user add|list|disable|enable|set-password|set-role` and `rlhf audit`: the accounts and the audit log.
+Every change goes through the action service (`rlhf_core.service.accounts`, the operator page's rules), ends
+the user's open sessions (they log in again under the new state) and writes one audit row."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import sys
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, cli_actor, open_db, user_app
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db, shell
+
+user_app = typer.Typer(no_args_is_help=True, help="Manage annotator and operator accounts.")
+app.add_typer(user_app, name="user")
 
 
-def _set_active(name: str, active: bool, workspace: Path | None, db: str | None) -> int:
-    """Enable or disable an account and audit it; returns how many of its open sessions ended."""
-    from storage import record_audit, set_active
+def read_password(password: str | None) -> str:
+    """--password, else $RLHF_PASSWORD, else asked twice on the terminal."""
+    if password:
+        return password
+    if os.environ.get("RLHF_PASSWORD"):
+        return os.environ["RLHF_PASSWORD"]
+    if not sys.stdin.isatty():
+        raise typer.BadParameter("give --password or set RLHF_PASSWORD (no terminal to ask on)")
+    first = getpass.getpass("Password: ")
+    if first != getpass.getpass("Repeat password: "):
+        raise typer.BadParameter("passwords do not match")
+    return first
+
+
+@user_app.command("add")
+def user_add(
+    name: str,
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+    role: Annotated[str, typer.Option(help="annotator or operator")] = "annotator",
+    password: Annotated[str | None, typer.Option(help="Password (else $RLHF_PASSWORD, else asked)")] = None,
+) -> None:
+    """Add an account."""
+    from rlhf_core.service.accounts import add_user
+
+    ws, database = open_db(workspace, db)
+    user, _ = add_user(ws, database, name, role, shell(), password=read_password(password))
+    typer.echo(f"Added {user.role} {user.username!r}.")
+
+
+@user_app.command("list")
+def user_list(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+    """List accounts."""
+    from storage import list_annotators, status_counts
 
     _, database = open_db(workspace, db)
-    ended = set_active(database, name, active)
-    record_audit(database, cli_actor(), "user_enable" if active else "user_disable", user=name, sessions_ended=ended)
-    return ended
+    counts = status_counts(database)["judgments_per_annotator"]
+    typer.echo(f"{'name':<24}{'role':<12}{'active':<8}judgments")
+    for u in list_annotators(database):
+        typer.echo(f"{u.username:<24}{u.role:<12}{'yes' if u.active else 'no':<8}{counts.get(u.username, 0)}")
 
 
 @user_app.command("disable")
 def user_disable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Disable an account (its judgments stay): ends its sessions and releases the pairs it holds."""
-    ended = _set_active(name, False, workspace, db)
-    typer.echo(f"Disabled {name!r} ({ended} open sessions ended).")
+    from rlhf_core.service.accounts import set_user_active
+
+    _, database = open_db(workspace, db)
+    change = set_user_active(database, name, False, shell())
+    typer.echo(f"Disabled {name!r} ({change.sessions_ended} open sessions ended).")
 
 
 @user_app.command("enable")
 def user_enable(name: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Enable a disabled account again."""
-    _set_active(name, True, workspace, db)
+    from rlhf_core.service.accounts import set_user_active
+
+    _, database = open_db(workspace, db)
+    set_user_active(database, name, True, shell())
     typer.echo(f"Enabled {name!r}.")
 
 
@@ -46,25 +89,21 @@ def user_set_password(
     password: Annotated[str | None, typer.Option(help="New password (else $RLHF_PASSWORD, else asked)")] = None,
 ) -> None:
     """Set a new password (also rotates the first operator's printed one); ends the user's sessions."""
-    from rlhf_core.cli.project import _read_password
-    from storage import record_audit, set_password
+    from rlhf_core.service.accounts import change_password
 
     ws, database = open_db(workspace, db)
-    ended = set_password(database, name, _read_password(password),
-                         min_password_length=ws.config.auth.min_password_length)
-    record_audit(database, cli_actor(), "user_set_password", user=name, sessions_ended=ended)
-    typer.echo(f"New password set for {name!r} ({ended} open sessions ended).")
+    change = change_password(ws, database, name, shell(), password=read_password(password))
+    typer.echo(f"New password set for {name!r} ({change.sessions_ended} open sessions ended).")
 
 
 @user_app.command("set-role")
 def user_set_role(name: str, role: str, workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
     """Change an account's role (annotator or operator); ends the user's sessions."""
-    from storage import record_audit, set_role
+    from rlhf_core.service.accounts import change_role
 
     _, database = open_db(workspace, db)
-    ended = set_role(database, name, role)
-    record_audit(database, cli_actor(), "user_set_role", user=name, role=role, sessions_ended=ended)
-    typer.echo(f"{name!r} is now {role} ({ended} open sessions ended).")
+    change = change_role(database, name, role, shell())
+    typer.echo(f"{name!r} is now {role} ({change.sessions_ended} open sessions ended).")
 
 
 def _since(value: str | None) -> datetime | None:

@@ -1,9 +1,9 @@
 """Gold preferences: scripted "true" rewards that stand in for human taste in simulations and benchmarks.
 
 A gold preference scores one response to one prompt, `score(prompt_messages, response_text) -> float`,
-higher = better. Two responses with equal scores are a tie. Each entry of `GOLD_PREFERENCES` is a
-factory: `GOLD_PREFERENCES[name](**options)` returns such a score function; `get_gold` adds aliases
-and error messages a person can act on.
+higher = better. Two responses with equal scores are a tie. The table of golds is
+`rlhf_core.registry.GOLDS`: each entry names a factory here, `factory(**options)` returns such a score
+function; `get_gold` adds aliases and error messages a person can act on.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 import re
 from collections.abc import Callable, Sequence
+
+from rlhf_core.registry import GOLDS, Gold, resolve
 
 GoldScore = Callable[[list[dict[str, str]], str], float]
 
@@ -70,20 +72,18 @@ def keyword_gold(keyword: str = DEFAULT_KEYWORD, case_sensitive: bool = False) -
     return score
 
 
-GOLD_PREFERENCES: dict[str, Callable[..., GoldScore]] = {
-    "sentiment": sentiment_gold,
-    "longer": longer_gold,
-    "shorter": shorter_gold,
-    "keyword": keyword_gold,
-}
-GOLD_ALIASES = {"length": "longer"}
+def _gold_entry(name: str) -> Gold | None:
+    key = name.strip().lower()
+    for gold in GOLDS.values():
+        if key == gold.name or key in gold.aliases:
+            return gold
+    return None
 
 
 def available_gold() -> str:
     """The names `get_gold` accepts, for messages: "keyword, longer (alias: length), ..."."""
-    aliases = {target: alias for alias, target in GOLD_ALIASES.items()}
-    names = sorted(GOLD_PREFERENCES)
-    return ", ".join(f"{name} (alias: {aliases[name]})" if name in aliases else name for name in names)
+    names = sorted(GOLDS.values(), key=lambda g: g.name)
+    return ", ".join(f"{g.name} (alias: {', '.join(g.aliases)})" if g.aliases else g.name for g in names)
 
 
 def get_gold(name: str, **options: object) -> GoldScore:
@@ -91,16 +91,16 @@ def get_gold(name: str, **options: object) -> GoldScore:
 
     Raises GoldPreferenceError for an unknown name or an option the preference does not take.
     """
-    key = name.strip().lower()
-    key = GOLD_ALIASES.get(key, key)
-    factory = GOLD_PREFERENCES.get(key)
-    if factory is None:
+    entry = _gold_entry(name)
+    if entry is None:
         raise GoldPreferenceError(f"unknown gold preference {name!r}; available: {available_gold()}")
+    factory = resolve(entry.factory) if isinstance(entry.factory, str) else entry.factory
     accepted = list(inspect.signature(factory).parameters)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         takes = ", ".join(accepted) if accepted else "no options"
-        raise GoldPreferenceError(f"gold preference {key!r} does not take {', '.join(unknown)}; it takes {takes}")
+        raise GoldPreferenceError(f"gold preference {entry.name!r} does not take {', '.join(unknown)}; it takes "
+                                  f"{takes}")
     return factory(**options)
 
 
@@ -129,15 +129,13 @@ def shorter_rewrite() -> GoldRewrite:
     return rewrite
 
 
-# Golds that can improve a response themselves (stage 1's simulated demonstrator uses it on its best sample).
-GOLD_REWRITES: dict[str, Callable[..., GoldRewrite]] = {"keyword": keyword_rewrite, "shorter": shorter_rewrite}
-
-
 def get_gold_rewrite(name: str, **options: object) -> GoldRewrite | None:
     """The rewrite the gold preference `name` offers (built with the gold's `options`), or None."""
-    key = GOLD_ALIASES.get(name.strip().lower(), name.strip().lower())
-    factory = GOLD_REWRITES.get(key)
-    return None if factory is None else factory(**options)
+    entry = _gold_entry(name)
+    if entry is None or entry.rewrite is None:
+        return None
+    factory = resolve(entry.rewrite) if isinstance(entry.rewrite, str) else entry.rewrite
+    return factory(**options)
 
 
 def gold_win_rate(scores_policy: Sequence[float], scores_base: Sequence[float]) -> float:

@@ -1,0 +1,83 @@
+"""What the worker does for each job kind (`rlhf_core.registry.JOB_KINDS` names these functions).
+
+Each `run_*` takes (worker, job, params, on_progress) and returns the job's metrics; each `follow_*` is a
+data-parallel non-main process's share (worker, params). They import their service when called, so a
+worker that never trains never loads the training code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from storage import Job
+
+if TYPE_CHECKING:  # the worker imports this module's table entries lazily; no import cycle at run time
+    from rlhf_core.loop.worker import Worker
+
+ProgressFn = Callable[[float, str], None]
+
+
+def run_sample(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.sampling import sample_pairs
+
+    result = sample_pairs(w.ws, w.db, w.stack, n_pairs=params.get("pairs"), progress=w.progress,
+                          on_progress=on_progress)
+    return {"pairs": result.pairs, "samples": result.samples, "policy_version": result.policy_version}
+
+
+def run_train_rm(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.training.reward_service import run_reward_training
+
+    rm = run_reward_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress,
+                             dp=w.dp)
+    return {"reward_model_version": rm.id, "heldout_accuracy": rm.heldout_accuracy}
+
+
+def run_train_policy(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.training.policy import run_policy_training
+
+    pv = run_policy_training(w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress,
+                             on_progress=on_progress, dp=w.dp)
+    return {"policy_version": pv.id}
+
+
+def run_round(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.rounds import run_round as round_now
+
+    return round_now(w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress,
+                     on_progress=on_progress, dp=w.dp).metrics
+
+
+def run_eval_batch(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.evaluation import create_eval_batch
+
+    batch = create_eval_batch(w.ws, w.db, w.stack, n_prompts=params.get("prompts", 32), progress=w.progress)
+    return {"policy_version": batch.policy_version, "pairs": len(batch.pair_ids)}
+
+
+def run_train_sft(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.training.sft import run_sft_training
+
+    pv = run_sft_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress)
+    metrics = json.loads(pv.metrics_json)
+    return {"policy_version": pv.id, **{k: metrics.get(k) for k in ("heldout_nll_before", "heldout_nll", "best_epoch")}}
+
+
+def follow_train_rm(w: Worker, params: dict[str, Any]) -> None:
+    from rlhf_core.training.reward_service import run_reward_training
+
+    run_reward_training(w.ws, w.db, w.stack, progress=False, dp=w.dp)
+
+
+def follow_policy_update(w: Worker, params: dict[str, Any]) -> None:
+    from rlhf_core.loop.rounds import follow_round
+
+    follow_round(w.ws, w.db, w.stack, algo=params.get("algo"), dp=w.dp, train_reward=False)
+
+
+def follow_round_job(w: Worker, params: dict[str, Any]) -> None:
+    from rlhf_core.loop.rounds import follow_round
+
+    follow_round(w.ws, w.db, w.stack, algo=params.get("algo"), dp=w.dp, train_reward=True)
