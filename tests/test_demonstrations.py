@@ -278,7 +278,7 @@ def test_cli_export_what_demos(tmp_path: Path, capsys, monkeypatch) -> None:  # 
         ("What is 2 + 2?", "4."), ("Say hi.", "Hello!"), ("System: Be brief.\n\nUser: Capital of France?", "Paris.")}
     code, _, err = run_rlhf(capsys, monkeypatch, "export", "--what", "demos", "--include-ties", "--out",
                             str(tmp_path / "x"), "-w", str(workspace))
-    assert code == 2 and "demonstrations take none of them" in err
+    assert code == 2 and "--include-ties does not apply to --what demos" in err
 
 
 def test_trl_sft_trainer_trains_one_step_on_the_export(sqlite_db, tmp_path: Path, tiny_model_dir: Path) -> None:  # noqa: ANN001

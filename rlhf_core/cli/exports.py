@@ -35,13 +35,15 @@ def export(
 ) -> None:
     """Export judged pairs as a TRL-ready preference dataset (prompt / chosen / rejected), or with --what demos
     the demonstrations as a TRL SFT dataset (prompt / completion)."""
-    from rlhf_core.service.exports import export_dataset
+    from rlhf_core.service.exports import export_dataset, option_refusal
 
     if what not in EXPORT_KINDS:
         raise typer.BadParameter(f"must be {spoken_list(tuple(EXPORT_KINDS))}", param_hint="--what")
+    options = dict(round=round, min_agreement=min_agreement, include_ties=include_ties, standard=standard,
+                   test_fraction=test_fraction, overwrite=overwrite, anonymize=anonymize,
+                   min_annotator_accuracy=min_annotator_accuracy, include_prior=include_prior)
+    if (refused := option_refusal(what, options)) is not None:  # a usage error: exit 2, as for a bad --format
+        raise typer.BadParameter(refused, param_hint=f"--what {what}")
     ws, database = open_db(workspace, db)
-    outcome = export_dataset(ws, database, what, out, shell(), fmt=fmt, round=round, min_agreement=min_agreement,
-                             include_ties=include_ties, standard=standard, test_fraction=test_fraction,
-                             overwrite=overwrite, anonymize=anonymize, min_annotator_accuracy=min_annotator_accuracy,
-                             include_prior=include_prior)
+    outcome = export_dataset(ws, database, what, out, shell(), fmt=fmt, **options)
     typer.echo(outcome.summary)

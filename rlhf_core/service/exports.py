@@ -14,6 +14,22 @@ from rlhf_core.workspace import Workspace
 from storage import Database
 
 
+def given_options(options: dict[str, Any]) -> dict[str, Any]:
+    """The options a caller set: neither None nor False (a flag left off)."""
+    return {k: v for k, v in options.items() if v is not None and v is not False}
+
+
+def option_refusal(kind: str, options: dict[str, Any]) -> str | None:
+    """Why `options` do not fit export kind `kind` (one it does not take), or None."""
+    spec = EXPORT_KINDS.require(kind)
+    foreign = [k for k in given_options(options) if k not in spec.options]
+    if not foreign:
+        return None
+    flags = spoken_list(["--" + k.replace("_", "-") for k in foreign], "and")
+    return (f"{flags} {'does' if len(foreign) == 1 else 'do'} not apply to --what {kind}; it takes "
+            f"{spoken_list(['--' + k.replace('_', '-') for k in spec.options], 'and')}")
+
+
 def export_dataset(ws: Workspace, db: Database, kind: str, out: Path, actor: Actor, *, fmt: str = "hf",
                    **options: Any) -> ExportOutcome:
     """Write the `kind` dataset ("preferences", "demos") to the directory `out` as `fmt`. `options` left None
@@ -21,12 +37,9 @@ def export_dataset(ws: Workspace, db: Database, kind: str, out: Path, actor: Act
     spec = EXPORT_KINDS.require(kind)
     if fmt not in EXPORT_FORMATS:
         raise ActionRefused(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {fmt!r}")
-    given = {k: v for k, v in options.items() if v is not None and v is not False}
-    foreign = [k for k in given if k not in spec.options]
-    if foreign:
-        flags = spoken_list(["--" + k.replace("_", "-") for k in foreign], "and")
-        raise ActionRefused(f"{flags} {'does' if len(foreign) == 1 else 'do'} not apply to --what {kind}; it takes "
-                            f"{spoken_list(['--' + k.replace('_', '-') for k in spec.options], 'and')}")
+    if (refused := option_refusal(kind, options)) is not None:
+        raise ActionRefused(refused)
+    given = given_options(options)
     try:
         outcome: ExportOutcome = resolve(spec.writer)(db, Path(out), config=ws.config, fmt=fmt, options=given)
     except ExportError as exc:
