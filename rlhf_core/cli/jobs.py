@@ -131,3 +131,25 @@ def jobs_retry(job_id: int, workspace: WorkspaceOpt = None, db: DbOpt = None) ->
     _, database = open_db(workspace, db)
     job = retry(database, job_id, shell())
     typer.echo(f"Queued job #{job.id} ({job.kind}) as a retry of #{job_id}.")
+
+
+@app.command()
+def rollback(
+    to: Annotated[str, typer.Option("--to", help="The policy version to make current: 3 or v3")],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Make policy version N the one that is served and that the next round starts from (nothing is deleted)."""
+    from rlhf_core.service.versions import rollback as roll_back
+
+    _, database = open_db(workspace, db)
+    before = _current(database)
+    version = roll_back(database, to, shell())
+    typer.echo(f"Policy v{version.id} is current (was v{before}): annotators get its pairs, the next round starts "
+               "from it.")
+
+
+def _current(database) -> int:  # noqa: ANN001
+    from storage import current_policy
+
+    return current_policy(database).id

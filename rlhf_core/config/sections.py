@@ -138,6 +138,10 @@ class RewardConfig:
     # Train also on "edited > original" for every demonstration written as an edit of a response on the labeling
     # page (a cheap preference). Off until measured (README, "Demonstrations and SFT").
     use_edits: bool = False
+    # What a policy update optimizes, from the ensemble's K members (Coste et al. 2023): "mean"; "uwo", their mean
+    # minus conservative_lambda x their standard deviation; or "wco", their minimum (README, "Is the loop improving?").
+    conservative: str = "mean"
+    conservative_lambda: float = 1.0
     seed: int = 0
 
 
@@ -216,6 +220,13 @@ class LoopConfig:
     # Stage 1 first: a round that starts while no SFT version exists fine-tunes on the demonstrations before
     # training the reward model and updating the policy (`rlhf demo` / bench: before round 1's pairs).
     sft_first: bool = False
+    # "always": each new version stays current; "if_not_worse": a round first reads the evidence on the current
+    # version (people's win rate against its predecessor, the new reward model's scores, the over-optimization
+    # rule) and, if it says the version is worse than its predecessor, starts from the best one instead.
+    promote: str = "if_not_worse"
+    # Eval prompts each new version answers (and the base once) to measure the proxy gain the reward model claims
+    # and the next one re-scores (0 = off).
+    probe_prompts: int = 32
 
 
 @dataclass

@@ -127,6 +127,14 @@ def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
     if policy.kl_budget > 0 and policy.reference != "base":
         raise ConfigError(f"{where}: policy.kl_budget bounds the KL to the base: it needs policy.reference = \"base\" "
                           "(or kl_budget = 0)")
+    if reward.conservative not in ("mean", "uwo", "wco"):
+        raise ConfigError(f"{where}: reward.conservative must be mean, uwo or wco")
+    if not 0.0 <= reward.conservative_lambda < float("inf"):
+        raise ConfigError(f"{where}: reward.conservative_lambda must be a number >= 0")
+    if config.loop.promote not in ("always", "if_not_worse"):
+        raise ConfigError(f"{where}: loop.promote must be always or if_not_worse")
+    if config.loop.probe_prompts < 0:
+        raise ConfigError(f"{where}: loop.probe_prompts must be 0 (off) or more")
     if not 0.0 <= config.loop.min_reward_confidence < 1.0:
         raise ConfigError(f"{where}: loop.min_reward_confidence must be at least 0 (0 = no gate) and below 1")
     if config.loop.min_reward_confidence > 0 and reward.eval_fraction <= 0:
