@@ -61,10 +61,11 @@ def cross_fitted_margins(diff: Tensor, folds: Tensor, l2: float = 1e-2) -> Tenso
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Right of n decisive judgments, with the 95% Wilson interval."""
+    """Right of n decisive judgments (ties counting half, or weighted counts: floats), with the 95% Wilson
+    interval."""
 
-    right: int
-    n: int
+    right: float
+    n: float
 
     @property
     def value(self) -> float | None:

@@ -65,31 +65,40 @@ class PolicyGate:
     lower_bound: float | None = None
 
 
+# Cross-fitted predictions share a fit with a fifth of the others, which correlates their errors: on labels with no
+# signal their accuracy spreads 1.6-1.8 times the binomial variance (tests/test_evidence.py measures the gate's
+# false-open rate), so the gate counts them at 1/CROSSFIT_DESIGN_EFFECT weight. Fresh judgments are predicted by one
+# fixed model: plain binomial trials.
+CROSSFIT_DESIGN_EFFECT = 2.0
+
+
 def policy_gate(rm: RewardModelVersion, min_confidence: float, fresh: Accuracy | None = None) -> PolicyGate:
     """Open when the 95% Wilson lower bound of the evidence is above `min_confidence` (`loop.min_reward_confidence`;
     0 opens it always). The evidence: `rm`'s cross-fitted accuracy over every decisive judgment (stored by its
-    training; a version without it: its held-out accuracy), plus `fresh`, the previous reward model's accuracy on
-    the judgments it never saw. 31 right of 50 (62%) has the bound 48%: not measurably better than chance; 36 of
-    50 (72%): 58%, open."""
+    training; a version without it: its held-out accuracy), at 1/CROSSFIT_DESIGN_EFFECT weight, plus `fresh`, the
+    previous reward model's accuracy on the judgments it never saw. 36 right of 50 held out (72%) has the bound
+    58%: open; 31 of 50 (62%): 48%, not measurably better than chance."""
     if min_confidence <= 0:
         return PolicyGate(True, "no gate (loop.min_reward_confidence = 0)")
     metrics = json.loads(rm.metrics_json or "{}")
     crossfit = metrics.get("crossfit")
     if isinstance(crossfit, dict) and crossfit.get("n"):
-        evidence, what = Accuracy(int(crossfit["right"]), int(crossfit["n"])), "cross-fitted accuracy"
+        right, n = int(crossfit["right"]), int(crossfit["n"])
+        evidence = Accuracy(right / CROSSFIT_DESIGN_EFFECT, n / CROSSFIT_DESIGN_EFFECT)
+        what = f"cross-fitted accuracy {right}/{n} = {right / n:.0%} (at half weight)"
     else:
         n = int(metrics.get("heldout_decisive", metrics.get("n_heldout")) or 0)
         right = round(rm.heldout_accuracy * n) if rm.heldout_accuracy is not None else 0
-        evidence, what = Accuracy(right, n), "held-out accuracy"
+        evidence, what = Accuracy(right, n), f"held-out accuracy {right}/{n}" + (f" = {right / n:.0%}" if n else "")
     if fresh is not None and fresh.n:
-        evidence, what = evidence + fresh, f"{what} plus fresh accuracy ({fresh.right}/{fresh.n})"
+        evidence, what = evidence + fresh, f"{what} plus fresh accuracy {fresh.right}/{fresh.n} = {fresh.value:.0%}"
     if evidence.n == 0:
-        return PolicyGate(False, f"reward model v{rm.id} has no decisive judgment to be measured on")
+        return PolicyGate(False, f"reward model v{rm.id} has no decisive held-out judgment to be measured on")
     lower = evidence.interval[0]
     opened = lower > min_confidence
-    return PolicyGate(opened, f"reward model v{rm.id}: {what} {evidence.right}/{evidence.n} = {evidence.value:.0%}, "
-                              f"95% lower bound {lower:.0%}, {'above' if opened else 'not above'} "
-                              f"{min_confidence:.0%} (loop.min_reward_confidence)", round(lower, 4))
+    return PolicyGate(opened, f"reward model v{rm.id}: {what}, 95% lower bound {lower:.0%}, "
+                              f"{'above' if opened else 'not above'} {min_confidence:.0%} (loop.min_reward_confidence)",
+                      round(lower, 4))
 
 
 def stored_fresh(db: Database, rm: RewardModelVersion) -> Accuracy | None:
