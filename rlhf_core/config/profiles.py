@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhf_core.config.sections import Config, ConfigError
+from rlhf_core.config.sections import Config
+from rlhf_core.config.settings import ConfigError
 
 # Settings a profile changes from the defaults, per section. "cpu": a round (sample -> reward model ->
 # policy update) of the default 135M model in minutes on 2 cores; "gpu": bigger batches and longer answers.
