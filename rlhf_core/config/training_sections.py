@@ -49,13 +49,13 @@ class RewardConfig:
                     "out those below `min_annotator_accuracy` on control pairs) or \"crowd_bt\" (CrowdBT: each "
                     "annotator's reliability and left-side bias estimated with the reward model, judgments weighted "
                     "by them). crowd_bt: measured no worse than none with an honest crowd and better with a mixed one "
-                    "(README, \"Annotator model\"), at ~20% more reward-model time.")
+                    "(docs/guide/annotator-model.md), at ~20% more reward-model time.")
     ensemble: int = setting(
         3, "K reward heads on one LoRA trunk, each on a bootstrap resample; scored by their mean, their spread is the "
            "uncertainty that pair selection uses. Heads are cheap: the trunk's pass is shared.")
     pooling: RewardPooling = setting(
         "mean+sum", "How the head pools a response's token states: their mean, sum, both, or the last token (TRL's). "
-                    "Gold counts and lengths are sums, which a mean hides (README, \"Reward model\").")
+                    "Gold counts and lengths are sums, which a mean hides (docs/guide/training.md).")
     feature_depths: list[float] = setting(
         [0.0, 0.5, 1.0], "Layers the head reads, as fractions of the depth (0 = token embeddings, 1 = last), "
                          "concatenated, standardized.")
@@ -73,7 +73,7 @@ class RewardConfig:
                                        "one (times its own --weight; 0 = priors unused).")
     use_edits: bool = setting(
         False, "Train also on \"edited > original\" for every demonstration written as an edit of a response on the "
-               "labeling page (a cheap preference). Off until measured (README, \"Demonstrations and SFT\").")
+               "labeling page (a cheap preference). Off until measured (docs/guide/sft.md).")
     seed: int = setting(0, "Random seed of reward-model training (held-out split, bootstrap resamples, batches).")
 
 
