@@ -6,6 +6,7 @@ checks (`validation`) and the reference pages (`reference`) derive from here; no
 from __future__ import annotations
 
 import dataclasses
+import functools
 import typing
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -55,9 +56,16 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a dataclass (the modules use `from __future__ import annotations`)."""
+    return typing.get_type_hints(cls)
+
+
 def allowed_values(cls: type, field: dataclasses.Field) -> tuple[str, ...] | None:
-    """The values `field` of dataclass `cls` accepts, or None when any value of its type goes."""
-    hint = typing.get_type_hints(cls)[field.name]
+    """The values `field` of dataclass `cls` accepts, or None when any value of its type goes. A table of kinds
+    is read now, so an entry registered since (a plugin's) is allowed."""
+    hint = _hints(cls)[field.name]
     if typing.get_origin(hint) is Literal:
         return typing.get_args(hint)
     source = field.metadata.get("choices")
@@ -72,22 +80,26 @@ def _default(field: dataclasses.Field) -> Any:
     return field.default
 
 
+@functools.cache
+def _fields(config_cls: type) -> tuple[tuple[str, type, dataclasses.Field], ...]:
+    """(section, section class, field) of every key: the top-level keys first, then each section's."""
+    hints = _hints(config_cls)
+    fields = dataclasses.fields(config_cls)
+    top = [("", config_cls, f) for f in fields if not dataclasses.is_dataclass(hints[f.name])]
+    tables = [(f.name, hints[f.name]) for f in fields if dataclasses.is_dataclass(hints[f.name])]
+    return tuple(top + [(name, cls, f) for name, cls in tables for f in dataclasses.fields(cls)])
+
+
 def declared_settings(config_cls: type) -> Iterator[Setting]:
     """Every key of a config dataclass (`Config`): its top-level keys first, then each section's, in the order
     the code declares them."""
-    hints = typing.get_type_hints(config_cls)
-    sections = []
-    for f in dataclasses.fields(config_cls):
-        if dataclasses.is_dataclass(hints[f.name]):
-            sections.append((f.name, hints[f.name]))
-        else:
-            yield _setting("", config_cls, f)
-    for name, cls in sections:
-        for f in dataclasses.fields(cls):
-            yield _setting(name, cls, f)
+    for section, cls, field in _fields(config_cls):
+        yield Setting(section=section, name=field.name, type=_type_name(_hints(cls)[field.name]),
+                      default=_default(field), allowed=allowed_values(cls, field), help=field.metadata.get("help", ""))
 
 
-def _setting(section: str, cls: type, field: dataclasses.Field) -> Setting:
-    hint = typing.get_type_hints(cls)[field.name]
-    return Setting(section=section, name=field.name, type=_type_name(hint), default=_default(field),
-                   allowed=allowed_values(cls, field), help=field.metadata.get("help", ""))
+def declared_choices(config_cls: type) -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """(section, name, allowed values) of every key that declares them ("" section: top level), for the checks."""
+    for section, cls, field in _fields(config_cls):
+        if (allowed := allowed_values(cls, field)) is not None:
+            yield section, field.name, allowed

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 
 from rlhf_core.config.sections import AuthConfig, Config, LabelingConfig, LoggingConfig, PolicyConfig
-from rlhf_core.config.settings import ConfigError, declared_settings
+from rlhf_core.config.settings import ConfigError, declared_choices
 from rlhf_core.registry import spoken_list
 
 
@@ -54,12 +54,11 @@ def validate(config: Config, where: Path | str = "config") -> None:
 
 def _validate_choices(config: Config, where: Path | str) -> None:
     """Every key declared with allowed values (a Literal type or a table of kinds) holds one of them."""
-    for s in declared_settings(Config):
-        if s.allowed is None:
-            continue
-        value = getattr(getattr(config, s.section), s.name) if s.section else getattr(config, s.name)
-        if value not in s.allowed:
-            raise ConfigError(f"{where}: {s.key} must be {spoken_list(s.allowed)}")
+    for section, name, allowed in declared_choices(Config):
+        value = getattr(getattr(config, section), name) if section else getattr(config, name)
+        if value not in allowed:
+            key = f"{section}.{name}" if section else name
+            raise ConfigError(f"{where}: {key} must be {spoken_list(allowed)}")
 
 
 def _validate_outside_data(config: Config, where: Path | str) -> None:
