@@ -50,9 +50,12 @@ def _round_algorithm(value: str | None) -> str | None:
     return value
 
 
-AlgoOpt = Annotated[str | None, typer.Option(
-    "--algo", callback=_round_algorithm,
-    help=f"{spoken_list(round_algorithms())} (default: policy.algo in rlhf.toml)")]
+def algo_option() -> object:
+    """The `--algo` option of a command module, made when the module is imported (after the plugins, so their
+    algorithms are in its help): a round algorithm of the registry, checked when the command runs."""
+    return Annotated[str | None, typer.Option(
+        "--algo", callback=_round_algorithm, help=f"{spoken_list(round_algorithms())} (default: policy.algo in "
+                                                  "rlhf.toml)")]
 
 
 VerboseOpt = Annotated[bool, typer.Option(

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from rlhf_core.cli.app import AlgoOpt, DbOpt, WorkspaceOpt, app, open_db, shell
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, algo_option, app, open_db, shell
+
+AlgoOpt = algo_option()
 
 
 @app.command()
@@ -42,11 +44,12 @@ def sample(
 def run_job_now(workspace: Path | None, db: str | None, kind: str, params: dict[str, Any]) -> None:
     """Request a job through the action service and work the queue in this process until it has finished;
     print its outcome (a refusal or a failure: one `error:` line, exit 1)."""
-    from rlhf_core.loop.worker import Worker
     from rlhf_core.service.jobs import request_job
 
     ws, database = open_db(workspace, db)
-    job = request_job(ws, database, kind, params, shell())
+    job = request_job(ws, database, kind, params, shell())  # a refusal prints before any model code loads
+    from rlhf_core.loop.worker import Worker
+
     typer.echo(f"Job #{job.id} ({kind}) queued; running it here. {expected_duration(database, kind)}")
     done = Worker(ws, database, progress=True).run_until_done(job.id)
     if done.status == "failed":
