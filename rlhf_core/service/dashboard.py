@@ -145,7 +145,8 @@ def rounds_table(db: Database) -> list[dict[str, Any]]:
             row["win_vs_previous_judgments"] = vs_previous[version.id]["judgments"]
             row["win_vs_previous_interval"] = vs_previous[version.id]["interval"]
         kl = row.get("kl_base_per_token") if row.get("kl_base_per_token") is not None else row.get("kl_per_token")
-        row["sqrt_kl"] = kl ** 0.5 if isinstance(kl, int | float) and kl >= 0 else (0.0 if version.id == 0 else None)
+        # Gao et al.'s x axis; a sampled k1 estimate of a tiny KL can come out just below 0.
+        row["sqrt_kl"] = max(kl, 0.0) ** 0.5 if isinstance(kl, int | float) else (0.0 if version.id == 0 else None)
         row["current"] = version.id == current
         cut, known = cut_off.get(version.id, (0, 0))
         # Share of this version's sampled responses cut at max_new_tokens (None until any has a known end).
