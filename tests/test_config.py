@@ -11,7 +11,7 @@ from rlhf_core.config import Config, ConfigError, apply_overrides, dump_config, 
 
 def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     config = Config()
-    config.policy.reference = "previous"
+    config.policy.reference, config.policy.kl_budget = "previous", 0.0  # a moving anchor takes no budget
     config.model.release_cpu_memory = True
     config.policy.kl_beta = 0.1
     config.policy.algo, config.policy.kl_control, config.policy.loss_type = "dpo", "adaptive", "dr_grpo"

@@ -103,9 +103,10 @@ def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
     if policy.kl_budget < 0 or policy.kl_budget_rounds < 1:
         raise ConfigError(f"{where}: policy.kl_budget must be at least 0 (0 = none) and policy.kl_budget_rounds at "
                           "least 1")
-    if policy.kl_budget > 0 and policy.reference != "base":
-        raise ConfigError(f"{where}: policy.kl_budget bounds the KL to the base: it needs policy.reference = \"base\" "
-                          "(or kl_budget = 0)")
+    if policy.kl_budget > 0 and policy.reference == "previous":
+        raise ConfigError(f"{where}: policy.kl_budget bounds the total drift to a fixed reference (base, sft or a "
+                          "version number); with policy.reference = \"previous\" the anchor moves every round: bound "
+                          "each round with policy.max_kl_per_token instead, or set kl_budget = 0")
     if not 0.0 <= reward.conservative_lambda < float("inf"):
         raise ConfigError(f"{where}: reward.conservative_lambda must be a number >= 0")
     if config.loop.probe_prompts < 0:

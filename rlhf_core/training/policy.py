@@ -200,7 +200,7 @@ def starting_kl_beta(cfg: PolicyConfig, current: PolicyVersion) -> float:
 
 def kl_budget_share(cfg: PolicyConfig, round_number: int) -> dict[str, float]:
     """With `policy.kl_budget`: the settings that hold round `round_number` to its share of the budget,
-    kl_budget · min(1, round / kl_budget_rounds) nats/token to the base: the KL stop (the smaller of it and
+    kl_budget · min(1, round / kl_budget_rounds) nats/token to the reference: the KL stop (the smaller of it and
     max_kl_per_token) and, with the adaptive controller, its target. Round 2 of 3 under 0.1: 0.0667."""
     if cfg.kl_budget <= 0:
         return {}
