@@ -1,12 +1,15 @@
 """`rlhf export-model` on the real default model (SmolLM2-135M-Instruct) after a real round: the merged
 model's greedy tokens under plain transformers equal the loop's own (exact float32 passes), the PEFT
-adapter gives the same, and the exported reward model scores as the loop does. Slow; run with -s to see
-the comparison printed per prompt."""
+adapter gives the same, and the exported reward model scores as the loop does; with the default
+settings on a CPU with native bfloat16, `--dtype auto` writes bfloat16 and the exported model answers
+as `rlhf generate --greedy` does. Slow; run with -s to see the comparison printed per prompt."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from test_model_export import MERGED_SCRIPT, REWARD_SCRIPT, loop_view, run_script
+from test_model_export import MERGED_SCRIPT, REWARD_SCRIPT, loop_view, rlhf, run_script
 
 import storage
 from rlhf_core.config import dump_config
@@ -19,6 +22,8 @@ pytestmark = pytest.mark.slow
 
 PROMPTS = ["say something about item 3", "Tell me a story.", "What is two plus two?", "Why is the sky blue?"]
 GREEDY_TOKENS = 32
+# Issue 37: a float32 export and the loop's bfloat16 decoding answered this alike for 16 tokens, then parted.
+CAT = "Write one sentence about a cat."
 
 
 def test_default_model_exports_the_loops_policy_and_reward_model(tmp_path) -> None:
@@ -71,5 +76,44 @@ def test_default_model_exports_the_loops_policy_and_reward_model(tmp_path) -> No
         print(f"rewards exported {[round(s, 5) for s in scored]} vs loop {[round(s, 5) for s in loop_scores]}")
         assert scored == pytest.approx(loop_scores, abs=1e-4)
         assert storage.current_reward_model(db).id == 1
+        del stack
+        bfloat16_export_answers_as_rlhf_generate(ws, db, tmp_path, float32_export=merged.path)
     finally:
         db.dispose()
+
+
+def bfloat16_export_answers_as_rlhf_generate(ws, db, tmp_path, float32_export) -> None:  # noqa: ANN001
+    """The default settings (`model.generation`, `model.precision` = "auto") decode in bfloat16 here, and
+    `--dtype auto` exports in it: loaded by plain transformers in its saved dtype, the merged model gives
+    the tokens `rlhf generate --greedy` prints."""
+    import torch
+
+    from rlhf_core.models.generation import native_bf16
+
+    if not native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16: the loop decodes in float32, compared above")
+    ws.config.model.precision, ws.config.model.generation = "auto", "auto"
+    ws.config_path.write_text(dump_config(ws.config))
+    prompts = [CAT, *PROMPTS]
+    exported = export_model(ws, db, tmp_path / "merged-auto")
+    assert exported.dtype == "bfloat16"
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    done = rlhf("generate", "-w", str(ws.root), "--greedy", "--json", "--max-new-tokens", str(2 * GREEDY_TOKENS),
+                "--file", str(tmp_path / "prompts.jsonl"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [r["dtype"] for r in rows] == ["bfloat16"] * len(prompts)
+    request = {"prompts": prompts, "max_new_tokens": 2 * GREEDY_TOKENS, "continuation": [1]}
+    theirs = run_script(MERGED_SCRIPT, {"dir": str(exported.path), **request})
+    assert theirs["dtype"] == "bfloat16"
+    float32 = run_script(MERGED_SCRIPT, {"dir": str(float32_export), **request})
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(exported.path))
+    for prompt, row, ids, ids32 in zip(prompts, rows, theirs["greedy"], float32["greedy"]):
+        text = tok.decode(ids, skip_special_tokens=True).strip()
+        print(f"{prompt!r}: bfloat16 export {'==' if text == row['text'] else '!='} rlhf generate "
+              f"({len(ids)} tokens: {text!r}); float32 export "
+              f"{'==' if ids32 == ids else '!='}: {tok.decode(ids32, skip_special_tokens=True).strip()!r}")
+    assert [tok.decode(ids, skip_special_tokens=True).strip() for ids in theirs["greedy"]] == [r["text"] for r in rows]
+    assert [len(ids) for ids in theirs["greedy"]] == [r["tokens"] for r in rows]
