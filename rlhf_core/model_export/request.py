@@ -1,6 +1,7 @@
 """What an export request must be before anything is loaded or written: a known version of the asked
-kind, a format that fits it, a dtype we write, an empty (or `--overwrite`) `--out`. Imports only the database layer, so
-a refused request costs no model libraries (and their warnings) and prints one line."""
+kind, a format that fits it, a dtype we write, an empty (or `--overwrite`) `--out`; and which dtype the
+weights get (`export_dtype`). Imports only the database layer, so a refused request costs no model
+libraries (and their warnings) and prints one line."""
 
 from __future__ import annotations
 

@@ -14,7 +14,9 @@ Two choices make it fast (measured by `bench/generation.py`):
 
 Sampling follows the usual order: temperature, then nucleus (top-p); temperature 0 is greedy. A
 rollout sampled from the bfloat16 copy is very slightly off-policy for the float32 policy that
-trains on it; its log-probs are always recomputed by the training model.
+trains on it; its log-probs are always recomputed by the training model. `decoding_dtype` says which
+precision a workspace decodes in: `rlhf generate` prints it, and `rlhf export-model` writes a merged
+policy in it, so the model you try is the model you export.
 """
 
 from __future__ import annotations
