@@ -64,11 +64,11 @@ from _reward_probe import fit_linear_probe  # noqa: E402
 
 from rlhf_core.algorithms.preference import expected_calibration_error  # noqa: E402
 from rlhf_core.config import apply_overrides, apply_profile  # noqa: E402
+from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs  # noqa: E402
+from rlhf_core.loop.sampling import generate_responses  # noqa: E402
 from rlhf_core.simulator.crowd import kind_of  # noqa: E402
 from rlhf_core.simulator.demo import prepare_workspace  # noqa: E402
 from rlhf_core.simulator.gold import get_gold  # noqa: E402
-from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs  # noqa: E402
-from rlhf_core.loop.sampling import generate_responses  # noqa: E402
 from rlhf_core.simulator.simulate import simulate_annotators  # noqa: E402
 from rlhf_core.training.reward_data import preference_examples, split_by_prompt  # noqa: E402
 from rlhf_core.training.reward_model import train_reward_model  # noqa: E402

@@ -25,7 +25,7 @@ def _run(*args: str, timeout: int) -> str:
 
 def test_train_step_bench_measures_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    stdout = _run("bench/train_step.py", "--model", "tiny", "--steps", "1", "--warmup", "0", "--json", str(out),
+    stdout = _run("-m", "bench.train_step", "--model", "tiny", "--steps", "1", "--warmup", "0", "--json", str(out),
                   timeout=900)
     figures = json.loads(out.read_text())
     rows = {row["name"]: row for row in figures["table"]}
