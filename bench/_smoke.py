@@ -23,7 +23,7 @@ SHARED_MODEL_ENV = "RLHF_BENCH_SMOKE_MODEL"
 HELP = ("a smoke run: a tiny model built from a config and small sizes (replacing the size options given), the "
         f"same code paths and table as a real run; its figures mean nothing. ${SHARED_MODEL_ENV} names a tiny model "
         "directory to reuse instead of building one")
-BANNER = "smoke run (--smoke): a tiny model and small sizes, the real code paths; the figures below mean nothing"
+BANNER = "smoke run (--smoke): tiny sizes and models, the real code paths; the figures below mean nothing"
 
 # A round on the tiny model in seconds (as tests/conftest.py's shrink_for_tiny_rounds): `--set` items placed after
 # the command line's, so they win; ROUND_DEFAULTS go before them, so a command line can still change those.
