@@ -37,7 +37,7 @@ EXPECTED = {
     "generation.py": Expect((r"^natural: variant\s+tok/s\s+x hf-base$", r"^forced: variant", r"^\s+ours-trained\s+\d",
                              r"target ours-trained >= 1\.0x hf-base: [\d.]+x")),
     "gpu_check.sh": Expect((r"^smoke run: CUDA parts skipped", r"^== round", r"^\s+1\s+v1\s+grpo\s+12\s",
-                            r"^== generation", r"^natural: variant", r"^== train_step",
+                            r"^== generation", r"^\s+natural\s+ours-trained\s+[\d.]+ tok/s", r"^== train_step",
                             r"^reward-model step \(s/step\)", r"^GRPO step", r"gpu check done in \d+ s \(status 0\)"),
                            json_files=("round.json", "generation.json", "train_step.json")),
     "labeling_load.py": Expect((r"^\[trivial Gradio app with login \(the floor\)\]", r"^\[rlhf serve x1, SQLite\]",
