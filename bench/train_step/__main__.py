@@ -132,7 +132,12 @@ def main(argv: list[str] | None = None) -> None:
         print("preparing the model and environment")
         request = {"model": args.model, "model_cache": args.model_cache, "tiny_dir": tiny_dir, "device": args.device,
                    "quantize_4bit": args.quantize_4bit}
-        prep = run_worker(["prepare"], json.dumps(request), verbose=args.verbose)
+        if args.smoke:  # in this process: a smoke run pays the imports of one process fewer (no memory figure counts)
+            from bench.train_step.worker import prepare
+
+            prep = prepare(request)
+        else:
+            prep = run_worker(["prepare"], json.dumps(request), verbose=args.verbose)
         settings = BenchSettings(
             model_dir=prep["model_dir"], model_label=args.model, device=prep["device"],
             quantize_4bit=prep["quantize_4bit"], warmup=args.warmup, steps=args.steps, batch_size=args.batch_size,
