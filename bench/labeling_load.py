@@ -5,7 +5,6 @@ the trivial-Gradio floor measured first in the same run as the reference.
     python bench/labeling_load.py                          # 50 annotators x 20 judgments, SQLite
     python bench/labeling_load.py --think-ms 0 --annotators 20   # flat out: throughput at saturation
     python bench/labeling_load.py --processes 2 --annotators 200 --db postgresql://user@127.0.0.1/rlhf_bench
-    python bench/labeling_load.py --smoke                  # seconds: 3 annotators x 2 judgments, flat out, floor too
 
 Each simulated annotator pauses 5 s (uniform 2.5-7.5 s) between seeing a pair and judging it;
 `--think-ms 0` removes the pause and measures the saturated server. Each annotator logs in
@@ -41,7 +40,6 @@ if __package__ in (None, ""):  # run as a script: make the repository and bench/
 
 from _load_clients import ClientResult, LoadPlan, start_clients  # noqa: E402
 from _load_servers import Servers, start_app, start_floor  # noqa: E402
-from _smoke import add_smoke_option, apply_smoke  # noqa: E402
 from sqlmodel import func, select  # noqa: E402
 
 from rlhf_core.config import dump_config  # noqa: E402
@@ -183,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-floor", action="store_true", help="skip the trivial-Gradio reference")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
-    add_smoke_option(parser)
+    from _smoke import add_smoke_option, apply_smoke  # bench/_smoke.py
+
+    add_smoke_option(parser)  # --smoke: 3 annotators x 2 judgments, flat out, the floor included
     args = parser.parse_args(argv)
     apply_smoke(args, annotators=3, judgments_each=2, think_ms=0.0, ramp_s=None, no_floor=False)
 
