@@ -175,8 +175,7 @@ def offer_pairs(ws, db, stack, prompts, responses, method: str, max_pairs: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gold", default=None, help="default: sentiment (a smoke run: longer, since the tiny "
-                        "model's random words carry no sentiment and the gold would tie nearly every pair)")
+    parser.add_argument("--gold", default=None, help="default: sentiment; a smoke run's: longer (random words tie)")
     parser.add_argument("--keyword", default=None, help="the word for --gold keyword (default: its own)")
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--budgets", default="100,200,300")
@@ -204,8 +203,7 @@ def main() -> None:
     add_smoke_option(parser)
     args = parser.parse_args()
     apply_smoke(args, tiny_model="model", budgets="8,16", seeds=1, prior=min(args.prior, 16), heldout_prompts=8,
-                gold=args.gold or "longer",
-                set=[*args.set, "sampling.max_new_tokens=8", "reward.epochs=1", "reward.max_length=96"])
+                gold=args.gold or "longer", set=[*args.set, "sampling.max_new_tokens=8", "reward.epochs=1"])
     args.gold = args.gold or "sentiment"
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     budgets = [int(b) for b in args.budgets.split(",")]

@@ -79,7 +79,8 @@ def merge(runs: list[dict]) -> dict:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m bench.train_step", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="default", help="default (SmolLM2-135M-Instruct), tiny, or a local HF model dir")
     p.add_argument("--model-cache", default=os.environ.get("RLHF_MODEL_CACHE", "~/.cache/rlhf-loop/models"),
                    help="where 'default' is converted to (default: $RLHF_MODEL_CACHE or ~/.cache/rlhf-loop/models)")
