@@ -9,9 +9,11 @@ machine; their figures mean nothing and are not checked, only that they are prin
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,16 +81,28 @@ def smoke_command(name: str, out: Path) -> tuple[list[str], Path | None]:
 
 
 def run_smoke(name: str, out: Path, tiny_model: Path) -> subprocess.CompletedProcess:
+    """Run `name --smoke` in its own process group; past TIMEOUT_S the group gets SIGINT first, so a bench's
+    cleanup (stopping the servers it started) runs, then SIGKILL."""
     command, _ = smoke_command(name, out)
     (out / "tmp").mkdir()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "RLHF_BENCH_SMOKE_MODEL": str(tiny_model), "TMPDIR": str(out / "tmp"), "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
-        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        return subprocess.CompletedProcess(command, -1, f"{exc.stdout or ''}\n[timed out after {TIMEOUT_S} s]",
-                                           exc.stderr or "")
+        stdout, stderr = proc.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            stdout, stderr = proc.communicate()
+        stdout += f"\n[timed out after {TIMEOUT_S} s]"
+    return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,8 @@ from bench._smoke import add_smoke_option, apply_smoke, shared_tiny_model  # noq
 from bench.train_step.report import describe, format_table, median, table_rows  # noqa: E402
 from bench.train_step.settings import BenchSettings  # noqa: E402
 
-# This process never imports torch: it stays small, so a worker's peak RSS (which can inherit the
-# parent's high-water mark across fork/exec) measures the worker alone.
+# This process never imports torch (a smoke run's excepted, whose figures mean nothing): it stays small, so a
+# worker's peak RSS (which can inherit the parent's high-water mark across fork/exec) measures the worker alone.
 WORKER = "bench.train_step.worker"
 GROUPS = {"reward": ("reward-ours", "reward-trl"), "grpo": ("grpo-ours", "grpo-trl"),
           "ppo-memory": ("ppo-shared", "ppo-separate"), "sft": ("sft-ours", "sft-trl")}
