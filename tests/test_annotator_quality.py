@@ -178,7 +178,7 @@ def test_cli_imports_controls_and_status_json_reports_quality(tmp_path: Path) ->
     good = tmp_path / "controls.csv"
     good.write_text("prompt,response_a,response_b,expected\nTwo plus two?,4,5,a\nGreet me,Hi!,Go away.,a\n")
     out = rlhf("controls", "import", str(good), "-w", str(ws_dir)).stdout
-    assert "Imported 2 control pairs (0 duplicates skipped); 2 in all, served as 10%" in out
+    assert "Imported 2 control pairs from controls.csv (0 already there); 2 in all, served as 10%" in out
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "p", "response_a": "x", "response_b": "y", "expected": "a"}\n{"prompt": "p"\n')
     refused = rlhf("controls", "import", str(bad), "-w", str(ws_dir), check=False)

@@ -11,7 +11,7 @@ from rlhf_core.config import Config, ConfigError, apply_overrides, dump_config, 
 
 def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     config = Config()
-    config.policy.reference = "previous"
+    config.policy.reference, config.policy.kl_budget = "previous", 0.0  # a moving anchor takes no budget
     config.model.release_cpu_memory = True
     config.policy.kl_beta = 0.1
     config.policy.algo, config.policy.kl_control, config.policy.loss_type = "dpo", "adaptive", "dr_grpo"
@@ -42,8 +42,12 @@ def test_settings_round_trip_through_toml(tmp_path: Path) -> None:
     ("auth", "cooldown_seconds = 0", "auth.cooldown_seconds must be between 1 and 604800"),
     ("auth", "min_password_length = 4", "auth.min_password_length must be between 8 and 1024"),
     ("labeling", "undo_seconds = -1", r"labeling.undo_seconds must be between 0 \(no undo\) and 3600"),
-    ("labeling", 'truncated_advice = "ignore"', "labeling.truncated_advice must be one of judge_content, "
-                                                "prefer_complete, skip"),
+    ("labeling", 'truncated_advice = "ignore"', "labeling.truncated_advice must be judge_content, "
+                                                "prefer_complete or skip"),
+    ("reward", 'pooling = "max"', "reward.pooling must be last, mean, sum or mean\\+sum"),
+    ("reward", 'annotator_model = "dawid"', "reward.annotator_model must be none, threshold or crowd_bt"),
+    ("sampling", 'pair_selection = "best"', "sampling.pair_selection must be all, random or uncertainty"),
+    ("model", 'precision = "fp16"', "model.precision must be auto, bf16 or fp32"),
 ])
 def test_bad_values_name_the_setting(tmp_path: Path, section: str, line: str, message: str) -> None:
     path = tmp_path / "rlhf.toml"
@@ -74,3 +78,38 @@ def test_benchmark_overrides_parse_each_type_and_are_validated() -> None:
         apply_overrides(config, ["reward.depth=1"])
     with pytest.raises(ConfigError, match="reward.feature_depths must be"):
         apply_overrides(config, ["reward.feature_depths=2"])
+
+
+def test_every_closed_set_of_values_is_checked_from_its_declaration(tmp_path: Path) -> None:
+    """Each key that declares allowed values accepts each of them and refuses anything else, naming the file, the
+    key and every allowed value: no key's check is written by hand, and none is missing."""
+    from rlhf_core.config import declared_settings
+
+    closed = [s for s in declared_settings(Config) if s.allowed is not None]
+    assert {"model.quantize_4bit", "policy.algo", "labeling.truncated_advice", "reward.ties"} <= {s.key for s in closed}
+    path = tmp_path / "rlhf.toml"
+    for s in closed:
+        for value in s.allowed:
+            path.write_text(f'[{s.section}]\n{s.name} = "{value}"\n')
+            if (s.key, value) == ("reward.ties", "davidson"):  # a rule between keys: crowd_bt models no ties
+                path.write_text('[reward]\nties = "davidson"\nannotator_model = "threshold"\n')
+            assert getattr(getattr(load_config(path), s.section), s.name) == value
+        path.write_text(f'[{s.section}]\n{s.name} = "no-such-value"\n')
+        with pytest.raises(ConfigError) as refused:
+            load_config(path)
+        assert str(refused.value).startswith(f"{path}: {s.key} must be ")
+        assert all(value in str(refused.value) for value in s.allowed)
+
+
+def test_a_plugins_algorithm_is_accepted_at_check_time() -> None:
+    from rlhf_core.config import validate
+    from rlhf_core.registry import POLICY_ALGORITHMS, PolicyAlgorithm
+
+    config = Config()
+    config.policy.algo = "kto"
+    with pytest.raises(ConfigError, match="policy.algo must be ppo, grpo or dpo"):
+        validate(config)
+    plugin = PolicyAlgorithm(name="kto", help="a plugin's algorithm", trainer="plugin.kto:train",
+                             needs_reward_model=False, uses_rollouts=False)
+    with POLICY_ALGORITHMS.registered(plugin):
+        validate(config)

@@ -1,4 +1,5 @@
-"""policy.kl_budget: a KL budget to the base spread over rounds (training/policy.kl_budget_share), by hand."""
+"""policy.kl_budget: a KL budget to a fixed reference spread over rounds (training/policy.kl_budget_share), by
+hand; on by default."""
 
 from __future__ import annotations
 
@@ -16,13 +17,17 @@ def test_each_round_gets_its_share_of_the_budget():
     assert "target_kl" not in kl_budget_share(cfg, 1)  # the fixed controller keeps its β
     adaptive = PolicyConfig(kl_budget=0.1, kl_budget_rounds=2, kl_control="adaptive", max_kl_per_token=0.04)
     assert kl_budget_share(adaptive, 2) == pytest.approx({"max_kl_per_token": 0.04, "target_kl": 0.1})
-    assert kl_budget_share(PolicyConfig(), 1) == {}  # no budget: the round's settings stay
+    assert kl_budget_share(PolicyConfig(kl_budget=0.0), 1) == {}  # no budget: the round's settings stay
+    assert kl_budget_share(PolicyConfig(), 3) == {"max_kl_per_token": pytest.approx(0.08)}  # the default's
 
 
-def test_the_budget_is_to_the_base():
+def test_the_budget_is_to_a_fixed_reference():
     config = Config()
+    for reference in ("base", "sft", "2"):
+        config.policy.reference = reference
+        validate(config)
     config.policy.kl_budget, config.policy.reference = 0.1, "previous"
-    with pytest.raises(ConfigError, match="policy.kl_budget bounds the KL to the base"):
+    with pytest.raises(ConfigError, match="policy.kl_budget bounds the total drift to a fixed reference"):
         validate(config)
     config.policy.reference, config.policy.kl_budget_rounds = "base", 0
     with pytest.raises(ConfigError, match="kl_budget_rounds at least 1"):

@@ -110,7 +110,8 @@ def test_evaluation_batch_needs_a_trained_policy_and_eval_prompts(app: RunningAp
     storage.add_prompts(app.db, [[{"role": "user", "content": f"eval {i}"}] for i in range(3)], split="eval")
     message = olga.predict(4, api_name="/create_eval_batch")
     job = storage.get_job(app.db, int(re.search(r"#(\d+)", message).group(1)))
-    assert job.kind == "eval_batch" and json.loads(job.params_json) == {"prompts": 4}
+    assert job.kind == "eval_batch" and json.loads(job.params_json) == {"prompts": 4, "trigger": "operator",
+                                                                       "requested_by": "olga"}
     assert "already under way" in olga.predict(4, api_name="/create_eval_batch")
     assert len(storage.list_jobs(app.db)) == 1
 
@@ -179,7 +180,7 @@ def test_rounds_view_from_stored_metrics(sqlite_db: storage.Database) -> None:
     storage.finish_job(db, job.id, {})
     storage.add_training_logs(db, phase="policy", job_id=job.id,
                               rows=[{"step": s, "reward_mean": 0.1 * s, "kl_per_token": 0.01} for s in range(3)])
-    dropdown, reward_curve, kl_curve, length_curve, rm_loss, *other_curves, curve_note = curve_values(db, None)
+    dropdown, rm_loss, reward_curve, kl_curve, length_curve, *other_curves, curve_note = curve_values(db, None)
     assert dropdown.value == job.id and reward_curve.visible and kl_curve.sort == ["1", "2", "3"]
     assert not rm_loss.visible and "reward model: loss" in curve_note
     # DPO's four curves and SFT's two stay hidden for a GRPO round, and are not awaited in the note.

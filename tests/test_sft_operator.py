@@ -29,7 +29,8 @@ def test_an_operator_starts_sft_and_an_annotator_cannot(app: RunningApp) -> None
     assert "**3 demonstrations**: 0 written on the labeling page (0 of them edits" in summary
     assert "3 imported" in summary and "No SFT version yet" in summary
     again, _ = olga.predict(api_name="/start_sft")
-    assert again == f"**Not started:** SFT is already under way: job #{job.id} (queued)."
+    assert again == (f"**Not started:** SFT is already under way: job #{job.id} (queued). Wait until it is done or "
+                     "failed.")
     assert [e.params["job"] for e in storage.audit_events(app.db, action="start_sft")] == [job.id]
 
     alice = Client(app.url, auth=("alice", PASSWORD), verbose=False, analytics_enabled=False)

@@ -55,7 +55,8 @@ ONE_ROUND = ("One trained version so far: its figures are in the table; the char
              "the second round.")
 NO_TRAINING_JOBS = "No training job has run yet, so there are no per-step curves."
 SELECTION_COLUMNS = ["round", "pairs", "selection", "count", "open", "judgments", "mean info score"]
-KIND_LABELS = {"train": "training", "eval_vs_base": "policy vs base", "imported": "imported"}
+KIND_LABELS = {"train": "training", "eval_vs_base": "policy vs base", "eval_vs_previous": "policy vs previous",
+               "imported": "imported"}
 SELECTION_NOTE = ("_Selection is `sampling.pair_selection`: all pairs of a prompt's samples, a random subset, or "
                   "the ones the reward models disagree on most (uncertainty; served first, highest info score "
                   "first). Evaluation pairs say eval._")

@@ -2,8 +2,10 @@
 (`kl`), the adaptive KL coefficient (`kl_control`), masked statistics (`masked`), GAE, KL-shaped rewards and
 group-normalised advantages (`advantages`), PPO/GRPO/Dr. GRPO losses and log-prob gathering (`policy_losses`),
 log-probs through a vocabulary projection in chunks (`head_logprobs`), the DPO loss (`dpo`), the SFT loss on
-answer tokens (`sft`), Pearson correlation (`correlation`), annotator agreement statistics (`agreement`), and
-CrowdBT's annotator reliabilities and position bias (`crowd_bt`).
+answer tokens (`sft`), Pearson correlation (`correlation`), annotator agreement statistics (`agreement`),
+CrowdBT's annotator reliabilities and position bias (`crowd_bt`), and the evidence that the loop improves: the
+conservative reward of an ensemble, cross-fitted accuracy, proxy gains, the over-optimization and promotion rules
+(`evidence`).
 Every function takes tensors (or plain Python values) and returns them: no model, no IO, and no import of any
 other part of the project, so each is tested against numbers worked out by hand. The names are re-exported
 here for convenience.

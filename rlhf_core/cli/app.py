@@ -1,9 +1,9 @@
 """The typer app and what every command shares: the `--workspace`/`--db` options, the `--algo` option (a round
 algorithm of the registry), the shell user as the actor of audited actions, and logging to the workspace.
 
-Command modules import `app` from here and register on it. Plugins named in `$RLHF_PLUGINS` (comma-separated
-modules that register their own entries: algorithms, golds, ...) are imported first, so the commands' choices
-and help see their kinds.
+Command modules import `app` from here and register on it. `main` imports the plugins named in `$RLHF_PLUGINS`
+(comma-separated modules that register their own entries: algorithms, golds, ...) before the command modules,
+so the commands' choices and help see their kinds.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ from typing import Annotated
 
 import typer
 
-from rlhf_core.registry import load_plugins, round_algorithms, spoken_list
+from rlhf_core.registry import round_algorithms, spoken_list
 
-load_plugins()
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="rlhf-loop: an online human-feedback loop.")
 
 WorkspaceOpt = Annotated[
@@ -51,9 +50,12 @@ def _round_algorithm(value: str | None) -> str | None:
     return value
 
 
-AlgoOpt = Annotated[str | None, typer.Option(
-    "--algo", callback=_round_algorithm,
-    help=f"{spoken_list(round_algorithms())} (default: policy.algo in rlhf.toml)")]
+def algo_option() -> object:
+    """The `--algo` option of a command module, made when the module is imported (after the plugins, so their
+    algorithms are in its help): a round algorithm of the registry, checked when the command runs."""
+    return Annotated[str | None, typer.Option(
+        "--algo", callback=_round_algorithm, help=f"{spoken_list(round_algorithms())} (default: policy.algo in "
+                                                  "rlhf.toml)")]
 
 
 VerboseOpt = Annotated[bool, typer.Option(

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from rlhf_core.cli.app import AlgoOpt, DbOpt, WorkspaceOpt, app, open_db, shell
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, algo_option, app, open_db, shell
+
+AlgoOpt = algo_option()
 
 
 @app.command()
@@ -42,11 +44,12 @@ def sample(
 def run_job_now(workspace: Path | None, db: str | None, kind: str, params: dict[str, Any]) -> None:
     """Request a job through the action service and work the queue in this process until it has finished;
     print its outcome (a refusal or a failure: one `error:` line, exit 1)."""
-    from rlhf_core.loop.worker import Worker
     from rlhf_core.service.jobs import request_job
 
     ws, database = open_db(workspace, db)
-    job = request_job(ws, database, kind, params, shell())
+    job = request_job(ws, database, kind, params, shell())  # a refusal prints before any model code loads
+    from rlhf_core.loop.worker import Worker
+
     typer.echo(f"Job #{job.id} ({kind}) queued; running it here. {expected_duration(database, kind)}")
     done = Worker(ws, database, progress=True).run_until_done(job.id)
     if done.status == "failed":
@@ -131,3 +134,25 @@ def jobs_retry(job_id: int, workspace: WorkspaceOpt = None, db: DbOpt = None) ->
     _, database = open_db(workspace, db)
     job = retry(database, job_id, shell())
     typer.echo(f"Queued job #{job.id} ({job.kind}) as a retry of #{job_id}.")
+
+
+@app.command()
+def rollback(
+    to: Annotated[str, typer.Option("--to", help="The policy version to make current: 3 or v3")],
+    workspace: WorkspaceOpt = None,
+    db: DbOpt = None,
+) -> None:
+    """Make policy version N the one that is served and that the next round starts from (nothing is deleted)."""
+    from rlhf_core.service.versions import rollback as roll_back
+
+    _, database = open_db(workspace, db)
+    before = _current(database)
+    version = roll_back(database, to, shell())
+    typer.echo(f"Policy v{version.id} is current (was v{before}): annotators get its pairs, the next round starts "
+               "from it.")
+
+
+def _current(database) -> int:  # noqa: ANN001
+    from storage import current_policy
+
+    return current_policy(database).id

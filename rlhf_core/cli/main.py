@@ -6,24 +6,29 @@ import sys
 
 import typer
 
-# Importing a command module registers its commands, in the order `rlhf --help` lists them.
-# isort: off
-from rlhf_core.cli import project  # noqa: F401
-from rlhf_core.cli import imports  # noqa: F401
-from rlhf_core.cli import users  # noqa: F401
-from rlhf_core.cli import jobs  # noqa: F401
-from rlhf_core.cli import serve  # noqa: F401
-from rlhf_core.cli import exports  # noqa: F401
-from rlhf_core.cli import simulation  # noqa: F401
-from rlhf_core.cli import models  # noqa: F401
-from rlhf_core.cli import quickstart  # noqa: F401
-# isort: on
 from rlhf_core.cli.app import app
+
+
+def load_commands() -> typer.Typer:
+    """Import every command module, which registers its commands on `app` in the order `rlhf --help` lists them,
+    and return `app`. Call after `load_plugins`, so the commands' choices and help include the plugins' kinds."""
+    # isort: off
+    from rlhf_core.cli import project, imports, users, jobs, serve, exports, simulation, models, quickstart  # noqa: F401
+    # isort: on
+    return app
 
 
 def main() -> None:
     import click
 
+    from rlhf_core.registry import PluginError, load_plugins
+
+    try:
+        load_plugins()
+    except PluginError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    load_commands()
     try:
         # Without standalone mode a command's `typer.Exit(code)` comes back as the return value.
         code = app(standalone_mode=False)

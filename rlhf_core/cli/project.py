@@ -51,6 +51,7 @@ def status(
     """Counts, versions, jobs, and each annotator's accuracy on control pairs and agreement with the majority."""
     from rlhf_core.data.annotator_quality import annotator_quality_report
     from rlhf_core.data.leaderboard import outside_data_status
+    from rlhf_core.service.dashboard import overoptimization_status
     from storage import demonstration_counts, status_counts
 
     ws, database = open_db(workspace, db)
@@ -58,6 +59,7 @@ def status(
     info["annotator_quality"] = annotator_quality_report(database)
     info.update(outside_data_status(database))
     info["demonstrations"] = demonstration_counts(database)  # stage 1: {demonstrations, written, edits, imported}
+    info["overoptimization"] = overoptimization_status(database)  # the rule's alarm on the current version
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -74,6 +76,11 @@ def status(
     v = info["versions"]
     rm = "none yet" if v["reward_model"] is None else f"v{v['reward_model']}"
     typer.echo(f"policy     v{v['policy']}{' (base model)' if v['policy'] == 0 else ''}")
+    over = info["overoptimization"]
+    if over["version"] != v["policy"]:
+        typer.echo(f"current    v{over['version']} (served; the next round starts from it)")
+    if over["alarm"]:
+        typer.echo(f"ALARM      over-optimization: {over['reason']}")
     typer.echo(f"reward     {rm}")
     jobs = info["jobs"]
     running = ", ".join(f"#{j['id']} {j['kind']} {j['progress']:.0%}" for j in jobs["running"]) or "none"

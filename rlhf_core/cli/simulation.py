@@ -9,8 +9,10 @@ from typing import Annotated
 
 import typer
 
-from rlhf_core.cli.app import AlgoOpt, DbOpt, WorkspaceOpt, app, open_db
+from rlhf_core.cli.app import DbOpt, WorkspaceOpt, algo_option, app, open_db
 from rlhf_core.registry import CROWD_KINDS, GOLDS
+
+AlgoOpt = algo_option()
 
 
 @app.command()

@@ -1,26 +1,31 @@
-"""Typed project configuration, read once from `rlhf.toml` and passed down explicitly: the sections
-as dataclasses with working defaults (`sections`), their checks (`validation`), reading, writing and
-overriding a file (`files`), and the cpu/gpu sizing profiles (`profiles`). Imports nothing else of the
-project but the tables of kinds (`rlhf_core.registry`), so every layer may read it.
+"""Typed project configuration, read once from `rlhf.toml` and passed down explicitly: how a key is declared
+with its help and allowed values (`settings`), the sections as dataclasses with working defaults (`sections`,
+and the training ones in `training_sections`), their checks (`validation`), reading, writing and overriding a
+file (`files`), the cpu/gpu sizing profiles (`profiles`), and the Markdown reference of every key, made from
+the declarations (`reference`). Imports nothing else of the project but the tables of kinds
+(`rlhf_core.registry`), so every layer may read it.
 """
 
 from rlhf_core.config.files import apply_overrides, dump_config, load_config
 from rlhf_core.config.profiles import PROFILES, apply_profile, profile_config, resolve_profile
+from rlhf_core.config.reference import configuration_reference
 from rlhf_core.config.sections import (
-    ANNOTATOR_MODELS,
     DEMONSTRATION_MODES,
-    REWARD_POOLINGS,
     TRUNCATED_ADVICE,
     AuthConfig,
     Config,
-    ConfigError,
     LabelingConfig,
     LoggingConfig,
     LoopConfig,
     ModelConfig,
+    SamplingConfig,
+)
+from rlhf_core.config.settings import ConfigError, Setting, allowed_values, declared_settings, setting
+from rlhf_core.config.training_sections import (
+    ANNOTATOR_MODELS,
+    REWARD_POOLINGS,
     PolicyConfig,
     RewardConfig,
-    SamplingConfig,
     SFTConfig,
 )
 from rlhf_core.config.validation import validate

@@ -8,7 +8,8 @@ from typing import Any
 
 import tomllib
 
-from rlhf_core.config.sections import Config, ConfigError
+from rlhf_core.config.sections import Config
+from rlhf_core.config.settings import ConfigError
 from rlhf_core.config.validation import validate
 
 
@@ -60,9 +61,10 @@ def apply_overrides(config: Config, items: list[str]) -> None:
     validate(config, "--set")
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """`value` as TOML writes it (a string quoted, a bool lower-case, a list in brackets)."""
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (int, float)):
@@ -80,8 +82,8 @@ def dump_config(config: Config) -> str:
         if dataclasses.is_dataclass(value):
             tables.append((f.name, value))
         else:
-            lines.append(f"{f.name} = {_toml_value(value)}")
+            lines.append(f"{f.name} = {toml_value(value)}")
     for name, section in tables:
         lines += ["", f"[{name}]"]
-        lines += [f"{sf.name} = {_toml_value(getattr(section, sf.name))}" for sf in dataclasses.fields(section)]
+        lines += [f"{sf.name} = {toml_value(getattr(section, sf.name))}" for sf in dataclasses.fields(section)]
     return "\n".join(lines) + "\n"

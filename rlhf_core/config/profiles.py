@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlhf_core.config.sections import Config, ConfigError
+from rlhf_core.config.sections import Config
+from rlhf_core.config.settings import ConfigError
 
 # Settings a profile changes from the defaults, per section. "cpu": a round (sample -> reward model ->
 # policy update) of the default 135M model in minutes on 2 cores; "gpu": bigger batches and longer answers.
@@ -12,7 +13,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         "sampling": {"per_prompt": 4, "max_new_tokens": 64, "batch_size": 32, "pool_refill_pairs": 32},
         # bench/loop_efficacy.py, 3 GRPO rounds x 300 judgments (sentiment): lr 1e-4 rounds add at KL ~0.1 (2e-4: KL
-        # 0.165; 5e-5: too little); 45 warm-started reward steps keep rounds near the first's time (README).
+        # 0.165; 5e-5: too little); 45 warm-started reward steps keep rounds near the first's time (docs/results.md).
         "reward": {"epochs": 2, "batch_size": 8, "max_length": 256, "warm_start": True, "max_steps": 45},
         # --algo dpo, gold keyword: dpo_beta 0.1 drifted to KL 0.25 by round 2 (0.64 by round 3); 0.5 reached 82.0%
         # vs the base at KL 0.073 after round 3.

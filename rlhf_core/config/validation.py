@@ -1,36 +1,20 @@
-"""Checks of a whole `Config`: each setting's allowed values, in one sentence naming the key."""
+"""Checks of a whole `Config`, each failure one sentence naming the key: the allowed values of every key that
+declares them (`settings`), then numeric bounds and the rules between keys, written here."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
 
-from rlhf_core.config.sections import (
-    ANNOTATOR_MODELS,
-    DEMONSTRATION_MODES,
-    REWARD_POOLINGS,
-    TRUNCATED_ADVICE,
-    AuthConfig,
-    Config,
-    ConfigError,
-    LabelingConfig,
-    LoggingConfig,
-    PolicyConfig,
-)
-from rlhf_core.registry import round_algorithms, spoken_list
+from rlhf_core.config.sections import AuthConfig, Config, LabelingConfig, LoggingConfig, PolicyConfig
+from rlhf_core.config.settings import ConfigError, declared_choices
+from rlhf_core.registry import spoken_list
 
 
 def validate(config: Config, where: Path | str = "config") -> None:
-    if config.model.quantize_4bit not in ("auto", "true", "false"):
-        raise ConfigError(f"{where}: model.quantize_4bit must be auto, true or false")
-    if config.model.generation not in ("auto", "merged", "adapter"):
-        raise ConfigError(f"{where}: model.generation must be auto, merged or adapter")
-    if config.model.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"{where}: model.precision must be auto, bf16 or fp32")
-    if config.model.activation_checkpointing not in ("auto", "on", "off"):
-        raise ConfigError(f"{where}: model.activation_checkpointing must be auto, on or off")
-    if config.policy.algo not in round_algorithms():
-        raise ConfigError(f"{where}: policy.algo must be {spoken_list(round_algorithms())}")
+    """Raise ConfigError naming `where`, the key and what it allows, for the first setting that is out of bounds:
+    first every closed set of values (as declared), then numeric bounds and the rules between keys."""
+    _validate_choices(config, where)
     if config.sampling.per_prompt < 2:
         raise ConfigError(f"{where}: sampling.per_prompt must be at least 2 to form pairs")
     if config.labeling.judgments_per_pair < 1:
@@ -39,8 +23,6 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: policy.reference must be base, previous, sft or a policy version number")
     if config.policy.group_size < 2:
         raise ConfigError(f"{where}: policy.group_size must be at least 2")
-    if config.sampling.pair_selection not in ("all", "random", "uncertainty"):
-        raise ConfigError(f"{where}: sampling.pair_selection must be all, random or uncertainty")
     if config.sampling.first_batch_pairs < 0:
         raise ConfigError(f"{where}: sampling.first_batch_pairs must be 0 (off) or more")
     if config.sampling.max_pairs_per_prompt < 0:
@@ -53,16 +35,10 @@ def validate(config: Config, where: Path | str = "config") -> None:
         raise ConfigError(f"{where}: reward.ensemble must be at least 1")
     if config.reward.max_steps < 0:
         raise ConfigError(f"{where}: reward.max_steps must be at least 0 (0 = no cap)")
-    if config.reward.pooling not in REWARD_POOLINGS:
-        raise ConfigError(f"{where}: reward.pooling must be one of {', '.join(REWARD_POOLINGS)}")
     if not config.reward.feature_depths or not all(isinstance(d, float) and 0 <= d <= 1
                                                    for d in config.reward.feature_depths):
         raise ConfigError(f"{where}: reward.feature_depths must be a non-empty list of fractions in [0, 1], got "
                           f"{config.reward.feature_depths!r}")
-    if config.reward.head_init not in ("random", "probe"):
-        raise ConfigError(f"{where}: reward.head_init must be random or probe")
-    if config.reward.ties not in ("drop", "davidson"):
-        raise ConfigError(f"{where}: reward.ties must be drop or davidson")
     if not 0 < config.labeling.session_hours <= 24 * 90:
         raise ConfigError(f"{where}: labeling.session_hours must be above 0 and at most 2160 (90 days)")
     if not 0.0 <= config.reward.min_annotator_accuracy <= 1.0:
@@ -76,6 +52,15 @@ def validate(config: Config, where: Path | str = "config") -> None:
     _validate_outside_data(config, where)
 
 
+def _validate_choices(config: Config, where: Path | str) -> None:
+    """Every key declared with allowed values (a Literal type or a table of kinds) holds one of them."""
+    for section, name, allowed in declared_choices(Config):
+        value = getattr(getattr(config, section), name) if section else getattr(config, name)
+        if value not in allowed:
+            key = f"{section}.{name}" if section else name
+            raise ConfigError(f"{where}: {key} must be {spoken_list(allowed)}")
+
+
 def _validate_outside_data(config: Config, where: Path | str) -> None:
     """Prior judgments from existing preference datasets (`rlhf preferences import`)."""
     weight = config.reward.prior_weight
@@ -87,8 +72,6 @@ def _validate_outside_data(config: Config, where: Path | str) -> None:
 def _validate_demonstrations(config: Config, where: Path | str) -> None:
     """Stage 1: the labeling page's demonstration panel and supervised fine-tuning."""
     labeling, sft = config.labeling, config.sft
-    if labeling.demonstrations not in DEMONSTRATION_MODES:
-        raise ConfigError(f"{where}: labeling.demonstrations must be one of {', '.join(DEMONSTRATION_MODES)}")
     if labeling.demonstration_every < 1:
         raise ConfigError(f"{where}: labeling.demonstration_every must be at least 1")
     if sft.learning_rate <= 0 or sft.epochs < 1 or sft.batch_size < 1 or sft.max_steps < 0:
@@ -103,15 +86,11 @@ def _validate_demonstrations(config: Config, where: Path | str) -> None:
 def _validate_labeling_page(labeling: LabelingConfig, where: Path | str) -> None:
     if not 0 <= labeling.undo_seconds <= 3600:
         raise ConfigError(f"{where}: labeling.undo_seconds must be between 0 (no undo) and 3600")
-    if labeling.truncated_advice not in TRUNCATED_ADVICE:
-        raise ConfigError(f"{where}: labeling.truncated_advice must be one of {', '.join(TRUNCATED_ADVICE)}")
 
 
 def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
     """reward.annotator_model, policy.kl_budget and loop.min_reward_confidence (issue 29)."""
     reward = config.reward
-    if reward.annotator_model not in ANNOTATOR_MODELS:
-        raise ConfigError(f"{where}: reward.annotator_model must be one of {', '.join(ANNOTATOR_MODELS)}")
     if reward.annotator_model == "none" and reward.min_annotator_accuracy > 0:
         raise ConfigError(f"{where}: reward.min_annotator_accuracy is not used with reward.annotator_model = "
                           "\"none\"; set annotator_model = \"threshold\" or \"crowd_bt\", or "
@@ -124,9 +103,14 @@ def _validate_annotators_and_gate(config: Config, where: Path | str) -> None:
     if policy.kl_budget < 0 or policy.kl_budget_rounds < 1:
         raise ConfigError(f"{where}: policy.kl_budget must be at least 0 (0 = none) and policy.kl_budget_rounds at "
                           "least 1")
-    if policy.kl_budget > 0 and policy.reference != "base":
-        raise ConfigError(f"{where}: policy.kl_budget bounds the KL to the base: it needs policy.reference = \"base\" "
-                          "(or kl_budget = 0)")
+    if policy.kl_budget > 0 and policy.reference == "previous":
+        raise ConfigError(f"{where}: policy.kl_budget bounds the total drift to a fixed reference (base, sft or a "
+                          "version number); with policy.reference = \"previous\" the anchor moves every round: bound "
+                          "each round with policy.max_kl_per_token instead, or set kl_budget = 0")
+    if not 0.0 <= reward.conservative_lambda < float("inf"):
+        raise ConfigError(f"{where}: reward.conservative_lambda must be a number >= 0")
+    if config.loop.probe_prompts < 0:
+        raise ConfigError(f"{where}: loop.probe_prompts must be 0 (off) or more")
     if not 0.0 <= config.loop.min_reward_confidence < 1.0:
         raise ConfigError(f"{where}: loop.min_reward_confidence must be at least 0 (0 = no gate) and below 1")
     if config.loop.min_reward_confidence > 0 and reward.eval_fraction <= 0:
@@ -145,12 +129,8 @@ def _validate_auth(auth: AuthConfig, where: Path | str) -> None:
 
 
 def _validate_policy_update(policy: PolicyConfig, where: Path | str) -> None:
-    if policy.kl_control not in ("fixed", "adaptive"):
-        raise ConfigError(f"{where}: policy.kl_control must be fixed or adaptive")
     if policy.target_kl <= 0 or policy.kl_horizon < 1:
         raise ConfigError(f"{where}: policy.target_kl must be > 0 and policy.kl_horizon at least 1")
-    if policy.loss_type not in ("grpo", "dr_grpo"):
-        raise ConfigError(f"{where}: policy.loss_type must be grpo or dr_grpo")
     if policy.dpo_beta <= 0 or policy.dpo_learning_rate <= 0:
         raise ConfigError(f"{where}: policy.dpo_beta and policy.dpo_learning_rate must be > 0")
     if not 0.0 <= policy.dpo_label_smoothing < 0.5:
@@ -162,8 +142,6 @@ def _validate_policy_update(policy: PolicyConfig, where: Path | str) -> None:
 
 
 def _validate_logging(logging: LoggingConfig, where: Path | str) -> None:
-    if logging.report_to not in ("none", "tensorboard"):
-        raise ConfigError(f"{where}: logging.report_to must be none or tensorboard")
     if not logging.dir.strip():
         raise ConfigError(f"{where}: logging.dir must name a folder (relative to the workspace)")
     if logging.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:

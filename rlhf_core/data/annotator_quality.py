@@ -23,7 +23,7 @@ from rlhf_core.algorithms.agreement import (
 from storage import Database, JudgmentRow, control_judgments, current_reward_model, judgment_rows
 
 # Pairs whose judgments count for agreement with the majority; control pairs have their own figure.
-AGREEMENT_KINDS = ("train", "eval_vs_base", "imported")
+AGREEMENT_KINDS = ("train", "eval_vs_base", "eval_vs_previous", "imported")
 
 
 def control_counts(db: Database) -> dict[str, tuple[int, int]]:

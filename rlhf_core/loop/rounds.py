@@ -1,9 +1,14 @@
-"""The loop's orchestration: one round = retrain the reward model on all judgments, update the
-policy against it, then sample the next pairs from the new policy.
+"""The loop's orchestration: one round = score the current reward model on the judgments it never saw (fresh
+accuracy), retrain the reward model on all judgments, re-score the current version's proxy gain with it and judge
+that version (the over-optimization rule; with `loop.promote = "if_not_worse"` a version worse than its
+predecessor stops being current), update the policy from the current version, measure the new version's claimed
+proxy gain, then sample the next pairs from it (`loop.evidence`).
 
-A round moves the policy only on a reward model that is measurably better than chance (`policy_gate`,
-`loop.min_reward_confidence`); otherwise it records why on the reward-model version, keeps the policy,
-and samples the next pairs from it, so annotators go on judging and the next round has more to learn from."""
+A round moves the policy only on evidence that a reward model beats chance (`policy_gate`,
+`loop.min_reward_confidence`): the 95% Wilson lower bound over every decisive judgment, each predicted once by a
+cross-fitted probe, plus the fresh judgments the previous reward model predicted. Otherwise it records why on the
+reward-model version, keeps the policy, and samples the next pairs from it, so annotators go on judging and the
+next round has more to learn from."""
 
 from __future__ import annotations
 
@@ -13,19 +18,29 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf_core.algorithms.agreement import wilson_interval
+from rlhf_core.algorithms.evidence import Accuracy
+from rlhf_core.loop.evidence import (
+    fresh_accuracy,
+    judge_current_version,
+    record_claimed_gain,
+    record_fresh,
+    record_rescored_gains,
+)
 from rlhf_core.loop.sampling import sample_pairs
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.policy import run_policy_training
 from rlhf_core.training.reward_service import run_reward_training
 from rlhf_core.training.sft import run_sft_training, sft_first_due
+from rlhf_core.training.workspace_stack import activate_reward_model
 from rlhf_core.workspace import Workspace
 from storage import (
     Database,
     RewardModelVersion,
     current_policy,
     current_reward_model,
+    get_policy,
+    list_reward_models,
     update_policy_metrics,
     update_reward_model_metrics,
 )
@@ -50,22 +65,47 @@ class PolicyGate:
     lower_bound: float | None = None
 
 
-def policy_gate(rm: RewardModelVersion, min_confidence: float) -> PolicyGate:
-    """Open when the 95% Wilson lower bound of `rm`'s held-out accuracy, over its decisive held-out judgments,
-    is above `min_confidence` (`loop.min_reward_confidence`; 0 opens it always). 31 right of 50 (62%) has
-    the bound 48%: not measurably better than chance; 36 of 50 (72%): 58%, open."""
+# Cross-fitted predictions share a fit with a fifth of the others, which correlates their errors: on labels with no
+# signal their accuracy spreads 1.6-1.8 times the binomial variance (tests/test_evidence.py measures the gate's
+# false-open rate), so the gate counts them at 1/CROSSFIT_DESIGN_EFFECT weight. Fresh judgments are predicted by one
+# fixed model: plain binomial trials.
+CROSSFIT_DESIGN_EFFECT = 2.0
+
+
+def policy_gate(rm: RewardModelVersion, min_confidence: float, fresh: Accuracy | None = None) -> PolicyGate:
+    """Open when the 95% Wilson lower bound of the evidence is above `min_confidence` (`loop.min_reward_confidence`;
+    0 opens it always). The evidence: `rm`'s cross-fitted accuracy over every decisive judgment (stored by its
+    training; a version without it: its held-out accuracy), at 1/CROSSFIT_DESIGN_EFFECT weight, plus `fresh`, the
+    previous reward model's accuracy on the judgments it never saw. 36 right of 50 held out (72%) has the bound
+    58%: open; 31 of 50 (62%): 48%, not measurably better than chance."""
     if min_confidence <= 0:
         return PolicyGate(True, "no gate (loop.min_reward_confidence = 0)")
     metrics = json.loads(rm.metrics_json or "{}")
-    n = int(metrics.get("heldout_decisive", metrics.get("n_heldout")) or 0)
-    if rm.heldout_accuracy is None or n == 0:
+    crossfit = metrics.get("crossfit")
+    if isinstance(crossfit, dict) and crossfit.get("n"):
+        right, n = int(crossfit["right"]), int(crossfit["n"])
+        evidence = Accuracy(right / CROSSFIT_DESIGN_EFFECT, n / CROSSFIT_DESIGN_EFFECT)
+        what = f"cross-fitted accuracy {right}/{n} = {right / n:.0%} (at half weight)"
+    else:
+        n = int(metrics.get("heldout_decisive", metrics.get("n_heldout")) or 0)
+        right = round(rm.heldout_accuracy * n) if rm.heldout_accuracy is not None else 0
+        evidence, what = Accuracy(right, n), f"held-out accuracy {right}/{n}" + (f" = {right / n:.0%}" if n else "")
+    if fresh is not None and fresh.n:
+        evidence, what = evidence + fresh, f"{what} plus fresh accuracy {fresh.right}/{fresh.n} = {fresh.value:.0%}"
+    if evidence.n == 0:
         return PolicyGate(False, f"reward model v{rm.id} has no decisive held-out judgment to be measured on")
-    correct = round(rm.heldout_accuracy * n)
-    lower = wilson_interval(correct, n)[0]
+    lower = evidence.interval[0]
     opened = lower > min_confidence
-    return PolicyGate(opened, f"reward model v{rm.id}: held-out accuracy {correct}/{n} = {correct / n:.0%}, 95% "
-                              f"lower bound {lower:.0%}, {'above' if opened else 'not above'} {min_confidence:.0%} "
-                              "(loop.min_reward_confidence)", round(lower, 4))
+    return PolicyGate(opened, f"reward model v{rm.id}: {what}, 95% lower bound {lower:.0%}, "
+                              f"{'above' if opened else 'not above'} {min_confidence:.0%} (loop.min_reward_confidence)",
+                      round(lower, 4))
+
+
+def stored_fresh(db: Database, rm: RewardModelVersion) -> Accuracy | None:
+    """The fresh accuracy the round that trained `rm` measured on the reward model before it, if any."""
+    before = [v for v in list_reward_models(db) if v.id < rm.id]
+    figure = json.loads(before[-1].metrics_json or "{}").get("fresh") if before else None
+    return Accuracy(int(figure["right"]), int(figure["n"])) if isinstance(figure, dict) and figure.get("n") else None
 
 
 def scaled(on_progress: ProgressFn | None, start: float, end: float, label: str) -> ProgressFn | None:
@@ -91,11 +131,23 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
                                on_progress=scaled(on_progress, 0.0, 0.3, "sft"))
         started = time.time()
         sft_metrics = {"sft_version": sft.id, "sft_seconds": round(started - round_started, 3)}
+    current, previous_rm = current_policy(db), current_reward_model(db)
+    fresh = None
+    if previous_rm is not None:  # before it is replaced: the judgments since it trained are fresh to it
+        report(0.0, f"scoring reward model v{previous_rm.id} on the judgments it never saw")
+        activate_reward_model(stack, db)
+        fresh, on_version = fresh_accuracy(ws, db, stack, previous_rm, current)
+        record_fresh(db, previous_rm, current, fresh, on_version)
     report(0.0, "training reward model")
     rm = run_reward_training(ws, db, stack, job_id=job_id, progress=progress,
                              on_progress=scaled(on_progress, 0.0, 0.3, "reward model"), dp=dp)
     reward_done = time.time()
-    gate = policy_gate(rm, ws.config.loop.min_reward_confidence)
+    if current.id:  # the new reward model re-scores the current version's gain; then the rules judge it
+        report(0.3, f"re-scoring policy v{current.id}'s proxy gain with reward model v{rm.id}")
+        record_rescored_gains(ws, db, stack, current)
+        judge_current_version(ws, db, get_policy(db, current.id))
+    dp.barrier()  # data-parallel followers read the current version only after a demotion
+    gate = policy_gate(rm, ws.config.loop.min_reward_confidence, fresh)
     update_reward_model_metrics(db, rm.id, {"policy_gate": {"open": gate.open, "reason": gate.reason,
                                                             "lower_bound": gate.lower_bound}})
     if not gate.open:  # keep the policy: sample the next pairs from it and let annotators go on
@@ -104,6 +156,8 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
     report(0.3, "updating policy")
     policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
                                  on_progress=scaled(on_progress, 0.3, 0.9, "policy"), dp=dp)
+    report(0.88, f"measuring policy v{policy.id}'s proxy gain on the probe prompts")
+    record_claimed_gain(ws, db, stack, get_policy(db, policy.id))
     # Where a round's time goes (the operator page and bench/loop_efficacy.py show it).
     round_metrics = {"rm_version": rm.id, "rm_heldout_accuracy": rm.heldout_accuracy,
                      "rm_heldout_loss": rm.heldout_loss, "rm_trained_on": rm.trained_on,
@@ -145,6 +199,8 @@ def follow_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | 
     if train_reward:
         sft_first_due(ws, db)
         run_reward_training(ws, db, stack, progress=False, dp=dp)  # returns once the main process recorded it
-        if not policy_gate(current_reward_model(db), ws.config.loop.min_reward_confidence).open:
+        dp.barrier()  # while the main process judges the current version (it may demote it)
+        rm = current_reward_model(db)
+        if not policy_gate(rm, ws.config.loop.min_reward_confidence, stored_fresh(db, rm)).open:
             return  # the main process skips the policy update too
     run_policy_training(ws, db, stack, algo=algo, progress=False, dp=dp)

@@ -10,6 +10,8 @@ like PPO, just its `update` function) and one entry here. An entry names its cod
   adapter for one round; rollout algorithms share `training.policy:train_with_rollouts`, which calls the
   entry's `update(stack, rollout, scores, cfg, optimizer, *, logprobs, max_grad_norm, dp, generator,
   values=None) -> metrics`.
+  An algorithm outside rounds (`in_rounds=False`, SFT) names the service that makes a version of it instead
+  (`training.sft:run_sft_training`, run by its own job kind).
 - `charts` are the per-step curves of its training jobs (the `phase` rows of the training log).
 """
 

@@ -10,11 +10,12 @@ from typing import Any
 
 from rlhf_core.algorithms.agreement import fleiss_kappa, majority_agreement, position_bias, tie_rate
 from rlhf_core.data.annotator_quality import AGREEMENT_KINDS, annotator_quality_report, labels_by_pair
-from rlhf_core.loop.evaluation import human_win_rates
+from rlhf_core.loop.evaluation import PREVIOUS_KIND, human_win_rates
 from storage import (
     CHOICES,
     Database,
     count_control_pairs,
+    current_policy,
     current_reward_model,
     cut_off_counts,
     judgment_rows,
@@ -67,6 +68,42 @@ def annotation_quality(db: Database) -> dict[str, Any]:
     }
 
 
+EVIDENCE_KEYS = ("claimed_gain", "rescored_gain", "rescored_predecessor_gain", "fresh", "overoptimization",
+                 "promotion", "rollback")
+
+
+def current_notes(rows: list[dict[str, Any]]) -> None:
+    """Fill each row's `current_note`: why the current version is current (the newest; a successor not promoted;
+    a rollback) and why a version is not current although it is newer."""
+    newest = max(r["version"] for r in rows)
+    for row in rows:
+        promotion, rollback = row.get("promotion") or {}, row.get("rollback") or {}
+        if row["current"]:
+            demoted = [r for r in rows if (r.get("promotion") or {}).get("promoted") is False
+                       and r.get("parent") == row["version"] and r["version"] > row["version"]]
+            if rollback and (not demoted or rollback.get("at", "") >= demoted[-1].get("created", "")):
+                row["current_note"] = f"current: rolled back to by {rollback.get('by', 'an operator')}"
+            elif demoted:
+                row["current_note"] = f"current: v{demoted[-1]['version']} was not promoted"
+            else:
+                row["current_note"] = "current: the newest version" if row["version"] == newest else "current"
+        elif promotion.get("promoted") is False:
+            row["current_note"] = f"not promoted: {promotion.get('reason')}"
+        else:
+            row["current_note"] = ""
+
+
+def overoptimization_status(db: Database) -> dict[str, Any]:
+    """`rlhf status --json`'s "overoptimization": whether the rule's alarm stands on the current version (and its
+    reason), every version's alarm, and which version is current."""
+    versions = list_policies(db)
+    current = current_policy(db)
+    alarms = {v.id: json.loads(v.metrics_json or "{}").get("overoptimization") for v in versions}
+    alarms = {k: v for k, v in alarms.items() if v}
+    return {"alarm": current.id in alarms, "version": current.id, "reason": alarms.get(current.id),
+            "alarms": {str(k): v for k, v in alarms.items()}}
+
+
 def policy_gate_note(db: Database) -> str | None:
     """A sentence when the newest round kept the policy because its reward model was not measurably better
     than chance (`rlhf_core.loop.rounds.policy_gate`); None otherwise."""
@@ -79,16 +116,22 @@ def policy_gate_note(db: Database) -> str | None:
 
 
 def rounds_table(db: Database) -> list[dict[str, Any]]:
-    """One row per policy version (version 0 = base) with the metrics the round recorded."""
-    win_rates = human_win_rates(db)
+    """One row per policy version (version 0 = base) with the metrics the round recorded and the evidence on it:
+    its proxy gain as claimed and as re-scored, the fresh accuracy of its reward model on its pairs, human win
+    rates against the base and its predecessor (with 95% intervals), the over-optimization alarm, and whether it
+    is the current version and why (`current_note`)."""
+    win_rates, vs_previous = human_win_rates(db), human_win_rates(db, PREVIOUS_KIND)
     cut_off = cut_off_counts(db)
     rm_by_id = {rm.id: rm for rm in list_reward_models(db)}
+    current = current_policy(db).id
     rows = []
     for version in list_policies(db):
         metrics = json.loads(version.metrics_json)
         row: dict[str, Any] = {"version": version.id, "round": version.round, "algorithm": version.algorithm,
-                               "created": version.created_at.strftime("%Y-%m-%d %H:%M")}
+                               "parent": version.parent_id, "created": version.created_at.strftime("%Y-%m-%d %H:%M")}
         for key in ROUND_METRICS:
+            row[key] = metrics.get(key)
+        for key in EVIDENCE_KEYS:
             row[key] = metrics.get(key)
         rm = rm_by_id.get(metrics.get("rm_version"))
         if rm is not None and row["rm_heldout_accuracy"] is None:
@@ -96,8 +139,19 @@ def rounds_table(db: Database) -> list[dict[str, Any]]:
         if version.id in win_rates:
             row["human_win_rate"] = win_rates[version.id]["win_rate"]
             row["win_rate_judgments"] = win_rates[version.id]["judgments"]
+            row["human_win_interval"] = win_rates[version.id]["interval"]
+        if version.id in vs_previous:
+            row["win_rate_vs_previous"] = vs_previous[version.id]["win_rate"]
+            row["win_vs_previous_judgments"] = vs_previous[version.id]["judgments"]
+            row["win_vs_previous_interval"] = vs_previous[version.id]["interval"]
+        kl = row.get("kl_base_per_token") if row.get("kl_base_per_token") is not None else row.get("kl_per_token")
+        # Gao et al.'s x axis; a sampled k1 estimate of a tiny KL can come out just below 0.
+        row["sqrt_kl"] = max(kl, 0.0) ** 0.5 if isinstance(kl, int | float) else (0.0 if version.id == 0 else None)
+        row["current"] = version.id == current
         cut, known = cut_off.get(version.id, (0, 0))
         # Share of this version's sampled responses cut at max_new_tokens (None until any has a known end).
         row["cut_off_share"], row["cut_off_known"] = (cut / known if known else None), known
         rows.append(row)
+    if rows:
+        current_notes(rows)
     return rows

@@ -50,7 +50,7 @@ from rlhf_core.training.rollout import (
     rollout_metrics,
 )
 from rlhf_core.training.run_log import PolicyTrainResult, finite, show, summarize
-from storage import Database, PolicyVersion, judgment_rows
+from storage import Database, PolicyVersion, get_policy, judgment_rows
 
 if TYPE_CHECKING:
     from rlhf_core.training.policy import PolicyUpdate
@@ -72,13 +72,18 @@ class DPOExamples:
 
 def dpo_examples(db: Database, current: PolicyVersion, cfg: PolicyConfig, *, min_annotator_accuracy: float = 0.0
                  ) -> DPOExamples:
-    """Decisive judgments of training pairs sampled from `current` (round `current.round`) and from up to
-    `cfg.dpo_past_rounds` rounds before it, without annotators whose control-pair accuracy is below
+    """Decisive judgments of training pairs sampled from `current` and from up to `cfg.dpo_past_rounds` of its
+    ancestors, without annotators whose control-pair accuracy is below
     `min_annotator_accuracy` (as for the reward model). Raises ValueError, saying what to do, when there
     are none and no reward-model pairs are configured either."""
-    first = max(0, current.round - cfg.dpo_past_rounds)
-    rows = (judgment_rows(db, round=current.round) if first == current.round
-            else [r for r in judgment_rows(db) if first <= r.round <= current.round])
+    # The current version and its ancestors (not a rolled-back sibling that shares their round numbers).
+    lineage, version = {current.id}, current
+    for _ in range(cfg.dpo_past_rounds):
+        if version.parent_id is None:
+            break
+        version = get_policy(db, version.parent_id)
+        lineage.add(version.id)
+    rows = [r for r in judgment_rows(db) if r.version_a in lineage and r.version_b in lineage]
     left_out = low_accuracy_annotators(db, min_annotator_accuracy)
     examples, stats = preference_examples(without_annotators(rows, left_out))
     stats["annotators_left_out"] = len(left_out)

@@ -48,6 +48,7 @@ from storage import (
     current_reward_model,
     get_policy,
     list_prompts,
+    next_policy_id,
     prompt_messages,
 )
 
@@ -199,7 +200,7 @@ def starting_kl_beta(cfg: PolicyConfig, current: PolicyVersion) -> float:
 
 def kl_budget_share(cfg: PolicyConfig, round_number: int) -> dict[str, float]:
     """With `policy.kl_budget`: the settings that hold round `round_number` to its share of the budget,
-    kl_budget · min(1, round / kl_budget_rounds) nats/token to the base: the KL stop (the smaller of it and
+    kl_budget · min(1, round / kl_budget_rounds) nats/token to the reference: the KL stop (the smaller of it and
     max_kl_per_token) and, with the adaptive controller, its target. Round 2 of 3 under 0.1: 0.0667."""
     if cfg.kl_budget <= 0:
         return {}
@@ -228,7 +229,7 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     judged pairs sampled from the current version, and so on.
 
     Continues the current policy adapter on the workspace's train-split prompts, saves it under
-    `adapter_dir(ws, "policy", current.id + 1)` and only then adds the PolicyVersion row (with the
+    `adapter_dir(ws, "policy", next_policy_id(db))` and only then adds the PolicyVersion row (with the
     summary metrics) and the per-step training logs (phase "policy", also to TensorBoard when
     `logging.report_to` says so). With `dp`, every process trains its share; only the main one logs,
     saves and records (the others return None).
@@ -251,7 +252,7 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
         activate_reward_model(stack, db)
     _activate_value(stack, current)
     stack.set_reference(reference_adapter(db, cfg.reference, current))
-    log = StepLog(ws, spec.phase, f"policy-v{current.id + 1:04d}-{algo}") if dp.is_main else None
+    log = StepLog(ws, spec.phase, f"policy-v{next_policy_id(db):04d}-{algo}") if dp.is_main else None
 
     def report(row: dict[str, Any]) -> None:
         if log is None:
@@ -265,9 +266,10 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     # A seed per version: each round draws other prompts and samples (a fixed seed would replay the same ones).
     round_cfg = replace(cfg, seed=cfg.seed + current.id, kl_beta=starting_kl_beta(cfg, current),
                         **kl_budget_share(cfg, current.round + 1))
+    rm = ws.config.reward
+    score_fn = reward_model_scores(stack, rm.conservative, rm.conservative_lambda) if has_rm else None
     update = PolicyUpdate(ws=ws, db=db, stack=stack, algorithm=spec, current=current, prompts=prompts, cfg=round_cfg,
-                          score_fn=reward_model_scores(stack) if has_rm else None, on_step=report,
-                          on_progress=on_progress, progress=progress, dp=dp)
+                          score_fn=score_fn, on_step=report, on_progress=on_progress, progress=progress, dp=dp)
     try:
         result = resolve(spec.trainer)(update)
     finally:
@@ -276,7 +278,7 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     if log is None:
         return None
 
-    out = adapter_dir(ws, "policy", current.id + 1)
+    out = adapter_dir(ws, "policy", next_policy_id(db))
     stack.save_adapter("policy", out)
     # Always, so a GRPO round between two PPO rounds passes the critic on instead of dropping it.
     stack.save_adapter("value", out / "value")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
+from rlhf_core.training.crossfit import crossfit_accuracy
 from rlhf_core.training.crowd_weights import (
     known_judgments,
     prepare_crowd_training,
@@ -94,6 +95,8 @@ def run_reward_training(
         train += priors
     previous = current_reward_model(db)
     warm = cfg.warm_start and previous is not None
+    report(0.01, "cross-fitting a probe on every judgment (the policy gate's evidence)")
+    crossfit = crossfit_accuracy(stack, examples, cfg) if dp.is_main else None  # resets the reward adapter
     if warm:
         stack.load_adapter("reward", Path(previous.adapter_path))
     else:
@@ -114,7 +117,8 @@ def run_reward_training(
     if not dp.is_main:
         dp.barrier()  # until the main process has recorded the version: a round's policy update reads it next
         return None
-    annotators = {"annotator_model": cfg.annotator_model, "heldout_decisive": result.heldout.n}
+    annotators = {"annotator_model": cfg.annotator_model, "heldout_decisive": result.heldout.n,
+                  "crossfit": {"right": crossfit.right, "n": crossfit.n}}
     if crowd is not None:
         annotators |= reliability_metrics(crowd, reliability_after_training(stack, judged, cfg, known_judgments(db)))
     version_number = len(list_reward_models(db)) + 1

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from rlhf_core.algorithms.correlation import pearson_correlation
+from rlhf_core.algorithms.evidence import conservative_reward
 from rlhf_core.algorithms.kl import kl_k1, kl_k3, sequence_kl
 from rlhf_core.algorithms.masked import masked_mean
 from rlhf_core.models.batching import SequenceBatch, build_sequences, prompt_token_ids
@@ -127,13 +128,15 @@ def gather_rollout(dp: DataParallel, rollout: Rollout, lp: RolloutLogprobs, scor
             joined_values)
 
 
-def reward_model_scores(stack: ModelStack) -> ScoreFn:
-    """The default score: the `reward` adapter + head, read at each response's last token."""
+def reward_model_scores(stack: ModelStack, conservative: str = "mean", lam: float = 1.0) -> ScoreFn:
+    """The default score: the `reward` adapter + head, its ensemble members combined by `conservative`
+    (`reward.conservative`: their mean, UWO's mean − `lam`·std, or WCO's minimum; `conservative_reward`)."""
 
     @torch.no_grad()
     def score(rollout: Rollout) -> Tensor:
         b = rollout.batch
-        return stack.reward(b.input_ids, b.attention_mask, b.response_mask).float()
+        members = stack.reward_members(b.input_ids, b.attention_mask, b.response_mask).float()
+        return conservative_reward(members, conservative, lam)
 
     return score
 

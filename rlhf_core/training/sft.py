@@ -44,6 +44,7 @@ from storage import (
     demonstration_counts,
     demonstration_rows,
     list_policies,
+    next_policy_id,
 )
 
 GRAD_CLIP_NORM = 1.0
@@ -251,7 +252,7 @@ def sft_first_due(ws: Workspace, db: Database) -> bool:
 def run_sft_training(ws: Workspace, db: Database, stack: ModelStack, *, job_id: int | None = None,
                      progress: bool = True, on_progress: Callable[[float, str], None] | None = None) -> PolicyVersion:
     """Fine-tune the current policy on every demonstration and record the next policy version (algorithm
-    "sft"): the adapter is saved under `adapter_dir(ws, "policy", current.id + 1)` (with the critic of the
+    "sft"): the adapter is saved under `adapter_dir(ws, "policy", next_policy_id(db))` (with the critic of the
     current version passed on unchanged) before the version row and the step logs are written."""
     cfg = ws.config.sft
     examples = sft_examples(demonstration_rows(db))
@@ -278,13 +279,13 @@ def run_sft_training(ws: Workspace, db: Database, stack: ModelStack, *, job_id: 
     # Held-out prompts first: the KL to the base (and length, entropy) in the rounds table's terms.
     probe = [ex.prompt_messages for ex in [*heldout, *train]][:SAMPLE_PROMPTS]
     result.summary.update(after_sft(stack, list({json.dumps(p): p for p in probe}.values()), ws.config.policy))
-    out = adapter_dir(ws, "policy", current.id + 1)
+    out = adapter_dir(ws, "policy", next_policy_id(db))
     stack.save_adapter("policy", out)
     critic = Path(current.adapter_path) / "value" if current.adapter_path else None
     if critic is not None and critic.is_dir():  # PPO's critic goes on with the next version
         shutil.copytree(critic, out / "value", dirs_exist_ok=True)
     record_training_steps(ws, db, phase="sft", rows=result.history, job_id=job_id,
-                          run=f"policy-v{current.id + 1:04d}-sft")
+                          run=f"policy-v{next_policy_id(db):04d}-sft")
     metrics = {k: finite(v) if isinstance(v, float) else v for k, v in result.summary.items()}
     return add_policy_version(db, parent_id=current.id, adapter_path=str(out), algorithm="sft",
                               round=current.round + 1, metrics={**metrics, "base_4bit": stack.quantized})

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from sqlmodel import select as orm_select
 
 from storage.db import Database
-from storage.tables import CHOICES, PAIR_SELECTIONS, STRENGTHS, Pair, Prompt, Sample
+from storage.tables import CHOICES, PAIR_SELECTIONS, STRENGTHS, Lease, Pair, Prompt, Sample
 
 MAX_RATIONALE_CHARS = 5000
 # C0 controls other than tab, newline and carriage return, and DEL: PostgreSQL cannot store NUL, and
@@ -250,3 +250,22 @@ def prompts_needing_pairs(db: Database, limit: int, split: str = "train", policy
         q = (orm_select(Prompt).where(Prompt.split == split, ~open_here.exists())
              .order_by(n_pairs, Prompt.id).limit(limit))
         return list(s.exec(q))
+
+
+def retire_open_pairs(db: Database, policy_version_ids: list[int]) -> int:
+    """Close the open training pairs sampled from `policy_version_ids` (versions no longer current: a rollback or a
+    demotion): each keeps the judgments it has, and the slots of annotators who hold it now, and wants no more, so
+    the page serves the current version's pairs. Returns how many pairs were closed."""
+    if not policy_version_ids:
+        return 0
+    now = datetime.now(timezone.utc)
+    with db.session() as s:
+        from_versions = orm_select(Sample.id).where(Sample.policy_version_id.in_(policy_version_ids))
+        pairs = s.exec(orm_select(Pair).where(Pair.kind == "train", Pair.n_judgments < Pair.judgments_wanted,
+                                              Pair.sample_a_id.in_(from_versions))).all()
+        held = dict(s.exec(orm_select(Lease.pair_id, func.count()).where(
+            Lease.pair_id.in_([p.id for p in pairs]), Lease.expires_at > now).group_by(Lease.pair_id)).all())
+        for pair in pairs:
+            pair.judgments_wanted = min(pair.judgments_wanted, pair.n_judgments + held.get(pair.id, 0))
+            s.add(pair)
+        return len(pairs)
