@@ -31,10 +31,11 @@ ROUND_SIZES = (
     "sampling.max_new_tokens=8", "sampling.batch_size=16", "sampling.pool_refill_pairs=12", "reward.epochs=1",
     "reward.batch_size=8", "policy.steps=1", "policy.prompts_per_step=2", "policy.group_size=2",
     "policy.max_new_tokens=8", "policy.minibatch_size=4", "policy.update_epochs=1", "sft.epochs=1",
+    "loop.probe_prompts=4",
 )
-# A dozen judgments never lift a tiny model's reward model past the policy gate: without this a smoke round
-# would skip the policy update, the code path the benchmark exists for.
-ROUND_DEFAULTS = ("loop.min_reward_confidence=0",)
+# A dozen judgments never lift a tiny model's reward model past the policy gate, and a tiny model's first steps can
+# pass the KL budget's share: without these a smoke round would skip policy steps, the code path it exists for.
+ROUND_DEFAULTS = ("loop.min_reward_confidence=0", "policy.kl_budget=0")
 
 
 def add_smoke_option(parser: argparse.ArgumentParser) -> None:

@@ -3,7 +3,8 @@
 
     python bench/loop_efficacy.py                                  # 3 rounds, <= 300 judgments each, gold=sentiment
     python bench/loop_efficacy.py --algo dpo,grpo --gold sentiment,keyword --json runs.json
-    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200 --set policy.reference=previous
+    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200 \
+        --set policy.reference=previous --set policy.kl_budget=0
     python bench/loop_efficacy.py --smoke                          # seconds: one tiny round on the tiny model
 
 Each (gold, algorithm) combination runs in its own fresh workspace, one after the other. Prints per round:

@@ -15,6 +15,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+# A tiny model's first policy steps can pass the default KL budget's share (tests/conftest.py's shrink_for_tiny_rounds
+# turns it off too): these runs test the benchmarks' mechanics.
+NO_KL_BUDGET = ("--set", "policy.kl_budget=0")
 
 
 def _run(*args: str, timeout: int) -> str:
@@ -38,7 +41,8 @@ def test_train_step_bench_measures_both_sides(tmp_path: Path) -> None:
 
 def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
                   "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
                   "--set", "sampling.max_new_tokens=8", "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8",
                   "--set", "reward.epochs=1", "--set", "loop.min_reward_confidence=0", timeout=900)
@@ -50,7 +54,8 @@ def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) 
 
 def test_loop_efficacy_bench_compares_the_loop_with_and_without_sft(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
                   "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
                   "--sft", "4", "--demonstration-samples", "2", "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
@@ -64,7 +69,8 @@ def test_loop_efficacy_bench_compares_the_loop_with_and_without_sft(tmp_path: Pa
 
 def test_loop_efficacy_bench_runs_a_crowd(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
                   "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
                   "--crowd", "honest:1,left:1", "--annotator-models", "crowd_bt", "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
@@ -102,7 +108,8 @@ ISSUE_KEYS = {"round", "judgments", "rm_heldout_accuracy", "kl_per_token", "gold
 
 def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "2", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "2", "--judgments", "12",
                   "--algo", "dpo,grpo", "--gold", "longer,shorter", "--eval-prompts", "4",
                   "--workspace", str(tmp_path / "ws"), "--json", str(out), "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
