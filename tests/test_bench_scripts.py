@@ -114,6 +114,9 @@ def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path:
                   "--workspace", str(tmp_path / "ws"), "--json", str(out), "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
                   "--set", "policy.reference=previous", "--set", "loop.min_reward_confidence=0",
+                  # Each round builds on the last (a tiny model's v1 can look worse than the base and be demoted,
+                  # and round 2's previous version would then be the base).
+                  "--set", "loop.promote=always",
                   # One pair per prompt: exactly the judged pairs are sampled, so round 2 judges only pairs
                   # of v1 (the CPU profile's 4 samples per prompt leave v0 pairs open, served first as oldest).
                   "--set", "sampling.per_prompt=2", timeout=1800)
