@@ -3,7 +3,9 @@
 
     python bench/loop_efficacy.py                                  # 3 rounds, <= 300 judgments each, gold=sentiment
     python bench/loop_efficacy.py --algo dpo,grpo --gold sentiment,keyword --json runs.json
-    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200 --set policy.reference=previous
+    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200 \
+        --set policy.reference=previous --set policy.kl_budget=0
+    python bench/loop_efficacy.py --smoke                          # seconds: one tiny round on the tiny model
 
 Each (gold, algorithm) combination runs in its own fresh workspace, one after the other. Prints per round:
 reward-model held-out accuracy, KL per token of the new policy to the base and to the round's reference,
@@ -44,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _crowd import eta_rows, honest_above_the_rest  # noqa: E402  (bench/_crowd.py)
+from _smoke import add_smoke_option, apply_smoke, round_settings  # noqa: E402
 
 from rlhf_core.config import apply_overrides  # noqa: E402
 from rlhf_core.registry import round_algorithms  # noqa: E402
@@ -168,7 +171,10 @@ def main() -> None:
                              "demonstrator, SFT on them, then the rounds with policy.reference = sft; prints both")
     parser.add_argument("--demonstration-samples", type=int, default=16,
                         help="the simulated demonstrator's answer is the gold's best of this many samples")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    apply_smoke(args, tiny_model="model", rounds=1, judgments=12, eval_prompts=4, sft=min(args.sft, 4),
+                demonstration_samples=2, set=round_settings(args.set))
 
     golds = [g.strip() for g in args.gold.split(",") if g.strip()]
     algos: list[str | None] = [a.strip() for a in args.algo.split(",") if a.strip()] if args.algo else [None]
