@@ -100,7 +100,7 @@ def test_one_login_serves_both_pages_and_an_annotator_sees_no_console(app: Runni
     head = next(i for i, fn in app.served.operator.fns.items() if fn.name == "page_head")
     whoami, refusal, body, opened = alice.post("/operator/gradio_api/run/predict", json={
         "fn_index": head, "data": [], "session_hash": "a"}).json()["data"]
-    assert "alice" in whoami and "is for operators" in refusal and "back to labeling" in refusal
+    assert "alice" in whoami and "is for operators" in refusal and "Labeling page" in refusal
     assert body["visible"] is False and "value" not in opened  # the name that starts the data events: not set
 
     with httpx.Client(base_url=app.operator_url, timeout=30) as olga:  # logged in on the console

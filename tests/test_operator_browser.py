@@ -95,7 +95,7 @@ def test_annotator_sees_no_console_and_cannot_start_a_round(loop_app: LoopApp, p
     page.goto(f"{loop_app.url}operator")  # typed in by hand: one sentence, no console, no data
     refusal = page.locator("#operator-refusal")
     refusal.get_by_text("The operator console is for operators").wait_for()
-    assert "alice" in refusal.inner_text() and "back to labeling" in refusal.inner_text()
+    assert "alice" in refusal.inner_text() and "Labeling page" in refusal.inner_text()
     page.wait_for_timeout(1000)
     assert not page.locator("#operator").is_visible() and not page.locator("#pool-status").is_visible()
     assert "olga" not in page.content() and "Pairs open" not in page.content()
@@ -105,7 +105,7 @@ def test_annotator_sees_no_console_and_cannot_start_a_round(loop_app: LoopApp, p
         response = page.request.post(f"{loop_app.served.operator_url}gradio_api/run/{api_name}", data={"data": data})
         assert response.status == 500 and "Only operators" in response.text(), api_name
     assert len(storage.list_jobs(loop_app.db)) == jobs_before
-    refusal.get_by_role("link", name="back to labeling").click()
+    page.locator("#link-labeling").click()
     page.locator("#btn-left").wait_for(state="attached")
 
 

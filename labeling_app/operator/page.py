@@ -78,8 +78,8 @@ def user_rows(db: Database, per_annotator: dict[str, int]) -> list[list[Any]]:
 
 def refusal(username: str, role: str) -> str:
     """What the console says to a signed-in user who is no operator (the page shows nothing else)."""
-    return (f"The operator console is for operators. You are signed in as **{plain_markdown(username)}** ({role}): "
-            f"[back to labeling]({LABELING_LINK}).")
+    return (f"The operator console is for operators. You are signed in as **{plain_markdown(username)}** ({role}); "
+            "the **Labeling page** button above takes you back.")
 
 
 def build_operator_console(ws: Workspace, db: Database, services: AppServices,
