@@ -1,6 +1,7 @@
 """Several `rlhf serve --no-worker` processes on one database (SQLite, then PostgreSQL): a login made
-on one process works on another (labeling page and operator console) and a logout ends it everywhere; `kill -9` of the app in the middle
-of a burst of submissions loses no judgment it acknowledged and never over-fills a pair."""
+on one process works on another (labeling page and operator console) and a logout ends it everywhere;
+`kill -9` of the app in the middle of a burst of submissions loses no judgment it acknowledged and never
+over-fills a pair."""
 
 from __future__ import annotations
 
