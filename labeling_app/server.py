@@ -38,7 +38,7 @@ class ServedApp:
     blocks: gr.Blocks  # the labeling page, at `url`
     operator: gr.Blocks  # the operator console, at `operator_url`
     server: Any  # gradio.http_server.Server (a uvicorn server in its own thread)
-    mounted: list[Any]  # the two mounted Gradio apps (FastAPI sub-apps)
+    mounted: list[Any]  # the mounted Gradio apps (FastAPI sub-apps)
 
     @property
     def operator_url(self) -> str:
@@ -47,32 +47,34 @@ class ServedApp:
     def close(self) -> None:
         """Stop both apps' queues and end their open event streams, then stop the server (it finishes the
         requests in flight)."""
-        for blocks, app in zip((self.blocks, self.operator), self.mounted):
-            blocks.close(verbose=False)  # the queue; Gradio would print "Closing server running on port ..."
+        for app in self.mounted:
+            app.get_blocks().close(verbose=False)  # its queue; Gradio would print "Closing server running on ..."
             app.stop_event.set()  # heartbeat streams end, so the server does not wait on open pages
         self.server.close()
 
 
 def build_server(ws: Workspace, db: Database, services: AppServices | None = None,
-                 sessions: SessionStore | None = None) -> tuple[FastAPI, gr.Blocks, gr.Blocks, list[Any]]:
+                 sessions: SessionStore | None = None) -> tuple[FastAPI, dict[str, tuple[gr.Blocks, Any]]]:
     """The FastAPI app with the console mounted at `/operator` and the labeling page at `/` (in that order:
-    the root mount would answer every path), sharing `sessions` and our login. Returns the app, the two
-    Blocks and their mounted Gradio apps."""
+    the root mount would answer every path), sharing `sessions` and our login. Returns the app and, for
+    "labeling" and "operator", the Blocks and the Gradio app mounted for it."""
     services = services or AppServices()
     sessions = session_store(ws, db) if sessions is None else sessions  # a store is falsy while empty
-    labeling = build_app(ws, db, services, sessions)
-    console = build_operator_console(ws, db, services, sessions)
+    pages = {  # name: (mount path, Blocks, CSS, title)
+        "operator": (OPERATOR_PATH, build_operator_console(ws, db, services, sessions), CONSOLE_CSS, CONSOLE_TITLE),
+        "labeling": ("/", build_app(ws, db, services, sessions), CSS, TITLE),
+    }
     server = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    common = {"auth": make_login_check(db), "auth_message": LOGIN_MESSAGE, "show_error": False, "theme": THEME,
-              "ssr_mode": False, "mcp_server": False, "footer_links": ["api", "settings"]}
-    mounted = []
-    for path, blocks, css in ((OPERATOR_PATH, console, CONSOLE_CSS), ("/", labeling, CSS)):
-        gr.mount_gradio_app(server, blocks, path=path, css=css, **common)
-        mounted.append(server.router.routes[-1].app)  # the Gradio app behind the mount just added
-    install_sessions(server, sessions, [(OPERATOR_PATH, mounted[0], CONSOLE_TITLE), ("/", mounted[1], TITLE)])
+    mounted: dict[str, tuple[gr.Blocks, Any]] = {}
+    for name, (path, blocks, css, _) in pages.items():
+        gr.mount_gradio_app(server, blocks, path=path, css=css, auth=make_login_check(db), auth_message=LOGIN_MESSAGE,
+                            show_error=False, theme=THEME, ssr_mode=False, mcp_server=False,
+                            footer_links=["api", "settings"])
+        mounted[name] = (blocks, server.router.routes[-1].app)  # the Gradio app behind the mount just added
+    install_sessions(server, sessions, [(path, mounted[name][1], title) for name, (path, _, _, title) in pages.items()])
     # `/operator` (no slash) would reach the labeling page's mount and a 404 there.
     server.router.routes.insert(0, APIRoute(OPERATOR_PATH, _to_console, methods=["GET"], include_in_schema=False))
-    return server, labeling, console, mounted[::-1]
+    return server, mounted
 
 
 def _to_console() -> RedirectResponse:
@@ -87,9 +89,10 @@ def serve(ws: Workspace, db: Database, services: AppServices | None = None, host
     if first is not None:
         print(f"Created the first operator account.\n  username: {first[0]}\n  password: {first[1]}\n"
               "This password is shown once; keep it safe.", flush=True)
-    server, labeling, console, mounted = build_server(ws, db, services)
+    server, mounted = build_server(ws, db, services)
     _, _, url, running = http_server.start_server(app=server, server_name=host, server_port=port)
-    served = ServedApp(url=url, blocks=labeling, operator=console, server=running, mounted=mounted)
+    served = ServedApp(url=url, blocks=mounted["labeling"][0], operator=mounted["operator"][0], server=running,
+                       mounted=[app for _, app in mounted.values()])
     if not quiet:
         print(f"Labeling page: {url}\nOperator console: {served.operator_url}", flush=True)
     if block:
