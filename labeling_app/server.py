@@ -9,7 +9,9 @@ role on the server (`operator.common.OperatorContext.checked`).
 
 from __future__ import annotations
 
+import inspect
 import time
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +69,7 @@ def build_server(ws: Workspace, db: Database, services: AppServices | None = Non
     server = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     mounted: dict[str, tuple[gr.Blocks, Any]] = {}
     for name, (path, blocks, css, _) in pages.items():
+        introspect_once(blocks)
         gr.mount_gradio_app(server, blocks, path=path, css=css, auth=make_login_check(db), auth_message=LOGIN_MESSAGE,
                             show_error=False, theme=THEME, ssr_mode=False, mcp_server=False,
                             footer_links=["api", "settings"])
@@ -75,6 +78,22 @@ def build_server(ws: Workspace, db: Database, services: AppServices | None = Non
     # `/operator` (no slash) would reach the labeling page's mount and a 404 there.
     server.router.routes.insert(0, APIRoute(OPERATOR_PATH, _to_console, methods=["GET"], include_in_schema=False))
     return server, mounted
+
+
+def introspect_once(blocks: gr.Blocks) -> None:
+    """Resolve each event handler's type hints and signature once. Gradio reads both on every event (to
+    find its `gr.Request`), and with postponed annotations (`from __future__ import annotations`, as
+    here) `typing.get_type_hints` compiles every annotation string again each time: about 0.1 ms of
+    CPU per labeling event, a few percent of its whole cost."""
+    for block_fn in blocks.fns.values():
+        fn = getattr(block_fn.fn, "__func__", block_fn.fn)  # a bound method's function
+        if not inspect.isfunction(fn):
+            continue
+        try:
+            fn.__annotations__ = typing.get_type_hints(fn)
+        except (NameError, TypeError):  # a hint Gradio cannot resolve either: left to it
+            continue
+        fn.__signature__ = inspect.signature(fn)
 
 
 def _to_console() -> RedirectResponse:

@@ -115,6 +115,14 @@ def test_one_login_serves_both_pages_and_an_annotator_sees_no_console(app: Runni
                          ).status_code == 401
 
 
+def test_handlers_are_introspected_once(app: RunningApp) -> None:
+    """Gradio reads each handler's hints on every event: ours are resolved types, not strings to compile."""
+    for blocks in (app.served.blocks, app.served.operator):
+        handlers = [getattr(f.fn, "__func__", f.fn) for f in blocks.fns.values() if f.fn is not None]
+        assert handlers and all("__signature__" in vars(fn) for fn in handlers)
+        assert not [fn.__name__ for fn in handlers if any(isinstance(a, str) for a in fn.__annotations__.values())]
+
+
 def test_a_judgment_needs_the_callers_own_current_serve(app: RunningApp) -> None:
     add_pairs(app.db, [("sample a of 1", "sample b of 1"), ("sample a of 2", "sample b of 2")])
     alice, bob = http(app, "alice"), http(app, "bob")
