@@ -144,7 +144,7 @@ def wire_rollback_panel(ctx: OperatorContext, panel: RollbackPanel, *openers: An
     """Wire the button (through `rlhf_core.service.versions.rollback`, audited with the operator) and fill the
     version choices when one of `openers` fires; returns the button's event, for refreshes to chain to."""
 
-    def choices(request: gr.Request) -> gr.Dropdown:
+    def rollback_choices(request: gr.Request) -> gr.Dropdown:
         with ctx.checked(request):
             return version_choices(rounds_table(ctx.db))
 
@@ -160,6 +160,6 @@ def wire_rollback_panel(ctx: OperatorContext, panel: RollbackPanel, *openers: An
                     "Nothing was deleted.", version_choices(rounds_table(ctx.db)))
 
     for opener in openers:
-        opener(choices, outputs=[panel.version], **PRIVATE)
+        opener(rollback_choices, outputs=[panel.version], **PRIVATE)
     return panel.button.click(roll_back, inputs=[panel.version], outputs=[panel.result, panel.version],
                               api_name="rollback", api_visibility=OPERATOR_API, queue=False)

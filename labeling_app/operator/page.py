@@ -26,6 +26,7 @@ from labeling_app.operator.accounts import build_accounts_section, refresh_choic
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
 from labeling_app.operator.dashboard import Dashboard
+from labeling_app.operator.evidence import build_rollback_panel, wire_rollback_panel
 from labeling_app.operator.leaderboard import build_systems_panel, wire_systems_panel
 from labeling_app.operator.quality import build_quality_section
 from labeling_app.operator.rounds import build_rounds_section, curve_values
@@ -107,6 +108,7 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
             systems = build_systems_panel()
             quality = build_quality_section()
             rounds = build_rounds_section()
+            rollback = build_rollback_panel()
             gr.Markdown("### Users")
             users = gr.Dataframe(headers=USER_COLUMNS, interactive=False, label="Users", elem_id="users")
             accounts = build_accounts_section(ctx, users,
@@ -140,6 +142,8 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
         wire_try_it(ctx, try_it)
         wire_sft_panel(ctx, sft)
         wire_systems_panel(ctx, systems)
+        rolled = wire_rollback_panel(ctx, rollback, opened.change, refresh.click)
+        rolled.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
     return blocks
 
 
