@@ -206,9 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     from _smoke import add_smoke_option, apply_smoke  # bench/_smoke.py
 
-    add_smoke_option(parser)  # --smoke: 3 annotators x 2 judgments, flat out, the floor included
+    add_smoke_option(parser)  # --smoke: 3 annotators x 2 judgments, flat out, 3 new sessions, the floor included
     args = parser.parse_args(argv)
-    apply_smoke(args, annotators=3, judgments_each=2, think_ms=0.0, ramp_s=None, no_floor=False)
+    apply_smoke(args, annotators=3, judgments_each=2, think_ms=0.0, ramp_s=None, no_floor=False, sessions=3)
 
     run_tag = f"{int(time.time())}{random.Random().getrandbits(16):04x}"
     report: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}

@@ -44,6 +44,7 @@ EXPECTED = {
                            json_files=("round.json", "generation.json", "train_step.json")),
     "labeling_load.py": Expect((r"^\[trivial Gradio app with login \(the floor\)\]", r"^\[rlhf serve x1, SQLite\]",
                                 r"^judgments/s\s+[\d.]+\s+\(6 acknowledged\)", r"^lost 0\s+duplicated 0\s+over k 0",
+                                r"^new session\s+login [\d.]+ \+ page [\d.]+ = [\d.]+ ms server CPU\s+\(3 sessions",
                                 r"^ours / floor: server CPU per event x[\d.]+")),
     "loop_efficacy.py": Expect((r"^round policy\s+algo\s+judg\.\s+RM acc", r"^\s+1\s+v1\s+grpo\s+12\s",
                                 r"round 1 seconds by phase: sample", r"win rate vs base [\d.]+% after round 1")),
