@@ -138,6 +138,20 @@ def run_combination(args: argparse.Namespace, root: Path, gold: str, algo: str |
     return reports, time.time() - started
 
 
+def promotion_line(reports: list) -> str:
+    """Issue 38's target: no promoted version loses to its predecessor (the version it was trained from), by the
+    gold on the eval prompts; versions the loop did not promote (found worse next round) are not counted."""
+    demoted = {v for r in reports for v in r.demoted}
+    made = [r for r in reports if r.win_rate_vs_parent is not None and not r.policy_gate]
+    promoted = [r for r in made if r.policy_version not in demoted]
+    losers = [f"v{r.policy_version} ({r.win_rate_vs_parent:.0%} vs v{r.parent_version})" for r in promoted
+              if r.win_rate_vs_parent < 0.5]
+    alarms = [r.round for r in reports if r.alarm] or "none"
+    return (f"promoted versions losing to their predecessor: {', '.join(losers) or 'none'} "
+            f"({'PASS' if not losers else 'MISS'}); not promoted: {sorted(demoted) or 'none'}; "
+            f"over-optimization alarms in rounds {alarms}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct) or a local model dir")
@@ -155,9 +169,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set policy.steps=12 (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the per-round figures here")
-    parser.add_argument("--round-target", type=float, default=300.0,
+    parser.add_argument("--round-target", type=float, default=240.0,
                         help="seconds per round (sample, judge, reward model, policy update; the gold evaluation "
-                             "after it is not counted); issue 13's CPU target for 300 judgments on 2 cores is 300")
+                             "after it is not counted); issue 38's CPU target for 300 judgments on 2 cores is 240")
     parser.add_argument("--target", type=float, default=0.75, help="gold win rate vs the base to reach (default 0.75)")
     parser.add_argument("--kl-bound", type=float, default=0.1,
                         help="KL per token to the base (nats) the last round must stay under (default 0.1)")
@@ -222,6 +236,7 @@ def main() -> None:
         print(f"  {gold:>10} {algo:>5}: {line}; policy kept by the gate in rounds {kept}; "
               f"round time {per_round} s (target <= {args.round_target:.0f} s "
               f"per round: {timed}); gold evaluation {evals} s; wall time {seconds:.0f} s")
+        print(f"  {'':>10} {'':>5}  {promotion_line(reports)}")
     if args.sft:
         print(f"\n{sft_comparison(results)}")
     if args.json:
