@@ -86,7 +86,7 @@ def test_operator_uploads_pairs_and_reads_the_leaderboard(app: RunningApp, page,
     page.locator("#pairs-file input[type=file]").set_input_files(str(good))
     page.locator("#pairs-file").get_by_text("arena.jsonl").wait_for()
     page.click("#btn-import-pairs")
-    page.locator("#pairs-result").get_by_text("Imported 6 pairs from arena.jsonl").wait_for()
+    page.locator("#pairs-result").get_by_text("Imported 6 pairs as 'arena.jsonl'").wait_for()
     import_kind(db, "pairs", pair_file(tmp_path / "more.jsonl", 6, ("beta", "gamma"), start=10), judgments_wanted=1)
     judge = storage.create_annotator(db, "judge", "password123").id
     while (served := storage.next_pair_for(db, judge)) is not None:  # alpha > beta > gamma, one tie each
