@@ -6,12 +6,13 @@ through GRPO's Dr. GRPO step, and charts how many groups had no signal."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Any
 
 from torch import Tensor
 
-from rlhf_core.registry import POLICY_ALGORITHMS, Chart, PolicyAlgorithm
+from rlhf_core.registry import PLUGINS_ENV, POLICY_ALGORITHMS, Chart, PolicyAlgorithm
 from rlhf_core.registry.algorithms import ROLLOUT_KEYS
 
 
@@ -33,5 +34,5 @@ TOY = PolicyAlgorithm(
     step_keys=(*ROLLOUT_KEYS, "zero_advantage_groups"),
     charts=(Chart("zero_advantage_groups", "toy: groups without signal", "groups", "~f"),))
 
-if "toy" not in POLICY_ALGORITHMS:  # imported as a plugin: register once
-    POLICY_ALGORITHMS.add(TOY)
+if __name__ in os.environ.get(PLUGINS_ENV, "").split(","):  # imported as a plugin: register (tests register it
+    POLICY_ALGORITHMS.add(TOY)  # for the length of a test with POLICY_ALGORITHMS.registered(TOY))
