@@ -83,15 +83,15 @@ def audit_guard(workdir):
 
     def guard(event, args):
         if event.startswith(refused):
-            raise PermissionError(f"sandbox: {event} is not allowed")
+            raise PermissionError(1, f"sandbox: {event} is not allowed")
         if event == "open" and args and args[0] is not None:
             mode, flags = args[1], args[2]
             writes = (isinstance(mode, str) and any(c in mode for c in "wax+")) or bool(flags & WRITE_FLAGS)
             if writes and outside(args[0]):
-                raise PermissionError(f"sandbox: writing {args[0]} is not allowed")
+                raise PermissionError(1, f"sandbox: writing {args[0]} is not allowed")
         elif event.startswith(path_events) and args and any(outside(a) for a in args[:2]
                                                             if isinstance(a, str | bytes)):
-            raise PermissionError(f"sandbox: {event} outside the work folder is not allowed")
+            raise PermissionError(1, f"sandbox: {event} outside the work folder is not allowed")
 
     return guard
 
