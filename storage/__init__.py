@@ -133,6 +133,7 @@ from storage.queries import (
     pair_kinds,
     pair_selection_counts,
     status_counts,
+    version_samples,
 )
 from storage.tables import (
     CHOICES,
