@@ -32,7 +32,7 @@ class RewardFunctionConfig:
     kind: str = setting("", "A reward-function kind: format_regex, length_window, answer_match, json_valid or "
                             "python_tests (rlhf_core.registry.REWARD_FUNCTION_KINDS; a plugin's too). Or leave it "
                             "out and set `function`.",
-                        choices=lambda: ("", *REWARD_FUNCTION_KINDS.names()))
+                        choices=lambda: REWARD_FUNCTION_KINDS.names())
     function: str = setting("", "\"package.module:function\" with TRL's reward-function signature: "
                                 "fn(prompts, completions, **columns) -> list[float | None] (conversational: each "
                                 "completion is [{\"role\": \"assistant\", \"content\": text}]); its other required "
@@ -41,8 +41,9 @@ class RewardFunctionConfig:
     name: str = setting("", "Its name in logs, charts and tables (default: the kind, or the function's name); "
                             "unique.")
     pattern: str = setting("", "format_regex: the Python regular expression (re.search; anchor with ^ and $).")
-    min_tokens: int = setting(0, "length_window: the fewest words of a full-score response.")
-    max_tokens: int = setting(0, "length_window: the most words of a full-score response.")
+    min_tokens: int = setting(0, "length_window: the fewest tokens of a full-score response (the model's tokens "
+                                 "where the caller has them, as in rounds; else whitespace-separated words).")
+    max_tokens: int = setting(0, "length_window: the most tokens of a full-score response.")
     column: str = setting("", "answer_match, python_tests: the prompt column holding the answer or the tests.")
     compare: AnswerCompare = setting(
         "auto", "answer_match: \"numeric\" (the response's last number, within 1e-6), \"string\" (the final answer, "
