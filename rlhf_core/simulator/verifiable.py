@@ -21,7 +21,6 @@ from rlhf_core.config import RewardFunctionConfig, dump_config
 from rlhf_core.data.prompt_files import read_prompt_records
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.rewards import build_reward_functions, score_with_functions
-from rlhf_core.service.playground import try_versions
 from rlhf_core.simulator.gold import GoldScore
 from rlhf_core.workspace import Workspace, init_workspace
 from storage import (
@@ -85,15 +84,26 @@ def greedy_scores(ws: Workspace, db: Database, stack: ModelStack, version: int, 
                   max_new_tokens: int) -> dict[str, float]:
     """Each configured function's mean over `version`'s greedy answers to the first `limit` eval prompts (None
     counted as not applying), plus "tokens", the mean answer length."""
+    from rlhf_core.models.batching import prompt_token_ids
+    from rlhf_core.models.generation import SamplingParams
+    from rlhf_core.training.workspace_stack import activate_policy
+
     prompts = list_prompts(db, split="eval", limit=limit)
     conversations = [prompt_messages(p) for p in prompts]
-    (answers,) = try_versions(stack, db, conversations, [version], greedy=True, max_new_tokens=max_new_tokens)
+    activate_policy(stack, db, version)
+    try:
+        ids = stack.sample([prompt_token_ids(stack.tokenizer, c) for c in conversations],
+                           SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0),
+                           adapter="policy" if version else None)
+    finally:
+        activate_policy(stack, db)
+    texts = [stack.tokenizer.decode(i, skip_special_tokens=True).strip() for i in ids]
     functions = build_reward_functions(ws.config.reward.functions)
-    scored = score_with_functions(functions, conversations, [a.text for a in answers],
-                                  [prompt_columns(p) for p in prompts], completion_ids=[a.token_ids for a in answers])
+    scored = score_with_functions(functions, conversations, texts, [prompt_columns(p) for p in prompts],
+                                  completion_ids=[list(i) for i in ids])
     means = {}
     for name, values in scored.values.items():
         known = [v for v in values if v is not None]
         means[name] = sum(known) / len(known) if known else 0.0
-    means["tokens"] = sum(a.tokens for a in answers) / max(1, len(answers))
+    means["tokens"] = sum(len(i) for i in ids) / max(1, len(ids))
     return means
