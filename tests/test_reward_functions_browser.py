@@ -44,7 +44,7 @@ def test_the_panel_through_the_api_and_an_annotator_refused(rewards_app) -> None
     assert table["value"]["data"] == [["answer_match", "answer_match", 2.0, "answer"],
                                       ["format", "format_regex", 1.0, ""]]
     points = {(row[0], row[1]) for row in steps["value"]["data"]}
-    assert points == {(s, c) for s in (1, 2, 3) for c in ("answer_match", "format")}
+    assert points == {(s, c) for s in ("1", "2", "3") for c in ("answer_match", "format")}
     assert {(row[0], row[1]) for row in versions["value"]["data"]} == {
         (v, c) for v in ("v1", "v2") for c in ("answer_match", "format")}
     alice = Client(rewards_app.url, auth=("alice", PASSWORD), verbose=False, analytics_enabled=False)

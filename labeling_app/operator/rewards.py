@@ -12,6 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
+from labeling_app.operator.rounds import NOMINAL_STEPS
 from rlhf_core.service.reward_components import RewardComponents, reward_components
 
 FUNCTION_COLUMNS = ["name", "kind or function", "weight", "prompt column"]
@@ -42,9 +43,13 @@ def panel_values(found: RewardComponents) -> list[object]:
                    + (f"Per-step curves: training job #{found.job_id}." if found.job_id is not None
                       else "No policy update has logged reward components yet."))
     steps = pd.DataFrame(found.steps, columns=["step", "component", "mean"])
+    step_order = None
+    if steps["step"].nunique() <= NOMINAL_STEPS:  # one labelled tick per step, as the training curves have
+        steps["step"] = steps["step"].astype(str)
+        step_order = list(dict.fromkeys(steps["step"])) or None
     versions = pd.DataFrame(found.versions, columns=["version", "component", "mean"])
     return [summary, gr.Dataframe(value=found.functions, visible=bool(found.functions)),
-            gr.LinePlot(value=steps, visible=steps["step"].nunique() >= 2),
+            gr.LinePlot(value=steps, visible=steps["step"].nunique() >= 2, sort=step_order),
             gr.LinePlot(value=versions, visible=versions["version"].nunique() >= 2,
                         sort=list(dict.fromkeys(versions["version"])) or None)]
 
