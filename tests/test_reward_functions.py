@@ -160,3 +160,22 @@ def test_duplicate_names_and_verifiable_mode_rules(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"set policy.algo to ppo or grpo \(not dpo\)"):
         load_config(write_config(tmp_path, one, "[loop]\nmode = \"verifiable\"\n[policy]\nalgo = \"dpo\""))
     assert Config().reward.functions == [] and Config().loop.mode == "standard"
+
+
+def polite_kind(entry: RewardFunctionConfig):  # noqa: ANN201 - a plugin's kind, built from its entry
+    return lambda prompts, completions, **_: [float("please" in c[0]["content"]) for c in completions]
+
+
+def test_a_plugins_kind_is_one_table_entry(tmp_path: Path):
+    """A kind registered from outside (a plugin) is accepted by the configuration and scores: the table is the only
+    list of kinds."""
+    from rlhf_core.registry import REWARD_FUNCTION_KINDS, RewardFunctionKind
+
+    path = write_config(tmp_path, '[[reward.functions]]\nkind = "polite"\n')
+    with pytest.raises(ConfigError, match="unknown kind"):
+        load_config(path)
+    with REWARD_FUNCTION_KINDS.registered(RewardFunctionKind("polite", "says please",
+                                                             "test_reward_functions:polite_kind")):
+        entry = load_config(path).reward.functions[0]
+        assert scores(entry, ["please sit", "sit"]) == [1.0, 0.0]
+    assert "polite" not in REWARD_FUNCTION_KINDS
