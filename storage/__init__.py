@@ -113,7 +113,17 @@ from storage.labeling.serving import (
     submit_verdict,
 )
 from storage.labeling.undo import UNDO_ACTION, undo_judgment
-from storage.prompts import ImportResult, add_prompts, content_hash, count_prompts, list_prompts, prompt_messages
+from storage.prompts import (
+    ImportResult,
+    add_prompts,
+    canonical_messages,
+    content_hash,
+    count_prompts,
+    list_prompts,
+    prompt_column_names,
+    prompt_columns,
+    prompt_messages,
+)
 from storage.queries import (
     JudgmentRow,
     count_judgments,
@@ -123,6 +133,7 @@ from storage.queries import (
     pair_kinds,
     pair_selection_counts,
     status_counts,
+    version_samples,
 )
 from storage.tables import (
     CHOICES,

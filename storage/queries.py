@@ -183,3 +183,11 @@ def cut_off_counts(db: Database) -> dict[int, tuple[int, int]]:
                 func.count()).where(known, Sample.policy_version_id.is_not(None)).group_by(Sample.policy_version_id))
     with db.session() as s:
         return {version: (int(cut or 0), int(n)) for version, cut, n in s.exec(q).all()}
+
+
+def version_samples(db: Database, version_id: int, limit: int) -> list[tuple[Prompt, Sample]]:
+    """The newest `limit` samples of policy version `version_id` with their prompts (`rlhf rewards check`)."""
+    with db.session() as s:
+        q = (select(Prompt, Sample).join(Sample, Sample.prompt_id == Prompt.id)
+             .where(Sample.policy_version_id == version_id).order_by(Sample.id.desc()).limit(limit))
+        return [(prompt, sample) for prompt, sample in s.exec(q)]

@@ -50,6 +50,8 @@ class Prompt(SQLModel, table=True):
     source: str = Field(default="", max_length=255)
     split: str = Field(default="train", max_length=8, index=True)
     created_at: datetime = Field(default_factory=utcnow)
+    # The prompt file's other fields ({"answer": 12, "tests": [...]}), passed to reward functions by name.
+    columns_json: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
 
 
 class PolicyVersion(SQLModel, table=True):

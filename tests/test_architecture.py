@@ -28,13 +28,16 @@ RLHF_CORE_LAYERS: dict[str, set[str]] = {
     "config": {"registry"},
     "models": {"algorithms", "config", "registry"},
     "workspace": {"config", "registry", "storage"},
+    # Reward functions read their entries and the table of kinds; every layer that scores responses reads them.
+    "rewards": {"config", "registry"},
     "data": _BASE,
-    "training": _BASE | {"models", "data"},
-    "loop": _BASE | {"models", "data", "training"},
-    "simulator": _BASE | {"models", "data", "training", "loop"},
-    "service": _BASE | {"models", "data", "training", "loop"},
+    "training": _BASE | {"models", "data", "rewards"},
+    "loop": _BASE | {"models", "data", "training", "rewards"},
+    "simulator": _BASE | {"models", "data", "training", "loop", "rewards"},
+    "service": _BASE | {"models", "data", "training", "loop", "rewards"},
     "model_export": _BASE | {"models", "data", "training", "loop", "service"},
-    "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "labeling_app"},
+    "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "labeling_app",
+                    "rewards"},
 }
 
 

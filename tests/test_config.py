@@ -93,6 +93,8 @@ def test_every_closed_set_of_values_is_checked_from_its_declaration(tmp_path: Pa
             path.write_text(f'[{s.section}]\n{s.name} = "{value}"\n')
             if (s.key, value) == ("reward.ties", "davidson"):  # a rule between keys: crowd_bt models no ties
                 path.write_text('[reward]\nties = "davidson"\nannotator_model = "threshold"\n')
+            if (s.key, value) == ("loop.mode", "verifiable"):  # a rule between keys: it needs a reward function
+                path.write_text('[loop]\nmode = "verifiable"\n[[reward.functions]]\nkind = "json_valid"\n')
             assert getattr(getattr(load_config(path), s.section), s.name) == value
         path.write_text(f'[{s.section}]\n{s.name} = "no-such-value"\n')
         with pytest.raises(ConfigError) as refused:

@@ -32,9 +32,10 @@ OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable thr
     ("/leaderboard", ("",)), ("/import_pairs", (None,)),
     ("/account_add", ("mallory", "operator")), ("/account_disable", ("olga", "annotator")),
     ("/account_enable", ("alice", "annotator")), ("/account_reset_password", ("olga", "annotator")),
-    ("/account_set_role", ("alice", "operator")), ("/start_sft", ()), ("/rollback", ("v0",)),
+    ("/account_set_role", ("alice", "operator")), ("/start_sft", ()), ("/rollback", ("v0",)), ("/reward_functions", ()),
 ]
-PAGE_ONLY_EVENTS = {"page_head", "open_console", "tick", "show_curves", "choices", "sft_overview", "rollback_choices"}
+PAGE_ONLY_EVENTS = {"page_head", "open_console", "tick", "show_curves", "choices", "sft_overview", "rollback_choices",
+                    "reward_functions_overview"}
 
 
 def client(app: RunningApp, user: str, downloads: Path | None = None) -> Client:

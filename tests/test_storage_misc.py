@@ -284,11 +284,14 @@ def test_an_older_schema_upgrades_without_losing_data(tmp_path) -> None:
     assert db.current_revision() == "0001"
     storage.ensure_base_policy(db)
     storage.create_annotator(db, "early", "password123")
-    storage.add_prompts(db, [[{"role": "user", "content": "kept"}]])
+    with db.engine.begin() as conn:  # as that release wrote it (today's Prompt has columns 0001 lacks)
+        conn.exec_driver_sql("INSERT INTO prompt (messages_json, content_hash, source, split, created_at) VALUES "
+                             "('[{\"role\": \"user\", \"content\": \"kept\"}]', 'h', '', 'train', '2026-01-01')")
     db.upgrade()
     assert db.current_revision() == db.head_revision() != "0001"
     assert storage.get_annotator(db, "early") is not None
     assert storage.count_prompts(db) == 1
+    assert storage.prompt_columns(storage.list_prompts(db)[0]) == {}  # 0011 gives old prompts no columns
     with db.engine.connect() as conn:
         indexes = {row[1] for row in conn.exec_driver_sql("PRAGMA index_list('pair')")}
     assert "ix_pair_open_priority" in indexes

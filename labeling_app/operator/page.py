@@ -29,6 +29,7 @@ from labeling_app.operator.dashboard import Dashboard
 from labeling_app.operator.evidence import build_rollback_panel, wire_rollback_panel
 from labeling_app.operator.leaderboard import build_systems_panel, wire_systems_panel
 from labeling_app.operator.quality import build_quality_section
+from labeling_app.operator.rewards import build_rewards_panel, wire_rewards_panel
 from labeling_app.operator.rounds import build_rounds_section, curve_values
 from labeling_app.operator.sft import build_sft_panel, wire_sft_panel
 from labeling_app.operator.status import build_status_section, pool_status_markdown
@@ -105,6 +106,7 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
             controls = build_action_controls(ctx)
             try_it = build_try_it(ctx)
             sft = build_sft_panel()
+            rewards = build_rewards_panel()
             systems = build_systems_panel()
             quality = build_quality_section()
             rounds = build_rounds_section()
@@ -141,6 +143,7 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
             change.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
         wire_try_it(ctx, try_it)
         wire_sft_panel(ctx, sft)
+        wire_rewards_panel(ctx, rewards)
         wire_systems_panel(ctx, systems)
         rolled = wire_rollback_panel(ctx, rollback, opened.change, refresh.click)
         rolled.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)

@@ -3,7 +3,8 @@
 group-normalised advantages (`advantages`), PPO/GRPO/Dr. GRPO losses and log-prob gathering (`policy_losses`),
 log-probs through a vocabulary projection in chunks (`head_logprobs`), the DPO loss (`dpo`), the SFT loss on
 answer tokens (`sft`), Pearson correlation (`correlation`), annotator agreement statistics (`agreement`),
-CrowdBT's annotator reliabilities and position bias (`crowd_bt`), and the evidence that the loop improves: the
+CrowdBT's annotator reliabilities and position bias (`crowd_bt`), combining reward components (the reward model and
+reward functions) into one score (`reward_combination`), and the evidence that the loop improves: the
 conservative reward of an ensemble, cross-fitted accuracy, proxy gains, the over-optimization and promotion rules
 (`evidence`).
 Every function takes tensors (or plain Python values) and returns them: no model, no IO, and no import of any
@@ -37,6 +38,7 @@ from rlhf_core.algorithms.preference import (
     margins_from_strength,
     optimal_policy,
 )
+from rlhf_core.algorithms.reward_combination import COMBINE_MODES, combine_rewards, component_means
 from rlhf_core.algorithms.sft import masked_nll_sum, perplexity, sft_loss
 
 __all__ = [name for name in dir() if not name.startswith("_")]

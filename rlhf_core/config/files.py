@@ -9,7 +9,7 @@ from typing import Any
 import tomllib
 
 from rlhf_core.config.sections import Config
-from rlhf_core.config.settings import ConfigError
+from rlhf_core.config.settings import ConfigError, entry_class, field_hint
 from rlhf_core.config.validation import validate
 
 
@@ -20,6 +20,12 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
         if key not in known:
             raise ConfigError(f"{where}: unknown key {key!r} (known: {', '.join(sorted(known))})")
         default = getattr(cls(), key)
+        if (entry := entry_class(field_hint(cls, key))) is not None:  # a list of tables: [[reward.functions]]
+            if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+                raise ConfigError(f"{where}: {key} must be a list of tables ([[{_dotted(where, key)}]])")
+            kwargs[key] = [_build(entry, item, f"{where} [[{_dotted(where, key)}]] #{i + 1}")
+                           for i, item in enumerate(value)]
+            continue
         if dataclasses.is_dataclass(default):
             if not isinstance(value, dict):
                 raise ConfigError(f"{where}: [{key}] must be a table")
@@ -34,6 +40,12 @@ def _build(cls: type, data: dict[str, Any], where: str) -> Any:
             raise ConfigError(f"{where}: {key} must be {expected.__name__}, got {value!r}")
         kwargs[key] = value
     return cls(**kwargs)
+
+
+def _dotted(where: str, key: str) -> str:
+    """"reward.functions" from where = "FILE [reward]" and key = "functions"."""
+    section = where.rpartition("[")[2].rstrip("]") if where.endswith("]") else ""
+    return f"{section}.{key}" if section else key
 
 
 def load_config(path: Path) -> Config:
@@ -57,12 +69,16 @@ def apply_overrides(config: Config, items: list[str]) -> None:
         if not dataclasses.is_dataclass(target) or not hasattr(target, name):
             raise ConfigError(f"--set {item!r}: no setting {key!r} (expected section.key=value)")
         current = getattr(target, name)
+        if isinstance(current, dict) or entry_class(field_hint(type(target), name)) is not None:
+            raise ConfigError(f"--set {item!r}: {key} is a table or a list of tables; set it in rlhf.toml")
         setattr(target, name, parsers.get(type(current), type(current))(value))
     validate(config, "--set")
 
 
 def toml_value(value: Any) -> str:
-    """`value` as TOML writes it (a string quoted, a bool lower-case, a list in brackets)."""
+    """`value` as TOML writes it (a string quoted, a bool lower-case, a list in brackets, a table inline)."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     if isinstance(value, bool):
@@ -73,8 +89,14 @@ def toml_value(value: Any) -> str:
     return f'"{text}"'
 
 
+def toml_key(key: str) -> str:
+    """A TOML key: bare when it can be, else quoted."""
+    return key if key and all(c.isalnum() or c in "_-" for c in key) else toml_value(key)
+
+
 def dump_config(config: Config) -> str:
-    """TOML text for `config`: top-level scalars first, then one table per section."""
+    """TOML text for `config`: top-level scalars first, then one table per section, each followed by its lists of
+    tables (`[[reward.functions]]`, only the keys an entry sets)."""
     lines: list[str] = ["# rlhf-loop project configuration", ""]
     tables: list[tuple[str, Any]] = []
     for f in dataclasses.fields(config):
@@ -85,5 +107,17 @@ def dump_config(config: Config) -> str:
             lines.append(f"{f.name} = {toml_value(value)}")
     for name, section in tables:
         lines += ["", f"[{name}]"]
-        lines += [f"{sf.name} = {toml_value(getattr(section, sf.name))}" for sf in dataclasses.fields(section)]
+        entries: list[tuple[str, list[Any]]] = []
+        for sf in dataclasses.fields(section):
+            value = getattr(section, sf.name)
+            if entry_class(field_hint(type(section), sf.name)) is not None:
+                entries.append((sf.name, value))
+            else:
+                lines.append(f"{sf.name} = {toml_value(value)}")
+        for key, items in entries:
+            for item in items:
+                defaults = type(item)()
+                lines += ["", f"[[{name}.{key}]]"]
+                lines += [f"{f.name} = {toml_value(getattr(item, f.name))}" for f in dataclasses.fields(item)
+                          if getattr(item, f.name) != getattr(defaults, f.name)]
     return "\n".join(lines) + "\n"

@@ -147,6 +147,11 @@ class LoopConfig:
                         "evidence on the current version (people's win rate against its predecessor, the new reward "
                         "model's scores of both, the over-optimization rule) and, if it says the version is worse "
                         "than its predecessor, makes the predecessor current and starts from it.")
+    mode: Literal["standard", "verifiable"] = setting(
+        "standard", "\"standard\": rounds learn from people's judgments (reward model, gate, policy update). "
+                    "\"verifiable\": rounds run GRPO (or PPO) on the reward functions alone ([[reward.functions]]), "
+                    "with no reward model and no judgments needed; the labeling page still serves pairs for spot "
+                    "checks.")
     probe_prompts: int = setting(
         32, "Eval prompts each new version answers (and the base once) to measure the proxy gain its reward model "
             "claims and the next one re-scores (0 = off; train prompts when there are no eval prompts).")

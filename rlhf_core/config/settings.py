@@ -23,11 +23,11 @@ Choices = Mapping[str, Any] | Callable[[], Iterable[str]]
 
 
 def setting(default: Any, help: str, *, choices: Choices | None = None) -> Any:
-    """A dataclass field with its help text for the reference; a list default is copied per instance.
+    """A dataclass field with its help text for the reference; a list or dict default is copied per instance.
     `choices`: the allowed values where they are not the field's Literal type."""
     metadata = {"help": " ".join(help.split()), "choices": choices}
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=metadata)
+    if isinstance(default, list | dict):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -78,6 +78,37 @@ def _default(field: dataclasses.Field) -> Any:
     if field.default_factory is not dataclasses.MISSING:
         return field.default_factory()
     return field.default
+
+
+def entry_class(hint: Any) -> type | None:
+    """The dataclass of one entry of a list-of-tables key (`list[RewardFunctionConfig]`: `[[reward.functions]]`),
+    else None."""
+    if typing.get_origin(hint) is list:
+        (arg,) = typing.get_args(hint)
+        if dataclasses.is_dataclass(arg):
+            return arg
+    return None
+
+
+def field_hint(cls: type, name: str) -> Any:
+    """The resolved type of field `name` of dataclass `cls`."""
+    return _hints(cls)[name]
+
+
+def table_lists(config_cls: type) -> Iterator[tuple[str, str, type]]:
+    """(section, key, entry class) of every list-of-tables key of a config dataclass (`reward`, `functions`,
+    `RewardFunctionConfig`)."""
+    for section, cls, field in _fields(config_cls):
+        if (entry := entry_class(_hints(cls)[field.name])) is not None:
+            yield section, field.name, entry
+
+
+def entry_settings(entry_cls: type, section: str) -> Iterator[Setting]:
+    """Every key of one entry of a list of tables, as `Setting`s under `section` (e.g. "reward.functions")."""
+    for field in dataclasses.fields(entry_cls):
+        yield Setting(section=section, name=field.name, type=_type_name(_hints(entry_cls)[field.name]),
+                      default=_default(field), allowed=allowed_values(entry_cls, field),
+                      help=field.metadata.get("help", ""))
 
 
 @functools.cache

@@ -7,6 +7,7 @@ import typing
 from dataclasses import dataclass
 from typing import Literal
 
+from rlhf_core.config.reward_functions import RewardFunctionConfig
 from rlhf_core.config.settings import setting
 from rlhf_core.registry import round_algorithms
 
@@ -81,6 +82,17 @@ class RewardConfig:
     conservative_lambda: float = setting(1.0, "UWO's λ: how many member standard deviations are taken off the mean "
                                               "(at least 0).")
     seed: int = setting(0, "Random seed of reward-model training (held-out split, bootstrap resamples, batches).")
+    functions: list[RewardFunctionConfig] = setting(
+        [], "Reward functions beside the reward model: `[[reward.functions]]` tables, each a registered kind or "
+            "\"module:function\" with TRL's signature, with a weight (keys: the table below). PPO, GRPO and DPO's "
+            "reward-ranked pairs score with them and the reward model together (reward.combine); with loop.mode = "
+            "\"verifiable\", with them alone.")
+    combine: Literal["sum", "normalize_then_sum"] = setting(
+        "sum", "How the reward model and the functions make one score: \"sum\" (model_weight x the reward model + "
+               "each weight x its function; a None counts 0) or \"normalize_then_sum\" (each component z-scored over "
+               "a rollout's responses it applies to first, so weights compare components of any scale).")
+    model_weight: float = setting(1.0, "The learned reward model's weight in the combined score (with functions; "
+                                       "not used in verifiable mode).")
 
 
 @dataclass

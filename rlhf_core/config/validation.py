@@ -6,9 +6,10 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from rlhf_core.config.reward_functions import check_reward_functions
 from rlhf_core.config.sections import AuthConfig, Config, LabelingConfig, LoggingConfig, PolicyConfig
 from rlhf_core.config.settings import ConfigError, declared_choices
-from rlhf_core.registry import spoken_list
+from rlhf_core.registry import POLICY_ALGORITHMS, spoken_list
 
 
 def validate(config: Config, where: Path | str = "config") -> None:
@@ -50,6 +51,7 @@ def validate(config: Config, where: Path | str = "config") -> None:
     _validate_labeling_page(config.labeling, where)
     _validate_demonstrations(config, where)
     _validate_outside_data(config, where)
+    _validate_reward_functions(config, where)
 
 
 def _validate_choices(config: Config, where: Path | str) -> None:
@@ -59,6 +61,23 @@ def _validate_choices(config: Config, where: Path | str) -> None:
         if value not in allowed:
             key = f"{section}.{name}" if section else name
             raise ConfigError(f"{where}: {key} must be {spoken_list(allowed)}")
+
+
+def _validate_reward_functions(config: Config, where: Path | str) -> None:
+    """`[[reward.functions]]` entries (each refused with one line naming it), the combination and verifiable mode."""
+    check_reward_functions(config.reward.functions, str(where))
+    if not (isinstance(config.reward.model_weight, float) and abs(config.reward.model_weight) < float("inf")):
+        raise ConfigError(f"{where}: reward.model_weight must be a finite number")
+    if config.loop.mode != "verifiable":
+        return
+    if not config.reward.functions:
+        raise ConfigError(f"{where}: loop.mode = \"verifiable\" scores with reward functions alone: add at least one "
+                          "[[reward.functions]] entry, or set loop.mode = \"standard\"")
+    algorithm = POLICY_ALGORITHMS.get(config.policy.algo)
+    if algorithm is not None and not algorithm.uses_rollouts:
+        raise ConfigError(f"{where}: loop.mode = \"verifiable\" rounds sample and score their own responses: set "
+                          f"policy.algo to {spoken_list(POLICY_ALGORITHMS.names(lambda a: a.uses_rollouts))} "
+                          f"(not {config.policy.algo})")
 
 
 def _validate_outside_data(config: Config, where: Path | str) -> None:

@@ -7,17 +7,21 @@ line (or row) and the reason, before anything is written to the database. Files 
 (`rlhf_core.data.file_checks`): UTF-8 only (a bad byte is named by its offset), no control
 characters, no CSV with an unclosed quote or a ragged row, no prompt over
 `labeling.max_prompt_chars` characters (the caller passes that limit in).
+
+A record's other fields (`answer`, `tests`, `solution`, ...) are the prompt's columns: stored with it and passed to
+reward functions by name, as TRL passes a dataset's columns (`prompt_columns`).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from rlhf_core.config import Config, LabelingConfig
 from rlhf_core.data.file_checks import InputFileError, check_text
 from rlhf_core.data.records import ImportOutcome, parse_file
-from rlhf_core.registry import IMPORT_KINDS
+from rlhf_core.registry import IMPORT_KINDS, TRL_REWARD_ARGUMENTS
 from storage import Database, add_prompts
 
 ROLES = ("system", "user", "assistant")
@@ -64,6 +68,30 @@ def parse_conversation(record: Any, where: str, *, max_chars: int = DEFAULT_MAX_
     return out
 
 
+def prompt_columns(record: Any, where: str, *, max_chars: int = DEFAULT_MAX_PROMPT_CHARS) -> dict[str, Any]:
+    """The fields of a prompt record other than its prompt, by name (empty and null ones left out); PromptFileError
+    for a name a reward function is already passed (TRL's `prompts`, `completions`, ...), a value that is not JSON
+    or one longer than `max_chars` characters as JSON."""
+    if not isinstance(record, dict):
+        return {}
+    columns = {}
+    for name, value in record.items():
+        if name in ("prompt", "messages") or value is None or value == "":
+            continue
+        if name in TRL_REWARD_ARGUMENTS:
+            raise PromptFileError(f"{where}: the field {name!r} would clash with the argument of that name every "
+                                  "reward function is passed; rename it")
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            raise PromptFileError(f"{where}: the field {name!r} is not a JSON value") from None
+        if len(text) > max_chars:
+            raise PromptFileError(f"{where}: the field {name!r} is {len(text)} characters long, over "
+                                  f"labeling.max_prompt_chars = {max_chars}")
+        columns[name] = value
+    return columns
+
+
 def _checked(value: str, where: str, field: str) -> str:
     try:
         return check_text(value, where, field=field)
@@ -74,10 +102,19 @@ def _checked(value: str, where: str, field: str) -> str:
 def read_prompt_file(path: Path | str, *, max_prompt_chars: int) -> list[list[dict[str, str]]]:
     """Conversations (lists of `{"role", "content"}`) from a prompt file; raises PromptFileError.
     `max_prompt_chars` is `labeling.max_prompt_chars` of the workspace's config."""
+    return [messages for messages, _ in read_prompt_records(path, max_prompt_chars=max_prompt_chars)]
+
+
+def read_prompt_records(path: Path | str, *, max_prompt_chars: int
+                        ) -> list[tuple[list[dict[str, str]], dict[str, Any]]]:
+    """(conversation, columns) of every record of a prompt file (`prompt_columns`); raises PromptFileError."""
+
+    def parse(record: Any, where: str) -> tuple[list[dict[str, str]], dict[str, Any]]:
+        return (parse_conversation(record, where, max_chars=max_prompt_chars),
+                prompt_columns(record, where, max_chars=max_prompt_chars))
+
     try:
-        return parse_file(path, IMPORT_KINDS["prompts"].schema,
-                          lambda record, where: parse_conversation(record, where, max_chars=max_prompt_chars),
-                          what="prompts")
+        return parse_file(path, IMPORT_KINDS["prompts"].schema, parse, what="prompts")
     except PromptFileError:
         raise
     except InputFileError as exc:  # not UTF-8, malformed CSV: already one line naming file and line
@@ -91,8 +128,11 @@ def import_prompt_file(db: Database, path: Path | str, *, config: Config, import
     split = options.get("split") or "train"
     if split not in SPLITS:
         raise PromptFileError(f"the split must be {' or '.join(SPLITS)}, not {split!r}")
-    conversations = read_prompt_file(path, max_prompt_chars=config.labeling.max_prompt_chars)
-    result = add_prompts(db, conversations, split=split, source=source or Path(path).name)
+    records = read_prompt_records(path, max_prompt_chars=config.labeling.max_prompt_chars)
+    result = add_prompts(db, [m for m, _ in records], split=split, source=source or Path(path).name,
+                         columns=[c for _, c in records])
+    names = sorted({name for _, columns in records for name in columns})
+    with_columns = f" Columns for reward functions: {', '.join(names)}." if names else ""
     return ImportOutcome(result.added, result.duplicates,
                          f"Imported {result.added} prompts into split '{split}' ({result.duplicates} duplicates "
-                         "skipped).", {"split": split})
+                         f"skipped).{with_columns}", {"split": split, "columns": names})

@@ -7,8 +7,17 @@ from __future__ import annotations
 from typing import Any
 
 from rlhf_core.registry import UnknownKind, round_algorithm
+from rlhf_core.rewards import build_reward_functions, missing_columns
 from rlhf_core.workspace import Workspace
-from storage import Database, Job, active_job, count_prompts, demonstration_counts, status_counts
+from storage import (
+    Database,
+    Job,
+    active_job,
+    count_prompts,
+    demonstration_counts,
+    prompt_column_names,
+    status_counts,
+)
 
 MAX_EVAL_PROMPTS = 1000
 MAX_SAMPLE_PAIRS = 10_000
@@ -48,13 +57,32 @@ def refuse_train_rm(ws: Workspace, db: Database, params: dict[str, Any]) -> str 
     return _under_way(db, "train_rm", "A reward-model training")
 
 
+def reward_function_problem(ws: Workspace, db: Database, params: dict[str, Any]) -> str | None:
+    """Why the configured reward functions cannot score this workspace's train prompts (an entry's prompt column
+    that no train prompt has), or, in verifiable mode, why the requested algorithm cannot run; None when fine."""
+    verifiable = ws.config.loop.mode == "verifiable"
+    algo = params.get("algo") or ws.config.policy.algo
+    if verifiable and not round_algorithm(algo).uses_rollouts:
+        return (f'loop.mode = "verifiable" scores the policy\'s own samples, which {algo} does not draw: ask for '
+                "grpo (or ppo).")
+    if not ws.config.reward.functions:
+        return None
+    if count_prompts(db, split="train") == 0:
+        return "There are no train prompts: import some with `rlhf prompts import FILE`."
+    problem = missing_columns(build_reward_functions(ws.config.reward.functions), prompt_column_names(db, "train"))
+    return problem[0].upper() + problem[1:] + "." if problem else None
+
+
 def refuse_train_policy(ws: Workspace, db: Database, params: dict[str, Any]) -> str | None:
-    return _algorithm(params) or _under_way(db, "train_policy", "A policy update")
+    return (_algorithm(params) or reward_function_problem(ws, db, params)
+            or _under_way(db, "train_policy", "A policy update"))
 
 
 def refuse_round(ws: Workspace, db: Database, params: dict[str, Any]) -> str | None:
-    if (bad := _algorithm(params)) is not None:
+    if (bad := _algorithm(params) or reward_function_problem(ws, db, params)) is not None:
         return bad
+    if ws.config.loop.mode == "verifiable":  # the reward functions score the samples: no judgment is needed
+        return _under_way(db, "round", "A round")
     if status_counts(db)["counts"]["judgments"] == 0:
         return "No judgments yet: a round trains the reward model on judged pairs, so collect some first."
     return _under_way(db, "round", "A round")

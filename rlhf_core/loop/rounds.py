@@ -8,7 +8,11 @@ A round moves the policy only on evidence that a reward model beats chance (`pol
 `loop.min_reward_confidence`): the 95% Wilson lower bound over every decisive judgment, each predicted once by a
 cross-fitted probe, plus the fresh judgments the previous reward model predicted. Otherwise it records why on the
 reward-model version, keeps the policy, and samples the next pairs from it, so annotators go on judging and the
-next round has more to learn from."""
+next round has more to learn from.
+
+In verifiable mode (`loop.mode = "verifiable"`) a round is the policy update on the reward functions alone
+(`verifiable_round`): no reward model, no gate, no judgments needed; the next pairs are still sampled, so people
+can spot-check what the checks reward."""
 
 from __future__ import annotations
 
@@ -51,7 +55,7 @@ ProgressFn = Callable[[float, str], None]
 @dataclass
 class RoundResult:
     policy_version: int
-    reward_model_version: int
+    reward_model_version: int | None  # None: a verifiable round trains no reward model
     new_pairs: int
     metrics: dict[str, Any]
 
@@ -132,6 +136,9 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
                                on_progress=scaled(on_progress, 0.0, 0.3, "sft"))
         started = time.time()
         sft_metrics = {"sft_version": sft.id, "sft_seconds": round(started - round_started, 3)}
+    if ws.config.loop.mode == "verifiable":
+        return verifiable_round(ws, db, stack, algo=algo, job_id=job_id, sample_next=sample_next, progress=progress,
+                                on_progress=on_progress, dp=dp, started=round_started, extra=sft_metrics)
     current, previous_rm = current_policy(db), current_reward_model(db)
     fresh = None
     if previous_rm is not None:  # before it is replaced: the judgments since it trained are fresh to it
@@ -176,6 +183,29 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
     return RoundResult(policy_version=policy.id, reward_model_version=rm.id, new_pairs=new_pairs, metrics=metrics)
 
 
+def verifiable_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None, job_id: int | None,
+                     sample_next: bool, progress: bool, on_progress: ProgressFn | None, dp: DataParallel | None,
+                     started: float, extra: dict[str, Any]) -> RoundResult:
+    """A round of `loop.mode = "verifiable"`: the policy update scored by the reward functions alone, then the next
+    pairs (for spot checks). No reward model is trained, and no judgment is needed."""
+    report = on_progress or (lambda _f, _m: None)
+    report(0.0, "updating policy on the reward functions")
+    policy_started = time.time()
+    policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
+                                 on_progress=scaled(on_progress, 0.0, 0.9, "policy"), dp=dp)
+    round_metrics = {"mode": "verifiable", "policy_seconds": round(time.time() - policy_started, 3), **extra}
+    update_policy_metrics(db, policy.id, round_metrics)
+    new_pairs = 0
+    if sample_next:
+        report(0.9, f"sampling pairs from policy v{policy.id} for spot checks")
+        new_pairs = sample_pairs(ws, db, stack, progress=progress,
+                                 on_progress=scaled(on_progress, 0.9, 1.0, "sampling")).pairs
+    report(1.0, f"verifiable round done: policy v{policy.id}")
+    metrics = {**round_metrics, "policy_version": policy.id, "new_pairs": new_pairs,
+               "seconds": round(time.time() - started, 1)}
+    return RoundResult(policy_version=policy.id, reward_model_version=None, new_pairs=new_pairs, metrics=metrics)
+
+
 def _gated_round(ws: Workspace, db: Database, stack: ModelStack, rm: RewardModelVersion, gate: PolicyGate, *,
                  sample_next: bool, progress: bool, on_progress: ProgressFn | None, seconds: float) -> RoundResult:
     """The rest of a round whose gate closed: no policy update; the next pairs come from the current policy."""
@@ -197,7 +227,7 @@ def follow_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | 
     """A non-main data-parallel process's share of a round (`train_reward`) or of a policy update: the
     same trainings as the main process's `run_round`, in the same order, recording nothing. SFT first
     (`loop.sft_first`) is the main process's alone; here it is only checked that there is data for it."""
-    if train_reward:
+    if train_reward and ws.config.loop.mode != "verifiable":  # a verifiable round trains no reward model
         sft_first_due(ws, db)
         run_reward_training(ws, db, stack, progress=False, dp=dp)  # returns once the main process recorded it
         dp.barrier()  # while the main process judges the current version (it may demote it)

@@ -55,7 +55,8 @@ class ImportKind:
 
 
 IMPORT_KINDS: Registry[ImportKind] = Registry("import kind", [
-    ImportKind("prompts", "prompts to sample responses for (train split, or eval for policy-vs-base pairs)",
+    ImportKind("prompts", "prompts to sample responses for (train split, or eval for policy-vs-base pairs); other "
+                          "fields (answer, tests, ...) are kept as columns for reward functions",
                "prompts", RecordSchema(), "rlhf_core.data.prompt_files:import_prompt_file", "prompts_import"),
     ImportKind("controls", "control pairs: two responses and the known answer, mixed into annotators' pairs",
                "controls", RecordSchema(required=("response_a", "response_b", "expected")),

@@ -3,7 +3,8 @@ training (`reward_model`) and service (`reward_service`), the policy gate's cros
 each annotator's reliability and left bias
 (CrowdBT weights, `crowd_weights`), data-parallel helpers (`distributed`), policy
 rollouts (`rollout`), the PPO and GRPO updates (`ppo`, `grpo`), online DPO on judged pairs (`dpo`), supervised
-fine-tuning on demonstrations (`sft`, stage 1), the policy training loop and service (`policy`), the record
+fine-tuning on demonstrations (`sft`, stage 1), the policy training loop and service (`policy`), the score it
+optimizes, the reward model and reward functions combined (`reward_scores`), the record
 of a training run: per-step logs to the database and TensorBoard and the round summary (`run_log`), and
 loading a workspace's model with its saved policy and reward versions (`workspace_stack`). It builds on
 `models` and `algorithms`, reads and writes versions through `storage`, and knows nothing of the job queue

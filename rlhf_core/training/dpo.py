@@ -225,6 +225,8 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
     rm_pairs, rm_skipped = reward_ranked_pairs(stack, dp.shard(rm_prompts), score_fn, cfg,
                                                dp.sampling_generator(stack.device, cfg.seed))
     rm_pairs, rm_skipped = dp.gather(rm_pairs), int(dp.sum(rm_skipped))
+    # The ranking's reward components (the reward model's and each function's mean), when they were combined.
+    ranked_by = dict(getattr(score_fn, "last_metrics", {})) if rm_prompts else {}
     pairs += rm_pairs
     if not pairs:
         raise ValueError("DPO has no pairs: the reward model ranked every group's samples the same; "
@@ -298,7 +300,7 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
     if dp.is_main:  # the summary's fresh samples: only the process that records the version needs them
         summary.update(_after_training(stack, probe_prompts, score_fn, cfg))
     summary.update({"pairs_human": len(pairs) - len(rm_pairs), "pairs_rm": len(rm_pairs),
-                    "rm_groups_skipped": rm_skipped,
+                    "rm_groups_skipped": rm_skipped, **ranked_by,
                     **{k: v for k, v in examples.stats.items() if k != "decisive"},
                     "epochs": cfg.dpo_epochs, "seconds": time.perf_counter() - started})
     return PolicyTrainResult(history, summary)

@@ -28,11 +28,11 @@ from rlhf_core.models.stack import ModelStack
 from rlhf_core.registry import POLICY_ALGORITHMS, PolicyAlgorithm, resolve, round_algorithm
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.ppo import fresh_critic, make_optimizer, rollout_values
+from rlhf_core.training.reward_scores import policy_score_fn
 from rlhf_core.training.rollout import (
     ScoreFn,
     gather_rollout,
     generate_rollout,
-    reward_model_scores,
     rollout_logprobs,
     rollout_metrics,
 )
@@ -129,6 +129,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
                                        min_new_tokens=cfg.min_new_tokens, generator=sampling)
             logprobs = rollout_logprobs(stack, rollout, cfg.minibatch_size)
             scores = score_fn(rollout).detach().float()
+            components = dict(getattr(score_fn, "last_metrics", {}))  # each reward component's mean (this share)
             if scores.shape != (rollout.size,):
                 raise ValueError(f"the score function returned shape {tuple(scores.shape)}; expected "
                                  f"({rollout.size},), one score per response")
@@ -148,7 +149,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
             seconds = time.perf_counter() - t0
             row = {"step": step, **{k: finite(None if v is None else float(v)) for k, v in metrics.items()},
                    "samples": rollout.size, "seconds": seconds, "samples_per_s": rollout.size / seconds,
-                   "kl_stop": float(stop), "kl_beta": beta}
+                   "kl_stop": float(stop), "kl_beta": beta, **components}
             if cfg.kl_control == "adaptive":  # as in Ziegler et al.: this step's KL sets the next step's β
                 beta = adaptive_kl_beta(beta, kl, cfg.target_kl, rollout.size, cfg.kl_horizon)
             history.append(row)
@@ -238,11 +239,16 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     cfg = ws.config.policy
     spec = round_algorithm(algo or cfg.algo)
     algo = spec.name
-    has_rm = current_reward_model(db) is not None
-    if not has_rm and needs_reward_model(spec, ws.config):
+    verifiable = ws.config.loop.mode == "verifiable"  # the reward functions alone: no reward model
+    if verifiable and not spec.uses_rollouts:
+        raise ValueError(f'loop.mode = "verifiable" scores the policy\'s own samples: {algo} does not sample; use '
+                         "--algo grpo (or ppo)")
+    has_rm = current_reward_model(db) is not None and not verifiable
+    if not has_rm and not verifiable and needs_reward_model(spec, ws.config):
         why = "" if spec.needs_reward_model else f" ({spec.reward_model_with} ranks samples with it)"
         raise ValueError(f"no reward model yet{why}: train a reward model first (rlhf train-rm)")
-    prompts = [prompt_messages(p) for p in list_prompts(db, split="train")]
+    train_prompts = list_prompts(db, split="train")
+    prompts = [prompt_messages(p) for p in train_prompts]
     if not prompts:
         raise ValueError("no train-split prompts: import some first (rlhf prompts import FILE --split train)")
 
@@ -266,8 +272,7 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     # A seed per version: each round draws other prompts and samples (a fixed seed would replay the same ones).
     round_cfg = replace(cfg, seed=cfg.seed + current.id, kl_beta=starting_kl_beta(cfg, current),
                         **kl_budget_share(cfg, current.round + 1))
-    rm = ws.config.reward
-    score_fn = reward_model_scores(stack, rm.conservative, rm.conservative_lambda) if has_rm else None
+    score_fn = policy_score_fn(stack, ws.config.reward, train_prompts, use_model=has_rm)
     update = PolicyUpdate(ws=ws, db=db, stack=stack, algorithm=spec, current=current, prompts=prompts, cfg=round_cfg,
                           score_fn=score_fn, on_step=report, on_progress=on_progress, progress=progress, dp=dp)
     try:

@@ -109,7 +109,8 @@ def summarize(history: list[dict[str, Any]], seconds: float, keys: tuple[str, ..
     describes the policy being shipped with less noise than the final step alone."""
     tail = history[-max(1, math.ceil(len(history) / 4)):]
     summary: dict[str, Any] = {}
-    for key in keys:
+    components = dict.fromkeys(k for row in history for k in row if k.startswith("rewards/"))  # reward_scores'
+    for key in (*keys, *components):
         values = [row[key] for row in tail if row.get(key) is not None]
         if values:
             summary[key] = sum(values) / len(values)
