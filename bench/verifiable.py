@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _smoke import add_smoke_option, apply_smoke  # noqa: E402
 
 from rlhf_core.config import apply_overrides, dump_config  # noqa: E402
 from rlhf_core.loop.rounds import run_round  # noqa: E402
@@ -64,19 +67,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--base-only", action="store_true", help="only the base model's accuracy on train + eval")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--smoke", action="store_true", help="a tiny model built from a config and tiny sizes: the "
-                                                             "same code paths and table; the figures mean nothing")
+    add_smoke_option(parser)
     args = parser.parse_args()
     unknown = [c for c in args.configs.split(",") if c not in CONFIGS]
     if unknown:
         parser.error(f"--configs: unknown {', '.join(unknown)} (known: {', '.join(CONFIGS)})")
-    if args.smoke:  # the same handling as bench/_smoke.py's: sizes replaced, a tiny model built
-        print("smoke run (--smoke): tiny sizes and models, the real code paths; the figures below mean nothing")
-        from rlhf_core.models.tiny import build_tiny_model
-
-        args.rounds, args.judgments, args.eval_prompts, args.answer_tokens = 1, 12, 4, 8
-        args.set = [*args.set, *SMOKE_SETTINGS]
-        args.model = str(build_tiny_model(Path(tempfile.mkdtemp(prefix="rlhf-bench-tiny-"))))
+    apply_smoke(args, tiny_model="model", rounds=1, judgments=12, eval_prompts=4, answer_tokens=8,
+                set=[*args.set, *SMOKE_SETTINGS])
     return args
 
 

@@ -50,6 +50,8 @@ EXPECTED = {
                                 r"round 1 seconds by phase: sample", r"win rate vs base [\d.]+% after round 1")),
     "overoptimization.py": Expect((r"^mode\s+peak step\s+gold at peak\s+gold at end", r"^mean\s+\d+\s+[\d.]+%",
                                    r"^uwo\s+\d+", r"^wco\s+\d+", r"^gold peaked then fell while the proxy")),
+    "verifiable.py": Expect((r"^config\s+round\s+policy\s+accuracy", r"^functions\s+1\s+v1\s",
+                             r"^functions\+rm\s+1\s+v1\s", r"functions\+rm: accuracy [\d.]+% -> ")),
     "quickstart.py": Expect((r"^page up\s+[\d.]+ s$", r"^first pair\s+[\d.]+ s\s+\([\d.]+ x the 60 s target\)",
                              r"^4 pairs\s+[\d.]+ s", r"^exit code on SIGTERM: 0;"), browser=True),
     "reward_learning.py": Expect((r"^method\s+8\s+16$", r"^random\s+[\d.]+ \([\d.]+\)\s+[\d.]+",
