@@ -16,12 +16,29 @@
 
 This file imports nothing of the project, so `import rlhf_core` is cheap; its one function,
 `reward_function`, reads an exported reward model with transformers alone (imported when called).
+Importing it keeps Hugging Face libraries offline (`HF_HUB_OFFLINE=1` unless already set): nothing
+downloads at run time, not even the optional CPU kernel that bitsandbytes asks the hub for.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
+
+
+def stay_offline() -> None:
+    """Forbid Hugging Face libraries from reaching the hub (values already set are respected), and
+    quiet the line bitsandbytes' CPU backend prints at every import when, offline, it cannot fetch its
+    optional hub kernel (transformers >= 5.2 installs `kernels`); it falls back to its own kernels."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
+        os.environ.setdefault(var, "1")
+    for name in ("bitsandbytes.backends.cpu.ops", "kernels._internals.hf_hub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+stay_offline()
 
 
 def reward_function(directory: str | Path, *, device: str | None = None, batch_size: int = 8

@@ -59,7 +59,12 @@ def test_human_win_rate_and_rounds_table(sqlite_db) -> None:
     user = storage.create_annotator(db, "judge", "password123")
     choices = iter(["a", "a", "tie", "b"])  # policy is sample a: 1 + 1 + 0.5 + 0 = 2.5 of 4
     _judge_all(db, user.id, lambda s: next(choices))
-    assert human_win_rates(db) == {v1.id: {"win_rate": 2.5 / 4, "judgments": 4}}
+    rates = human_win_rates(db)
+    assert rates.keys() == {v1.id}
+    assert {k: rates[v1.id][k] for k in ("win_rate", "judgments", "wins")} == {"win_rate": 2.5 / 4, "judgments": 4,
+                                                                                "wins": 2.5}
+    # Wilson 95% by hand: centre (0.625 + 1.96²/8) / (1 + 1.96²/4) = 0.5638, half-width 0.3443.
+    assert rates[v1.id]["interval"] == pytest.approx([0.2194, 0.9081], abs=1e-4)
     table = rounds_table(db)
     assert [r["version"] for r in table] == [0, v1.id]
     assert table[1]["human_win_rate"] == pytest.approx(0.625)

@@ -95,7 +95,7 @@ def test_a_reward_model_trained_on_flipped_labels_does_not_move_the_policy(tmp_p
     assert versions == {0}
     # The operator page says so above the rounds table.
     note = policy_gate_note(db)
-    assert note.startswith("The last round did not update the policy: reward model v1: held-out accuracy")
+    assert note.startswith("The last round did not update the policy: reward model v1: cross-fitted accuracy")
     assert rounds_values(rounds_table(db), note)[1].startswith(f"**{note}**")
     db.dispose()
 

@@ -1,4 +1,4 @@
-"""The operator tab's "Reward functions" panel: in Chromium an operator sees the configured functions and each
+"""The operator console's "Reward functions" panel: in Chromium an operator sees the configured functions and each
 reward component's curve per policy step and per version; through the API an annotator is refused."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from browser_utils import PASSWORD, login, start_app
+from browser_utils import PASSWORD, login, open_console, start_app
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
@@ -38,7 +38,7 @@ def rewards_app(tmp_path: Path):  # noqa: ANN201
 
 
 def test_the_panel_through_the_api_and_an_annotator_refused(rewards_app) -> None:
-    olga = Client(rewards_app.url, auth=("olga", PASSWORD), verbose=False, analytics_enabled=False)
+    olga = Client(rewards_app.operator_url, auth=("olga", PASSWORD), verbose=False, analytics_enabled=False)
     summary, table, steps, versions = olga.predict(api_name="/reward_functions")
     assert "loop.mode = `verifiable`, reward.combine = `sum`. Per-step curves: training job #1." in summary
     assert table["value"]["data"] == [["answer_match", "answer_match", 2.0, "answer"],
@@ -47,7 +47,7 @@ def test_the_panel_through_the_api_and_an_annotator_refused(rewards_app) -> None
     assert points == {(s, c) for s in ("1", "2", "3") for c in ("answer_match", "format")}
     assert {(row[0], row[1]) for row in versions["value"]["data"]} == {
         (v, c) for v in ("v1", "v2") for c in ("answer_match", "format")}
-    alice = Client(rewards_app.url, auth=("alice", PASSWORD), verbose=False, analytics_enabled=False)
+    alice = Client(rewards_app.operator_url, auth=("alice", PASSWORD), verbose=False, analytics_enabled=False)
     with pytest.raises(AppError, match="Only operators"):
         alice.predict(api_name="/reward_functions")
 
@@ -56,7 +56,7 @@ def test_the_panel_through_the_api_and_an_annotator_refused(rewards_app) -> None
 def test_an_operator_sees_the_functions_and_their_curves(rewards_app, page) -> None:  # noqa: ANN001
     playwright_api = pytest.importorskip("playwright.sync_api")
     login(page, rewards_app.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     page.locator("#reward-functions").get_by_text("Reward functions").first.click()
     summary = page.locator("#reward-functions-summary")
     summary.get_by_text("Per-step curves: training job #1").wait_for(timeout=20_000)

@@ -16,15 +16,10 @@ from pathlib import Path
 
 import torch
 
+from rlhf_core import stay_offline
 
-def set_offline_mode() -> None:
-    """Forbid Hugging Face libraries from reaching the hub (respects values already set)."""
-    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE"):
-        os.environ.setdefault(var, "1")
-
-
-# Before transformers is imported anywhere through this module.
-set_offline_mode()
+# Before transformers is imported anywhere through this module (importing rlhf_core did it already).
+stay_offline()
 
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
