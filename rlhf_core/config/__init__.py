@@ -7,6 +7,7 @@ the declarations (`reference`). Imports nothing else of the project but the tabl
 """
 
 from rlhf_core.config.files import apply_overrides, dump_config, load_config
+from rlhf_core.config.judge_sections import JudgesConfig
 from rlhf_core.config.profiles import PROFILES, apply_profile, profile_config, resolve_profile
 from rlhf_core.config.reference import configuration_reference
 from rlhf_core.config.sections import (
