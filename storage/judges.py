@@ -173,7 +173,8 @@ def record_ai_judgments(db: Database, annotator_id: int, judgments: Sequence[AIJ
         still_open = and_(P.c.n_judgments < P.c.judgments_wanted, P.c.kind != "control")
         for route in routes:
             if route.priority is not None:
-                conn.execute(update(P).where(P.c.id == route.pair_id, still_open).values(priority=route.priority))
+                conn.execute(update(P).where(P.c.id == route.pair_id, still_open, P.c.priority < route.priority)
+                             .values(priority=route.priority))
             if route.close:
                 leased = exists(select(L.c.id).where(L.c.pair_id == P.c.id, L.c.expires_at > now))
                 conn.execute(update(P).where(P.c.id == route.pair_id, still_open, ~leased)

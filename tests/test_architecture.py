@@ -30,11 +30,14 @@ RLHF_CORE_LAYERS: dict[str, set[str]] = {
     "workspace": {"config", "registry", "storage"},
     "data": _BASE,
     "training": _BASE | {"models", "data"},
-    "loop": _BASE | {"models", "data", "training"},
-    "simulator": _BASE | {"models", "data", "training", "loop"},
-    "service": _BASE | {"models", "data", "training", "loop"},
+    # AI judges: prompts, the judge kinds, runs, routing, figures; no training code, no loop.
+    "judges": _BASE | {"models", "data"},
+    "loop": _BASE | {"models", "data", "training", "judges"},
+    "simulator": _BASE | {"models", "data", "training", "loop", "judges"},
+    "service": _BASE | {"models", "data", "training", "loop", "judges"},
     "model_export": _BASE | {"models", "data", "training", "loop", "service"},
-    "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "labeling_app"},
+    "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "labeling_app",
+            "judges"},
 }
 
 

@@ -2,8 +2,8 @@
 people's). One entry each; `rlhf judge add --kind`, its checks, the worker's judge job, the operator page's judge
 panel and the docs read this table.
 
-- `build(settings, config) -> rlhf_core.judges.verdicts.PairJudge` makes the judge that answers for one pair
-  shown in one order (the run shows each pair in both orders);
+- `build(name, settings, rubric, judges_config, *, max_requests, cache_dir) -> rlhf_core.judges.verdicts.PairJudge`
+  makes the judge that answers for a pair shown in one order (a run shows each pair in both orders);
 - `check(settings) -> None` raises `rlhf_core.judges.settings.JudgeConfigError` (one sentence) for settings that
   cannot work, when the judge is added;
 - `needs`: the settings `rlhf judge add` must be given for the kind; `takes`: every setting it accepts (others
