@@ -283,11 +283,14 @@ def test_an_older_schema_upgrades_without_losing_data(tmp_path) -> None:
         command.upgrade(cfg, "0001")
     assert db.current_revision() == "0001"
     storage.ensure_base_policy(db)
-    storage.create_annotator(db, "early", "password123")
+    with db.engine.begin() as conn:  # as that release wrote it (today's Annotator has columns 0001 lacks)
+        conn.exec_driver_sql("INSERT INTO annotator (username, password_hash, role, active, created_at) VALUES "
+                             f"('early', '{storage.hash_password('password123')}', 'annotator', 1, '2026-01-01')")
     storage.add_prompts(db, [[{"role": "user", "content": "kept"}]])
     db.upgrade()
     assert db.current_revision() == db.head_revision() != "0001"
-    assert storage.get_annotator(db, "early") is not None
+    assert storage.get_annotator(db, "early").kind == "human"  # a person, as every account before judges
+    assert storage.authenticate(db, "early", "password123") is not None
     assert storage.count_prompts(db) == 1
     with db.engine.connect() as conn:
         indexes = {row[1] for row in conn.exec_driver_sql("PRAGMA index_list('pair')")}
