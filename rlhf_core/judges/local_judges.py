@@ -19,6 +19,7 @@ from rlhf_core.config import JudgesConfig
 from rlhf_core.judges.prompting import VERDICT_PREFIX, judge_messages, render_conversation
 from rlhf_core.judges.settings import JudgeConfigError, check_model_dir
 from rlhf_core.judges.verdicts import OrderAnswer, Shown, Usage
+from rlhf_core.models.batching import prompt_token_ids
 from rlhf_core.models.loading import DEFAULT_MODEL
 
 
@@ -44,7 +45,7 @@ def _device() -> torch.device:
 
 def _chat_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:  # noqa: ANN001
     if getattr(tokenizer, "chat_template", None):
-        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+        return prompt_token_ids(tokenizer, messages)
     text = "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages) + "\n\nAssistant:"
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
