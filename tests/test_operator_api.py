@@ -31,7 +31,8 @@ OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable thr
     ("/leaderboard", ("",)), ("/import_pairs", (None,)),
     ("/account_add", ("mallory", "operator")), ("/account_disable", ("olga", "annotator")),
     ("/account_enable", ("alice", "annotator")), ("/account_reset_password", ("olga", "annotator")),
-    ("/account_set_role", ("alice", "operator")), ("/start_sft", ()),
+    ("/account_set_role", ("alice", "operator")), ("/start_sft", ()), ("/run_judge", ("gpt", 5)),
+    ("/toggle_judge", ("gpt",)),
 ]
 PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer", "choices", "sft_overview"}
 

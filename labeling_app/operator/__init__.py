@@ -1,7 +1,7 @@
-"""The operator console: live status and users (`status`), the dashboard with quality figures, rounds
-table and training curves (`dashboard`, `quality`, `rounds`), the buttons that start rounds, evaluation
-batches, sampling and exports (`controls`, with the export's zip staging in `actions`), supervised
-fine-tuning (`sft`), imported systems and the leaderboard (`leaderboard`), two versions' answers side by
-side (`try_it`), accounts (`accounts`), and the layout and role-checked event wiring (`page`). Shared render
+"""The operator console: live status and users (`status`), the dashboard with quality figures, rounds table and
+training curves (`dashboard`, `quality`, `rounds`), the buttons that start rounds, evaluation batches, sampling and
+exports (`controls`, with the export's zip staging in `actions`), supervised fine-tuning (`sft`), AI judges with
+their figures and runs (`judges`), imported systems and the leaderboard (`leaderboard`), two versions' answers side
+by side (`try_it`), accounts (`accounts`), and the layout and role-checked event wiring (`page`). Shared render
 helpers and the per-event operator check live in `common`. Every action goes through `rlhf_core.service`.
 """

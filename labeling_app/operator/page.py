@@ -23,6 +23,7 @@ from labeling_app.operator.accounts import build_accounts_section, refresh_choic
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
 from labeling_app.operator.dashboard import Dashboard
+from labeling_app.operator.judges import build_judges_panel, wire_judges_panel
 from labeling_app.operator.leaderboard import build_systems_panel, wire_systems_panel
 from labeling_app.operator.quality import build_quality_section
 from labeling_app.operator.rounds import build_rounds_section, curve_values
@@ -77,6 +78,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         controls = build_action_controls(ctx)
         try_it = build_try_it(ctx)
         sft = build_sft_panel()
+        judges = build_judges_panel()
         systems = build_systems_panel()
         quality = build_quality_section()
         rounds = build_rounds_section()
@@ -99,6 +101,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         change.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
     wire_try_it(ctx, try_it)
     wire_sft_panel(ctx, sft)
+    wire_judges_panel(ctx, judges)
     wire_systems_panel(ctx, systems)
     return page
 
