@@ -1,9 +1,10 @@
-"""A simulated AI judge behind a real OpenAI-compatible HTTP server on loopback (`POST /v1/chat/completions`,
-FastAPI under uvicorn in a thread), for the benchmarks and the tests: it reads the pair out of the judge's request
-(`rlhf_core.judges.prompting.split_judge_prompt`) and answers from a gold preference with a given accuracy (per
-pair: a wrong judge is wrong in both orders) and left bias (per request: the response shown first, whatever it
-says), or, on demand, misbehaves the ways real endpoints do: `slow`, `garbage` (an answer with no verdict), `broken`
-(a body that is no JSON), `429` (rate limited, for the first `fail_first` requests or always), `500`."""
+"""A simulated AI judge behind a real OpenAI-compatible HTTP server on loopback (`POST /v1/chat/completions`, FastAPI
+under uvicorn in a thread), for the benchmarks and the tests: it reads the pair out of the judge's request
+(`rlhf_core.judges.prompting.split_judge_prompt`) and answers from a gold preference with a given accuracy (each
+answer names the gold's side with this probability, independently in the two orders, so that an error often shows as
+the orders disagreeing) and left bias (each answer is "A", the response shown first, with this probability, whatever
+the pair says), or, on demand, misbehaves the ways real endpoints do: `slow`, `garbage` (an answer with no verdict),
+`broken` (a body that is no JSON), `429` (rate limited, for the first `fail_first` requests or always), `500`."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ MODES = ("answer", "slow", "garbage", "broken", "429", "500")
 @dataclass
 class JudgeBehaviour:
     gold: GoldScore | None = None  # None: longer is better
-    accuracy: float = 1.0  # per pair: the gold's side with this probability, else the other one
+    accuracy: float = 1.0  # per answer: the gold's side with this probability, else the other one
     left_bias: float = 0.0  # per request: "A" (shown first) with this probability, whatever the pair
     mode: str = "answer"
     fail_first: int = 0  # with mode 429/500/garbage: misbehave for this many requests, then answer (0: always)
@@ -55,14 +56,13 @@ def simulated_verdict(behaviour: JudgeBehaviour, user_text: str) -> str:
     gold = behaviour.gold or _length
     score_first, score_second = gold(conversation, first), gold(conversation, second)
     truth = (score_first > score_second) - (score_first < score_second)
-    pair_key = "\0".join(sorted((first, second)))  # the same for both orders: a wrong judge is wrong both ways
-    per_pair = random.Random(int(hashlib.sha256(f"{behaviour.seed}\0{pair_key}".encode()).hexdigest()[:12], 16))
-    per_request = random.Random(int(hashlib.sha256(f"{behaviour.seed}\0{user_text}".encode()).hexdigest()[:12], 16))
-    if per_request.random() < behaviour.left_bias:
+    # Seeded by the request itself: the same request gets the same answer, each order its own draw.
+    draw = random.Random(int(hashlib.sha256(f"{behaviour.seed}\0{user_text}".encode()).hexdigest()[:12], 16))
+    if draw.random() < behaviour.left_bias:
         return "A"
+    right = draw.random() < behaviour.accuracy
     if truth == 0:
-        return "tie" if per_pair.random() < behaviour.accuracy else per_pair.choice("AB")
-    right = per_pair.random() < behaviour.accuracy
+        return "tie" if right else draw.choice("AB")
     return "A" if (truth > 0) == right else "B"
 
 
