@@ -92,7 +92,8 @@ def test_a_stale_page_is_named_with_the_fix(tmp_path: Path) -> None:
 # -- the status page -------------------------------------------------------------------------------
 
 NAMED = {"judgments_per_annotator": "<name>", "annotator_quality": "<name>", "imported_pairs": "<source>",
-         "prior_preferences": "<source>", "overoptimization.alarms": "<version>", "judges": "<judge>"}  # maps keyed by names, not keys
+         "prior_preferences": "<source>", "overoptimization.alarms": "<version>",
+         "judges": "<judge>"}  # maps keyed by names, not keys
 
 
 def key_paths(value: Any, path: str = "") -> list[str]:

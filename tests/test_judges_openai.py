@@ -5,6 +5,7 @@ every fault failing the job with one line naming the judge while nothing is stor
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -146,3 +147,18 @@ def test_refusals_are_one_line(db, tmp_path) -> None:
         assert "\n" not in str(refused.value) and SECRET not in str(refused.value)
     with pytest.raises(ActionRefused, match="already exists"):
         add_judge(db, "gpt", "openai", ACTOR, base_url="http://x/v1", model="m")
+
+
+def test_the_worker_runs_active_judges_on_new_pairs_by_itself_until_one_fails(db, tmp_path) -> None:
+    ws = workspace(tmp_path / "ws")
+    worker = Worker(ws, db, poll_seconds=0.01)
+    with SimulatedJudgeEndpoint(JudgeBehaviour()) as endpoint:
+        add_judge(db, "auto", "openai", ACTOR, base_url=endpoint.base_url, model="sim")
+        assert worker.run_once() is None  # no pairs yet: nothing to judge, nothing queued
+        seed_pairs(db, 3)
+        done = worker.run_once()
+        assert (done.kind, done.status, json.loads(done.params_json)["trigger"]) == ("judge", "done", "auto")
+        assert len(ai_judgments(db)) == 3 and worker.run_once() is None  # judged: nothing more to do
+    seed_pairs(db, 2)  # new pairs, and the endpoint is gone: the run fails once ...
+    assert worker.run_once().status == "failed"
+    assert worker.run_once() is None  # ... and waits for a person instead of failing every poll

@@ -14,6 +14,10 @@ class JudgesConfig:
     """AI judges: the endpoint calls of `openai` judges (rate, timeout, retries, cap), the batch of local ones, a
     run's size, and the confidence below which a judge is unsure."""
 
+    auto_run: bool = setting(
+        True, "The worker runs every active judge by itself whenever open pairs exist that it has not judged (new "
+              "samples), so routing sees them before people do. A judge whose last run failed waits for a person "
+              "(`rlhf judge run`, or Run judge on the console).")
     requests_per_second: float = setting(2.0, "`openai` judges: at most this many requests a second (above 0).")
     timeout_seconds: float = setting(60.0, "`openai` judges: one request's timeout (above 0).")
     retries: int = setting(3, "`openai` judges: a failed request (down, timeout, 429, 5xx, an answer that is not A, B "

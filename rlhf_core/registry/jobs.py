@@ -47,7 +47,8 @@ JOB_KINDS: Registry[JobKind] = Registry("job kind", [
     JobKind("train_sft", "supervised fine-tuning on the demonstrations (stage 1)",
             run="rlhf_core.loop.jobs:run_train_sft", trains=True, refuse="rlhf_core.loop.job_rules:refuse_train_sft"),
     JobKind("judge", "an AI judge labels pairs, each in both orders (`rlhf judge run`)",
-            run="rlhf_core.loop.jobs:run_judge", trains=False, refuse="rlhf_core.loop.job_rules:refuse_judge"),
+            run="rlhf_core.loop.jobs:run_judge", trains=False, refuse="rlhf_core.loop.job_rules:refuse_judge",
+            requested_by=("cli", "operator", "auto")),
 ])
 
 
