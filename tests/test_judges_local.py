@@ -102,3 +102,25 @@ def test_an_hf_judge_and_a_reward_model_judge_run_as_jobs(trained, tiny_model_di
     metrics = json.loads(storage.current_reward_model(db).metrics_json)
     assert metrics["ai_judgments"] > 0
     assert {"tiny-lm", "rm"} <= set(metrics["annotators"]) and "sim-1" in metrics["annotators"]
+
+
+@pytest.mark.slow
+def test_the_embedded_smollm2_judges_as_an_hf_judge(tmp_path, one_thread) -> None:
+    """The real default model through the `hf` kind: the path works; how well it judges is the benchmark's
+    (`bench/reward_learning.py --hf-judge default`)."""
+    from judge_helpers import seed_pairs, workspace
+
+    from rlhf_core.judges.figures import judge_figures
+
+    ws = workspace(tmp_path / "ws", batch_size=4)
+    db = ws.database()
+    seed_pairs(db, 4, controls=2)
+    add_judge(db, "smollm2", "hf", ACTOR, model="default")
+    done = Worker(ws, db, poll_seconds=0.01).run_until_done(request_judge_run(ws, db, "smollm2", ACTOR).id,
+                                                            timeout=900)
+    assert done.status == "done", done.error
+    rows = [r for r in storage.judgment_rows(db, kinds=("train", "control")) if r.annotator == "smollm2"]
+    assert len(rows) == 6 and all(0.0 <= r.confidence <= 1.0 for r in rows)
+    figures = judge_figures(db)["smollm2"]
+    assert figures["control_judgments"] == 2 and figures["left_bias"] is not None
+    db.dispose()
