@@ -209,6 +209,7 @@ def main() -> None:
     add_smoke_option(parser)
     args = parser.parse_args()
     apply_smoke(args, tiny_model="model", budgets="8,16", seeds=1, prior=min(args.prior, 16), heldout_prompts=8,
+                judge=args.judge or ["accuracy=0.75"],
                 gold=args.gold or "longer", set=[*args.set, "sampling.max_new_tokens=8", "reward.epochs=1"])
     args.gold = args.gold or "sentiment"
     started, load_before = time.perf_counter(), os.getloadavg()[0]

@@ -23,7 +23,7 @@ ACTOR = Actor("cli:test", "cli")
 
 
 def test_an_operator_runs_and_disables_a_judge_and_an_annotator_cannot(app) -> None:  # noqa: ANN001
-    olga = Client(app.url, auth=("olga", "correct-horse-9"), verbose=False, analytics_enabled=False)
+    olga = Client(app.operator_url, auth=("olga", PASSWORD), verbose=False, analytics_enabled=False)
     message, _ = olga.predict("nobody", 5, api_name="/run_judge")
     assert message.startswith("**Not started:** No judge named 'nobody'")
     add_judge(app.db, "gpt", "openai", ACTOR, base_url="http://127.0.0.1:9/v1", model="m")
@@ -36,7 +36,7 @@ def test_an_operator_runs_and_disables_a_judge_and_an_annotator_cannot(app) -> N
     message, table = olga.predict("gpt", api_name="/toggle_judge")
     assert message.startswith("Disabled") and table["data"][0][2] == "no"
     assert not storage.get_judge(app.db, "gpt").active
-    alice = Client(app.url, auth=("alice", "correct-horse-9"), verbose=False, analytics_enabled=False)
+    alice = Client(app.operator_url, auth=("alice", PASSWORD), verbose=False, analytics_enabled=False)
     for api_name, args in (("/run_judge", ("gpt", 5)), ("/toggle_judge", ("gpt",))):
         with pytest.raises(AppError, match="Only operators"):
             alice.predict(*args, api_name=api_name)
