@@ -89,6 +89,7 @@ def test_judgments_share_the_table_but_take_no_slot_and_hints_are_left_out_of_ag
     flags = {r.pair_id: r.hint_shown for r in storage.judgment_rows(db) if r.annotator == "alice"}
     assert sorted(flags.values()) == [False, True] and flags[screen.pair.pair_id] is True
     assert plain.created
+    assert storage.judgments_since_last_round(db) == 2  # people's: a judge's judgments start no round
     figures = judge_figures(db)["gpt"]
     assert figures["shared"] == 1  # the judgment made under the hint is not counted
     assert figures["left_bias"] == 0.75 and figures["judgments"] == 4
