@@ -156,8 +156,11 @@ def record_ai_judgments(db: Database, annotator_id: int, judgments: Sequence[AIJ
         account = conn.execute(select(A.c.kind, A.c.active, A.c.username).where(A.c.id == annotator_id)).first()
         if account is None or account.kind != "ai" or not account.active:
             raise JudgeError("this judge is disabled or no longer exists; nothing was stored")
-        judged = set(conn.execute(select(J.c.pair_id).where(J.c.annotator_id == annotator_id,
-                                                            J.c.pair_id.in_([j.pair_id for j in judgments]))).scalars())
+        ids = [j.pair_id for j in judgments]
+        judged: set[int] = set()
+        for start in range(0, len(ids), 500):  # SQLite binds at most 32766 parameters a statement
+            judged.update(conn.execute(select(J.c.pair_id).where(J.c.annotator_id == annotator_id,
+                                                                 J.c.pair_id.in_(ids[start:start + 500]))).scalars())
         rows = [{"pair_id": j.pair_id, "annotator_id": annotator_id, "choice": j.choice, "strength": None,
                  "rationale": j.rationale, "left_side": j.left_side, "latency_ms": None, "created_at": now,
                  "confidence": j.confidence, "hint_shown": False} for j in judgments if j.pair_id not in judged]
