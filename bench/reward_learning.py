@@ -6,6 +6,8 @@ preference, per selection method and judgment budget, and for candidate reward-m
     python bench/reward_learning.py --crowd honest:5 --crowd honest:3,random:1,left:1 --budgets 300
         --annotator-models none,threshold,crowd_bt --crowdkit --seeds 3
     python bench/reward_learning.py --gold sentiment --selection random --prior 1000   # with/without a prior
+    python bench/reward_learning.py --gold sentiment --selection random --judge accuracy=0.75 \
+        --judge accuracy=0.55 --judge accuracy=0.75,left_bias=0.5 [--hf-judge default]  # AI judges (bench/_judges.py)
     python bench/reward_learning.py --smoke       # seconds: the tiny model, budgets 8,16, responses of 8 tokens
 
 1. Responses: `--per-prompt` (4) responses per prompt are sampled once from the base model with the
@@ -200,9 +202,14 @@ def main() -> None:
     parser.add_argument("--prior", type=int, default=0, metavar="N", help="each selection method again with N "
                         "gold-labelled prior judgments on other prompts (a simulated existing dataset)")
     parser.add_argument("--prior-per-prompt", type=int, default=6, help="with --prior: responses per prior prompt")
+    parser.add_argument("--judge", action="append", default=[], metavar="SPEC", help="a simulated AI judge, e.g. "
+                        "accuracy=0.75,left_bias=0.5 (repeatable): people vs people and judge (bench/_judges.py)")
+    parser.add_argument("--hf-judge", default=None, metavar="MODEL", help="with --judge: a local LM as an hf judge "
+                        "too ('default': the embedded SmolLM2), its kappa with the simulated people")
     add_smoke_option(parser)
     args = parser.parse_args()
     apply_smoke(args, tiny_model="model", budgets="8,16", seeds=1, prior=min(args.prior, 16), heldout_prompts=8,
+                judge=args.judge or ["accuracy=0.75"],
                 gold=args.gold or "longer", set=[*args.set, "sampling.max_new_tokens=8", "reward.epochs=1"])
     args.gold = args.gold or "sentiment"
     started, load_before = time.perf_counter(), os.getloadavg()[0]
@@ -345,6 +352,16 @@ def main() -> None:
             print(f"  candidate {name:<14} gold accuracy {candidates[name]['accuracy']:.3f}, "
                   f"ECE {candidates[name]['ece']:.3f} ({candidates[name]['seconds']} s)", flush=True)
 
+    if args.judge:  # people and simulated AI judges through the real judge path (bench/_judges.py)
+        from types import SimpleNamespace
+
+        from _judges import judge_scenarios, print_judge_table
+
+        print_judge_table(judge_scenarios(SimpleNamespace(
+            base_root=base_root, ws=ws, stack=stack, gold=gold, noise=args.noise, budgets=budgets,
+            offer=lambda mws, mdb: offer_pairs(mws, mdb, stack, pool, responses, "random", args.max_pairs, False),
+            measure=lambda: measure(stack, heldout, args.noise, ws.config.reward.max_length)),
+            args.judge, args.hf_judge))
     print(f"\ngold {args.gold}, noise {args.noise}; {len(heldout)} held-out pairs; load average "
           f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; {time.perf_counter() - started:.0f} s")
     if meta:

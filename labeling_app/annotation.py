@@ -22,6 +22,7 @@ from storage import (
     Database,
     annotator_progress,
     annotator_screen,
+    judge_hint,
     parse_serve_token,
     skip_shown,
     submit_verdict,
@@ -72,6 +73,7 @@ class PairView:
     # Token counts of responses sampling cut at max_new_tokens (None: the response ended, or unknown).
     left_cut_tokens: int | None = None
     right_cut_tokens: int | None = None
+    hint: str = ""  # an AI judge's choice, in screen terms (labeling.show_suggestions); "" when none is shown
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,7 @@ class Annotation:
     def screen(self, user: HasId, notice: str = "") -> Screen:
         shown = annotator_screen(self.db, user.id, lease_seconds=self._lease_seconds, since=start_of_today(),
                                  control_rate=self._control_rate)
-        return self._sampling(self._view(shown, notice))
+        return self._sampling(self._hinted(shown, self._view(shown, notice)))
 
     def judge(self, user: HasId, token: str | None, verdict: str, strength: str | None = None,
               reason: str | None = None) -> Screen:
@@ -129,10 +131,10 @@ class Annotation:
         the next pair. Raises `JudgmentError` for input no page would send (bad verdict or strength)."""
         shown = submit_verdict(self.db, user.id, token=token, pick=verdict, strength=strength or None,
                                rationale=reason, lease_seconds=self._lease_seconds, since=start_of_today(),
-                               control_rate=self._control_rate)
+                               control_rate=self._control_rate, hints=self.ws.config.labeling.show_suggestions)
         if shown.created:
             self._top_up_if_low(shown.progress.pairs_open)
-        screen = self._view(shown, verdict=VERDICTS.get(verdict, verdict))
+        screen = self._hinted(shown, self._view(shown, verdict=VERDICTS.get(verdict, verdict)))
         if self.undo_seconds > 0 and shown.outcome in ("saved", "already_saved"):
             screen = replace(screen, undo_id=shown.judgment_id)
         return self._sampling(screen)
@@ -145,12 +147,25 @@ class Annotation:
         shown = undo_judgment(self.db, user.id, judgment_id=int(text) if text.isdigit() and seconds > 0 else None,
                               undo_seconds=seconds, lease_seconds=self._lease_seconds, since=start_of_today(),
                               address=address, control_rate=self._control_rate)
-        return self._sampling(self._view(shown))
+        return self._sampling(self._hinted(shown, self._view(shown)))
 
     def skip(self, user: HasId, token: str | None) -> Screen:
         shown = skip_shown(self.db, user.id, token=token, lease_seconds=self._lease_seconds,
                            since=start_of_today(), control_rate=self._control_rate)
-        return self._sampling(self._view(shown))
+        return self._sampling(self._hinted(shown, self._view(shown)))
+
+    def _hinted(self, shown: AnnotatorScreen, screen: Screen) -> Screen:
+        """With labeling.show_suggestions, the newest AI judge's choice on the shown pair as a hint (its judgments
+        are then marked made under a hint, and left out of the judges' agreement figures)."""
+        if not self.ws.config.labeling.show_suggestions or shown.pair is None or screen.pair is None:
+            return screen
+        hint = judge_hint(self.db, shown.pair.pair_id)
+        if hint is None:
+            return screen
+        side = {"tie": "Tie", "both_bad": "Both bad"}.get(hint.choice) or (
+            "A better" if hint.choice == shown.pair.left_side else "B better")
+        sure = "" if hint.confidence is None else f" ({hint.confidence:.0%} sure)"
+        return replace(screen, pair=replace(screen.pair, hint=f"AI judge {hint.judge} suggests: {side}{sure}"))
 
     def _sampling(self, screen: Screen) -> Screen:
         """With no pair to show, add what the background sampler is doing (the "preparing" screen)."""

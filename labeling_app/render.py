@@ -60,6 +60,12 @@ def prompt_pane(turns: tuple[tuple[str, str], ...]) -> str:
     return prompt_html(turns, prompt_text(list(turns)), role_label)
 
 
+def hint_html(hint: str) -> str:
+    """An AI judge's suggestion under the prompt (labeling.show_suggestions); escaped, the judge's name is an
+    operator's choice."""
+    return f'<p id="judge-hint" class="judge-hint"><em>{html.escape(hint)}</em></p>' if hint else ""
+
+
 def progress_markdown(screen: Screen) -> str:
     p = screen.progress
     return f"**Today:** {p.judged_since} · **Total:** {p.judged_total} · **Pairs left:** {p.pairs_open}"
@@ -71,7 +77,7 @@ def screen_values(screen: Screen) -> list[Any]:
     judge") follows the token on the client (`SCREEN_JS`), so no component is rebuilt per event."""
     pair = screen.pair
     return [
-        prompt_pane(tuple(pair.turns)) if pair else "",
+        (prompt_pane(tuple(pair.turns)) + hint_html(pair.hint)) if pair else "",
         pane_html("Response A", pair.left_text, cut_tokens=pair.left_cut_tokens) if pair else "",
         pane_html("Response B", pair.right_text, cut_tokens=pair.right_cut_tokens) if pair else "",
         pair.token if pair else "",

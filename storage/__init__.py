@@ -76,6 +76,21 @@ from storage.jobs import (
     training_logs,
     update_job_progress,
 )
+from storage.judges import (
+    AIJudgment,
+    JudgeError,
+    JudgeHint,
+    JudgeRow,
+    PairToJudge,
+    RouteChange,
+    create_judge,
+    get_judge,
+    judge_hint,
+    list_judges,
+    pairs_for_judge,
+    record_ai_judgments,
+    set_judge_active,
+)
 from storage.labeling.controls import (
     ControlImportResult,
     ControlJudgment,
@@ -136,6 +151,7 @@ from storage.queries import (
     version_samples,
 )
 from storage.tables import (
+    ANNOTATOR_KINDS,
     CHOICES,
     IMPORTED_SPLIT,
     PAIR_SELECTIONS,
@@ -146,6 +162,7 @@ from storage.tables import (
     AuditEvent,
     ControlPair,
     Job,
+    Judge,
     Judgment,
     Lease,
     LoginAttempt,

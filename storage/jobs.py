@@ -10,7 +10,7 @@ from sqlalchemy import text, update
 from sqlmodel import func, select
 
 from storage.db import Database
-from storage.tables import Job, Judgment, Pair, TrainingLog, utcnow
+from storage.tables import Annotator, Job, Judgment, Pair, TrainingLog, utcnow
 
 
 def add_training_logs(db: Database, *, phase: str, rows: list[dict[str, Any]], job_id: int | None = None) -> None:
@@ -147,12 +147,15 @@ def list_jobs(db: Database, limit: int = 50) -> list[Job]:
 def judgments_since_last_round(db: Database) -> int:
     """Judgments recorded after the newest round job was queued (all of them before the first).
 
-    Judgments of control pairs are not counted: they add nothing a round could train on.
+    Judgments of control pairs are not counted: they add nothing a round could train on. Nor are AI judges':
+    a judge runs on every new sample by itself (`judges.auto_run`), so counting it would start rounds with no
+    person in the loop.
     """
     with db.session() as s:
         last = s.exec(select(func.max(Job.created_at)).where(Job.kind == "round")).one()
         q = (select(func.count()).select_from(Judgment).join(Pair, Pair.id == Judgment.pair_id)
-             .where(Pair.kind != "control"))
+             .join(Annotator, Annotator.id == Judgment.annotator_id)
+             .where(Pair.kind != "control", Annotator.kind == "human"))
         if last is not None:
             q = q.where(Judgment.created_at > last)
         return s.exec(q).one()

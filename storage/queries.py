@@ -43,6 +43,9 @@ class JudgmentRow:
     metadata_json: str | None = None  # an imported record's own `metadata`, as JSON
     finish_a: str | None = None  # why sampling ended each response: "eos", "length" (cut), None (unknown)
     finish_b: str | None = None
+    annotator_kind: str = "human"  # "human", or "ai" for an AI judge (`rlhf judge`)
+    confidence: float | None = None  # an AI judge's confidence in its choice (0 to 1); None for people
+    hint_shown: bool = False  # made while the page showed an AI judge's choice (labeling.show_suggestions)
 
 
 def judgment_rows(
@@ -50,7 +53,7 @@ def judgment_rows(
 ) -> list[JudgmentRow]:
     sa_, sb_ = aliased(Sample), aliased(Sample)
     q = (
-        select(Judgment, Pair, Prompt, sa_, sb_, Annotator.username)
+        select(Judgment, Pair, Prompt, sa_, sb_, Annotator.username, Annotator.kind)
         .join(Pair, Pair.id == Judgment.pair_id)
         .join(Prompt, Prompt.id == Pair.prompt_id)
         .join(sa_, sa_.id == Pair.sample_a_id)
@@ -70,9 +73,10 @@ def judgment_rows(
             version_b=b.policy_version_id, choice=j.choice, strength=j.strength, rationale=j.rationale,
             annotator=name, left_side=j.left_side, round=p.round, kind=p.kind, created_at=j.created_at,
             system_a=a.system, system_b=b.system, source=p.source, metadata_json=p.metadata_json,
-            finish_a=a.finish_reason, finish_b=b.finish_reason,
+            finish_a=a.finish_reason, finish_b=b.finish_reason, annotator_kind=kind, confidence=j.confidence,
+            hint_shown=j.hint_shown,
         )
-        for j, p, pr, a, b, name in rows
+        for j, p, pr, a, b, name, kind in rows
     ]
 
 

@@ -12,6 +12,9 @@ from sqlalchemy import Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 ROLES = ("annotator", "operator")
+# A person, or an AI judge (`rlhf judge add`): an account that never logs in and holds no role (NO_ROLE).
+ANNOTATOR_KINDS = ("human", "ai")
+NO_ROLE = "none"
 CHOICES = ("a", "b", "tie", "both_bad")
 STRENGTHS = ("slight", "clear", "strong")
 SPLITS = ("train", "eval")
@@ -40,6 +43,22 @@ class Annotator(SQLModel, table=True):
     password_hash: str
     role: str = Field(default="annotator", max_length=16)
     active: bool = True
+    created_at: datetime = Field(default_factory=utcnow)
+    kind: str = Field(default="human", max_length=8, sa_column_kwargs={"server_default": "human"})
+
+
+class Judge(SQLModel, table=True):
+    """An AI judge: its account (an Annotator of kind "ai", whose judgments it writes), its kind
+    (`rlhf_core.registry.JUDGE_KINDS`) and settings (base URL, model, the NAME of the environment variable that
+    holds an API key, never a key), its rubric's text, and running totals of its runs (`stats_json`: requests,
+    tokens, and the raw answers' first-position picks that its left-bias figure reads)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    annotator_id: int = Field(foreign_key="annotator.id", unique=True)
+    kind: str = Field(max_length=32)
+    settings_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    rubric: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    stats_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
 
 
@@ -158,6 +177,11 @@ class Judgment(SQLModel, table=True):
     left_side: str = Field(default="a", max_length=1)
     latency_ms: int | None = None
     created_at: datetime = Field(default_factory=utcnow, index=True)
+    # An AI judge's confidence in its choice, 0 (a coin flip) to 1; None for people.
+    confidence: float | None = None
+    # A person's judgment made while the page showed an AI judge's choice as a hint (`labeling.show_suggestions`):
+    # left out of the judges' agreement figures, since a visible hint anchors people.
+    hint_shown: bool = Field(default=False, sa_column_kwargs={"server_default": text("false")})
 
 
 class Lease(SQLModel, table=True):

@@ -32,12 +32,14 @@ RLHF_CORE_LAYERS: dict[str, set[str]] = {
     "rewards": {"config", "registry"},
     "data": _BASE,
     "training": _BASE | {"models", "data", "rewards"},
-    "loop": _BASE | {"models", "data", "training", "rewards"},
-    "simulator": _BASE | {"models", "data", "training", "loop", "rewards"},
-    "service": _BASE | {"models", "data", "training", "loop", "rewards"},
+    # AI judges: prompts, the judge kinds, runs, routing, figures; no training code, no loop.
+    "judges": _BASE | {"models", "data"},
+    "loop": _BASE | {"models", "data", "training", "rewards", "judges"},
+    "simulator": _BASE | {"models", "data", "training", "loop", "rewards", "judges"},
+    "service": _BASE | {"models", "data", "training", "loop", "rewards", "judges"},
     "model_export": _BASE | {"models", "data", "training", "loop", "service"},
     "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "labeling_app",
-                    "rewards"},
+                    "rewards", "judges"},
 }
 
 

@@ -92,7 +92,8 @@ def test_a_stale_page_is_named_with_the_fix(tmp_path: Path) -> None:
 # -- the status page -------------------------------------------------------------------------------
 
 NAMED = {"judgments_per_annotator": "<name>", "annotator_quality": "<name>", "imported_pairs": "<source>",
-         "prior_preferences": "<source>", "overoptimization.alarms": "<version>"}  # maps keyed by names, not keys
+         "prior_preferences": "<source>", "overoptimization.alarms": "<version>",
+         "judges": "<judge>"}  # maps keyed by names, not keys
 
 
 def key_paths(value: Any, path: str = "") -> list[str]:
@@ -137,13 +138,14 @@ def test_status_page_names_every_key_a_real_status_prints(tmp_path: Path) -> Non
             storage.record_judgment(db, pair_id=served.pair_id, annotator_id=alice.id, choice="a")
         storage.add_policy_version(db, parent_id=0, adapter_path="/nowhere", algorithm="grpo", round=1,
                                    metrics={"overoptimization": "v1: the proxy gain rose while ..."})
+        storage.create_judge(db, "gpt", "openai", {"base_url": "http://127.0.0.1:9/v1", "model": "m"})
         storage.enqueue_job(db, "round", {})
         storage.claim_next_job(db, "docs-test")
     finally:
         db.dispose()
     status = json.loads(rlhf("status", "--json", "-w", str(ws_dir)))
     assert status["leaderboard"]["systems"] and status["jobs"]["running"] and status["imported_pairs"]
-    assert status["overoptimization"]["alarm"]
+    assert status["overoptimization"]["alarm"] and status["judges"]
 
     printed = set(key_paths(status))
     page = (DOCS / "reference" / "status.md").read_text(encoding="utf-8")

@@ -36,7 +36,7 @@ from storage import (
 
 COLUMNS = ["prompt", "chosen", "rejected", "pair_id", "prompt_id", "round", "n_annotators", "agreement", "strength",
            "tie", "policy_version_chosen", "policy_version_rejected", "annotators", "low_accuracy_annotators",
-           "source", "system_chosen", "system_rejected", "metadata", "prior",
+           "annotator_kind", "annotator_kinds", "source", "system_chosen", "system_rejected", "metadata", "prior",
            "finish_reason_chosen", "finish_reason_rejected"]
 
 

@@ -33,6 +33,7 @@ OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable thr
     ("/account_add", ("mallory", "operator")), ("/account_disable", ("olga", "annotator")),
     ("/account_enable", ("alice", "annotator")), ("/account_reset_password", ("olga", "annotator")),
     ("/account_set_role", ("alice", "operator")), ("/start_sft", ()), ("/rollback", ("v0",)), ("/reward_functions", ()),
+    ("/run_judge", ("gpt", 5)), ("/toggle_judge", ("gpt",)),
 ]
 PAGE_ONLY_EVENTS = {"page_head", "open_console", "tick", "show_curves", "choices", "sft_overview", "rollback_choices",
                     "reward_functions_overview"}

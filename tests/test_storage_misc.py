@@ -283,13 +283,15 @@ def test_an_older_schema_upgrades_without_losing_data(tmp_path) -> None:
         command.upgrade(cfg, "0001")
     assert db.current_revision() == "0001"
     storage.ensure_base_policy(db)
-    storage.create_annotator(db, "early", "password123")
-    with db.engine.begin() as conn:  # as that release wrote it (today's Prompt has columns 0001 lacks)
+    with db.engine.begin() as conn:  # as that release wrote them (today's Annotator and Prompt have columns 0001 lacks)
+        conn.exec_driver_sql("INSERT INTO annotator (username, password_hash, role, active, created_at) VALUES "
+                             f"('early', '{storage.hash_password('password123')}', 'annotator', 1, '2026-01-01')")
         conn.exec_driver_sql("INSERT INTO prompt (messages_json, content_hash, source, split, created_at) VALUES "
                              "('[{\"role\": \"user\", \"content\": \"kept\"}]', 'h', '', 'train', '2026-01-01')")
     db.upgrade()
     assert db.current_revision() == db.head_revision() != "0001"
-    assert storage.get_annotator(db, "early") is not None
+    assert storage.get_annotator(db, "early").kind == "human"  # a person, as every account before judges
+    assert storage.authenticate(db, "early", "password123") is not None
     assert storage.count_prompts(db) == 1
     assert storage.prompt_columns(storage.list_prompts(db)[0]) == {}  # 0011 gives old prompts no columns
     with db.engine.connect() as conn:

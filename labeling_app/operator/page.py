@@ -27,6 +27,7 @@ from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
 from labeling_app.operator.dashboard import Dashboard
 from labeling_app.operator.evidence import build_rollback_panel, wire_rollback_panel
+from labeling_app.operator.judges import build_judges_panel, wire_judges_panel
 from labeling_app.operator.leaderboard import build_systems_panel, wire_systems_panel
 from labeling_app.operator.quality import build_quality_section
 from labeling_app.operator.rewards import build_rewards_panel, wire_rewards_panel
@@ -107,6 +108,7 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
             try_it = build_try_it(ctx)
             sft = build_sft_panel()
             rewards = build_rewards_panel()
+            judges = build_judges_panel()
             systems = build_systems_panel()
             quality = build_quality_section()
             rounds = build_rounds_section()
@@ -144,6 +146,7 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
         wire_try_it(ctx, try_it)
         wire_sft_panel(ctx, sft)
         wire_rewards_panel(ctx, rewards)
+        wire_judges_panel(ctx, judges)
         wire_systems_panel(ctx, systems)
         rolled = wire_rollback_panel(ctx, rollback, opened.change, refresh.click)
         rolled.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)

@@ -178,3 +178,24 @@ def tie_rate(labels: Sequence[str], tie_label: str = "tie") -> float | None:
     if not labels:
         return None
     return sum(label == tie_label for label in labels) / len(labels)
+
+
+def cohens_kappa_interval(a: Sequence[str], b: Sequence[str], z: float = Z_95
+                          ) -> tuple[float, float, float] | None:
+    """Cohen's kappa between two raters with a 95% interval from its large-sample standard error
+    (Cohen 1960): se = sqrt(p_o (1 - p_o) / (n (1 - p_e)^2)), the interval kappa ± z·se clipped to [-1, 1].
+
+    Returns (kappa, lo, hi), None for no items; (1, 1, 1) when both raters used one and the same label.
+    Four items, a = (x, x, y, y) and b = (x, y, y, y): p_o = 0.75, p_e = 0.5, kappa 0.5, se 0.433.
+    """
+    kappa = cohens_kappa(a, b)
+    if kappa is None:
+        return None
+    n = len(a)
+    observed = sum(x == y for x, y in zip(a, b, strict=True)) / n
+    counts_a, counts_b = Counter(a), Counter(b)
+    expected = sum(counts_a[c] * counts_b[c] for c in counts_a) / (n * n)
+    if expected >= 1.0 - 1e-12:
+        return 1.0, 1.0, 1.0
+    se = math.sqrt(observed * (1.0 - observed) / n) / (1.0 - expected)
+    return kappa, max(-1.0, kappa - z * se), min(1.0, kappa + z * se)

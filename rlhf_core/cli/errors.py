@@ -32,10 +32,10 @@ def light_user_errors() -> tuple[type[BaseException], ...]:
     from rlhf_core.data.file_checks import InputFileError
     from rlhf_core.data.prompt_files import PromptFileError
     from rlhf_core.workspace import WorkspaceError
-    from storage import DatabaseError, JobError, JudgmentError, UserError
+    from storage import DatabaseError, JobError, JudgeError, JudgmentError, UserError
 
     errors: list[type[BaseException]] = [ConfigError, PromptFileError, InputFileError, WorkspaceError, DatabaseError,
-                                         JudgmentError, UserError, JobError]
+                                         JudgmentError, UserError, JobError, JudgeError]
     from rlhf_core.data.export import ExportError
     from rlhf_core.data.leaderboard import LeaderboardError
     from rlhf_core.registry import PluginError, UnknownKind

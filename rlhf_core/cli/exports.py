@@ -32,6 +32,8 @@ def export(
         help="Mark annotators below this control-pair accuracy (default: reward.min_annotator_accuracy)")] = None,
     include_prior: Annotated[bool, typer.Option(
         help="Also export the prior judgments of imported preference datasets (column prior = true)")] = False,
+    exclude_ai: Annotated[bool, typer.Option(
+        help="Leave AI judges' judgments out (column annotator_kind says human, ai or human+ai)")] = False,
 ) -> None:
     """Export judged pairs as a TRL-ready preference dataset (prompt / chosen / rejected), or with --what demos
     the demonstrations as a TRL SFT dataset (prompt / completion)."""
@@ -41,7 +43,7 @@ def export(
         raise typer.BadParameter(f"must be {spoken_list(tuple(EXPORT_KINDS))}", param_hint="--what")
     options = dict(round=round, min_agreement=min_agreement, include_ties=include_ties, standard=standard,
                    test_fraction=test_fraction, overwrite=overwrite, anonymize=anonymize,
-                   min_annotator_accuracy=min_annotator_accuracy, include_prior=include_prior)
+                   min_annotator_accuracy=min_annotator_accuracy, include_prior=include_prior, exclude_ai=exclude_ai)
     if (refused := option_refusal(what, options)) is not None:  # a usage error: exit 2, as for a bad --format
         raise typer.BadParameter(refused, param_hint=f"--what {what}")
     ws, database = open_db(workspace, db)

@@ -13,7 +13,9 @@ def load_commands() -> typer.Typer:
     """Import every command module, which registers its commands on `app` in the order `rlhf --help` lists them,
     and return `app`. Call after `load_plugins`, so the commands' choices and help include the plugins' kinds."""
     # isort: off
-    from rlhf_core.cli import project, imports, users, jobs, serve, exports, simulation, models, quickstart, rewards  # noqa: F401,E501
+    from rlhf_core.cli import (  # noqa: F401
+        project, imports, users, jobs, judges, serve, exports, simulation, models, quickstart, rewards,
+    )
     # isort: on
     return app
 

@@ -51,6 +51,7 @@ def status(
     """Counts, versions, jobs, and each annotator's accuracy on control pairs and agreement with the majority."""
     from rlhf_core.data.annotator_quality import annotator_quality_report
     from rlhf_core.data.leaderboard import outside_data_status
+    from rlhf_core.judges.figures import judge_figures
     from rlhf_core.service.dashboard import overoptimization_status
     from storage import demonstration_counts, status_counts
 
@@ -60,6 +61,7 @@ def status(
     info.update(outside_data_status(database))
     info["demonstrations"] = demonstration_counts(database)  # stage 1: {demonstrations, written, edits, imported}
     info["overoptimization"] = overoptimization_status(database)  # the rule's alarm on the current version
+    info["judges"] = judge_figures(database)  # AI judges: kappa with people, control accuracy, left bias
     if as_json:
         typer.echo(json.dumps(info, indent=2, default=str))
         return
@@ -93,6 +95,11 @@ def status(
     if d["demonstrations"]:
         typer.echo(f"demos      {d['demonstrations']} ({d['written']} written on the page, {d['edits']} of them edits; "
                    f"{d['imported']} imported); rlhf train-sft fine-tunes on them")
+    for name, f in info["judges"].items():
+        kappa = "n/a" if f["kappa"] is None else f"{f['kappa']:.2f} [{f['kappa_ci'][0]:.2f}, {f['kappa_ci'][1]:.2f}]"
+        typer.echo(f"judge      {name} ({f['kind']}{'' if f['active'] else ', disabled'}): kappa with people {kappa} "
+                   f"on {f['shared']}; control {_share(f['control_accuracy'], f['control_ci'], f['control_judgments'])}"
+                   f"; left bias {'n/a' if f['left_bias'] is None else format(f['left_bias'], '.0%')}")
     if info["leaderboard"]["systems"]:
         best = info["leaderboard"]["systems"][0]
         typer.echo(f"leaderboard {len(info['leaderboard']['systems'])} systems, first {best['system']} "

@@ -1,13 +1,14 @@
-"""Typed project configuration, read once from `rlhf.toml` and passed down explicitly: how a key is declared
-with its help and allowed values (`settings`), the sections as dataclasses with working defaults (`sections`,
-and the training ones in `training_sections`), their checks (`validation`), reading, writing and overriding a
-file (`files`), one `[[reward.functions]]` entry and its checks (`reward_functions`), the cpu/gpu sizing profiles
-(`profiles`), and the Markdown reference of every key, made from
-the declarations (`reference`). Imports nothing else of the project but the tables of kinds
+"""Typed project configuration, read once from `rlhf.toml` and passed down explicitly: how a key is declared with its
+help and allowed values (`settings`), the sections as dataclasses with working defaults (`sections`, the training
+ones in `training_sections`, AI judges' in `judge_sections`), their checks (`validation`), reading, writing and
+overriding a file (`files`), one `[[reward.functions]]` entry and its checks (`reward_functions`), the cpu/gpu
+sizing profiles (`profiles`), and the Markdown reference of every key, made from the declarations (`reference`).
+Imports nothing else of the project but the tables of kinds
 (`rlhf_core.registry`), so every layer may read it.
 """
 
 from rlhf_core.config.files import apply_overrides, dump_config, load_config
+from rlhf_core.config.judge_sections import JudgesConfig
 from rlhf_core.config.profiles import PROFILES, apply_profile, profile_config, resolve_profile
 from rlhf_core.config.reference import configuration_reference
 from rlhf_core.config.reward_functions import RewardFunctionConfig

@@ -8,6 +8,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
+from rlhf_core.config.judge_sections import JudgesConfig
 from rlhf_core.config.settings import setting
 from rlhf_core.config.training_sections import PolicyConfig, RewardConfig, SFTConfig
 
@@ -102,6 +103,16 @@ class LabelingConfig:
                "\"every_n\" (the panel opens on every `demonstration_every`-th pair an annotator is served).")
     demonstration_every: int = setting(10, "With demonstrations = \"every_n\": the panel opens on every this-many-th "
                                            "pair an annotator is served.")
+    route: Literal["all", "judge_uncertain"] = setting(
+        "all", "Which pairs people get once an AI judge (`rlhf judge`) has judged them: \"all\" (every pair, as "
+               "without a judge) or \"judge_uncertain\" (first the pairs the judge is unsure of, or on which it and "
+               "the current reward model disagree; of the pairs it is sure of, only a `judge_share` sample).")
+    judge_share: float = setting(
+        0.2, "With route = \"judge_uncertain\": the share (0 to 1) of the pairs a judge is sure of that still go to "
+             "people, so that its agreement with them keeps being measured.")
+    show_suggestions: bool = setting(
+        False, "Show an AI judge's choice on the labeling page as a hint. A visible hint anchors people, so the "
+               "judges' agreement figures count only judgments made without one.")
 
 
 @dataclass
@@ -172,4 +183,5 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    judges: JudgesConfig = field(default_factory=JudgesConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

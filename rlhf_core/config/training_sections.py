@@ -70,6 +70,9 @@ class RewardConfig:
                                      "prompts).")
     use_imported_pairs: bool = setting(True, "Decisive judgments of imported pairs (`rlhf pairs import`) are human "
                                              "preferences like any other: trained on.")
+    ai_weight: float = setting(
+        1.0, "The most an AI judge's judgment (`rlhf judge`) counts relative to a human one: its CrowdBT weight, "
+             "capped at this (0 = AI judgments unused). Held-out figures count people's judgments only.")
     prior_weight: float = setting(1.0, "Weight of a prior judgment (`rlhf preferences import`) relative to a human "
                                        "one (times its own --weight; 0 = priors unused).")
     use_edits: bool = setting(

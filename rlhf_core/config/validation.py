@@ -52,6 +52,7 @@ def validate(config: Config, where: Path | str = "config") -> None:
     _validate_demonstrations(config, where)
     _validate_outside_data(config, where)
     _validate_reward_functions(config, where)
+    _validate_judges(config, where)
 
 
 def _validate_choices(config: Config, where: Path | str) -> None:
@@ -86,6 +87,23 @@ def _validate_outside_data(config: Config, where: Path | str) -> None:
     if not (isinstance(weight, int | float) and 0 <= weight < float("inf")):
         raise ConfigError(f"{where}: reward.prior_weight must be a number >= 0 (1 = as much as a human judgment, "
                           "0 = priors unused)")
+
+
+def _validate_judges(config: Config, where: Path | str) -> None:
+    """AI judges: their calls, routing pairs to people, and how much their labels count in training."""
+    j = config.judges
+    if j.requests_per_second <= 0 or j.timeout_seconds <= 0 or j.backoff_seconds < 0:
+        raise ConfigError(f"{where}: judges.requests_per_second and judges.timeout_seconds must be above 0, "
+                          "judges.backoff_seconds 0 or more")
+    if j.retries < 0 or j.max_requests < 2 or j.max_tokens < 1 or j.pairs_per_run < 1 or j.batch_size < 1:
+        raise ConfigError(f"{where}: judges.retries must be 0 or more, judges.max_requests at least 2 (one pair in "
+                          "both orders), judges.max_tokens, pairs_per_run and batch_size at least 1")
+    if not 0.0 <= j.uncertain_below <= 1.0 or not 0.0 <= config.labeling.judge_share <= 1.0:
+        raise ConfigError(f"{where}: judges.uncertain_below and labeling.judge_share must be between 0 and 1")
+    weight = config.reward.ai_weight
+    if not (isinstance(weight, int | float) and 0 <= weight < float("inf")):
+        raise ConfigError(f"{where}: reward.ai_weight must be a number >= 0 (1 = at most as much as a human "
+                          "judgment, 0 = AI judgments unused)")
 
 
 def _validate_demonstrations(config: Config, where: Path | str) -> None:

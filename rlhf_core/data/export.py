@@ -68,6 +68,13 @@ class PairVerdict:
     prior: bool = False  # a prior judgment (`rlhf preferences import`), exported with --include-prior
     finish_a: str | None = None  # "eos", "length" (cut at max_new_tokens) or None (unknown, imported)
     finish_b: str | None = None
+    annotator_kinds: tuple[str, ...] = ()  # "human" or "ai" (an AI judge), one per annotator, in their order
+
+    @property
+    def annotator_kind(self) -> str:
+        """"human", "ai" or "human+ai": who judged the pair."""
+        kinds = set(self.annotator_kinds) or {"human"}
+        return "human+ai" if kinds == {"human", "ai"} else kinds.pop()
 
 
 @dataclass
@@ -111,11 +118,12 @@ def aggregate_pairs(rows: Sequence[JudgmentRow], low_accuracy: Collection[str] =
         strengths = Counter(r.strength for r in majority if r.strength)
         strength = max(strengths, key=lambda s: (strengths[s], -STRENGTHS.index(s)), default=None)
         first = judged[0]
+        by_name = sorted((r.annotator, r.annotator_kind) for r in judged)
         verdicts.append(PairVerdict(
             pair_id=pair_id, prompt_id=first.prompt_id, prompt_messages=first.prompt_messages, round=first.round,
             text_a=first.text_a, text_b=first.text_b, version_a=first.version_a, version_b=first.version_b,
             label=label, agreement=len(majority) / len(judged), strength=strength,
-            annotators=tuple(sorted(r.annotator for r in judged)),
+            annotators=tuple(name for name, _ in by_name), annotator_kinds=tuple(kind for _, kind in by_name),
             low_accuracy_annotators=tuple(sorted(r.annotator for r in judged if r.annotator in low_accuracy)),
             system_a=first.system_a, system_b=first.system_b, source=first.source, metadata_json=first.metadata_json,
             finish_a=first.finish_a, finish_b=first.finish_b,
@@ -184,7 +192,8 @@ def preference_row(verdict: PairVerdict, *, conversational: bool) -> dict[str, o
         "policy_version_chosen": verdict.version_b if b_wins else verdict.version_a,
         "policy_version_rejected": verdict.version_a if b_wins else verdict.version_b,
         "annotators": list(verdict.annotators),
-        "low_accuracy_annotators": list(verdict.low_accuracy_annotators),
+        "low_accuracy_annotators": list(verdict.low_accuracy_annotators), "annotator_kind": verdict.annotator_kind,
+        "annotator_kinds": list(verdict.annotator_kinds) or ["human"] * len(verdict.annotators),
         "source": verdict.source, "system_chosen": verdict.system_b if b_wins else verdict.system_a,
         "system_rejected": verdict.system_a if b_wins else verdict.system_b, "metadata": verdict.metadata_json,
         "prior": verdict.prior,
@@ -255,7 +264,7 @@ def export_preferences(
     db: Database, out: Path, *, fmt: str, round: int | None = None, min_agreement: float | None = None,
     include_ties: bool = False, test_fraction: float = 0.1, seed: int = 0, conversational: bool = True,
     kinds: Sequence[str] = ("train", "imported"), overwrite: bool = False, anonymize: bool = False,
-    min_annotator_accuracy: float = 0.0, include_prior: bool = False,
+    min_annotator_accuracy: float = 0.0, include_prior: bool = False, exclude_ai: bool = False,
 ) -> ExportResult:
     """Write the judged pairs of `kinds` (optionally one `round`) as a train/test preference dataset in `out`.
 
@@ -269,7 +278,8 @@ def export_preferences(
     the order of their first judgment, consistent within the export). `min_annotator_accuracy` (the
     workspace's `reward.min_annotator_accuracy`; 0 = off) marks, in each row's `low_accuracy_annotators`,
     the annotators whose control-pair accuracy is below it. `include_prior` adds the prior judgments (`prior`
-    true). Raises ExportError when no pair qualifies."""
+    true). `exclude_ai` leaves AI judges' judgments out (`annotator_kind` says who judged each pair). Raises
+    ExportError when no pair qualifies."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if not 0.0 <= test_fraction < 1.0:
@@ -279,6 +289,8 @@ def export_preferences(
     if not 0.0 <= min_annotator_accuracy <= 1.0:
         raise ExportError(f"min_annotator_accuracy is a share of control pairs in [0, 1], got {min_annotator_accuracy}")
     rows = judgment_rows(db, round=round, kinds=tuple(kinds))
+    if exclude_ai:
+        rows = [row for row in rows if row.annotator_kind != "ai"]
     low = low_accuracy_annotators(db, min_annotator_accuracy) & {row.annotator for row in rows}
     if anonymize:
         names = pseudonyms(rows)

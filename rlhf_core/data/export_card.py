@@ -17,6 +17,8 @@ METADATA_COLUMNS = {
     "pair_id": "int64", "prompt_id": "int64", "round": "int64", "n_annotators": "int64", "agreement": "float64",
     "strength": "string", "tie": "bool", "policy_version_chosen": "int64", "policy_version_rejected": "int64",
     "annotators": "list of string", "low_accuracy_annotators": "list of string",
+    # "human", "ai" (AI judges only) or "human+ai"; annotator_kinds: each of `annotators`' kind, in its order.
+    "annotator_kind": "string", "annotator_kinds": "list of string",
     "source": "string", "system_chosen": "string", "system_rejected": "string", "metadata": "string", "prior": "bool",
     # Why sampling ended each response: "eos", "length" (cut at max_new_tokens), null when unknown.
     "finish_reason_chosen": "string", "finish_reason_rejected": "string",

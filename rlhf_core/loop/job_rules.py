@@ -15,6 +15,7 @@ from storage import (
     active_job,
     count_prompts,
     demonstration_counts,
+    get_judge,
     prompt_column_names,
     status_counts,
 )
@@ -108,3 +109,21 @@ def refuse_train_sft(ws: Workspace, db: Database, params: dict[str, Any]) -> str
     if demonstration_counts(db)["demonstrations"] == 0:
         return NO_DEMONSTRATIONS
     return _under_way(db, "train_sft", "SFT")
+
+
+MAX_JUDGE_PAIRS = 100_000
+
+
+def refuse_judge(ws: Workspace, db: Database, params: dict[str, Any]) -> str | None:
+    name = params.get("judge")
+    judge = get_judge(db, name) if name else None
+    if judge is None:
+        return f"No judge named {name!r}: add one with `rlhf judge add NAME --kind ...` (`rlhf judge list` shows them)."
+    if not judge.active:
+        return f"Judge {name!r} is disabled."
+    pairs, requests = params.get("pairs"), params.get("max_requests")
+    if pairs is not None and not 1 <= int(pairs) <= MAX_JUDGE_PAIRS:
+        return f"Ask for between 1 and {MAX_JUDGE_PAIRS} pairs."
+    if requests is not None and int(requests) < 2:
+        return "Allow at least 2 requests: each pair is judged in both orders."
+    return _under_way(db, "judge", "A judge run")

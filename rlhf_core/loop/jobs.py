@@ -65,6 +65,34 @@ def run_train_sft(w: Worker, job: Job, params: dict[str, Any], on_progress: Prog
     return {"policy_version": pv.id, **{k: metrics.get(k) for k in ("heldout_nll_before", "heldout_nll", "best_epoch")}}
 
 
+def run_judge(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    """An AI judge's run; with labeling.route = "judge_uncertain" and a reward model, that model's margins on the
+    open pairs tell routing where it and the judge disagree (the model stack loads only then)."""
+    from rlhf_core.judges.run import run_judge as judge_now
+    from storage import current_reward_model
+
+    margins = None
+    if w.ws.config.labeling.route == "judge_uncertain" and current_reward_model(w.db) is not None:
+        def margins(pairs):  # noqa: ANN001, ANN202
+            return reward_margins(w, pairs)
+
+    return judge_now(w.ws, w.db, params["judge"], pairs=params.get("pairs"), max_requests=params.get("max_requests"),
+                     margins=margins, on_progress=on_progress).metrics()
+
+
+def reward_margins(w: Worker, pairs: list) -> dict[int, float]:  # noqa: ANN001 - storage.PairToJudge items
+    """pair id -> the current reward model's score of a minus its score of b (the ensemble's mean)."""
+    from rlhf_core.loop.pair_selection import response_member_scores
+    from rlhf_core.training.workspace_stack import activate_reward_model
+
+    if activate_reward_model(w.stack, w.db) is None:
+        return {}
+    convs, length = [p.prompt_messages for p in pairs], w.ws.config.reward.max_length
+    a = response_member_scores(w.stack, convs, [p.text_a for p in pairs], max_length=length).mean(dim=1)
+    b = response_member_scores(w.stack, convs, [p.text_b for p in pairs], max_length=length).mean(dim=1)
+    return {p.pair_id: float(x - y) for p, x, y in zip(pairs, a.tolist(), b.tolist())}
+
+
 def follow_train_rm(w: Worker, params: dict[str, Any]) -> None:
     from rlhf_core.training.reward_service import run_reward_training
 

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from rlhf_core.loop.job_rules import refuse_round
+from rlhf_core.loop.job_rules import refuse_judge, refuse_round
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.registry import JOB_KINDS, resolve, training_kinds
 from rlhf_core.training.distributed import DataParallel
@@ -36,6 +36,8 @@ from storage import (
     heartbeat_job,
     judgments_since_last_round,
     list_jobs,
+    list_judges,
+    pairs_for_judge,
     update_job_progress,
 )
 
@@ -101,6 +103,25 @@ class Worker:
             return None
         return enqueue_job(self.db, "round", params)
 
+    def maybe_run_judges(self) -> Job | None:
+        """`judges.auto_run`: queue a run of the first active judge that has open or control pairs left to judge,
+        unless its last run failed (a failing endpoint waits for a person, not for the next poll)."""
+        judges = list_judges(self.db) if self.ws.config.judges.auto_run else []
+        recent = [j for j in list_jobs(self.db, limit=200) if j.kind == "judge"] if judges else []
+        for judge in judges:
+            if not judge.active:
+                continue
+            last = next((j for j in recent if json.loads(j.params_json).get("judge") == judge.name), None)
+            if last is not None and last.status in ("queued", "running", "failed"):
+                continue
+            todo = pairs_for_judge(self.db, judge.annotator_id, 1)
+            if not todo or not (todo[0].open or todo[0].kind == "control"):
+                continue
+            params = {"judge": judge.name, "trigger": "auto"}
+            if refuse_judge(self.ws, self.db, params) is None:  # the rules a person's request meets
+                return enqueue_job(self.db, "judge", params)
+        return None
+
     # -- running jobs ------------------------------------------------------------------
     def run_once(self) -> Job | None:
         """Claim and run one job; returns it (finished or failed), or None when the queue is empty."""
@@ -108,6 +129,7 @@ class Worker:
             return self._run_once_distributed()
         self.recover()
         self.maybe_start_round()
+        self.maybe_run_judges()
         job = claim_next_job(self.db, self.worker_id, training_kinds=training_kinds())
         if job is None:
             return None
@@ -121,6 +143,7 @@ class Worker:
         if self.dp.is_main:
             self.recover()
             self.maybe_start_round()
+            self.maybe_run_judges()
             job = claim_next_job(self.db, self.worker_id, training_kinds=training_kinds())
         job_id = self.dp.broadcast(None if job is None else job.id)
         if job_id is None:

@@ -90,7 +90,7 @@ EXPORT_KINDS: Registry[ExportKind] = Registry("export kind", [
     ExportKind("preferences", "judged pairs as a TRL preference dataset (prompt / chosen / rejected)",
                "rlhf_core.data.export:write_preference_export",
                (*COMMON_EXPORT_OPTIONS, "round", "min_agreement", "include_ties", "min_annotator_accuracy",
-                "include_prior")),
+                "include_prior", "exclude_ai")),
     ExportKind("demos", "demonstrations as a TRL SFT dataset (prompt / completion)",
                "rlhf_core.data.demonstration_files:write_demonstration_export", COMMON_EXPORT_OPTIONS),
 ])

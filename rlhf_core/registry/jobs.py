@@ -46,6 +46,9 @@ JOB_KINDS: Registry[JobKind] = Registry("job kind", [
             trains=False, refuse="rlhf_core.loop.job_rules:refuse_eval_batch"),
     JobKind("train_sft", "supervised fine-tuning on the demonstrations (stage 1)",
             run="rlhf_core.loop.jobs:run_train_sft", trains=True, refuse="rlhf_core.loop.job_rules:refuse_train_sft"),
+    JobKind("judge", "an AI judge labels pairs, each in both orders (`rlhf judge run`)",
+            run="rlhf_core.loop.jobs:run_judge", trains=False, refuse="rlhf_core.loop.job_rules:refuse_judge",
+            requested_by=("cli", "operator", "auto")),
 ])
 
 

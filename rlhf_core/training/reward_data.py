@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import torch
 from torch import Tensor
@@ -31,6 +31,7 @@ class PreferenceExample:
     weight: float = 1.0  # relative to one human judgment (a prior judgment: reward.prior_weight)
     annotator: str | None = None  # who judged it (None: not a person's judgment); read by reward.annotator_model
     chosen_left: bool | None = None  # the chosen side was shown on the left (CrowdBT's position bias)
+    ai: bool = False  # an AI judge's judgment (`rlhf judge`): trains, capped at reward.ai_weight; never held out
 
 
 @dataclass(frozen=True)
@@ -73,11 +74,13 @@ def preference_examples(rows: Sequence[JudgmentRow], *, include_ties: bool = Fal
             chosen, rejected = (row.text_a, row.text_b) if row.choice == "a" else (row.text_b, row.text_a)
             examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=chosen, rejected=rejected,
                                               strength=row.strength, prompt_id=row.prompt_id, annotator=row.annotator,
-                                              chosen_left=row.choice == row.left_side))
+                                              chosen_left=row.choice == row.left_side,
+                                              ai=row.annotator_kind == "ai"))
             stats["decisive"] += 1
         elif row.choice == "tie" and include_ties:
             examples.append(PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.text_a,
-                                              rejected=row.text_b, strength=None, prompt_id=row.prompt_id, tie=True))
+                                              rejected=row.text_b, strength=None, prompt_id=row.prompt_id, tie=True,
+                                              ai=row.annotator_kind == "ai"))
             stats["ties_used"] = stats.get("ties_used", 0) + 1
         elif row.choice == "tie":
             stats["ties_excluded"] += 1
@@ -103,6 +106,19 @@ def edit_examples(rows: Sequence[DemonstrationRow]) -> list[PreferenceExample]:
     return [PreferenceExample(prompt_messages=row.prompt_messages, chosen=row.text, rejected=row.original_text,
                               strength=None, prompt_id=row.prompt_id)
             for row in rows if row.original_text is not None and row.original_text.strip() != row.text.strip()]
+
+
+def capped_ai_weight(examples: Sequence[PreferenceExample], cap: float) -> list[PreferenceExample]:
+    """`examples` with each AI judge's judgment weighing at most `cap` (`reward.ai_weight`, relative to a human
+    judgment; its CrowdBT weight when that is less); at a cap of 0 AI judgments are left out. People's pass."""
+    return [e if not e.ai or e.weight <= cap else replace(e, weight=cap) for e in examples if not e.ai or cap > 0]
+
+
+def people_held_out(heldout: Sequence[PreferenceExample]) -> list[PreferenceExample]:
+    """The held-out examples that measure the model: people's judgments only, while there are any (a judge's
+    labels on held-out prompts are then left out, not trained on: no prompt is on both sides)."""
+    people = [e for e in heldout if not e.ai]
+    return people if people else list(heldout)
 
 
 def split_by_prompt(examples: Sequence[PreferenceExample], eval_fraction: float, seed: int

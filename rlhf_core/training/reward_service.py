@@ -1,11 +1,12 @@
 """The reward-model service: train the next reward model version of a workspace on its judgments.
 
 Reads every judgment of training pairs (and of imported pairs with `reward.use_imported_pairs`; control pairs
-never), adds the prior judgments of imported preference datasets to the training side at `reward.prior_weight`
-each (never held out, unless there is nothing else), and so, with `reward.use_edits`, the preferences "edited >
-original" of demonstrations written as edits on the labeling page, leaves out annotators below
-`reward.min_annotator_accuracy` on control pairs, splits by prompt, trains (from scratch, or from
-the current version with `reward.warm_start`), saves the adapter and only then records the
+never), people's and AI judges' alike (an AI judgment counts at most `reward.ai_weight`, and held-out figures and
+the policy gate's evidence count people's only), adds the prior judgments of imported preference datasets to the
+training side at `reward.prior_weight` each (never held out, unless there is nothing else), and so, with
+`reward.use_edits`, the preferences "edited > original" of demonstrations written as edits on the labeling page,
+leaves out annotators below `reward.min_annotator_accuracy` on control pairs, splits by prompt, trains (from
+scratch, or from the current version with `reward.warm_start`), saves the adapter and only then records the
 `RewardModelVersion` with its held-out accuracy, loss and calibration error.
 """
 
@@ -27,7 +28,9 @@ from rlhf_core.training.crowd_weights import (
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import (
     NotEnoughJudgmentsError,
+    capped_ai_weight,
     edit_examples,
+    people_held_out,
     preference_examples,
     prior_examples,
     split_by_prompt,
@@ -76,6 +79,8 @@ def run_reward_training(
         left_out = low_accuracy_annotators(db, cfg.min_annotator_accuracy)
         rows = without_annotators(rows, left_out)
     examples, stats = preference_examples(rows, include_ties=cfg.ties == "davidson")
+    stats["ai_judgments"] = sum(e.ai for e in examples)
+    examples = capped_ai_weight(examples, cfg.ai_weight)  # AI judgments: at most reward.ai_weight each (0: none)
     priors = prior_examples(prior_preference_rows(db), cfg.prior_weight) if cfg.prior_weight > 0 else []
     stats["prior_judgments"] = len(priors)
     if cfg.use_edits:  # "edited > original" of demonstrations written as edits: training side only, as priors
@@ -91,12 +96,14 @@ def run_reward_training(
         )
     # Prior judgments only train: held-out figures measure the human judgments (priors alone: their own split).
     train, heldout = split_by_prompt(examples or priors, cfg.eval_fraction, cfg.seed)
+    heldout = people_held_out(heldout)
     if examples:
         train += priors
     previous = current_reward_model(db)
     warm = cfg.warm_start and previous is not None
     report(0.01, "cross-fitting a probe on every judgment (the policy gate's evidence)")
-    crossfit = crossfit_accuracy(stack, examples, cfg) if dp.is_main else None  # resets the reward adapter
+    people = [e for e in examples if not e.ai] or examples  # the gate's evidence: agreement with people
+    crossfit = crossfit_accuracy(stack, people, cfg) if dp.is_main else None  # resets the reward adapter
     if warm:
         stack.load_adapter("reward", Path(previous.adapter_path))
     else:
@@ -105,7 +112,7 @@ def run_reward_training(
     if cfg.annotator_model == "crowd_bt":  # CrowdBT: judgments weighted by their annotator's reliability
         report(0.02, "estimating annotator reliability")
         crowd = prepare_crowd_training(stack, db, train, heldout, cfg, previous, warm)
-        judged, train, heldout = train + heldout, crowd.train, crowd.heldout
+        judged, train, heldout = train + heldout, capped_ai_weight(crowd.train, cfg.ai_weight), crowd.heldout
     def on_step(row: dict[str, float]) -> None:
         total = row["steps_total"]
         report(0.05 + 0.85 * row["step"] / total, f"step {row['step']}/{total}, loss {row['loss']:.3f}")

@@ -46,9 +46,9 @@ def start_session(db: Database, username: str, token: str, *, lifetime_s: float)
     seconds; None if the user does not exist or is disabled."""
     now = utcnow()
     with db.transaction() as conn:
-        user = conn.execute(select(A.c.id, A.c.username, A.c.role, A.c.active)
+        user = conn.execute(select(A.c.id, A.c.username, A.c.role, A.c.active, A.c.kind)
                             .where(A.c.username == username)).first()
-        if user is None or not user.active:
+        if user is None or not user.active or user.kind != "human":  # an AI judge never logs in
             return None
         expires = now + timedelta(seconds=lifetime_s)
         conn.execute(insert(SES).values(token_hash=hash_token(token), annotator_id=user.id, created_at=now,
@@ -66,7 +66,7 @@ def session_user(db: Database, token: str) -> SessionUser | None:
             select(A.c.id, A.c.username, A.c.role, A.c.active, SES.c.expires_at)
             .join(A, A.c.id == SES.c.annotator_id)
             .where(SES.c.token_hash == hash_token(token), SES.c.ended_at.is_(None), SES.c.expires_at > now,
-                   A.c.active.is_(True))).first()
+                   A.c.active.is_(True), A.c.kind == "human")).first()
     if row is None:
         return None
     return SessionUser(id=row.id, username=row.username, role=row.role, active=row.active,

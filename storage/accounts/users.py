@@ -85,8 +85,8 @@ def authenticate(db: Database, username: str, password: str) -> Annotator | None
     if user is None:
         check_password(password, hash_password("timing-equaliser"))
         return None
-    if not check_password(password, user.password_hash) or not user.active:
-        return None
+    if not check_password(password, user.password_hash) or not user.active or user.kind != "human":
+        return None  # an AI judge's account never logs in, whatever the password
     return user
 
 
@@ -105,9 +105,12 @@ def _change(db: Database, username: str, *, release_leases: bool = False, **valu
     state); `release_leases` also frees the pairs they hold. Returns how many sessions ended."""
     A = Annotator.__table__
     with db.transaction() as conn:
-        user_id = conn.execute(select(A.c.id).where(A.c.username == username)).scalar()
-        if user_id is None:
+        user = conn.execute(select(A.c.id, A.c.kind).where(A.c.username == username)).first()
+        if user is None:
             raise UserError(f"no user named {username!r}; `rlhf user list` shows them")
+        if user.kind != "human" and ("role" in values or "password_hash" in values):
+            raise UserError(f"{username!r} is an AI judge: it never logs in and has no role (`rlhf judge` manages it)")
+        user_id = user.id
         conn.execute(update(A).where(A.c.id == user_id).values(**values))
         if release_leases:
             conn.execute(delete(Lease.__table__).where(Lease.__table__.c.annotator_id == user_id))

@@ -26,6 +26,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from storage.db import Database
+from storage.judges import hint_on
 from storage.labeling.controls import CONTROL_KIND, next_control_pair
 from storage.labeling.pairs import (
     AnnotatorProgress,
@@ -205,9 +206,11 @@ def served_pair(conn: Connection, lease: LeaseRow) -> ServedPair:
 
 def record_on(conn: Connection, *, pair_id: int, annotator_id: int, choice: str, strength: str | None,
               rationale: str | None, latency_ms: int | None, require_served: bool, now: datetime,
-              locking: bool, lease: LeaseRow | None | object = _UNREAD) -> tuple[dict, bool]:
+              locking: bool, lease: LeaseRow | None | object = _UNREAD, hints: bool = False) -> tuple[dict, bool]:
     """Record a checked judgment (see `check_judgment`); returns the stored row and whether it was
     created. A repeat returns the stored row unchanged. SlotTaken when k would be exceeded.
+    `hints`: the page shows AI judges' choices (`labeling.show_suggestions`): the judgment is marked made under
+    a hint when a judge has judged the pair.
     `lease`: the annotator's lease on the pair when the caller has read it in this transaction (only
     their own requests change it, and a twin's judgment is found below after the row lock)."""
     ids = {"pair": pair_id, "annotator": annotator_id}
@@ -228,7 +231,7 @@ def record_on(conn: Connection, *, pair_id: int, annotator_id: int, choice: str,
                         "the slot went to someone else); this verdict was not saved")
     row = {"pair_id": pair_id, "annotator_id": annotator_id, "choice": choice, "strength": strength,
            "rationale": rationale, "latency_ms": latency_ms, "left_side": lease.left_side if lease else "a",
-           "created_at": now}
+           "created_at": now, "hint_shown": hints and hint_on(conn, pair_id)}
     row["id"] = conn.execute(_ADD_JUDGMENT, row).inserted_primary_key[0]
     if lease is not None:
         conn.execute(_DROP_LEASE, ids)
@@ -360,10 +363,10 @@ def annotator_screen(db: Database, annotator_id: int, *, lease_seconds: int, sin
 
 def submit_verdict(db: Database, annotator_id: int, *, token: str | None, pick: str, strength: str | None = None,
                    rationale: str | None = None, lease_seconds: int, since: datetime,
-                   rng: random.Random | None = None, control_rate: float = 0.0) -> AnnotatorScreen:
+                   rng: random.Random | None = None, control_rate: float = 0.0, hints: bool = False) -> AnnotatorScreen:
     """Record `pick` ("left", "right", "tie", "both_bad") for the serve named by `token`, then serve
     the next pair, in one transaction. A token that is not the annotator's current serve records
-    nothing and says why (`outcome`); input no page would send raises JudgmentError."""
+    nothing and says why (`outcome`); input no page would send raises JudgmentError. `hints`: see `record_on`."""
     choice_from_screen(pick, "a")  # validates the pick before anything is read
     strength, rationale = check_judgment("a", strength, rationale)
     ev = _event(db, annotator_id, lease_seconds, since, rng, control_rate)
@@ -377,7 +380,7 @@ def submit_verdict(db: Database, annotator_id: int, *, token: str | None, pick: 
             row, created = record_on(conn, pair_id=lease.pair_id, annotator_id=annotator_id,
                                      choice=choice_from_screen(pick, lease.left_side), strength=strength,
                                      rationale=rationale, latency_ms=latency_ms, require_served=True, now=now,
-                                     locking=ev.locking, lease=lease)
+                                     locking=ev.locking, lease=lease, hints=hints)
         except SlotTaken:
             return _screen(conn, ev, now, "slot_taken", lease.pair_id)
         shown = _screen(conn, ev, now, "saved" if created else "already_saved", lease.pair_id, created)

@@ -1,14 +1,14 @@
 """prompt columns: the extra fields of a prompt file (answer, tests, ...), which reward functions read
 
 Revision ID: 0011_prompt_columns
-Revises: 0009_current_policy
+Revises: 0010_judges
 Create Date: 2026-12-07
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0011_prompt_columns"
-down_revision = "0009_current_policy"
+down_revision = "0010_judges"
 branch_labels = None
 depends_on = None
 
