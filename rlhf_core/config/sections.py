@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from rlhf_core.config.settings import setting
-from rlhf_core.config.training_sections import PolicyConfig, RewardConfig, SFTConfig
+from rlhf_core.config.training_sections import PolicyConfig, PRMConfig, RewardConfig, SFTConfig
+from rlhf_core.registry import LABELING_MODES, STEP_SPLITTERS
 
 
 @dataclass
@@ -102,6 +103,19 @@ class LabelingConfig:
                "\"every_n\" (the panel opens on every `demonstration_every`-th pair an annotator is served).")
     demonstration_every: int = setting(10, "With demonstrations = \"every_n\": the panel opens on every this-many-th "
                                            "pair an annotator is served.")
+    mode: str = setting(
+        "pairs", "What annotators label: \"pairs\" (which of two responses is better) or \"steps\" (each step of one "
+                 "response good, neutral or bad, for the process reward model; pairs are served once no response "
+                 "waits for step labels). A mode of rlhf_core.registry.LABELING_MODES.",
+        choices=LABELING_MODES.names)
+    step_sets: list[str] = setting(
+        [], "Prompt sets labeled by steps while `mode` is \"pairs\": the names their prompts were imported under (`rlhf "
+            "prompts import FILE`: the file's name, e.g. \"arith.jsonl\").")
+    step_split: str = setting("lines", "How a response is cut into steps: \"lines\", \"numbered\" (\"1.\", \"Step "
+                                       "2:\") or \"separator\" (`step_separator`).", choices=STEP_SPLITTERS.names)
+    step_separator: str = setting("", "The separator of step_split = \"separator\", e.g. \"\\n\\n\" (paragraphs).")
+    max_steps: int = setting(12, "Steps a response is cut into at most; the rest joins the last step (1 to 50).")
+    step_labels_per_response: int = setting(1, "How many annotators label the steps of each response (at least 1).")
 
 
 @dataclass
@@ -167,4 +181,5 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
+    prm: PRMConfig = field(default_factory=PRMConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

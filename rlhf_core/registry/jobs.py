@@ -46,6 +46,8 @@ JOB_KINDS: Registry[JobKind] = Registry("job kind", [
             trains=False, refuse="rlhf_core.loop.job_rules:refuse_eval_batch"),
     JobKind("train_sft", "supervised fine-tuning on the demonstrations (stage 1)",
             run="rlhf_core.loop.jobs:run_train_sft", trains=True, refuse="rlhf_core.loop.job_rules:refuse_train_sft"),
+    JobKind("train_prm", "train the process reward model on the step labels",
+            run="rlhf_core.loop.jobs:run_train_prm", trains=True, refuse="rlhf_core.loop.job_rules:refuse_train_prm"),
 ])
 
 
