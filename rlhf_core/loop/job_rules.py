@@ -8,7 +8,7 @@ from typing import Any
 
 from rlhf_core.registry import UnknownKind, round_algorithm
 from rlhf_core.workspace import Workspace
-from storage import Database, Job, active_job, count_prompts, demonstration_counts, status_counts
+from storage import Database, Job, active_job, count_prompts, demonstration_counts, status_counts, step_label_counts
 
 MAX_EVAL_PROMPTS = 1000
 MAX_SAMPLE_PAIRS = 10_000
@@ -80,3 +80,13 @@ def refuse_train_sft(ws: Workspace, db: Database, params: dict[str, Any]) -> str
     if demonstration_counts(db)["demonstrations"] == 0:
         return NO_DEMONSTRATIONS
     return _under_way(db, "train_sft", "SFT")
+
+
+NO_STEP_LABELS = ("No step labels yet: set labeling.mode = \"steps\" (or name prompt sets in labeling.step_sets) in "
+                  "rlhf.toml and let annotators label the steps of sampled responses, or run `rlhf simulate-steps`.")
+
+
+def refuse_train_prm(ws: Workspace, db: Database, params: dict[str, Any]) -> str | None:
+    if step_label_counts(db)["responses"] < 2:
+        return NO_STEP_LABELS
+    return _under_way(db, "train_prm", "A process-reward-model training")
