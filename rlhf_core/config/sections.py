@@ -109,8 +109,8 @@ class LabelingConfig:
                  "waits for step labels). A mode of rlhf_core.registry.LABELING_MODES.",
         choices=LABELING_MODES.names)
     step_sets: list[str] = setting(
-        [], "Prompt sets labeled by steps while `mode` is \"pairs\": the names their prompts were imported under (`rlhf "
-            "prompts import FILE`: the file's name, e.g. \"arith.jsonl\").")
+        [], "Prompt sets labeled by steps while `mode` is \"pairs\": the names their prompts were imported under "
+            "(`rlhf prompts import FILE`: the file's name, e.g. \"arith.jsonl\").")
     step_split: str = setting("lines", "How a response is cut into steps: \"lines\", \"numbered\" (\"1.\", \"Step "
                                        "2:\") or \"separator\" (`step_separator`).", choices=STEP_SPLITTERS.names)
     step_separator: str = setting("", "The separator of step_split = \"separator\", e.g. \"\\n\\n\" (paragraphs).")
