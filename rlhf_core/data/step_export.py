@@ -56,9 +56,10 @@ the first wrong step). Exported {utcnow():%Y-%m-%d %H:%M} UTC.
 - rows: {n_train + n_test} (train {n_train}, test {n_test}), split by prompt (about {test_fraction:.0%} of prompts
   held out); an empty split is not written.
 - format: TRL stepwise supervision: `prompt` (text), `completions` (the steps) and `labels` (true = the step is
-  right); TRL's PRMTrainer trains on it as it is. A neutral step is {"true" if neutral == "good" else "false"} here (`prm.neutral`). Where the annotator
-  marked the first wrong step, the row stops at that step. Other columns: `step_label_id`, `sample_id`,
-  `prompt_id`, `annotator`, `first_wrong` (1-based, or null), `neutral_steps`.
+  right); TRL's PRMTrainer trains on it as it is. A neutral step is {"true" if neutral == "good" else "false"}
+  here (`prm.neutral`). Where the annotator marked the first wrong step, the row stops at that step. Other
+  columns: `step_label_id`, `sample_id`, `prompt_id`, `annotator`, `first_wrong` (1-based, or null),
+  `neutral_steps`.
 
 ```python
 import datasets

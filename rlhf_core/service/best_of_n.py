@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlhf_core.data.prompt_files import PromptFileError, parse_conversation
 from rlhf_core.data.file_checks import InputFileError
+from rlhf_core.data.prompt_files import PromptFileError, parse_conversation
 from rlhf_core.data.records import parse_file
 from rlhf_core.registry import BEST_OF_N_SCORERS, IMPORT_KINDS, UnknownKind, resolve
 from rlhf_core.workspace import Workspace
