@@ -4,4 +4,5 @@ batches, sampling and exports (`controls`, with the export's zip staging in `act
 fine-tuning (`sft`), imported systems and the leaderboard (`leaderboard`), two versions' answers side by
 side (`try_it`), accounts (`accounts`), and the layout and role-checked event wiring (`page`). Shared render
 helpers and the per-event operator check live in `common`. Every action goes through `rlhf_core.service`.
+Beside "Try it": the best of N sampled answers of a version, ranked by a scorer (`best_of_n`).
 """

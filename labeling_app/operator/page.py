@@ -20,6 +20,7 @@ import gradio as gr
 
 from labeling_app.gate import DbGate
 from labeling_app.operator.accounts import build_accounts_section, refresh_choices
+from labeling_app.operator.best_of_n import build_best_of_n, wire_best_of_n
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
 from labeling_app.operator.dashboard import Dashboard
@@ -76,6 +77,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
         status = build_status_section()
         controls = build_action_controls(ctx)
         try_it = build_try_it(ctx)
+        best_of_n = build_best_of_n(ctx)
         sft = build_sft_panel()
         systems = build_systems_panel()
         quality = build_quality_section()
@@ -98,6 +100,7 @@ def build_operator_tab(ws: Workspace, db: Database, services: AppServices, gate:
     for change in accounts.events:  # an account change shows in the audit log at once
         change.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
     wire_try_it(ctx, try_it)
+    wire_best_of_n(ctx, best_of_n)
     wire_sft_panel(ctx, sft)
     wire_systems_panel(ctx, systems)
     return page

@@ -191,3 +191,27 @@ def read_prompts_with_columns(path: Path | str, max_prompt_chars: int
     except InputFileError as exc:
         raise PromptFileError(str(exc)) from None
     return [r[0] for r in rows], [r[1] for r in rows]
+
+
+class BestOfNPlayground:
+    """Best-of-N in the serving process (the operator console's panel), on a model stack borrowed for the duration
+    (`borrow`, the pool sampler's model, as `playground.Playground` does), so the page adds no copy of the model."""
+
+    def __init__(self, ws: Workspace, db: Database, borrow: Callable[[], Any],
+                 functions: RewardFunction | None = None) -> None:
+        self.ws, self.db, self._borrow, self.functions = ws, db, borrow, functions
+
+    def answer(self, prompt: str, version: int | None, n: int, by: str) -> BestOfN:
+        """The N candidates and the kept one; BestOfNError or VersionChoiceError (a bad request) before any wait."""
+        from rlhf_core.service.playground import prompt_conversation, resolve_versions
+
+        conversation = prompt_conversation(prompt, self.ws.config.labeling.max_prompt_chars)
+        resolve_versions(self.db, [version])
+        if not 1 <= n <= MAX_BEST_OF:
+            raise BestOfNError(f"N must be between 1 and {MAX_BEST_OF}, not {n}")
+        check_scorer(ScoringContext(self.ws, self.db, None, self.functions), by)
+        cfg = self.ws.config.sampling
+        with self._borrow() as stack:
+            ctx = ScoringContext(self.ws, self.db, stack, self.functions)
+            return best_of_n(ctx, [conversation], n=n, by=by, version=version, max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, top_p=cfg.top_p)[0]
