@@ -70,7 +70,9 @@ def test_the_configuration_checks_step_settings() -> None:
         validate(config)
     config = Config()
     config.labeling.step_split = "separator"
-    with pytest.raises(ConfigError, match="step_separator"):
+    validate(config)  # a blank line by default
+    config.labeling.step_separator = ""
+    with pytest.raises(ConfigError, match="non-empty labeling.step_separator"):
         validate(config)
     config = Config()
     config.prm.aggregate = "mean"

@@ -6,6 +6,7 @@ generate), `quickstart`, `errors` (what prints as one line) and `main` (the cons
 the action service (`rlhf_core.service`) where the operator page offers the same action. The CLI is the only part
 of rlhf_core that may import `labeling_app`; commands import what they need inside the function, so `rlhf --help`
 stays fast.
+Step labels and the process reward model: `steps` (train-prm, simulate-steps).
 """
 
 from rlhf_core.cli.main import main

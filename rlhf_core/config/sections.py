@@ -113,7 +113,8 @@ class LabelingConfig:
             "(`rlhf prompts import FILE`: the file's name, e.g. \"arith.jsonl\").")
     step_split: str = setting("lines", "How a response is cut into steps: \"lines\", \"numbered\" (\"1.\", \"Step "
                                        "2:\") or \"separator\" (`step_separator`).", choices=STEP_SPLITTERS.names)
-    step_separator: str = setting("", "The separator of step_split = \"separator\", e.g. \"\\n\\n\" (paragraphs).")
+    step_separator: str = setting("\n\n", "The separator of step_split = \"separator\" (default: a blank line, so "
+                                          "paragraphs are steps).")
     max_steps: int = setting(12, "Steps a response is cut into at most; the rest joins the last step (1 to 50).")
     step_labels_per_response: int = setting(1, "How many annotators label the steps of each response (at least 1).")
 

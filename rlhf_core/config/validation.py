@@ -154,8 +154,8 @@ def _validate_steps(config: Config, where: Path | str) -> None:
     """Step labels and the process reward model."""
     labeling, prm = config.labeling, config.prm
     if labeling.step_split == "separator" and not labeling.step_separator:
-        raise ConfigError(f"{where}: labeling.step_split = \"separator\" needs labeling.step_separator (e.g. "
-                          "\"\\n\\n\" for paragraphs)")
+        raise ConfigError(f"{where}: labeling.step_split = \"separator\" needs a non-empty labeling.step_separator "
+                          "(e.g. \"\\n\\n\" for paragraphs)")
     if not 1 <= labeling.max_steps <= 50:
         raise ConfigError(f"{where}: labeling.max_steps must be between 1 and 50")
     if labeling.step_labels_per_response < 1:
