@@ -148,16 +148,17 @@ class StepLabeling:
             skip_step_task(self.db, user.id, task.sample_id)  # only whitespace: nothing to label
         return None
 
-    def save(self, user: SessionUser, token: str, labels: list[str | None], address: str) -> str:
-        """Store the labels of the response on screen; the notice to show (StepLabelError, StepTaskGone: why not)."""
+    def save(self, user: SessionUser, token: str, labels: list[str | None], marked: str | None, address: str) -> str:
+        """Store the labels of the response on screen (`marked`: the first wrong step chosen, if any); the notice to
+        show. StepLabelError or StepTaskGone say why not."""
         if not str(token or "").isdigit():
             raise StepLabelError("Not saved: no response is shown.")
         task = served_step_task(self.db, user.id, int(token))
         steps = self.steps(task)
         labels = check_step_labels(labels[:len(steps)], len(steps))
-        first_bad = next((i for i, label in enumerate(labels) if label == "bad"), None)
-        first_wrong = first_bad + 1 if first_bad is not None and all(x is None for x in labels[first_bad + 1:]) \
-            and first_bad + 1 < len(labels) else None
+        k = int(marked) if str(marked or "").isdigit() else 0
+        # Recorded as marked only while the labels still say so (the annotator may have changed a step since).
+        first_wrong = k if 1 <= k <= len(labels) and labels[k - 1] == "bad" and "bad" not in labels[:k - 1] else None
         created = record_step_labels(self.db, user.id, task.sample_id, steps=steps, labels=labels,
                                      first_wrong=first_wrong, actor=user.username, address=address)
         bad = labels.count("bad")
@@ -219,12 +220,14 @@ def _wire(view: StepView, labeling: StepLabeling, page: AnnotatorPage, demo: gr.
             raise refused(exc) from exc
 
     def save(values: dict[Any, Any], request: gr.Request) -> list[Any]:
-        """`values`: the token and each step's radio (Gradio passes a set of inputs as one dict)."""
+        """`values`: the token, each step's radio and the first wrong step (Gradio passes a set of inputs as one
+        dict)."""
         user = page.user(request)
         client = getattr(request, "client", None)
         labels = [values.get(radio) for radio in view.radios]
         try:
-            notice = labeling.save(user, values.get(view.token, ""), labels, getattr(client, "host", "") or "")
+            notice = labeling.save(user, values.get(view.token, ""), labels, values.get(view.first_wrong),
+                                   getattr(client, "host", "") or "")
             return _values(view, labeling.next_task(user), notice)
         except StepLabelError as exc:  # the labels on screen stay, with the sentence on what to fix
             return [gr.skip()] * 4 + [str(exc)] + [gr.skip()] * (len(view.outputs) - 5)
@@ -262,8 +265,8 @@ def _wire(view: StepView, labeling: StepLabeling, page: AnnotatorPage, demo: gr.
         event.then(None, inputs=[view.token], js=SCREEN_JS, **FAST)
 
     shown(demo.load(screen, outputs=view.outputs, api_name="next_step_task", **FAST))
-    shown(view.save.click(save, inputs={view.token, *view.radios}, outputs=view.outputs, api_name="save_step_labels",
-                          **FAST))
+    shown(view.save.click(save, inputs={view.token, view.first_wrong, *view.radios}, outputs=view.outputs,
+                          api_name="save_step_labels", **FAST))
     shown(view.skip.click(skip, inputs=[view.token], outputs=view.outputs, api_name="skip_step_task", **FAST))
     view.first_wrong.input(fill, inputs=[view.first_wrong, view.n_steps], outputs=view.radios,
                            api_visibility="private", **FAST)
