@@ -1,4 +1,5 @@
-"""The load generator of bench/labeling_load.py: simulated annotators in their own processes.
+"""The load generator of bench/labeling_load.py: simulated annotators in their own processes, and new
+annotator sessions (`measure_new_sessions`).
 
 Each client process logs its share of the annotators in, reports ready, waits for the start signal,
 then runs them concurrently (asyncio + httpx) and returns latencies, acknowledged judgments and its
@@ -12,6 +13,7 @@ import multiprocessing as mp
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -176,3 +178,71 @@ def start_clients(names: list[str], plan: LoadPlan, n_processes: int) -> ClientP
     for proc in processes:
         proc.start()
     return ClientPool(processes=processes, ready=ready[:len(processes)], go=go, out=out)
+
+
+@dataclass
+class SessionFigures:
+    """Server CPU for new annotator sessions, in milliseconds per session: a login (`POST /login`), and a page
+    session (the page as a browser loads it, then its load events under a fresh session hash, the first
+    pair among them). `new_session_ms` is their sum."""
+
+    sessions: int
+    login_ms: float
+    page_ms: float
+    new_session_ms: float
+    load_events: int  # backend events the page fires on load (ours: who is signed in, the first pair)
+    errors: int
+    first_error: str | None
+
+
+async def _sessions(url: str, names: list[str], password: str, n: int, concurrency: int,
+                    cpu_seconds: Callable[[], float]) -> SessionFigures:
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    clients = [httpx.AsyncClient(base_url=url, timeout=120, limits=limits) for _ in range(n)]
+    errors: list[str] = []
+    gate = asyncio.Semaphore(concurrency)
+    try:
+        async def login(i: int) -> None:
+            async with gate:
+                error = await _login(clients[i], names[i % len(names)], password)
+                if error:
+                    errors.append(error)
+
+        async def page(i: int) -> None:
+            async with gate:
+                client, session_hash = clients[i], f"new{i:06d}{random.getrandbits(32):08x}"
+                for path in ("/", "/theme.css"):
+                    response = await client.get(path)
+                    if response.status_code != 200:
+                        errors.append(f"GET {path} {response.status_code}")
+                answers = await asyncio.gather(*[client.post("/gradio_api/run/predict", json={
+                    "data": [], "fn_index": index, "session_hash": session_hash, "event_data": None,
+                    "trigger_id": None}) for index in on_load])
+                bad = [a for a in answers if a.status_code != 200]
+                if bad or not any(_token(a.json()) for a in answers):
+                    errors.append(f"load events: {bad[0].status_code if bad else 'no pair'}")
+
+        cpu0 = cpu_seconds()
+        await asyncio.gather(*[login(i) for i in range(n)])
+        logins_s = cpu_seconds() - cpu0
+        config = await clients[0].get("/config")  # not measured: which events the page fires on load
+        on_load = [d["id"] for d in config.json()["dependencies"]
+                   if d.get("backend_fn") and any(t[1] == "load" for t in d["targets"])] if config.is_success else []
+        cpu1 = cpu_seconds()
+        await asyncio.gather(*[page(i) for i in range(n)])
+        pages_s = cpu_seconds() - cpu1
+    finally:
+        await asyncio.gather(*[c.aclose() for c in clients])
+    login_ms, page_ms = 1000 * logins_s / n, 1000 * pages_s / n
+    return SessionFigures(sessions=n, login_ms=round(login_ms, 3), page_ms=round(page_ms, 3),
+                          new_session_ms=round(login_ms + page_ms, 3), load_events=len(on_load),
+                          errors=len(errors) + (0 if on_load else 1),
+                          first_error=errors[0] if errors else (None if on_load else "no load event in /config"))
+
+
+def measure_new_sessions(url: str, names: list[str], password: str, n: int, cpu_seconds: Callable[[], float],
+                         concurrency: int = 8) -> SessionFigures:
+    """`n` new annotator sessions against `url` (`concurrency` at a time), as `names` (cycled): all log in, then
+    each loads the page (`/` with its config, the theme's CSS; static assets left out, a browser caches them)
+    and fires its load events as a browser does. `cpu_seconds()` reads the server processes' CPU time."""
+    return asyncio.run(_sessions(url, names, password, n, concurrency, cpu_seconds))

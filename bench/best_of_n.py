@@ -63,6 +63,10 @@ def answer_check(prompts: list, completions: list, answer: list, **columns: obje
     return out
 
 
+def fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
 def loadavg() -> str:
     try:
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -147,10 +151,9 @@ def main() -> None:
     accuracy = {name: sum(v) / len(v) for name, v in rows.items()}
     print(f"\nstep labels: {labeled.labels} responses ({sampled.samples} sampled, {len(train) * args.chains} worked "
           f"chains), {labeled.steps} steps, {labeled.bad} bad")
-    print(f"PRM v{prm.id}: held-out step accuracy {prm_metrics['heldout_step_accuracy']:.3f} on "
-          f"{prm_metrics['heldout_steps']} steps (majority label {prm_metrics['heldout_majority_accuracy']:.3f})")
-    print(f"reward model v{rm.id}: {judged.judgments} judgments, held-out accuracy "
-          f"{rm.heldout_accuracy if rm.heldout_accuracy is None else round(rm.heldout_accuracy, 3)}")
+    print(f"PRM v{prm.id}: held-out step accuracy {fmt(prm_metrics['heldout_step_accuracy'])} on "
+          f"{prm_metrics['heldout_steps']} steps (majority label {fmt(prm_metrics['heldout_majority_accuracy'])})")
+    print(f"reward model v{rm.id}: {judged.judgments} judgments, held-out accuracy {fmt(rm.heldout_accuracy)}")
     print(f"\n{'answers kept':<34}{'accuracy':>9}   (eval problems: {len(held)})")
     for name, value in accuracy.items():
         print(f"{name:<34}{value:>8.1%}")

@@ -23,6 +23,7 @@ Variants:
 "trained" adapters carry random LoRA weights (std 0.02 on B): decoding cost does not depend on values.
 
     python bench/generation.py [--prompts 32] [--max-new-tokens 64] [--all] [--json F] [--profile F]
+    python bench/generation.py --smoke              # seconds: the tiny model, 4 prompts, 4 tokens, one repeat
 
 `--profile F` also runs each measured variant once more under `torch.profiler` and writes into the
 text file F, per workload and variant: host calls per decoded token (kernel launches, host-device
@@ -44,6 +45,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from _smoke import add_smoke_option, apply_smoke  # noqa: E402  (bench/_smoke.py)
 
 from rlhf_core.config import Config, profile_config  # noqa: E402
 from rlhf_core.data.prompt_files import read_prompt_file  # noqa: E402
@@ -112,7 +115,9 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--profile", type=Path,
                         help="also write a profiler summary of each variant into this text file")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    apply_smoke(args, tiny_model="model", prompts=4, max_new_tokens=4, repeats=1)
 
     load_before = os.getloadavg()[0]
     device = pick_device("auto")

@@ -20,6 +20,11 @@ the same figure for a Gradio app with login whose one `queue=False` event return
 `--processes N` (N > 1) starts N app processes behind nginx configured by deploy/nginx/rlhf-loop.conf.
 Afterwards the database is read back: lost = acknowledged judgments without a row; duplicated =
 rows beyond one per (pair, annotator); over k = pairs with more judgments than they wanted.
+
+New annotator sessions (`--sessions N`, after each load phase, on the warm server): N logins, then N
+page sessions as a browser opens the page (`GET /` with its config inside, the theme's CSS, then the
+page's load events under a fresh session hash, the first pair among them); server CPU per login and
+per page session, for ours and for the floor.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the repository and bench/
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _load_clients import ClientResult, LoadPlan, start_clients  # noqa: E402
+from _load_clients import ClientResult, LoadPlan, SessionFigures, measure_new_sessions, start_clients  # noqa: E402
 from _load_servers import Servers, start_app, start_floor  # noqa: E402
 from sqlmodel import func, select  # noqa: E402
 
@@ -145,6 +150,22 @@ def read_back(root: Path, db_url: str | None, names: list[str], acknowledged: li
             "over_k": sum(1 for _, wanted, n in per_pair if n > wanted)}
 
 
+def new_sessions(servers: Servers, names: list[str], args: argparse.Namespace) -> dict | None:
+    """Server CPU per new annotator session on `servers` (see the module's docstring), or None with --sessions 0."""
+    if args.sessions <= 0:
+        return None
+    figures: SessionFigures = measure_new_sessions(servers.url, names, PASSWORD, args.sessions,
+                                                   servers.app_cpu_seconds)
+    return vars(figures)
+
+
+def print_sessions(s: dict | None) -> None:
+    if s is not None:
+        print(f"new session         login {s['login_ms']:.2f} + page {s['page_ms']:.2f} = {s['new_session_ms']:.2f} ms "
+              f"server CPU   ({s['sessions']} sessions, {s['load_events']} load events; errors {s['errors']}"
+              + (f", first: {s['first_error']}" if s["errors"] else "") + ")")
+
+
 def line(label: str, p: dict) -> str:
     if p["p50"] is None:
         return f"{label:<20}n/a"
@@ -179,9 +200,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client-processes", type=int, default=1, help="load generator processes")
     parser.add_argument("--k", type=int, default=1, help="judgments wanted per pair")
     parser.add_argument("--no-floor", action="store_true", help="skip the trivial-Gradio reference")
+    parser.add_argument("--sessions", type=int, default=200,
+                        help="new annotator sessions measured on each server after its load phase (0: none)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+    from _smoke import add_smoke_option, apply_smoke  # bench/_smoke.py
+
+    add_smoke_option(parser)  # --smoke: 3 annotators x 2 judgments, flat out, 3 new sessions, the floor included
     args = parser.parse_args(argv)
+    apply_smoke(args, annotators=3, judgments_each=2, think_ms=0.0, ramp_s=None, no_floor=False, sessions=3)
 
     run_tag = f"{int(time.time())}{random.Random().getrandbits(16):04x}"
     report: dict = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
@@ -198,13 +225,16 @@ def main(argv: list[str] | None = None) -> int:
             servers = start_floor(names, PASSWORD, logs)
             try:
                 report["floor"] = run_phase(servers, names, args)
+                report["floor"]["new_session"] = new_sessions(servers, names, args)
             finally:
                 servers.stop()
             report["floor"].pop("_acknowledged")
             print_phase("trivial Gradio app with login (the floor)", report["floor"])
+            print_sessions(report["floor"]["new_session"])
         servers = start_app(root, args.db, args.processes, logs)
         try:
             ours = run_phase(servers, names, args)
+            ours["new_session"] = new_sessions(servers, names, args)
         finally:
             servers.stop()
         ours.update(read_back(root, args.db, names, ours.pop("_acknowledged")))
@@ -212,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
 
     backend = "PostgreSQL" if args.db and args.db.startswith("postgres") else "SQLite"
     print_phase(f"rlhf serve x{args.processes}, {backend}" + (", nginx" if args.processes > 1 else ""), ours)
+    print_sessions(ours["new_session"])
     print(f"lost {ours['lost']}   duplicated {ours['duplicated']}   over k {ours['over_k']}   "
           f"rows not acknowledged {ours['unacknowledged_rows']}")
     if "floor" in report:
@@ -220,12 +251,20 @@ def main(argv: list[str] | None = None) -> int:
                                                      / max(floor["server_cpu_ms_per_event"], 1e-9), 3)
         report["ratio_wall_per_event"] = round(ours["wall_ms_per_event"] / max(floor["wall_ms_per_event"], 1e-9), 3)
         print(f"\nours / floor: server CPU per event x{report['ratio_server_cpu_per_event']:.2f}, "
-              f"wall time per event x{report['ratio_wall_per_event']:.2f} (target <= 1.5 at saturation)")
+              f"wall time per event x{report['ratio_wall_per_event']:.2f} (target <= 1.3 at saturation)")
+        if ours["new_session"] and floor["new_session"]:
+            mine, theirs = ours["new_session"], floor["new_session"]
+            report["ratio_page_session_cpu"] = round(mine["page_ms"] / max(theirs["page_ms"], 1e-9), 3)
+            report["ratio_new_session_cpu"] = round(mine["new_session_ms"] / max(theirs["new_session_ms"], 1e-9), 3)
+            print(f"ours / floor: server CPU per new page session x{report['ratio_page_session_cpu']:.2f}, "
+                  f"with its login x{report['ratio_new_session_cpu']:.2f}")
     print(f"\n{args.annotators} annotators x {args.judgments_each} judgments, think {args.think_ms:.0f} ms, "
           f"{args.client_processes} load-generator process(es); load average now {loadavg()}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     ok = ours["lost"] == 0 and ours["duplicated"] == 0 and ours["over_k"] == 0 and ours["errors"] == 0
+    ok = ok and all(phase["new_session"] is None or phase["new_session"]["errors"] == 0
+                    for phase in (ours, report.get("floor", {"new_session": None})))
     return 0 if ok else 1
 
 

@@ -3,7 +3,9 @@
 
     python bench/loop_efficacy.py                                  # 3 rounds, <= 300 judgments each, gold=sentiment
     python bench/loop_efficacy.py --algo dpo,grpo --gold sentiment,keyword --json runs.json
-    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200 --set policy.reference=previous
+    python bench/loop_efficacy.py --gold shorter --algo ppo --rounds 2 --judgments 200 \
+        --set policy.reference=previous --set policy.kl_budget=0
+    python bench/loop_efficacy.py --smoke                          # seconds: one tiny round on the tiny model
 
 Each (gold, algorithm) combination runs in its own fresh workspace, one after the other. Prints per round:
 reward-model held-out accuracy, KL per token of the new policy to the base and to the round's reference,
@@ -44,6 +46,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _crowd import eta_rows, honest_above_the_rest  # noqa: E402  (bench/_crowd.py)
+from _smoke import add_smoke_option, apply_smoke, round_settings  # noqa: E402
 
 from rlhf_core.config import apply_overrides  # noqa: E402
 from rlhf_core.registry import round_algorithms  # noqa: E402
@@ -135,6 +138,20 @@ def run_combination(args: argparse.Namespace, root: Path, gold: str, algo: str |
     return reports, time.time() - started
 
 
+def promotion_line(reports: list) -> str:
+    """Issue 38's target: no promoted version loses to its predecessor (the version it was trained from), by the
+    gold on the eval prompts; versions the loop did not promote (found worse next round) are not counted."""
+    demoted = {v for r in reports for v in r.demoted}
+    made = [r for r in reports if r.win_rate_vs_parent is not None and not r.policy_gate]
+    promoted = [r for r in made if r.policy_version not in demoted]
+    losers = [f"v{r.policy_version} ({r.win_rate_vs_parent:.0%} vs v{r.parent_version})" for r in promoted
+              if r.win_rate_vs_parent < 0.5]
+    alarms = [r.round for r in reports if r.alarm] or "none"
+    return (f"promoted versions losing to their predecessor: {', '.join(losers) or 'none'} "
+            f"({'PASS' if not losers else 'MISS'}); not promoted: {sorted(demoted) or 'none'}; "
+            f"over-optimization alarms in rounds {alarms}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="default", help="'default' (SmolLM2-135M-Instruct) or a local model dir")
@@ -152,9 +169,9 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value, e.g. --set policy.steps=12 (repeatable)")
     parser.add_argument("--json", type=Path, default=None, help="also write the per-round figures here")
-    parser.add_argument("--round-target", type=float, default=300.0,
+    parser.add_argument("--round-target", type=float, default=240.0,
                         help="seconds per round (sample, judge, reward model, policy update; the gold evaluation "
-                             "after it is not counted); issue 13's CPU target for 300 judgments on 2 cores is 300")
+                             "after it is not counted); issue 38's CPU target for 300 judgments on 2 cores is 240")
     parser.add_argument("--target", type=float, default=0.75, help="gold win rate vs the base to reach (default 0.75)")
     parser.add_argument("--kl-bound", type=float, default=0.1,
                         help="KL per token to the base (nats) the last round must stay under (default 0.1)")
@@ -168,7 +185,10 @@ def main() -> None:
                              "demonstrator, SFT on them, then the rounds with policy.reference = sft; prints both")
     parser.add_argument("--demonstration-samples", type=int, default=16,
                         help="the simulated demonstrator's answer is the gold's best of this many samples")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    apply_smoke(args, tiny_model="model", rounds=1, judgments=12, eval_prompts=4, sft=min(args.sft, 4),
+                demonstration_samples=2, set=round_settings(args.set))
 
     golds = [g.strip() for g in args.gold.split(",") if g.strip()]
     algos: list[str | None] = [a.strip() for a in args.algo.split(",") if a.strip()] if args.algo else [None]
@@ -216,6 +236,7 @@ def main() -> None:
         print(f"  {gold:>10} {algo:>5}: {line}; policy kept by the gate in rounds {kept}; "
               f"round time {per_round} s (target <= {args.round_target:.0f} s "
               f"per round: {timed}); gold evaluation {evals} s; wall time {seconds:.0f} s")
+        print(f"  {'':>10} {'':>5}  {promotion_line(reports)}")
     if args.sft:
         print(f"\n{sft_comparison(results)}")
     if args.json:

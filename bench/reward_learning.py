@@ -6,6 +6,7 @@ preference, per selection method and judgment budget, and for candidate reward-m
     python bench/reward_learning.py --crowd honest:5 --crowd honest:3,random:1,left:1 --budgets 300
         --annotator-models none,threshold,crowd_bt --crowdkit --seeds 3
     python bench/reward_learning.py --gold sentiment --selection random --prior 1000   # with/without a prior
+    python bench/reward_learning.py --smoke       # seconds: the tiny model, budgets 8,16, responses of 8 tokens
 
 1. Responses: `--per-prompt` (4) responses per prompt are sampled once from the base model with the
    product's sampler, for the training prompts the budgets need (twice as many as the judgments
@@ -61,14 +62,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _crowd import CROWDKIT_METHODS, crowdkit_examples, eta_rows, honest_above_the_rest, mean_se  # noqa: E402
 from _prior import prior_dataset  # noqa: E402
 from _reward_probe import fit_linear_probe  # noqa: E402
+from _smoke import add_smoke_option, apply_smoke  # noqa: E402
 
 from rlhf_core.algorithms.preference import expected_calibration_error  # noqa: E402
 from rlhf_core.config import apply_overrides, apply_profile  # noqa: E402
+from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs  # noqa: E402
+from rlhf_core.loop.sampling import generate_responses  # noqa: E402
 from rlhf_core.simulator.crowd import kind_of  # noqa: E402
 from rlhf_core.simulator.demo import prepare_workspace  # noqa: E402
 from rlhf_core.simulator.gold import get_gold  # noqa: E402
-from rlhf_core.loop.pair_selection import candidate_pairs, distinct_responses, response_member_scores, select_pairs  # noqa: E402
-from rlhf_core.loop.sampling import generate_responses  # noqa: E402
 from rlhf_core.simulator.simulate import simulate_annotators  # noqa: E402
 from rlhf_core.training.reward_data import preference_examples, split_by_prompt  # noqa: E402
 from rlhf_core.training.reward_model import train_reward_model  # noqa: E402
@@ -173,7 +175,7 @@ def offer_pairs(ws, db, stack, prompts, responses, method: str, max_pairs: int, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gold", default="sentiment")
+    parser.add_argument("--gold", default=None, help="default: sentiment; a smoke run's: longer (random words tie)")
     parser.add_argument("--keyword", default=None, help="the word for --gold keyword (default: its own)")
     parser.add_argument("--noise", type=float, default=0.1)
     parser.add_argument("--budgets", default="100,200,300")
@@ -181,6 +183,7 @@ def main() -> None:
     parser.add_argument("--candidates", default="", help=f"comma list of {', '.join(CANDIDATES)}, or all")
     parser.add_argument("--no-probes", action="store_true", help="with --candidates: skip the frozen linear probes")
     parser.add_argument("--per-prompt", type=int, default=4)
+    parser.add_argument("--heldout-prompts", type=int, default=0, help="held-out prompts (default 0: the eval split)")
     parser.add_argument("--max-pairs", type=int, default=2, help="pairs per prompt offered to people")
     parser.add_argument("--model", default="default")
     parser.add_argument("--set", action="append", default=[], metavar="reward.KEY=VALUE")
@@ -197,7 +200,11 @@ def main() -> None:
     parser.add_argument("--prior", type=int, default=0, metavar="N", help="each selection method again with N "
                         "gold-labelled prior judgments on other prompts (a simulated existing dataset)")
     parser.add_argument("--prior-per-prompt", type=int, default=6, help="with --prior: responses per prior prompt")
+    add_smoke_option(parser)
     args = parser.parse_args()
+    apply_smoke(args, tiny_model="model", budgets="8,16", seeds=1, prior=min(args.prior, 16), heldout_prompts=8,
+                gold=args.gold or "longer", set=[*args.set, "sampling.max_new_tokens=8", "reward.epochs=1"])
+    args.gold = args.gold or "sentiment"
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     budgets = [int(b) for b in args.budgets.split(",")]
     methods = [m for m in args.selection.split(",") if m]
@@ -215,7 +222,7 @@ def main() -> None:
     steps = [b - a for a, b in zip([0, *budgets], budgets)]
     per_round = [2 * math.ceil(s / args.max_pairs) for s in steps]
     pool = train_prompts[:sum(per_round)]
-    eval_prompts = list_prompts(db, split="eval")
+    eval_prompts = list_prompts(db, split="eval")[:args.heldout_prompts or None]
     print(f"sampling {args.per_prompt} responses for {len(pool)} training and {len(eval_prompts)} held-out prompts")
     cache = args.cache / f"responses-{args.model.replace('/', '_')}-{len(pool)}-{args.per_prompt}.json" \
         if args.cache else None

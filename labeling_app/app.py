@@ -1,26 +1,18 @@
-"""Build the labeling app and serve it: `build_app` for the Blocks, `serve` to run it with login."""
+"""The labeling page as a Gradio app (`build_app`): who is signed in, the guidelines, the annotator page and the
+stage-1 panel, and a link to the operator console for operators. Annotators' sessions build only these blocks;
+the console is its own app (`operator.page`), and `server` mounts both on one server."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
 
 from labeling_app.annotation import Annotation
 from labeling_app.annotator_page import FAST, build_annotator_page
-from labeling_app.auth import (
-    SessionStore,
-    Throttle,
-    current_user,
-    ensure_first_operator,
-    install_sessions,
-    make_login_check,
-)
+from labeling_app.auth import SessionStore, Throttle, current_user
 from labeling_app.demonstrations import DEMONSTRATION_CSS, build_demonstration_panel
-from labeling_app.gate import DbGate
 from labeling_app.modes import build_labeling_modes
-from labeling_app.operator.page import build_operator_tab
 from labeling_app.render import SCREEN_CSS, plain_markdown
 from labeling_app.rich_text import PANE_CSS, cut_off_guideline
 from labeling_app.services import AppServices
@@ -30,6 +22,7 @@ from rlhf_core.workspace import Workspace
 from storage import Database
 
 TITLE = "rlhf-loop · labeling"
+CONSOLE_LINK = "/operator/"  # where `server` mounts the operator console
 # System fonts only: the page must load nothing from other hosts (the default theme pulls Google Fonts).
 THEME = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                        font_mono=["ui-monospace", "SFMono-Regular", "monospace"]).set(
@@ -63,65 +56,32 @@ def session_store(ws: Workspace, db: Database) -> SessionStore:
 
 def build_app(ws: Workspace, db: Database, services: AppServices | None = None,
               sessions: SessionStore | None = None) -> gr.Blocks:
-    """The labeling app: annotator page plus an operator tab shown to operators. Needs `auth=` and
-    the session store installed at launch (see `serve`)."""
+    """The labeling page. Needs login and the session store installed when served (see `server.serve`)."""
     services = services or AppServices()
     sessions = session_store(ws, db) if sessions is None else sessions  # a store is falsy while empty
-    gate = DbGate(db)
     annotation = Annotation(ws, db, services)
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
         with gr.Row(equal_height=True):
             gr.Markdown("## Which response is better?", elem_id="title")
             whoami = gr.Markdown(elem_id="whoami")
+            console = gr.Button("Operator console", link=CONSOLE_LINK, size="sm", variant="secondary", scale=0,
+                                min_width=150, visible=False, elem_id="link-operator")
             gr.Button("Log out", link="/logout", size="sm", variant="secondary", scale=0, min_width=90)
         with gr.Accordion("Guidelines", open=False, elem_id="guidelines"):
             guidelines = gr.Markdown(elem_id="guidelines-text")
-        with gr.Tabs():
-            with gr.Tab("Label", id="label"):
-                page = build_annotator_page(annotation, sessions)
-                build_demonstration_panel(page)  # stage 1: "Write a better answer" (labeling.demonstrations)
-                build_labeling_modes(page, ws, db, demo)  # e.g. step labels (labeling.mode, labeling.step_sets)
-            operator = build_operator_tab(ws, db, services, gate)
+        page = build_annotator_page(annotation, sessions)
+        build_demonstration_panel(page)  # stage 1: "Write a better answer" (labeling.demonstrations)
+        build_labeling_modes(page, ws, db, demo)  # e.g. step labels (labeling.mode, labeling.step_sets)
 
         def page_head(request: gr.Request) -> list[Any]:
-            """Once per page load: who is signed in, the guidelines, the operator tab for operators."""
+            """Once per page load: who is signed in, the guidelines, the console's link for operators."""
             user = current_user(sessions, db, request)
             return [f"Signed in as **{plain_markdown(user.username)}** ({user.role})", _guidelines(ws),
-                    gr.Tab(visible=user.role == "operator")]
+                    gr.Button(visible=user.role == "operator")]
 
-        demo.load(page_head, outputs=[whoami, guidelines, operator.tab], api_visibility="private", queue=False,
+        demo.load(page_head, outputs=[whoami, guidelines, console], api_visibility="private", queue=False,
                   show_progress="hidden", postprocess=False)
         page.on_screen(demo.load(page.load, outputs=page.screen_outputs, api_name="next_pair",
                                  **FAST))
         demo.load(None, js=SHORTCUTS_JS)
     return demo
-
-
-@dataclass
-class ServedApp:
-    """A running app (from `serve(..., block=False)`): its URL and how to stop it."""
-
-    url: str
-    blocks: gr.Blocks
-
-    def close(self) -> None:
-        self.blocks.close(verbose=False)  # Gradio would print "Closing server running on port ..."
-
-
-def serve(ws: Workspace, db: Database, services: AppServices | None = None, host: str = "127.0.0.1",
-          port: int = 7860, block: bool = True, *, quiet: bool = False) -> ServedApp:
-    """Run the app with database logins. A first serve on a database without users creates an
-    operator and prints its password once. With `block=False` returns at once (tests, benchmarks)."""
-    first = ensure_first_operator(db)
-    if first is not None:
-        print(f"Created the first operator account.\n  username: {first[0]}\n  password: {first[1]}\n"
-              "This password is shown once; keep it safe.", flush=True)
-    sessions = session_store(ws, db)
-    demo = build_app(ws, db, services, sessions)
-    _, url, _ = demo.launch(
-        server_name=host, server_port=port, auth=make_login_check(db),
-        auth_message="Log in with the account your operator gave you.", prevent_thread_lock=not block,
-        quiet=quiet, show_error=False, theme=THEME, css=CSS, ssr_mode=False, mcp_server=False,
-        footer_links=["api", "settings"], app_kwargs={"lifespan": install_sessions(sessions, TITLE)},
-    )
-    return ServedApp(url=url, blocks=demo)

@@ -1,13 +1,13 @@
 """Logins against database users, sessions stored in the database, the first operator account, and
 per-event user checks.
 
-Gradio keeps logins in a per-process dict (`app.tokens`, token -> username) under a cookie whose
-name holds a random per-process id. `install_sessions` replaces both when the server starts: the
-dict by `SessionStore` (sessions in the database) and the cookie id by one derived from the
-database, so a login made on one app process is accepted by every other process behind a load
-balancer. Lookups are cached for `SESSION_CACHE_SECONDS`; annotation events re-check that the user
-is active inside their own transaction, so a disabled account is refused at once there and within
-seconds everywhere else.
+Gradio keeps logins in a per-app dict (`app.tokens`, token -> username) under a cookie whose
+name holds a random per-app id. `install_sessions` replaces both in every Gradio app the server
+mounts (the labeling page and the operator console): the dict by `SessionStore` (sessions in the
+database) and the cookie id by one derived from the database, so one login is accepted by both
+pages and by every other process behind a load balancer. Lookups are cached for
+`SESSION_CACHE_SECONDS`; annotation events re-check that the user is active inside their own
+transaction, so a disabled account is refused at once there and within seconds everywhere else.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import math
 import secrets
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +26,7 @@ import anyio
 import gradio as gr
 from fastapi import HTTPException, Request  # noqa: TC002 - FastAPI reads the route's annotations at run time
 from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.routing import APIRoute
 from gradio import route_utils
 
 from storage import (
@@ -179,9 +179,10 @@ class SessionStore(MutableMapping[str, str]):
             return sum(1 for _, user in self._cache.values() if user is not None)
 
 
-def _logout_route(app: Any, store: SessionStore) -> Callable[..., Any]:
+def _logout_route(server: Any, store: SessionStore, path: str) -> Callable[..., Any]:
     def logout(request: Request, all_session: bool = False) -> RedirectResponse:
-        """End this browser's session (`?all_session=true`: every session of the user) everywhere."""
+        """End this browser's session (`?all_session=true`: every session of the user) everywhere, then
+        go to the server's root (the labeling page's login)."""
         token = (request.cookies.get(f"access-token-{store.cookie_id}")
                  or request.cookies.get(f"access-token-unsecure-{store.cookie_id}"))
         user = store.lookup(token)
@@ -189,8 +190,8 @@ def _logout_route(app: Any, store: SessionStore) -> Callable[..., Any]:
             del store[token]
         if all_session and user is not None:
             end_sessions_of(store.db, user.username, reason="logout everywhere")
-        root = route_utils.get_root_url(request=request, route_path="/logout", root_path=app.root_path)
-        response = RedirectResponse(url=root, status_code=302)
+        root = route_utils.get_root_url(request=request, route_path=path, root_path=server.root_path)
+        response = RedirectResponse(url=root + "/", status_code=302)
         response.delete_cookie(key=f"access-token-{store.cookie_id}", path="/")
         response.delete_cookie(key=f"access-token-unsecure-{store.cookie_id}", path="/")
         return response
@@ -201,7 +202,7 @@ def _logout_route(app: Any, store: SessionStore) -> Callable[..., Any]:
 def _login_route(store: SessionStore) -> Callable[..., Any]:
     async def login(request: Request) -> JSONResponse:
         """Gradio's login, throttled per username and client address with counters in the database,
-        every try recorded (and audited)."""
+        every try recorded (and audited). The cookie's path is `/`: one login serves every mounted page."""
         form = await request.form()
         username, password = str(form.get("username", "")).strip(), str(form.get("password", ""))
         address = request.client.host if request.client else ""
@@ -232,28 +233,23 @@ def _login_route(store: SessionStore) -> Callable[..., Any]:
     return login
 
 
-def install_sessions(store: SessionStore, title: str = "") -> Callable[[Any], Any]:
-    """A FastAPI lifespan (pass as `launch(app_kwargs={"lifespan": ...})`) that, before the server
-    takes its first request, puts `store` in place of Gradio's login dict, the database's cookie id in
-    place of the random one, and our logout (which ends the session in the database) in place of
-    Gradio's; with `title`, the page's HTML carries it (Gradio's login page has none, which screen
-    readers need to name the tab)."""
-
-    @asynccontextmanager
-    async def lifespan(app: Any) -> Any:
+def install_sessions(server: Any, store: SessionStore, mounted: Iterable[tuple[str, Any, str]]) -> None:  # noqa: ANN401
+    """Share `store` among the Gradio apps mounted on `server` (a FastAPI app), given as (mount path,
+    Gradio app, page title): each app's login dict becomes `store` and its cookie id the database's,
+    and our login and logout (throttled, audited, ending the session in the database) answer at each
+    app's `login` and `logout` in front of Gradio's own. Each page's HTML carries its title (Gradio's
+    login page has none, which screen readers need to name the tab). Call after mounting, before serving."""
+    ours = []
+    for path, app, title in mounted:
         app.tokens = store
         app.cookie_id = store.cookie_id
-        ours = ("/logout", "/login", "/login/")
-        app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) not in ours]
-        app.add_api_route("/logout", _logout_route(app, store), methods=["GET"])
-        for path in ("/login", "/login/"):
-            app.add_api_route(path, _login_route(store), methods=["POST"])
+        prefix = path.rstrip("/")
         for route in app.router.routes:
-            if title and getattr(route, "path", None) == "/" and "GET" in getattr(route, "methods", ()):
+            if getattr(route, "path", None) == "/" and "GET" in getattr(route, "methods", ()):
                 route.app = _titled(route.app, title)
-        yield
-
-    return lifespan
+        ours += [APIRoute(f"{prefix}/logout", _logout_route(server, store, f"{prefix}/logout"), methods=["GET"])]
+        ours += [APIRoute(f"{prefix}{login}", _login_route(store), methods=["POST"]) for login in ("/login", "/login/")]
+    server.router.routes[:0] = ours  # before the mounts, which would otherwise answer first
 
 
 def _titled(asgi: Any, title: str) -> Callable[..., Awaitable[None]]:  # noqa: ANN401 - an ASGI app

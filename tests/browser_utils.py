@@ -38,6 +38,11 @@ class RunningApp:
     def url(self) -> str:
         return self.served.url
 
+    @property
+    def operator_url(self) -> str:
+        """The operator console, its own Gradio app on the same server."""
+        return self.served.operator_url
+
     def close(self) -> None:
         self.served.close()
         self.db.dispose()
@@ -73,6 +78,15 @@ def login(page, url: str, username: str, password: str = PASSWORD) -> None:  # n
     page.get_by_label("username").fill(username)
     page.get_by_label("password").fill(password)
     page.get_by_role("button", name="Login").click()
+
+
+def open_console(page) -> None:  # noqa: ANN001 - playwright Page of a logged-in operator on the labeling page
+    """Follow the labeling page's link to the operator console and wait until it has filled in (the live
+    status, and the rounds section, which the dashboard's event fills last)."""
+    page.locator("#link-operator").click()
+    page.wait_for_url("**/operator/")
+    page.locator("#pool-status").get_by_text("Policy version").wait_for()
+    page.wait_for_function("() => (document.querySelector('#rounds-note')?.innerText || '').trim() !== ''")
 
 
 # A pane's raw text (always in the page; shown by the "show raw text" toggle) and its rendered Markdown.

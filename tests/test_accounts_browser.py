@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from browser_utils import LEFT_RAW, PAIR_SHOWN, RunningApp, add_pairs, login
+from browser_utils import LEFT_RAW, PAIR_SHOWN, RunningApp, add_pairs, login, open_console
 from sqlmodel import func, select
 
 from rlhf_core.simulator.simulate import simulate_annotators
@@ -47,7 +47,7 @@ def test_operator_page_shows_the_latest_audit_rows(app: RunningApp, page) -> Non
     add_pairs(app.db, [(f"short {i}", f"a much longer answer number {i}") for i in range(4)])
     simulate_annotators(app.db, annotators=2, judgments=4, gold="longer", seed=0, progress=False)
     login(page, app.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     assert any("cli:root" in r for r in _audit_rows_with(page, "user_disable"))
     page.click("#btn-start-round")
     rows = _audit_rows_with(page, "start_round")

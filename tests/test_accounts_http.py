@@ -70,7 +70,8 @@ def test_throttle_holds_across_two_app_processes(db: Database, tmp_path: Path) -
 
 
 def test_every_operator_action_writes_one_audit_row(app: RunningApp) -> None:
-    olga = Client(app.url, auth=("olga", PASSWORD), verbose=False, analytics_enabled=False, download_files=False)
+    olga = Client(app.operator_url, auth=("olga", PASSWORD), verbose=False, analytics_enabled=False,
+                  download_files=False)
     add_pairs(app.db, [(f"short {i}", f"a much longer answer number {i}") for i in range(6)])
     simulate_annotators(app.db, annotators=2, judgments=6, gold="longer", seed=0, progress=False)
     round_job = int(re.search(r"#(\d+)", olga.predict("GRPO", api_name="/start_round")).group(1))

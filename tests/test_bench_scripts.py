@@ -15,6 +15,9 @@ import pytest
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
+# A tiny model's first policy steps can pass the default KL budget's share (tests/conftest.py's shrink_for_tiny_rounds
+# turns it off too): these runs test the benchmarks' mechanics.
+NO_KL_BUDGET = ("--set", "policy.kl_budget=0")
 
 
 def _run(*args: str, timeout: int) -> str:
@@ -25,7 +28,7 @@ def _run(*args: str, timeout: int) -> str:
 
 def test_train_step_bench_measures_both_sides(tmp_path: Path) -> None:
     out = tmp_path / "figures.json"
-    stdout = _run("bench/train_step.py", "--model", "tiny", "--steps", "1", "--warmup", "0", "--json", str(out),
+    stdout = _run("-m", "bench.train_step", "--model", "tiny", "--steps", "1", "--warmup", "0", "--json", str(out),
                   timeout=900)
     figures = json.loads(out.read_text())
     rows = {row["name"]: row for row in figures["table"]}
@@ -38,7 +41,8 @@ def test_train_step_bench_measures_both_sides(tmp_path: Path) -> None:
 
 def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
                   "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
                   "--set", "sampling.max_new_tokens=8", "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8",
                   "--set", "reward.epochs=1", "--set", "loop.min_reward_confidence=0", timeout=900)
@@ -50,7 +54,8 @@ def test_loop_efficacy_bench_runs_a_round(tmp_path: Path, tiny_model_dir: Path) 
 
 def test_loop_efficacy_bench_compares_the_loop_with_and_without_sft(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
                   "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
                   "--sft", "4", "--demonstration-samples", "2", "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
@@ -64,7 +69,8 @@ def test_loop_efficacy_bench_compares_the_loop_with_and_without_sft(tmp_path: Pa
 
 def test_loop_efficacy_bench_runs_a_crowd(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "1", "--judgments", "12",
                   "--gold", "shorter", "--eval-prompts", "4", "--workspace", str(tmp_path / "ws"), "--json", str(out),
                   "--crowd", "honest:1,left:1", "--annotator-models", "crowd_bt", "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
@@ -102,11 +108,15 @@ ISSUE_KEYS = {"round", "judgments", "rm_heldout_accuracy", "kl_per_token", "gold
 
 def test_loop_efficacy_bench_compares_algorithms_and_golds_over_rounds(tmp_path: Path, tiny_model_dir: Path) -> None:
     out = tmp_path / "rounds.json"
-    stdout = _run("bench/loop_efficacy.py", "--model", str(tiny_model_dir), "--rounds", "2", "--judgments", "12",
+    stdout = _run("bench/loop_efficacy.py", *NO_KL_BUDGET,
+                  "--model", str(tiny_model_dir), "--rounds", "2", "--judgments", "12",
                   "--algo", "dpo,grpo", "--gold", "longer,shorter", "--eval-prompts", "4",
                   "--workspace", str(tmp_path / "ws"), "--json", str(out), "--set", "sampling.max_new_tokens=8",
                   "--set", "policy.steps=1", "--set", "policy.max_new_tokens=8", "--set", "reward.epochs=1",
                   "--set", "policy.reference=previous", "--set", "loop.min_reward_confidence=0",
+                  # Each round builds on the last (a tiny model's v1 can look worse than the base and be demoted,
+                  # and round 2's previous version would then be the base).
+                  "--set", "loop.promote=always",
                   # One pair per prompt: exactly the judged pairs are sampled, so round 2 judges only pairs
                   # of v1 (the CPU profile's 4 samples per prompt leave v0 pairs open, served first as oldest).
                   "--set", "sampling.per_prompt=2", timeout=1800)

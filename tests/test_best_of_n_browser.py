@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from browser_utils import PASSWORD, free_port, login
+from browser_utils import PASSWORD, free_port, login, open_console
 
 import storage
 from labeling_app import AppServices, serve
@@ -65,7 +65,7 @@ def perturb():  # noqa: ANN201 - conftest's helper, at module scope
 def test_operator_samples_n_answers_ranked_by_the_prm(bon_app, page) -> None:  # noqa: ANN001
     ws, db, stack, served = bon_app
     login(page, served.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     page.locator("#best-of-n").get_by_text("Best of N: sample N answers, keep the best").click()
     playwright_api.expect(page.locator("#bon-version input")).to_have_value("v0 · base")
     page.locator("#bon-prompt textarea").fill(PROMPT)
@@ -94,5 +94,6 @@ def test_an_annotator_cannot_call_best_of_n(bon_app, page) -> None:  # noqa: ANN
     _, _, _, served = bon_app
     login(page, served.url, "alice")
     page.locator("#whoami").get_by_text("alice").wait_for()
-    response = page.request.post(f"{served.url}gradio_api/run/best_of_n", data={"data": [PROMPT, 0, 2, "prm"]})
+    response = page.request.post(f"{served.operator_url}gradio_api/run/best_of_n",
+                                 data={"data": [PROMPT, 0, 2, "prm"]})
     assert response.status == 500 and "Only operators" in response.text()

@@ -28,6 +28,7 @@ OUR_LINES = [
     r"  (annotator|operator)\s+password: \S+",
     r"These passwords are shown once; keep them\.",
     r"The first pairs are being sampled from the model; the page shows their progress\.",
+    r"The operator console is at http://\S+/operator/ \(log in as operator; the labeling page links to it\)\.",
     r"Stopping: web server \.\.\.",
     r"Stopping: worker process \d+ \.\.\.",
     r"Stopping: a pool top-up was sampling; pairs already written are kept\.",

@@ -14,7 +14,10 @@ from rlhf_core.models.generation import (
     SamplingParams,
     decode,
     decoding_attention,
+    decoding_dtype,
+    dtype_name,
     length_batches,
+    native_bf16,
     resolve_mode,
 )
 from rlhf_core.models.stack import ModelStack
@@ -136,6 +139,26 @@ def test_resolve_mode() -> None:
     assert mode == "merged" and dtype in (torch.bfloat16, torch.float32)
     with pytest.raises(ValueError, match="model.generation"):
         resolve_mode("fast", cpu)
+
+
+@pytest.mark.parametrize(("generation", "precision"), [(g, p) for g in ("auto", "merged", "adapter")
+                                                       for p in ("auto", "bf16", "fp32")])
+def test_the_decoding_precision_of_a_workspace_is_the_loaded_stacks(tiny_model_dir: Path, generation: str,
+                                                                     precision: str) -> None:
+    """`decoding_dtype` (what `rlhf export-model --dtype auto` writes) answers from the settings what a
+    loaded stack decodes in: the merged copy's dtype, or the adapter passes' autocast."""
+    cpu = torch.device("cpu")
+    native = native_bf16(cpu)
+    merged = generation == "merged" or (generation == "auto" and native)
+    bf16 = native if merged else precision == "bf16" or (precision == "auto" and native)
+    expected = torch.bfloat16 if bf16 else torch.float32
+    assert decoding_dtype(generation, precision, cpu) == expected
+    stack = ModelStack.load(tiny_model_dir, device="cpu", generation=generation, precision=precision)
+    assert stack.decoding_dtype == expected
+    if merged:  # the copy `sample` decodes with is built in that dtype
+        stack.sample(PROMPTS[:1], SamplingParams(max_new_tokens=1, temperature=0.0))
+        assert next(stack._merged.model.parameters()).dtype == expected
+    assert dtype_name(expected) == ("bfloat16" if bf16 else "float32")
 
 
 def test_decoding_attention_leaves_out_cudnn_on_cuda_only() -> None:

@@ -1,5 +1,6 @@
-"""The labeling app through its HTTP/API surface (no browser): role checks on operator events,
-private internal events, judgments bound to the caller's own lease, logins, first operator."""
+"""The labeling page and the operator console through their HTTP/API surface (no browser): role checks on
+operator events, private internal events, judgments bound to the caller's own lease, logins (one for both
+pages), first operator."""
 
 from __future__ import annotations
 
@@ -43,8 +44,9 @@ def app(tmp_path: Path, sampler: RecordingSampler) -> Iterator[RunningApp]:
     running.close()
 
 
-def client(app: RunningApp, user: str) -> Client:
-    return Client(app.url, auth=(user, PASSWORD), verbose=False, analytics_enabled=False, download_files=False)
+def client(app: RunningApp, user: str, url: str | None = None) -> Client:
+    """A logged-in API client of the labeling page, or of the app at `url` (the console)."""
+    return Client(url or app.url, auth=(user, PASSWORD), verbose=False, analytics_enabled=False, download_files=False)
 
 
 def http(app: RunningApp, user: str) -> httpx.Client:
@@ -63,13 +65,13 @@ def token_of(response: httpx.Response) -> str:
 
 
 def test_operator_events_refuse_annotators_even_through_the_api(app: RunningApp, sampler: RecordingSampler) -> None:
-    annotator = client(app, "alice")
+    annotator = client(app, "alice", app.operator_url)
     for api_name, args in [("/sample_pairs", (5,)), ("/operator_overview", ()), ("/operator_refresh", ())]:
         with pytest.raises(AppError, match="Only operators"):
             annotator.predict(*args, api_name=api_name)
     assert sampler.requests == []
 
-    operator = client(app, "olga")
+    operator = client(app, "olga", app.operator_url)
     message, status = operator.predict(7, api_name="/sample_pairs")
     assert sampler.requests == [7] and "Requested 7 more pairs" in message and "Pairs open" in status
     status, users = operator.predict(api_name="/operator_overview")
@@ -80,8 +82,45 @@ def test_operator_events_refuse_annotators_even_through_the_api(app: RunningApp,
 def test_internal_events_are_not_public_api(app: RunningApp) -> None:
     endpoints = set(client(app, "alice").view_api(print_info=False, return_format="dict")["named_endpoints"])
     assert endpoints == {"/judge_left", "/judge_right", "/judge_tie", "/judge_both_bad", "/skip_pair", "/next_pair",
-                         "/undo_judgment",
-                         "/operator_overview", "/operator_refresh", "/sample_pairs"}
+                         "/undo_judgment"}
+    console = client(app, "alice", app.operator_url).view_api(print_info=False, return_format="dict")
+    assert set(console["named_endpoints"]) == {"/operator_overview", "/operator_refresh", "/sample_pairs"}
+
+
+def test_one_login_serves_both_pages_and_an_annotator_sees_no_console(app: RunningApp) -> None:
+    with httpx.Client(base_url=app.url, timeout=30) as anon:
+        assert anon.get("/operator", follow_redirects=False).headers["location"] == "/operator/"
+        assert "<title>rlhf-loop · operator console</title>" in anon.get("/operator/").text  # its login form
+        assert anon.post("/operator/gradio_api/run/operator_overview", json={"data": [], "session_hash": "x"}
+                         ).status_code == 401
+    alice = http(app, "alice")  # logged in on the labeling page: the console knows her too
+    config = alice.get("/operator/config")
+    assert config.json()["username"] == "alice" and config.json()["root"].endswith("/operator")
+    assert "olga" not in config.text  # the console's build-time values hold no data
+    head = next(i for i, fn in app.served.operator.fns.items() if fn.name == "page_head")
+    whoami, refusal, body, opened = alice.post("/operator/gradio_api/run/predict", json={
+        "fn_index": head, "data": [], "session_hash": "a"}).json()["data"]
+    assert "alice" in whoami and "is for operators" in refusal and "Labeling page" in refusal
+    assert body["visible"] is False and "value" not in opened  # the name that starts the data events: not set
+
+    with httpx.Client(base_url=app.operator_url, timeout=30) as olga:  # logged in on the console
+        assert olga.post("login", data={"username": "olga", "password": PASSWORD}).status_code == 200
+        whoami, refusal, body, opened = olga.post("gradio_api/run/predict", json={
+            "fn_index": head, "data": [], "session_hash": "o"}).json()["data"]
+        assert refusal == "" and body["visible"] is True and opened == "olga"
+        assert olga.post(f"{app.url}gradio_api/run/next_pair", json={"data": [], "session_hash": "o"}
+                         ).status_code == 200
+        assert olga.get(f"{app.url}logout", follow_redirects=False).status_code == 302  # ends it on both pages
+        assert olga.post("gradio_api/run/operator_overview", json={"data": [], "session_hash": "o"}
+                         ).status_code == 401
+
+
+def test_handlers_are_introspected_once(app: RunningApp) -> None:
+    """Gradio reads each handler's hints on every event: ours are resolved types, not strings to compile."""
+    for blocks in (app.served.blocks, app.served.operator):
+        handlers = [getattr(f.fn, "__func__", f.fn) for f in blocks.fns.values() if f.fn is not None]
+        assert handlers and all("__signature__" in vars(fn) for fn in handlers)
+        assert not [fn.__name__ for fn in handlers if any(isinstance(a, str) for a in fn.__annotations__.values())]
 
 
 def test_a_judgment_needs_the_callers_own_current_serve(app: RunningApp) -> None:

@@ -15,6 +15,7 @@ from browser_utils import (
     RunningApp,
     add_pairs,
     login,
+    open_console,
     shown_texts,
     start_app,
     wait_for_new_pair,
@@ -187,7 +188,7 @@ def test_judging_works_with_the_keyboard_only(app: RunningApp, page) -> None:  #
 
 def test_an_operator_adds_a_user_who_then_logs_in(app: RunningApp, browser, page) -> None:  # noqa: ANN001
     login(page, app.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     page.get_by_label("New user's name").fill("carol")
     page.get_by_role("button", name="Add user").click()
     message = page.locator("#account-result")
@@ -232,8 +233,13 @@ def test_axe_finds_no_serious_problem_on_any_page(app: RunningApp, browser, page
     operator = browser.new_context(viewport={"width": 1400, "height": 1000}).new_page()
     try:
         login(operator, app.url, "olga")
-        operator.get_by_role("tab", name="Operator").click()
+        operator.locator("#link-operator").wait_for()
+        assert _serious(operator, axe) == [], "labeling page of an operator (with the console's link)"
+        open_console(operator)
         operator.locator("#users span.text").get_by_text("alice", exact=True).wait_for()
-        assert _serious(operator, axe) == [], "operator tab"
+        assert _serious(operator, axe) == [], "operator console"
+        page.goto(app.operator_url)  # alice, an annotator
+        page.locator("#operator-refusal").get_by_text("is for operators").wait_for()
+        assert _serious(page, axe) == [], "operator console refusing an annotator"
     finally:
         operator.context.close()

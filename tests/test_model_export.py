@@ -1,7 +1,7 @@
 """`rlhf export-model` on a tiny model after a real policy update, loaded back by plain transformers,
 peft and TRL in processes that never import rlhf-loop: the same greedy tokens and log-probs as the
 loop's own passes, the same rewards; model cards; bad requests refused with nothing written; an
-interrupted export leaves nothing at --out; `rlhf generate`."""
+interrupted export leaves nothing at --out; the weights' dtype (`--dtype`); `rlhf generate`."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from rlhf_core.config import dump_config
 from rlhf_core.loop.worker import Worker
 from rlhf_core.model_export.service import ModelExportError, export_model
 from rlhf_core.models.batching import build_sequences, prompt_token_ids, response_token_ids
+from rlhf_core.models.generation import decoding_dtype, dtype_name, native_bf16
 from rlhf_core.service.playground import try_versions
 from rlhf_core.simulator.simulate import simulate_annotators
 from rlhf_core.training.workspace_stack import activate_policy, activate_reward_model, load_stack
@@ -45,8 +46,8 @@ if req.get("peft"):
     FORBIDDEN.discard("peft")
     model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(req["base"]), req["dir"]).eval()
 else:
-    model = AutoModelForCausalLM.from_pretrained(req["dir"]).eval()
-out = {"greedy": [], "logprobs": []}
+    model = AutoModelForCausalLM.from_pretrained(req["dir"], dtype="auto").eval()  # the saved dtype
+out = {"greedy": [], "logprobs": [], "dtype": str(model.dtype).removeprefix("torch.")}
 for prompt in req["prompts"]:
     ids = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                   return_tensors="pt", return_dict=True)
@@ -238,6 +239,7 @@ def rlhf(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     (["--version", "7"], "policy version 7 does not exist"),
     (["--what", "reward", "--version", "0"], "policy v0 exists: use --what policy"),
     (["--version", "0", "--format", "peft"], "is the base model itself and has no adapter"),
+    (["--dtype", "fp16"], "--dtype must be auto (the precision the loop decodes in), float32 or bfloat16, not 'fp16'"),
 ])
 def test_bad_requests_are_one_error_line_and_write_nothing(trained, tmp_path, args, says) -> None:
     ws, _, _ = trained
@@ -255,12 +257,129 @@ def test_bad_requests_are_one_error_line_and_write_nothing(trained, tmp_path, ar
     ({"fmt": "gguf"}, "--format must be merged or peft"),
     ({"version": "two"}, "--version must be a version number or 'latest'"),
     ({"what": "value"}, "--what must be policy or reward"),
+    ({"dtype": "bf16"}, "--dtype must be auto"),
 ])
 def test_the_service_refuses_the_same_way(trained, tmp_path, kwargs, says) -> None:
     ws, db, _ = trained
     with pytest.raises(ModelExportError, match=says):
         export_model(ws, db, tmp_path / "out", **kwargs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_dtype_is_refused_before_any_model_library_loads(trained, tmp_path) -> None:
+    ws, _, _ = trained
+    code = ("import sys\nfrom rlhf_core.cli import main\nsys.argv = ['rlhf', 'export-model', '-w', sys.argv[1], "
+            "'--out', sys.argv[2], '--dtype', 'half']\ntry:\n    main()\nexcept SystemExit as exit:\n"
+            "    print(exit.code, sorted({'transformers', 'peft'} & set(sys.modules)))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(ws.root), str(tmp_path / "out")], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert done.stdout.strip() == "1 []", done.stderr
+    assert done.stderr.strip() == ("error: --dtype must be auto (the precision the loop decodes in), float32 or "
+                                   "bfloat16, not 'half'")
+    assert list(tmp_path.iterdir()) == []
+
+
+def tensor_dtypes(path: Path) -> dict[str, set[str]]:
+    """{"model" or "score" or "lora": the dtypes of those tensors} in a safetensors file, as written."""
+    from safetensors import safe_open
+
+    found: dict[str, set[str]] = {}
+    with safe_open(str(path), framework="pt") as f:
+        for key in f.keys():
+            part = "lora" if "lora_" in key else key.split(".")[0] if key.startswith("score.") else "model"
+            found.setdefault(part, set()).add(dtype_name(f.get_tensor(key).dtype))
+    return found
+
+
+@pytest.mark.parametrize(("what", "fmt", "asked", "written"), [
+    ("policy", "merged", "auto", "float32"),  # this workspace decodes in float32 (fp32 passes through the adapter)
+    ("policy", "merged", "bfloat16", "bfloat16"),
+    ("policy", "merged", "float32", "float32"),
+    ("policy", "peft", "auto", "float32"),
+    ("policy", "peft", "bfloat16", "bfloat16"),
+    ("reward", "merged", "auto", "float32"),
+    ("reward", "merged", "bfloat16", "bfloat16"),
+])
+def test_the_written_weights_config_and_card_have_the_chosen_dtype(trained, tmp_path, what, fmt, asked,
+                                                                    written) -> None:
+    ws, db, _ = trained
+    result = export_model(ws, db, tmp_path / "out", what=what, fmt=fmt, dtype=asked)
+    assert result.dtype == written and result.weights.startswith(("LoRA adapter (" if fmt == "peft" else "") + written)
+    weights = result.path / ("adapter_model.safetensors" if fmt == "peft" else "model.safetensors")
+    dtypes = tensor_dtypes(weights)
+    if fmt == "peft":
+        assert dtypes == {"lora": {written}}
+    else:
+        assert dtypes["model"] == {written}
+        config = json.loads((result.path / "config.json").read_text())
+        assert config.get("dtype", config.get("torch_dtype")) == written
+    if what == "reward":
+        assert dtypes["score"] == {"float32"}  # the head reads float32 features in any dtype
+        assert config["base_config"]["dtype"] == written
+    card = (result.path / "README.md").read_text()
+    assert f"| Dtype | {written}: " in card
+    if what == "policy" and fmt == "merged":
+        assert ("the precision the loop decodes in" in card) == (written == "float32")
+    assert storage.audit_events(db, action="export_model")[0].params["dtype"] == written
+
+
+def test_a_bfloat16_reward_model_loads_in_plain_transformers_and_scores_near_the_loop(trained, tmp_path) -> None:
+    ws, db, stack = trained
+    result = export_model(ws, db, tmp_path / "reward", what="reward", dtype="bfloat16")
+    responses = ["The model writes a short poem.", "A small cat likes the river today.", "", "Yes. " * 40]
+    theirs = run_script(REWARD_SCRIPT, {"dir": str(result.path), "prompts": PROMPTS, "responses": responses})
+    activate_reward_model(stack, db)
+    tok = stack.tokenizer
+    convs = [[{"role": "user", "content": p}] for p in PROMPTS]
+    batch = build_sequences([prompt_token_ids(tok, c) for c in convs], [response_token_ids(tok, r) for r in responses],
+                            tok.pad_token_id)
+    with torch.no_grad():
+        ours = stack.reward(batch.input_ids, batch.attention_mask, batch.response_mask).tolist()
+    assert theirs == pytest.approx(ours, abs=0.05)
+
+
+@pytest.mark.parametrize(("generation", "precision"), [("adapter", "fp32"), ("adapter", "bf16"), ("merged", "bf16"),
+                                                       ("merged", "fp32")])
+def test_auto_is_the_precision_the_loop_decodes_in_and_decodes_as_the_loop_does(trained, tmp_path, generation,
+                                                                                  precision) -> None:
+    """`--dtype auto` follows model.generation / model.precision; with the merged copy, the exported model
+    in plain transformers (its saved dtype) answers greedily token for token as `rlhf generate` does."""
+    ws, db, _ = trained
+    saved = ws.config.model.generation, ws.config.model.precision
+    ws.config.model.generation, ws.config.model.precision = generation, precision
+    try:
+        result = export_model(ws, db, tmp_path / "out")
+        expected = {("adapter", "fp32"): "float32", ("adapter", "bf16"): "bfloat16"}.get(
+            (generation, precision), "bfloat16" if native_bf16(torch.device("cpu")) else "float32")
+        assert result.dtype == expected == dtype_name(decoding_dtype(generation, precision, torch.device("cpu")))
+        card = (result.path / "README.md").read_text()
+        assert (f'| Dtype | {expected}: the precision the loop decodes in (model.generation = "{generation}", '
+                f'model.precision = "{precision}" on cpu) |') in card
+        stack = load_stack(ws)
+        assert stack.decoding_dtype == getattr(torch, expected)
+        if generation == "merged":
+            ours = loop_view(stack, db, 1, max_new_tokens=24)
+            theirs = run_script(MERGED_SCRIPT, {"dir": str(result.path), "prompts": PROMPTS, "max_new_tokens": 24,
+                                                "continuation": ours["continuation"]})
+            assert theirs["dtype"] == expected and theirs["greedy"] == ours["greedy"]
+    finally:
+        ws.config.model.generation, ws.config.model.precision = saved
+
+
+def test_generate_says_the_precision_it_decoded_in(trained) -> None:
+    from typer.testing import CliRunner
+
+    from rlhf_core.cli.app import app
+
+    ws, _, _ = trained
+    args = ["generate", "-w", str(ws.root), "--greedy", "--max-new-tokens", "4", PROMPTS[0]]
+    text = CliRunner().invoke(app, args)
+    assert text.exit_code == 0, text.output
+    assert text.stdout.splitlines()[0] == ("Decoded in float32 (model.generation = 'adapter', model.precision = "
+                                           "'fp32'); `rlhf export-model` writes a merged policy in it by default.")
+    rows = CliRunner().invoke(app, [*args, "--json"])
+    assert rows.exit_code == 0, rows.output
+    assert [json.loads(line)["dtype"] for line in rows.stdout.splitlines()] == ["float32"]
 
 
 def test_a_non_empty_out_needs_overwrite_and_overwrite_replaces_it(trained, tmp_path) -> None:
@@ -300,6 +419,7 @@ def test_generate_prints_two_versions_side_by_side(trained) -> None:
     assert [r["version"] for r in rows] == [1, 0]
     ours = loop_view(stack, db, 1, max_new_tokens=6)
     assert rows[0]["tokens"] == len(ours["greedy"][0]) and rows[0]["finish_reason"] in ("eos", "length")
+    assert [r["dtype"] for r in rows] == ["float32", "float32"]
     text = rlhf("generate", "-w", str(ws.root), "--greedy", "--compare", "0", "--max-new-tokens", "6", PROMPTS[0])
     assert "v1 · grpo · round 1" in text.stdout and "v0 · base" in text.stdout and "│" in text.stdout
     bad = rlhf("generate", "-w", str(ws.root), "--version", "5", "hello")

@@ -1,12 +1,15 @@
 """`rlhf export-model` on the real default model (SmolLM2-135M-Instruct) after a real round: the merged
 model's greedy tokens under plain transformers equal the loop's own (exact float32 passes), the PEFT
-adapter gives the same, and the exported reward model scores as the loop does. Slow; run with -s to see
-the comparison printed per prompt."""
+adapter gives the same, and the exported reward model scores as the loop does; with the default
+settings on a CPU with native bfloat16, `--dtype auto` writes bfloat16 and the exported model answers
+as `rlhf generate --greedy` does. Slow; run with -s to see the comparison printed per prompt."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
-from test_model_export import MERGED_SCRIPT, REWARD_SCRIPT, loop_view, run_script
+from test_model_export import MERGED_SCRIPT, REWARD_SCRIPT, loop_view, rlhf, run_script
 
 import storage
 from rlhf_core.config import dump_config
@@ -19,6 +22,8 @@ pytestmark = pytest.mark.slow
 
 PROMPTS = ["say something about item 3", "Tell me a story.", "What is two plus two?", "Why is the sky blue?"]
 GREEDY_TOKENS = 32
+# Issue 37: a float32 export and the loop's bfloat16 decoding answered this alike for 16 tokens, then parted.
+CAT = "Write one sentence about a cat."
 
 
 def test_default_model_exports_the_loops_policy_and_reward_model(tmp_path) -> None:
@@ -71,5 +76,45 @@ def test_default_model_exports_the_loops_policy_and_reward_model(tmp_path) -> No
         print(f"rewards exported {[round(s, 5) for s in scored]} vs loop {[round(s, 5) for s in loop_scores]}")
         assert scored == pytest.approx(loop_scores, abs=1e-4)
         assert storage.current_reward_model(db).id == 1
+        del stack
+        bfloat16_export_answers_as_rlhf_generate(ws, db, tmp_path, float32_export=merged.path)
     finally:
         db.dispose()
+
+
+def bfloat16_export_answers_as_rlhf_generate(ws, db, tmp_path, float32_export) -> None:  # noqa: ANN001
+    """The default settings (`model.generation`, `model.precision` = "auto") decode in bfloat16 here, and
+    `--dtype auto` exports in it: loaded by plain transformers in its saved dtype, the merged model gives
+    the tokens `rlhf generate --greedy PROMPT` gives. One prompt at a time: in bfloat16 a batch's answers
+    depend on what else is in the batch (its padding and shapes change the rounding), so `--file`, which
+    decodes its prompts together, can part from single-prompt answers, the loop's own included."""
+    import torch
+
+    from rlhf_core.models.generation import native_bf16
+    from rlhf_core.service.playground import try_versions
+
+    if not native_bf16(torch.device("cpu")):
+        pytest.skip("this CPU has no native bfloat16: the loop decodes in float32, compared above")
+    ws.config.model.precision, ws.config.model.generation = "auto", "auto"
+    ws.config_path.write_text(dump_config(ws.config))
+    exported = export_model(ws, db, tmp_path / "merged-auto")
+    assert exported.dtype == "bfloat16"
+    tokens = 2 * GREEDY_TOKENS
+    done = rlhf("generate", "-w", str(ws.root), "--greedy", "--json", "--max-new-tokens", str(tokens), CAT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (cat,) = [json.loads(line) for line in done.stdout.splitlines()]
+    assert cat["dtype"] == "bfloat16"
+    stack = load_stack(ws)  # what `rlhf generate` loads: the same settings, the same sampler
+    assert stack.decoding_dtype == torch.bfloat16
+    ours = [try_versions(stack, db, [[{"role": "user", "content": p}]], [1], greedy=True,
+                         max_new_tokens=tokens)[0][0] for p in [CAT, *PROMPTS]]
+    assert (ours[0].text, ours[0].tokens) == (cat["text"], cat["tokens"])
+    request = {"prompts": [CAT, *PROMPTS], "max_new_tokens": tokens, "continuation": [1]}
+    theirs = run_script(MERGED_SCRIPT, {"dir": str(exported.path), **request})
+    float32 = run_script(MERGED_SCRIPT, {"dir": str(float32_export), **request})
+    assert theirs["dtype"] == "bfloat16" and float32["dtype"] == "float32"
+    for prompt, answer, ids, ids32 in zip([CAT, *PROMPTS], ours, theirs["greedy"], float32["greedy"]):
+        print(f"{prompt!r}: bfloat16 export {'==' if ids == answer.token_ids else '!='} rlhf generate "
+              f"({len(ids)} tokens: {answer.text!r}); float32 export {'==' if ids32 == ids else '!='}")
+    assert theirs["greedy"] == [answer.token_ids for answer in ours]
+    assert float32["greedy"] != theirs["greedy"], "float32 answers as bfloat16 does: this comparison proves nothing"

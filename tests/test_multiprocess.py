@@ -1,6 +1,7 @@
 """Several `rlhf serve --no-worker` processes on one database (SQLite, then PostgreSQL): a login made
-on one process works on another and a logout ends it everywhere; `kill -9` of the app in the middle
-of a burst of submissions loses no judgment it acknowledged and never over-fills a pair."""
+on one process works on another (labeling page and operator console) and a logout ends it everywhere;
+`kill -9` of the app in the middle of a burst of submissions loses no judgment it acknowledged and never
+over-fills a pair."""
 
 from __future__ import annotations
 
@@ -84,6 +85,7 @@ def test_login_on_one_process_judges_on_another_and_logout_ends_it_everywhere(db
         on_b.cookies = on_a.cookies  # the browser's cookie jar, now sent to the other process
         token = token_in(run(on_b, "next_pair"))
         assert token is not None
+        assert on_b.get("/operator/config").json()["username"] == "alice"  # the console on B knows her login too
         saved = run(on_a, "judge_left", token, "clear", "judged through A, served by B")
         assert any(str(v).startswith("Saved: A better") for v in saved.json()["data"])
         assert token_in(saved) is not None  # A serves the next pair in the same answer

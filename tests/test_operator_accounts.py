@@ -1,4 +1,4 @@
-"""Accounts on the Operator tab (labeling_app/operator/accounts.py) through the app's API: the CLI's
+"""Accounts on the operator console (labeling_app/operator/accounts.py) through the console's API: the CLI's
 rules, a generated password shown once, sessions ended, audit rows; anonymous callers refused too.
 The browser flow (an operator adds a user who then logs in) is in tests/test_labeling_page_browser.py."""
 
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignor
 
 
 def client(app: RunningApp, user: str) -> Client:
-    return Client(app.url, auth=(user, PASSWORD), verbose=False, analytics_enabled=False, download_files=False)
+    return Client(app.operator_url, auth=(user, PASSWORD), verbose=False, analytics_enabled=False,
+                  download_files=False)
 
 
 def shown_password(message: str) -> str:
@@ -40,7 +41,7 @@ def test_an_operator_adds_changes_and_disables_accounts_with_the_clis_rules(app:
     with pytest.raises(AppError, match="not in the list of choices"):  # roles are the component's choices
         olga.predict("dave", "admin", api_name="/account_add")
 
-    client(app, "alice")  # a session of alice's, which her promotion ends
+    client(app, "alice")  # a session of alice's (made on the console, good on both pages), which her promotion ends
     assert storage.open_session_count(app.db, "alice") >= 1
     promoted, _, _ = olga.predict("alice", "operator", api_name="/account_set_role")
     assert "is now operator" in promoted and storage.open_session_count(app.db, "alice") == 0
@@ -67,18 +68,19 @@ def test_an_operator_adds_changes_and_disables_accounts_with_the_clis_rules(app:
 
 
 def test_anonymous_callers_cannot_reach_the_account_events(app: RunningApp) -> None:
-    fns = {fn.name: (index, len(fn.inputs)) for index, fn in app.served.blocks.fns.items()}
+    fns = {fn.name: (index, len(fn.inputs)) for index, fn in app.served.operator.fns.items()}
     names = [n for n in fns if (n or "").startswith("account_")]
     assert sorted(names) == ["account_add", "account_disable", "account_enable", "account_reset_password",
                              "account_set_role"]
-    with httpx.Client(base_url=app.url, timeout=30) as anonymous:
+    with httpx.Client(base_url=app.operator_url, timeout=30) as anonymous:
         for name in names:
             index, n_inputs = fns[name]
-            answer = anonymous.post("/gradio_api/run/predict",
+            answer = anonymous.post("gradio_api/run/predict",
                                     json={"fn_index": index, "data": ["eve", "operator"][:n_inputs],
                                           "session_hash": "anon"})
             assert answer.status_code in (401, 403, 500) and "password is" not in answer.text, name
     with pytest.raises((AppError, ValueError)):
-        Client(app.url, verbose=False, analytics_enabled=False).predict("eve", "operator", api_name="/account_add")
+        Client(app.operator_url, verbose=False, analytics_enabled=False).predict("eve", "operator",
+                                                                               api_name="/account_add")
     assert storage.get_annotator(app.db, "eve") is None
     assert [e for e in storage.audit_events(app.db) if e.action.startswith("user_")] == []

@@ -1,6 +1,7 @@
-"""The operator tab through its API (no browser): every operator event refuses annotators, including
-the private ones only the page fires; start round, evaluation batch and export work for an operator;
-empty states read as sentences and dashes; the rounds view renders stored metrics."""
+"""The operator console (its own Gradio app at /operator/) through its API, no browser: every operator event
+refuses annotators, including the private ones only the page fires; the labeling page has none of them; start
+round, evaluation batch and export work for an operator; empty states read as sentences and dashes; the rounds
+view renders stored metrics."""
 
 from __future__ import annotations
 
@@ -31,13 +32,14 @@ OPERATOR_CALLS = [  # (api_name, arguments) of every operator event callable thr
     ("/leaderboard", ("",)), ("/import_pairs", (None,)),
     ("/account_add", ("mallory", "operator")), ("/account_disable", ("olga", "annotator")),
     ("/account_enable", ("alice", "annotator")), ("/account_reset_password", ("olga", "annotator")),
-    ("/account_set_role", ("alice", "operator")), ("/start_sft", ()),
+    ("/account_set_role", ("alice", "operator")), ("/start_sft", ()), ("/rollback", ("v0",)),
 ]
-PAGE_ONLY_EVENTS = {"open_tab", "tick", "show_curves", "stop_timer", "choices", "sft_overview"}
+PAGE_ONLY_EVENTS = {"page_head", "open_console", "tick", "show_curves", "choices", "sft_overview", "rollback_choices"}
 
 
 def client(app: RunningApp, user: str, downloads: Path | None = None) -> Client:
-    return Client(app.url, auth=(user, PASSWORD), verbose=False, analytics_enabled=False,
+    """A logged-in API client of the operator console."""
+    return Client(app.operator_url, auth=(user, PASSWORD), verbose=False, analytics_enabled=False,
                   download_files=str(downloads) if downloads else False)
 
 
@@ -59,16 +61,22 @@ def test_every_operator_event_refuses_an_annotator(app: RunningApp) -> None:
             alice.predict(*args, api_name=api_name)
 
     # Events only the page fires are private (no API name) but still reachable by a raw POST naming
-    # their fn_index; they refuse too.
-    fns = {fn.name: (index, len(fn.inputs)) for index, fn in app.served.blocks.fns.items()}
+    # their fn_index; they refuse too (the page's head with a sentence instead of an error).
+    fns = {fn.name: (index, len(fn.inputs)) for index, fn in app.served.operator.fns.items()}
     assert PAGE_ONLY_EVENTS <= set(fns)
-    with httpx.Client(base_url=app.url, timeout=30) as session:
-        assert session.post("/login", data={"username": "alice", "password": PASSWORD}).status_code == 200
-        for name in sorted(PAGE_ONLY_EVENTS):
+    with httpx.Client(base_url=app.operator_url, timeout=30) as session:
+        assert session.post("login", data={"username": "alice", "password": PASSWORD}).status_code == 200
+        for name in sorted(PAGE_ONLY_EVENTS - {"page_head"}):
             index, n_inputs = fns[name]
-            refused = session.post("/gradio_api/run/predict",
+            refused = session.post("gradio_api/run/predict",
                                    json={"fn_index": index, "data": [None] * n_inputs, "session_hash": "alice"})
             assert refused.status_code == 500 and "Only operators" in refused.text, name
+        head = session.post("gradio_api/run/predict",
+                            json={"fn_index": fns["page_head"][0], "data": [], "session_hash": "alice"}).json()
+        assert "is for operators" in head["data"][1] and head["data"][3] == {"__type__": "update"}  # no name
+    # None of these events exists on the labeling page (which has a `page_head` of its own).
+    labeling = {name for fn in app.served.blocks.fns.values() for name in (fn.name, fn.api_name)}
+    assert not labeling & (PAGE_ONLY_EVENTS - {"page_head"} | {name.lstrip("/") for name, _ in OPERATOR_CALLS})
     assert storage.list_jobs(app.db) == []
     assert list(app.ws.exports_dir.iterdir()) == []
     # No account changed: no new user, nobody disabled, promoted or with a new password.
@@ -111,7 +119,7 @@ def test_evaluation_batch_needs_a_trained_policy_and_eval_prompts(app: RunningAp
     message = olga.predict(4, api_name="/create_eval_batch")
     job = storage.get_job(app.db, int(re.search(r"#(\d+)", message).group(1)))
     assert job.kind == "eval_batch" and json.loads(job.params_json) == {"prompts": 4, "trigger": "operator",
-                                                                       "requested_by": "olga"}
+                                                                        "requested_by": "olga"}
     assert "already under way" in olga.predict(4, api_name="/create_eval_batch")
     assert len(storage.list_jobs(app.db)) == 1
 

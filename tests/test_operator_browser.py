@@ -1,6 +1,7 @@
-"""The operator tab in a real browser, on a tiny model with a worker running: an operator starts a GRPO
-round, watches the job go to done, and sees policy v1 under Rounds; an annotator gets no Operator
-tab and cannot start a round from their logged-in browser session."""
+"""The operator console in a real browser, on a tiny model with a worker running: an operator follows the
+labeling page's link to the console, starts a GRPO round, watches the job go to done, sees policy v1 under
+Rounds, and goes back to labeling; an annotator gets no link, sees one sentence and no data at /operator/, and
+cannot start a round from their logged-in browser session."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from browser_utils import PASSWORD, free_port, login
+from browser_utils import PASSWORD, free_port, login, open_console
 
 import storage
 from labeling_app import ServedApp, serve
@@ -31,7 +32,7 @@ pytestmark = [
 playwright_api = pytest.importorskip("playwright.sync_api")
 
 ROUND_TIMEOUT_S = 180
-# Set to a file path to keep a screenshot of the Operator tab after the round (for a visual check).
+# Set to a file path to keep a screenshot of the console after the round (for a visual check).
 SCREENSHOT_ENV = "RLHF_OPERATOR_SCREENSHOT"
 
 
@@ -87,22 +88,30 @@ def _job_status(page, job_id: int) -> str | None:  # noqa: ANN001
     return next((row[2] for row in _table_rows(page, "jobs") if row[0] == f"#{job_id}"), None)
 
 
-def test_annotator_has_no_operator_tab_and_cannot_start_a_round(loop_app: LoopApp, page) -> None:  # noqa: ANN001
+def test_annotator_sees_no_console_and_cannot_start_a_round(loop_app: LoopApp, page) -> None:  # noqa: ANN001
     login(page, loop_app.url, "alice")
     page.locator("#whoami").get_by_text("alice").wait_for()
-    assert page.get_by_role("tab", name="Label").is_visible()
-    assert page.get_by_role("tab", name="Operator").count() == 0
+    assert page.locator("#btn-left").count() == 1 and not page.locator("#link-operator").is_visible()
+    page.goto(f"{loop_app.url}operator")  # typed in by hand: one sentence, no console, no data
+    refusal = page.locator("#operator-refusal")
+    refusal.get_by_text("The operator console is for operators").wait_for()
+    assert "alice" in refusal.inner_text() and "Labeling page" in refusal.inner_text()
+    page.wait_for_timeout(1000)
+    assert not page.locator("#operator").is_visible() and not page.locator("#pool-status").is_visible()
+    assert "olga" not in page.content() and "Pairs open" not in page.content()
     jobs_before = len(storage.list_jobs(loop_app.db))
     # Her logged-in session calls the endpoints the operator's buttons use.
     for api_name, data in [("start_round", ["GRPO"]), ("create_eval_batch", [4]), ("operator_dashboard", [None])]:
-        response = page.request.post(f"{loop_app.url}gradio_api/run/{api_name}", data={"data": data})
+        response = page.request.post(f"{loop_app.served.operator_url}gradio_api/run/{api_name}", data={"data": data})
         assert response.status == 500 and "Only operators" in response.text(), api_name
     assert len(storage.list_jobs(loop_app.db)) == jobs_before
+    page.locator("#link-labeling").click()
+    page.locator("#btn-left").wait_for(state="attached")
 
 
 def test_operator_starts_a_grpo_round_and_sees_policy_v1(loop_app: LoopApp, page) -> None:  # noqa: ANN001
     login(page, loop_app.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     page.locator("#pool-status").get_by_text("v0 (base model)").wait_for()
     page.locator("#rounds-note").get_by_text("No rounds yet").wait_for()
     page.locator("#quality").get_by_text("Fleiss' kappa over a/b/tie/both_bad on pairs with ≥ 2 judgments").wait_for()
@@ -137,15 +146,19 @@ def test_operator_starts_a_grpo_round_and_sees_policy_v1(loop_app: LoopApp, page
         page.wait_for_timeout(1000)
         page.screenshot(path=os.environ[SCREENSHOT_ENV], full_page=True)
 
-    # The refresh timer runs only while the Operator tab is open.
-    tick = next(index for index, fn in loop_app.served.blocks.fns.items() if fn.name == "tick")
-    calls: list[int] = []
-    page.on("request", lambda r: calls.append(tick) if "/gradio_api/run/" in r.url
+    # The refresh timer runs while the console is open, and nothing of it once the operator goes back to labeling.
+    tick = next(index for index, fn in loop_app.served.operator.fns.items() if fn.name == "tick")
+    ticks: list[int] = []
+    console_calls: list[str] = []
+    page.on("request", lambda r: ticks.append(tick) if "/operator/gradio_api/run/" in r.url
             and (json.loads(r.post_data or "{}").get("fn_index") == tick) else None)
+    page.on("request", lambda r: console_calls.append(r.url) if "/operator/" in r.url else None)
     page.wait_for_timeout(3500)
-    assert calls, "no refresh while the Operator tab is open"
-    page.get_by_role("tab", name="Label").click()
-    page.wait_for_timeout(1000)
-    calls.clear()
+    assert ticks, "no refresh while the console is open"
+    page.locator("#link-labeling").click()
+    page.locator("#whoami").get_by_text("Signed in as olga").wait_for()
+    assert page.locator("#link-operator").is_visible() and page.locator("#btn-refresh").count() == 0
+    page.wait_for_timeout(500)
+    console_calls.clear()
     page.wait_for_timeout(4000)
-    assert calls == []
+    assert console_calls == []

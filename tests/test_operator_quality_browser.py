@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from browser_utils import PASSWORD, free_port, login
+from browser_utils import PASSWORD, free_port, login, open_console
 from sqlmodel import select
 
 import storage
@@ -96,7 +96,7 @@ def test_operator_imports_controls_and_reads_quality_selection_and_rm_accuracy(
         quality_app: QualityApp, page, tmp_path: Path) -> None:  # noqa: ANN001
     db = quality_app.db
     login(page, quality_app.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     page.locator("#annotator-quality-note").get_by_text("No annotator has a quality figure yet").wait_for()
 
     # The reward model's held-out accuracy of round 1, and the pairs by selection method.

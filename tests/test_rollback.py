@@ -154,3 +154,25 @@ def test_a_version_as_good_as_its_predecessor_stays(db: storage.Database, tmp_pa
              fresh={"right": 70, "n": 100})
     assert judge_current_version(ws, db, storage.get_policy(db, 2)) == (None, None)
     assert storage.current_policy(db).id == 2 and storage.audit_events(db, actor="auto") == []
+
+
+def test_the_rounds_view_shows_the_evidence_the_chart_and_the_alarm(db: storage.Database, tmp_path: Path) -> None:
+    from labeling_app.operator.rounds import ROUND_COLUMNS, rounds_values
+
+    ws = workspace_on(db, tmp_path / "ws")
+    three_versions(db)
+    evidence(db, 1, claimed_gain=0.6, rescored_gain=0.5, kl_base_per_token=0.01,
+             fresh={"right": 70, "n": 100, "accuracy": 0.7, "interval": [0.604, 0.781]})
+    evidence(db, 2, claimed_gain=1.4, rescored_gain=0.1, rescored_predecessor_gain=0.6, kl_base_per_token=0.09,
+             fresh={"right": 45, "n": 100, "accuracy": 0.45, "interval": [0.355, 0.548]})
+    ws.config.loop.promote = "always"
+    alarm, _ = judge_current_version(ws, db, storage.get_policy(db, 2))
+    table, note, *plots, chart = rounds_values(rounds_table(db))
+    row = dict(zip(ROUND_COLUMNS, table[0]))
+    assert row["version"] == "v2" and row["proxy gain (claimed / re-scored)"] == "+1.40 / +0.10"
+    assert row["fresh RM acc."] == "45% [36%, 55%] (n=100)"
+    assert row["current?"] == "current: the newest version" and row["over-optimization"] == alarm.reason
+    assert note.startswith(f"**Over-optimization alarm on v2: {alarm.reason}")
+    svg = chart.value
+    assert svg.count('class="point-claimed"') == 2 and svg.count('class="point-fresh"') == 2
+    assert svg.count('class="alarm"') == 1 and ">v2</text>" in svg and 'font-weight="bold">v2' in svg

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignor
 
 
 def test_an_operator_starts_sft_and_an_annotator_cannot(app: RunningApp) -> None:
-    olga = Client(app.url, auth=("olga", PASSWORD), verbose=False, analytics_enabled=False)
+    olga = Client(app.operator_url, auth=("olga", PASSWORD), verbose=False, analytics_enabled=False)
     result, summary = olga.predict(api_name="/start_sft")
     assert result.startswith("**Not started:** No demonstrations yet") and "rlhf demos import FILE" in summary
     assert storage.list_jobs(app.db) == []
@@ -33,7 +33,7 @@ def test_an_operator_starts_sft_and_an_annotator_cannot(app: RunningApp) -> None
                      "failed.")
     assert [e.params["job"] for e in storage.audit_events(app.db, action="start_sft")] == [job.id]
 
-    alice = Client(app.url, auth=("alice", PASSWORD), verbose=False, analytics_enabled=False)
+    alice = Client(app.operator_url, auth=("alice", PASSWORD), verbose=False, analytics_enabled=False)
     with pytest.raises(AppError, match="Only operators"):
         alice.predict(api_name="/start_sft")
     assert len(storage.list_jobs(app.db)) == 1

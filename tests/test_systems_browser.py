@@ -10,7 +10,7 @@ import random
 from pathlib import Path
 
 import pytest
-from browser_utils import PAIR_SHOWN, RunningApp, login, shown_texts, wait_for_new_pair
+from browser_utils import PAIR_SHOWN, RunningApp, login, open_console, shown_texts, wait_for_new_pair
 from conftest import import_kind
 from sqlmodel import select
 
@@ -66,7 +66,7 @@ def test_imported_pairs_are_judged_on_the_page_like_sampled_ones(app: RunningApp
 def test_operator_uploads_pairs_and_reads_the_leaderboard(app: RunningApp, page, tmp_path: Path) -> None:
     db = app.db
     login(page, app.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     page.locator("#systems").get_by_text("Systems: imported pairs and leaderboard").first.click()
     page.locator("#leaderboard-note").get_by_text("No judged pair names two different systems yet").wait_for()
 

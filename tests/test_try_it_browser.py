@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from browser_utils import PASSWORD, free_port, login
+from browser_utils import PASSWORD, free_port, login, open_console
 from test_model_export import train_a_version
 
 import storage
@@ -51,7 +51,7 @@ def try_app(tmp_path_factory, tiny_model_dir, tiny_rounds):  # noqa: ANN001, ANN
 def test_operator_reads_two_versions_answers_side_by_side(try_app, page) -> None:  # noqa: ANN001
     ws, db, stack, served = try_app
     login(page, served.url, "olga")
-    page.get_by_role("tab", name="Operator").click()
+    open_console(page)
     page.locator("#try-it").get_by_text("Try it: what do versions answer?").click()
     playwright_api.expect(page.locator("#try-version-a input")).to_have_value("v1 · grpo · round 1")
     playwright_api.expect(page.locator("#try-version-b input")).to_have_value("v0 · base")
@@ -75,8 +75,7 @@ def test_annotator_has_no_try_it_and_cannot_call_it(try_app, page) -> None:  # n
     _, _, _, served = try_app
     login(page, served.url, "alice")
     page.locator("#whoami").get_by_text("alice").wait_for()
-    assert page.get_by_role("tab", name="Operator").count() == 0
-    assert page.locator("#try-it").count() == 0 or not page.locator("#try-it").is_visible()
-    response = page.request.post(f"{served.url}gradio_api/run/try_versions",
+    assert not page.locator("#link-operator").is_visible() and page.locator("#try-it").count() == 0
+    response = page.request.post(f"{served.operator_url}gradio_api/run/try_versions",
                                  data={"data": [PROMPT, 1, 0, True, 8]})
     assert response.status == 500 and "Only operators" in response.text()

@@ -18,12 +18,14 @@ import gradio as gr
 import pandas as pd
 
 from labeling_app.operator.common import DASH, fmt_num, fmt_pct, is_number
+from labeling_app.operator.evidence import NO_CHART, alarm_note, gao_chart
 from rlhf_core.registry import POLICY_ALGORITHMS, Chart, training_kinds
 from storage import Database, Job, list_jobs, pair_selection_counts, training_logs
 
 ROUND_COLUMNS = ["version", "algo", "created", "RM acc.", "reward", "KL/token", "KL/token to base", "KL/seq.",
                  "entropy", "length", "cut off", "reward~length r", "clip frac.", "value loss", "win rate vs base",
-                 "training time (RM + policy)"]
+                 "training time (RM + policy)", "proxy gain (claimed / re-scored)", "fresh RM acc.",
+                 "win rate vs previous", "current?", "over-optimization"]
 # (rounds_table key, chart title, y axis title, y axis d3 format); the x axis is the policy version.
 VERSION_CHARTS = (("rm_heldout_accuracy", "RM held-out accuracy", "accuracy", ".0%"),
                   ("reward_mean", "mean reward", "reward", None),
@@ -68,6 +70,7 @@ class RoundsSection:
     table: gr.Dataframe
     note: gr.Markdown
     version_plots: list[gr.LinePlot]
+    evidence_chart: gr.HTML
     job: gr.Dropdown
     step_plots: list[gr.LinePlot]
     step_note: gr.Markdown
@@ -77,7 +80,8 @@ class RoundsSection:
 
     @property
     def outputs(self) -> list[gr.components.Component]:
-        return [self.table, self.note, *self.version_plots, *self.curve_outputs, *self.selection_outputs]
+        return [self.table, self.note, *self.version_plots, self.evidence_chart, *self.curve_outputs,
+                *self.selection_outputs]
 
     @property
     def selection_outputs(self) -> list[gr.components.Component]:
@@ -94,6 +98,30 @@ def _win_rate(row: dict[str, Any]) -> str:
         return DASH
     n = row.get("win_rate_judgments")
     return f"{fmt_pct(rate)} (n={n})" if n else fmt_pct(rate)
+
+
+def _gains(row: dict[str, Any]) -> str:
+    """The proxy gain over the base in base standard deviations, as claimed and as the next reward model re-scored
+    it, e.g. "+1.20 / +0.40"."""
+    claimed, rescored = row.get("claimed_gain"), row.get("rescored_gain")
+    if not is_number(claimed):
+        return DASH
+    return f"{claimed:+.2f} / " + (f"{rescored:+.2f}" if is_number(rescored) else DASH)
+
+
+def _share_with_interval(value: Any, interval: Any, n: Any) -> str:  # noqa: ANN401
+    if not is_number(value):
+        return DASH
+    around = f" [{fmt_pct(interval[0])}, {fmt_pct(interval[1])}]" if interval else ""
+    return f"{fmt_pct(value)}{around} (n={n})"
+
+
+def _evidence_cells(row: dict[str, Any]) -> list[str]:
+    fresh = row.get("fresh") or {}
+    return [_gains(row), _share_with_interval(fresh.get("accuracy"), fresh.get("interval"), fresh.get("n")),
+            _share_with_interval(row.get("win_rate_vs_previous"), row.get("win_vs_previous_interval"),
+                                 row.get("win_vs_previous_judgments")),
+            row.get("current_note") or DASH, row.get("overoptimization") or DASH]
 
 
 def _training_time(row: dict[str, Any]) -> str:
@@ -113,7 +141,8 @@ def round_rows(rounds: list[dict[str, Any]]) -> list[list[Any]]:
                      fmt_num(r["reward_mean"]), fmt_num(r["kl_per_token"]), fmt_num(r["kl_base_per_token"]),
                      fmt_num(r["kl_per_sequence"]), fmt_num(r["entropy"]), fmt_num(r["response_length"]),
                      fmt_pct(r.get("cut_off_share")), fmt_num(r["reward_length_corr"], 2),
-                     fmt_num(r["clip_fraction"]), fmt_num(r["value_loss"]), _win_rate(r), _training_time(r)])
+                     fmt_num(r["clip_fraction"]), fmt_num(r["value_loss"]), _win_rate(r), _training_time(r),
+                     *_evidence_cells(r)])
     return rows
 
 
@@ -143,9 +172,12 @@ def rounds_values(rounds: list[dict[str, Any]], gate_note: str | None = None) ->
                 + ", ".join(waiting) + "." if waiting else "")
         if "human win rate vs base" in waiting:
             note += " The human win rate needs evaluation batches (Actions) judged by annotators."
-    if gate_note:
-        note = f"**{gate_note}**" + (f"  \n{note}" if note else "")
-    return [round_rows(rounds), note, *(_line(frame) for frame in frames)]
+    for lead in (gate_note, alarm_note(rounds)):
+        if lead:
+            note = f"**{lead}**" + (f"  \n{note}" if note else "")
+    chart = gao_chart(rounds)
+    return [round_rows(rounds), note, *(_line(frame) for frame in frames),
+            gr.HTML(value=chart or f"<p>{NO_CHART}</p>")]
 
 
 def selection_rows(counts: list[dict[str, Any]]) -> list[list[Any]]:
@@ -240,6 +272,8 @@ def build_rounds_section() -> RoundsSection:
                 version_plots.append(gr.LinePlot(x="policy version", y=title, title=title, y_title=y_title,
                                                  y_axis_format=y_format, height=220, visible=False,
                                                  elem_id=f"chart-{key}"))
+    gr.Markdown("#### Is the loop improving? Proxy gain, fresh accuracy and human win rate against √KL")
+    evidence_chart = gr.HTML(elem_id="evidence-chart")
     gr.Markdown("#### Training curves")
     job = gr.Dropdown(label="Training job", choices=[], interactive=True, elem_id="curve-job", visible=False)
     step_plots = []
@@ -251,5 +285,6 @@ def build_rounds_section() -> RoundsSection:
                                               y_axis_format=chart.y_format, height=200, visible=False,
                                               elem_id=f"curve-{phase}-{chart.key}"))
     step_note = gr.Markdown(elem_id="curves-note")
-    return RoundsSection(table=table, note=note, version_plots=version_plots, job=job, step_plots=step_plots,
+    return RoundsSection(table=table, note=note, version_plots=version_plots, evidence_chart=evidence_chart, job=job,
+                         step_plots=step_plots,
                          step_note=step_note, selection=selection, selection_note=selection_note)

@@ -116,7 +116,7 @@ def build_status_section() -> StatusSection:
         with gr.Column(scale=3):
             per_day = gr.BarPlot(x="day", y="judgments", color="annotator", label="Judgments per day (UTC)",
                                  x_title="day (UTC)", y_title="judgments", color_title="annotator",
-                                 elem_id="judgments-per-day")
+                                 elem_id="judgments-per-day", visible=False)  # until it has a bar
             per_day_note = gr.Markdown(elem_id="judgments-per-day-note")
         with gr.Column(scale=2):
             per_annotator = gr.Dataframe(headers=ANNOTATOR_COLUMNS, interactive=False, label="Judgments per annotator",

@@ -25,19 +25,22 @@ def export_model(
     fmt: Annotated[str, typer.Option("--format", help="policy: merged (a full model directory) or peft "
                                                       "(a LoRA adapter)")] = "merged",
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out")] = False,
+    dtype: Annotated[str, typer.Option(help="Weights: auto (a merged policy in the precision the loop decodes "
+                                            "in; adapters and reward models float32), float32 or bfloat16")]
+    = "auto",
 ) -> None:
     """Write a policy or reward-model version as transformers, peft, TRL and vLLM load it, with a model card."""
     from rlhf_core.model_export.request import check_fit, check_request, resolve_version
 
     ws, database = open_db(workspace, db)
-    check_request(out.expanduser().resolve(), what, fmt, overwrite)  # before any model library loads
+    check_request(out.expanduser().resolve(), what, fmt, overwrite, dtype)  # before any model library loads
     found = resolve_version(database, what, version)
     check_fit(found, what, fmt)
     from rlhf_core.model_export.service import export_model
 
     typer.echo(f"Exporting {what} v{found.id} ({'reward model' if what == 'reward' else fmt}) ...")
     result = export_model(ws, database, out, what=what, fmt=fmt, version=version, overwrite=overwrite,
-                          actor=shell().name)
+                          actor=shell().name, dtype=dtype)
     typer.echo(f"Wrote {what} v{result.version} to {result.path} in {result.seconds:.1f} s ({result.weights}).")
     typer.echo(f"Model card: {result.path / 'README.md'}")
 
@@ -93,6 +96,7 @@ def generate(
                      else read_prompt_file(file, max_prompt_chars=limit))
     wanted = [None if version == "latest" else int(version.lstrip("v"))] + ([compare] if compare is not None else [])
     chosen = resolve_versions(database, wanted)  # an unknown version fails before the model loads
+    from rlhf_core.models.generation import dtype_name
     from rlhf_core.training.workspace_stack import load_stack
 
     cfg = ws.config.sampling
@@ -101,12 +105,17 @@ def generate(
                            max_new_tokens=max_new_tokens or cfg.max_new_tokens, temperature=cfg.temperature,
                            top_p=cfg.top_p, seed=seed)
     width = shutil.get_terminal_size((100, 20)).columns
+    decoded_in = dtype_name(stack.decoding_dtype)
+    if not as_json:
+        typer.echo(f"Decoded in {decoded_in} (model.generation = {ws.config.model.generation!r}, model.precision = "
+                   f"{ws.config.model.precision!r}); `rlhf export-model` writes a merged policy in it by default.")
     for i, conversation in enumerate(conversations):
         answers = [per_version[i] for per_version in results]
         if as_json:
             for answer in answers:
                 typer.echo(json.dumps({"prompt": conversation, "version": answer.version, "text": answer.text,
-                                       "tokens": answer.tokens, "finish_reason": answer.finish_reason}))
+                                       "tokens": answer.tokens, "finish_reason": answer.finish_reason,
+                                       "dtype": decoded_in}))
             continue
         if len(conversations) > 1:
             typer.echo(f"── prompt {i + 1}: {conversation[-1]['content'][:width - 16]}")

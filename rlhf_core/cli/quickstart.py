@@ -102,6 +102,8 @@ def quickstart(
         else:
             typer.echo("These passwords are shown once; keep them.")
         typer.echo("The first pairs are being sampled from the model; the page shows their progress.")
+        typer.echo(f"The operator console is at {url.rstrip('/')}/operator/ (log in as operator; the labeling page "
+                   "links to it).")
 
     run_server(ws, database, None, host=host, port=port, on_ready=ready, verbose=verbose)
 

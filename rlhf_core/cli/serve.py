@@ -135,7 +135,7 @@ def serve(
     no_worker: Annotated[bool, typer.Option("--no-worker", help="Do not start a training worker process")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """The labeling page and operator page; also starts a worker unless --no-worker."""
+    """The labeling page (/) and the operator console (/operator/); also starts a worker unless --no-worker."""
     route_logs(open_ws(workspace, db).root, "serve", verbose)
     ws, database = open_db(workspace, db)
     run_server(ws, database, db, host=host, port=port, no_worker=no_worker, verbose=verbose)

@@ -25,7 +25,7 @@ class ModelConfig:
     device: str = setting("auto", "auto (CUDA when present), cpu, cuda, or a torch device such as cuda:1.")
     release_cpu_memory: bool = setting(
         False, "CPU only: give freed tensor memory back to the OS at once (glibc). About 40% lower peak memory of a "
-               "training step on SmolLM2-135M, but steps take about 45% longer (bench/train_step.py).")
+               "training step on SmolLM2-135M, but steps take about 45% longer (bench/train_step).")
     generation: Literal["auto", "merged", "adapter"] = setting(
         "auto", "Which weights decode: \"merged\" (a copy with the adapter merged in, bfloat16 where native), "
                 "\"adapter\" (through the LoRA adapter, no extra memory) or \"auto\" (merged where bfloat16 is "

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.config import Config
-from rlhf_core.data.file_checks import InputFileError, check_text
+from rlhf_core.data.file_checks import InputFileError, required_text
 from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS as MAX_PROMPT_CHARS
 from rlhf_core.data.prompt_files import PromptFileError, parse_conversation
 from rlhf_core.data.records import ImportOutcome, parse_file
@@ -22,17 +22,6 @@ from storage import CHOICES, ControlSpec, Database, add_control_pairs, count_con
 
 MAX_RESPONSE_CHARS = 20_000
 RESPONSE_FIELDS = ("response_a", "response_b")
-
-
-def _text_field(record: dict[str, Any], field: str, where: str, max_chars: int) -> str:
-    value = record.get(field)
-    if value is None:
-        raise InputFileError(f"{where}: no '{field}' field (found: {', '.join(record) or 'none'})")
-    if not isinstance(value, str):
-        raise InputFileError(f"{where}: '{field}' must be text, not {type(value).__name__}")
-    if not value.strip():
-        raise InputFileError(f"{where}: '{field}' is empty")
-    return check_text(value, where, field=field, max_chars=max_chars)
 
 
 def control_from_record(record: Any, where: str, *, max_prompt_chars: int = MAX_PROMPT_CHARS) -> ControlSpec:
@@ -44,7 +33,7 @@ def control_from_record(record: Any, where: str, *, max_prompt_chars: int = MAX_
         messages = parse_conversation(record, where, max_chars=max_prompt_chars)
     except PromptFileError as exc:
         raise InputFileError(str(exc)) from None
-    response_a, response_b = (_text_field(record, field, where, MAX_RESPONSE_CHARS) for field in RESPONSE_FIELDS)
+    response_a, response_b = (required_text(record, field, where, MAX_RESPONSE_CHARS) for field in RESPONSE_FIELDS)
     if response_a == response_b:
         raise InputFileError(f"{where}: response_a and response_b are the same text; a control pair needs two "
                              "different responses")

@@ -16,12 +16,19 @@ which is the loss `rlhf train-sft` uses).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rlhf_core.config import Config
-from rlhf_core.data.export import FORMATS, ExportError, check_out, held_out_prompt_ids, render_prompt_text, write_splits
+from rlhf_core.data.export import (
+    FORMATS,
+    DatasetExport,
+    ExportError,
+    check_out,
+    held_out_prompt_ids,
+    render_prompt_text,
+    write_splits,
+)
 from rlhf_core.data.file_checks import InputFileError, check_text
 from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS, PromptFileError, parse_conversation
 from rlhf_core.data.records import ExportOutcome, ImportOutcome, parse_file
@@ -107,14 +114,7 @@ def import_demonstration_file(db: Database, path: Path | str, *, config: Config,
 
 
 # -- export ------------------------------------------------------------------------------------------------
-@dataclass
-class DemonstrationExport:
-    path: Path
-    format: str
-    conversational: bool
-    n_rows: int
-    n_train: int
-    n_test: int
+DemonstrationExport = DatasetExport  # a demonstrations export holds nothing more
 
 
 def _row(r: Any, conversational: bool, author: str | None) -> dict[str, Any]:  # noqa: ANN401 - a DemonstrationRow

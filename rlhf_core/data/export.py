@@ -71,8 +71,8 @@ class PairVerdict:
 
 
 @dataclass
-class ExportResult:
-    """Where the export went and what it holds. `skipped` counts judged pairs left out, by reason (SKIP_REASONS)."""
+class DatasetExport:
+    """Where an export went and what it holds: rows in all and per split."""
 
     path: Path
     format: str
@@ -80,6 +80,12 @@ class ExportResult:
     n_rows: int
     n_train: int
     n_test: int
+
+
+@dataclass
+class ExportResult(DatasetExport):
+    """A preference export. `skipped` counts judged pairs left out, by reason (SKIP_REASONS)."""
+
     n_judgments: int
     n_pairs_judged: int
     n_pairs_skipped: int

@@ -11,6 +11,7 @@ import csv
 import io
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 # C0 control characters other than tab, newline and carriage return; plus DEL. PostgreSQL cannot
 # store NUL in text, and the others are invisible on the labeling page.
@@ -88,3 +89,15 @@ def read_csv_rows(path: Path, required: tuple[str, ...]) -> list[tuple[int, dict
     except csv.Error as exc:
         raise InputFileError(f"{path}:{start}: malformed CSV ({exc}); is a quote left open?") from None
     return rows
+
+
+def required_text(record: dict[str, Any], field: str, where: str, max_chars: int) -> str:
+    """The record's non-empty text `field`, checked (`check_text`); InputFileError naming `where` otherwise."""
+    value = record.get(field)
+    if value is None:
+        raise InputFileError(f"{where}: no '{field}' field (found: {', '.join(record) or 'none'})")
+    if not isinstance(value, str):
+        raise InputFileError(f"{where}: '{field}' must be text, not {type(value).__name__}")
+    if not value.strip():
+        raise InputFileError(f"{where}: '{field}' is empty")
+    return check_text(value, where, field=field, max_chars=max_chars)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.config import Config
-from rlhf_core.data.file_checks import InputFileError, check_text
+from rlhf_core.data.file_checks import InputFileError, check_text, required_text
 from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS, PromptFileError, parse_conversation
 from rlhf_core.data.records import ImportOutcome, parse_file
 from rlhf_core.registry import IMPORT_KINDS
@@ -26,18 +26,6 @@ from storage import MAX_SYSTEM_CHARS, Database, PairSpec, add_imported_pairs, op
 MAX_RESPONSE_CHARS = 20_000
 # "v0", "v1", ... name the loop's own policy versions on the leaderboard.
 _POLICY_NAME = re.compile(r"v\d+")
-
-
-def required_text(record: dict[str, Any], field: str, where: str, max_chars: int) -> str:
-    """The record's non-empty text `field`, checked (`check_text`); InputFileError naming `where` otherwise."""
-    value = record.get(field)
-    if value is None:
-        raise InputFileError(f"{where}: no '{field}' field (found: {', '.join(record) or 'none'})")
-    if not isinstance(value, str):
-        raise InputFileError(f"{where}: '{field}' must be text, not {type(value).__name__}")
-    if not value.strip():
-        raise InputFileError(f"{where}: '{field}' is empty")
-    return check_text(value, where, field=field, max_chars=max_chars)
 
 
 def conversation(record: dict[str, Any], where: str, max_prompt_chars: int) -> list[dict[str, str]]:

@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.config import Config
-from rlhf_core.data.file_checks import InputFileError, check_text
-from rlhf_core.data.pair_files import MAX_RESPONSE_CHARS, conversation, import_name, required_text
+from rlhf_core.data.file_checks import InputFileError, check_text, required_text
+from rlhf_core.data.pair_files import MAX_RESPONSE_CHARS, conversation, import_name
 from rlhf_core.data.prompt_files import DEFAULT_MAX_PROMPT_CHARS, ROLES
 from rlhf_core.data.records import ImportOutcome, parse_file
 from rlhf_core.registry import IMPORT_KINDS, PREFERENCE_FORMATS, resolve

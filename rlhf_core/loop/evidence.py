@@ -129,15 +129,17 @@ def probe_answers(ws: Workspace, db: Database, stack: ModelStack, version: Polic
     if not prompts:
         return None
     ids = [p.id for p in prompts]
+    cfg = ws.config.sampling
+    settings = {"max_new_tokens": cfg.max_new_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p}
     path = _probe_path(ws, version)
     if path.is_file():
         stored = json.loads(path.read_text(encoding="utf-8"))
-        if stored.get("prompt_ids") == ids:
+        if stored.get("prompt_ids") == ids and stored.get("settings", settings) == settings:
             return stored
     activate_policy(stack, db, version.id)
     answers = _answers(ws, stack, [prompt_messages(p) for p in prompts], "policy" if version.id else None,
                        ws.config.policy.seed + 7919 * version.id)
-    probe = {"prompt_ids": ids, "answers": answers}
+    probe = {"prompt_ids": ids, "answers": answers, "settings": settings}
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps(probe), encoding="utf-8")

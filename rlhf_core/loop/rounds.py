@@ -123,6 +123,7 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
     With `dp` this is the main process's part; the other processes join both trainings through
     `follow_round` and leave the sampling to it."""
     started = round_started = time.time()
+    dp = dp or DataParallel(single=True)
     report = on_progress or (lambda _f, _m: None)
     sft_metrics: dict[str, Any] = {}
     if sft_first_due(ws, db):  # stage 1 before the first round (loop.sft_first)

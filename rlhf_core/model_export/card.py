@@ -66,7 +66,7 @@ def num(value: Any, digits: int = 4) -> str:
 MERGED_USAGE = """```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-model = AutoModelForCausalLM.from_pretrained("{dir}")
+model = AutoModelForCausalLM.from_pretrained("{dir}", dtype="auto")  # the saved dtype (see Dtype above)
 tokenizer = AutoTokenizer.from_pretrained("{dir}")
 ids = tokenizer.apply_chat_template([{{"role": "user", "content": "Hello!"}}], add_generation_prompt=True,
                                     return_tensors="pt", return_dict=True)

@@ -61,6 +61,7 @@ class RlhfRewardModel(PreTrainedModel):
     config_class = RlhfRewardConfig
     base_model_prefix = "model"
     _supports_sdpa = True
+    _keep_in_fp32_modules_strict = ["score"]  # the head reads float32 features, whatever the decoder's dtype
 
     def __init__(self, config: RlhfRewardConfig) -> None:
         super().__init__(config)

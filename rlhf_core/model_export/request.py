@@ -1,6 +1,7 @@
 """What an export request must be before anything is loaded or written: a known version of the asked
-kind, a format that fits it, an empty (or `--overwrite`) `--out`. Imports only the database layer, so
-a refused request costs no model libraries (and their warnings) and prints one line."""
+kind, a format that fits it, a dtype we write, an empty (or `--overwrite`) `--out`; and which dtype the
+weights get (`export_dtype`). Imports only the database layer, so a refused request costs no model
+libraries (and their warnings) and prints one line."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ from storage import (
 
 WHATS = ("policy", "reward")
 FORMATS = ("merged", "peft")
+# "auto": the precision the loop decodes in (`rlhf_core.models.generation.decoding_dtype`).
+DTYPES = ("auto", "float32", "bfloat16")
 
 
 class ModelExportError(ValueError):
@@ -60,11 +63,15 @@ def resolve_version(db: Database, what: str, version: str | int | None) -> Polic
     return found
 
 
-def check_request(out: Path, what: str, fmt: str, overwrite: bool) -> None:
+def check_request(out: Path, what: str, fmt: str, overwrite: bool, dtype: str = "auto") -> None:
+    """ModelExportError for a request that is wrong whatever the version: kind, format, dtype, `--out`."""
     if what not in WHATS:
         raise ModelExportError(f"--what must be policy or reward, not {what!r}")
     if fmt not in FORMATS:
         raise ModelExportError(f"--format must be merged or peft, not {fmt!r}")
+    if dtype not in DTYPES:
+        raise ModelExportError(f"--dtype must be auto (the precision the loop decodes in), float32 or bfloat16, "
+                               f"not {dtype!r}")
     if what == "reward" and fmt == "peft":
         raise ModelExportError("the reward model exports as one directory (merged LoRA + its head + modeling "
                                "code); leave out --format peft")
@@ -79,3 +86,24 @@ def check_fit(found: PolicyVersion | RewardModelVersion, what: str, fmt: str) ->
     if what == "policy" and fmt == "peft" and not found.adapter_path:
         raise ModelExportError(f"policy v{found.id} is the base model itself and has no adapter: export it with "
                                "--format merged, or use the base model directory")
+
+
+def export_dtype(asked: str, what: str, fmt: str, loop: str, settings: str = "") -> tuple[str, str]:
+    """(dtype, why) of an export's weights: the merged policy follows the precision the loop decodes in
+    (`loop`, e.g. "bfloat16", from the workspace's `settings` as the card shows them), so the model you
+    try is the model you export; a PEFT adapter and a reward model stay float32, as the loop holds them,
+    unless `--dtype` names another."""
+    decodes = "the precision the loop decodes in" + (f" ({settings})" if settings else "")
+    if what == "policy" and fmt == "merged":
+        if asked == "auto":
+            return loop, decodes
+        if asked == loop:
+            return asked, f"as asked (--dtype), {decodes}"
+        return asked, (f"as asked (--dtype); the loop decodes in {loop}, so a greedy answer can part from the "
+                       "loop's where two tokens are nearly tied")
+    held = ("the adapter as the loop trains and holds it" if what == "policy" else
+            "the weights the loop's scoring passes read (the loop never decodes with a reward model)")
+    if asked in ("auto", "float32"):
+        return "float32", held + (f"; the loop decodes in {loop}" if what == "policy" else "")
+    return asked, (f"as asked (--dtype); float32 is {held}"
+                   + ("; the head stays float32" if what == "reward" else ""))

@@ -27,7 +27,13 @@ from rlhf_core.model_export.card import (
     num,
     pct,
 )
-from rlhf_core.model_export.request import ModelExportError, check_fit, check_request, resolve_version  # noqa: F401
+from rlhf_core.model_export.request import (  # noqa: F401 - ModelExportError: callers catch it from here
+    ModelExportError,
+    check_fit,
+    check_request,
+    export_dtype,
+    resolve_version,
+)
 from rlhf_core.model_export.writers import (
     load_export_stack,
     lora_settings,
@@ -35,6 +41,7 @@ from rlhf_core.model_export.writers import (
     write_peft_policy,
     write_reward_model,
 )
+from rlhf_core.models.generation import decoding_dtype, dtype_name
 from rlhf_core.models.loading import DEFAULT_MODEL, pick_device, resolve_model_dir
 from rlhf_core.models.stack import LoraSettings
 from rlhf_core.service.dashboard import rounds_table
@@ -60,23 +67,33 @@ class ModelExportResult:
     version: int
     weights: str  # the precision sentence the card carries
     seconds: float
+    dtype: str = "float32"  # of the written weights: "float32" or "bfloat16"
 
 
 def export_model(ws: Workspace, db: Database, out: Path, *, what: str = "policy", fmt: str = "merged",
                  version: str | int | None = None, overwrite: bool = False, actor: str = "cli",
-                 address: str = "") -> ModelExportResult:
-    """Write a version in the ecosystem's formats (see the module docstring); returns where and what."""
+                 address: str = "", dtype: str = "auto") -> ModelExportResult:
+    """Write a version in the ecosystem's formats (see the module docstring); returns where and what.
+    `dtype`: "auto" (the precision the loop decodes in, for a merged policy; see `export_dtype`),
+    "float32" or "bfloat16"."""
+    import torch
+
     started = time.perf_counter()
     out = Path(out).expanduser().resolve()
-    check_request(out, what, fmt, overwrite)
+    check_request(out, what, fmt, overwrite, dtype)
     found = resolve_version(db, what, version)
     check_fit(found, what, fmt)
     cfg = ws.config
+    device = pick_device(cfg.model.device)
+    loop = dtype_name(decoding_dtype(cfg.model.generation, cfg.model.precision, device))
+    chosen, why = export_dtype(dtype, what, fmt, loop, f'model.generation = "{cfg.model.generation}", '
+                                                      f'model.precision = "{cfg.model.precision}" on {device}')
+    torch_dtype = getattr(torch, chosen)
     model_dir = resolve_model_dir(cfg.model.name, ws.model_cache_dir())
     metrics = json.loads(found.metrics_json or "{}")
     quantized = metrics.get("base_4bit")
     if quantized is None:  # versions trained before the precision was recorded: the workspace's rule
-        quantized = use_4bit(ws, pick_device(cfg.model.device))
+        quantized = use_4bit(ws, device)
     adapter = Path(found.adapter_path) if found.adapter_path else None
     policy_lora = LoraSettings(cfg.policy.lora_r, cfg.policy.lora_alpha, cfg.policy.lora_dropout)
     reward_lora = LoraSettings(cfg.reward.lora_r, cfg.reward.lora_alpha, cfg.reward.lora_dropout)
@@ -91,36 +108,39 @@ def export_model(ws: Workspace, db: Database, out: Path, *, what: str = "policy"
             shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        # A bfloat16 merge starts from the base as the loop's passes store it, so it rounds as the loop's copy does.
         stack = load_export_stack(model_dir, quantize_4bit=bool(quantized), device=cfg.model.device,
-                                  policy_lora=policy_lora, reward_lora=reward_lora)
-        weights = ("float32, merged into the base de-quantized from its 4-bit NF4 weights (those the loop trained "
-                   "on)" if quantized else "float32 (the base model's weights with the LoRA merged in)")
+                                  policy_lora=policy_lora, reward_lora=reward_lora,
+                                  precision=cfg.model.precision if chosen == "bfloat16" else "fp32")
+        weights = (f"{chosen}, merged into the base de-quantized from its 4-bit NF4 weights (those the loop trained "
+                   f"on)" if quantized else f"{chosen} (the base model's weights with the LoRA merged in)")
         if what == "reward":
             stack.load_adapter("reward", adapter)
-            write_reward_model(stack, tmp, max_length=cfg.reward.max_length)
+            write_reward_model(stack, tmp, max_length=cfg.reward.max_length, dtype=torch_dtype)
             facts = _reward_facts(found, cfg.model.name, model_dir, weights, out)
         else:
             if adapter is not None:
                 stack.load_adapter("policy", adapter)
             if fmt == "peft":
-                weights = ("LoRA adapter (float32), trained on the base loaded in 4-bit NF4: load the base with "
+                weights = (f"LoRA adapter ({chosen}), trained on the base loaded in 4-bit NF4: load the base with "
                            "BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type='nf4', "
                            "bnb_4bit_use_double_quant=True) to reproduce the loop's outputs exactly"
-                           if quantized else "LoRA adapter (float32) for the base model's own weights")
-                write_peft_policy(stack, tmp)
+                           if quantized else f"LoRA adapter ({chosen}) for the base model's own weights")
+                write_peft_policy(stack, tmp, dtype=torch_dtype)
             else:
                 sampling = {k: getattr(cfg.sampling, k) for k in ("temperature", "top_p", "max_new_tokens")}
                 write_merged_policy(stack, tmp, adapter="policy" if adapter is not None else None,
-                                    sampling=sampling)
+                                    sampling=sampling, dtype=torch_dtype)
             facts = _policy_facts(db, found, fmt, cfg.model.name, model_dir, weights, out)
+        facts.facts.insert([label for label, _ in facts.facts].index("Weights") + 1, ("Dtype", f"{chosen}: {why}"))
         (tmp / "README.md").write_text(model_card(facts), encoding="utf-8")
         _move_into_place(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     record_audit(db, actor, "export_model", address=address, what=what, format=fmt, version=found.id,
-                 out=str(out), overwrite=overwrite)
+                 out=str(out), overwrite=overwrite, dtype=chosen)
     return ModelExportResult(path=out, what=what, fmt=fmt, version=found.id, weights=weights,
-                             seconds=time.perf_counter() - started)
+                             seconds=time.perf_counter() - started, dtype=chosen)
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:

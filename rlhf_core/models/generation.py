@@ -14,7 +14,9 @@ Two choices make it fast (measured by `bench/generation.py`):
 
 Sampling follows the usual order: temperature, then nucleus (top-p); temperature 0 is greedy. A
 rollout sampled from the bfloat16 copy is very slightly off-policy for the float32 policy that
-trains on it; its log-probs are always recomputed by the training model.
+trains on it; its log-probs are always recomputed by the training model. `decoding_dtype` says which
+precision a workspace decodes in: `rlhf generate` prints it, and `rlhf export-model` writes a merged
+policy in it, so the model you try is the model you export.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 from transformers import DynamicCache
 
 from rlhf_core.models.batching import left_pad
+from rlhf_core.models.loading import default_dtype
 
 GENERATION_MODES = ("auto", "merged", "adapter")
 
@@ -79,6 +82,23 @@ def resolve_mode(mode: str, device: torch.device) -> tuple[str, torch.dtype | No
     if mode == "adapter" or (mode == "auto" and not fast):
         return "adapter", None
     return "merged", torch.bfloat16 if fast else torch.float32
+
+
+def decoding_dtype(generation: str, precision: str, device: torch.device) -> torch.dtype:
+    """The precision a workspace's loop decodes in on `device`, from `model.generation` and `model.precision`:
+    the merged copy's dtype; through the adapter, the base's loaded dtype (bfloat16 on CUDA) or the passes'
+    autocast (bfloat16 for "bf16", and for "auto" where native), else float32. `Sampler.decoding_dtype` is
+    the same answer from a loaded stack."""
+    mode, dtype = resolve_mode(generation, device)
+    if mode == "merged":
+        return dtype
+    autocast = precision == "bf16" or (precision == "auto" and native_bf16(device))
+    return torch.bfloat16 if autocast or default_dtype(device) == torch.bfloat16 else torch.float32
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"bfloat16", "float32": a dtype as configs and `--dtype` spell it."""
+    return str(dtype).removeprefix("torch.")
 
 
 def _dense(param: Tensor) -> Tensor:
@@ -246,10 +266,18 @@ def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, len(order), max(1, batch_size))]
 
 
-
 class Sampler:
     """`ModelStack.sample`: a mixin that expects `model`, `tokenizer`, `device`, `use`, `_autocast`, the
-    decoding settings `generation_mode` / `generation_dtype`, `keep_generation_copy` and `_merged`."""
+    decoding settings `generation_mode` / `generation_dtype`, `autocast_dtype`, `keep_generation_copy` and
+    `_merged`."""
+
+    @property
+    def decoding_dtype(self) -> torch.dtype:
+        """The precision `sample` decodes in: the merged copy's dtype, else the passes' autocast dtype or
+        the base's own (bfloat16 where it was loaded so, as on CUDA)."""
+        if self.generation_mode == "merged":
+            return self.generation_dtype
+        return self.autocast_dtype or self.model.get_input_embeddings().weight.dtype
 
     @torch.no_grad()
     def sample(self, prompts: list[list[int]], params: SamplingParams, *, adapter: str | None = "policy",

@@ -35,6 +35,7 @@ from storage import (
     count_prompts,
     get_policy,
     get_reward_model,
+    list_policies,
     list_prompts,
     prompt_messages,
 )
@@ -82,6 +83,13 @@ class RoundReport:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     policy_gate: str | None = None  # why the policy was not updated this round (loop.min_reward_confidence), if so
     annotators: dict[str, Any] = field(default_factory=dict)  # the reward model's CrowdBT estimates, if any
+    # The version this round started from (after any demotion), the gold win rate of the new version against it,
+    # the versions the round found worse than their predecessor (loop.promote), and an over-optimization alarm
+    # the round raised, if any.
+    parent_version: int | None = None
+    win_rate_vs_parent: float | None = None
+    demoted: list[int] = field(default_factory=list)
+    alarm: str | None = None
 
 
 def shrink_for_cpu(config: Config) -> None:
@@ -175,6 +183,7 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
     stack = load_stack(ws)
     previous_scores: list[float] | None = None
     base_responses: list[tuple] | None = None  # the base never changes: sampled once
+    version_scores: dict[int, list[float]] = {}  # each evaluated version's gold scores on the eval prompts
     if settings.sft_demonstrations > 0:  # stage 1 (round 0): simulated demonstrations, then SFT
         report, ev = sft_stage(ws, db, stack, gold, settings, progress=progress, log=log)
         base_responses, previous_scores = ev.base_responses, ev.policy_scores
@@ -193,10 +202,15 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
                                   control_rate=ws.config.labeling.control_rate)  # controls, if the workspace has any
         judged = time.time()
         log(f"round {r}: training reward model and policy")
+        before = {v.id: json.loads(v.metrics_json) for v in list_policies(db)}
         result = run_round(ws, db, stack, algo=settings.algo, sample_next=False, progress=progress)
         round_seconds = time.time() - started
         version = get_policy(db, result.policy_version)
         metrics = json.loads(version.metrics_json)
+        after = {v.id: json.loads(v.metrics_json) for v in list_policies(db)}
+        demoted = [v for v, m in after.items() if "promotion" in m and "promotion" not in before.get(v, {})]
+        alarms = [m["overoptimization"] for v, m in after.items()
+                  if "overoptimization" in m and "overoptimization" not in before.get(v, {})]
         phases = {"sample": sampled - started, "judge": judged - sampled,
                   "reward_model": result.metrics["reward_seconds"], "policy": result.metrics.get("policy_seconds", 0.0)}
         phases["other"] = max(0.0, round_seconds - sum(phases.values()))
@@ -204,6 +218,10 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
                                              seed=settings.seed, progress=progress,
                                              base_responses=base_responses)
         base_responses = ev.base_responses
+        version_scores.setdefault(0, ev.base_scores)
+        version_scores[version.id] = ev.policy_scores
+        parent = version.parent_id if version.id else None
+        parent_scores = version_scores.get(parent) if parent is not None else None
         yield RoundReport(
             round=r, policy_version=result.policy_version, algo=version.algorithm, judgments=sim.judgments,
             rm_heldout_accuracy=result.metrics.get("rm_heldout_accuracy"),
@@ -217,6 +235,9 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
             phase_seconds={k: round(v, 3) for k, v in phases.items()},
             policy_gate=None if result.metrics.get("policy_updated", True) else result.metrics["policy_gate"],
             annotators=json.loads(get_reward_model(db, result.reward_model_version).metrics_json).get("annotators", {}),
+            parent_version=parent,
+            win_rate_vs_parent=gold_win_rate(ev.policy_scores, parent_scores) if parent_scores and version.id else None,
+            demoted=demoted, alarm=alarms[0] if alarms else None,
         )
         previous_scores = ev.policy_scores
     db.dispose()
@@ -244,6 +265,11 @@ def format_table(reports: list[RoundReport]) -> str:
                          + ", ".join(f"{name.replace('_', ' ')} {s:.0f}" for name, s in r.phase_seconds.items()))
         if r.policy_gate:
             lines.append(f"round {r.round}: policy not updated, {r.policy_gate}")
+        if r.demoted:
+            lines.append(f"round {r.round}: not promoted (worse than its predecessor): "
+                         + ", ".join(f"v{v}" for v in r.demoted) + f"; the round started from v{r.parent_version}")
+        if r.alarm:
+            lines.append(f"round {r.round}: over-optimization alarm: {r.alarm}")
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""The settings both sides of `bench/train_step.py` run with. Standard library only, so the
+"""The settings both sides of the training-step benchmark run with. Standard library only, so the
 orchestrating process can build them without importing torch."""
 
 from __future__ import annotations

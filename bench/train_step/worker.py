@@ -1,9 +1,11 @@
-"""Worker process of `bench/train_step.py`: runs one measurement and writes its result as JSON.
+"""Worker process of `python -m bench.train_step`: runs measurements and writes their results as JSON.
 
-    python bench/_train_step_workers.py TASK SETTINGS_JSON OUT_PATH
+    python -m bench.train_step.worker TASK[,TASK...] SETTINGS_JSON OUT_PATH    (from the repository root)
 
 One fresh process per measurement keeps them apart: no shared allocator state, threads or warm caches
-between ours and theirs, and a clean peak-RSS reading for each PPO memory variant.
+between ours and theirs, and a clean peak-RSS reading for each PPO memory variant. A smoke run
+(`--smoke`) gives one worker all its tasks, in the same order, to pay the imports once: its figures mean
+nothing anyway. OUT_PATH receives {task: result}; the task `prepare` writes the resolved model and environment.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for rlhf_core
+from bench.train_step.settings import BenchSettings  # standard library only: no torch before the memory baseline
 
 TIMING_TASKS = ("reward-ours", "reward-trl", "grpo-ours", "grpo-trl", "sft-ours", "sft-trl")
 MEMORY_TASKS = ("ppo-shared", "ppo-separate")
@@ -56,34 +58,38 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def measure(task: str, settings: BenchSettings) -> dict:
+    """One measurement in this process; its module is imported here, so the PPO memory baseline (the RSS after
+    the imports) already includes transformers and rlhf_core."""
+    if task in MEMORY_TASKS:
+        from bench.train_step import memory
+
+        return (memory.ppo_shared if task == "ppo-shared" else memory.ppo_separate)(settings)
+    from bench.train_step import timing
+
+    return getattr(timing, task.replace("-", "_"))(settings)
+
+
 def main() -> None:
-    task, payload, out_path = sys.argv[1], sys.argv[2], Path(sys.argv[3])
-    if task == "prepare":
+    tasks, payload, out_path = sys.argv[1].split(","), sys.argv[2], Path(sys.argv[3])
+    if tasks == ["prepare"]:
         out_path.write_text(json.dumps(prepare(json.loads(payload))))
         return
-    if task not in MEMORY_TASKS + TIMING_TASKS:
-        raise SystemExit(f"unknown task {task!r}")
+    unknown = [task for task in tasks if task not in MEMORY_TASKS + TIMING_TASKS]
+    if unknown:
+        raise SystemExit(f"unknown task(s) {', '.join(unknown)}; expected {', '.join(MEMORY_TASKS + TIMING_TASKS)}")
     import torch
-    from _train_step_settings import BenchSettings
 
     settings = BenchSettings.from_json(payload)
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    if task in MEMORY_TASKS and settings.device == "cpu" and settings.release_cpu_memory:
+    if set(tasks) & set(MEMORY_TASKS) and settings.device == "cpu" and settings.release_cpu_memory:
         # rlhf-loop's `model.release_cpu_memory`, in both variants alike: peak RSS then follows the
         # memory in use rather than what glibc keeps cached after frees.
         from rlhf_core.models.loading import return_freed_tensor_memory
 
         return_freed_tensor_memory()
-    if task in MEMORY_TASKS:
-        import _train_step_memory as memory  # imports transformers and rlhf_core before the RSS baseline is read
-
-        result = (memory.ppo_shared if task == "ppo-shared" else memory.ppo_separate)(settings)
-    else:
-        import _train_step_timing as timing
-
-        result = getattr(timing, task.replace("-", "_"))(settings)
-    out_path.write_text(json.dumps(result))
+    out_path.write_text(json.dumps({task: measure(task, settings) for task in tasks}))
 
 
 if __name__ == "__main__":

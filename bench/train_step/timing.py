@@ -1,6 +1,6 @@
 """Seconds per training step, ours against TRL's, for the reward model and for GRPO.
 
-Each function runs in its own worker process (see `_train_step_workers.py`) and returns
+Each function runs in its own worker process (see `worker.py`) and returns
 {"seconds": [wall time per timed step], "cpu_seconds": [process CPU time, all threads], "notes": {...}}.
 Model loading and trainer construction are never timed; the first `warmup` steps are run and dropped.
 CPU time is reported beside wall time because the benchmark machine may be shared: it moves less
@@ -15,20 +15,10 @@ import time
 from typing import Any
 
 import torch
-from _train_step_common import (
-    chat_prompts,
-    completion_text,
-    length_score,
-    load_hf,
-    load_stack,
-    peft_config,
-    preference_pairs,
-    synchronize,
-    trl_bf16,
-    trl_checkpointing,
-)
-from _train_step_settings import BenchSettings
 
+from bench.train_step.data import chat_prompts, completion_text, length_score, preference_pairs
+from bench.train_step.settings import BenchSettings
+from bench.train_step.sides import load_hf, load_stack, peft_config, synchronize, trl_bf16, trl_checkpointing
 from rlhf_core.config import PolicyConfig, RewardConfig
 from rlhf_core.training.policy import train_policy
 from rlhf_core.training.reward_data import encode_pairs

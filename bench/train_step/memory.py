@@ -1,7 +1,8 @@
 """Peak memory of one PPO step (rollout + update): our one base with adapters against the usual
 four separate models (policy, reference, reward model, critic).
 
-Each variant runs in its own fresh worker process. Both load their models and then run one step with
+Each variant runs in its own fresh worker process (a smoke run's figures come from one shared process and
+mean nothing). Both load their models and then run one step with
 the same prompts, forced response length, minibatches and epochs; memory is read at the end:
 CUDA: torch.cuda.max_memory_allocated (everything allocated since the process started);
 CPU: peak RSS (ru_maxrss) minus the RSS right after the imports, i.e. before any model is loaded.
@@ -10,25 +11,17 @@ CPU: peak RSS (ru_maxrss) minus the RSS right after the imports, i.e. before any
 from __future__ import annotations
 
 import random
+import resource
 from contextlib import nullcontext
 from typing import Any
 
 import torch
-from _train_step_common import (
-    chat_prompts,
-    current_rss_mb,
-    load_hf,
-    load_stack,
-    peak_rss_mb,
-    peft_config,
-    synchronize,
-    trl_bf16,
-    trl_checkpointing,
-)
-from _train_step_settings import BenchSettings
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM
 
+from bench.train_step.data import chat_prompts
+from bench.train_step.settings import BenchSettings
+from bench.train_step.sides import load_hf, load_stack, peft_config, synchronize, trl_bf16, trl_checkpointing
 from rlhf_core.algorithms import entropy_from_logits, gather_logprobs, ppo_policy_loss, ppo_value_loss
 from rlhf_core.config import PolicyConfig
 from rlhf_core.models.batching import build_sequences, last_token_index, left_pad, prompt_token_ids, split_generated
@@ -36,6 +29,19 @@ from rlhf_core.models.loading import load_tokenizer
 from rlhf_core.training.policy import train_policy
 from rlhf_core.training.ppo import clipped_step, fresh_critic, ppo_advantages
 from rlhf_core.training.rollout import RolloutLogprobs, cut, minibatch_rows, minibatches, reward_model_scores
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    with open("/proc/self/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return float("nan")
 
 
 def _ppo_config(s: BenchSettings) -> PolicyConfig:
