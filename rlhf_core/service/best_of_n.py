@@ -7,7 +7,8 @@ The reward functions are one callable with TRL's reward-function signature, `fun
 **columns) -> list[float | None]`, given the conversational form TRL gives them (prompts as chat messages, each
 completion as `[{"role": "assistant", "content": text}]`) and the prompt's extra columns (e.g. `solution` for TRL's
 `accuracy_reward`), one value per completion. `functions_from_references` sums named "module:function" ones; the
-configured `[[reward.functions]]` of issue 40's reward-function registry plug in the same way (see `ScoringContext`).
+configured `[[reward.functions]]` (issue 40, part A: `rlhf_core.rewards.functions.score_with_functions(...).total()`
+over the prompts' stored columns) plug in the same way, as `ScoringContext.functions`.
 Candidates a scorer gives None rank last; among equal scores the first sampled wins.
 """
 
