@@ -12,10 +12,12 @@ from labeling_app.annotation import Annotation
 from labeling_app.annotator_page import FAST, build_annotator_page
 from labeling_app.auth import SessionStore, Throttle, current_user
 from labeling_app.demonstrations import DEMONSTRATION_CSS, build_demonstration_panel
+from labeling_app.modes import build_labeling_modes
 from labeling_app.render import SCREEN_CSS, plain_markdown
 from labeling_app.rich_text import PANE_CSS, cut_off_guideline
 from labeling_app.services import AppServices
 from labeling_app.shortcuts import SHORTCUTS_JS
+from labeling_app.steps import STEP_CSS
 from rlhf_core.workspace import Workspace
 from storage import Database
 
@@ -34,7 +36,7 @@ CSS = """
 #verdicts button { min-height: 48px; font-size: 16px; }
 #shortcut-legend, #progress { font-size: 13px; }
 #notice p { margin: 0; }
-""" + SCREEN_CSS + PANE_CSS + DEMONSTRATION_CSS
+""" + SCREEN_CSS + PANE_CSS + DEMONSTRATION_CSS + STEP_CSS
 
 
 def _guidelines(ws: Workspace) -> str:
@@ -69,6 +71,7 @@ def build_app(ws: Workspace, db: Database, services: AppServices | None = None,
             guidelines = gr.Markdown(elem_id="guidelines-text")
         page = build_annotator_page(annotation, sessions)
         build_demonstration_panel(page)  # stage 1: "Write a better answer" (labeling.demonstrations)
+        build_labeling_modes(page, ws, db, demo)  # e.g. step labels (labeling.mode, labeling.step_sets)
 
         def page_head(request: gr.Request) -> list[Any]:
             """Once per page load: who is signed in, the guidelines, the console's link for operators."""

@@ -28,3 +28,6 @@ class AppServices:
     # The operator's "Try it": (prompt, [version ids], greedy, max new tokens) -> one response per version
     # (`TriedResponse`s of rlhf_core.service.playground), generated in this process; may take seconds.
     try_versions: Callable[[str, list[int], bool, int], list[Any]] | None = None
+    # The operator's best-of-N: (prompt, version id or None, N, scorer name) -> a `BestOfN`
+    # (rlhf_core.service.best_of_n), generated and scored in this process; may take seconds.
+    best_of_n: Callable[[str, int | None, int, str], Any] | None = None

@@ -150,6 +150,20 @@ from storage.queries import (
     status_counts,
     version_samples,
 )
+from storage.steps import (
+    StepLabelRow,
+    StepTask,
+    StepTaskGone,
+    add_prm_version,
+    count_prm_versions,
+    current_prm,
+    next_step_task,
+    record_step_labels,
+    served_step_task,
+    skip_step_task,
+    step_label_counts,
+    step_label_rows,
+)
 from storage.tables import (
     ANNOTATOR_KINDS,
     CHOICES,
@@ -170,10 +184,12 @@ from storage.tables import (
     LoopState,
     Pair,
     PolicyVersion,
+    PRMVersion,
     Prompt,
     RewardModelVersion,
     Sample,
     Skip,
+    StepLabel,
     TrainingLog,
     utcnow,
 )

@@ -31,6 +31,8 @@ PAIR_KINDS = ("train", "eval_vs_base", "eval_vs_previous", "control", "imported"
 # control pairs "control", imported pairs "imported".
 PAIR_SELECTIONS = ("all", "random", "uncertainty", "eval", "control", "imported")
 JOB_STATUSES = ("queued", "running", "done", "failed")
+# A step-labeling task's row: shown to its annotator (a lease until `expires_at`), labeled, or skipped.
+STEP_LABEL_STATUSES = ("served", "labeled", "skipped")
 
 
 def utcnow() -> datetime:
@@ -249,6 +251,43 @@ class Demonstration(SQLModel, table=True):
     edited_sample_id: int | None = Field(default=None, foreign_key="sample.id")
     content_hash: str = Field(index=True, unique=True, max_length=64)
     created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class StepLabel(SQLModel, table=True):
+    """One annotator's labels of the steps of one response (labeling mode "steps"): the steps as they were cut when
+    shown (`steps_json`, so a later change of labeling.step_split never shifts a label), one label each ("good",
+    "neutral", "bad", or null after the first wrong step) and the first wrong step, if that is what was marked. The
+    row is made when the response is served (status "served", holding one of its labels-wanted slots until
+    `expires_at`) and becomes "labeled" or "skipped"; one per response and annotator."""
+
+    __tablename__ = "step_label"
+    __table_args__ = (UniqueConstraint("sample_id", "annotator_id", name="uq_step_label_sample_annotator"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sample_id: int = Field(foreign_key="sample.id", index=True)
+    annotator_id: int = Field(foreign_key="annotator.id", index=True)
+    status: str = Field(default="served", max_length=8, index=True)
+    steps_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    labels_json: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    first_wrong: int | None = None  # 1-based; set when the annotator marked the first wrong step
+    served_at: datetime = Field(default_factory=utcnow)
+    expires_at: datetime
+    labeled_at: datetime | None = Field(default=None, index=True)
+    latency_ms: int | None = None
+
+
+class PRMVersion(SQLModel, table=True):
+    """A trained process reward model (`rlhf train-prm`): its adapter and step head, how many labeled steps it was
+    trained on and its accuracy on the held-out ones."""
+
+    __tablename__ = "prm_version"
+
+    id: int | None = Field(default=None, primary_key=True)
+    adapter_path: str
+    trained_on: int = 0
+    heldout_step_accuracy: float | None = None
+    metrics_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Job(SQLModel, table=True):

@@ -36,6 +36,9 @@ class Expect:
 
 
 EXPECTED = {
+    "best_of_n.py": Expect((r"^PRM v1: held-out step accuracy [\d.]+ on \d+ steps \(majority label [\d.]+\)",
+                            r"^answers kept\s+accuracy", r"^greedy\s+[\d.]+%", r"^best of 3 by functions\s+[\d.]+%",
+                            r"^best of 3 by prm\s+[\d.]+%", r"^best of 3 by rm\s+[\d.]+%", r"^pass@3 ")),
     "generation.py": Expect((r"^natural: variant\s+tok/s\s+x hf-base$", r"^forced: variant", r"^\s+ours-trained\s+\d",
                              r"target ours-trained >= 1\.0x hf-base: [\d.]+x")),
     "gpu_check.sh": Expect((r"^smoke run: CUDA parts skipped", r"^== round", r"^\s+1\s+v1\s+grpo\s+12\s",

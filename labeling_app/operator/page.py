@@ -23,6 +23,7 @@ import gradio as gr
 from labeling_app.auth import SessionStore, require_user
 from labeling_app.gate import DbGate
 from labeling_app.operator.accounts import build_accounts_section, refresh_choices
+from labeling_app.operator.best_of_n import build_best_of_n, wire_best_of_n
 from labeling_app.operator.common import OPERATOR_API, PRIVATE, OperatorContext
 from labeling_app.operator.controls import ActionControls, build_action_controls, wire_action_controls
 from labeling_app.operator.dashboard import Dashboard
@@ -106,6 +107,7 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
             status = build_status_section()
             controls = build_action_controls(ctx)
             try_it = build_try_it(ctx)
+            best_of_n = build_best_of_n(ctx)
             sft = build_sft_panel()
             rewards = build_rewards_panel()
             judges = build_judges_panel()
@@ -144,6 +146,7 @@ def build_operator_console(ws: Workspace, db: Database, services: AppServices,
         for change in accounts.events:  # an account change shows in the audit log at once
             change.success(_audit_refresher(ctx), outputs=[audit], **PRIVATE)
         wire_try_it(ctx, try_it)
+        wire_best_of_n(ctx, best_of_n)
         wire_sft_panel(ctx, sft)
         wire_rewards_panel(ctx, rewards)
         wire_judges_panel(ctx, judges)

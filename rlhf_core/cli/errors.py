@@ -17,6 +17,8 @@ HEAVY_ERRORS = (
     ("rlhf_core.service.playground", "VersionChoiceError"),
     ("rlhf_core.model_export.request", "ModelExportError"),
     ("rlhf_core.service.rewards_check", "RewardsCheckError"),
+    ("rlhf_core.service.best_of_n", "BestOfNError"),
+    ("rlhf_core.training.prm_service", "NoStepLabelsError"),
 )
 
 

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from rlhf_core.cli.app import DbOpt, WorkspaceOpt, app, open_db, shell
+from rlhf_core.registry import BEST_OF_N_SCORERS
 
 
 @app.command("export-model")
@@ -68,8 +69,15 @@ def generate(
     file: Annotated[Path | None, typer.Option("--file", help="A prompt file (JSONL, CSV or a datasets dir)")] = None,
     seed: Annotated[int, typer.Option(help="Sampling seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per prompt and version")] = False,
+    best_of: Annotated[int | None, typer.Option(help="Sample N answers and print the one --by ranks highest")] = None,
+    by: Annotated[str, typer.Option(help="; ".join(f"{s.name}: {s.help}" for s in BEST_OF_N_SCORERS.values()))
+                  ] = "rm",
+    function: Annotated[list[str] | None, typer.Option(
+        "--function", help="--by functions: a reward function module:function with TRL's signature (repeatable; "
+                           "summed); a --file's other fields are its keyword columns")] = None,
 ) -> None:
-    """Print what a policy version answers to a prompt (and, with --compare, another version beside it)."""
+    """Print what a policy version answers to a prompt (and, with --compare, another version beside it), or with
+    --best-of N the best of N sampled answers by the reward model, the process reward model or reward functions."""
     from rlhf_core.data.prompt_files import read_prompt_file
     from rlhf_core.service.playground import prompt_conversation, resolve_versions, try_versions, version_label
 
@@ -77,6 +85,11 @@ def generate(
         raise typer.BadParameter("give a PROMPT or --file F (one of them)")
     if not (version == "latest" or version.lstrip("v").isdigit()):
         raise typer.BadParameter("a version number or 'latest'", param_hint="--version")
+    if best_of is not None:
+        if compare is not None or greedy:
+            raise typer.BadParameter("--best-of samples N answers of one version: not with --compare or --greedy")
+        _best_of(prompt, file, workspace, db, version, best_of, by, function or [], max_new_tokens, seed, as_json)
+        return
     ws, database = open_db(workspace, db)
     limit = ws.config.labeling.max_prompt_chars
     conversations = ([prompt_conversation(prompt, limit)] if prompt is not None
@@ -113,3 +126,48 @@ def generate(
         else:
             typer.echo("\n".join(_columns(f"[{labels[0]}]\n{answers[0].text}", f"[{labels[1]}]\n{answers[1].text}",
                                           width)))
+
+
+def _best_of(prompt: str | None, file: Path | None, workspace: Path | None, db: str | None, version: str, n: int,
+             by: str, functions: list[str], max_new_tokens: int | None, seed: int, as_json: bool) -> None:
+    """`rlhf generate --best-of N`: the kept answer of each prompt (with --json, every candidate and its score)."""
+    from rlhf_core.service.best_of_n import (
+        BestOfNError,
+        ScoringContext,
+        best_of_n,
+        check_scorer,
+        functions_from_references,
+        read_prompts_with_columns,
+    )
+    from rlhf_core.service.playground import prompt_conversation, resolve_versions
+
+    ws, database = open_db(workspace, db)
+    limit = ws.config.labeling.max_prompt_chars
+    if file is not None:
+        conversations, columns = read_prompts_with_columns(file, limit)
+    else:
+        conversations, columns = [prompt_conversation(prompt, limit)], [{}]
+    if functions and by != "functions":
+        raise BestOfNError("--function is for --by functions")
+    wanted = None if version == "latest" else int(version.lstrip("v"))
+    resolve_versions(database, [wanted])
+    ctx = ScoringContext(ws, database, stack=None, functions=functions_from_references(functions) if functions
+                         else None)
+    check_scorer(ctx, by)  # refused before the model loads
+    from rlhf_core.training.workspace_stack import load_stack
+
+    cfg = ws.config.sampling
+    ctx.stack = load_stack(ws)
+    results = best_of_n(ctx, conversations, n=n, by=by, version=wanted, columns=columns,
+                        max_new_tokens=max_new_tokens or cfg.max_new_tokens, temperature=cfg.temperature,
+                        top_p=cfg.top_p, seed=seed)
+    for conversation, result in zip(conversations, results):
+        if as_json:
+            typer.echo(json.dumps({"prompt": conversation, "version": result.version, "by": by,
+                                   "chosen": result.chosen, "text": result.best.text,
+                                   "candidates": [{"text": c.text, "score": c.score, "tokens": c.tokens,
+                                                   "finish_reason": c.finish_reason} for c in result.candidates]}))
+            continue
+        scores = ", ".join("—" if c.score is None else f"{c.score:.3g}" for c in result.candidates)
+        typer.echo(f"── v{result.version}, best of {n} by {by} (candidate {result.chosen + 1}; scores {scores})")
+        typer.echo(result.best.text)

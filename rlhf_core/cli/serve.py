@@ -149,14 +149,16 @@ def run_server(ws: Workspace, database: Database, db: str | None, *, host: str, 
     from labeling_app import AppServices
     from labeling_app import serve as serve_app
     from rlhf_core.loop.sampling import PoolTopper
+    from rlhf_core.service.best_of_n import BestOfNPlayground
     from rlhf_core.service.playground import Playground
 
     topper = PoolTopper(ws, database)
     playground = Playground(ws, database, topper.model)  # "Try it" borrows the sampler's model
+    best_of = BestOfNPlayground(ws, database, topper.model)  # so does best-of-N
     services = AppServices(pool_topper=topper, request_pairs=lambda n: "sampling started" if topper.request_pairs(n)
                            else "sampling is already running", sampling_progress=topper.progress,
                            try_versions=lambda prompt, versions, greedy, n: playground.answer(
-                               prompt, versions, greedy=greedy, max_new_tokens=n))
+                               prompt, versions, greedy=greedy, max_new_tokens=n), best_of_n=best_of.answer)
     with stop_signals() as stop:
         worker_proc = None if no_worker else start_worker(str(ws.root), db, verbose)
         if worker_proc is not None:

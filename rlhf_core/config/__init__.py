@@ -28,6 +28,7 @@ from rlhf_core.config.training_sections import (
     ANNOTATOR_MODELS,
     REWARD_POOLINGS,
     PolicyConfig,
+    PRMConfig,
     RewardConfig,
     SFTConfig,
 )

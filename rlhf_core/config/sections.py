@@ -10,7 +10,8 @@ from typing import Literal
 
 from rlhf_core.config.judge_sections import JudgesConfig
 from rlhf_core.config.settings import setting
-from rlhf_core.config.training_sections import PolicyConfig, RewardConfig, SFTConfig
+from rlhf_core.config.training_sections import PolicyConfig, PRMConfig, RewardConfig, SFTConfig
+from rlhf_core.registry import LABELING_MODES, STEP_SPLITTERS
 
 
 @dataclass
@@ -113,6 +114,20 @@ class LabelingConfig:
     show_suggestions: bool = setting(
         False, "Show an AI judge's choice on the labeling page as a hint. A visible hint anchors people, so the "
                "judges' agreement figures count only judgments made without one.")
+    mode: str = setting(
+        "pairs", "What annotators label: \"pairs\" (which of two responses is better) or \"steps\" (each step of one "
+                 "response good, neutral or bad, for the process reward model; pairs are served once no response "
+                 "waits for step labels). A mode of rlhf_core.registry.LABELING_MODES.",
+        choices=LABELING_MODES.names)
+    step_sets: list[str] = setting(
+        [], "Prompt sets labeled by steps while `mode` is \"pairs\": the names their prompts were imported under "
+            "(`rlhf prompts import FILE`: the file's name, e.g. \"arith.jsonl\").")
+    step_split: str = setting("lines", "How a response is cut into steps: \"lines\", \"numbered\" (\"1.\", \"Step "
+                                       "2:\") or \"separator\" (`step_separator`).", choices=STEP_SPLITTERS.names)
+    step_separator: str = setting("\n\n", "The separator of step_split = \"separator\" (default: a blank line, so "
+                                          "paragraphs are steps).")
+    max_steps: int = setting(12, "Steps a response is cut into at most; the rest joins the last step (1 to 50).")
+    step_labels_per_response: int = setting(1, "How many annotators label the steps of each response (at least 1).")
 
 
 @dataclass
@@ -184,4 +199,5 @@ class Config:
     loop: LoopConfig = field(default_factory=LoopConfig)
     sft: SFTConfig = field(default_factory=SFTConfig)
     judges: JudgesConfig = field(default_factory=JudgesConfig)
+    prm: PRMConfig = field(default_factory=PRMConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)

@@ -1,5 +1,5 @@
 """The typed sections of `rlhf.toml` that train: the reward model (`[reward]`), the policy updates (`[policy]`) and
-supervised fine-tuning (`[sft]`), declared as in `sections`."""
+supervised fine-tuning (`[sft]`) and the process reward model (`[prm]`), declared as in `sections`."""
 
 from __future__ import annotations
 
@@ -183,3 +183,26 @@ class SFTConfig:
     early_stopping: bool = setting(True, "Keep the epoch (0 = the version it started from) with the lowest held-out "
                                          "NLL.")
     seed: int = setting(0, "Random seed of SFT.")
+
+
+@dataclass
+class PRMConfig:
+    """The process reward model (`rlhf train-prm`): a LoRA adapter and a step head on the same base, trained on the
+    step labels, scored at each step's end."""
+
+    lora_r: int = setting(16, "Rank of the PRM's LoRA adapter.")
+    lora_alpha: int = setting(32, "LoRA alpha (scale alpha / r) of the PRM's adapter.")
+    learning_rate: float = setting(2e-4, "Learning rate of the PRM's adapter and step head (above 0).")
+    epochs: int = setting(3, "Passes over the labeled responses.")
+    batch_size: int = setting(8, "Labeled responses per optimizer step.")
+    max_length: int = setting(512, "Prompt + response tokens at most; steps past it are not trained on.")
+    eval_fraction: float = setting(0.2, "Held-out share of prompts: their step labels measure the PRM's step "
+                                        "accuracy and pick the epoch kept (0 to below 1).")
+    neutral: Literal["good", "bad"] = setting(
+        "good", "What a step labeled neutral counts as when training and exporting (TRL's labels are true/false).")
+    aggregate: Literal["min", "product"] = setting(
+        "min", "A response's score from its step scores P(good): their minimum (the weakest step) or their product "
+               "(every step right).")
+    verify_threshold: float = setting(0.5, "As a verifier, the PRM passes a response whose score is at least this "
+                                           "(0 to 1).")
+    seed: int = setting(0, "Random seed of PRM training (held-out split, batches).")

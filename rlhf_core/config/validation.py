@@ -53,6 +53,7 @@ def validate(config: Config, where: Path | str = "config") -> None:
     _validate_outside_data(config, where)
     _validate_reward_functions(config, where)
     _validate_judges(config, where)
+    _validate_steps(config, where)
 
 
 def _validate_choices(config: Config, where: Path | str) -> None:
@@ -184,3 +185,21 @@ def _validate_logging(logging: LoggingConfig, where: Path | str) -> None:
     if logging.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError(f"{where}: logging.report_to = \"tensorboard\" needs the tensorboard package: "
                           "pip install 'rlhf-loop[tensorboard]' (or set report_to = \"none\")")
+
+
+def _validate_steps(config: Config, where: Path | str) -> None:
+    """Step labels and the process reward model."""
+    labeling, prm = config.labeling, config.prm
+    if labeling.step_split == "separator" and not labeling.step_separator:
+        raise ConfigError(f"{where}: labeling.step_split = \"separator\" needs a non-empty labeling.step_separator "
+                          "(e.g. \"\\n\\n\" for paragraphs)")
+    if not 1 <= labeling.max_steps <= 50:
+        raise ConfigError(f"{where}: labeling.max_steps must be between 1 and 50")
+    if labeling.step_labels_per_response < 1:
+        raise ConfigError(f"{where}: labeling.step_labels_per_response must be at least 1")
+    if prm.learning_rate <= 0 or prm.epochs < 1 or prm.batch_size < 1 or prm.max_length < 8:
+        raise ConfigError(f"{where}: prm.learning_rate must be > 0, prm.epochs and prm.batch_size at least 1, "
+                          "prm.max_length at least 8 tokens")
+    if not 0.0 <= prm.eval_fraction < 1.0 or not 0.0 <= prm.verify_threshold <= 1.0:
+        raise ConfigError(f"{where}: prm.eval_fraction must be at least 0 and below 1, prm.verify_threshold "
+                          "between 0 and 1")

@@ -5,4 +5,6 @@ registry's). Out: judged pairs as TRL-ready preference datasets (`export`, with 
 and demonstrations in TRL's SFT format (`demonstration_files`). Views over the judgments: each annotator's
 control accuracy and agreement (`annotator_quality`) and the arena-style systems leaderboard (`leaderboard`).
 The built-in prompt sets ship as JSONL files in this folder (`demo_prompts.jsonl`, `demo_eval_prompts.jsonl`).
+Responses cut into steps and the rules of step labels (`steps`); step labels out in TRL's stepwise
+format (`step_export`).
 """

@@ -18,6 +18,7 @@ from storage import (
     get_judge,
     prompt_column_names,
     status_counts,
+    step_label_counts,
 )
 
 MAX_EVAL_PROMPTS = 1000
@@ -127,3 +128,11 @@ def refuse_judge(ws: Workspace, db: Database, params: dict[str, Any]) -> str | N
     if requests is not None and int(requests) < 2:
         return "Allow at least 2 requests: each pair is judged in both orders."
     return _under_way(db, "judge", "A judge run")
+NO_STEP_LABELS = ("No step labels yet: set labeling.mode = \"steps\" (or name prompt sets in labeling.step_sets) in "
+                  "rlhf.toml and let annotators label the steps of sampled responses, or run `rlhf simulate-steps`.")
+
+
+def refuse_train_prm(ws: Workspace, db: Database, params: dict[str, Any]) -> str | None:
+    if step_label_counts(db)["responses"] < 2:
+        return NO_STEP_LABELS
+    return _under_way(db, "train_prm", "A process-reward-model training")

@@ -109,3 +109,12 @@ def follow_round_job(w: Worker, params: dict[str, Any]) -> None:
     from rlhf_core.loop.rounds import follow_round
 
     follow_round(w.ws, w.db, w.stack, algo=params.get("algo"), dp=w.dp, train_reward=True)
+
+
+def run_train_prm(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.training.prm_service import run_prm_training
+
+    version = run_prm_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress)
+    metrics = json.loads(version.metrics_json)
+    return {"prm_version": version.id, **{k: metrics.get(k) for k in ("heldout_step_accuracy",
+                                                                        "heldout_majority_accuracy", "train_steps")}}

@@ -4,4 +4,5 @@
 `reward_head`, adapter files in `adapter_files`), turning conversations into padded token tensors
 (`batching`), decoding (`generation`), and tiny models built from a config for tests (`tiny`). It may
 import `algorithms` and `config`; never the database or the loop.
+The process reward model's `prm` adapter and step head, added on demand (`process_reward`).
 """

@@ -22,6 +22,7 @@ from rlhf_core.models.adapter_files import AdapterFiles
 from rlhf_core.models.batching import first_response_column
 from rlhf_core.models.generation import MergedCopy, Sampler, decoder_and_head, native_bf16, resolve_mode
 from rlhf_core.models.loading import load_causal_lm, load_tokenizer, pick_device, prepare_for_autocast
+from rlhf_core.models.process_reward import PRM, ProcessRewardScoring
 from rlhf_core.models.reward_head import RewardHead, RewardScoring
 
 ADAPTERS = ("policy", "value", "reward")
@@ -50,7 +51,7 @@ class LoraSettings:
                           target_modules=list(LORA_TARGETS), bias="none", task_type="CAUSAL_LM")
 
 
-class ModelStack(AdapterFiles, RewardScoring, Sampler):
+class ModelStack(AdapterFiles, RewardScoring, ProcessRewardScoring, Sampler):
     """The frozen base + adapters + heads. Use `with stack.use("policy"):` to pick an adapter."""
 
     def __init__(self, model: nn.Module, tokenizer, model_dir: Path, quantized: bool,
@@ -182,7 +183,8 @@ class ModelStack(AdapterFiles, RewardScoring, Sampler):
     @contextmanager
     def use(self, name: str) -> Iterator[None]:
         """Run the enclosed forward passes through adapter `name`."""
-        if name not in ADAPTERS and not (name == REFERENCE and self.reference_path is not None):
+        if name not in ADAPTERS and not (name == REFERENCE and self.reference_path is not None) and not (
+                name == PRM and self.has_prm):  # the process reward model's, once `enable_prm` added it
             raise ValueError(f"unknown adapter {name!r}; expected one of {ADAPTERS}")
         previous = self.model.active_adapter
         if previous == name:  # nested use of the active adapter: nothing to switch

@@ -1,5 +1,5 @@
 """Data in and out: import kinds (prompts, controls, pairs, preferences, demonstrations) and export kinds
-(preferences, demos). One entry each; the action service, the CLI's commands and help, the operator page's
+(preferences, demos, steps). One entry each; the action service, the CLI's commands and help, the operator page's
 upload boxes and the docs read these tables.
 
 Every import kind is read by one reader (`data.records`: JSONL, CSV with a header, or a `datasets`
@@ -93,6 +93,8 @@ EXPORT_KINDS: Registry[ExportKind] = Registry("export kind", [
                 "include_prior", "exclude_ai")),
     ExportKind("demos", "demonstrations as a TRL SFT dataset (prompt / completion)",
                "rlhf_core.data.demonstration_files:write_demonstration_export", COMMON_EXPORT_OPTIONS),
+    ExportKind("steps", "step labels in TRL's stepwise-supervision format (prompt / completions / labels)",
+               "rlhf_core.data.step_export:write_step_export", ("test_fraction", "overwrite", "anonymize")),
 ])
 
 

@@ -49,6 +49,8 @@ JOB_KINDS: Registry[JobKind] = Registry("job kind", [
     JobKind("judge", "an AI judge labels pairs, each in both orders (`rlhf judge run`)",
             run="rlhf_core.loop.jobs:run_judge", trains=False, refuse="rlhf_core.loop.job_rules:refuse_judge",
             requested_by=("cli", "operator", "auto")),
+    JobKind("train_prm", "train the process reward model on the step labels",
+            run="rlhf_core.loop.jobs:run_train_prm", trains=True, refuse="rlhf_core.loop.job_rules:refuse_train_prm"),
 ])
 
 

@@ -5,8 +5,10 @@ benchmarks and the docs read these tables; the code is in `rlhf_core.simulator`.
 A gold's `factory(**options) -> score(prompt_messages, response_text) -> float` (higher is better; equal
 scores are a tie); its optional `rewrite(**options) -> rewrite(prompt_messages, response_text) -> str`
 improves a response (stage 1's simulated demonstrator). A crowd kind's `pick(view, rng, noise)` turns
-the gold's view of a served pair into "left", "right" or "tie". References may be "module:function"
-strings or the callables themselves (a gold registered from outside the package).
+the gold's view of a served pair into "left", "right" or "tie". A step gold's `label(prompt_messages,
+steps) -> list[str]` says what each step of a response truly is ("good", "neutral" or "bad"): the simulated step
+labels of tests and benchmarks. References may be "module:function" strings or the callables themselves (a gold
+registered from outside the package).
 """
 
 from __future__ import annotations
@@ -55,4 +57,17 @@ CROWD_KINDS: Registry[CrowdKind] = Registry("annotator kind", [
               "rlhf_core.simulator.crowd:adversarial_pick"),
     CrowdKind("lazy", "honest where the gold scores differ by at least 20% of their size, random on closer pairs",
               "rlhf_core.simulator.crowd:lazy_pick"),
+])
+
+
+@dataclass(frozen=True)
+class StepGold:
+    name: str
+    help: str
+    label: str | Callable[..., list[str]]
+
+
+STEP_GOLDS: Registry[StepGold] = Registry("step gold", [
+    StepGold("arithmetic", "a step is good when every `a op b = c` in it is right, bad when one is wrong, neutral "
+                           "when it holds none", "rlhf_core.simulator.steps:arithmetic_step_labels"),
 ])

@@ -5,4 +5,5 @@ real OpenAI-compatible server on loopback (`judge_endpoint`); the gold's verdict
 base (`evaluation`); the whole loop end to end (`demo`); and the verifiable prompt set with its reward functions, a
 gold that checks answers and greedy accuracy (`verifiable`). Nothing in the product
 loop depends on it.
+Simulated step labels: the arithmetic step gold and worked chains (`steps`).
 """

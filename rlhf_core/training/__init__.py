@@ -9,4 +9,6 @@ of a training run: per-step logs to the database and TensorBoard and the round s
 loading a workspace's model with its saved policy and reward versions (`workspace_stack`). It builds on
 `models` and `algorithms`, reads and writes versions through `storage`, and knows nothing of the job queue
 or UI.
+The process reward model: its training and scores (`prm`) and its service, reward and verifier
+(`prm_service`).
 """
