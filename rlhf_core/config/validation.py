@@ -50,6 +50,7 @@ def validate(config: Config, where: Path | str = "config") -> None:
     _validate_labeling_page(config.labeling, where)
     _validate_demonstrations(config, where)
     _validate_outside_data(config, where)
+    _validate_recovery(config, where)
 
 
 def _validate_choices(config: Config, where: Path | str) -> None:
@@ -147,3 +148,11 @@ def _validate_logging(logging: LoggingConfig, where: Path | str) -> None:
     if logging.report_to == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
         raise ConfigError(f"{where}: logging.report_to = \"tensorboard\" needs the tensorboard package: "
                           "pip install 'rlhf-loop[tensorboard]' (or set report_to = \"none\")")
+
+
+def _validate_recovery(config: Config, where: Path | str) -> None:
+    recovery = config.recovery
+    if recovery.job_attempts < 1 or recovery.connect_attempts < 1:
+        raise ConfigError(f"{where}: recovery.job_attempts and recovery.connect_attempts must be at least 1")
+    if recovery.retry_backoff_s < 0 or recovery.checkpoint_every < 0 or recovery.min_free_disk_mb < 0:
+        raise ConfigError(f"{where}: recovery.retry_backoff_s, checkpoint_every and min_free_disk_mb must be 0 or more")

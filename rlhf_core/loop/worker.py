@@ -1,9 +1,10 @@
 """The worker: takes jobs from the `Job` table and runs them, one training job at a time.
 
 It runs as `rlhf worker` (also started by `rlhf serve`), so training can happen on a GPU machine
-while app servers share the same PostgreSQL. A killed worker's job is marked failed when a worker
-starts again (or when its heartbeat goes stale); nothing already recorded is lost because every
-version row is written only after its files exist.
+while app servers share the same PostgreSQL. A killed worker's job is queued again when a worker
+starts (or when its heartbeat goes stale), after a backoff and up to `recovery.job_attempts` starts in
+all, then marked failed; a training resumes from its last checkpoint (`training.checkpoint`). Nothing
+already recorded is lost because every version row is written only after its files exist.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 from rlhf_core.loop.job_rules import refuse_round
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.registry import JOB_KINDS, resolve, training_kinds
+from rlhf_core.training.checkpoint import remove_checkpoints
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import Workspace
@@ -30,12 +32,13 @@ from storage import (
     claim_next_job,
     enqueue_job,
     fail_job,
-    fail_stale_jobs,
     finish_job,
     get_job,
     heartbeat_job,
     judgments_since_last_round,
     list_jobs,
+    recover_stale_jobs,
+    requeue_or_fail,
     update_job_progress,
 )
 
@@ -75,21 +78,21 @@ class Worker:
 
     # -- recovery and scheduling -------------------------------------------------------
     def recover(self) -> list[int]:
-        """Fail jobs whose worker is gone: dead processes on this host at once, others by stale heartbeat."""
-        host = socket.gethostname()
-        failed = []
+        """Jobs whose worker is gone (dead processes on this host at once, others by stale heartbeat): queued
+        again while they have attempts left (`recovery.retry_backoff_s` doubling), else marked failed."""
+        host, backoff = socket.gethostname(), self.ws.config.recovery.retry_backoff_s
+        recovered = []
         for job in list_jobs(self.db, limit=200):
             if job.status != "running" or not job.worker_id or job.worker_id == self.worker_id:
                 continue
             job_host, _, pid = job.worker_id.rpartition(":")
             if job_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-                fail_job(self.db, job.id, f"worker {job.worker_id} died while running this job; "
-                                          f"retry with `rlhf jobs retry {job.id}`")
-                failed.append(job.id)
-        failed += fail_stale_jobs(self.db, self.stale_after_seconds)
-        for job_id in failed:
-            log.warning("job %d marked failed: its worker is gone", job_id)
-        return failed
+                if requeue_or_fail(self.db, job.id, f"worker {job.worker_id} died while running this job", backoff):
+                    recovered.append(job.id)
+        recovered += recover_stale_jobs(self.db, self.stale_after_seconds, backoff)
+        for job_id in recovered:
+            log.warning("job %d: its worker is gone; %s", job_id, get_job(self.db, job_id).status)
+        return recovered
 
     def maybe_start_round(self) -> Job | None:
         """Automatic mode: queue a round once `loop.auto_round_every` new judgments have arrived."""
@@ -99,7 +102,7 @@ class Worker:
         params = {"trigger": "auto", "algo": self.ws.config.policy.algo}
         if refuse_round(self.ws, self.db, params) is not None:  # the rules a person's request meets
             return None
-        return enqueue_job(self.db, "round", params)
+        return enqueue_job(self.db, "round", params, max_attempts=self.ws.config.recovery.job_attempts)
 
     # -- running jobs ------------------------------------------------------------------
     def run_once(self) -> Job | None:
@@ -183,6 +186,7 @@ class Worker:
         finally:
             stop_beat.set()
             beat.join()
+        remove_checkpoints(self.ws, job.id)  # done or failed: a later try starts afresh
 
     def _heartbeat(self, job_id: int, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_seconds):
