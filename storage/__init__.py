@@ -27,7 +27,17 @@ from storage.accounts.users import (
     set_password,
     set_role,
 )
-from storage.db import Database, DatabaseError, normalize_url
+from storage.backup import (
+    VersionFiles,
+    dump_postgres,
+    has_tables,
+    relocate_version_files,
+    restore_postgres,
+    snapshot_sqlite,
+    sqlite_file,
+    version_files,
+)
+from storage.db import Database, DatabaseError, connection_error_reason, normalize_url
 from storage.demonstrations import (
     MAX_DEMONSTRATION_CHARS,
     DemonstrationError,

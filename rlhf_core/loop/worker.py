@@ -17,7 +17,10 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
+
+from sqlalchemy.exc import OperationalError
 
 from rlhf_core.loop.job_rules import refuse_round
 from rlhf_core.models.stack import ModelStack
@@ -30,6 +33,7 @@ from storage import (
     Database,
     Job,
     claim_next_job,
+    connection_error_reason,
     enqueue_job,
     fail_job,
     finish_job,
@@ -44,6 +48,23 @@ from storage import (
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
+
+
+DB_RETRY_SECONDS = 2.0
+DB_OUTAGE_SECONDS = 300.0  # how long a finished job waits for its database to record the outcome
+
+
+def _until_reachable(write: Callable[[], Any]) -> Any:
+    """Record a job's outcome, waiting out a database restart (then giving up: its heartbeat goes stale and the
+    job is queued again)."""
+    deadline = time.monotonic() + DB_OUTAGE_SECONDS
+    while True:
+        try:
+            return write()
+        except OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(DB_RETRY_SECONDS)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -71,6 +92,11 @@ class Worker:
         self.dp = DataParallel()  # one process, or the processes `accelerate launch` started
 
     @property
+    def backoff(self) -> float:
+        """Seconds a job queued again waits before its next attempt (doubling per attempt)."""
+        return self.ws.config.recovery.retry_backoff_s
+
+    @property
     def stack(self) -> ModelStack:
         if self._stack is None:
             self._stack = self._stack_factory(self.ws)
@@ -80,7 +106,7 @@ class Worker:
     def recover(self) -> list[int]:
         """Jobs whose worker is gone (dead processes on this host at once, others by stale heartbeat): queued
         again while they have attempts left (`recovery.retry_backoff_s` doubling), else marked failed."""
-        host, backoff = socket.gethostname(), self.ws.config.recovery.retry_backoff_s
+        host, backoff = socket.gethostname(), self.backoff
         recovered = []
         for job in list_jobs(self.db, limit=200):
             if job.status != "running" or not job.worker_id or job.worker_id == self.worker_id:
@@ -146,10 +172,17 @@ class Worker:
             pass
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Poll and run jobs until `stop`; a database that goes away for a while (a restart) is waited for."""
         stop = stop or threading.Event()
         log.info("worker %s polling %s", self.worker_id, self.db.display_url())
         while not stop.is_set():
-            if self.run_once() is None:
+            try:
+                job = self.run_once()
+            except OperationalError as exc:
+                log.warning("database unreachable (%s); polling again in %.0f s", exc.orig, DB_RETRY_SECONDS)
+                stop.wait(DB_RETRY_SECONDS)
+                continue
+            if job is None:
                 stop.wait(self.poll_seconds)
 
     def run_until_done(self, job_id: int, timeout: float | None = None) -> Job:
@@ -174,23 +207,33 @@ class Worker:
         def on_progress(fraction: float, message: str) -> None:
             if time.time() - last_report[0] > 0.5 or fraction >= 1.0:
                 last_report[0] = time.time()
-                update_job_progress(self.db, job.id, fraction, message)
+                with suppress(OperationalError):  # progress is for people; a database restart does not stop training
+                    update_job_progress(self.db, job.id, fraction, message)
 
+        ended = True  # done or failed for good; a job queued again keeps its checkpoints
         try:
             metrics = self._dispatch(job, params, on_progress)
-            finish_job(self.db, job.id, metrics)
+            _until_reachable(lambda: finish_job(self.db, job.id, metrics))
             log.info("job %d (%s) done", job.id, job.kind)
+        except OperationalError as exc:  # the database went away mid-job: not the job's fault, so like a dead worker
+            log.warning("job %d (%s): the database went away (%s)", job.id, job.kind, exc.orig)
+            why, backoff = f"the database went away during this job ({connection_error_reason(exc)})", self.backoff
+            after = _until_reachable(lambda: requeue_or_fail(self.db, job.id, why, backoff))
+            ended = after is None or after.status == "failed"
         except Exception as exc:  # noqa: BLE001 - a failed job records its error and the worker goes on
             log.exception("job %d (%s) failed", job.id, job.kind)
-            fail_job(self.db, job.id, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}"
+            _until_reachable(lambda: fail_job(self.db, job.id, error))
         finally:
             stop_beat.set()
             beat.join()
-        remove_checkpoints(self.ws, job.id)  # done or failed: a later try starts afresh
+        if ended:  # a later try (`rlhf jobs retry`) starts afresh
+            remove_checkpoints(self.ws, job.id)
 
     def _heartbeat(self, job_id: int, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_seconds):
-            heartbeat_job(self.db, job_id)
+            with suppress(OperationalError):  # the next beat reaches a restarted database
+                heartbeat_job(self.db, job_id)
 
     def _dispatch(self, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
         return resolve(JOB_KINDS.require(job.kind).run)(self, job, params, on_progress)
