@@ -62,6 +62,13 @@ def connection_error_reason(exc: BaseException) -> str:
     return first.rpartition("failed: ")[2].strip() or first
 
 
+def schema_knows(revision: str) -> bool:
+    """Whether this version of rlhf-loop has schema revision `revision` among its migrations."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return _known_revision(ScriptDirectory.from_config(cfg), revision)
+
+
 def _known_revision(script: ScriptDirectory, revision: str) -> bool:
     try:
         return script.get_revision(revision) is not None

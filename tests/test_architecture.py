@@ -34,7 +34,9 @@ RLHF_CORE_LAYERS: dict[str, set[str]] = {
     "simulator": _BASE | {"models", "data", "training", "loop"},
     "service": _BASE | {"models", "data", "training", "loop"},
     "model_export": _BASE | {"models", "data", "training", "loop", "service"},
-    "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "labeling_app"},
+    "ops": _BASE | {"training"},
+    "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "ops",
+            "labeling_app"},
 }
 
 

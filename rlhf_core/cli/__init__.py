@@ -2,7 +2,8 @@
 `project` (init, status, leaderboard), `imports` (`rlhf <kind> import` for every import kind), `users` (accounts
 and the audit log), `jobs` (sampling, training, rounds, evaluation batches, the job list), `serve` (the app and
 the worker), `exports` (datasets), `simulation` (simulated annotators, the demo), `models` (export a version,
-generate), `quickstart`, `errors` (what prints as one line) and `main` (the console script). Commands go through
+generate), `quickstart`, `ops` (backup, restore, doctor), `errors` (what prints as one line) and `main` (the
+console script). Commands go through
 the action service (`rlhf_core.service`) where the operator page offers the same action. The CLI is the only part
 of rlhf_core that may import `labeling_app`; commands import what they need inside the function, so `rlhf --help`
 stays fast.

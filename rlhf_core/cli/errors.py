@@ -16,6 +16,7 @@ HEAVY_ERRORS = (
     ("rlhf_core.training.sft", "NoDemonstrationsError"),
     ("rlhf_core.service.playground", "VersionChoiceError"),
     ("rlhf_core.model_export.request", "ModelExportError"),
+    ("rlhf_core.training.publish", "VersionWriteError"),
 )
 
 
@@ -37,12 +38,13 @@ def light_user_errors() -> tuple[type[BaseException], ...]:
                                          JudgmentError, UserError, JobError]
     from rlhf_core.data.export import ExportError
     from rlhf_core.data.leaderboard import LeaderboardError
+    from rlhf_core.ops import OpsError
     from rlhf_core.registry import PluginError, UnknownKind
     from rlhf_core.service.actor import ActionRefused
     from rlhf_core.simulator.gold import GoldPreferenceError
     from rlhf_core.simulator.simulate import SimulationError
 
     errors += [ExportError, GoldPreferenceError, SimulationError, LeaderboardError, ActionRefused, UnknownKind,
-               PluginError]
+               PluginError, OpsError]
     return tuple(errors)
 

@@ -14,6 +14,7 @@ def load_commands() -> typer.Typer:
     and return `app`. Call after `load_plugins`, so the commands' choices and help include the plugins' kinds."""
     # isort: off
     from rlhf_core.cli import project, imports, users, jobs, serve, exports, simulation, models, quickstart  # noqa: F401
+    from rlhf_core.cli import ops  # noqa: F401
     # isort: on
     return app
 

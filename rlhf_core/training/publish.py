@@ -3,8 +3,8 @@
 The files are written into a temporary directory beside the version's own (`.tmp-<name>-<random>`), flushed to
 disk, and renamed into place in one step; only then is the row added. So a row always points at complete files,
 and a crash leaves at worst files without a row: a temporary directory (killed while writing) or a complete
-directory (killed between the rename and the row), which `rlhf doctor` names and the next version of that
-number replaces. An error while writing (a full disk) removes the temporary directory and fails with one
+directory (killed between the rename and the row), which `rlhf doctor` names and the next publish of that
+number removes or replaces. An error while writing (a full disk) removes the temporary directory and fails with one
 sentence; an error while adding the row removes the renamed directory.
 """
 
@@ -47,6 +47,8 @@ def publish_files(final: Path, write: Callable[[Path], object], what: str) -> Pa
     and rename it to `final`, replacing files a crashed publish left there (they have no row). Raises
     VersionWriteError, leaving nothing behind, when the files cannot be written."""
     final.parent.mkdir(parents=True, exist_ok=True)
+    for stale in final.parent.glob(f"{TMP_PREFIX}{final.name}-*"):  # a publish of this number that died writing
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = final.parent / f"{TMP_PREFIX}{final.name}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
