@@ -100,7 +100,7 @@ class Checkpoint:
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, self.path)
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - a full disk (torch.save raises its own error for it): train on
             tmp.unlink(missing_ok=True)
             log.warning("checkpoint %s not written (%s); training goes on without it", self.path, exc)
             return False

@@ -26,6 +26,12 @@ class VersionWriteError(RuntimeError):
     """A version's files could not be written (a full disk, a read-only filesystem); nothing was published."""
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether `exc` says the filesystem is full (an OSError, or a writer's own error quoting one: safetensors and
+    torch.save raise their own types)."""
+    return getattr(exc, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "No space left on device" in str(exc)
+
+
 def _fsync_tree(directory: Path) -> None:
     for path in sorted(directory.rglob("*")):
         if path.is_file():
@@ -58,9 +64,11 @@ def publish_files(final: Path, write: Callable[[Path], object], what: str) -> Pa
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(final.parent)
-    except OSError as exc:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+        if not isinstance(exc, OSError) and not disk_full(exc):  # not a filesystem's refusal: the caller's error
+            raise
+        why = "the disk is full" if disk_full(exc) else (exc.strerror or str(exc))
         raise VersionWriteError(f"{what} was not published: writing its files to {final.parent} failed ({why}); "
                                 "free space there and run the job again") from exc
     return final
