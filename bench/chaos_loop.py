@@ -232,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"inconsistent: {what}")
     ok = all(p["lost"] == 0 and p["inconsistent"] == 0 and not p["timed_out"] for p in phases)
     print(f"verdict: lost {chaos['lost']} (must be 0), inconsistent {chaos['inconsistent']} (must be 0), "
-          f"{chaos['rounds']} of {args.rounds} rounds: {'PASS' if ok else 'FAIL'}; load average {loadavg()}")
+          f"{chaos['rounds']} rounds done (of {args.rounds} wanted): {'PASS' if ok else 'FAIL'}; load average "
+          f"{loadavg()}")
     if args.keep:
         print(f"workspaces and logs kept in {work}")
     if args.json:

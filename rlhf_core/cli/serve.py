@@ -69,7 +69,9 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run at most one job, then exit")] = False,
     until_empty: Annotated[bool, typer.Option(help="Run queued jobs until the queue is empty, then exit")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue")] = 2.0,
-    stale_after: Annotated[float, typer.Option(help="Fail running jobs with no heartbeat for this long (s)")] = 120.0,
+    stale_after: Annotated[float, typer.Option(
+        help="Queue again (or fail, after recovery.job_attempts) running jobs with no heartbeat for this long (s)")
+    ] = 120.0,
     parent_pid: Annotated[int | None, typer.Option(hidden=True, help="Exit when this process is gone")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
