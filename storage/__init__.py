@@ -27,7 +27,17 @@ from storage.accounts.users import (
     set_password,
     set_role,
 )
-from storage.db import Database, DatabaseError, normalize_url
+from storage.backup import (
+    VersionFiles,
+    dump_postgres,
+    has_tables,
+    relocate_version_files,
+    restore_postgres,
+    snapshot_sqlite,
+    sqlite_file,
+    version_files,
+)
+from storage.db import Database, DatabaseError, connection_error_reason, normalize_url, schema_knows
 from storage.demonstrations import (
     MAX_DEMONSTRATION_CHARS,
     DemonstrationError,
@@ -65,13 +75,14 @@ from storage.jobs import (
     claim_next_job,
     enqueue_job,
     fail_job,
-    fail_stale_jobs,
     finish_job,
     get_job,
     heartbeat_job,
     judgments_since_last_round,
     last_finished_job,
     list_jobs,
+    recover_stale_jobs,
+    requeue_or_fail,
     retry_job,
     training_logs,
     update_job_progress,

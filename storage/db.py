@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -53,6 +54,21 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def connection_error_reason(exc: BaseException) -> str:
+    """The part of a driver's connection error a person reads: "Connection refused", "unable to open database
+    file", not the driver's paragraph and SQLAlchemy's links."""
+    error = getattr(exc, "orig", None) or exc
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return first.rpartition("failed: ")[2].strip() or first
+
+
+def schema_knows(revision: str) -> bool:
+    """Whether this version of rlhf-loop has schema revision `revision` among its migrations."""
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return _known_revision(ScriptDirectory.from_config(cfg), revision)
+
+
 def _known_revision(script: ScriptDirectory, revision: str) -> bool:
     try:
         return script.get_revision(revision) is not None
@@ -69,7 +85,11 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise DatabaseError(f"cannot open the SQLite database {parsed.database}: its folder cannot be "
+                                        f"created ({exc.strerror}); fix database_url in rlhf.toml or --db") from exc
             self.engine = create_engine(
                 self.url, echo=echo, connect_args={"check_same_thread": False, "timeout": 30}
             )
@@ -109,6 +129,29 @@ class Database:
             return "sqlite:" + (str(Path(parsed.database).resolve()) if parsed.database else ":memory:")
         return f"postgresql://{parsed.host or 'localhost'}:{parsed.port or 5432}/{parsed.database or ''}"
 
+    def wait_until_reachable(self, attempts: int, *, first_wait_s: float = 1.0,
+                             on_retry: Callable[[int, float, str], None] | None = None) -> None:
+        """Connect, trying up to `attempts` times and waiting 1, 2, 4, ... s (from `first_wait_s`) in between, so a
+        database that is still starting is waited for; then DatabaseError, one line saying what to fix.
+        `on_retry(attempt, wait_s, reason)` is told before each wait."""
+        started, wait = time.monotonic(), first_wait_s
+        for attempt in range(1, attempts + 1):
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+                return
+            except Exception as exc:  # noqa: BLE001 - every driver raises its own connection errors
+                reason = connection_error_reason(exc)
+                if attempt == attempts:
+                    raise DatabaseError(
+                        f"cannot reach the database {self.display_url()} after {attempts} attempt"
+                        f"{'s' if attempts > 1 else ''} over {time.monotonic() - started:.0f} s ({reason}): start it, "
+                        "or fix database_url in rlhf.toml or --db") from None
+                if on_retry is not None:
+                    on_retry(attempt, wait, reason)
+                time.sleep(wait)
+                wait *= 2
+
     # -- migrations -------------------------------------------------------------------
     def _alembic_config(self) -> AlembicConfig:
         cfg = AlembicConfig()
@@ -128,7 +171,7 @@ class Database:
         try:
             current = self.current_revision()
         except Exception as exc:  # noqa: BLE001 - connection errors come in many types
-            raise DatabaseError(f"cannot connect to {self.display_url()}: {exc}") from exc
+            raise DatabaseError(f"cannot connect to {self.display_url()}: {connection_error_reason(exc)}") from exc
         script = ScriptDirectory.from_config(self._alembic_config())
         if current is not None and not _known_revision(script, current):
             raise DatabaseError(

@@ -6,7 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import text, update
+from sqlalchemy import or_, text, update
 from sqlmodel import func, select
 
 from storage.db import Database
@@ -37,13 +37,15 @@ class JobError(ValueError):
     """A job request refused for a reason a person can act on."""
 
 
-def enqueue_job(db: Database, kind: str, params: dict[str, Any] | None = None, *, unique: bool = True) -> Job:
-    """Queue a job. With `unique`, an identical kind already queued or running is returned instead."""
+def enqueue_job(db: Database, kind: str, params: dict[str, Any] | None = None, *, unique: bool = True,
+                max_attempts: int = 1) -> Job:
+    """Queue a job. With `unique`, an identical kind already queued or running is returned instead.
+    `max_attempts`: how many times it may be started in all when its worker dies (`requeue_or_fail`)."""
     with db.session() as s:
         # Check and insert in one transaction, so two callers cannot both queue the same kind.
         if unique and (existing := s.exec(_active_query(kind)).first()) is not None:
             return existing
-        job = Job(kind=kind, params_json=json.dumps(params or {}))
+        job = Job(kind=kind, params_json=json.dumps(params or {}), max_attempts=max(1, max_attempts))
         s.add(job)
         s.flush()
         s.refresh(job)
@@ -52,7 +54,8 @@ def enqueue_job(db: Database, kind: str, params: dict[str, Any] | None = None, *
 
 def claim_next_job(db: Database, worker_id: str, kinds: tuple[str, ...] | None = None, *,
                    training_kinds: tuple[str, ...] = ()) -> Job | None:
-    """Atomically take the oldest queued job for this worker, or None.
+    """Atomically take the oldest queued job for this worker whose backoff (`retry_at`) has passed, or None;
+    its `attempts` goes up by one.
 
     Training jobs (`training_kinds`, the job table's: rlhf_core.registry.training_kinds()) run one at a
     time across all workers: none is claimed while another runs.
@@ -66,7 +69,8 @@ def claim_next_job(db: Database, worker_id: str, kinds: tuple[str, ...] | None =
         training_running = s.exec(
             select(Job.id).where(Job.status == "running", Job.kind.in_(training_kinds))
         ).first() is not None
-        q = select(Job).where(Job.status == "queued").order_by(Job.id).limit(1)
+        q = (select(Job).where(Job.status == "queued", or_(Job.retry_at.is_(None), Job.retry_at <= now))
+             .order_by(Job.id).limit(1))
         if kinds:
             q = q.where(Job.kind.in_(kinds))
         if training_running:
@@ -77,7 +81,8 @@ def claim_next_job(db: Database, worker_id: str, kinds: tuple[str, ...] | None =
         if job is None:
             return None
         job.status, job.worker_id, job.started_at, job.heartbeat_at = "running", worker_id, now, now
-        job.progress, job.message = 0.0, "started"
+        job.progress, job.attempts, job.retry_at = 0.0, job.attempts + 1, None
+        job.message = "started" if job.attempts == 1 else f"started again: attempt {job.attempts} of {job.max_attempts}"
         s.add(job)
         s.flush()
         s.refresh(job)
@@ -108,16 +113,43 @@ def fail_job(db: Database, job_id: int, error: str) -> None:
         s.exec(update(Job).where(Job.id == job_id).values(status="failed", error=error[-4000:], finished_at=utcnow()))
 
 
-def fail_stale_jobs(db: Database, stale_after_s: float) -> list[int]:
-    """Running jobs whose worker stopped sending heartbeats (killed, crashed) are marked failed."""
+def requeue_or_fail(db: Database, job_id: int, why: str, backoff_s: float = 0.0) -> Job | None:
+    """A running job whose worker is gone (`why`, a sentence): queued again while it has attempts left, not to
+    be claimed for `backoff_s` · 2^(attempts − 1) seconds (doubling per attempt), else failed. The message says
+    which; None when the job is not running any more (another worker got there first)."""
+    with db.session() as s:
+        job = s.exec(select(Job).where(Job.id == job_id, Job.status == "running").with_for_update()).first()
+        if job is None:
+            return None
+        _requeue_or_fail(job, why, backoff_s)
+        s.add(job)
+        s.flush()
+        s.refresh(job)
+        return job
+
+
+def _requeue_or_fail(job: Job, why: str, backoff_s: float) -> None:
+    now = utcnow()
+    if job.attempts < job.max_attempts:
+        job.status, job.error, job.worker_id = "queued", None, None
+        job.retry_at = now + timedelta(seconds=backoff_s * 2 ** max(0, job.attempts - 1))
+        job.message = (f"{why}; queued again: attempt {job.attempts + 1} of {job.max_attempts}, not before "
+                       f"{job.retry_at:%H:%M:%S} UTC")[-500:]
+        return
+    tries = f" (attempt {job.attempts} of {job.max_attempts})" if job.max_attempts > 1 else ""
+    job.status, job.finished_at = "failed", now
+    job.error = f"{why}{tries}; retry with `rlhf jobs retry {job.id}`"
+
+
+def recover_stale_jobs(db: Database, stale_after_s: float, backoff_s: float = 0.0) -> list[int]:
+    """Running jobs whose worker stopped sending heartbeats (killed, crashed, its machine gone) are queued
+    again while they have attempts left, else marked failed (`requeue_or_fail`); returns their ids."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     with db.session() as s:
         stale = s.exec(select(Job).where(Job.status == "running", Job.heartbeat_at < cutoff)).all()
         for job in stale:
-            job.status, job.finished_at = "failed", utcnow()
             last = job.heartbeat_at.strftime("%Y-%m-%d %H:%M:%S")
-            job.error = (f"worker {job.worker_id} stopped responding (last heartbeat {last} UTC); "
-                         f"retry with `rlhf jobs retry {job.id}`")
+            _requeue_or_fail(job, f"worker {job.worker_id} stopped responding (last heartbeat {last} UTC)", backoff_s)
             s.add(job)
         return [j.id for j in stale]
 
@@ -131,7 +163,7 @@ def retry_job(db: Database, job_id: int) -> Job:
         if job.status != "failed":
             raise JobError(f"job {job_id} is {job.status}; only failed jobs can be retried")
         params = json.loads(job.params_json)
-    return enqueue_job(db, job.kind, {**params, "retry_of": job_id})
+    return enqueue_job(db, job.kind, {**params, "retry_of": job_id}, max_attempts=job.max_attempts)
 
 
 def get_job(db: Database, job_id: int) -> Job | None:

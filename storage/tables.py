@@ -304,6 +304,11 @@ class Job(SQLModel, table=True):
     started_at: datetime | None = None
     heartbeat_at: datetime | None = None
     finished_at: datetime | None = None
+    # Recovery: a job whose worker died is queued again (`storage.jobs.requeue_or_fail`) until it has been started
+    # `max_attempts` times; a re-queued job is not claimed before `retry_at` (the backoff).
+    attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    max_attempts: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
+    retry_at: datetime | None = None
 
 
 class TrainingLog(SQLModel, table=True):

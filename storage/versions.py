@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlmodel import select
+from sqlmodel import func, select
 
 from storage.db import Database
 from storage.tables import LoopState, PolicyVersion, RewardModelVersion, utcnow
@@ -70,12 +70,17 @@ def list_policies(db: Database) -> list[PolicyVersion]:
 
 
 def add_policy_version(
-    db: Database, *, parent_id: int, adapter_path: str, algorithm: str, round: int, metrics: dict[str, Any]
+    db: Database, *, parent_id: int, adapter_path: str, algorithm: str, round: int, metrics: dict[str, Any],
+    version_id: int | None = None,
 ) -> PolicyVersion:
-    """Add the next policy version (numbered `next_policy_id`) and make it current."""
+    """Add the next policy version and make it current. It is numbered `version_id` (the number its files were
+    published under) or the next free number; never by a sequence, which a rolled-back insert on PostgreSQL
+    would leave ahead of the files' numbers."""
     with db.session() as s:
+        if version_id is None:
+            version_id = (s.exec(select(func.max(PolicyVersion.id))).one() or 0) + 1
         version = PolicyVersion(
-            parent_id=parent_id, adapter_path=adapter_path, algorithm=algorithm, round=round,
+            id=version_id, parent_id=parent_id, adapter_path=adapter_path, algorithm=algorithm, round=round,
             metrics_json=json.dumps(metrics),
         )
         s.add(version)

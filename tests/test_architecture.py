@@ -38,8 +38,9 @@ RLHF_CORE_LAYERS: dict[str, set[str]] = {
     "simulator": _BASE | {"models", "data", "training", "loop", "rewards", "judges"},
     "service": _BASE | {"models", "data", "training", "loop", "rewards", "judges"},
     "model_export": _BASE | {"models", "data", "training", "loop", "service"},
+    "ops": _BASE | {"training"},
     "cli": _BASE | {"models", "data", "training", "loop", "simulator", "service", "model_export", "labeling_app",
-                    "rewards", "judges"},
+                    "rewards", "judges", "ops"},
 }
 
 

@@ -43,9 +43,9 @@ def test_only_one_training_job_runs_at_a_time(db) -> None:
 def test_stale_job_fails_and_can_be_retried(db) -> None:
     job = storage.enqueue_job(db, "train_rm")
     storage.claim_next_job(db, "gone-host:1")
-    assert storage.fail_stale_jobs(db, stale_after_s=3600) == []
+    assert storage.recover_stale_jobs(db, stale_after_s=3600) == []
     time.sleep(0.05)
-    assert storage.fail_stale_jobs(db, stale_after_s=0) == [job.id]
+    assert storage.recover_stale_jobs(db, stale_after_s=0) == [job.id]
     failed = storage.get_job(db, job.id)
     assert failed.status == "failed" and "stopped responding" in failed.error
     retry = storage.retry_job(db, job.id)

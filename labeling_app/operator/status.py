@@ -13,7 +13,7 @@ import pandas as pd
 
 from labeling_app.operator.common import fmt_pct
 
-JOB_COLUMNS = ["job", "kind", "status", "progress", "message", "created (UTC)"]
+JOB_COLUMNS = ["job", "kind", "status", "progress", "attempt", "message", "created (UTC)"]
 ANNOTATOR_COLUMNS = ["annotator", "judgments", "today (UTC)"]
 PER_DAY_COLUMNS = ["day", "annotator", "judgments"]
 CHART_DAYS = 30
@@ -90,8 +90,8 @@ def annotator_rows(info: dict[str, Any], today: datetime | None = None) -> list[
 
 
 def job_rows(recent_jobs: list[dict[str, Any]]) -> list[list[Any]]:
-    return [[f"#{j['id']}", j["kind"], j["status"], fmt_pct(j["progress"]), j["message"], j["created"]]
-            for j in recent_jobs]
+    return [[f"#{j['id']}", j["kind"], j["status"], fmt_pct(j["progress"]), j.get("attempt", ""), j["message"],
+             j["created"]] for j in recent_jobs]
 
 
 def status_values(info: dict[str, Any]) -> list[Any]:

@@ -31,8 +31,17 @@ def open_ws(workspace: Path | None, db: str | None):  # noqa: ANN201 - avoids im
 
 
 def open_db(workspace: Path | None, db: str | None):  # noqa: ANN201
+    """The workspace and its database, reached with `recovery.connect_attempts` tries (a database still starting
+    is waited for, each wait said on stderr) and brought to the newest schema."""
     ws = open_ws(workspace, db)
     database = ws.database()
+    attempts = ws.config.recovery.connect_attempts
+
+    def say(attempt: int, wait: float, reason: str) -> None:
+        typer.echo(f"database {database.display_url()} not reachable ({reason}); trying again in {wait:.0f} s "
+                   f"(attempt {attempt} of {attempts})", err=True)
+
+    database.wait_until_reachable(attempts, on_retry=say)
     database.upgrade()
     return ws, database
 

@@ -19,6 +19,7 @@ HEAVY_ERRORS = (
     ("rlhf_core.service.rewards_check", "RewardsCheckError"),
     ("rlhf_core.service.best_of_n", "BestOfNError"),
     ("rlhf_core.training.prm_service", "NoStepLabelsError"),
+    ("rlhf_core.training.publish", "VersionWriteError"),
 )
 
 
@@ -40,6 +41,7 @@ def light_user_errors() -> tuple[type[BaseException], ...]:
                                          JudgmentError, UserError, JobError, JudgeError]
     from rlhf_core.data.export import ExportError
     from rlhf_core.data.leaderboard import LeaderboardError
+    from rlhf_core.ops import OpsError
     from rlhf_core.registry import PluginError, UnknownKind
     from rlhf_core.rewards import RewardFunctionError
     from rlhf_core.service.actor import ActionRefused
@@ -47,6 +49,6 @@ def light_user_errors() -> tuple[type[BaseException], ...]:
     from rlhf_core.simulator.simulate import SimulationError
 
     errors += [ExportError, GoldPreferenceError, SimulationError, LeaderboardError, ActionRefused, UnknownKind,
-               PluginError, RewardFunctionError]
+               PluginError, RewardFunctionError, OpsError]
     return tuple(errors)
 

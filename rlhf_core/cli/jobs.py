@@ -1,6 +1,7 @@
 """`rlhf` commands that queue work for the worker: sampling, training, rounds, evaluation batches, and the job
 list. A request goes through the action service (`rlhf_core.service.jobs`: the operator page's rules and audit),
-then runs here until done, so the command shows progress and exits with the job's outcome."""
+then runs here until done, so the command shows progress and exits with the job's outcome; with `--queue` it is
+only queued, as the operator page's button does, and a worker (`rlhf serve`, `rlhf worker`) takes it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ import typer
 from rlhf_core.cli.app import DbOpt, WorkspaceOpt, algo_option, app, open_db, shell
 
 AlgoOpt = algo_option()
+QueueOpt = Annotated[bool, typer.Option("--queue", help="Only queue the job (as the operator page's button does); a "
+                                                        "worker takes it: `rlhf serve` starts one, or `rlhf worker`")]
 
 
 @app.command()
@@ -41,13 +44,17 @@ def sample(
     )
 
 
-def run_job_now(workspace: Path | None, db: str | None, kind: str, params: dict[str, Any]) -> None:
+def run_job_now(workspace: Path | None, db: str | None, kind: str, params: dict[str, Any], queue: bool = False) -> None:
     """Request a job through the action service and work the queue in this process until it has finished;
-    print its outcome (a refusal or a failure: one `error:` line, exit 1)."""
+    print its outcome (a refusal or a failure: one `error:` line, exit 1). With `queue`, only queue it."""
     from rlhf_core.service.jobs import request_job
 
     ws, database = open_db(workspace, db)
     job = request_job(ws, database, kind, params, shell())  # a refusal prints before any model code loads
+    if queue:
+        typer.echo(f"Job #{job.id} ({kind}) queued: a worker takes it (`rlhf serve` starts one, or run `rlhf worker`);"
+                   " follow it with `rlhf jobs list`.")
+        return
     from rlhf_core.loop.worker import Worker
 
     typer.echo(f"Job #{job.id} ({kind}) queued; running it here. {expected_duration(database, kind)}")
@@ -76,27 +83,29 @@ def _fmt(value) -> str:  # noqa: ANN001
 
 
 @app.command("train-rm")
-def train_rm(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+def train_rm(workspace: WorkspaceOpt = None, db: DbOpt = None, queue: QueueOpt = False) -> None:
     """Retrain the LoRA reward model on all judgments (Bradley-Terry; ties and both-bad left out)."""
-    run_job_now(workspace, db, "train_rm", {})
+    run_job_now(workspace, db, "train_rm", {}, queue)
 
 
 @app.command("train-sft")
-def train_sft(workspace: WorkspaceOpt = None, db: DbOpt = None) -> None:
+def train_sft(workspace: WorkspaceOpt = None, db: DbOpt = None, queue: QueueOpt = False) -> None:
     """Fine-tune the policy on the demonstrations (stage 1; loss on answer tokens only): a policy version "sft"."""
-    run_job_now(workspace, db, "train_sft", {"algo": "sft"})
+    run_job_now(workspace, db, "train_sft", {"algo": "sft"}, queue)
 
 
 @app.command("train-policy")
-def train_policy(workspace: WorkspaceOpt = None, db: DbOpt = None, algo: AlgoOpt = None) -> None:
+def train_policy(workspace: WorkspaceOpt = None, db: DbOpt = None, algo: AlgoOpt = None, queue: QueueOpt = False
+                 ) -> None:
     """Update the policy: PPO or GRPO against the current reward model, or DPO on this round's judged pairs."""
-    run_job_now(workspace, db, "train_policy", {"algo": algo})
+    run_job_now(workspace, db, "train_policy", {"algo": algo}, queue)
 
 
 @app.command("round")
-def round_(workspace: WorkspaceOpt = None, db: DbOpt = None, algo: AlgoOpt = None) -> None:
-    """Run the training half of a round now: reward model, policy update, next pairs."""
-    run_job_now(workspace, db, "round", {"algo": algo})
+def round_(workspace: WorkspaceOpt = None, db: DbOpt = None, algo: AlgoOpt = None, queue: QueueOpt = False) -> None:
+    """Run the training half of a round now (reward model, policy update, next pairs), or with --queue put it on the
+    queue for the worker, as the operator page's button does."""
+    run_job_now(workspace, db, "round", {"algo": algo}, queue)
 
 
 @app.command("eval-batch")
@@ -104,9 +113,10 @@ def eval_batch(
     workspace: WorkspaceOpt = None,
     db: DbOpt = None,
     prompts: Annotated[int, typer.Option(help="Eval prompts to pair policy against base on")] = 32,
+    queue: QueueOpt = False,
 ) -> None:
     """Create policy-vs-base pairs on eval prompts, so annotators measure the human win rate."""
-    run_job_now(workspace, db, "eval_batch", {"prompts": prompts})
+    run_job_now(workspace, db, "eval_batch", {"prompts": prompts}, queue)
 
 
 jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and retry jobs.")
@@ -116,14 +126,16 @@ app.add_typer(jobs_app, name="jobs")
 @jobs_app.command("list")
 def jobs_list(workspace: WorkspaceOpt = None, db: DbOpt = None,
               limit: Annotated[int, typer.Option(help="How many, newest first")] = 20) -> None:
-    """List recent jobs."""
+    """List recent jobs: each one's attempts (a job whose worker died is queued again, up to recovery.job_attempts
+    starts, after a backoff: "retry at" says when a worker may take it again)."""
+    from rlhf_core.service.dashboard import job_attempt
     from storage import list_jobs
 
     _, database = open_db(workspace, db)
-    typer.echo(f"{'id':>5}  {'kind':<13}{'status':<9}{'progress':>9}  message")
+    typer.echo(f"{'id':>5}  {'kind':<13}{'status':<9}{'progress':>9}  {'attempt':<22}message")
     for j in list_jobs(database, limit):
         message = (j.error or j.message or "").splitlines()[0][:70] if (j.error or j.message) else ""
-        typer.echo(f"{j.id:>5}  {j.kind:<13}{j.status:<9}{j.progress:>8.0%}  {message}")
+        typer.echo(f"{j.id:>5}  {j.kind:<13}{j.status:<9}{j.progress:>8.0%}  {job_attempt(j):<22}{message}")
 
 
 @jobs_app.command("retry")

@@ -14,7 +14,7 @@ def load_commands() -> typer.Typer:
     and return `app`. Call after `load_plugins`, so the commands' choices and help include the plugins' kinds."""
     # isort: off
     from rlhf_core.cli import (  # noqa: F401
-        project, imports, users, jobs, judges, serve, exports, simulation, models, quickstart, rewards, steps,
+        project, imports, users, jobs, judges, serve, exports, simulation, models, quickstart, rewards, steps, ops,
     )
     # isort: on
     return app

@@ -4,8 +4,9 @@
 SIGTERM (systemd, `docker stop`) and SIGINT (Ctrl-C) stop `rlhf serve` in order: the web server
 finishes the requests in flight (an acknowledged judgment is committed before it is acknowledged),
 the worker is asked to stop and waited for, and the process exits 0. A worker stops at the same
-signals, marking a job it was running as failed (retry it with `rlhf jobs retry ID`), and exits by
-itself when the `rlhf serve` that started it is gone (even after `kill -9`).
+signals, putting a job it was running back on the queue while it has attempts left (`recovery.job_attempts`;
+else marking it failed: retry it with `rlhf jobs retry ID`), and exits by itself when the `rlhf serve` that
+started it is gone (even after `kill -9`).
 """
 
 from __future__ import annotations
@@ -68,14 +69,16 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run at most one job, then exit")] = False,
     until_empty: Annotated[bool, typer.Option(help="Run queued jobs until the queue is empty, then exit")] = False,
     poll: Annotated[float, typer.Option(help="Seconds between polls of an empty queue")] = 2.0,
-    stale_after: Annotated[float, typer.Option(help="Fail running jobs with no heartbeat for this long (s)")] = 120.0,
+    stale_after: Annotated[float, typer.Option(
+        help="Queue again (or fail, after recovery.job_attempts) running jobs with no heartbeat for this long (s)")
+    ] = 120.0,
     parent_pid: Annotated[int | None, typer.Option(hidden=True, help="Exit when this process is gone")] = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Take jobs from the queue and run them (training, sampling, rounds)."""
     route_logs(open_ws(workspace, db).root, "worker", verbose)  # before the model stack's imports log anything
     from rlhf_core.loop.worker import Worker
-    from storage import fail_job, list_jobs
+    from storage import list_jobs, requeue_or_fail
 
     # SIGTERM stops the worker the way Ctrl-C does: the job's code unwinds, then we record it.
     signal.signal(signal.SIGTERM, _interrupt_main)
@@ -99,9 +102,10 @@ def worker(
     except KeyboardInterrupt:
         for job in list_jobs(database, limit=200):
             if job.status == "running" and job.worker_id == w.worker_id:
-                fail_job(database, job.id, f"worker {w.worker_id} was stopped during this job; "
-                                           f"retry with `rlhf jobs retry {job.id}`")
-                typer.echo(f"job #{job.id} ({job.kind}) marked failed: the worker was stopped", err=True)
+                after = requeue_or_fail(database, job.id, f"worker {w.worker_id} was stopped during this job",
+                                        ws.config.recovery.retry_backoff_s)
+                what = "queued again" if after is not None and after.status == "queued" else "marked failed"
+                typer.echo(f"job #{job.id} ({job.kind}) {what}: the worker was stopped", err=True)
         typer.echo("worker stopped")
 
 

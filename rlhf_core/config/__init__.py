@@ -21,6 +21,7 @@ from rlhf_core.config.sections import (
     LoggingConfig,
     LoopConfig,
     ModelConfig,
+    RecoveryConfig,
     SamplingConfig,
 )
 from rlhf_core.config.settings import ConfigError, Setting, allowed_values, declared_settings, setting

@@ -184,6 +184,25 @@ class LoopConfig:
 
 
 @dataclass
+class RecoveryConfig:
+    """A loop that survives: jobs queued again after their worker dies, training checkpoints, start-up retries and
+    the checks of `rlhf doctor`."""
+
+    job_attempts: int = setting(
+        3, "How many times a job may be started in all: a job whose worker died (killed, crashed, stopped, its "
+           "heartbeat stale) is queued again until then, then marked failed (1 = never again by itself).")
+    retry_backoff_s: float = setting(10.0, "Seconds a re-queued job waits before a worker takes it again, doubling "
+                                           "with each attempt (10, 20, 40, ...).")
+    checkpoint_every: int = setting(
+        10, "Training (reward model, PPO/GRPO, DPO, SFT) writes a checkpoint every this many steps: adapter, "
+            "optimizer, RNG state and data order, atomically; a re-queued job resumes from it (0 = off).")
+    connect_attempts: int = setting(5, "Tries to reach the database when a command starts, waiting 1, 2, 4, ... s "
+                                       "between them, before it stops with one line saying what to fix.")
+    min_free_disk_mb: int = setting(1024, "`rlhf doctor` fails when the workspace's filesystem has less free space "
+                                          "than this (MiB).")
+
+
+@dataclass
 class Config:
     """The whole `rlhf.toml`: the top-level keys and one table per section."""
 
@@ -201,3 +220,4 @@ class Config:
     judges: JudgesConfig = field(default_factory=JudgesConfig)
     prm: PRMConfig = field(default_factory=PRMConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)

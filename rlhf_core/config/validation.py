@@ -54,6 +54,7 @@ def validate(config: Config, where: Path | str = "config") -> None:
     _validate_reward_functions(config, where)
     _validate_judges(config, where)
     _validate_steps(config, where)
+    _validate_recovery(config, where)
 
 
 def _validate_choices(config: Config, where: Path | str) -> None:
@@ -203,3 +204,9 @@ def _validate_steps(config: Config, where: Path | str) -> None:
     if not 0.0 <= prm.eval_fraction < 1.0 or not 0.0 <= prm.verify_threshold <= 1.0:
         raise ConfigError(f"{where}: prm.eval_fraction must be at least 0 and below 1, prm.verify_threshold "
                           "between 0 and 1")
+def _validate_recovery(config: Config, where: Path | str) -> None:
+    recovery = config.recovery
+    if recovery.job_attempts < 1 or recovery.connect_attempts < 1:
+        raise ConfigError(f"{where}: recovery.job_attempts and recovery.connect_attempts must be at least 1")
+    if recovery.retry_backoff_s < 0 or recovery.checkpoint_every < 0 or recovery.min_free_disk_mb < 0:
+        raise ConfigError(f"{where}: recovery.retry_backoff_s, checkpoint_every and min_free_disk_mb must be 0 or more")

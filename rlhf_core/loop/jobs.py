@@ -2,7 +2,8 @@
 
 Each `run_*` takes (worker, job, params, on_progress) and returns the job's metrics; each `follow_*` is a
 data-parallel non-main process's share (worker, params). They import their service when called, so a
-worker that never trains never loads the training code.
+worker that never trains never loads the training code. A training job queued again after its worker died
+keeps a version an earlier attempt published (`rounds.published_by_job`) instead of training another.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from storage import Job
+from storage import Job, list_policies, list_reward_models
 
 if TYPE_CHECKING:  # the worker imports this module's table entries lazily; no import cycle at run time
     from rlhf_core.loop.worker import Worker
@@ -28,18 +29,21 @@ def run_sample(w: Worker, job: Job, params: dict[str, Any], on_progress: Progres
 
 
 def run_train_rm(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.rounds import published_by_job
     from rlhf_core.training.reward_service import run_reward_training
 
-    rm = run_reward_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress,
-                             dp=w.dp)
+    rm = (not w.dp.enabled and published_by_job(list_reward_models(w.db), job.id)) or run_reward_training(
+        w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress, dp=w.dp)
     return {"reward_model_version": rm.id, "heldout_accuracy": rm.heldout_accuracy}
 
 
 def run_train_policy(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.rounds import published_by_job
     from rlhf_core.training.policy import run_policy_training
 
-    pv = run_policy_training(w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress,
-                             on_progress=on_progress, dp=w.dp)
+    pv = (not w.dp.enabled and published_by_job(list_policies(w.db), job.id)) or run_policy_training(
+        w.ws, w.db, w.stack, algo=params.get("algo"), job_id=job.id, progress=w.progress, on_progress=on_progress,
+        dp=w.dp)
     return {"policy_version": pv.id}
 
 
@@ -58,9 +62,11 @@ def run_eval_batch(w: Worker, job: Job, params: dict[str, Any], on_progress: Pro
 
 
 def run_train_sft(w: Worker, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
+    from rlhf_core.loop.rounds import published_by_job
     from rlhf_core.training.sft import run_sft_training
 
-    pv = run_sft_training(w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress)
+    pv = published_by_job(list_policies(w.db), job.id) or run_sft_training(
+        w.ws, w.db, w.stack, job_id=job.id, progress=w.progress, on_progress=on_progress)
     metrics = json.loads(pv.metrics_json)
     return {"policy_version": pv.id, **{k: metrics.get(k) for k in ("heldout_nll_before", "heldout_nll", "best_epoch")}}
 

@@ -44,6 +44,7 @@ from storage import (
     current_policy,
     current_reward_model,
     get_policy,
+    list_policies,
     list_reward_models,
     update_policy_metrics,
     update_reward_model_metrics,
@@ -119,11 +120,21 @@ def scaled(on_progress: ProgressFn | None, start: float, end: float, label: str)
     return lambda fraction, message: on_progress(start + (end - start) * fraction, f"{label}: {message}")
 
 
+def published_by_job(versions: list[Any], job_id: int | None) -> Any | None:
+    """The version (policy or reward model) an earlier attempt of job `job_id` published, or None: its metrics
+    name the job."""
+    if job_id is None:
+        return None
+    return next((v for v in versions if json.loads(v.metrics_json or "{}").get("job_id") == job_id), None)
+
+
 def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | None = None, job_id: int | None = None,
               sample_next: bool = True, progress: bool = True, on_progress: ProgressFn | None = None,
               dp: DataParallel | None = None) -> RoundResult:
     """Run the training half of a round now. A failure leaves the previous versions in place.
 
+    A round job queued again after its worker died goes on where the earlier attempt stopped: a reward model or
+    policy version it published is kept (not trained again), and a training under way resumes from its checkpoint.
     With `dp` this is the main process's part; the other processes join both trainings through
     `follow_round` and leave the sampling to it."""
     started = round_started = time.time()
@@ -140,17 +151,26 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
         return verifiable_round(ws, db, stack, algo=algo, job_id=job_id, sample_next=sample_next, progress=progress,
                                 on_progress=on_progress, dp=dp, started=round_started, extra=sft_metrics)
     current, previous_rm = current_policy(db), current_reward_model(db)
+    single = dp is None or not dp.enabled  # data-parallel rounds start over (their followers train again)
+    rm = published_by_job(list_reward_models(db), job_id) if single else None
+    policy = published_by_job([v for v in list_policies(db) if v.algorithm != "sft"], job_id) if single else None
+    if policy is not None:  # an earlier attempt got as far as the new version: the round started from its parent
+        current = get_policy(db, policy.parent_id)
     fresh = None
-    if previous_rm is not None:  # before it is replaced: the judgments since it trained are fresh to it
-        report(0.0, f"scoring reward model v{previous_rm.id} on the judgments it never saw")
-        activate_reward_model(stack, db)
-        fresh, on_version = fresh_accuracy(ws, db, stack, previous_rm, current)
-        record_fresh(db, previous_rm, current, fresh, on_version)
-    report(0.0, "training reward model")
-    rm = run_reward_training(ws, db, stack, job_id=job_id, progress=progress,
-                             on_progress=scaled(on_progress, 0.0, 0.3, "reward model"), dp=dp)
+    if rm is not None:
+        report(0.3, f"reward model v{rm.id} was trained by an earlier attempt of this job")
+        fresh = stored_fresh(db, rm)
+    else:
+        if previous_rm is not None:  # before it is replaced: the judgments since it trained are fresh to it
+            report(0.0, f"scoring reward model v{previous_rm.id} on the judgments it never saw")
+            activate_reward_model(stack, db)
+            fresh, on_version = fresh_accuracy(ws, db, stack, previous_rm, current)
+            record_fresh(db, previous_rm, current, fresh, on_version)
+        report(0.0, "training reward model")
+        rm = run_reward_training(ws, db, stack, job_id=job_id, progress=progress,
+                                 on_progress=scaled(on_progress, 0.0, 0.3, "reward model"), dp=dp)
     reward_done = time.time()
-    if current.id:  # the new reward model re-scores the current version's gain; then the rules judge it
+    if current.id and policy is None:  # the new reward model re-scores the current version's gain; the rules judge it
         report(0.3, f"re-scoring policy v{current.id}'s proxy gain with reward model v{rm.id}")
         record_rescored_gains(ws, db, stack, current)
         judge_current_version(ws, db, get_policy(db, current.id))
@@ -158,12 +178,13 @@ def run_round(ws: Workspace, db: Database, stack: ModelStack, *, algo: str | Non
     gate = policy_gate(rm, ws.config.loop.min_reward_confidence, fresh)
     update_reward_model_metrics(db, rm.id, {"policy_gate": {"open": gate.open, "reason": gate.reason,
                                                             "lower_bound": gate.lower_bound}})
-    if not gate.open:  # keep the policy: sample the next pairs from it and let annotators go on
+    if not gate.open and policy is None:  # keep the policy: sample the next pairs from it and let annotators go on
         return _gated_round(ws, db, stack, rm, gate, sample_next=sample_next, progress=progress,
                             on_progress=on_progress, seconds=time.time() - round_started)
-    report(0.3, "updating policy")
-    policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
-                                 on_progress=scaled(on_progress, 0.3, 0.9, "policy"), dp=dp)
+    if policy is None:
+        report(0.3, "updating policy")
+        policy = run_policy_training(ws, db, stack, algo=algo, job_id=job_id, progress=progress,
+                                     on_progress=scaled(on_progress, 0.3, 0.9, "policy"), dp=dp)
     report(0.88, f"measuring policy v{policy.id}'s proxy gain on the probe prompts")
     record_claimed_gain(ws, db, stack, get_policy(db, policy.id))
     # Where a round's time goes (the operator page and bench/loop_efficacy.py show it).

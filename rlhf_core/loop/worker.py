@@ -1,9 +1,10 @@
 """The worker: takes jobs from the `Job` table and runs them, one training job at a time.
 
 It runs as `rlhf worker` (also started by `rlhf serve`), so training can happen on a GPU machine
-while app servers share the same PostgreSQL. A killed worker's job is marked failed when a worker
-starts again (or when its heartbeat goes stale); nothing already recorded is lost because every
-version row is written only after its files exist.
+while app servers share the same PostgreSQL. A killed worker's job is queued again when a worker
+starts (or when its heartbeat goes stale), after a backoff and up to `recovery.job_attempts` starts in
+all, then marked failed; a training resumes from its last checkpoint (`training.checkpoint`). Nothing
+already recorded is lost because every version row is written only after its files exist.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any
+
+from sqlalchemy.exc import OperationalError
 
 from rlhf_core.loop.job_rules import refuse_judge, refuse_round
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.registry import JOB_KINDS, resolve, training_kinds
+from rlhf_core.training.checkpoint import remove_checkpoints
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.workspace_stack import load_stack
 from rlhf_core.workspace import Workspace
@@ -28,9 +33,9 @@ from storage import (
     Database,
     Job,
     claim_next_job,
+    connection_error_reason,
     enqueue_job,
     fail_job,
-    fail_stale_jobs,
     finish_job,
     get_job,
     heartbeat_job,
@@ -38,11 +43,30 @@ from storage import (
     list_jobs,
     list_judges,
     pairs_for_judge,
+    recover_stale_jobs,
+    requeue_or_fail,
     update_job_progress,
 )
 
 log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
+
+
+DB_RETRY_SECONDS = 2.0
+DB_OUTAGE_SECONDS = 300.0  # how long a finished job waits for its database to record the outcome
+
+
+def _until_reachable(write: Callable[[], Any]) -> Any:
+    """Record a job's outcome, waiting out a database restart (then giving up: its heartbeat goes stale and the
+    job is queued again)."""
+    deadline = time.monotonic() + DB_OUTAGE_SECONDS
+    while True:
+        try:
+            return write()
+        except OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(DB_RETRY_SECONDS)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -70,6 +94,11 @@ class Worker:
         self.dp = DataParallel()  # one process, or the processes `accelerate launch` started
 
     @property
+    def backoff(self) -> float:
+        """Seconds a job queued again waits before its next attempt (doubling per attempt)."""
+        return self.ws.config.recovery.retry_backoff_s
+
+    @property
     def stack(self) -> ModelStack:
         if self._stack is None:
             self._stack = self._stack_factory(self.ws)
@@ -77,21 +106,21 @@ class Worker:
 
     # -- recovery and scheduling -------------------------------------------------------
     def recover(self) -> list[int]:
-        """Fail jobs whose worker is gone: dead processes on this host at once, others by stale heartbeat."""
-        host = socket.gethostname()
-        failed = []
+        """Jobs whose worker is gone (dead processes on this host at once, others by stale heartbeat): queued
+        again while they have attempts left (`recovery.retry_backoff_s` doubling), else marked failed."""
+        host, backoff = socket.gethostname(), self.backoff
+        recovered = []
         for job in list_jobs(self.db, limit=200):
             if job.status != "running" or not job.worker_id or job.worker_id == self.worker_id:
                 continue
             job_host, _, pid = job.worker_id.rpartition(":")
             if job_host == host and pid.isdigit() and not _pid_alive(int(pid)):
-                fail_job(self.db, job.id, f"worker {job.worker_id} died while running this job; "
-                                          f"retry with `rlhf jobs retry {job.id}`")
-                failed.append(job.id)
-        failed += fail_stale_jobs(self.db, self.stale_after_seconds)
-        for job_id in failed:
-            log.warning("job %d marked failed: its worker is gone", job_id)
-        return failed
+                if requeue_or_fail(self.db, job.id, f"worker {job.worker_id} died while running this job", backoff):
+                    recovered.append(job.id)
+        recovered += recover_stale_jobs(self.db, self.stale_after_seconds, backoff)
+        for job_id in recovered:
+            log.warning("job %d: its worker is gone; %s", job_id, get_job(self.db, job_id).status)
+        return recovered
 
     def maybe_start_round(self) -> Job | None:
         """Automatic mode: queue a round once `loop.auto_round_every` new judgments have arrived."""
@@ -101,7 +130,7 @@ class Worker:
         params = {"trigger": "auto", "algo": self.ws.config.policy.algo}
         if refuse_round(self.ws, self.db, params) is not None:  # the rules a person's request meets
             return None
-        return enqueue_job(self.db, "round", params)
+        return enqueue_job(self.db, "round", params, max_attempts=self.ws.config.recovery.job_attempts)
 
     def maybe_run_judges(self) -> Job | None:
         """`judges.auto_run`: queue a run of the first active judge that has open or control pairs left to judge,
@@ -166,10 +195,17 @@ class Worker:
             pass
 
     def run_forever(self, stop: threading.Event | None = None) -> None:
+        """Poll and run jobs until `stop`; a database that goes away for a while (a restart) is waited for."""
         stop = stop or threading.Event()
         log.info("worker %s polling %s", self.worker_id, self.db.display_url())
         while not stop.is_set():
-            if self.run_once() is None:
+            try:
+                job = self.run_once()
+            except OperationalError as exc:
+                log.warning("database unreachable (%s); polling again in %.0f s", exc.orig, DB_RETRY_SECONDS)
+                stop.wait(DB_RETRY_SECONDS)
+                continue
+            if job is None:
                 stop.wait(self.poll_seconds)
 
     def run_until_done(self, job_id: int, timeout: float | None = None) -> Job:
@@ -194,22 +230,33 @@ class Worker:
         def on_progress(fraction: float, message: str) -> None:
             if time.time() - last_report[0] > 0.5 or fraction >= 1.0:
                 last_report[0] = time.time()
-                update_job_progress(self.db, job.id, fraction, message)
+                with suppress(OperationalError):  # progress is for people; a database restart does not stop training
+                    update_job_progress(self.db, job.id, fraction, message)
 
+        ended = True  # done or failed for good; a job queued again keeps its checkpoints
         try:
             metrics = self._dispatch(job, params, on_progress)
-            finish_job(self.db, job.id, metrics)
+            _until_reachable(lambda: finish_job(self.db, job.id, metrics))
             log.info("job %d (%s) done", job.id, job.kind)
+        except OperationalError as exc:  # the database went away mid-job: not the job's fault, so like a dead worker
+            log.warning("job %d (%s): the database went away (%s)", job.id, job.kind, exc.orig)
+            why, backoff = f"the database went away during this job ({connection_error_reason(exc)})", self.backoff
+            after = _until_reachable(lambda: requeue_or_fail(self.db, job.id, why, backoff))
+            ended = after is None or after.status == "failed"
         except Exception as exc:  # noqa: BLE001 - a failed job records its error and the worker goes on
             log.exception("job %d (%s) failed", job.id, job.kind)
-            fail_job(self.db, job.id, f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}")
+            error = f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc(limit=8)}"
+            _until_reachable(lambda: fail_job(self.db, job.id, error))
         finally:
             stop_beat.set()
             beat.join()
+        if ended:  # a later try (`rlhf jobs retry`) starts afresh
+            remove_checkpoints(self.ws, job.id)
 
     def _heartbeat(self, job_id: int, stop: threading.Event) -> None:
         while not stop.wait(self.heartbeat_seconds):
-            heartbeat_job(self.db, job_id)
+            with suppress(OperationalError):  # the next beat reaches a restarted database
+                heartbeat_job(self.db, job_id)
 
     def _dispatch(self, job: Job, params: dict[str, Any], on_progress: ProgressFn) -> dict[str, Any]:
         return resolve(JOB_KINDS.require(job.kind).run)(self, job, params, on_progress)

@@ -14,6 +14,7 @@ from rlhf_core.loop.evaluation import PREVIOUS_KIND, human_win_rates
 from storage import (
     CHOICES,
     Database,
+    Job,
     count_control_pairs,
     current_policy,
     current_reward_model,
@@ -31,12 +32,20 @@ ROUND_METRICS = ("rm_heldout_accuracy", "reward_mean", "kl_per_token", "kl_base_
                  "reward_seconds", "policy_seconds")
 
 
+def job_attempt(job: Job) -> str:
+    """A job's attempts: "1 of 3"; queued again after its worker died, the next one and when it may start ("2 of 3
+    at 12:04:05 UTC")."""
+    if job.status == "queued" and job.retry_at is not None:
+        return f"{job.attempts + 1} of {job.max_attempts} at {job.retry_at:%H:%M:%S} UTC"
+    return f"{job.attempts} of {job.max_attempts}"
+
+
 def live_status(db: Database) -> dict[str, Any]:
     """Counts, judgments per annotator and per day (UTC, last 30 days), and the newest jobs."""
     info = status_counts(db)
     info["judgments_per_day"] = judgments_per_day(db, days=30)
     info["recent_jobs"] = [
-        {"id": j.id, "kind": j.kind, "status": j.status, "progress": round(j.progress, 3),
+        {"id": j.id, "kind": j.kind, "status": j.status, "progress": round(j.progress, 3), "attempt": job_attempt(j),
          "message": (j.error or j.message or "").splitlines()[0][:120] if (j.error or j.message) else "",
          "created": j.created_at.strftime("%Y-%m-%d %H:%M:%S")}
         for j in list_jobs(db, limit=10)

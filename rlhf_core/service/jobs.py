@@ -36,7 +36,7 @@ def request_job(ws: Workspace, db: Database, kind: str, params: dict[str, Any], 
     stored = {**params, "trigger": actor.via}
     if actor.via == "operator":
         stored["requested_by"] = actor.name
-    job = enqueue_job(db, kind, stored)
+    job = enqueue_job(db, kind, stored, max_attempts=ws.config.recovery.job_attempts)
     if json.loads(job.params_json) != stored:  # someone queued one between our check and now
         raise ActionRefused(f"A {kind} job was just queued by someone else: job #{job.id} ({job.status}).")
     audit(db, actor, AUDIT_ACTIONS.get(kind, f"queue_{kind}"), job=job.id,

@@ -31,6 +31,7 @@ from rlhf_core.algorithms.kl import kl_from_logits
 from rlhf_core.config import PolicyConfig
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.checkpoint import Checkpoint, Tracked, fingerprint
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.ppo import clipped_step, make_optimizer
 from rlhf_core.training.reward_data import (
@@ -103,7 +104,7 @@ def train_round(update: PolicyUpdate) -> PolicyTrainResult:
                             min_annotator_accuracy=config.reward.min_annotator_accuracy)
     return train_dpo(update.stack, examples, update.prompts, update.score_fn, update.cfg,
                      max_length=config.reward.max_length, on_step=update.on_step, on_progress=update.on_progress,
-                     progress=update.progress, dp=update.dp)
+                     progress=update.progress, dp=update.dp, checkpoint=update.checkpoint)
 
 
 def reward_ranked_pairs(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn,
@@ -200,7 +201,8 @@ def _split_prompts(prompts: list[list[dict[str, str]]], cfg: PolicyConfig, rng: 
 def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[str, str]]], score_fn: ScoreFn | None,
               cfg: PolicyConfig, *, max_length: int = 512, on_step: Callable[[dict[str, Any]], None] | None = None,
               on_progress: Callable[[float, str], None] | None = None, progress: bool = True,
-              max_grad_norm: float = 1.0, dp: DataParallel | None = None) -> PolicyTrainResult:
+              max_grad_norm: float = 1.0, dp: DataParallel | None = None, checkpoint: Checkpoint | None = None
+              ) -> PolicyTrainResult:
     """`cfg.dpo_epochs` passes of DPO over the judged pairs (encoded like the reward model's, at most
     `max_length` tokens) plus `cfg.dpo_rm_pairs` reward-ranked pairs, `cfg.dpo_batch_size` pairs per
     AdamW step at `cfg.dpo_learning_rate`, against the stack's reference. The held-out KL is measured
@@ -212,7 +214,8 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
     Trains the `policy` adapter in place; adapters are frozen again on return. With `dp` (several
     processes), each process samples its share of the reward-ranked groups and measures its share of
     the reference and held-out passes; each step's pairs are split among the processes and the
-    gradients summed, so all make the update one process would.
+    gradients summed, so all make the update one process would. With `checkpoint` (one process), the training
+    resumes from it and writes it every `checkpoint.every` steps (the epochs' pair orders with it).
     """
     dp = dp or DataParallel(single=True)
     if cfg.dpo_rm_pairs and score_fn is None:
@@ -238,14 +241,20 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
     ref_chosen, ref_rejected = reference_logprobs(stack, pairs, cfg.dpo_batch_size, dp)
     order = torch.Generator().manual_seed(cfg.seed)  # every process draws the same batches
     optimizer = make_optimizer(stack, ("policy",), replace(cfg, learning_rate=cfg.dpo_learning_rate))
-    total = cfg.dpo_epochs * math.ceil(len(pairs) / cfg.dpo_batch_size)
-
-    history: list[dict[str, Any]] = []
-    bar = tqdm(total=total, desc="dpo policy update", unit="step", disable=not (progress and dp.is_main))
+    per_epoch = math.ceil(len(pairs) / cfg.dpo_batch_size)
+    total = cfg.dpo_epochs * per_epoch
+    orders = [torch.randperm(len(pairs), generator=order) for _ in range(cfg.dpo_epochs)]  # the data order
+    saved = Tracked(None if dp.enabled else checkpoint, stack, optimizer, rng=rng, generators=(order,),
+                    inputs=fingerprint(examples.examples, prompts, cfg, max_length, max_grad_norm, len(pairs)))
+    state = saved.resume()  # {} unless a checkpoint of this same training is there
+    history: list[dict[str, Any]] = state.get("history", [])
+    orders = state.get("orders", orders)
+    bar = tqdm(total=total, initial=len(history), desc="dpo policy update", unit="step",
+               disable=not (progress and dp.is_main))
     stop = False
     try:
         for epoch in range(cfg.dpo_epochs):
-            for index in torch.randperm(len(pairs), generator=order).split(cfg.dpo_batch_size):
+            for index in orders[epoch].split(cfg.dpo_batch_size)[max(0, saved.resumed_from - epoch * per_epoch):]:
                 t0 = time.perf_counter()
                 mine = index[dp.rank::dp.world]  # this process's share of the step's pairs
                 share = len(mine) / len(index)  # the loss and its metrics are means over pairs
@@ -282,6 +291,7 @@ def train_dpo(stack: ModelStack, examples: DPOExamples, prompts: list[list[dict[
                 if on_progress:
                     on_progress(len(history) / total, f"dpo step {len(history)}/{total}: loss {row['dpo_loss']:.3f}, "
                                 f"implicit reward accuracy {row['reward_accuracy']:.2f}")
+                saved.step_done(len(history), history=history, orders=orders)
                 if stop:
                     if dp.is_main:
                         bar.write(f"held-out KL to the reference {row['heldout_kl_per_token']:.4f} nats/token "

@@ -26,8 +26,10 @@ from rlhf_core.algorithms.kl_control import adaptive_kl_beta
 from rlhf_core.config import Config, PolicyConfig
 from rlhf_core.models.stack import ModelStack
 from rlhf_core.registry import POLICY_ALGORITHMS, PolicyAlgorithm, resolve, round_algorithm
+from rlhf_core.training.checkpoint import Checkpoint, Tracked, fingerprint
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.ppo import fresh_critic, make_optimizer, rollout_values
+from rlhf_core.training.publish import publish_version
 from rlhf_core.training.reward_scores import policy_score_fn
 from rlhf_core.training.rollout import (
     ScoreFn,
@@ -71,18 +73,19 @@ class PolicyUpdate:
     on_progress: Callable[[float, str], None] | None
     progress: bool
     dp: DataParallel
+    checkpoint: Checkpoint | None = None  # the job's, where a resumed training continues (`training.checkpoint`)
 
 
 def train_with_rollouts(update: PolicyUpdate) -> PolicyTrainResult:
     """The trainer of rollout algorithms (PPO, GRPO): `train_policy` with the entry's update."""
     return train_policy(update.stack, update.prompts, update.score_fn, update.cfg, algo=update.algorithm.name,
-                        on_step=update.on_step, progress=update.progress, dp=update.dp)
+                        on_step=update.on_step, progress=update.progress, dp=update.dp, checkpoint=update.checkpoint)
 
 
 def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_fn: ScoreFn, cfg: PolicyConfig, *,
                  algo: str | None = None, on_step: Callable[[dict[str, Any]], None] | None = None,
-                 progress: bool = True, max_grad_norm: float = 1.0, dp: DataParallel | None = None
-                 ) -> PolicyTrainResult:
+                 progress: bool = True, max_grad_norm: float = 1.0, dp: DataParallel | None = None,
+                 checkpoint: Checkpoint | None = None) -> PolicyTrainResult:
     """`cfg.steps` iterations of: sample `cfg.prompts_per_step` prompts (seeded) -> roll out the policy
     (`cfg.group_size` samples per prompt for group-sampling algorithms such as GRPO, one for PPO) -> score ->
     the algorithm's update (`PolicyAlgorithm.update`; a critic's values where it trains the `value` adapter).
@@ -93,7 +96,8 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     for the next step (each row logs the `kl_beta` its update used; the summary's `kl_beta` is the
     value a next round would start from). With `dp` (several processes), each process rolls out,
     scores and measures its share of the step's prompts; the shares are gathered and every process
-    makes the same update (`grpo_update` / `ppo_update`).
+    makes the same update (`grpo_update` / `ppo_update`). With `checkpoint` (one process), the training resumes
+    from it and writes it every `checkpoint.every` steps (`training.checkpoint`).
     """
     spec = POLICY_ALGORITHMS.require(algo or cfg.algo, lambda a: a.uses_rollouts and a.update is not None,
                                      what="policy algorithm for rollouts")
@@ -117,9 +121,14 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     beta = cfg.kl_beta
     pad = stack.tokenizer.pad_token_id
 
-    history: list[dict[str, Any]] = []
+    saved = Tracked(None if dp.enabled else checkpoint, stack, optimizer, rng=rng, generators=(order,),
+                    inputs=fingerprint(prompts, cfg, algo, max_grad_norm))
+    state = saved.resume()  # {} unless a checkpoint of this same training is there
+    history: list[dict[str, Any]] = state.get("history", [])
+    beta = state.get("beta", beta)
     started = time.perf_counter()
-    bar = tqdm(range(cfg.steps), desc=f"{algo} policy update", unit="step", disable=not (progress and dp.is_main))
+    bar = tqdm(range(saved.resumed_from, cfg.steps), desc=f"{algo} policy update", unit="step",
+               disable=not (progress and dp.is_main))
     try:
         for step in bar:
             t0 = time.perf_counter()
@@ -156,6 +165,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
             bar.set_postfix(reward=show(row["reward_mean"], 3), kl=show(row["kl_per_token"], 4))
             if on_step:
                 on_step(row)
+            saved.step_done(step + 1, history=history, beta=beta)
             if stop:
                 break
     finally:
@@ -259,6 +269,9 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     _activate_value(stack, current)
     stack.set_reference(reference_adapter(db, cfg.reference, current))
     log = StepLog(ws, spec.phase, f"policy-v{next_policy_id(db):04d}-{algo}") if dp.is_main else None
+    checkpoint = Checkpoint.for_job(ws, job_id, "policy") if dp.is_main else None
+    if checkpoint is not None:  # resumed only by a training from the same version with the same algorithm
+        checkpoint.context.update(from_version=current.id, algo=algo)
 
     def report(row: dict[str, Any]) -> None:
         if log is None:
@@ -274,7 +287,8 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
                         **kl_budget_share(cfg, current.round + 1))
     score_fn = policy_score_fn(stack, ws.config.reward, train_prompts, use_model=has_rm)
     update = PolicyUpdate(ws=ws, db=db, stack=stack, algorithm=spec, current=current, prompts=prompts, cfg=round_cfg,
-                          score_fn=score_fn, on_step=report, on_progress=on_progress, progress=progress, dp=dp)
+                          score_fn=score_fn, on_step=report, on_progress=on_progress, progress=progress, dp=dp,
+                          checkpoint=checkpoint)
     try:
         result = resolve(spec.trainer)(update)
     finally:
@@ -283,11 +297,18 @@ def run_policy_training(ws: Workspace, db: Database, stack: ModelStack, *, algo:
     if log is None:
         return None
 
-    out = adapter_dir(ws, "policy", next_policy_id(db))
-    stack.save_adapter("policy", out)
-    # Always, so a GRPO round between two PPO rounds passes the critic on instead of dropping it.
-    stack.save_adapter("value", out / "value")
+    number = next_policy_id(db)
+    out = adapter_dir(ws, "policy", number)
+
+    def write(directory: Path) -> None:
+        stack.save_adapter("policy", directory)
+        # Always, so a GRPO round between two PPO rounds passes the critic on instead of dropping it.
+        stack.save_adapter("value", directory / "value")
+
     log.save(db, job_id)
     # Which base the adapter learned on: an export merges into the same (de-quantized 4-bit, or full precision).
-    return add_policy_version(db, parent_id=current.id, adapter_path=str(out), algorithm=algo,
-                              round=current.round + 1, metrics={**result.summary, "base_4bit": stack.quantized})
+    metrics = {**result.summary, "base_4bit": stack.quantized, "job_id": job_id,
+               "resumed_from_step": checkpoint.resumed_from if checkpoint is not None else 0}
+    return publish_version(out, write, lambda: add_policy_version(
+        db, parent_id=current.id, adapter_path=str(out), algorithm=algo, round=current.round + 1, metrics=metrics,
+        version_id=number), f"policy v{number}")

@@ -34,6 +34,15 @@ from rlhf_core.algorithms.preference import (
 )
 from rlhf_core.config import RewardConfig
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.checkpoint import (
+    Checkpoint,
+    Tracked,
+    adapter_snapshot,
+    candidate_from_state,
+    candidate_state,
+    fingerprint,
+    restore_snapshot,
+)
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.reward_data import (
     EncodedPair,
@@ -248,20 +257,6 @@ def fit_head_by_probe(stack: ModelStack, train_features: tuple[torch.Tensor, tor
         return l2, _figures(head(hc.to(device)).mean(dim=1).cpu(), head(hr.to(device)).mean(dim=1).cpu())
 
 
-def _snapshot(stack: ModelStack) -> dict[str, torch.Tensor]:
-    state = {f"lora.{k}": v for k, v in stack._adapter_state("reward").items()}
-    state.update({f"head.{k}": v.detach().clone() for k, v in stack.heads["reward"].state_dict().items()})
-    return state
-
-
-def _restore(stack: ModelStack, state: dict[str, torch.Tensor]) -> None:
-    from peft import set_peft_model_state_dict
-
-    lora = {k[len("lora."):]: v.to(stack.device) for k, v in state.items() if k.startswith("lora.")}
-    set_peft_model_state_dict(stack.model, lora, adapter_name="reward")
-    stack.heads["reward"].load_state_dict({k[len("head."):]: v for k, v in state.items() if k.startswith("head.")})
-
-
 def batch_schedule(pairs: Sequence[EncodedPair], cfg: RewardConfig, rng: random.Random) -> list[list[list[int]]]:
     """The batches of every pass a training makes, epoch by epoch: `cfg.epochs` passes (whole prompts per
     batch with `cfg.group_by_prompt`, else length-grouped pairs), cut after `cfg.max_steps` steps in all
@@ -282,7 +277,7 @@ def batch_schedule(pairs: Sequence[EncodedPair], cfg: RewardConfig, rng: random.
 def train_reward_model(
     stack: ModelStack, train: Sequence[PreferenceExample], heldout: Sequence[PreferenceExample],
     cfg: RewardConfig, *, on_step: Callable[[dict[str, float]], None] | None = None, progress: bool = True,
-    fresh_head: bool = True, dp: DataParallel | None = None,
+    fresh_head: bool = True, dp: DataParallel | None = None, checkpoint: Checkpoint | None = None,
 ) -> RewardTrainResult:
     """Fit the `reward` adapter (LoRA trunk + K-member head; the base stays frozen) on `train`.
 
@@ -300,7 +295,8 @@ def train_reward_model(
     if it reads the features `cfg` asks for. With `dp` (several
     processes, `training.distributed`) each process trains on its share of every batch and the
     gradients are summed: the same result as one process. `on_step` receives {"step", "epoch", "loss",
-    "accuracy", "reward_margin", "grad_norm", "lr"} and "steps_total", the training's planned steps.
+    "accuracy", "reward_margin", "grad_norm", "lr"} and "steps_total", the training's planned steps. With
+    `checkpoint`, the training resumes from it and writes it every `checkpoint.every` steps (`training.checkpoint`).
     The adapter is frozen and in eval mode after.
     """
     if not train:
@@ -325,7 +321,7 @@ def train_reward_model(
             or stack.reward_depths != tuple(float(d) for d in cfg.feature_depths)):
         probe_l2, figures = start_head(stack, train_pairs, heldout_pairs, weights, cfg)
         if early and figures is not None:  # the probe alone is a candidate too ("epoch 0")
-            best = (figures.loss, 0, _snapshot(stack), figures)
+            best = (figures.loss, 0, adapter_snapshot(stack, "reward"), figures)
 
     stack.freeze_adapters()
     params = stack.trainable_parameters("reward")
@@ -335,13 +331,17 @@ def train_reward_model(
         params = [*params, log_nu]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate)
     schedule = batch_schedule(train_pairs, cfg, rng)
+    saved = Tracked(None if dp.enabled else checkpoint, stack, optimizer, heads=("reward",), rng=rng,
+                    inputs=fingerprint(train, heldout, cfg, fresh_head))
+    state = saved.resume()  # {} unless a checkpoint of this same training is there
+    schedule, history = state.get("schedule", schedule), state.get("history", [])
+    best = candidate_from_state(state["best"], HeldoutFigures) if "best" in state else best
     total_steps, epochs = sum(map(len, schedule)), len(schedule)
-    history: list[dict[str, float]] = []
-    bar = tqdm(total=total_steps, desc="reward model", unit="step", disable=not progress)
+    bar = tqdm(total=total_steps, initial=len(history), desc="reward model", unit="step", disable=not progress)
     try:
         for epoch, batches in enumerate(schedule, start=1):
             stack.model.train()
-            for batch in batches:
+            for batch in batches[max(0, saved.resumed_from - sum(map(len, schedule[:epoch - 1]))):]:
                 mine = dp.shard(batch)  # this process's share; the others take the rest
                 chunk = [train_pairs[i] for i in mine]
                 optimizer.zero_grad(set_to_none=True)
@@ -372,18 +372,19 @@ def train_reward_model(
                 bar.set_postfix(loss=f"{row['loss']:.3f}", epoch=epoch)
                 if on_step is not None:
                     on_step({**row, "steps_total": total_steps})
+                saved.step_done(len(history), schedule=schedule, history=history, best=candidate_state(best))
             if early:
                 figures = heldout_figures(stack, heldout_pairs, cfg.batch_size)
                 history[-1]["heldout_loss"] = figures.loss
                 if figures.loss < best[0]:
-                    best = (figures.loss, epoch, _snapshot(stack) if epoch < epochs else None, figures)
+                    best = (figures.loss, epoch, adapter_snapshot(stack, "reward") if epoch < epochs else None, figures)
     finally:
         bar.close()
         stack.model.eval()
         stack.freeze_adapters()
     best_epoch = best[1] if early else epochs
     if early and best[2] is not None:  # a later epoch was worse on held-out pairs: go back
-        _restore(stack, best[2])
+        restore_snapshot(stack, "reward", best[2])
     last_epoch = [r["loss"] for r in history if r["epoch"] == epochs]
     temperature = None
     if cfg.calibrate and sum(not p.tie for p in heldout_pairs) >= MIN_CALIBRATION_PAIRS:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_annotators
+from rlhf_core.training.checkpoint import Checkpoint
 from rlhf_core.training.crossfit import crossfit_accuracy
 from rlhf_core.training.crowd_weights import (
     known_judgments,
@@ -26,6 +27,7 @@ from rlhf_core.training.crowd_weights import (
     reliability_metrics,
 )
 from rlhf_core.training.distributed import DataParallel
+from rlhf_core.training.publish import publish_version
 from rlhf_core.training.reward_data import (
     NotEnoughJudgmentsError,
     capped_ai_weight,
@@ -74,6 +76,11 @@ def run_reward_training(
     started = time.perf_counter()
     report(0.0, "reading judgments")
     rows = judgment_rows(db, kinds=("train", "imported") if cfg.use_imported_pairs else ("train",))
+    checkpoint = Checkpoint.for_job(ws, job_id, "reward") if dp.is_main else None
+    if checkpoint is not None:  # a resumed training reads the judgments its first try read, not the newer ones
+        until = checkpoint.saved_context().get("judgments_until")
+        rows = [r for r in rows if until is None or r.judgment_id <= until]
+        checkpoint.context["judgments_until"] = max((r.judgment_id for r in rows), default=0)
     left_out: set[str] = set()
     if cfg.min_annotator_accuracy > 0:
         left_out = low_accuracy_annotators(db, cfg.min_annotator_accuracy)
@@ -120,7 +127,7 @@ def run_reward_training(
     report(0.05, f"training on {len(train)} judgments, {len(heldout)} held out"
                  + (f" (warm start from reward model v{previous.id})" if warm else ""))
     result = train_reward_model(stack, train, heldout, cfg, on_step=on_step, progress=progress and dp.is_main,
-                                fresh_head=not warm, dp=dp)
+                                fresh_head=not warm, dp=dp, checkpoint=checkpoint)
     if not dp.is_main:
         dp.barrier()  # until the main process has recorded the version: a round's policy update reads it next
         return None
@@ -130,7 +137,7 @@ def run_reward_training(
         annotators |= reliability_metrics(crowd, reliability_after_training(stack, judged, cfg, known_judgments(db)))
     version_number = len(list_reward_models(db)) + 1
     report(0.92, f"saving reward model v{version_number}")
-    directory = stack.save_adapter("reward", adapter_dir(ws, "reward", version_number))
+    directory = adapter_dir(ws, "reward", version_number)
     record_training_steps(ws, db, phase="reward", rows=result.history, job_id=job_id,
                           run=f"reward-v{version_number:04d}")
     metrics: dict[str, Any] = {
@@ -142,12 +149,13 @@ def run_reward_training(
         "warm_start_from": previous.id if warm else None, "ties": cfg.ties, "tie_log_nu": result.tie_log_nu,
         "heldout_calibration_error": result.heldout.calibration_error,
         "annotators_left_out": sorted(left_out), "seconds": round(time.perf_counter() - started, 3),
-        "base_4bit": stack.quantized, **annotators,
+        "base_4bit": stack.quantized, "job_id": job_id,
+        "resumed_from_step": checkpoint.resumed_from if checkpoint is not None else 0, **annotators,
     }
-    version = add_reward_model_version(
-        db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,
-        heldout_loss=result.heldout_loss, metrics=metrics,
-    )
+    version = publish_version(
+        directory, lambda out: stack.save_adapter("reward", out), lambda: add_reward_model_version(
+            db, adapter_path=str(directory), trained_on=result.n_train, heldout_accuracy=result.heldout_accuracy,
+            heldout_loss=result.heldout_loss, metrics=metrics), f"reward model v{version_number}")
     dp.barrier()
     acc = "n/a" if result.heldout_accuracy is None else f"{result.heldout_accuracy:.3f}"
     report(1.0, f"reward model v{version_number} trained: held-out accuracy {acc}")

@@ -30,6 +30,8 @@ from rlhf_core.algorithms.sft import perplexity
 from rlhf_core.config import PolicyConfig, SFTConfig
 from rlhf_core.models.batching import prompt_token_ids, response_token_ids
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.checkpoint import Checkpoint, Tracked, fingerprint
+from rlhf_core.training.publish import publish_version
 from rlhf_core.training.reward_data import packed_response_batch, split_by_prompt
 from rlhf_core.training.rollout import eval_mode, generate_rollout, rollout_logprobs, rollout_metrics
 from rlhf_core.training.run_log import finite, record_training_steps
@@ -145,12 +147,14 @@ def heldout_nll(stack: ModelStack, encoded: Sequence[EncodedDemonstration], batc
 
 
 def train_sft(stack: ModelStack, train: Sequence[SFTExample], heldout: Sequence[SFTExample], cfg: SFTConfig, *,
-              on_step: Callable[[dict[str, Any]], None] | None = None, progress: bool = True) -> SFTResult:
+              on_step: Callable[[dict[str, Any]], None] | None = None, progress: bool = True,
+              checkpoint: Checkpoint | None = None) -> SFTResult:
     """Up to `cfg.epochs` passes (and at most `cfg.max_steps` steps, when set) over `train` in batches of
     `cfg.batch_size` demonstrations, AdamW at `cfg.learning_rate` with gradient-norm clipping at 1.0, the loss
     `algorithms.sft.sft_loss` (mean NLL per answer token of the batch). Trains the stack's `policy` adapter in
     place from wherever it stands; with `cfg.early_stopping` and held-out demonstrations, the epoch (0 = as it
-    started) with the lowest held-out NLL is kept. Adapters are frozen again on return."""
+    started) with the lowest held-out NLL is kept. Adapters are frozen again on return. With `checkpoint`, the
+    training resumes from it and writes it every `checkpoint.every` steps (`training.checkpoint`)."""
     if not train:
         raise NoDemonstrationsError("no demonstrations to train on (all are held out): import or write more")
     torch.manual_seed(cfg.seed)
@@ -166,13 +170,18 @@ def train_sft(stack: ModelStack, train: Sequence[SFTExample], heldout: Sequence[
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
     schedule = [demonstration_batches(enc_train, cfg.batch_size, rng) for _ in range(cfg.epochs)]
     total = sum(len(b) for b in schedule) if cfg.max_steps <= 0 else min(cfg.max_steps, sum(len(b) for b in schedule))
-    history: list[dict[str, Any]] = []
-    epoch_nll: list[float] = []
-    bar = tqdm(total=total, desc="sft", unit="step", disable=not progress)
+    saved = Tracked(checkpoint, stack, optimizer, rng=rng, inputs=fingerprint(train, heldout, cfg))
+    state = saved.resume()  # {} unless a checkpoint of this same training is there
+    schedule, history = state.get("schedule", schedule), state.get("history", [])
+    epoch_nll: list[float] = state.get("epoch_nll", [])
+    best = state.get("best", best)
+    bar = tqdm(total=total, initial=len(history), desc="sft", unit="step", disable=not progress)
     try:
         for epoch, batches in enumerate(schedule, start=1):
-            nll_total, token_total = 0.0, 0
-            for index in batches:
+            if epoch <= len(epoch_nll):  # finished before the checkpoint this training resumed from
+                continue
+            nll_total, token_total = state.pop("epoch_sums", (0.0, 0))
+            for index in batches[max(0, saved.resumed_from - sum(map(len, schedule[:epoch - 1]))):]:
                 if len(history) >= total:
                     break
                 t0 = time.perf_counter()
@@ -194,6 +203,8 @@ def train_sft(stack: ModelStack, train: Sequence[SFTExample], heldout: Sequence[
                 bar.set_postfix(nll=f"{row['train_nll']:.3f}")
                 if on_step:
                     on_step(row)
+                saved.step_done(len(history), schedule=schedule, history=history, epoch_nll=epoch_nll, best=best,
+                                epoch_sums=(nll_total, token_total))
             if token_total == 0:
                 break
             epoch_nll.append(nll_total / token_total)
@@ -273,19 +284,28 @@ def run_sft_training(ws: Workspace, db: Database, stack: ModelStack, *, job_id: 
 
     if on_progress:
         on_progress(0.0, f"fine-tuning on {len(train)} demonstrations ({len(heldout)} held out)")
-    result = train_sft(stack, train, heldout, cfg, on_step=report, progress=progress)
+    checkpoint = Checkpoint.for_job(ws, job_id, "sft")
+    if checkpoint is not None:  # resumed only by a fine-tuning of the same version
+        checkpoint.context["from_version"] = current.id
+    result = train_sft(stack, train, heldout, cfg, on_step=report, progress=progress, checkpoint=checkpoint)
     if on_progress:
         on_progress(0.95, "measuring fresh samples of the fine-tuned policy")
     # Held-out prompts first: the KL to the base (and length, entropy) in the rounds table's terms.
     probe = [ex.prompt_messages for ex in [*heldout, *train]][:SAMPLE_PROMPTS]
     result.summary.update(after_sft(stack, list({json.dumps(p): p for p in probe}.values()), ws.config.policy))
-    out = adapter_dir(ws, "policy", next_policy_id(db))
-    stack.save_adapter("policy", out)
+    number = next_policy_id(db)
+    out = adapter_dir(ws, "policy", number)
     critic = Path(current.adapter_path) / "value" if current.adapter_path else None
-    if critic is not None and critic.is_dir():  # PPO's critic goes on with the next version
-        shutil.copytree(critic, out / "value", dirs_exist_ok=True)
-    record_training_steps(ws, db, phase="sft", rows=result.history, job_id=job_id,
-                          run=f"policy-v{next_policy_id(db):04d}-sft")
+
+    def write(directory: Path) -> None:
+        stack.save_adapter("policy", directory)
+        if critic is not None and critic.is_dir():  # PPO's critic goes on with the next version
+            shutil.copytree(critic, directory / "value", dirs_exist_ok=True)
+
+    record_training_steps(ws, db, phase="sft", rows=result.history, job_id=job_id, run=f"policy-v{number:04d}-sft")
     metrics = {k: finite(v) if isinstance(v, float) else v for k, v in result.summary.items()}
-    return add_policy_version(db, parent_id=current.id, adapter_path=str(out), algorithm="sft",
-                              round=current.round + 1, metrics={**metrics, "base_4bit": stack.quantized})
+    metrics.update(base_4bit=stack.quantized, job_id=job_id,
+                   resumed_from_step=checkpoint.resumed_from if checkpoint is not None else 0)
+    return publish_version(out, write, lambda: add_policy_version(
+        db, parent_id=current.id, adapter_path=str(out), algorithm="sft", round=current.round + 1, metrics=metrics,
+        version_id=number), f"policy v{number}")

@@ -182,6 +182,7 @@ def sample_rows(prompt_id: int, policy_version_id: int | None, responses: list[t
         reason = rest[0] if rest else None
         if reason not in FINISH_REASONS:
             raise ValueError(f"finish_reason must be one of eos, length or None, not {reason!r}")
+        text = text.replace("\x00", "")  # a model can emit NUL, which PostgreSQL's text cannot hold
         rows.append(Sample(prompt_id=prompt_id, policy_version_id=policy_version_id, text=text, token_count=n,
                            finish_reason=reason, gen_params_json=json.dumps(gen_params)))
     return rows
