@@ -4,6 +4,7 @@ as a browser does, and the seeded chaos driver. Everything listens on 127.0.0.1 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import random
@@ -41,13 +42,17 @@ class PostgresServer:
         if not found:
             raise SystemExit("PostgreSQL's server programs are needed (apt-get install postgresql): none under "
                              "/usr/lib/postgresql/*/bin")
-        self.bin, self.port, self.log = Path(found[-1]).parent, free_port(), logs / "postgres.log"
-        self.data = Path(tempfile.mkdtemp(prefix="rlhf-chaos-pg-"))
+        self.bin, self.port, self.copy_log_to = Path(found[-1]).parent, free_port(), logs / "postgres.log"
         self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        # As root the server runs as postgres, who must reach its folder: under /tmp itself, not under a $TMPDIR
+        # that may sit in a folder only root may enter (pytest's). Its log is copied beside the others at stop.
+        self.top = Path(tempfile.mkdtemp(prefix="rlhf-chaos-pg-", dir="/tmp" if self.as_user else None))
+        self.data, self.log = self.top / "data", self.top / "postgres.log"
+        self.data.mkdir()
+        self.log.touch()
         if self.as_user:
-            shutil.chown(self.data, "postgres")
-            self.log.touch()
-            shutil.chown(self.log, "postgres")
+            for path in (self.top, self.data, self.log):
+                shutil.chown(path, "postgres")
         self._run("initdb", "-D", str(self.data), "-U", "rlhf", "--auth=trust")
         self.start()
 
@@ -76,7 +81,9 @@ class PostgresServer:
     def stop(self) -> None:
         subprocess.run([*self.as_user, str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        shutil.rmtree(self.data, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            shutil.copyfile(self.log, self.copy_log_to)
+        shutil.rmtree(self.top, ignore_errors=True)
 
 
 def _env() -> dict[str, str]:

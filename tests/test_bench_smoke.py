@@ -10,6 +10,7 @@ machine; their figures mean nothing and are not checked, only that they are prin
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import re
@@ -33,12 +34,18 @@ class Expect:
     lines: tuple[str, ...]  # regular expressions its stdout must match (re.M): the table, its verdict lines
     json_files: tuple[str, ...] = ()  # a shell script: the files it writes into its output directory
     browser: bool = False  # drives Chromium: skipped where there is none, like the browser tests
+    postgres: bool = False  # starts its own PostgreSQL server: skipped where its programs are not installed
 
 
 EXPECTED = {
     "best_of_n.py": Expect((r"^PRM v1: held-out step accuracy [\d.]+ on \d+ steps \(majority label [\d.]+\)",
                             r"^answers kept\s+accuracy", r"^greedy\s+[\d.]+%", r"^best of 3 by functions\s+[\d.]+%",
                             r"^best of 3 by prm\s+[\d.]+%", r"^best of 3 by rm\s+[\d.]+%", r"^pass@3 ")),
+    "chaos_loop.py": Expect((r"^phase\s+rounds\s+judgments\s+lost\s+dup\.\s+over k\s+inconsist\.",
+                             r"^no chaos\s+\d+\s+\d+\s+0\s", r"^chaos\s+\d+\s+\d+\s+0\s+0\s+0\s+0\s",
+                             r"^chaos: 1 server SIGKILLs, 1 worker SIGKILLs, 1 PostgreSQL",
+                             r"^verdict: lost 0 \(must be 0\), inconsistent 0 \(must be 0\), \d+ rounds done "
+                             r"\(of 1 wanted\): PASS"), postgres=True),
     "generation.py": Expect((r"^natural: variant\s+tok/s\s+x hf-base$", r"^forced: variant", r"^\s+ours-trained\s+\d",
                              r"target ours-trained >= 1\.0x hf-base: [\d.]+x")),
     "gpu_check.sh": Expect((r"^smoke run: CUDA parts skipped", r"^== round", r"^\s+1\s+v1\s+grpo\s+12\s",
@@ -65,6 +72,15 @@ EXPECTED = {
                           r"^GRPO step \(rollout \+ score \+ update\)", r"^SFT step \(answer tokens only\)",
                           r"^PPO step peak memory \(MiB\)")),
 }
+
+
+def _skipped(expect: Expect) -> str | None:
+    """Why this machine cannot run the smoke run (None: it can)."""
+    if expect.browser and not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} not found (apt-get install chromium)"
+    if expect.postgres and not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        return "PostgreSQL's server programs not found (apt-get install postgresql)"
+    return None
 
 
 def bench_scripts() -> list[str]:
@@ -122,7 +138,7 @@ def smoke_runs(request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_fa
     pool = ThreadPoolExecutor(max_workers=2)
     runs: dict[str, tuple[Future, Path]] = {}
     for name in selected:
-        if name in EXPECTED and not (EXPECTED[name].browser and not Path(CHROMIUM).exists()):
+        if name in EXPECTED and not _skipped(EXPECTED[name]):
             out = tmp_path_factory.mktemp(f"smoke-{name.replace('.', '-')}")
             runs[name] = (pool.submit(run_smoke, name, out, tiny_model_dir), out)
     yield runs
@@ -135,8 +151,8 @@ def test_bench_smoke(script: str, smoke_runs: dict[str, tuple[Future, Path]]) ->
         pytest.fail(f"bench/{script} is new: give it a smoke mode (--smoke, bench/_smoke.py) and add what its smoke "
                     "run prints (its table) to EXPECTED in tests/test_bench_smoke.py")
     expect = EXPECTED[script]
-    if expect.browser and not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
+    if _skipped(expect):
+        pytest.skip(_skipped(expect))
     future, out = smoke_runs[script]
     proc = future.result()
     output = proc.stdout + proc.stderr

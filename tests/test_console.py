@@ -64,15 +64,8 @@ def test_quickstart_prints_only_our_lines_and_logs_the_rest(tmp_path: Path, tiny
     logs = {p.name: p.read_text() for p in (qs / "logs").iterdir()}
     assert set(logs) >= {"quickstart.log", "worker.log"}
     assert "alembic" in logs["quickstart.log"] or "httpx" in logs["quickstart.log"]
-    if _bitsandbytes_warns_at_import():
-        # The serving process loaded the model to sample (the worker, stopped before any job, may not have).
-        assert "gemm_4bit_forward" in logs["quickstart.log"]
-
-
-def _bitsandbytes_warns_at_import() -> bool:
-    """Whether importing bitsandbytes logs its "Failed to load CPU gemm_4bit_forward" warning here."""
-    probe = subprocess.run([sys.executable, "-c", "import bitsandbytes"], capture_output=True, text=True, timeout=120)
-    return "gemm_4bit_forward" in probe.stderr
+    # bitsandbytes' failed hub-kernel fetch is quieted where rlhf_core is imported (rlhf_core.stay_offline).
+    assert "gemm_4bit_forward" not in console.read_text()
 
 
 ROUTE = """
