@@ -74,7 +74,8 @@ def generate(
                   ] = "rm",
     function: Annotated[list[str] | None, typer.Option(
         "--function", help="--by functions: a reward function module:function with TRL's signature (repeatable; "
-                           "summed); a --file's other fields are its keyword columns")] = None,
+                           "summed; default: the workspace's [[reward.functions]]); a --file's other fields are its "
+                           "keyword columns")] = None,
 ) -> None:
     """Print what a policy version answers to a prompt (and, with --compare, another version beside it), or with
     --best-of N the best of N sampled answers by the reward model, the process reward model or reward functions."""
