@@ -117,11 +117,11 @@ def test_demo_runs_a_gated_round_on_a_small_model(tmp_path: Path, tiny_model_dir
     out = rlhf("demo", "-w", str(tmp_path / "demo"), "--model", str(tiny_model_dir), "--rounds", "1",
                "--judgments", "8", "--gold", "longer").stdout
     assert "No GPU: using smaller" in out
-    # Eight judgments leave a handful held out: the reward model is trained (v1), but the 95% lower bound of its
-    # held-out accuracy cannot clear loop.min_reward_confidence, so the round keeps policy v0 and says why.
+    # Eight judgments: the reward model is trained (v1), but the 95% lower bound of its evidence (cross-fitted
+    # and fresh accuracy) cannot clear loop.min_reward_confidence, so the round keeps policy v0 and says why.
     table = [line.split() for line in out.splitlines() if line.strip().startswith("1 ") and " v0 " in line]
     assert table and table[-1][1:4] == ["v0", "base", "8"]  # round 1, policy kept, 8 judgments
-    assert "round 1: policy not updated, reward model v1: held-out accuracy" in out
+    assert "round 1: policy not updated, reward model v1: cross-fitted accuracy" in out
     assert "(loop.min_reward_confidence)" in out
     status = json.loads(rlhf("status", "--json", "-w", str(tmp_path / "demo")).stdout)
     assert status["versions"] == {"policy": 0, "reward_model": 1}
