@@ -121,6 +121,8 @@ def test_the_monitor_fires_when_the_proxy_rises_against_fresh_evidence() -> None
     assert "right on only 48/100 of v2's fresh judgments" in alarm.reason
     # Too few fresh judgments say nothing yet.
     assert overoptimization_alarm([ev(1, claimed=0.8), ev(2, claimed=1.5, fresh=(5, 12))]) is None
+    # Above chance but not yet shown to be (20/32 = 62%, 95% lower bound 45%) is no alarm: the bench's false alarms.
+    assert overoptimization_alarm([ev(1, claimed=0.8), ev(2, claimed=1.5, fresh=(20, 32))]) is None
 
 
 def test_the_monitor_fires_when_people_or_the_next_reward_model_disagree() -> None:

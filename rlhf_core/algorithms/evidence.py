@@ -125,8 +125,10 @@ def overoptimization_alarm(history: Sequence[VersionEvidence]) -> Alarm | None:
     """The over-optimization rule, on the newest version v of `history` (versions in order, the first the base or
     the first trained one): the proxy went up (v's claimed gain above its predecessor's, the base counting 0)
     while the evidence that does not come from that proxy says otherwise:
-    - fresh: the reward model is no better than chance on v's own new pairs (95% lower bound of its fresh
-      accuracy ≤ 50%, over at least MIN_FRESH decisive judgments): the policy moved where the proxy is wrong;
+    - fresh: the reward model is no better than chance on v's own new pairs (its fresh accuracy ≤ 50%, over at
+      least MIN_FRESH decisive judgments): the policy moved where the proxy is wrong. The point estimate, not the
+      interval's lower bound: a few dozen judgments leave any accuracy's lower bound near 50%, and a rule that fired
+      on "not yet shown above chance" raised alarms while the gold still rose (bench/overoptimization.py);
     - human: people prefer v to its predecessor no more than half the time (at least MIN_HUMAN judgments);
     - unconfirmed: the next reward model re-scores v's gain at most half of what was claimed (or not above 0).
     Returns the alarm with its reason, or None."""
@@ -138,9 +140,9 @@ def overoptimization_alarm(history: Sequence[VersionEvidence]) -> Alarm | None:
         return None
     up = f"v{v.version}: the proxy gain rose ({before:+.2f} -> {v.claimed_gain:+.2f} base std)"
     reasons = []
-    if v.fresh is not None and v.fresh.n >= MIN_FRESH and v.fresh.interval[0] <= 0.5:
+    if v.fresh is not None and v.fresh.n >= MIN_FRESH and v.fresh.right <= 0.5 * v.fresh.n:
         reasons.append(f"the reward model is right on only {v.fresh.right}/{v.fresh.n} of v{v.version}'s fresh "
-                       f"judgments (95% lower bound {v.fresh.interval[0]:.0%}, not above chance)")
+                       f"judgments ({v.fresh.right / v.fresh.n:.0%}, not above chance)")
     if v.human_vs_previous is not None and v.human_vs_previous.n >= MIN_HUMAN and v.human_vs_previous.value <= 0.5:
         reasons.append(f"people prefer v{v.version} to its predecessor {v.human_vs_previous.value:.0%} of "
                        f"{v.human_vs_previous.n} times")
