@@ -8,7 +8,7 @@ The reward functions are one callable with TRL's reward-function signature, `fun
 completion as `[{"role": "assistant", "content": text}]`) and the prompt's extra columns (e.g. `solution` for TRL's
 `accuracy_reward`), one value per completion. `functions_from_references` sums named "module:function" ones
 (`--function`); without them, the workspace's configured `[[reward.functions]]` score, weighted and summed as in
-training (`configured_functions`: `rlhf_core.rewards.score_with_functions(...).total()` over the prompts' columns).
+training (`configured_functions`: `score_with_functions` over the prompts' columns, then `combine_rewards`).
 Candidates a scorer gives None rank last; among equal scores the first sampled wins.
 """
 
@@ -53,8 +53,12 @@ class ScoringContext:
 
 
 def configured_functions(ws: Workspace) -> RewardFunction | None:
-    """The workspace's `[[reward.functions]]` as one TRL-signature callable: their weighted sum, as training
-    combines them (None where none applies to a completion); None when none is configured."""
+    """The workspace's `[[reward.functions]]` as one TRL-signature callable, combined as a round combines them
+    (`reward.combine` through `combine_rewards`; None where none applies to a completion); None when none is
+    configured."""
+    import torch
+
+    from rlhf_core.algorithms.reward_combination import combine_rewards
     from rlhf_core.rewards import RewardFunctionError, build_reward_functions, score_with_functions
     from rlhf_core.rewards.answers import completion_text
 
@@ -69,7 +73,9 @@ def configured_functions(ws: Workspace) -> RewardFunction | None:
             scores = score_with_functions(functions, prompts, texts, rows)
         except RewardFunctionError as exc:
             raise BestOfNError(str(exc)) from None
-        totals = scores.total()
+        components = torch.tensor([[float("nan") if v is None else v for v in scores.values[name]]
+                                   for name in scores.names])
+        totals = combine_rewards(components, torch.tensor(scores.weights), ws.config.reward.combine).tolist()
         return [None if all(scores.values[name][i] is None for name in scores.names) else totals[i]
                 for i in range(len(texts))]
 
