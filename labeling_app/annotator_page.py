@@ -8,6 +8,7 @@ the database serialises what must be serialised inside storage's transaction.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -18,12 +19,17 @@ from labeling_app.annotation import Annotation, Screen, own_notice
 from labeling_app.auth import SessionStore, current_user
 from labeling_app.render import NO_PAIRS_MESSAGE, RAW_TOGGLE_JS, screen_js, screen_values
 from labeling_app.shortcuts import LEGEND
-from storage import STRENGTHS, JudgmentError, SessionUser
+from storage import STRENGTHS, DatabaseUnavailable, JudgmentError, SessionUser
 
 MAX_REASON_CHARS = 5000
 # Small DB-only events: no queue round trips; inputs are plain strings and outputs are already in
 # wire form (see render.py), so Gradio's pre- and postprocessing is skipped.
 FAST = {"queue": False, "show_progress": "hidden", "preprocess": False, "postprocess": False}
+# A PostgreSQL restart takes a few seconds: an event that only reads (the page's load, "Check now") waits that out
+# rather than fail. A verdict is not retried blindly (its commit may have landed): the annotator is told instead.
+READ_WAIT_S = 10.0
+DATABASE_AWAY = ("The database cannot be reached just now (it may be restarting). Wait a few seconds and try "
+                 "again: a verdict that was not saved is asked again.")
 
 
 @dataclass
@@ -44,16 +50,24 @@ class AnnotatorPage:
     def user(self, request: gr.Request) -> SessionUser:
         return current_user(self.sessions, self.annotation.db, request)
 
-    def run(self, event: Callable[[], Screen]) -> list[Any]:
-        """One event's screen as output values; refusals become a message on the page."""
-        try:
-            return screen_values(event())
-        except JudgmentError as exc:
-            raise gr.Error(_refusal(str(exc)), print_exception=False) from exc
+    def run(self, event: Callable[[], Screen], *, wait_s: float = 0.0) -> list[Any]:
+        """One event's screen as output values; refusals become a message on the page. A database that went away
+        is tried again for up to `wait_s` seconds (0.25, 0.5, 1, 2, 2, ... s apart), then said in one sentence."""
+        deadline, pause = time.monotonic() + wait_s, 0.25
+        while True:
+            try:
+                return screen_values(event())
+            except JudgmentError as exc:
+                raise gr.Error(_refusal(str(exc)), print_exception=False) from exc
+            except DatabaseUnavailable as exc:
+                if time.monotonic() + pause > deadline:
+                    raise gr.Error(DATABASE_AWAY, print_exception=False) from exc
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     def load(self, request: gr.Request) -> list[Any]:
         """The page as it stands for this user (load and reload)."""
-        return self.run(lambda: self.annotation.screen(self.user(request)))
+        return self.run(lambda: self.annotation.screen(self.user(request)), wait_s=READ_WAIT_S)
 
     def on_screen(self, event: Any) -> None:  # noqa: ANN401 - a Gradio dependency
         """Chain the client-side area switch after an event that shows a screen."""
@@ -137,7 +151,8 @@ def _wire(page: AnnotatorPage) -> None:
         The last notice stays (if it is one of ours), so "Saved: ..." does not vanish meanwhile, and
         so does Undo for the rest of its window (the server checks the window when it is pressed)."""
         undo = int(undo_id) if str(undo_id or "").isdigit() else None
-        return page.run(lambda: replace(page.annotation.screen(page.user(request), own_notice(notice)), undo_id=undo))
+        return page.run(lambda: replace(page.annotation.screen(page.user(request), own_notice(notice)), undo_id=undo),
+                        wait_s=READ_WAIT_S)
 
     page.on_screen(page.check.click(check, inputs=[page.notice, page.undo_token], outputs=page.screen_outputs,
                                     api_visibility="private", **FAST))

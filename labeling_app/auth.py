@@ -32,6 +32,7 @@ from gradio import route_utils
 from storage import (
     Annotator,
     Database,
+    DatabaseUnavailable,
     SessionUser,
     UserError,
     authenticate,
@@ -127,8 +128,14 @@ class SessionStore(MutableMapping[str, str]):
         if hit is not None and now - hit[0] < self.cache_seconds:
             user = hit[1]
         else:
-            user = session_user(self.db, token)
-            self._remember(token, user, now)
+            try:
+                user = session_user(self.db, token)
+            except DatabaseUnavailable:
+                if hit is None:
+                    raise
+                user = hit[1]  # the database is restarting: the last look stands, the event's transaction rechecks
+            else:
+                self._remember(token, user, now)
         if user is not None and user.expires_at.timestamp() <= time.time():
             return None
         return user

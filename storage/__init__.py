@@ -37,7 +37,14 @@ from storage.backup import (
     sqlite_file,
     version_files,
 )
-from storage.db import Database, DatabaseError, connection_error_reason, normalize_url, schema_knows
+from storage.db import (
+    Database,
+    DatabaseError,
+    DatabaseUnavailable,
+    connection_error_reason,
+    normalize_url,
+    schema_knows,
+)
 from storage.demonstrations import (
     MAX_DEMONSTRATION_CHARS,
     DemonstrationError,

@@ -16,6 +16,7 @@ from alembic.script.revision import RevisionError
 from alembic.util.exc import CommandError
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, create_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -24,6 +25,11 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 class DatabaseError(RuntimeError):
     """A database problem explained for a person (bad URL, server down, schema too new)."""
+
+
+# What a statement raises when the database went away under it (a server restarting, a dropped connection, SQLite
+# still locked after its busy timeout): callers that can wait it out catch this name, not the driver's.
+DatabaseUnavailable = OperationalError
 
 
 def normalize_url(url: str) -> str:

@@ -5,6 +5,7 @@ sentence, leaves no half-written files and no row, and labeling keeps serving.""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -13,10 +14,11 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from sqlalchemy.engine import make_url
-from test_recovery_ops import judge_over_http
+from test_recovery_ops import PASSWORD, TOKEN, judge_over_http, open_questions
 
 import storage
 from rlhf_core.config import dump_config
@@ -54,7 +56,17 @@ class StartingServer:
         self.server = socket.create_server(("127.0.0.1", self.port))
         self.server.settimeout(0.2)
         self.stop = threading.Event()
+        self.live: list[socket.socket] = []
         threading.Thread(target=self._serve, daemon=True).start()
+
+    def restart(self, refuse: int) -> None:
+        """As a server restart looks to its clients: every open connection is dropped, and the next `refuse` ones
+        are closed at once (the server is still starting)."""
+        self.refuse = refuse
+        for sock in self.live:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.live.clear()
 
     def _serve(self) -> None:
         with self.server:
@@ -68,6 +80,7 @@ class StartingServer:
                     client.close()
                     continue
                 upstream = socket.create_connection(self.target)
+                self.live += [client, upstream]
                 for a, b in ((client, upstream), (upstream, client)):
                     threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
@@ -118,6 +131,58 @@ def test_a_postgres_that_comes_up_during_the_retries_is_used(tmp_path: Path) -> 
     retries = [line for line in out.stderr.splitlines() if " not reachable (" in line]
     assert [line.rpartition("(")[2] for line in retries] == ["attempt 1 of 4)", "attempt 2 of 4)"], out.stderr
     assert '"counts"' in out.stdout
+
+
+def test_the_labeling_page_waits_out_a_database_restart_and_says_so_when_it_lasts(tmp_path: Path) -> None:
+    from conftest import _drop_postgres, _fresh_postgres
+
+    from labeling_app import serve
+
+    base = os.environ.get("RLHF_TEST_PG_URL")
+    if not base:
+        pytest.skip("set RLHF_TEST_PG_URL to run against PostgreSQL (scripts/test_postgres.sh starts one)")
+    direct, name = _fresh_postgres(base)
+    direct.upgrade()
+    storage.ensure_base_policy(direct)
+    direct.dispose()
+    server = make_url(direct.url)
+    proxy = StartingServer((server.host, server.port), refuse=0)
+    ws = workspace_with_url(tmp_path / "ws", server.set(port=proxy.port).render_as_string(hide_password=False), 1)
+    db = ws.database()
+    open_questions(db, 3)
+    storage.create_annotator(db, "rita", PASSWORD)
+    served = serve(ws, db, port=free_port(), block=False, quiet=True)
+
+    def next_pair(session: httpx.Client) -> tuple[float, httpx.Response]:
+        started = time.monotonic()
+        answer = session.post("/gradio_api/run/next_pair", json={"data": [], "session_hash": "r"})
+        return time.monotonic() - started, answer
+
+    try:
+        with httpx.Client(base_url=served.url, timeout=60) as session:
+            assert session.post("/login", data={"username": "rita", "password": PASSWORD}).status_code == 200
+            assert next_pair(session)[1].status_code == 200
+            time.sleep(5.2)  # past the session cache: the next request looks the session up in the database
+            proxy.restart(refuse=4)  # the session lookup and the first tries of the page's load are refused
+            took, answer = next_pair(session)
+            assert answer.status_code == 200, answer.text
+            token = next(v for v in answer.json()["data"] if isinstance(v, str) and TOKEN.fullmatch(v))
+            assert 1.0 < took < 10, took  # waited (0.25 + 0.5 + 1 s between tries) rather than failed
+            assert proxy.refuse == 0
+            proxy.restart(refuse=10**6)  # down for longer: a verdict is not retried blindly, the page says why
+            refused = session.post("/gradio_api/run/judge_left", json={"data": [token, None, ""], "session_hash": "r"})
+            assert refused.status_code != 200
+            assert "The database cannot be reached just now (it may be restarting)" in refused.text, refused.text
+            proxy.refuse = 0
+            saved = session.post("/gradio_api/run/judge_left", json={"data": [token, None, ""], "session_hash": "r"})
+            assert saved.status_code == 200, saved.text
+            assert any(isinstance(v, str) and v.startswith("Saved") for v in saved.json()["data"])
+            assert storage.count_judgments(db) == 1
+    finally:
+        served.close()
+        db.dispose()
+        proxy.stop.set()
+        _drop_postgres(base, name)
 
 
 def test_a_sqlite_database_that_cannot_be_opened_is_one_line(tmp_path: Path) -> None:
