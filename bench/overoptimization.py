@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _smoke import add_smoke_option, apply_smoke  # noqa: E402
 
+from rlhf_core.algorithms.agreement import wilson_interval  # noqa: E402
 from rlhf_core.algorithms.evidence import (  # noqa: E402
     CONSERVATIVE_MODES,
     Accuracy,
@@ -126,7 +127,8 @@ def run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm, fr
         history.append(VersionEvidence(version=chunk + 1, claimed_gain=proxy, fresh=fresh))
         alarm = overoptimization_alarm(history)
         rows.append({"mode": mode, "step": (chunk + 1) * args.every, "sqrt_kl": math.sqrt(max(kl, 0.0)), "kl": kl,
-                     "proxy_gain": proxy, "gold_win_rate": win, "fresh_accuracy": fresh.value, "fresh_n": fresh.n,
+                     "proxy_gain": proxy, "gold_win_rate": win, "eval_n": len(eval_convs),
+                     "fresh_accuracy": fresh.value, "fresh_n": fresh.n,
                      "alarm": alarm.reason if alarm else None})
         r = rows[-1]
         print(f"  {mode:<5} step {r['step']:>4}  sqrt KL {r['sqrt_kl']:.3f}  proxy {r['proxy_gain']:+.2f}  gold win "
@@ -139,6 +141,13 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0%}"
 
 
+def fell_from_peak(peak: float, end: float, n: int) -> bool:
+    """Whether a gold win rate of `end` over `n` eval prompts is below the 95% Wilson interval of the `peak` (ties
+    count half, so the peak's wins are rounded): a one-prompt dip from 100% to 97.9% of 48 is noise, not a fall."""
+    interval = wilson_interval(round(peak * n), n)
+    return interval is not None and end < interval[0]
+
+
 def summarize(rows: list[dict]) -> dict:
     """Where the gold peaked, how it ended, and when the alarm first fired (steps after the peak)."""
     peak = max(rows, key=lambda r: r["gold_win_rate"])
@@ -147,7 +156,7 @@ def summarize(rows: list[dict]) -> dict:
             "gold_at_end": rows[-1]["gold_win_rate"], "proxy_at_peak": peak["proxy_gain"],
             "proxy_at_end": rows[-1]["proxy_gain"], "alarm_step": fired["step"] if fired else None,
             "alarm_after_peak": (fired["step"] - peak["step"]) if fired else None,
-            "gold_fell": rows[-1]["gold_win_rate"] < peak["gold_win_rate"],
+            "gold_fell": fell_from_peak(peak["gold_win_rate"], rows[-1]["gold_win_rate"], peak["eval_n"]),
             "proxy_rose_after_peak": rows[-1]["proxy_gain"] > peak["proxy_gain"]}
 
 
@@ -211,7 +220,8 @@ def main() -> None:
               f"{s['proxy_at_peak']:>+13.2f}  {s['proxy_at_end']:>+12.2f}  {str(s['alarm_step'] or '-'):>8}  "
               f"{after:>16}")
     shown = [s for s in summaries if s["gold_fell"] and s["proxy_rose_after_peak"]]
-    print(f"gold peaked then fell while the proxy kept rising: {', '.join(s['mode'] for s in shown) or 'no mode'}; "
+    print("gold peaked then fell (below the peak's 95% interval) while the proxy kept rising: "
+          f"{', '.join(s['mode'] for s in shown) or 'no mode'}; "
           f"{time.time() - started:.0f} s; load average {loadavg()}")
     if args.json:
         args.json.write_text(json.dumps({"gold": args.gold, "judgments": args.judgments, "rows": rows,

@@ -145,3 +145,17 @@ def test_worse_than_predecessor() -> None:
     assert worse_than_predecessor([ev(1, claimed=0.5, rescored=0.1)]).startswith("over-optimization: v1")
     assert worse_than_predecessor([ev(1, claimed=0.5, rescored=0.4, human=(22, 40))]) is None
     assert worse_than_predecessor([]) is None
+
+
+def test_the_overoptimization_bench_counts_a_fall_only_beyond_the_peaks_interval() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from overoptimization import fell_from_peak
+
+    # 48 of 48: Wilson 95% lower bound = (1 + 1.9208/48 - 1.96 * sqrt(3.8415 / 9216)) / (1 + 3.8415/48) = 0.9259
+    assert not fell_from_peak(1.0, 47 / 48, 48)  # one prompt of 48: noise
+    assert not fell_from_peak(1.0, 0.93, 48)
+    assert fell_from_peak(1.0, 0.92, 48)
+    assert fell_from_peak(0.75, 0.5, 48) and not fell_from_peak(0.75, 0.70, 48)
