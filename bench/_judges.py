@@ -3,8 +3,9 @@
 `rlhf_core.simulator.judge_endpoint`, judge runs and routing of `rlhf_core.judges`, the worker's reward training).
 
 SPEC is `accuracy=0.75` or `accuracy=0.75,left_bias=0.5` (each answer is the gold's side with probability
-`accuracy`; with probability `left_bias` it is "A", whatever the pair). For each SPEC, on fresh copies of the pool
-workspace that hold every pool pair (`--max-pairs` per prompt, random), the reward model's gold accuracy for:
+`accuracy`; with probability `left_bias` it is "A", whatever the pair), optionally with `runs=every/routed/alone`
+(which of the three runs below, default all). For each SPEC, on fresh copies of the pool workspace that hold every
+pool pair (`--max-pairs` per prompt, random), the reward model's gold accuracy for:
 
 - `people-<N>`: N = the last budget human judgments alone (once, shared by every SPEC);
 - `people-<n>+judge`: n = the first budget human judgments plus the judge on every pair;
@@ -36,17 +37,25 @@ ACTOR = Actor("bench", "cli")
 ALL_PAIRS = 100_000
 
 
-def parse_judge_spec(spec: str) -> dict[str, float]:
-    """"accuracy=0.75,left_bias=0.5" -> {"accuracy": 0.75, "left_bias": 0.5}; ValueError naming a bad part."""
-    values = {"accuracy": 1.0, "left_bias": 0.0}
+RUNS = {"every": ("+judge", "all"), "routed": ("-routed+judge", "judge_uncertain"), "alone": ("judge-alone", "all")}
+
+
+def parse_judge_spec(spec: str) -> tuple[dict[str, float], list[str]]:
+    """"accuracy=0.75,left_bias=0.5,runs=routed" -> ({"accuracy": 0.75, "left_bias": 0.5}, ["routed"]) (runs: all
+    three by default); ValueError naming a bad part."""
+    values, runs = {"accuracy": 1.0, "left_bias": 0.0}, list(RUNS)
     for part in filter(None, (p.strip() for p in spec.split(","))):
         key, _, value = part.partition("=")
+        if key == "runs" and value and all(r in RUNS for r in value.split("/")):
+            runs = [r for r in RUNS if r in value.split("/")]
+            continue
         if key not in values or not value:
-            raise ValueError(f"--judge {spec!r}: {part!r} is not accuracy=P or left_bias=P")
+            raise ValueError(f"--judge {spec!r}: {part!r} is not accuracy=P, left_bias=P or runs=R[/R...] "
+                             f"(R: {', '.join(RUNS)})")
         values[key] = float(value)
         if not 0.0 <= values[key] <= 1.0:
             raise ValueError(f"--judge {spec!r}: {key} must be between 0 and 1")
-    return values
+    return values, runs
 
 
 def _workspace(ctx: Any, name: str, route: str):  # noqa: ANN401, ANN202
@@ -94,10 +103,11 @@ def judge_scenarios(ctx: Any, specs: list[str], hf_judge: str | None = None) -> 
         print(f"  hf judge {hf_judge}: kappa {figures['kappa']} {figures['kappa_ci']} on {figures['shared']} shared "
               f"judgments, left bias {figures['left_bias']} ({rows[-1]['seconds']} s)", flush=True)
     for i, spec_text in enumerate(specs):
-        spec = parse_judge_spec(spec_text)
-        label = f"judge {spec_text}"
-        for scenario, route, people in (("+judge", "all", few), ("-routed+judge", "judge_uncertain", few),
-                                        ("judge-alone", "all", 0)):
+        spec, runs = parse_judge_spec(spec_text)
+        label = "judge " + ",".join(p for p in spec_text.split(",") if not p.strip().startswith("runs="))
+        for run in runs:
+            scenario, route = RUNS[run]
+            people = 0 if run == "alone" else few
             t0 = time.perf_counter()
             mws, mdb = _workspace(ctx, f"{i}{scenario}", route)
             metrics = _judged_by(ctx, mws, mdb, spec, seed=i)

@@ -7,7 +7,8 @@ preference, per selection method and judgment budget, and for candidate reward-m
         --annotator-models none,threshold,crowd_bt --crowdkit --seeds 3
     python bench/reward_learning.py --gold sentiment --selection random --prior 1000   # with/without a prior
     python bench/reward_learning.py --gold sentiment --selection random --judge accuracy=0.75 \
-        --judge accuracy=0.55 --judge accuracy=0.75,left_bias=0.5 [--hf-judge default]  # AI judges (bench/_judges.py)
+        --judge accuracy=0.55,runs=routed --judge accuracy=0.75,left_bias=0.5,runs=routed [--hf-judge default]
+        # AI judges (bench/_judges.py)
     python bench/reward_learning.py --smoke       # seconds: the tiny model, budgets 8,16, responses of 8 tokens
 
 1. Responses: `--per-prompt` (4) responses per prompt are sampled once from the base model with the
@@ -203,7 +204,8 @@ def main() -> None:
                         "gold-labelled prior judgments on other prompts (a simulated existing dataset)")
     parser.add_argument("--prior-per-prompt", type=int, default=6, help="with --prior: responses per prior prompt")
     parser.add_argument("--judge", action="append", default=[], metavar="SPEC", help="a simulated AI judge, e.g. "
-                        "accuracy=0.75,left_bias=0.5 (repeatable): people vs people and judge (bench/_judges.py)")
+                        "accuracy=0.75,left_bias=0.5[,runs=every/routed/alone] (repeatable): people vs people "
+                        "and judge (bench/_judges.py)")
     parser.add_argument("--hf-judge", default=None, metavar="MODEL", help="with --judge: a local LM as an hf judge "
                         "too ('default': the embedded SmolLM2), its kappa with the simulated people")
     add_smoke_option(parser)

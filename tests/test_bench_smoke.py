@@ -166,3 +166,17 @@ def test_bench_smoke(script: str, smoke_runs: dict[str, tuple[Future, Path]]) ->
     for path in written:
         assert path.is_file(), f"bench/{script} --smoke did not write {path.name}"
         assert json.loads(path.read_text()), f"bench/{script} --smoke wrote an empty {path.name}"
+
+
+def test_the_judge_bench_reads_its_specs_and_names_a_bad_part() -> None:
+    sys.path.insert(0, str(BENCH))
+    from _judges import parse_judge_spec
+
+    assert parse_judge_spec("accuracy=0.75") == ({"accuracy": 0.75, "left_bias": 0.0}, ["every", "routed", "alone"])
+    assert parse_judge_spec("accuracy=0.75,left_bias=0.5,runs=routed") == ({"accuracy": 0.75, "left_bias": 0.5},
+                                                                          ["routed"])
+    assert parse_judge_spec("runs=alone/every") == ({"accuracy": 1.0, "left_bias": 0.0}, ["every", "alone"])
+    for bad, says in (("accuracy=1.5", "accuracy must be between 0 and 1"), ("runs=sometimes", "runs=R[/R...]"),
+                      ("bias=0.5", "'bias=0.5' is not accuracy=P")):
+        with pytest.raises(ValueError, match=re.escape(says)):
+            parse_judge_spec(bad)
