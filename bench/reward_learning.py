@@ -354,12 +354,13 @@ def main() -> None:
             print(f"  candidate {name:<14} gold accuracy {candidates[name]['accuracy']:.3f}, "
                   f"ECE {candidates[name]['ece']:.3f} ({candidates[name]['seconds']} s)", flush=True)
 
+    judge_rows: list[dict] = []
     if args.judge:  # people and simulated AI judges through the real judge path (bench/_judges.py)
         from types import SimpleNamespace
 
         from _judges import judge_scenarios, print_judge_table
 
-        print_judge_table(judge_scenarios(SimpleNamespace(
+        print_judge_table(judge_rows := judge_scenarios(SimpleNamespace(
             base_root=base_root, ws=ws, stack=stack, gold=gold, noise=args.noise, budgets=budgets,
             offer=lambda mws, mdb: offer_pairs(mws, mdb, stack, pool, responses, "random", args.max_pairs, False),
             measure=lambda: measure(stack, heldout, args.noise, ws.config.reward.max_length)),
@@ -386,7 +387,8 @@ def main() -> None:
               f"with {reach if reach is not None else 'more than ' + str(budgets[-1])} judgments")
     if args.json:
         args.json.write_text(json.dumps({"gold": args.gold, "noise": args.noise, "curves": curves, "runs": meta,
-                                         "candidates": candidates, "heldout_pairs": len(heldout),
+                                         "candidates": candidates, "judges": judge_rows,
+                                         "heldout_pairs": len(heldout),
                                          "load_average": [load_before, os.getloadavg()[0]]}, indent=2))
         print(f"figures written to {args.json}")
 

@@ -35,6 +35,7 @@ class Expect:
     json_files: tuple[str, ...] = ()  # a shell script: the files it writes into its output directory
     browser: bool = False  # drives Chromium: skipped where there is none, like the browser tests
     postgres: bool = False  # starts its own PostgreSQL server: skipped where its programs are not installed
+    json_keys: tuple[str, ...] = ()  # top-level keys its --json file must hold, each not empty
 
 
 EXPECTED = {
@@ -67,7 +68,8 @@ EXPECTED = {
                              r"^4 pairs\s+[\d.]+ s", r"^exit code on SIGTERM: 0;"), browser=True),
     "reward_learning.py": Expect((r"^method\s+8\s+16$", r"^random\s+[\d.]+ \([\d.]+\)\s+[\d.]+",
                                   r"^uncertainty\s+[\d.]+", r"uncertainty reaches random's 16-judgment accuracy",
-                                  r"^judge accuracy=0\.75 \| people-8-routed\+judge\s+[\d.]+\s+[\d.]+$")),
+                                  r"^judge accuracy=0\.75 \| people-8-routed\+judge\s+[\d.]+\s+[\d.]+$"),
+                                 json_keys=("curves", "judges")),
     "train_step": Expect((r"^measurement\s+ours\s+theirs\s+ratio\s+target\s+result$",
                           r"^reward-model step \(s/step\)\s+[\d.]+\s+[\d.]+",
                           r"^GRPO step \(rollout \+ score \+ update\)", r"^SFT step \(answer tokens only\)",
@@ -166,6 +168,9 @@ def test_bench_smoke(script: str, smoke_runs: dict[str, tuple[Future, Path]]) ->
     for path in written:
         assert path.is_file(), f"bench/{script} --smoke did not write {path.name}"
         assert json.loads(path.read_text()), f"bench/{script} --smoke wrote an empty {path.name}"
+    if expect.json_keys:
+        figures = json.loads(json_path.read_text())
+        assert all(figures.get(key) for key in expect.json_keys), f"{json_path.name} lacks {expect.json_keys}"
 
 
 def test_the_judge_bench_reads_its_specs_and_names_a_bad_part() -> None:
