@@ -14,9 +14,11 @@ import glob
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,9 +114,11 @@ def run_smoke(name: str, out: Path, tiny_model: Path) -> subprocess.CompletedPro
     """Run `name --smoke` in its own process group; past TIMEOUT_S the group gets SIGINT first, so a bench's
     cleanup (stopping the servers it started) runs, then SIGKILL."""
     command, _ = smoke_command(name, out)
-    (out / "tmp").mkdir()
+    # Its temporary files go to a short folder of their own: under pytest-xdist the test's own folder is long enough
+    # (.../popen-gw0/smoke-quickstart-py0/...) to push Chromium's singleton socket past the 108 bytes of a unix path.
+    tmp = Path(tempfile.mkdtemp(prefix="rlhf-smoke-"))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "RLHF_BENCH_SMOKE_MODEL": str(tiny_model), "TMPDIR": str(out / "tmp"), "OMP_NUM_THREADS": "1",
+           "RLHF_BENCH_SMOKE_MODEL": str(tiny_model), "TMPDIR": str(tmp), "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -130,6 +134,8 @@ def run_smoke(name: str, out: Path, tiny_model: Path) -> subprocess.CompletedPro
                 os.killpg(proc.pid, signal.SIGKILL)
             stdout, stderr = proc.communicate()
         stdout += f"\n[timed out after {TIMEOUT_S} s]"
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
 
 
