@@ -89,6 +89,21 @@ def open_console(page) -> None:  # noqa: ANN001 - playwright Page of a logged-in
     page.wait_for_function("() => (document.querySelector('#rounds-note')?.innerText || '').trim() !== ''")
 
 
+def choose_file(page, elem_id: str, path: Path) -> None:  # noqa: ANN001 - playwright Page
+    """Choose `path` in the gr.File `#elem_id` and wait until the upload is done: the file's row, labelled with
+    its name, is shown. (Its visible text splits the name into stem and suffix; while the upload runs, a
+    progress line shows the whole name, so waiting on the text passed or timed out by the race.)"""
+    page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
+    page.locator(f"#{elem_id}").get_by_label(path.name, exact=True).wait_for()
+
+
+def clear_file(page, elem_id: str, name: str) -> None:  # noqa: ANN001 - playwright Page
+    """Click "Clear" on the gr.File `#elem_id` showing `name` and wait until its row is gone, so that the next
+    choice goes to the new file input that Gradio mounts."""
+    page.locator(f"#{elem_id}").get_by_label("Clear").click()
+    page.locator(f"#{elem_id}").get_by_label(name, exact=True).wait_for(state="detached")
+
+
 # A pane's raw text (always in the page; shown by the "show raw text" toggle) and its rendered Markdown.
 LEFT_RAW, RIGHT_RAW, PROMPT_RAW = "#response-left .raw", "#response-right .raw", "#prompt .raw"
 PAIR_SHOWN = "#response-left .rendered"  # visible while a pair is on screen (and raw text is off)

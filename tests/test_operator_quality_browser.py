@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from browser_utils import PASSWORD, free_port, login, open_console
+from browser_utils import PASSWORD, choose_file, clear_file, free_port, login, open_console
 from sqlmodel import select
 
 import storage
@@ -85,8 +85,7 @@ def _wait_for_cell(page, elem_id: str, text: str) -> None:  # noqa: ANN001
 def _upload_and_import(page, path: Path, expect: str) -> str:  # noqa: ANN001
     """Choose `path` in the import box, wait for the upload, click Import, wait for a result holding
     `expect`, and return the result's text."""
-    page.locator("#controls-file input[type=file]").set_input_files(str(path))
-    page.locator("#controls-file").get_by_text(path.name).wait_for()
+    choose_file(page, "controls-file", path)
     page.click("#btn-import-controls")
     page.locator("#controls-result").get_by_text(expect).wait_for()
     return page.locator("#controls-result").inner_text().strip()
@@ -108,6 +107,8 @@ def test_operator_imports_controls_and_reads_quality_selection_and_rm_accuracy(
                                                    ["1", "training", "uncertainty", "2", "2", "0", "0.5"]]
 
     page.locator("#controls").get_by_text("Import control pairs").first.click()
+    # The import box is shown once the accordion has opened.
+    page.locator("#btn-import-controls").wait_for()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(BAD, encoding="utf-8")
     refused = _upload_and_import(page, bad, "bad.jsonl:2")
@@ -115,7 +116,7 @@ def test_operator_imports_controls_and_reads_quality_selection_and_rm_accuracy(
     assert str(tmp_path) not in refused and "gradio" not in refused  # the upload's temp folder is not shown
     assert storage.count_control_pairs(db) == 0
 
-    page.locator("#controls-file").get_by_label("Clear").click()
+    clear_file(page, "controls-file", "bad.jsonl")
     good = tmp_path / "controls.jsonl"
     good.write_text(GOOD, encoding="utf-8")
     imported = _upload_and_import(page, good, "from controls.jsonl")

@@ -10,7 +10,16 @@ import random
 from pathlib import Path
 
 import pytest
-from browser_utils import PAIR_SHOWN, RunningApp, login, open_console, shown_texts, wait_for_new_pair
+from browser_utils import (
+    PAIR_SHOWN,
+    RunningApp,
+    choose_file,
+    clear_file,
+    login,
+    open_console,
+    shown_texts,
+    wait_for_new_pair,
+)
 from conftest import import_kind
 from sqlmodel import select
 
@@ -73,18 +82,16 @@ def test_operator_uploads_pairs_and_reads_the_leaderboard(app: RunningApp, page,
     bad = tmp_path / "bad.jsonl"
     bad.write_text(pair_file(tmp_path / "one.jsonl", 1).read_text() + '{"prompt": "p", "response_a": "x"}\n',
                    encoding="utf-8")
-    page.locator("#pairs-file input[type=file]").set_input_files(str(bad))
-    page.locator("#pairs-file").get_by_text("bad.jsonl").wait_for()
+    choose_file(page, "pairs-file", bad)
     page.click("#btn-import-pairs")
     page.locator("#pairs-result").get_by_text("bad.jsonl:2").wait_for()
     refused = page.locator("#pairs-result").inner_text()
     assert "Not imported: bad.jsonl:2: no 'response_b' field" in refused and str(tmp_path) not in refused
     assert storage.status_counts(db)["counts"]["pairs"] == 0
 
-    page.locator("#pairs-file").get_by_label("Clear").click()
+    clear_file(page, "pairs-file", "bad.jsonl")
     good = pair_file(tmp_path / "arena.jsonl", 6)
-    page.locator("#pairs-file input[type=file]").set_input_files(str(good))
-    page.locator("#pairs-file").get_by_text("arena.jsonl").wait_for()
+    choose_file(page, "pairs-file", good)
     page.click("#btn-import-pairs")
     page.locator("#pairs-result").get_by_text("Imported 6 pairs as 'arena.jsonl'").wait_for()
     import_kind(db, "pairs", pair_file(tmp_path / "more.jsonl", 6, ("beta", "gamma"), start=10), judgments_wanted=1)
