@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlhf_core.algorithms import entropy_from_logits, gather_logprobs, linear_logprobs
+from rlhf_core.algorithms import entropy_from_logits, gather_logprobs, kl_from_logits, linear_kl, linear_logprobs
 
 
 def test_hand_computed_logprobs_and_entropy_across_chunks() -> None:
@@ -68,3 +68,32 @@ def test_a_trainable_projection_is_refused() -> None:
     weight = torch.randn(4, 2, requires_grad=True)
     with pytest.raises(ValueError, match="frozen"):
         linear_logprobs(torch.randn(1, 2), weight, torch.tensor([0]))
+
+
+def test_exact_kl_through_the_head_by_hand_across_chunks() -> None:
+    # Vocabulary of 3, one row per chunk. p = softmax(0, ln 3, 0) = (0.2, 0.6, 0.2); q = softmax(0, 0, 0) =
+    # (1/3, 1/3, 1/3): KL = 0.2·ln 0.6 + 0.6·ln 1.8 + 0.2·ln 0.6. The second position: the same model twice, 0.
+    weight = torch.tensor([[0.0, 0.0], [math.log(3.0), 0.0], [0.0, 1.0]], dtype=torch.float64)
+    hidden_p = torch.tensor([[1.0, 0.0], [0.5, 2.0]], dtype=torch.float64)
+    hidden_q = torch.tensor([[0.0, 0.0], [0.5, 2.0]], dtype=torch.float64)
+    kl = linear_kl(hidden_p, hidden_q, weight, vocab_chunk=1, compute_dtype=torch.float64)
+    expected = 0.4 * math.log(0.6) + 0.6 * math.log(1.8)
+    assert kl.tolist() == pytest.approx([expected, 0.0], abs=1e-6)
+    # Logits of 1000 (a word the policy is sure of) neither overflow nor lose the sum.
+    far = linear_kl(torch.tensor([[0.0, 1000.0]]), torch.tensor([[0.0, 0.0]]), weight.float(), vocab_chunk=2)
+    assert far.item() == pytest.approx(math.log(3.0), abs=1e-4)  # p = one-hot on word 3, where q = 1/3
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64])
+def test_exact_kl_matches_the_full_logits_path(chunk: int) -> None:
+    generator = torch.Generator().manual_seed(1)
+    weight = torch.randn(50, 8, dtype=torch.float64, generator=generator)
+    bias = torch.randn(50, dtype=torch.float64, generator=generator)
+    hidden_p = torch.randn(3, 5, 8, dtype=torch.float64, generator=generator)
+    hidden_q = hidden_p + 0.3 * torch.randn(3, 5, 8, dtype=torch.float64, generator=generator)
+    kl = linear_kl(hidden_p, hidden_q, weight, bias=bias, vocab_chunk=chunk)
+    plain = kl_from_logits(hidden_p @ weight.T + bias, hidden_q @ weight.T + bias)
+    assert kl.shape == (3, 5) and kl.dtype == torch.float32
+    assert torch.allclose(kl.double(), plain.double(), atol=1e-5) and (kl > 0).all()
+    with pytest.raises(ValueError, match="differ in shape"):
+        linear_kl(hidden_p, hidden_q[:2], weight)

@@ -32,3 +32,10 @@ def test_the_budget_is_to_a_fixed_reference():
     config.policy.reference, config.policy.kl_budget_rounds = "base", 0
     with pytest.raises(ConfigError, match="kl_budget_rounds at least 1"):
         validate(config)
+
+
+def test_the_stop_reads_the_exact_kl_where_there_is_one_else_k3() -> None:
+    from rlhf_core.training.rollout import stop_kl
+    assert stop_kl({"kl_k3_per_token": 0.09, "kl_exact_per_token": 0.03}) == 0.03
+    assert stop_kl({"kl_k3_per_token": 0.09, "kl_exact_per_token": 0.0}) == 0.0  # 0 is a figure, not a gap
+    assert stop_kl({"kl_k3_per_token": 0.09}) == 0.09

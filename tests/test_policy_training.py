@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rlhf_core.algorithms import gather_logprobs
+from rlhf_core.algorithms import gather_logprobs, kl_from_logits
 from rlhf_core.config import Config, PolicyConfig
 from rlhf_core.models.batching import left_pad, prompt_token_ids
 from rlhf_core.models.generation import SamplingParams
@@ -106,6 +106,15 @@ def test_reference_is_the_base_model_and_policy_leaves_it_after_one_update(stack
     after = rollout_logprobs(stack, rollout)
     assert torch.equal(after.ref_logp, before.ref_logp)  # the reference never trains
     assert (after.old_logp - after.ref_logp)[mask].abs().max() > 1e-4
+
+    # The exact KL over the vocabulary at each response prefix (what the KL budget's stop reads): 0 before the
+    # update, and after it the same as the policy's full logits against the base's, 0 outside the responses.
+    assert before.kl_exact is not None and not before.kl_exact.any()
+    with torch.no_grad(), stack.use("policy"):
+        policy_logits = stack.model(input_ids=b.input_ids, attention_mask=b.attention_mask).logits[:, :-1]
+    exact = kl_from_logits(policy_logits.float(), logits.float())
+    torch.testing.assert_close(after.kl_exact[mask], exact[mask], atol=1e-5, rtol=1e-4)
+    assert after.kl_exact[mask].min() > 0 and not after.kl_exact[~mask].any()
 
 
 LEARNING_SETUPS = {
@@ -312,10 +321,10 @@ def test_max_kl_per_token_ends_the_updates_without_touching_the_policy(stack: Mo
                        minibatch_size=4, update_epochs=1, max_kl_per_token=1e-6)
     result = train_policy(stack, PROMPTS, direction_score(stack), cfg, algo="grpo", progress=False)
     # Step 0 starts at the base (KL 0) and updates; step 1 has drifted (the budget is checked against the
-    # k3 estimate, never negative, so any update shows).
+    # exact KL over the vocabulary, never negative, so any update shows).
     first, stopped = result.history
-    assert first["kl_stop"] == 0.0 and first["kl_k3_per_token"] == 0.0 and first["clip_fraction"] is not None
-    assert stopped["kl_stop"] == 1.0 and stopped["kl_k3_per_token"] > 1e-6 and "clip_fraction" not in stopped
+    assert first["kl_stop"] == 0.0 and first["kl_exact_per_token"] == 0.0 and first["clip_fraction"] is not None
+    assert stopped["kl_stop"] == 1.0 and stopped["kl_exact_per_token"] > 1e-6 and "clip_fraction" not in stopped
     assert result.summary["stopped_at_kl"] == 1.0 and result.summary["steps"] == 2
 
     state = {k: v.clone() for k, v in stack._adapter_state("policy").items()}

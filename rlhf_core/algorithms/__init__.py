@@ -16,7 +16,7 @@ from rlhf_core.algorithms.advantages import compute_gae, grpo_advantages, per_to
 from rlhf_core.algorithms.agreement import cohens_kappa, fleiss_kappa, majority_agreement, position_bias, tie_rate
 from rlhf_core.algorithms.correlation import pearson_correlation
 from rlhf_core.algorithms.dpo import dpo_loss, sequence_logprobs
-from rlhf_core.algorithms.head_logprobs import linear_logprobs
+from rlhf_core.algorithms.head_logprobs import linear_kl, linear_logprobs
 from rlhf_core.algorithms.kl import kl_from_logits, kl_k1, kl_k2, kl_k3, sequence_kl
 from rlhf_core.algorithms.kl_control import adaptive_kl_beta
 from rlhf_core.algorithms.masked import masked_mean, masked_var, masked_whiten

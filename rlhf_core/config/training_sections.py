@@ -115,7 +115,8 @@ class PolicyConfig:
                 "frozen), \"sft\" (the newest SFT version: the seeds' objective, KL to the SFT policy), or a version "
                 "number such as \"3\".")
     max_kl_per_token: float = setting(
-        0.0, "Stop a round's updates once a rollout's KL to the reference exceeds this (nats/token; 0 = never). With "
+        0.0, "Stop a round's updates once a rollout's KL to the reference exceeds this (nats/token; 0 = never): "
+             "the exact KL over the vocabulary at the rollout's prefixes, averaged over its tokens. With "
              "reference = \"previous\" it bounds each round's step (a trust region per round); DPO checks it "
              "against the exact KL on held-out responses after each step.")
     kl_control: Literal["fixed", "adaptive"] = setting(

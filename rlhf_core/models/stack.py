@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import Tensor, nn
 
-from rlhf_core.algorithms.head_logprobs import linear_logprobs
+from rlhf_core.algorithms.head_logprobs import linear_kl, linear_logprobs
 from rlhf_core.models.adapter_files import AdapterFiles
 from rlhf_core.models.batching import first_response_column
 from rlhf_core.models.generation import MergedCopy, Sampler, decoder_and_head, native_bf16, resolve_mode
@@ -301,13 +301,29 @@ class ModelStack(AdapterFiles, RewardScoring, ProcessRewardScoring, Sampler):
         With `response_mask` ([B, T-1]), the LM head (vocabulary-sized, the largest matmul of a small
         model) projects only the columns from the first response token on; earlier columns are 0.
         """
+        logp, entropy, _ = self.token_logprobs_and_states(input_ids, attention_mask, with_entropy=with_entropy,
+                                                          response_mask=response_mask)
+        return logp, entropy
+
+    def token_logprobs_and_states(self, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
+                                  response_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+        """`token_logprobs`, plus the hidden states [B, T-1, H] the LM head read (0 before the first response
+        column when `response_mask` is given), for `token_kl` between two adapters."""
         hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         start = first_response_column(response_mask) if response_mask is not None else 0
         logp, entropy = self._head_logprobs(hidden[:, start:], input_ids[:, start + 1:], with_entropy=with_entropy)
         if start:
             logp = nn.functional.pad(logp, (start, 0))
             entropy = nn.functional.pad(entropy, (start, 0)) if entropy is not None else None
-        return logp, entropy
+            hidden = nn.functional.pad(hidden[:, start:], (0, 0, start, 0))
+        return logp, entropy, hidden
+
+    @torch.no_grad()
+    def token_kl(self, hidden: Tensor, ref_hidden: Tensor) -> Tensor:
+        """Exact KL(policy ‖ reference) over the vocabulary at each position [B, T-1], from the hidden states
+        `token_logprobs_and_states` returned under each (the LM head is shared: LoRA leaves it frozen)."""
+        head = self.model.get_base_model().lm_head
+        return linear_kl(hidden, ref_hidden, head.weight, bias=head.bias, compute_dtype=self.autocast_dtype)
 
     def _head_logprobs(self, hidden: Tensor, tokens: Tensor, *, with_entropy: bool = False
                        ) -> tuple[Tensor, Tensor | None]:

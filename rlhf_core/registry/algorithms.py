@@ -54,9 +54,9 @@ class PolicyAlgorithm:
         return self.name.upper()
 
 
-ROLLOUT_KEYS = ("reward_mean", "reward_std", "kl_per_token", "kl_k3_per_token", "kl_per_sequence",
-                "kl_base_per_token", "entropy", "response_length", "reward_length_corr", "clip_fraction",
-                "approx_kl", "samples", "seconds", "samples_per_s", "kl_stop", "kl_beta")
+ROLLOUT_KEYS = ("reward_mean", "reward_std", "kl_per_token", "kl_k3_per_token", "kl_exact_per_token",
+                "kl_per_sequence", "kl_base_per_token", "entropy", "response_length", "reward_length_corr",
+                "clip_fraction", "approx_kl", "samples", "seconds", "samples_per_s", "kl_stop", "kl_beta")
 ROLLOUT_CHARTS = (Chart("reward_mean", "policy: mean reward", "reward"),
                   Chart("kl_per_token", "policy: KL per token", "nats / token"),
                   Chart("response_length", "policy: response length", "tokens", "~f"))

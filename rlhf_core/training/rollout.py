@@ -65,6 +65,7 @@ class RolloutLogprobs:
     ref_logp: Tensor  # the reference (`ModelStack.reference`), nats
     entropy: Tensor  # policy entropy over the vocabulary, nats
     base_logp: Tensor | None = None  # the base model (adapters off); None when the reference is the base
+    kl_exact: Tensor | None = None  # KL(policy ‖ reference) over the whole vocabulary at each sampled prefix
 
 
 @torch.no_grad()
@@ -106,7 +107,8 @@ def gather_rollout(dp: DataParallel, rollout: Rollout, lp: RolloutLogprobs, scor
 
     local = list(zip(rollout.messages, rollout.prompt_ids, rollout.response_ids, rollout.texts,
                      rollout.truncated.tolist(), scores.detach().float().cpu().tolist(), rows(lp.old_logp),
-                     rows(lp.ref_logp), rows(lp.entropy), rows(lp.base_logp), rows(values), strict=True))
+                     rows(lp.ref_logp), rows(lp.entropy), rows(lp.base_logp), rows(values), rows(lp.kl_exact),
+                     strict=True))
     joined = list(zip(*dp.gather(local), strict=True))
     messages, prompt_ids, response_ids, texts, truncated, joined_scores = joined[:6]
     device = rollout.batch.input_ids.device
@@ -120,11 +122,11 @@ def gather_rollout(dp: DataParallel, rollout: Rollout, lp: RolloutLogprobs, scor
             out[i, :len(row)] = row
         return out.to(device)
 
-    old, ref, entropy, base, joined_values = (padded(c) for c in joined[6:])
+    old, ref, entropy, base, joined_values, kl_exact = (padded(c) for c in joined[6:])
     gathered = Rollout(messages=list(messages), prompt_ids=list(prompt_ids), response_ids=list(response_ids),
                        texts=list(texts), batch=batch, group_size=rollout.group_size,
                        truncated=torch.tensor(truncated, dtype=torch.bool))
-    return (gathered, RolloutLogprobs(old, ref, entropy, base), torch.tensor(joined_scores, device=device),
+    return (gathered, RolloutLogprobs(old, ref, entropy, base, kl_exact), torch.tensor(joined_scores, device=device),
             joined_values)
 
 
@@ -190,22 +192,34 @@ def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -
     Computed in eval mode, so the log-probs the update's ratios start from are deterministic.
     """
     b = rollout.batch
-    old, ref, ent, base = [], [], [], []
+    old, ref, ent, base, exact = [], [], [], [], []
     separate_base = stack.reference_path is not None
     with eval_mode(stack.model):
         for index in torch.arange(rollout.size).split(max(1, chunk_size)):
             ids, mask, response = b.input_ids[index], b.attention_mask[index], b.response_mask[index]
             with stack.use("policy"):
-                logp, entropy = stack.token_logprobs(ids, mask, with_entropy=True, response_mask=response)
+                logp, entropy, hidden = stack.token_logprobs_and_states(ids, mask, with_entropy=True,
+                                                                        response_mask=response)
             with stack.reference():
-                ref_logp, _ = stack.token_logprobs(ids, mask, response_mask=response)
+                ref_logp, _, ref_hidden = stack.token_logprobs_and_states(ids, mask, response_mask=response)
+            exact.append(stack.token_kl(hidden, ref_hidden) * response)
             if separate_base:
                 with base_model(stack):
                     base.append(stack.token_logprobs(ids, mask, response_mask=response)[0])
             old.append(logp)
             ref.append(ref_logp)
             ent.append(entropy)
-    return RolloutLogprobs(torch.cat(old), torch.cat(ref), torch.cat(ent), torch.cat(base) if base else None)
+    return RolloutLogprobs(torch.cat(old), torch.cat(ref), torch.cat(ent), torch.cat(base) if base else None,
+                           torch.cat(exact))
+
+
+def stop_kl(metrics: dict[str, float | None]) -> float:
+    """The KL to the reference that `policy.max_kl_per_token` (the KL budget's share) is checked against: the
+    exact per-token KL over the vocabulary at the sampled prefixes where it was computed, else k3 (never
+    negative). k3 draws one token per position and has a heavy tail once the policy pushes down a token the
+    reference likes: measured on a GRPO round, single steps read 2-3x the exact figure and ended rounds early."""
+    exact = metrics.get("kl_exact_per_token")
+    return float(metrics["kl_k3_per_token"] if exact is None else exact)
 
 
 def rollout_metrics(rollout: Rollout, lp: RolloutLogprobs, scores: Tensor | None) -> dict[str, float | None]:
@@ -218,7 +232,6 @@ def rollout_metrics(rollout: Rollout, lp: RolloutLogprobs, scores: Tensor | None
     lengths = rollout.response_lengths.float()
     metrics: dict[str, float | None] = {
         "kl_per_token": float(masked_mean(kl_k1(lp.old_logp, lp.ref_logp), mask)),
-        # k3 is never negative, so it is the estimate a KL budget is checked against.
         "kl_k3_per_token": float(masked_mean(kl_k3(lp.old_logp, lp.ref_logp), mask)),
         "kl_per_sequence": float(sequence_kl(lp.old_logp, lp.ref_logp, mask).mean()),
         "kl_base_per_token": float(masked_mean(kl_k1(lp.old_logp, base), mask)),
@@ -227,6 +240,8 @@ def rollout_metrics(rollout: Rollout, lp: RolloutLogprobs, scores: Tensor | None
         "response_length": float(lengths.mean()),
         "truncated_fraction": float(rollout.truncated.float().mean()),
     }
+    if lp.kl_exact is not None:  # no token draw in it: the estimate the KL budget's stop reads (`stop_kl`)
+        metrics["kl_exact_per_token"] = float(masked_mean(lp.kl_exact, mask))
     if scores is not None:
         scores = scores.detach().float().cpu()
         metrics.update({

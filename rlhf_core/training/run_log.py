@@ -84,7 +84,7 @@ def record_training_steps(ws: Workspace, db: Database, *, phase: str, rows: list
 
 
 # Per-step metrics the round summary reports as the mean over the last quarter of the steps.
-SUMMARY_KEYS = ("reward_mean", "reward_std", "kl_per_token", "kl_k3_per_token", "kl_per_sequence",
+SUMMARY_KEYS = ("reward_mean", "reward_std", "kl_per_token", "kl_k3_per_token", "kl_exact_per_token", "kl_per_sequence",
                 "kl_base_per_token", "kl_base_k3_per_token", "entropy", "response_length", "reward_length_corr",
                 "clip_fraction", "approx_kl", "value_loss", "explained_variance", "kl_k3", "samples_per_s")
 
