@@ -89,6 +89,45 @@ def test_bfloat16_merged_copy_keeps_the_rotary_frequencies_in_float32(stack: Mod
     assert next(copy.model.parameters()).dtype == torch.bfloat16
 
 
+def test_the_copy_keeps_the_adapter_beside_its_bfloat16_weights_where_merging_would_round_it_away(
+        stack: ModelStack) -> None:
+    """A LoRA delta far below bfloat16's rounding step of the weights (as one round's training leaves many):
+    merged, bf16(W + δ) is bf16(W) almost everywhere and the copy would decode the base; the copy keeps s·B·A
+    beside bf16(W)."""
+    perturb_policy(stack, seed=4, std=2e-6)
+    copy = MergedCopy(stack.model, torch.bfloat16)
+    copy.sync("policy")
+    ids, mask = left_pad(PROMPTS, stack.tokenizer.pad_token_id)
+    checked = 0
+    for name, layer in copy._lora_layers.items():
+        own = copy.model.get_submodule(name)
+        base_w = layer.get_base_layer().weight.float()
+        delta = layer.get_delta_weight("policy").float()
+        assert torch.equal(own.weight, base_w.to(torch.bfloat16))  # nothing merged into the weight
+        kept = (base_w + delta).to(torch.bfloat16) != base_w.to(torch.bfloat16)
+        assert kept.float().mean() < 0.1  # merged, δ would survive in under a tenth of the weights
+        kept_delta = own.lora_b.float() @ own.lora_a.float()  # s·B·A, each factor in bfloat16
+        assert float((kept_delta - delta).norm() / delta.norm()) < 0.01
+        checked += 1
+    assert checked > 0
+    with torch.no_grad():
+        policy = copy.model(input_ids=ids, attention_mask=mask).logits
+        copy.sync(None)
+        assert all(copy.model.get_submodule(n).lora_a is None for n in copy._lora_layers)
+        base = copy.model(input_ids=ids, attention_mask=mask).logits
+    assert not torch.equal(policy, base)  # the adapter still shows in what the copy decodes
+
+
+def test_a_float32_copy_gives_the_adapters_logits(stack: ModelStack) -> None:
+    ids, mask = left_pad(PROMPTS, stack.tokenizer.pad_token_id)
+    stack.model.eval()
+    with torch.no_grad(), stack.use("policy"):
+        expected = stack.model(input_ids=ids, attention_mask=mask).logits
+    with torch.no_grad():
+        got = MergedCopy(stack.model, torch.float32).sync("policy")(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_merged_copy_resyncs_only_when_weights_changed(stack: ModelStack) -> None:
     copy = MergedCopy(stack.model, torch.float32)
     model = copy.sync("policy")

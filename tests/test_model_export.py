@@ -21,6 +21,7 @@ from process_utils import ROOT
 import storage
 from rlhf_core.config import dump_config
 from rlhf_core.loop.worker import Worker
+from rlhf_core.model_export.request import ROUNDED
 from rlhf_core.model_export.service import ModelExportError, export_model
 from rlhf_core.models.batching import build_sequences, prompt_token_ids, response_token_ids
 from rlhf_core.models.generation import decoding_dtype, dtype_name, native_bf16
@@ -342,8 +343,10 @@ def test_a_bfloat16_reward_model_loads_in_plain_transformers_and_scores_near_the
                                                        ("merged", "fp32")])
 def test_auto_is_the_precision_the_loop_decodes_in_and_decodes_as_the_loop_does(trained, tmp_path, generation,
                                                                                   precision) -> None:
-    """`--dtype auto` follows model.generation / model.precision; with the merged copy, the exported model
-    in plain transformers (its saved dtype) answers greedily token for token as `rlhf generate` does."""
+    """`--dtype auto` follows model.generation / model.precision; with the merged copy in float32, the exported
+    model in plain transformers answers greedily token for token as `rlhf generate` does. (In bfloat16 the
+    export merges the adapter into the weights, which rounds small LoRA changes away, while the loop keeps
+    them beside the weights: answers can part where two tokens are nearly tied, and the card says so.)"""
     ws, db, _ = trained
     saved = ws.config.model.generation, ws.config.model.precision
     ws.config.model.generation, ws.config.model.precision = generation, precision
@@ -353,11 +356,12 @@ def test_auto_is_the_precision_the_loop_decodes_in_and_decodes_as_the_loop_does(
             (generation, precision), "bfloat16" if native_bf16(torch.device("cpu")) else "float32")
         assert result.dtype == expected == dtype_name(decoding_dtype(generation, precision, torch.device("cpu")))
         card = (result.path / "README.md").read_text()
+        rounded = ROUNDED if expected == "bfloat16" else ""
         assert (f'| Dtype | {expected}: the precision the loop decodes in (model.generation = "{generation}", '
-                f'model.precision = "{precision}" on cpu) |') in card
+                f'model.precision = "{precision}" on cpu){rounded} |') in card
         stack = load_stack(ws)
         assert stack.decoding_dtype == getattr(torch, expected)
-        if generation == "merged":
+        if generation == "merged" and expected == "float32":
             ours = loop_view(stack, db, 1, max_new_tokens=24)
             theirs = run_script(MERGED_SCRIPT, {"dir": str(result.path), "prompts": PROMPTS, "max_new_tokens": 24,
                                                 "continuation": ours["continuation"]})
@@ -369,8 +373,9 @@ def test_auto_is_the_precision_the_loop_decodes_in_and_decodes_as_the_loop_does(
 def test_generate_says_the_precision_it_decoded_in(trained) -> None:
     from typer.testing import CliRunner
 
-    from rlhf_core.cli.app import app
+    from rlhf_core.cli.main import load_commands
 
+    app = load_commands()  # the commands register as their modules load; alone, this test loads none before
     ws, _, _ = trained
     args = ["generate", "-w", str(ws.root), "--greedy", "--max-new-tokens", "4", PROMPTS[0]]
     text = CliRunner().invoke(app, args)

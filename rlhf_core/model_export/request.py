@@ -88,6 +88,11 @@ def check_fit(found: PolicyVersion | RewardModelVersion, what: str, fmt: str) ->
                                "--format merged, or use the base model directory")
 
 
+ROUNDED = ("; merged into bfloat16 weights, LoRA changes smaller than their rounding step are lost, while the loop "
+           "keeps the adapter beside them, so a greedy answer can part from the loop's where two tokens are nearly "
+           "tied: --dtype float32 is the policy as trained")
+
+
 def export_dtype(asked: str, what: str, fmt: str, loop: str, settings: str = "") -> tuple[str, str]:
     """(dtype, why) of an export's weights: the merged policy follows the precision the loop decodes in
     (`loop`, e.g. "bfloat16", from the workspace's `settings` as the card shows them), so the model you
@@ -96,7 +101,7 @@ def export_dtype(asked: str, what: str, fmt: str, loop: str, settings: str = "")
     decodes = "the precision the loop decodes in" + (f" ({settings})" if settings else "")
     if what == "policy" and fmt == "merged":
         if asked == "auto":
-            return loop, decodes
+            return loop, decodes + (ROUNDED if loop == "bfloat16" else "")
         if asked == loop:
             return asked, f"as asked (--dtype), {decodes}"
         return asked, (f"as asked (--dtype); the loop decodes in {loop}, so a greedy answer can part from the "

@@ -4,8 +4,9 @@ PEFT adapter for the policy, a transformers reward model (custom code shipped be
 Each writer fills an empty directory from a `ModelStack` holding the version's adapter. A merged weight
 is base + B·A computed in float32 on the base the version was trained on (a 4-bit NF4 base is
 de-quantized first, which is what the loop's forward passes computed with), then stored in the
-export's dtype. A bfloat16 export is merged by the loop's own decoding copy (`MergedCopy`) on a stack
-loaded with the workspace's precision, so its weights are the very ones the loop decodes with.
+export's dtype. A bfloat16 export is merged by `MergedCopy` (every layer merged, `low_rank=False`) on a
+stack loaded with the workspace's precision. The loop itself decodes with the adapter kept beside the
+bfloat16 weights, since merging rounds a small LoRA delta away; a float32 export keeps it.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def load_export_stack(model_dir: Path, *, quantize_4bit: bool, device: str, poli
     """The base with fresh adapters for exporting: decoding through the adapter (no merged copy of its
     own), no activation checkpointing. `precision`: "fp32" keeps the base's full-precision weights; the
     workspace's `model.precision` stores the base's LoRA-targeted weights as its passes do (bfloat16 under
-    autocast), so a bfloat16 merge rounds exactly as the loop's decoding copy does."""
+    autocast), so a bfloat16 merge starts from the weights the loop's passes use."""
     return ModelStack.load(model_dir, quantize_4bit=quantize_4bit, device=pick_device(device),
                            policy_lora=policy_lora, reward_lora=reward_lora, gradient_checkpointing=False,
                            generation="adapter", precision=precision)
@@ -53,8 +54,8 @@ def load_export_stack(model_dir: Path, *, quantize_4bit: bool, device: str, poli
 
 def merged_model(stack: ModelStack, adapter: str | None, dtype: torch.dtype = torch.float32) -> nn.Module:
     """A plain transformers model (no PEFT) of the base with `adapter` merged in (None: the bare base), its
-    weights in `dtype` on the stack's device: the loop's own decoding copy."""
-    return MergedCopy(stack.model, dtype).sync(adapter)
+    weights in `dtype` on the stack's device."""
+    return MergedCopy(stack.model, dtype, low_rank=False).sync(adapter)
 
 
 def exported_config_dict(config: Any, dtype: torch.dtype = torch.float32) -> dict[str, Any]:

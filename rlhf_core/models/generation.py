@@ -115,12 +115,56 @@ def _dense_weight(layer: nn.Module) -> Tensor:
     return _dense(layer.weight).float()
 
 
-class MergedCopy:
-    """A plain copy of `peft_model`'s base for decoding, its LoRA targets merged with one adapter."""
+class _LowRankLinear(nn.Module):
+    """A Linear with an adapter's low-rank term kept beside it: x·Wᵀ + s·(x·Aᵀ)·Bᵀ, as PEFT computes it.
 
-    def __init__(self, peft_model: nn.Module, dtype: torch.dtype) -> None:
+    Merged into a bfloat16 W, a LoRA delta smaller than W's rounding step (most of a round's training is)
+    rounds away: measured on a GRPO policy after 3 rounds, samples from the merged bfloat16 copy had 0.071
+    nats/token of KL to the base where the policy had 0.091, so rollouts were drawn from a policy a quarter
+    of the way back to the base, and k1 estimates of the KL read low."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+        self.lora_a: Tensor | None = None  # [r, in]
+        self.lora_b: Tensor | None = None  # [out, r], times the adapter's scaling s
+
+    @property
+    def weight(self) -> Tensor:
+        return self.linear.weight
+
+    def set_low_rank(self, a: Tensor | None, b_scaled: Tensor | None) -> None:
+        """A [r, in] and s·B [out, r] in the copy's dtype, or None and None: the bare Linear."""
+        self.lora_a, self.lora_b = a, b_scaled
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.linear(x)
+        if self.lora_a is None:
+            return out
+        flat = out.view(-1, out.shape[-1])
+        flat.addmm_(x.reshape(-1, x.shape[-1]) @ self.lora_a.T, self.lora_b.T)  # B comes scaled by s
+        return out
+
+
+def _plain_lora(layer: LoraLayer, adapter: str) -> bool:
+    """Whether `layer`'s `adapter` is the plain x·Aᵀ·Bᵀ·s term `_LowRankLinear` computes (not DoRA, no LoRA
+    bias, not a transposed Conv1D weight); others are merged into the weight instead."""
+    return (adapter in layer.lora_A and isinstance(layer.lora_A[adapter], nn.Linear)
+            and isinstance(layer.lora_B[adapter], nn.Linear)
+            and not getattr(layer, "use_dora", {}).get(adapter, False)
+            and not getattr(layer, "lora_bias", {}).get(adapter, False)
+            and not getattr(layer, "fan_in_fan_out", False))
+
+
+class MergedCopy:
+    """A plain copy of `peft_model`'s base for decoding in `dtype`, with one adapter: its low-rank terms beside
+    the LoRA-targeted weights (`_LowRankLinear`), or merged into them where the layer is not plain LoRA.
+    `low_rank=False` merges every layer: a plain transformers model, as an export writes it."""
+
+    def __init__(self, peft_model: nn.Module, dtype: torch.dtype, *, low_rank: bool = True) -> None:
         self.peft_model = peft_model
         self.dtype = dtype
+        self.low_rank = low_rank
         base = peft_model.get_base_model()
         self.device = next(base.parameters()).device
         with torch.device("meta"):
@@ -145,6 +189,10 @@ class MergedCopy:
         self.model.eval()
         self.model.requires_grad_(False)
         self.model.generation_config = base.generation_config
+        for name in self._lora_layers if low_rank else ():
+            parent, _, child = name.rpartition(".")
+            owner = self.model.get_submodule(parent) if parent else self.model
+            setattr(owner, child, _LowRankLinear(getattr(owner, child)))
         self._key: tuple | None = None
 
     def _fingerprint(self, adapter: str | None) -> tuple:
@@ -162,9 +210,16 @@ class MergedCopy:
         own = dict(self.model.named_modules())
         for name, layer in self._lora_layers.items():
             weight = _dense_weight(layer.get_base_layer())
-            if adapter is not None:
+            side = self.low_rank and adapter is not None and _plain_lora(layer, adapter)
+            if adapter is not None and not side:
                 weight = weight + layer.get_delta_weight(adapter).float()
             own[name].weight.copy_(weight.to(self.dtype))
+            if side:
+                own[name].set_low_rank(layer.lora_A[adapter].weight.detach().to(self.dtype).clone(),
+                                       (layer.lora_B[adapter].weight.detach().float()
+                                        * float(layer.scaling[adapter])).to(self.dtype))
+            elif self.low_rank:
+                own[name].set_low_rank(None, None)
         self._key = key
         return self.model
 

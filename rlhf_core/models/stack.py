@@ -320,8 +320,8 @@ class ModelStack(AdapterFiles, RewardScoring, ProcessRewardScoring, Sampler):
 
     @torch.no_grad()
     def token_kl(self, hidden: Tensor, ref_hidden: Tensor) -> Tensor:
-        """Exact KL(policy ‖ reference) over the vocabulary at each position [B, T-1], from the hidden states
-        `token_logprobs_and_states` returned under each (the LM head is shared: LoRA leaves it frozen)."""
+        """Exact KL(policy ‖ reference) over the vocabulary at each position [...], from hidden states [..., H]
+        that `token_logprobs_and_states` returned under each (the LM head is shared: LoRA leaves it frozen)."""
         head = self.model.get_base_model().lm_head
         return linear_kl(hidden, ref_hidden, head.weight, bias=head.bias, compute_dtype=self.autocast_dtype)
 

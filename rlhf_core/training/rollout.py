@@ -202,7 +202,10 @@ def rollout_logprobs(stack: ModelStack, rollout: Rollout, chunk_size: int = 8) -
                                                                         response_mask=response)
             with stack.reference():
                 ref_logp, _, ref_hidden = stack.token_logprobs_and_states(ids, mask, response_mask=response)
-            exact.append(stack.token_kl(hidden, ref_hidden) * response)
+            kl = torch.zeros_like(logp)
+            at = response.bool()  # the response tokens only: the head's matmuls are the pass's largest
+            kl[at] = stack.token_kl(hidden[at], ref_hidden[at])
+            exact.append(kl)
             if separate_base:
                 with base_model(stack):
                     base.append(stack.token_logprobs(ids, mask, response_mask=response)[0])
