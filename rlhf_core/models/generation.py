@@ -120,7 +120,7 @@ class _LowRankLinear(nn.Module):
 
     Merged into a bfloat16 W, a LoRA delta smaller than W's rounding step (most of a round's training is)
     rounds away: measured on a GRPO policy after 3 rounds, samples from the merged bfloat16 copy had 0.071
-    nats/token of KL to the base where the policy had 0.091, so rollouts were drawn from a policy a quarter
+    nats/token of KL to the base where the policy had 0.091, so rollouts were drawn from a policy about a fifth
     of the way back to the base, and k1 estimates of the KL read low."""
 
     def __init__(self, linear: nn.Linear) -> None:

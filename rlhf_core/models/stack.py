@@ -307,15 +307,14 @@ class ModelStack(AdapterFiles, RewardScoring, ProcessRewardScoring, Sampler):
 
     def token_logprobs_and_states(self, input_ids: Tensor, attention_mask: Tensor, *, with_entropy: bool = False,
                                   response_mask: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
-        """`token_logprobs`, plus the hidden states [B, T-1, H] the LM head read (0 before the first response
-        column when `response_mask` is given), for `token_kl` between two adapters."""
+        """`token_logprobs`, plus the hidden states [B, T-1, H] before each token (the LM head read those from
+        the first response column on), for `token_kl` between two adapters at the response positions."""
         hidden = self.hidden_states(input_ids, attention_mask)[:, :-1]
         start = first_response_column(response_mask) if response_mask is not None else 0
         logp, entropy = self._head_logprobs(hidden[:, start:], input_ids[:, start + 1:], with_entropy=with_entropy)
         if start:
             logp = nn.functional.pad(logp, (start, 0))
             entropy = nn.functional.pad(entropy, (start, 0)) if entropy is not None else None
-            hidden = nn.functional.pad(hidden[:, start:], (0, 0, start, 0))
         return logp, entropy, hidden
 
     @torch.no_grad()

@@ -147,10 +147,11 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
             rollout, logprobs, scores, values = gather_rollout(dp, rollout, logprobs, scores, values, pad)
             metrics = rollout_metrics(rollout, logprobs, scores)
             kl = metrics["kl_k3_per_token"]
-            stop = 0.0 < cfg.max_kl_per_token < stop_kl(metrics)
+            drift = stop_kl(metrics)
+            stop = 0.0 < cfg.max_kl_per_token < drift
             if stop:  # the policy has drifted far enough: keep it as it is and end the round's updates
                 if dp.is_main:
-                    bar.write(f"policy KL to the reference {stop_kl(metrics):.4f} nats/token exceeds "
+                    bar.write(f"policy KL to the reference {drift:.4f} nats/token exceeds "
                               f"policy.max_kl_per_token = {cfg.max_kl_per_token}: no more updates this round")
             else:
                 extra = {"values": values} if critic else {}

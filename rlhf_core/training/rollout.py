@@ -220,7 +220,7 @@ def stop_kl(metrics: dict[str, float | None]) -> float:
     """The KL to the reference that `policy.max_kl_per_token` (the KL budget's share) is checked against: the
     exact per-token KL over the vocabulary at the sampled prefixes where it was computed, else k3 (never
     negative). k3 draws one token per position and has a heavy tail once the policy pushes down a token the
-    reference likes: measured on a GRPO round, single steps read 2-3x the exact figure and ended rounds early."""
+    reference likes: measured on a GRPO round, the step that ended it read 0.085 by k3 and 0.063 exactly."""
     exact = metrics.get("kl_exact_per_token")
     return float(metrics["kl_k3_per_token"] if exact is None else exact)
 
