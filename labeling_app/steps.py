@@ -14,6 +14,8 @@ again: the client sends labels only, never the steps. The step texts are escaped
 from __future__ import annotations
 
 import html
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +168,29 @@ class StepLabeling:
                 else f"Response #{task.sample_id} was already saved.")
 
 
+class ShownTasks:
+    """The response last sent to each browser session (Gradio's `session_hash`), so that a screen event answered
+    late (the page's load and its first "check for work" race; a slow server) cannot send the same response again
+    and wipe the labels the annotator has begun on it. Holds the newest `capacity` sessions."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._sent: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self.capacity = capacity
+
+    def claim(self, session: str | None, token: str) -> bool:
+        """Record `token` as sent to `session`; False when it already was (the caller then sends nothing)."""
+        if not session:
+            return True
+        with self._lock:
+            fresh = self._sent.get(session) != token
+            self._sent[session] = token
+            self._sent.move_to_end(session)
+            while len(self._sent) > self.capacity:
+                self._sent.popitem(last=False)
+            return fresh
+
+
 def _step_html(text: str) -> str:
     return f'<div class="step-text">{html.escape(text, quote=False)}</div>'
 
@@ -213,11 +238,20 @@ def _wire(view: StepView, labeling: StepLabeling, page: AnnotatorPage, demo: gr.
         message = "This account is disabled or no longer exists." if isinstance(exc, JudgmentError) else str(exc)
         return gr.Error(message, print_exception=False)
 
-    def screen(request: gr.Request) -> list[Any]:
+    shown_tasks = ShownTasks()
+
+    def sent(request: gr.Request, values: list[Any]) -> list[Any]:
+        shown_tasks.claim(getattr(request, "session_hash", None), values[1])
+        return values
+
+    def screen(request: gr.Request, on_screen: str | None = None) -> list[Any]:
+        """The response to label (or none), unless this session was already sent it: then nothing changes."""
         try:
-            return _values(view, labeling.next_task(page.user(request)), "")
+            values = _values(view, labeling.next_task(page.user(request)), "")
         except JudgmentError as exc:
             raise refused(exc) from exc
+        fresh = shown_tasks.claim(getattr(request, "session_hash", None), values[1])
+        return values if fresh and values[1] != on_screen else [gr.skip()] * len(values)
 
     def save(values: dict[Any, Any], request: gr.Request) -> list[Any]:
         """`values`: the token, each step's radio and the first wrong step (Gradio passes a set of inputs as one
@@ -228,11 +262,11 @@ def _wire(view: StepView, labeling: StepLabeling, page: AnnotatorPage, demo: gr.
         try:
             notice = labeling.save(user, values.get(view.token, ""), labels, values.get(view.first_wrong),
                                    getattr(client, "host", "") or "")
-            return _values(view, labeling.next_task(user), notice)
+            return sent(request, _values(view, labeling.next_task(user), notice))
         except StepLabelError as exc:  # the labels on screen stay, with the sentence on what to fix
             return [gr.skip()] * 4 + [str(exc)] + [gr.skip()] * (len(view.outputs) - 5)
         except StepTaskGone as exc:  # that response is not theirs any more: the next one, and why
-            return _values(view, labeling.next_task(user), str(exc))
+            return sent(request, _values(view, labeling.next_task(user), str(exc)))
         except JudgmentError as exc:
             raise refused(exc) from exc
 
@@ -241,7 +275,8 @@ def _wire(view: StepView, labeling: StepLabeling, page: AnnotatorPage, demo: gr.
         try:
             if str(token or "").isdigit():
                 skip_step_task(labeling.db, user.id, int(token))
-            return _values(view, labeling.next_task(user), f"Skipped response #{token}." if token else "")
+            notice = f"Skipped response #{token}." if token else ""
+            return sent(request, _values(view, labeling.next_task(user), notice))
         except JudgmentError as exc:
             raise refused(exc) from exc
 
@@ -258,8 +293,7 @@ def _wire(view: StepView, labeling: StepLabeling, page: AnnotatorPage, demo: gr.
     def screen_if_new(token: str, request: gr.Request) -> list[Any]:
         """From the pair view's events: a response to label now, unless it is the one on screen (whose labels
         in progress must stay)."""
-        values = screen(request)
-        return [gr.skip()] * len(values) if values[1] and values[1] == token else values
+        return screen(request, token)
 
     def shown(event: Any) -> None:  # noqa: ANN401 - a Gradio dependency
         event.then(None, inputs=[view.token], js=SCREEN_JS, **FAST)

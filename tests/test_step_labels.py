@@ -155,3 +155,14 @@ def test_an_expired_lease_frees_the_slot(db) -> None:  # noqa: ANN001
     assert next_step_task(db, bob.id, sources=None).sample_id == held  # its slot is free: first in line again
     # alice's expired serve is served to her again rather than lost.
     assert next_step_task(db, alice.id, sources=None) is not None
+
+
+def test_shown_tasks_sends_each_response_once_per_session_and_forgets_the_oldest() -> None:
+    from labeling_app.steps import ShownTasks
+
+    shown = ShownTasks(capacity=2)
+    assert shown.claim("a", "7") and not shown.claim("a", "7")  # the late duplicate sends nothing
+    assert shown.claim("a", "8") and shown.claim("a", "7")  # a different response is always sent
+    assert shown.claim(None, "7") and shown.claim(None, "7")  # no session: no memory
+    assert shown.claim("b", "7") and shown.claim("c", "7")  # "a" is the oldest of three: forgotten
+    assert shown.claim("a", "7") and not shown.claim("c", "7")

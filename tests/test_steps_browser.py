@@ -5,6 +5,8 @@ axe-core finds no serious or critical problem on the step view."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -91,6 +93,38 @@ def test_saving_with_a_step_left_open_is_refused_and_keeps_the_labels(app: Runni
     assert page.locator("#step-1 input[value=good]").is_checked()
     assert storage.step_label_rows(app.db) == []
     assert _step_texts(page) == FIRST.splitlines()
+
+
+def test_a_screen_answered_late_does_not_wipe_the_labels_begun(app: RunningApp, page, monkeypatch) -> None:  # noqa: ANN001
+    """The page's load and its first check for work both ask for the response to label; when one answer comes
+    late (a loaded server), it must not send the same response again and clear the steps already labeled."""
+    import labeling_app.steps as steps_module
+
+    original, calls, late_done = steps_module.StepLabeling.next_task, [], threading.Event()
+
+    def next_task(self, user):  # noqa: ANN001, ANN202
+        calls.append(user.username)
+        if len(calls) == 1:
+            time.sleep(3)
+            found = original(self, user)
+            late_done.set()
+            return found
+        return original(self, user)
+
+    monkeypatch.setattr(steps_module.StepLabeling, "next_task", next_task)
+    login(page, app.url, "alice")
+    page.wait_for_selector(STEP_VIEW)
+    _wait_for_response(page, FIRST)
+    page.locator("#step-1 label", has_text="good").click()
+    assert late_done.wait(15), "the delayed screen never answered"
+    page.wait_for_timeout(1000)  # its answer reaches the page
+    assert len(calls) >= 2
+    assert page.locator("#step-1 input[value=good]").is_checked()
+    page.locator("#step-2 label", has_text="bad").click()
+    page.get_by_role("button", name="Save step labels").click()
+    _wait_for_response(page, SECOND)
+    (row,) = storage.step_label_rows(app.db)
+    assert row.labels == ["good", "bad", None]
 
 
 def test_axe_finds_no_serious_problem_on_the_step_view(app: RunningApp, page) -> None:  # noqa: ANN001
