@@ -66,9 +66,9 @@ def test_every_configuration_key_has_its_row_in_its_section(generated: dict[Path
 def test_every_command_has_its_entry(generated: dict[Path, str]) -> None:
     import typer
 
-    from rlhf_core.cli.app import app
+    from rlhf_core.cli.main import load_commands
 
-    root = typer.main.get_command(app)
+    root = typer.main.get_command(load_commands())
     paths = [f"rlhf {name}" for name, c in root.commands.items() if not getattr(c, "commands", None)]
     paths += [f"rlhf {name} {sub}" for name, c in root.commands.items() for sub in getattr(c, "commands", {})]
     headings = set(sections_of(generated[Path("docs/reference/cli.md")]))
