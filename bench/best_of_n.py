@@ -111,7 +111,13 @@ def main() -> None:
     print(f"model {ws.config.model.name}; {len(train)} train and {len(held)} eval problems of {args.ops} operations; "
           f"load average {loadavg()}", flush=True)
 
-    sampled = sample_pairs(ws, db, stack, n_pairs=len(train) * args.per_prompt, progress=False)
+    show = not args.smoke  # progress bars on the long phases of a real run
+
+    def phase(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.0f} s] {text}", flush=True)
+
+    phase(f"sampling {len(train) * args.per_prompt} pairs from the base policy")
+    sampled = sample_pairs(ws, db, stack, n_pairs=len(train) * args.per_prompt, progress=show)
     ids = {prompt_messages(p)[0]["content"]: p.id for p in list_prompts(db, split="train")}
     for p in train:  # worked chains beside the samples: responses whose steps are right or wrong
         chains = ["\n".join(worked_chain(p, rng, args.error_rate)) for _ in range(args.chains)]
@@ -119,7 +125,8 @@ def main() -> None:
                            gen_params={"simulated": "worked chain"},
                            pairs=[(i, i + 1) for i in range(0, len(chains) - 1, 2)])  # judged like samples
     labeled = simulate_step_labels(db, ws.config, labels=10**6, annotators=2)
-    prm = run_prm_training(ws, db, stack, progress=False)
+    phase(f"training the PRM on {labeled.labels} step-labeled responses")
+    prm = run_prm_training(ws, db, stack, progress=show)
     prm_metrics = json.loads(prm.metrics_json)
 
     def nearer(messages: list, text: str) -> float:
@@ -128,17 +135,20 @@ def main() -> None:
 
     judged = simulate_annotators(db, annotators=3, judgments=args.judgments, gold=nearer, seed=args.seed,
                                  progress=False)
-    rm = run_reward_training(ws, db, stack, progress=False)
+    phase(f"training the reward model on {judged.judgments} judgments")
+    rm = run_reward_training(ws, db, stack, progress=show)
 
     conversations = [[{"role": "user", "content": p.question}] for p in held]
     columns = [{"answer": p.answer} for p in held]
     cfg = ws.config.sampling
     ctx = ScoringContext(ws, db, stack, functions=answer_check)
+    phase(f"greedy answers to {len(held)} eval problems")
     greedy = best_of_n(ctx, conversations, n=1, by="functions", columns=columns, max_new_tokens=cfg.max_new_tokens,
                        temperature=0.0)
     rows = {"greedy": [c.best.score or 0.0 for c in greedy]}
     pass_at_n = None
     for by in ("functions", "prm", "rm"):
+        phase(f"best of {args.n} by {by}")
         results = best_of_n(ctx, conversations, n=args.n, by=by, columns=columns, max_new_tokens=cfg.max_new_tokens,
                             temperature=cfg.temperature, top_p=cfg.top_p, seed=args.seed)
         checks = [answer_check([c], [[{"role": "assistant", "content": r.best.text}]], [p.answer])[0]
