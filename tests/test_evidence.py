@@ -89,7 +89,7 @@ def test_the_gate_pools_cross_fitted_and_fresh_evidence() -> None:
     rm = RewardModelVersion(id=4, adapter_path="-", heldout_accuracy=0.67, metrics_json=json.dumps(
         {"heldout_decisive": 27, "crossfit": {"right": 80, "n": 140}}))
     alone = policy_gate(rm, 0.5)  # 80/140 = 57% at half weight (40/70): Wilson lower bound 45.5%
-    assert not alone.open and "cross-fitted accuracy 80/140 = 57% (at half weight)" in alone.reason
+    assert not alone.open and "cross-fitted accuracy 80/140 = 57% (at 1/2 weight)" in alone.reason
     pooled = policy_gate(rm, 0.5, Accuracy(80, 120))  # (40 + 80) / (70 + 120) = 63.2%: lower bound 56.1%
     assert pooled.open and pooled.lower_bound == pytest.approx(0.5610, abs=1e-3)
     assert "plus fresh accuracy 80/120 = 67%" in pooled.reason

@@ -163,7 +163,9 @@ class LoopConfig:
         0.5, "A round updates the policy only if a reward model is measurably better than chance: the 95% Wilson "
              "lower bound of the evidence must exceed this (0 = always update). The evidence: every decisive "
              "judgment predicted once by a cross-fitted probe (5 folds by prompt, counted at half weight), plus the "
-             "previous reward model's accuracy on the judgments it never saw (fresh accuracy).")
+             "previous reward model's accuracy on the judgments it never saw (fresh accuracy). With CrowdBT, both "
+             "count the labels it believes (a coin-flipper's and a left-clicker's left picks left out; the probe's "
+             "then at a third).")
     sft_first: bool = setting(
         False, "Stage 1 first: a round that starts while no SFT version exists fine-tunes on the demonstrations "
                "before training the reward model and updating the policy (`rlhf demo` / bench: before round 1's "

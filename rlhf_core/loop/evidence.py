@@ -35,6 +35,7 @@ from rlhf_core.algorithms.evidence import (
 from rlhf_core.loop.evaluation import PREVIOUS_KIND, human_win_rates
 from rlhf_core.loop.sampling import generate_responses
 from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.crowd_weights import believed_signs, stored_reliability
 from rlhf_core.training.reward_data import PreferenceExample, encode_pairs, preference_examples
 from rlhf_core.training.reward_model import score_pairs
 from rlhf_core.training.workspace_stack import activate_policy
@@ -68,7 +69,9 @@ def fresh_accuracy(ws: Workspace, db: Database, stack: ModelStack, rm: RewardMod
                    ) -> tuple[Accuracy, Accuracy]:
     """Reward model `rm`'s accuracy (its ensemble mean; its adapter must be the stack's `reward` adapter) on
     people's decisive judgments of training and imported pairs recorded after it was trained, which it never
-    saw: all of them, and those of pairs sampled from `version` (the policy it trained)."""
+    saw: all of them, and those of pairs sampled from `version` (the policy it trained). With CrowdBT
+    (`reward.annotator_model`) and the reliability `rm` stored, on the labels it believes (`believed_signs`: a
+    coin-flipper's and a left-biased annotator's "left" left out, as held-out accuracy counts them)."""
     rows = [r for r in judgment_rows(db, kinds=("train", "imported")) if _naive(r.created_at) > _naive(rm.created_at)]
     if len(rows) > FRESH_MAX_JUDGMENTS:
         rows = random.Random(ws.config.reward.seed).sample(rows, FRESH_MAX_JUDGMENTS)
@@ -79,7 +82,11 @@ def fresh_accuracy(ws: Workspace, db: Database, stack: ModelStack, rm: RewardMod
     cfg = ws.config.reward
     r_c, r_r = score_pairs(stack, encode_pairs(stack.tokenizer, examples, cfg.max_length), cfg.batch_size)
     right = (r_c.mean(dim=1) > r_r.mean(dim=1)).tolist()
-    mine = [ok for ok, r in zip(right, decisive, strict=True) if r.version_a == version.id == r.version_b]
+    reliability = stored_reliability(rm) if cfg.annotator_model == "crowd_bt" else None
+    signs = believed_signs(examples, reliability) if reliability else [1] * len(examples)
+    counted = [(ok == (sign > 0), r) for ok, sign, r in zip(right, signs, decisive, strict=True) if sign]
+    right = [ok for ok, _ in counted]
+    mine = [ok for ok, r in counted if r.version_a == version.id == r.version_b]
     return Accuracy(sum(right), len(right)), Accuracy(sum(mine), len(mine))
 
 

@@ -75,6 +75,10 @@ class PolicyGate:
 # false-open rate), so the gate counts them at 1/CROSSFIT_DESIGN_EFFECT weight. Fresh judgments are predicted by one
 # fixed model: plain binomial trials.
 CROSSFIT_DESIGN_EFFECT = 2.0
+# Counted on the labels CrowdBT believes (reward.annotator_model = "crowd_bt"), the kept judgments were chosen by
+# reliability estimates fitted on the same features, which leans them towards the probe: on labels with no signal
+# the gate then opened 2.7-3.2% of the time at weight 1/2 (tests/test_gate_believed.py), so they count at 1/3.
+BELIEVED_DESIGN_EFFECT = 3.0
 
 
 def policy_gate(rm: RewardModelVersion, min_confidence: float, fresh: Accuracy | None = None) -> PolicyGate:
@@ -89,8 +93,10 @@ def policy_gate(rm: RewardModelVersion, min_confidence: float, fresh: Accuracy |
     crossfit = metrics.get("crossfit")
     if isinstance(crossfit, dict) and crossfit.get("n"):
         right, n = int(crossfit["right"]), int(crossfit["n"])
-        evidence = Accuracy(right / CROSSFIT_DESIGN_EFFECT, n / CROSSFIT_DESIGN_EFFECT)
-        what = f"cross-fitted accuracy {right}/{n} = {right / n:.0%} (at half weight)"
+        effect = BELIEVED_DESIGN_EFFECT if crossfit.get("believed") else CROSSFIT_DESIGN_EFFECT
+        evidence = Accuracy(right / effect, n / effect)
+        believed = " on the labels CrowdBT believes" if crossfit.get("believed") else ""
+        what = f"cross-fitted accuracy {right}/{n} = {right / n:.0%}{believed} (at 1/{effect:g} weight)"
     else:
         n = int(metrics.get("heldout_decisive", metrics.get("n_heldout")) or 0)
         right = round(rm.heldout_accuracy * n) if rm.heldout_accuracy is not None else 0

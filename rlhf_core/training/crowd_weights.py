@@ -137,7 +137,14 @@ def cross_fitted_reliability(stack, examples: Sequence[PreferenceExample], cfg: 
         stack.set_reward_head(cfg.ensemble, cfg.pooling, cfg.feature_depths)  # features need only the layout
     chosen, rejected = pair_features(stack, encode_pairs(stack.tokenizer, judged, cfg.max_length), cfg.batch_size)
     x = (chosen - rejected).double()
-    x = x / x.std(dim=0).clamp(min=1e-6)
+    return reliability_from_features(x / x.std(dim=0).clamp(min=1e-6), folds, names, lefts, known)
+
+
+def reliability_from_features(x: torch.Tensor, folds: torch.Tensor, names: Sequence[str], lefts: Sequence[bool],
+                              known: Sequence[KnownJudgment]) -> dict[str, Reliability]:
+    """η and λ per annotator from standardized feature differences `x` [B, F] (chosen − rejected) of judgments by
+    `names`, fitted on out-of-half reward differences (`folds` [B] 0/1) at the PILOT_L2_GRID strength whose
+    differences explain the labels best."""
     index = {name: i for i, name in enumerate(sorted(set(names)))}
     annotator = torch.tensor([index[n] for n in names], dtype=torch.long)
     left = torch.tensor(lefts, dtype=torch.float64)
@@ -170,23 +177,29 @@ def out_of_half_differences(x: torch.Tensor, folds: torch.Tensor, annotator: tor
     return diffs
 
 
-def crowd_weighted(examples: Sequence[PreferenceExample], reliability: dict[str, Reliability], min_weight: float
-                   ) -> list[PreferenceExample]:
-    """`examples` with each person's decisive judgment weighted by `bt_weights` relative to a trusted new
-    annotator's (times its own weight), turned around where that is negative, and left out where it is below
-    `min_weight` in absolute value. Ties and examples without an annotator pass unchanged."""
+def belief_weights(examples: Sequence[PreferenceExample], reliability: dict[str, Reliability]
+                   ) -> list[float | None]:
+    """Each person's decisive judgment's `bt_weights` relative to a trusted new annotator's (negative: the
+    annotator model believes the other side); None for ties and judgments without an annotator."""
     judged = [e for e in examples if not e.tie and e.annotator is not None]
     if not judged:
-        return list(examples)
+        return [None] * len(examples)
     rel = [reliability.get(e.annotator, PRIOR_RELIABILITY) for e in judged]
     signed = bt_weights(torch.tensor([r.eta for r in rel]), torch.tensor([r.left_bias for r in rel]),
                         torch.tensor([float(e.chosen_left) for e in judged]))
     trusted = float(bt_weights(*(torch.tensor([v]) for v in (PRIOR_RELIABILITY.eta, PRIOR_RELIABILITY.left_bias,
                                                               0.0))))
     weight = dict(zip(map(id, judged), (signed / trusted).tolist()))
+    return [weight.get(id(e)) for e in examples]
+
+
+def crowd_weighted(examples: Sequence[PreferenceExample], reliability: dict[str, Reliability], min_weight: float
+                   ) -> list[PreferenceExample]:
+    """`examples` with each person's decisive judgment weighted by `belief_weights` (times its own weight), turned
+    around where that is negative, and left out where it is below `min_weight` in absolute value. Ties and
+    examples without an annotator pass unchanged."""
     out = []
-    for e in examples:
-        w = weight.get(id(e))
+    for e, w in zip(examples, belief_weights(examples, reliability), strict=True):
         if w is None:
             out.append(e)
         elif abs(w) >= min_weight:
@@ -194,6 +207,23 @@ def crowd_weighted(examples: Sequence[PreferenceExample], reliability: dict[str,
                 e = replace(e, chosen=e.rejected, rejected=e.chosen, chosen_left=not e.chosen_left)
             out.append(replace(e, weight=e.weight * abs(w)))
     return out
+
+
+def believed_signs(examples: Sequence[PreferenceExample], reliability: dict[str, Reliability]) -> list[int]:
+    """How evidence counts each of `examples` against the labels the annotator model believes, as held-out
+    figures do: 1 as judged, -1 turned around (η < 0.5), 0 left out (weighing under HELDOUT_MIN_WEIGHT of a
+    trusted annotator's: a coin-flipper's, or a left-biased annotator's "left"). Fewer than MIN_HELDOUT decisive
+    judgments kept: every one counts (turned around where η < 0.5). Ties and unannotated examples: 1."""
+    weights = belief_weights(examples, reliability)
+    kept = sum(w is not None and abs(w) >= HELDOUT_MIN_WEIGHT for w in weights)
+    floor = HELDOUT_MIN_WEIGHT if kept >= MIN_HELDOUT else 0.0
+    return [1 if w is None else 0 if abs(w) < floor or w == 0 else (1 if w > 0 else -1) for w in weights]
+
+
+def believed(examples: Sequence[PreferenceExample], reliability: dict[str, Reliability]) -> list[PreferenceExample]:
+    """The judgments among `examples` that evidence counts (`believed_signs`), turned around where -1."""
+    return [e if sign > 0 else replace(e, chosen=e.rejected, rejected=e.chosen, chosen_left=not e.chosen_left)
+            for e, sign in zip(examples, believed_signs(examples, reliability), strict=True) if sign]
 
 
 def stored_reliability(version: RewardModelVersion | None) -> dict[str, Reliability] | None:

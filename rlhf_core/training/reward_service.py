@@ -21,6 +21,7 @@ from rlhf_core.data.annotator_quality import low_accuracy_annotators, without_an
 from rlhf_core.training.checkpoint import Checkpoint
 from rlhf_core.training.crossfit import crossfit_accuracy
 from rlhf_core.training.crowd_weights import (
+    believed,
     known_judgments,
     prepare_crowd_training,
     reliability_after_training,
@@ -108,18 +109,27 @@ def run_reward_training(
         train += priors
     previous = current_reward_model(db)
     warm = cfg.warm_start and previous is not None
-    report(0.01, "cross-fitting a probe on every judgment (the policy gate's evidence)")
-    people = [e for e in examples if not e.ai] or examples  # the gate's evidence: agreement with people
-    crossfit = crossfit_accuracy(stack, people, cfg) if dp.is_main else None  # resets the reward adapter
-    if warm:
-        stack.load_adapter("reward", Path(previous.adapter_path))
-    else:
-        stack.reset_adapter("reward")
+
+    def load_start() -> None:
+        if warm:
+            stack.load_adapter("reward", Path(previous.adapter_path))
+        else:
+            stack.reset_adapter("reward")
+
+    load_start()
     crowd = None
     if cfg.annotator_model == "crowd_bt":  # CrowdBT: judgments weighted by their annotator's reliability
-        report(0.02, "estimating annotator reliability")
+        report(0.01, "estimating annotator reliability")
         crowd = prepare_crowd_training(stack, db, train, heldout, cfg, previous, warm)
         judged, train, heldout = train + heldout, capped_ai_weight(crowd.train, cfg.ai_weight), crowd.heldout
+    report(0.02, "cross-fitting a probe on every judgment (the policy gate's evidence)")
+    people = [e for e in examples if not e.ai] or examples  # the gate's evidence: agreement with people ...
+    if crowd is not None:  # ... on the labels the annotator model believes, as held-out accuracy counts them
+        people = believed(people, crowd.before)
+    crossfit = None
+    if dp.is_main:
+        crossfit = crossfit_accuracy(stack, people, cfg)  # resets the reward adapter
+        load_start()
     def on_step(row: dict[str, float]) -> None:
         total = row["steps_total"]
         report(0.05 + 0.85 * row["step"] / total, f"step {row['step']}/{total}, loss {row['loss']:.3f}")
@@ -132,7 +142,7 @@ def run_reward_training(
         dp.barrier()  # until the main process has recorded the version: a round's policy update reads it next
         return None
     annotators = {"annotator_model": cfg.annotator_model, "heldout_decisive": result.heldout.n,
-                  "crossfit": {"right": crossfit.right, "n": crossfit.n}}
+                  "crossfit": {"right": crossfit.right, "n": crossfit.n, "believed": crowd is not None}}
     if crowd is not None:
         annotators |= reliability_metrics(crowd, reliability_after_training(stack, judged, cfg, known_judgments(db)))
     version_number = len(list_reward_models(db)) + 1
