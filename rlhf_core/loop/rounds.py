@@ -93,10 +93,11 @@ def policy_gate(rm: RewardModelVersion, min_confidence: float, fresh: Accuracy |
     crossfit = metrics.get("crossfit")
     if isinstance(crossfit, dict) and crossfit.get("n"):
         right, n = int(crossfit["right"]), int(crossfit["n"])
-        effect = BELIEVED_DESIGN_EFFECT if crossfit.get("believed") else CROSSFIT_DESIGN_EFFECT
+        believed = bool(crossfit.get("believed"))
+        effect = BELIEVED_DESIGN_EFFECT if believed else CROSSFIT_DESIGN_EFFECT
         evidence = Accuracy(right / effect, n / effect)
-        believed = " on the labels CrowdBT believes" if crossfit.get("believed") else ""
-        what = f"cross-fitted accuracy {right}/{n} = {right / n:.0%}{believed} (at 1/{effect:g} weight)"
+        on = " on the labels CrowdBT believes" if believed else ""
+        what = f"cross-fitted accuracy {right}/{n} = {right / n:.0%}{on} (at 1/{effect:g} weight)"
     else:
         n = int(metrics.get("heldout_decisive", metrics.get("n_heldout")) or 0)
         right = round(rm.heldout_accuracy * n) if rm.heldout_accuracy is not None else 0

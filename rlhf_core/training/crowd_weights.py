@@ -203,27 +203,38 @@ def crowd_weighted(examples: Sequence[PreferenceExample], reliability: dict[str,
         if w is None:
             out.append(e)
         elif abs(w) >= min_weight:
-            if w < 0:
-                e = replace(e, chosen=e.rejected, rejected=e.chosen, chosen_left=not e.chosen_left)
-            out.append(replace(e, weight=e.weight * abs(w)))
+            out.append(replace(_turned(e) if w < 0 else e, weight=e.weight * abs(w)))
     return out
+
+
+def _turned(e: PreferenceExample) -> PreferenceExample:
+    """The judgment read the other way round (its annotator's η is below 0.5)."""
+    return replace(e, chosen=e.rejected, rejected=e.chosen, chosen_left=not e.chosen_left)
+
+
+def evidence_floor(examples: Sequence[PreferenceExample], weights: Sequence[float | None]) -> float:
+    """The weight (`belief_weights`) a judgment needs to count in held-out figures and the gate's evidence:
+    HELDOUT_MIN_WEIGHT of a trusted annotator's, unless fewer than MIN_HELDOUT decisive examples would be left at
+    it: then 0, and every one counts."""
+    kept = sum(not e.tie and (w is None or abs(w) >= HELDOUT_MIN_WEIGHT)
+               for e, w in zip(examples, weights, strict=True))
+    return HELDOUT_MIN_WEIGHT if kept >= MIN_HELDOUT else 0.0
 
 
 def believed_signs(examples: Sequence[PreferenceExample], reliability: dict[str, Reliability]) -> list[int]:
     """How evidence counts each of `examples` against the labels the annotator model believes, as held-out
     figures do: 1 as judged, -1 turned around (η < 0.5), 0 left out (weighing under HELDOUT_MIN_WEIGHT of a
-    trusted annotator's: a coin-flipper's, or a left-biased annotator's "left"). Fewer than MIN_HELDOUT decisive
-    judgments kept: every one counts (turned around where η < 0.5). Ties and unannotated examples: 1."""
+    trusted annotator's: a coin-flipper's, or a left-biased annotator's "left"), at `evidence_floor`, the rule
+    held-out figures use. Ties and unannotated examples: 1."""
     weights = belief_weights(examples, reliability)
-    kept = sum(w is not None and abs(w) >= HELDOUT_MIN_WEIGHT for w in weights)
-    floor = HELDOUT_MIN_WEIGHT if kept >= MIN_HELDOUT else 0.0
+    floor = evidence_floor(examples, weights)
     return [1 if w is None else 0 if abs(w) < floor or w == 0 else (1 if w > 0 else -1) for w in weights]
 
 
 def believed(examples: Sequence[PreferenceExample], reliability: dict[str, Reliability]) -> list[PreferenceExample]:
     """The judgments among `examples` that evidence counts (`believed_signs`), turned around where -1."""
-    return [e if sign > 0 else replace(e, chosen=e.rejected, rejected=e.chosen, chosen_left=not e.chosen_left)
-            for e, sign in zip(examples, believed_signs(examples, reliability), strict=True) if sign]
+    signs = believed_signs(examples, reliability)
+    return [e if sign > 0 else _turned(e) for e, sign in zip(examples, signs, strict=True) if sign]
 
 
 def stored_reliability(version: RewardModelVersion | None) -> dict[str, Reliability] | None:
@@ -250,9 +261,7 @@ def prepare_crowd_training(stack, db: Database, train: Sequence[PreferenceExampl
     if before is None:
         before = cross_fitted_reliability(stack, train, cfg, known)
     weighted_train = crowd_weighted(train, before, TRAIN_MIN_WEIGHT)
-    weighted_heldout = crowd_weighted(heldout, before, HELDOUT_MIN_WEIGHT)
-    if sum(not e.tie for e in weighted_heldout) < MIN_HELDOUT:
-        weighted_heldout = crowd_weighted(heldout, before, 0.0)
+    weighted_heldout = crowd_weighted(heldout, before, evidence_floor(heldout, belief_weights(heldout, before)))
     stats = {"crowd_train_left_out": len(train) - len(weighted_train),
              "crowd_heldout_counted": sum(not e.tie for e in weighted_heldout),
              "crowd_turned_around": sum(e.annotator is not None and not e.tie and before.get(
