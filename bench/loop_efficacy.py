@@ -26,7 +26,8 @@ entry (reward.annotator_model); after each round the reward model's estimated η
 is printed beside its true kind (crowd_bt), and a round whose policy update the gate skipped says why.
 `--json F` writes one row per round: round, judgments, rm_heldout_accuracy, kl_per_token (to the base),
 gold_win_rate, win_rate_vs_previous, policy_length_mean, seconds, eval_seconds, plus gold, algo, policy_version,
-kl_to_reference_per_token, kl_per_sequence, policy_gold_mean, base_gold_mean, reward_length_corr, loadavg.
+kl_to_reference_per_token, kl_per_sequence, policy_gold_mean, base_gold_mean, reward_length_corr, loadavg,
+policy_gate (why the gate kept the policy, if it did), gate and gate_lower_bound (its evidence, open or closed).
 """
 
 from __future__ import annotations

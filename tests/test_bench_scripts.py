@@ -64,6 +64,9 @@ def test_loop_efficacy_bench_compares_the_loop_with_and_without_sft(tmp_path: Pa
     assert [(r["sft_demonstrations"], r["round"], r["algo"]) for r in rows] == [(0, 1, "grpo"), (4, 0, "sft"),
                                                                                 (4, 1, "grpo")]
     assert rows[1]["policy_version"] == 1 and rows[2]["policy_version"] == 2
+    # An open gate leaves its reason in every row too (here no gate at all), and the table says so.
+    assert rows[0]["policy_gate"] is None and rows[0]["gate"].startswith("no gate")
+    assert "round 1: policy gate open, no gate (loop.min_reward_confidence = 0)" in stdout
     assert "with vs without SFT" in stdout and "after SFT" in stdout and "policy.reference = sft" in stdout
 
 
@@ -81,6 +84,7 @@ def test_loop_efficacy_bench_runs_a_crowd(tmp_path: Path, tiny_model_dir: Path) 
     assert "round 1: estimated η per annotator" in stdout and "sim-left-1           left" in stdout
     # No dozen judgments put a 95% lower bound above 0.99: the gate kept the policy, and the bench says so.
     assert report["policy_version"] == 0 and report["policy_gate"].startswith("reward model v1")
+    assert report["gate"] == report["policy_gate"] and 0.0 <= report["gate_lower_bound"] < 0.99
     assert "policy not updated, reward model v1" in stdout and "policy kept by the gate in rounds [1]" in stdout
 
 

@@ -82,6 +82,9 @@ class RoundReport:
     # The round's seconds by phase: sample, judge, reward_model, policy, other (loading, saving, bookkeeping).
     phase_seconds: dict[str, float] = field(default_factory=dict)
     policy_gate: str | None = None  # why the policy was not updated this round (loop.min_reward_confidence), if so
+    # The gate's evidence this round, open or closed: its reason (the counts) and its 95% lower bound.
+    gate: str | None = None
+    gate_lower_bound: float | None = None
     annotators: dict[str, Any] = field(default_factory=dict)  # the reward model's CrowdBT estimates, if any
     # The version this round started from (after any demotion), the gold win rate of the new version against it,
     # the versions the round found worse than their predecessor (loop.promote), and an over-optimization alarm
@@ -222,6 +225,8 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
         version_scores[version.id] = ev.policy_scores
         parent = version.parent_id if version.id else None
         parent_scores = version_scores.get(parent) if parent is not None else None
+        rm_metrics = json.loads(get_reward_model(db, result.reward_model_version).metrics_json or "{}")
+        gate = rm_metrics.get("policy_gate") or {}
         yield RoundReport(
             round=r, policy_version=result.policy_version, algo=version.algorithm, judgments=sim.judgments,
             rm_heldout_accuracy=result.metrics.get("rm_heldout_accuracy"),
@@ -234,7 +239,8 @@ def run_loop(ws: Workspace, settings: LoopSettings, *, progress: bool = True,
             seconds=round(round_seconds, 1), eval_seconds=round(time.time() - started - round_seconds, 1),
             phase_seconds={k: round(v, 3) for k, v in phases.items()},
             policy_gate=None if result.metrics.get("policy_updated", True) else result.metrics["policy_gate"],
-            annotators=json.loads(get_reward_model(db, result.reward_model_version).metrics_json).get("annotators", {}),
+            gate=gate.get("reason"), gate_lower_bound=gate.get("lower_bound"),
+            annotators=rm_metrics.get("annotators", {}),
             parent_version=parent,
             win_rate_vs_parent=gold_win_rate(ev.policy_scores, parent_scores) if parent_scores and version.id else None,
             demoted=demoted, alarm=alarms[0] if alarms else None,
@@ -265,6 +271,8 @@ def format_table(reports: list[RoundReport]) -> str:
                          + ", ".join(f"{name.replace('_', ' ')} {s:.0f}" for name, s in r.phase_seconds.items()))
         if r.policy_gate:
             lines.append(f"round {r.round}: policy not updated, {r.policy_gate}")
+        elif r.gate:
+            lines.append(f"round {r.round}: policy gate open, {r.gate}")
         if r.demoted:
             lines.append(f"round {r.round}: not promoted (worse than its predecessor): "
                          + ", ".join(f"v{v}" for v in r.demoted) + f"; the round started from v{r.parent_version}")
