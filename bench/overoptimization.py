@@ -101,9 +101,11 @@ def fresh_accuracy(ws, stack, gold, conversations, first, second, noise, rng) ->
     return Accuracy(int((r_c.mean(dim=1) > r_r.mean(dim=1)).sum()), len(examples))
 
 
-def run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm, fresh_convs):  # noqa: ANN001, ANN201
+def run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm, fresh_convs,  # noqa: ANN001, ANN201
+             on_row=lambda _rows: None):
     """Policy steps from the base against the reward model combined by `mode`, measured every `args.every`:
-    `base_gold` and `base_rm` are the base's answers' gold and reward-model scores on `eval_convs`."""
+    `base_gold` and `base_rm` are the base's answers' gold and reward-model scores on `eval_convs`. `on_row` gets
+    the mode's rows after each measurement."""
     stack.reset_adapter("policy")
     fresh_critic(stack)
     stack.set_reference(None)
@@ -134,6 +136,7 @@ def run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm, fr
         print(f"  {mode:<5} step {r['step']:>4}  sqrt KL {r['sqrt_kl']:.3f}  proxy {r['proxy_gain']:+.2f}  gold win "
               f"{r['gold_win_rate']:.1%}  fresh acc {_pct(r['fresh_accuracy'])} (n={fresh.n})"
               + ("  ALARM" if alarm else ""), flush=True)
+        on_row(rows)
     return rows
 
 
@@ -176,7 +179,8 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, default=None, help="where (default: a temporary directory)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, default=None, help="write every row and the summary here")
+    parser.add_argument("--json", type=Path, default=None,
+                        help="write every row (after each measurement: a run cut short keeps them) and the summary")
     add_smoke_option(parser)
     args = parser.parse_args()
     apply_smoke(args, tiny_model="model", judgments=12, steps=2, every=1, eval_prompts=4, fresh_prompts=4)
@@ -208,8 +212,17 @@ def main() -> None:
     base_gold = [gold(c, t) for c, t in zip(eval_convs, base_texts)]
     base_rm = {m: rm_scores(ws, stack, eval_convs, base_texts, m) for m in modes}
     rows, summaries = [], []
+
+    def save(mode_rows: list[dict], complete: bool = False) -> None:
+        """Every row measured so far (a run cut short keeps them), with the finished modes' summaries."""
+        if args.json:
+            args.json.write_text(json.dumps({"gold": args.gold, "judgments": args.judgments, "complete": complete,
+                                             "rows": rows + mode_rows, "summary": summaries, "loadavg": loadavg(),
+                                             "seconds": round(time.time() - started)}, indent=2), encoding="utf-8")
+
     for mode in modes:
-        mode_rows = run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm[mode], fresh_convs)
+        mode_rows = run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm[mode], fresh_convs,
+                             on_row=save)
         rows += mode_rows
         summaries.append(summarize(mode_rows))
 
@@ -223,9 +236,7 @@ def main() -> None:
     print("gold peaked then fell (below the peak's 95% interval) while the proxy kept rising: "
           f"{', '.join(s['mode'] for s in shown) or 'no mode'}; "
           f"{time.time() - started:.0f} s; load average {loadavg()}")
-    if args.json:
-        args.json.write_text(json.dumps({"gold": args.gold, "judgments": args.judgments, "rows": rows,
-                                         "summary": summaries, "loadavg": loadavg()}, indent=2), encoding="utf-8")
+    save([], complete=True)
     db.dispose()
 
 
