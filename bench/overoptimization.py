@@ -42,8 +42,9 @@ from rlhf_core.algorithms.evidence import (  # noqa: E402
 )
 from rlhf_core.config import apply_overrides  # noqa: E402
 from rlhf_core.loop.sampling import generate_responses, sample_pairs  # noqa: E402
+from rlhf_core.registry import UnknownKind, rollout_algorithm  # noqa: E402
 from rlhf_core.simulator.demo import prepare_workspace  # noqa: E402
-from rlhf_core.simulator.gold import available_gold, get_gold, gold_win_rate  # noqa: E402
+from rlhf_core.simulator.gold import GoldPreferenceError, available_gold, get_gold, gold_win_rate  # noqa: E402
 from rlhf_core.simulator.simulate import simulate_annotators  # noqa: E402
 from rlhf_core.training.policy import train_policy  # noqa: E402
 from rlhf_core.training.ppo import fresh_critic  # noqa: E402
@@ -190,7 +191,11 @@ def main() -> None:
     bad = [m for m in modes if m not in CONSERVATIVE_MODES]
     if bad or args.every < 1 or args.steps < args.every:
         parser.error(f"--modes takes {', '.join(CONSERVATIVE_MODES)}; --steps must be at least --every (>= 1)")
-    gold = get_gold(args.gold)
+    try:
+        gold = get_gold(args.gold)
+        rollout_algorithm(args.algo)
+    except (GoldPreferenceError, UnknownKind) as exc:
+        parser.error(str(exc))
     started = time.time()
     print(f"over-optimization: gold {args.gold}, {args.judgments} judgments, {args.steps} {args.algo} steps, "
           f"measured every {args.every}; load average {loadavg()}", flush=True)

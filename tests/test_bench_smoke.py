@@ -144,7 +144,7 @@ def run_smoke(name: str, out: Path, tiny_model: Path) -> subprocess.CompletedPro
 def smoke_runs(request: pytest.FixtureRequest, tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     """The smoke runs of every script this session selected, started in test order, two at a time."""
     selected = [item.callspec.params["script"] for item in request.session.items
-                if item.path == Path(__file__) and hasattr(item, "callspec")]
+                if item.path == Path(__file__) and "script" in getattr(getattr(item, "callspec", None), "params", {})]
     pool = ThreadPoolExecutor(max_workers=2)
     runs: dict[str, tuple[Future, Path]] = {}
     for name in selected:
@@ -192,3 +192,17 @@ def test_the_judge_bench_reads_its_specs_and_names_a_bad_part() -> None:
                       ("bias=0.5", "'bias=0.5' is not accuracy=P")):
         with pytest.raises(ValueError, match=re.escape(says)):
             parse_judge_spec(bad)
+
+
+@pytest.mark.parametrize(("option", "says"), [
+    (("--gold", "nope"), "error: unknown gold preference 'nope'; available: keyword"),
+    (("--algo", "dpo"), "error: unknown policy algorithm for rollouts 'dpo' (known: ppo, grpo)"),
+])
+def test_the_overoptimization_bench_refuses_a_bad_gold_or_algorithm_before_any_work(
+        tmp_path: Path, option: tuple[str, str], says: str) -> None:
+    out = tmp_path / "over.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "overoptimization.py"), *option, "--json", str(out),
+                           "--workspace", str(tmp_path / "ws")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and says in proc.stderr.strip().splitlines()[-1]  # one line says why
+    assert "Traceback" not in proc.stderr
+    assert not out.exists() and not (tmp_path / "ws").exists()

@@ -12,6 +12,7 @@ from rlhf_core.registry.algorithms import (
     POLICY_ALGORITHMS,
     Chart,
     PolicyAlgorithm,
+    rollout_algorithm,
     round_algorithm,
     round_algorithms,
 )

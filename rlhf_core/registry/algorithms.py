@@ -100,3 +100,10 @@ def round_algorithms() -> tuple[str, ...]:
 def round_algorithm(name: str) -> PolicyAlgorithm:
     """The entry of a round algorithm; UnknownKind listing them otherwise."""
     return POLICY_ALGORITHMS.require(name, lambda a: a.in_rounds)
+
+
+def rollout_algorithm(name: str) -> PolicyAlgorithm:
+    """The entry of an algorithm that trains on rollouts (rollout -> score -> update: `training.policy.train_policy`);
+    UnknownKind listing them otherwise."""
+    return POLICY_ALGORITHMS.require(name, lambda a: a.uses_rollouts and a.update is not None,
+                                     what="policy algorithm for rollouts")

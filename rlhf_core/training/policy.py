@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from rlhf_core.algorithms.kl_control import adaptive_kl_beta
 from rlhf_core.config import Config, PolicyConfig
 from rlhf_core.models.stack import ModelStack
-from rlhf_core.registry import POLICY_ALGORITHMS, PolicyAlgorithm, resolve, round_algorithm
+from rlhf_core.registry import PolicyAlgorithm, resolve, rollout_algorithm, round_algorithm
 from rlhf_core.training.checkpoint import Checkpoint, Tracked, fingerprint
 from rlhf_core.training.distributed import DataParallel
 from rlhf_core.training.ppo import fresh_critic, make_optimizer, rollout_values
@@ -100,8 +100,7 @@ def train_policy(stack: ModelStack, prompts: list[list[dict[str, str]]], score_f
     makes the same update (`grpo_update` / `ppo_update`). With `checkpoint` (one process), the training resumes
     from it and writes it every `checkpoint.every` steps (`training.checkpoint`).
     """
-    spec = POLICY_ALGORITHMS.require(algo or cfg.algo, lambda a: a.uses_rollouts and a.update is not None,
-                                     what="policy algorithm for rollouts")
+    spec = rollout_algorithm(algo or cfg.algo)
     algo, critic = spec.name, "value" in spec.adapters
     dp = dp or DataParallel(single=True)
     if not prompts:
