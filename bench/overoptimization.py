@@ -8,6 +8,7 @@ ensemble's mean, UWO, WCO) gives the gold at its peak and at the end for each.
 
     python bench/overoptimization.py                               # gold sentiment, 100 judgments, 48 steps
     python bench/overoptimization.py --gold keyword --steps 60 --every 6 --json over.json
+    python bench/overoptimization.py --gold concise --steps 60 --every 6 --json over.json   # an interior optimum
     python bench/overoptimization.py --smoke                       # the code paths on a tiny model, in seconds
 
 Each mode starts the policy from the base with the same seeds and the same reward model. The proxy is the reward
@@ -131,11 +132,13 @@ def run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm, fr
         alarm = overoptimization_alarm(history)
         rows.append({"mode": mode, "step": (chunk + 1) * args.every, "sqrt_kl": math.sqrt(max(kl, 0.0)), "kl": kl,
                      "proxy_gain": proxy, "gold_win_rate": win, "eval_n": len(eval_convs),
+                     "mean_chars": sum(len(t) for t in texts) / len(texts),
                      "fresh_accuracy": fresh.value, "fresh_n": fresh.n,
                      "alarm": alarm.reason if alarm else None})
         r = rows[-1]
         print(f"  {mode:<5} step {r['step']:>4}  sqrt KL {r['sqrt_kl']:.3f}  proxy {r['proxy_gain']:+.2f}  gold win "
-              f"{r['gold_win_rate']:.1%}  fresh acc {_pct(r['fresh_accuracy'])} (n={fresh.n})"
+              f"{r['gold_win_rate']:.1%}  {r['mean_chars']:.0f} chars  fresh acc {_pct(r['fresh_accuracy'])} "
+              f"(n={fresh.n})"
               + ("  ALARM" if alarm else ""), flush=True)
         on_row(rows)
     return rows
@@ -158,7 +161,8 @@ def summarize(rows: list[dict]) -> dict:
     fired = next((r for r in rows if r["alarm"]), None)
     return {"mode": rows[0]["mode"], "peak_step": peak["step"], "gold_at_peak": peak["gold_win_rate"],
             "gold_at_end": rows[-1]["gold_win_rate"], "proxy_at_peak": peak["proxy_gain"],
-            "proxy_at_end": rows[-1]["proxy_gain"], "alarm_step": fired["step"] if fired else None,
+            "proxy_at_end": rows[-1]["proxy_gain"], "chars_at_peak": peak["mean_chars"],
+            "chars_at_end": rows[-1]["mean_chars"], "alarm_step": fired["step"] if fired else None,
             "alarm_after_peak": (fired["step"] - peak["step"]) if fired else None,
             "gold_fell": fell_from_peak(peak["gold_win_rate"], rows[-1]["gold_win_rate"], peak["eval_n"]),
             "proxy_rose_after_peak": rows[-1]["proxy_gain"] > peak["proxy_gain"]}
@@ -216,6 +220,8 @@ def main() -> None:
     base_texts = answers(ws, stack, eval_convs, None, args.seed + 999)
     base_gold = [gold(c, t) for c, t in zip(eval_convs, base_texts)]
     base_rm = {m: rm_scores(ws, stack, eval_convs, base_texts, m) for m in modes}
+    print(f"base: {sum(len(t) for t in base_texts) / len(base_texts):.0f} chars per answer on "
+          f"{len(eval_convs)} eval prompts", flush=True)
     rows, summaries = [], []
 
     def save(mode_rows: list[dict], complete: bool = False) -> None:
@@ -231,12 +237,13 @@ def main() -> None:
         rows += mode_rows
         summaries.append(summarize(mode_rows))
 
-    print("\nmode   peak step  gold at peak  gold at end  proxy at peak  proxy at end  alarm at  steps after peak")
+    print("\nmode   peak step  gold at peak  gold at end  proxy at peak  proxy at end  alarm at  steps after peak"
+          "  chars at peak  chars at end")
     for s in summaries:
         after = "n/a" if s["alarm_after_peak"] is None else f"{s['alarm_after_peak']:+d}"
         print(f"{s['mode']:<6} {s['peak_step']:>9}  {s['gold_at_peak']:>12.1%}  {s['gold_at_end']:>11.1%}  "
               f"{s['proxy_at_peak']:>+13.2f}  {s['proxy_at_end']:>+12.2f}  {str(s['alarm_step'] or '-'):>8}  "
-              f"{after:>16}")
+              f"{after:>16}  {s['chars_at_peak']:>13.0f}  {s['chars_at_end']:>12.0f}")
     shown = [s for s in summaries if s["gold_fell"] and s["proxy_rose_after_peak"]]
     print("gold peaked then fell (below the peak's 95% interval) while the proxy kept rising: "
           f"{', '.join(s['mode'] for s in shown) or 'no mode'}; "

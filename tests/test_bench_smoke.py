@@ -195,7 +195,7 @@ def test_the_judge_bench_reads_its_specs_and_names_a_bad_part() -> None:
 
 
 @pytest.mark.parametrize(("option", "says"), [
-    (("--gold", "nope"), "error: unknown gold preference 'nope'; available: keyword"),
+    (("--gold", "nope"), "error: unknown gold preference 'nope'; available: concise, keyword"),
     (("--algo", "dpo"), "error: unknown policy algorithm for rollouts 'dpo' (known: ppo, grpo)"),
 ])
 def test_the_overoptimization_bench_refuses_a_bad_gold_or_algorithm_before_any_work(

@@ -115,3 +115,25 @@ def test_cli_simulate_with_a_crowd(tmp_path: Path):
     refused = rlhf("simulate", "-w", str(ws.root), "--crowd", "left", "--annotators", "2", check=False)
     assert refused.returncode == 1
     assert refused.stderr.strip().splitlines()[-1] == "error: give --annotators (honest ones) or --crowd, not both"
+
+
+def test_cli_simulate_with_the_concise_gold_and_a_target(tmp_path: Path):
+    """--gold concise --target T: the answer nearer T characters wins, shorter or longer (EASY's pairs are 2-5
+    against 30-60 characters)."""
+    ws, _ = init_workspace(tmp_path / "ws")
+    db = ws.database()
+    add_pairs(db, EASY[:8])
+    db.dispose()
+    refused = rlhf("simulate", "-w", str(ws.root), "--gold", "concise", "--target", "0", check=False)
+    assert refused.returncode == 1
+    assert "target of at least 1 character" in refused.stderr.strip().splitlines()[-1]
+    seen: set[int] = set()
+    for target, wins in ((3, lambda n: n <= 5), (45, lambda n: n >= 30)):  # shorter wins under 3, longer under 45
+        out = rlhf("simulate", "-w", str(ws.root), "--annotators", "1", "--judgments", "4", "--gold", "concise",
+                   "--target", str(target), "--seed", str(target)).stdout
+        assert "Recorded 4 judgments (0 ties, 0 against the gold)" in out
+        db = ws.database()
+        new = [row for row in judgment_rows(db) if row.judgment_id not in seen]
+        db.dispose()
+        assert len(new) == 4 and all(wins(len(chosen_and_rejected(row)[0])) for row in new)
+        seen |= {row.judgment_id for row in new}

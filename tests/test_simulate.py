@@ -68,16 +68,22 @@ def test_gold_preferences_score_hand_examples():
     assert get_gold("keyword")(NO_PROMPT, "You and yours: thank you.") == 2.0  # the default word, "you"
     assert get_gold("keyword", keyword="thank you")(NO_PROMPT, "Thank you, thank you") == 2.0
     assert get_gold("keyword", keyword="Hi", case_sensitive=True)(NO_PROMPT, "Hi hi HI") == 1.0
-    assert set(GOLDS) == {"sentiment", "longer", "shorter", "keyword"}
+    concise = get_gold("concise", target=5)  # minus the distance from 5 characters, either side
+    assert [concise(NO_PROMPT, t) for t in ("abcde", "abc", "abcdefg", " abcde\n", "")] == [0.0, -2.0, -2.0, 0.0, -5.0]
+    assert get_gold("concise")(NO_PROMPT, "x" * 150) == 0.0 > get_gold("concise")(NO_PROMPT, "x" * 149)
+    assert set(GOLDS) == {"sentiment", "longer", "shorter", "concise", "keyword"}
 
 
 def test_get_gold_errors_list_what_is_available():
-    with pytest.raises(GoldPreferenceError, match=r"available: keyword, longer \(alias: length\), sentiment, shorter"):
+    available = r"available: concise, keyword, longer \(alias: length\), sentiment, shorter"
+    with pytest.raises(GoldPreferenceError, match=available):
         get_gold("politeness")
     with pytest.raises(GoldPreferenceError, match="'longer' does not take keyword; it takes no options"):
         get_gold("length", keyword="please")
     with pytest.raises(GoldPreferenceError, match="non-empty keyword"):
         get_gold("keyword", keyword="  ")
+    with pytest.raises(GoldPreferenceError, match="target of at least 1 character"):
+        get_gold("concise", target=0)
 
 
 def test_gold_win_rate_counts_ties_half():

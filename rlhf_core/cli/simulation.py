@@ -28,6 +28,8 @@ def simulate(
     gold: Annotated[str, typer.Option(help=f"Hidden preference: {', '.join(GOLDS)}")] = "sentiment",
     noise: Annotated[float, typer.Option(help="Probability of flipping a decisive label")] = 0.0,
     keyword: Annotated[str | None, typer.Option(help="The keyword for --gold keyword")] = None,
+    target: Annotated[int | None, typer.Option(help="The length in characters for --gold concise (default 150)")
+                      ] = None,
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
 ) -> None:
     """Judge pending pairs with simulated annotators, through the same storage path as people."""
@@ -36,7 +38,7 @@ def simulate(
     if annotators is not None and crowd is not None:
         raise SimulationError("give --annotators (honest ones) or --crowd, not both")
     ws, database = open_db(workspace, db)
-    options = {"keyword": keyword} if keyword else None
+    options = {key: value for key, value in (("keyword", keyword), ("target", target)) if value is not None} or None
     result = simulate_annotators(database, annotators=3 if annotators is None else annotators, judgments=judgments,
                                  gold=gold, noise=noise, seed=seed, gold_options=options,
                                  control_rate=ws.config.labeling.control_rate, crowd=crowd)

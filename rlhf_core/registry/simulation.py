@@ -36,6 +36,8 @@ GOLDS: Registry[Gold] = Registry("gold preference", [
          aliases=("length",)),
     Gold("shorter", "minus the response length: shorter is better", "rlhf_core.simulator.gold:shorter_gold",
          rewrite="rlhf_core.simulator.gold:shorter_rewrite"),
+    Gold("concise", "length near a target (option `target`, default 150 characters): closer is better, too short "
+         "loses as too long does", "rlhf_core.simulator.gold:concise_gold"),
     Gold("keyword", "how often a keyword (option `keyword`, default \"you\") occurs as a whole word",
          "rlhf_core.simulator.gold:keyword_gold", rewrite="rlhf_core.simulator.gold:keyword_rewrite"),
 ])

@@ -59,6 +59,27 @@ def shorter_gold() -> GoldScore:
     return score
 
 
+# The concise gold's default target: about two sentences. It lies below most of the default model's answers (the
+# median of 48 SmolLM2-135M-Instruct answers to the built-in eval prompts, 64 new tokens, is 270 characters; a
+# quarter are under 170), so on the base model's pairs "shorter" nearly always wins, and a reward model learned
+# from them says "shorter is better" past the point where the gold turns: an interior optimum, as people's
+# preference for length has one.
+DEFAULT_CONCISE_TARGET = 150
+
+
+def concise_gold(target: int = DEFAULT_CONCISE_TARGET) -> GoldScore:
+    """Minus the distance of the response's length from `target` characters: an answer about that long is best,
+    and one far shorter loses as one far longer does (an empty answer is `target` characters off)."""
+    if int(target) < 1:
+        raise GoldPreferenceError(f"the concise gold preference needs a target of at least 1 character; got {target}")
+    target = int(target)
+
+    def score(prompt_messages: list[dict[str, str]], response_text: str) -> float:
+        return -float(abs(len(response_text.strip()) - target))
+
+    return score
+
+
 def keyword_gold(keyword: str = DEFAULT_KEYWORD, case_sensitive: bool = False) -> GoldScore:
     """How often `keyword` occurs in the response as a whole word (so "please" does not match "pleased")."""
     keyword = keyword.strip()
