@@ -156,16 +156,24 @@ def fell_from_peak(peak: float, end: float, n: int) -> bool:
 
 
 def summarize(rows: list[dict]) -> dict:
-    """Where the gold peaked, how it ended, and when the alarm first fired (steps after the peak)."""
+    """Where the gold peaked, how it ended, and when the alarm first fired (steps after the peak). `diverged`: at
+    some measurement after the gold's peak (the proxy's highest there) the proxy stood above its value at the peak
+    while the gold had fallen below the peak's interval (Gao's divergence, whether or not it lasted to the end)."""
     peak = max(rows, key=lambda r: r["gold_win_rate"])
     fired = next((r for r in rows if r["alarm"]), None)
+    high = max((r for r in rows if r["step"] > peak["step"]), key=lambda r: r["proxy_gain"], default=None)
+    diverged = bool(high and high["proxy_gain"] > peak["proxy_gain"]
+                    and fell_from_peak(peak["gold_win_rate"], high["gold_win_rate"], peak["eval_n"]))
     return {"mode": rows[0]["mode"], "peak_step": peak["step"], "gold_at_peak": peak["gold_win_rate"],
             "gold_at_end": rows[-1]["gold_win_rate"], "proxy_at_peak": peak["proxy_gain"],
             "proxy_at_end": rows[-1]["proxy_gain"], "chars_at_peak": peak["mean_chars"],
             "chars_at_end": rows[-1]["mean_chars"], "alarm_step": fired["step"] if fired else None,
             "alarm_after_peak": (fired["step"] - peak["step"]) if fired else None,
             "gold_fell": fell_from_peak(peak["gold_win_rate"], rows[-1]["gold_win_rate"], peak["eval_n"]),
-            "proxy_rose_after_peak": rows[-1]["proxy_gain"] > peak["proxy_gain"]}
+            "proxy_rose_after_peak": rows[-1]["proxy_gain"] > peak["proxy_gain"],
+            "proxy_high_after_peak_step": high["step"] if high else None,
+            "proxy_high_after_peak": high["proxy_gain"] if high else None,
+            "gold_at_proxy_high": high["gold_win_rate"] if high else None, "diverged": diverged}
 
 
 def main() -> None:
@@ -248,6 +256,12 @@ def main() -> None:
     print("gold peaked then fell (below the peak's 95% interval) while the proxy kept rising: "
           f"{', '.join(s['mode'] for s in shown) or 'no mode'}; "
           f"{time.time() - started:.0f} s; load average {loadavg()}")
+    for s in summaries:
+        if s["proxy_high_after_peak_step"] is not None:
+            print(f"{s['mode']}: after the gold's peak (step {s['peak_step']}, proxy {s['proxy_at_peak']:+.2f}) the "
+                  f"proxy's highest was {s['proxy_high_after_peak']:+.2f} at step {s['proxy_high_after_peak_step']}, "
+                  f"the gold there {s['gold_at_proxy_high']:.1%}: "
+                  + ("diverged (proxy up, gold below the peak's interval)" if s["diverged"] else "no divergence"))
     save([], complete=True)
     db.dispose()
 

@@ -159,3 +159,29 @@ def test_the_overoptimization_bench_counts_a_fall_only_beyond_the_peaks_interval
     assert not fell_from_peak(1.0, 0.93, 48)
     assert fell_from_peak(1.0, 0.92, 48)
     assert fell_from_peak(0.75, 0.5, 48) and not fell_from_peak(0.75, 0.70, 48)
+
+
+def test_the_overoptimization_bench_summary_finds_the_divergence_even_where_both_fall_at_the_end() -> None:
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from overoptimization import summarize
+
+    def rows(curve: list[tuple[float, float]]) -> list[dict]:
+        return [{"mode": "mean", "step": 6 * (i + 1), "proxy_gain": proxy, "gold_win_rate": gold, "eval_n": 48,
+                 "mean_chars": 100.0, "alarm": "fresh" if i == 4 else None} for i, (proxy, gold) in enumerate(curve)]
+
+    # Up together, then the proxy keeps rising while the gold falls (step 36: 72.9% is below 90.6%'s interval,
+    # Wilson lower bound 0.79), then both fall (the policy says almost nothing; the proxy never saw that).
+    s = summarize(rows([(0.3, 0.667), (2.0, 0.75), (3.6, 0.906), (5.1, 0.875), (5.3, 0.729), (1.5, 0.427)]))
+    assert (s["peak_step"], s["gold_at_peak"], s["proxy_high_after_peak_step"], s["gold_at_proxy_high"]) == (
+        18, 0.906, 30, 0.729)
+    assert s["diverged"] and s["gold_fell"] and not s["proxy_rose_after_peak"]
+    assert (s["alarm_step"], s["alarm_after_peak"]) == (30, 12)
+    # The proxy rose after the peak but the gold only dipped within noise: no divergence.
+    s = summarize(rows([(1.0, 0.9), (2.0, 1.0), (3.0, 0.979), (4.0, 0.958)]))
+    assert not s["diverged"] and s["proxy_high_after_peak"] == 4.0 and not s["gold_fell"]
+    # The gold peaked at the last measurement: nothing after it.
+    s = summarize(rows([(1.0, 0.6), (2.0, 0.8)]))
+    assert s["proxy_high_after_peak_step"] is None and not s["diverged"]
