@@ -132,7 +132,7 @@ def run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm, fr
         alarm = overoptimization_alarm(history)
         rows.append({"mode": mode, "step": (chunk + 1) * args.every, "sqrt_kl": math.sqrt(max(kl, 0.0)), "kl": kl,
                      "proxy_gain": proxy, "gold_win_rate": win, "eval_n": len(eval_convs),
-                     "mean_chars": sum(len(t) for t in texts) / len(texts),
+                     "mean_chars": mean_chars(texts),
                      "fresh_accuracy": fresh.value, "fresh_n": fresh.n,
                      "alarm": alarm.reason if alarm else None})
         r = rows[-1]
@@ -142,6 +142,11 @@ def run_mode(ws, db, stack, gold, mode, args, eval_convs, base_gold, base_rm, fr
               + ("  ALARM" if alarm else ""), flush=True)
         on_row(rows)
     return rows
+
+
+def mean_chars(texts: list[str]) -> float:
+    """The answers' mean length in characters."""
+    return sum(len(t) for t in texts) / len(texts)
 
 
 def _pct(value: float | None) -> str:
@@ -228,7 +233,7 @@ def main() -> None:
     base_texts = answers(ws, stack, eval_convs, None, args.seed + 999)
     base_gold = [gold(c, t) for c, t in zip(eval_convs, base_texts)]
     base_rm = {m: rm_scores(ws, stack, eval_convs, base_texts, m) for m in modes}
-    print(f"base: {sum(len(t) for t in base_texts) / len(base_texts):.0f} chars per answer on "
+    print(f"base: {mean_chars(base_texts):.0f} chars per answer on "
           f"{len(eval_convs)} eval prompts", flush=True)
     rows, summaries = [], []
 

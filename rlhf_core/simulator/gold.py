@@ -70,12 +70,12 @@ DEFAULT_CONCISE_TARGET = 150
 def concise_gold(target: int = DEFAULT_CONCISE_TARGET) -> GoldScore:
     """Minus the distance of the response's length from `target` characters: an answer about that long is best,
     and one far shorter loses as one far longer does (an empty answer is `target` characters off)."""
-    if int(target) < 1:
+    chars = int(target)
+    if chars < 1:
         raise GoldPreferenceError(f"the concise gold preference needs a target of at least 1 character; got {target}")
-    target = int(target)
 
     def score(prompt_messages: list[dict[str, str]], response_text: str) -> float:
-        return -float(abs(len(response_text.strip()) - target))
+        return -float(abs(len(response_text.strip()) - chars))
 
     return score
 
