@@ -44,6 +44,9 @@ def test_the_console_shows_the_evidence_and_rolls_back(app: RunningApp, page) ->
     assert reason in chart.locator("circle.alarm title").text_content()
 
     version = page.locator("#rollback-version input")
+    version.click()  # the choices the console's opening filled in: wait for them before typing
+    page.locator("#rollback-version").get_by_role("option", name="v2 (current)").wait_for()
+    version.press("Escape")
     version.fill("v9")
     version.press("Enter")
     page.locator("#btn-rollback").click()

@@ -133,11 +133,12 @@ def build_rollback_panel() -> RollbackPanel:
     return RollbackPanel(version=version, button=button, result=result)
 
 
-def version_choices(rounds: list[dict[str, Any]]) -> gr.Dropdown:
-    """The versions one may make current, newest first; the current one is named so."""
+def version_choices(rounds: list[dict[str, Any]], *, clear: bool = False) -> gr.Dropdown:
+    """The versions one may make current, newest first; the current one is named so. The value typed or picked
+    is kept unless `clear` (after a rollback): a refresh landing while the operator types must not wipe it."""
     labels = [(f"v{r['version']}" + (" (current)" if r["current"] else ""), f"v{r['version']}")
               for r in reversed(rounds)]
-    return gr.Dropdown(choices=labels, value=None)
+    return gr.Dropdown(choices=labels, value=None) if clear else gr.Dropdown(choices=labels)
 
 
 def wire_rollback_panel(ctx: OperatorContext, panel: RollbackPanel, *openers: Any) -> Any:  # noqa: ANN401
@@ -157,7 +158,7 @@ def wire_rollback_panel(ctx: OperatorContext, panel: RollbackPanel, *openers: An
             except ActionRefused as exc:
                 return f"**Not rolled back:** {plain_markdown(str(exc))}", gr.skip()
             return (f"**v{version.id} is current:** annotators get its pairs and the next round starts from it. "
-                    "Nothing was deleted.", version_choices(rounds_table(ctx.db)))
+                    "Nothing was deleted.", version_choices(rounds_table(ctx.db), clear=True))
 
     for opener in openers:
         opener(rollback_choices, outputs=[panel.version], **PRIVATE)
