@@ -1,7 +1,8 @@
 """A round's evidence on a tiny model, end to end through the worker: round 1 stores the gate's cross-fitted
 evidence and the new version's claimed proxy gain (its probe answers written beside its adapter, the base's in the
 cache); round 2 first scores reward model 1 on the judgments it never saw (fresh accuracy, on the reward model and
-on v1), then has reward model 2 re-score v1's gain and v0's, and the rounds table and status show it."""
+on v1), then has reward model 2 re-score v1's gain and v0's, and the rounds table and status show it. The gate
+probe's base features go to the workspace's cache (tests/test_feature_cache.py)."""
 
 from __future__ import annotations
 
@@ -36,10 +37,12 @@ def test_two_rounds_leave_their_evidence(tmp_path: Path, tiny_model_dir: Path, t
     probe = json.loads((Path(v1.adapter_path) / "probe.json").read_text())
     assert len(probe["prompt_ids"]) == len(probe["answers"]) == 4  # loop.probe_prompts eval prompts
     assert (ws.cache_dir / "base-probe.json").is_file()
+    (features,) = ws.cache_dir.glob("base-features-*.pt")  # the gate probe's base features, for the next rounds
 
     simulate_annotators(db, annotators=2, judgments=10, gold="longer", seed=2, progress=False)
     second = worker.run_until_done(storage.enqueue_job(db, "round", {}).id, timeout=600)
     assert second.status == "done", second.error
+    assert list(ws.cache_dir.glob("base-features-*.pt")) == [features]
     fresh = json.loads(storage.get_reward_model(db, 1).metrics_json)["fresh"]
     assert fresh["n"] > 0 and fresh["policy_version"] == 1 and 0 <= fresh["accuracy"] <= 1
     v1 = json.loads(storage.get_policy(db, 1).metrics_json)

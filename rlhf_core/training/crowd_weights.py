@@ -25,6 +25,7 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,8 +40,8 @@ from rlhf_core.algorithms.crowd_bt import (
     follows_preference,
 )
 from rlhf_core.config import RewardConfig
+from rlhf_core.training.feature_cache import base_pair_features
 from rlhf_core.training.reward_data import PreferenceExample, encode_pairs
-from rlhf_core.training.reward_model import pair_features
 from storage import Database, RewardModelVersion, control_judgments
 
 PRIOR = ReliabilityPrior()
@@ -120,11 +121,13 @@ def _judged(examples: Sequence[PreferenceExample]) -> list[PreferenceExample]:
 
 
 def cross_fitted_reliability(stack, examples: Sequence[PreferenceExample], cfg: RewardConfig,  # noqa: ANN001
-                             known: Sequence[KnownJudgment]) -> dict[str, Reliability]:
+                             known: Sequence[KnownJudgment], base_cache: Path | None = None
+                             ) -> dict[str, Reliability]:
     """η and λ from a cross-fitted linear CrowdBT on the features `cfg`'s reward head reads through the stack's
     `reward` adapter as it is now (see the module docstring): before training, the frozen base's (or the
     warm-started trunk's); after it, the trained trunk's. A head reading other features is replaced by a fresh
-    one reading `cfg`'s; one that reads them is kept as it is (a warm start's, a trained one)."""
+    one reading `cfg`'s; one that reads them is kept as it is (a warm start's, a trained one). `base_cache`: the
+    folder of the `feature_cache`, only where the adapter is a fresh one (the features are the base's)."""
     judged = _judged(examples)
     names, lefts = [e.annotator for e in judged], [bool(e.chosen_left) for e in judged]
     prompts = sorted({e.prompt_id for e in judged})
@@ -135,7 +138,8 @@ def cross_fitted_reliability(stack, examples: Sequence[PreferenceExample], cfg: 
     folds = torch.tensor([half[e.prompt_id] for e in judged], dtype=torch.long)
     if (stack.reward_pooling, stack.reward_depths) != (cfg.pooling, tuple(float(d) for d in cfg.feature_depths)):
         stack.set_reward_head(cfg.ensemble, cfg.pooling, cfg.feature_depths)  # features need only the layout
-    chosen, rejected = pair_features(stack, encode_pairs(stack.tokenizer, judged, cfg.max_length), cfg.batch_size)
+    chosen, rejected = base_pair_features(stack, encode_pairs(stack.tokenizer, judged, cfg.max_length),
+                                          cfg.batch_size, base_cache)
     x = (chosen - rejected).double()
     return reliability_from_features(x / x.std(dim=0).clamp(min=1e-6), folds, names, lefts, known)
 
@@ -252,14 +256,16 @@ def stored_reliability(version: RewardModelVersion | None) -> dict[str, Reliabil
 
 def prepare_crowd_training(stack, db: Database, train: Sequence[PreferenceExample],  # noqa: ANN001 - a ModelStack
                            heldout: Sequence[PreferenceExample], cfg: RewardConfig,
-                           previous: RewardModelVersion | None, warm: bool) -> CrowdTraining:
-    """The estimates before training (the previous version's when `warm`, else the pilot's) and the weighted
-    training and held-out examples (see the module docstring)."""
+                           previous: RewardModelVersion | None, warm: bool, base_cache: Path | None = None
+                           ) -> CrowdTraining:
+    """The estimates before training (the previous version's when `warm`, else the pilot's, on the base's features
+    through the `feature_cache` in `base_cache` when given) and the weighted training and held-out examples (see
+    the module docstring)."""
     known = known_judgments(db)
     before = stored_reliability(previous) if warm else None
     source = f"reward model v{previous.id}" if before else "cross-fitted linear CrowdBT on the frozen features"
     if before is None:
-        before = cross_fitted_reliability(stack, train, cfg, known)
+        before = cross_fitted_reliability(stack, train, cfg, known, None if warm else base_cache)
     weighted_train = crowd_weighted(train, before, TRAIN_MIN_WEIGHT)
     weighted_heldout = crowd_weighted(heldout, before, evidence_floor(heldout, belief_weights(heldout, before)))
     stats = {"crowd_train_left_out": len(train) - len(weighted_train),

@@ -120,7 +120,7 @@ def run_reward_training(
     crowd = None
     if cfg.annotator_model == "crowd_bt":  # CrowdBT: judgments weighted by their annotator's reliability
         report(0.01, "estimating annotator reliability")
-        crowd = prepare_crowd_training(stack, db, train, heldout, cfg, previous, warm)
+        crowd = prepare_crowd_training(stack, db, train, heldout, cfg, previous, warm, ws.cache_dir)
         judged, train, heldout = train + heldout, capped_ai_weight(crowd.train, cfg.ai_weight), crowd.heldout
     report(0.02, "cross-fitting a probe on every judgment (the policy gate's evidence)")
     people = [e for e in examples if not e.ai] or examples  # the gate's evidence: agreement with people ...
@@ -128,7 +128,7 @@ def run_reward_training(
         people = believed(people, crowd.before)
     crossfit = None
     if dp.is_main:
-        crossfit = crossfit_accuracy(stack, people, cfg)  # resets the reward adapter
+        crossfit = crossfit_accuracy(stack, people, cfg, ws.cache_dir)  # resets the reward adapter
         load_start()
     def on_step(row: dict[str, float]) -> None:
         total = row["steps_total"]

@@ -1,0 +1,111 @@
+"""The base model's reward features of judged responses, kept between reward trainings.
+
+The policy gate's cross-fitted probe (`crossfit`) and, in a first training, the annotator model's pilot
+(`crowd_weights`) read every judgment through the frozen base. Those features never change while the base and the
+head's layout stay the same, and each round adds judgments to the ones read before: without a cache, round r reads
+all r rounds' judgments again. The cache holds the features of each distinct (prompt, response) token sequence,
+one file per layout (base model directory, 4-bit or not, precision, pooling, depths) under the workspace's cache
+folder; a changed layout starts a new file. It is only a cache: a file that cannot be read is set aside and rebuilt,
+and nothing but speed depends on it. Values come from packed forward passes, so a response read beside other
+responses may differ from a fresh read in the last bits (bf16), as packed reads already do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from rlhf_core.models.stack import ModelStack
+from rlhf_core.training.reward_data import EncodedPair
+from rlhf_core.training.reward_model import pair_features
+
+log = logging.getLogger(__name__)
+
+MAX_ENTRIES = 50_000  # responses kept per layout (~115 MB of float32 at 576 features): the oldest go first
+Key = tuple[tuple[int, ...], tuple[int, ...]]  # (prompt tokens, response tokens)
+
+
+def layout_key(stack: ModelStack) -> str:
+    """What the base features depend on besides the tokens: the base model, how it is stored and run, and the
+    reward head's layout (pooling and depths)."""
+    layout = {"model": str(Path(stack.model_dir).resolve()), "quantized": bool(stack.quantized),
+              "autocast": str(stack.autocast_dtype), "pooling": stack.reward_pooling,
+              "depths": [float(d) for d in stack.reward_depths]}
+    return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class BaseFeatureCache:
+    """Features [F] of (prompt, response) token sequences through the frozen base, for one layout, in memory and
+    (with a `path`) on disk."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.entries: dict[Key, torch.Tensor] = {}
+        self.hits = self.misses = 0
+        if path is not None and path.exists():
+            try:
+                stored = torch.load(path, weights_only=True)
+                self.entries = {(tuple(p), tuple(r)): f for p, r, f in zip(stored["prompts"], stored["responses"],
+                                                                          stored["features"], strict=True)}
+            except Exception as exc:  # noqa: BLE001 - any unreadable cache is rebuilt
+                log.warning("base feature cache %s unreadable (%s); set aside and rebuilt", path, exc)
+                path.replace(path.with_suffix(".unreadable"))
+                self.entries = {}
+
+    @classmethod
+    def in_folder(cls, folder: Path | None, stack: ModelStack) -> BaseFeatureCache:
+        """The cache of `stack`'s current layout in `folder` (None: in memory only)."""
+        return cls(None if folder is None else Path(folder) / f"base-features-{layout_key(stack)}.pt")
+
+    def pair_features(self, stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`reward_model.pair_features` of `pairs` through the stack as it is now (the caller has reset the
+        reward adapter: these are the base's features), reading only the responses not cached yet."""
+        def key(pair: EncodedPair, side: Sequence[int]) -> Key:
+            return tuple(pair.prompt), tuple(side)
+
+        absent = {k for p in pairs for k in (key(p, p.chosen), key(p, p.rejected)) if k not in self.entries}
+        distinct = {k for p in pairs for k in (key(p, p.chosen), key(p, p.rejected))}
+        self.hits, self.misses = self.hits + len(distinct) - len(absent), self.misses + len(absent)
+        missing = [p for p in pairs if key(p, p.chosen) in absent or key(p, p.rejected) in absent]
+        if missing:
+            chosen, rejected = pair_features(stack, missing, batch_size)
+            for pair, c, r in zip(missing, chosen, rejected, strict=True):
+                self.entries.setdefault(key(pair, pair.chosen), c.clone())
+                self.entries.setdefault(key(pair, pair.rejected), r.clone())
+            self.save()
+        if not pairs:
+            return torch.zeros(0), torch.zeros(0)
+        return (torch.stack([self.entries[key(p, p.chosen)] for p in pairs]),
+                torch.stack([self.entries[key(p, p.rejected)] for p in pairs]))
+
+    def save(self) -> None:
+        """Write the entries (the newest MAX_ENTRIES) atomically; a failed write only costs speed."""
+        if len(self.entries) > MAX_ENTRIES:
+            self.entries = dict(list(self.entries.items())[-MAX_ENTRIES:])
+        if self.path is None:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"prompts": [list(k[0]) for k in self.entries], "responses": [list(k[1]) for k in self.entries],
+                        "features": torch.stack(list(self.entries.values())) if self.entries else torch.zeros(0)},
+                       tmp)
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("base feature cache not saved to %s: %s", self.path, exc)
+
+
+def base_pair_features(stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int, folder: Path | None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pair_features` of `pairs` through the frozen base (the caller has reset the reward adapter), through the
+    cache in `folder` for the stack's layout; None: read them all, no cache."""
+    if folder is None:
+        return pair_features(stack, pairs, batch_size)
+    return BaseFeatureCache.in_folder(folder, stack).pair_features(stack, pairs, batch_size)
