@@ -201,7 +201,7 @@ def main() -> None:
                         help="write every row (after each measurement: a run cut short keeps them) and the summary")
     add_smoke_option(parser)
     args = parser.parse_args()
-    apply_smoke(args, tiny_model="model", judgments=12, steps=2, every=1, eval_prompts=4, fresh_prompts=4)
+    apply_smoke(args, tiny_model="model", judgments=64, steps=2, every=1, eval_prompts=4, fresh_prompts=4)
     smoke_sets = ["sampling.max_new_tokens=8", "reward.epochs=1", "policy.prompts_per_step=2", "policy.group_size=2",
                   "policy.max_new_tokens=8", "policy.minibatch_size=4", "policy.update_epochs=1"]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
