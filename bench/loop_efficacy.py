@@ -188,7 +188,7 @@ def main() -> None:
                         help="the simulated demonstrator's answer is the gold's best of this many samples")
     add_smoke_option(parser)
     args = parser.parse_args()
-    apply_smoke(args, tiny_model="model", rounds=1, judgments=12, eval_prompts=4, sft=min(args.sft, 4),
+    apply_smoke(args, tiny_model="model", rounds=1, judgments=64, eval_prompts=4, sft=min(args.sft, 4),
                 demonstration_samples=2, set=round_settings(args.set))
 
     golds = [g.strip() for g in args.gold.split(",") if g.strip()]

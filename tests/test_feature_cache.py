@@ -87,3 +87,15 @@ def test_the_gate_probe_gets_the_same_figure_through_the_cache(stack: ModelStack
     assert crossfit_accuracy(stack, examples, cfg, tmp_path) == direct  # filling the cache
     forwards = Forwards(stack)
     assert crossfit_accuracy(stack, examples, cfg, tmp_path) == direct and forwards.n == 0  # read from it
+
+
+def test_weights_replaced_in_place_get_a_new_file(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    folder = Path(shutil.copytree(tiny_model_dir, tmp_path / "model"))
+    stack = ModelStack.load(folder, device=torch.device("cpu"))
+    before = layout_key(stack)
+    assert layout_key(stack) == before
+    (weights,) = folder.glob("*.safetensors")
+    weights.write_bytes(weights.read_bytes() + b"\0")  # another size: as if new weights were saved there
+    assert layout_key(stack) != before

@@ -1,5 +1,6 @@
 """Training on the model stack: preference data for the reward model (`reward_data`), its Bradley-Terry
-training (`reward_model`) and service (`reward_service`), the policy gate's cross-fitted evidence (`crossfit`),
+training (`reward_model`) and service (`reward_service`), the policy gate's cross-fitted evidence (`crossfit`) on
+the base's features, kept between trainings (`feature_cache`),
 each annotator's reliability and left bias
 (CrowdBT weights, `crowd_weights`), data-parallel helpers (`distributed`), policy
 rollouts (`rollout`), the PPO and GRPO updates (`ppo`, `grpo`), online DPO on judged pairs (`dpo`), supervised

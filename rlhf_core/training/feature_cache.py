@@ -32,9 +32,13 @@ Key = tuple[tuple[int, ...], tuple[int, ...]]  # (prompt tokens, response tokens
 
 
 def layout_key(stack: ModelStack) -> str:
-    """What the base features depend on besides the tokens: the base model, how it is stored and run, and the
-    reward head's layout (pooling and depths)."""
-    layout = {"model": str(Path(stack.model_dir).resolve()), "quantized": bool(stack.quantized),
+    """What the base features depend on besides the tokens: the base model (its directory, and its weight and
+    config files' sizes and times, so that weights replaced in place start a new file), how it is stored and run,
+    and the reward head's layout (pooling and depths)."""
+    folder = Path(stack.model_dir).resolve()
+    files = sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in folder.iterdir()
+                   if f.is_file() and f.suffix in {".safetensors", ".bin", ".json"})  # weights replaced in place
+    layout = {"model": str(folder), "files": files, "quantized": bool(stack.quantized),
               "autocast": str(stack.autocast_dtype), "pooling": stack.reward_pooling,
               "depths": [float(d) for d in stack.reward_depths]}
     return hashlib.sha256(json.dumps(layout, sort_keys=True).encode()).hexdigest()[:16]
