@@ -45,14 +45,14 @@ def layout_key(stack: ModelStack) -> str:
 
 
 class BaseFeatureCache:
-    """Features [F] of (prompt, response) token sequences through the frozen base, for one layout, in memory and
-    (with a `path`) on disk."""
+    """Features [F] of (prompt, response) token sequences through the frozen base, for one layout, kept in the
+    file `path`."""
 
-    def __init__(self, path: Path | None) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.entries: dict[Key, torch.Tensor] = {}
         self.hits = self.misses = 0
-        if path is not None and path.exists():
+        if path.exists():
             try:
                 stored = torch.load(path, weights_only=True)
                 self.entries = {(tuple(p), tuple(r)): f for p, r, f in zip(stored["prompts"], stored["responses"],
@@ -63,9 +63,9 @@ class BaseFeatureCache:
                 self.entries = {}
 
     @classmethod
-    def in_folder(cls, folder: Path | None, stack: ModelStack) -> BaseFeatureCache:
-        """The cache of `stack`'s current layout in `folder` (None: in memory only)."""
-        return cls(None if folder is None else Path(folder) / f"base-features-{layout_key(stack)}.pt")
+    def in_folder(cls, folder: Path, stack: ModelStack) -> BaseFeatureCache:
+        """The cache of `stack`'s current layout in `folder`."""
+        return cls(Path(folder) / f"base-features-{layout_key(stack)}.pt")
 
     def pair_features(self, stack: ModelStack, pairs: Sequence[EncodedPair], batch_size: int
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,27 +74,26 @@ class BaseFeatureCache:
         def key(pair: EncodedPair, side: Sequence[int]) -> Key:
             return tuple(pair.prompt), tuple(side)
 
-        absent = {k for p in pairs for k in (key(p, p.chosen), key(p, p.rejected)) if k not in self.entries}
-        distinct = {k for p in pairs for k in (key(p, p.chosen), key(p, p.rejected))}
+        sides = [(key(p, p.chosen), key(p, p.rejected)) for p in pairs]
+        distinct = {k for both in sides for k in both}
+        absent = {k for k in distinct if k not in self.entries}
         self.hits, self.misses = self.hits + len(distinct) - len(absent), self.misses + len(absent)
-        missing = [p for p in pairs if key(p, p.chosen) in absent or key(p, p.rejected) in absent]
+        missing = [(p, both) for p, both in zip(pairs, sides, strict=True) if not absent.isdisjoint(both)]
         if missing:
-            chosen, rejected = pair_features(stack, missing, batch_size)
-            for pair, c, r in zip(missing, chosen, rejected, strict=True):
-                self.entries.setdefault(key(pair, pair.chosen), c.clone())
-                self.entries.setdefault(key(pair, pair.rejected), r.clone())
+            chosen, rejected = pair_features(stack, [p for p, _ in missing], batch_size)
+            for (_, (c_key, r_key)), c, r in zip(missing, chosen, rejected, strict=True):
+                self.entries.setdefault(c_key, c.clone())
+                self.entries.setdefault(r_key, r.clone())
             self.save()
         if not pairs:
             return torch.zeros(0), torch.zeros(0)
-        return (torch.stack([self.entries[key(p, p.chosen)] for p in pairs]),
-                torch.stack([self.entries[key(p, p.rejected)] for p in pairs]))
+        return (torch.stack([self.entries[c_key] for c_key, _ in sides]),
+                torch.stack([self.entries[r_key] for _, r_key in sides]))
 
     def save(self) -> None:
         """Write the entries (the newest MAX_ENTRIES) atomically; a failed write only costs speed."""
         if len(self.entries) > MAX_ENTRIES:
             self.entries = dict(list(self.entries.items())[-MAX_ENTRIES:])
-        if self.path is None:
-            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_suffix(f".tmp{os.getpid()}")
